@@ -1,0 +1,24 @@
+// Bun: a built-in WebSocket client and process signals as in Node; Bun runs this TypeScript
+// directly.
+import process from "node:process";
+import { main } from "../src/cli.ts";
+import type { Runtime, WebSocketLike } from "../src/runtime.ts";
+
+const runtime: Runtime = {
+  description: `bun ${Bun.version}`,
+  openWebSocket: (url) => new WebSocket(url) as WebSocketLike,
+  env: (name) => process.env[name],
+  onStop(handler) {
+    let stopping = false;
+    const stop = () => {
+      if (stopping) process.exit(130);
+      stopping = true;
+      handler();
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  },
+  exit: (code) => process.exit(code),
+};
+
+runtime.exit(await main(runtime, process.argv.slice(2)));

@@ -1,0 +1,32 @@
+// Deno: a built-in WebSocket client, signals through Deno.addSignalListener, and permissions:
+// `deno task agent` grants network access and the agent's own environment variables only, and
+// a missing grant becomes a message naming the flag to add.
+import { main } from "../src/cli.ts";
+import type { Runtime, WebSocketLike } from "../src/runtime.ts";
+
+const runtime: Runtime = {
+  description: `deno ${Deno.version.deno}`,
+  openWebSocket: (url) => new WebSocket(url) as WebSocketLike,
+  env: (name) => Deno.env.get(name),
+  onStop(handler) {
+    let stopping = false;
+    const stop = () => {
+      if (stopping) Deno.exit(130);
+      stopping = true;
+      handler();
+    };
+    Deno.addSignalListener("SIGINT", stop);
+    Deno.addSignalListener("SIGTERM", stop);
+  },
+  exit: (code) => Deno.exit(code),
+  explain(error) {
+    if (!(error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied)) return undefined;
+    const flag = /--allow-[a-z]+/.exec(error.message)?.[0] ?? "the --allow-* flag it names";
+    return {
+      message: `Deno did not grant a permission the agent needs: ${error.message}`,
+      hint: `run it with \`deno task agent\`, or add ${flag} to your deno run command`,
+    };
+  },
+};
+
+runtime.exit(await main(runtime, Deno.args));

@@ -1,0 +1,150 @@
+import { TUNNEL_NAME_PATTERN } from "@burrow/protocol";
+import pkg from "../package.json" with { type: "json" };
+import { Agent } from "./agent.ts";
+import { AgentError } from "./errors.ts";
+import { Log } from "./log.ts";
+import { randomName } from "./names.ts";
+import { Origin } from "./origin.ts";
+import type { Runtime } from "./runtime.ts";
+
+interface Flag {
+  name: string;
+  env?: string;
+  value?: string;
+  default?: string;
+  help: string;
+}
+
+/** Every flag, once: parsing, environment fallbacks and --help all come from this table. */
+const FLAGS: Flag[] = [
+  { name: "port", env: "BURROW_PORT", value: "PORT", help: "port of the local server to expose (required)" },
+  { name: "host", env: "BURROW_HOST", value: "HOST", default: "localhost", help: "host of the local server" },
+  { name: "relay", env: "BURROW_RELAY", value: "URL", default: "http://localhost:8787", help: "the Burrow relay to connect to" },
+  { name: "name", env: "BURROW_NAME", value: "NAME", default: "a random name", help: "tunnel name: the subdomain visitors use" },
+  { name: "token", env: "BURROW_TOKEN", value: "TOKEN", default: "none", help: "the relay's token, if it requires one" },
+  { name: "heartbeat", env: "BURROW_HEARTBEAT", value: "SECONDS", default: "20", help: "seconds between heartbeats to the relay" },
+  { name: "debug", env: "BURROW_DEBUG", help: "print details and stack traces" },
+  { name: "version", help: "print the version and exit" },
+  { name: "help", help: "print this help and exit" },
+];
+
+/** Every environment variable the agent reads (Deno's task grants exactly these). */
+export const ENV_VARS = FLAGS.flatMap((flag) => (flag.env ? [flag.env] : []));
+
+export const VERSION: string = pkg.version;
+
+function help(): string {
+  const rows = FLAGS.map((flag) => {
+    const left = `  --${flag.name}${flag.value ? ` ${flag.value}` : ""}`;
+    const extra = [flag.env && `env ${flag.env}`, flag.default && `default: ${flag.default}`].filter(Boolean).join("; ");
+    return `${left.padEnd(26)}${flag.help}${extra ? ` (${extra})` : ""}`;
+  });
+  return [
+    "Burrow agent: expose a local server through a Burrow relay.",
+    "",
+    "Usage: agent --port 8000 [--name NAME] [--relay URL]",
+    "",
+    "Options:",
+    ...rows,
+    "",
+  ].join("\n");
+}
+
+/**
+ * Reads flags, then environment variables, then defaults.
+ * @throws {AgentError} "usage" for an unknown flag or a bad value.
+ */
+export function parseArgs(argv: string[], env: (name: string) => string | undefined): Record<string, string> {
+  const values: Record<string, string> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const match = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
+    const flag = match && FLAGS.find((f) => f.name === match[1]);
+    if (!flag) {
+      throw new AgentError("usage", `unknown argument ${JSON.stringify(arg)}`, "run `agent --help` for the flags");
+    }
+    if (!flag.value) {
+      values[flag.name] = "true";
+      continue;
+    }
+    const value = match[2] ?? argv[++i];
+    if (value === undefined || (match[2] === undefined && value.startsWith("--"))) {
+      throw new AgentError("usage", `--${flag.name} needs a value`, `for example --${flag.name} ${flag.value}`);
+    }
+    values[flag.name] = value;
+  }
+  for (const flag of FLAGS) {
+    if (values[flag.name] === undefined && flag.env) {
+      const fromEnv = env(flag.env);
+      if (fromEnv) values[flag.name] = fromEnv;
+    }
+  }
+  return values;
+}
+
+/** The whole CLI. Returns the exit status; the runtime's entry exits with it. */
+export async function main(runtime: Runtime, argv: string[]): Promise<number> {
+  let log = new Log(false);
+  try {
+    const args = parseArgs(argv, (name) => runtime.env(name));
+    log = new Log(args.debug === "true");
+    if (args.help) {
+      console.log(help());
+      return 0;
+    }
+    if (args.version) {
+      console.log(`agent ${VERSION} (${runtime.description})`);
+      return 0;
+    }
+    const agent = new Agent(options(args), new Origin(args.host ?? "localhost", port(args.port)), runtime, log);
+    runtime.onStop(() => agent.stop());
+    await agent.run();
+    return 0;
+  } catch (error) {
+    const explained = runtime.explain?.(error);
+    if (error instanceof AgentError) {
+      log.error(error.message, error.hint);
+      return error.exitStatus;
+    }
+    if (explained) {
+      log.error(explained.message, explained.hint);
+      return 4;
+    }
+    log.error(`unexpected failure: ${(error as Error)?.message ?? error}`, "run again with --debug for details, and report it");
+    log.debug("stack", error);
+    return 1;
+  }
+}
+
+function options(args: Record<string, string>) {
+  const name = args.name ?? randomName();
+  if (!TUNNEL_NAME_PATTERN.test(name)) {
+    throw new AgentError("usage", `"${name}" is not a tunnel name`, "use 1 to 63 lowercase letters, digits and inner hyphens, like my-app");
+  }
+  const relayText = args.relay ?? "http://localhost:8787";
+  let relay: URL;
+  try {
+    relay = new URL(relayText);
+  } catch {
+    throw new AgentError("usage", `--relay ${JSON.stringify(relayText)} is not a URL`, "for example --relay https://tunnel.example.com");
+  }
+  if (relay.protocol !== "http:" && relay.protocol !== "https:") {
+    throw new AgentError("usage", `--relay must be an http:// or https:// URL, not ${relay.protocol}`, "for example --relay https://tunnel.example.com");
+  }
+  const heartbeat = Number(args.heartbeat ?? "20");
+  if (!(heartbeat >= 0.05 && heartbeat <= 3600)) {
+    throw new AgentError("usage", `--heartbeat ${args.heartbeat} is out of range`, "use seconds between 0.05 and 3600; 20 suits most networks");
+  }
+  return { relay, name, token: args.token ?? "", heartbeatMs: heartbeat * 1000, version: VERSION };
+}
+
+function port(text: string | undefined): number {
+  if (text === undefined) {
+    throw new AgentError("usage", "which local port should the tunnel expose?", "pass it with --port, for example: agent --port 8000");
+  }
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 1 || value > 65535) {
+    throw new AgentError("usage", `--port ${text} is not a port number`, "use a number from 1 to 65535, for example --port 8000");
+  }
+  return value;
+}

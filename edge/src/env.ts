@@ -1,0 +1,12 @@
+import type { TunnelObject } from "./tunnel.ts";
+
+/** Bindings and vars from wrangler.toml (and secrets set with `wrangler secret put`). */
+export interface Env {
+  TUNNELS: DurableObjectNamespace<TunnelObject>;
+  /** Tunnels are served at `<name>.<BASE_DOMAIN>`; "localhost" locally. Empty: path URLs only. */
+  BASE_DOMAIN: string;
+  /** When set, agents must present this token in their hello. */
+  BURROW_TOKEN?: string;
+  /** How long a visitor waits for the origin's response head before a 504 (default 600). */
+  RESPONSE_TIMEOUT_SECONDS?: string;
+}

@@ -1,0 +1,259 @@
+import {
+  CloseCode,
+  CONNECT_PATH,
+  decodeFrame,
+  encodeFrame,
+  type Frame,
+  FrameType,
+  HEARTBEAT,
+  type HelloFrame,
+  MAX_DATA_CHUNK,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  type RefusalCode,
+  type ResetCode,
+} from "@burrow/protocol";
+import { DurableObject } from "cloudflare:workers";
+import type { Env } from "./env.ts";
+import { EdgeError, isTeardownNoise } from "./errors.ts";
+import { INTERNAL, isInternal, withoutHopByHop } from "./headers.ts";
+import { StreamTable } from "./streams.ts";
+
+/** What each agent socket remembers across hibernation (`serializeAttachment`, max 2 KiB). */
+type Attachment =
+  | { phase: "hello"; name: string; url: string }
+  | { phase: "ready"; name: string; url: string; claim: string };
+
+/** After an agent drops without saying goodbye, its name stays reserved for it this long. */
+const NAME_GRACE_MS = 60_000;
+const DEFAULT_RESPONSE_TIMEOUT_S = 600;
+
+/**
+ * One tunnel: holds its agent's WebSocket (Hibernation API, so an idle tunnel costs nothing)
+ * and turns each visitor request into a stream of frames on it.
+ */
+export class TunnelObject extends DurableObject<Env> {
+  private readonly streams = new StreamTable((id, socket, code, message) => this.sendReset(socket, id, code, message));
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    // Answered by the runtime itself, without waking this object.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(HEARTBEAT.ping, HEARTBEAT.pong));
+  }
+
+  override async fetch(request: Request): Promise<Response> {
+    const url = new URL(request.url);
+    try {
+      if (url.pathname === CONNECT_PATH) return this.accept(request, url);
+      return await this.visit(request);
+    } catch (error) {
+      if (error instanceof EdgeError) return error.toResponse();
+      console.error(`tunnel ${request.headers.get(INTERNAL.tunnel)}: fetch failed`, error);
+      return new EdgeError(500, "relay-error", "The relay failed to handle this request; it has been logged.").toResponse();
+    }
+  }
+
+  /** The Worker validated the name and the upgrade; the hello decides whether the agent stays. */
+  private accept(request: Request, url: URL): Response {
+    const name = url.searchParams.get("name") ?? "";
+    const { 0: client, 1: server } = new WebSocketPair();
+    this.ctx.acceptWebSocket(server);
+    server.serializeAttachment({ phase: "hello", name, url: request.headers.get(INTERNAL.publicUrl) ?? "" } satisfies Attachment);
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  private async visit(request: Request): Promise<Response> {
+    const tunnel = request.headers.get(INTERNAL.tunnel) ?? "";
+    const path = request.headers.get(INTERNAL.path) ?? "/";
+    const agent = this.agent();
+    if (!agent) {
+      throw new EdgeError(
+        502,
+        "agent-offline",
+        `No agent is connected for tunnel "${tunnel}". Start one next to your server: npx agent --port 8000 --name ${tunnel}`,
+      );
+    }
+    const timeoutMs = 1000 * (Number(this.env.RESPONSE_TIMEOUT_SECONDS) || DEFAULT_RESPONSE_TIMEOUT_S);
+    const { id, response } = this.streams.open(agent, request.method, timeoutMs, tunnel);
+    const headers = withoutHopByHop(request.headers).filter(([name]) => !isInternal(name));
+    agent.send(encodeFrame({ type: FrameType.RequestHead, stream: id, method: request.method, path, headers }));
+    this.ctx.waitUntil(this.pumpRequestBody(agent, id, request.body));
+    return response;
+  }
+
+  /** Streams the visitor's body to the agent in bounded Data frames, then End. */
+  private async pumpRequestBody(agent: WebSocket, id: number, body: ReadableStream<Uint8Array> | null): Promise<void> {
+    const reader = body?.getReader();
+    try {
+      while (reader) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        if (!this.streams.has(id)) {
+          await reader.cancel();
+          return;
+        }
+        for (let offset = 0; offset < value.byteLength; offset += MAX_DATA_CHUNK) {
+          const bytes = value.subarray(offset, offset + MAX_DATA_CHUNK);
+          agent.send(encodeFrame({ type: FrameType.Data, stream: id, bytes }));
+        }
+      }
+      if (this.streams.has(id)) agent.send(encodeFrame({ type: FrameType.End, stream: id }));
+    } catch (error) {
+      if (!isTeardownNoise(error)) console.error(`stream ${id}: reading the visitor's body failed`, error);
+      this.sendReset(agent, id, "cancelled", "the visitor's request body failed");
+    }
+  }
+
+  override async webSocketMessage(socket: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    // Text is only ever a heartbeat, and those are answered by the auto-response.
+    if (typeof message === "string") return;
+    const attachment = socket.deserializeAttachment() as Attachment;
+    try {
+      const frame = decodeFrame(new Uint8Array(message));
+      if (!frame) return;
+      if (attachment.phase === "hello") await this.hello(socket, frame, attachment);
+      else this.receive(socket, frame);
+    } catch (error) {
+      if (error instanceof ProtocolError) {
+        console.warn(`tunnel ${attachment.name}: closing the agent's socket: ${error.message}`);
+        this.close(socket, CloseCode.ProtocolError, `protocol error: ${error.message}`);
+        this.streams.failSocket(socket, 502, "agent-disconnected", `The agent for tunnel "${attachment.name}" broke the protocol: ${error.message}`);
+      } else if (!isTeardownNoise(error)) {
+        console.error(`tunnel ${attachment.name}: webSocketMessage failed`, error);
+      }
+    }
+  }
+
+  override async webSocketClose(socket: WebSocket, code: number, reason: string): Promise<void> {
+    this.dropped(socket, code, reason);
+  }
+
+  override async webSocketError(socket: WebSocket, error: unknown): Promise<void> {
+    if (!isTeardownNoise(error)) console.warn("agent socket error", error);
+    this.dropped(socket, 1006, "socket error");
+  }
+
+  private receive(socket: WebSocket, frame: Frame): void {
+    let known: boolean;
+    switch (frame.type) {
+      case FrameType.ResponseHead:
+        known = this.streams.head(frame);
+        break;
+      case FrameType.Data:
+        known = this.streams.data(frame.stream, frame.bytes);
+        break;
+      case FrameType.End:
+        known = this.streams.end(frame.stream);
+        break;
+      case FrameType.Reset:
+        this.streams.reset(frame.stream, frame.code, frame.message);
+        return; // a reset of a stream already gone needs no answer
+      default:
+        throw new ProtocolError("malformed-frame", `the relay does not accept a frame of type ${frame.type} from an agent`);
+    }
+    // Frames for a stream the relay already finished (the visitor left) are expected while the
+    // agent catches up with the Reset it was sent; anything else is the agent's bug.
+    if (!known) this.sendReset(socket, "stream" in frame ? frame.stream : 0, "cancelled", "this stream is no longer open");
+  }
+
+  private async hello(socket: WebSocket, frame: Frame, attachment: Attachment): Promise<void> {
+    const refusal = await this.judge(frame, attachment);
+    if (refusal) {
+      socket.send(encodeFrame({ type: FrameType.Refused, code: refusal[0], message: refusal[1] }));
+      this.close(socket, CloseCode.Refused, refusal[0]);
+      return;
+    }
+    const hello = frame as HelloFrame;
+    const claim = await sha256(hello.claim);
+    for (const other of this.ctx.getWebSockets()) {
+      if (other === socket || (other.deserializeAttachment() as Attachment).phase !== "ready") continue;
+      // judge() refused other claims, so a ready socket left is this agent's previous connection.
+      this.close(other, CloseCode.Replaced, "replaced by a newer connection from the same agent");
+      this.streams.failSocket(other, 502, "agent-disconnected", `The agent for tunnel "${hello.name}" reconnected; retry the request.`);
+    }
+    socket.serializeAttachment({ phase: "ready", name: hello.name, url: attachment.url, claim } satisfies Attachment);
+    await this.ctx.storage.put("claim", { claim, until: 0 });
+    socket.send(encodeFrame({ type: FrameType.Ready, name: hello.name, url: attachment.url }));
+  }
+
+  /** Returns why the hello is refused, or undefined to accept it. */
+  private async judge(frame: Frame, attachment: Attachment): Promise<[RefusalCode, string] | undefined> {
+    if (frame.type !== FrameType.Hello) return ["bad-hello", "the first frame on a connection must be a Hello"];
+    if (frame.version < PROTOCOL_VERSION) {
+      return ["version-mismatch", `this relay speaks protocol ${PROTOCOL_VERSION} and the agent speaks ${frame.version}: upgrade the agent`];
+    }
+    if (frame.version > PROTOCOL_VERSION) {
+      return ["version-mismatch", `this relay speaks protocol ${PROTOCOL_VERSION} and the agent speaks ${frame.version}: redeploy the relay with a newer Burrow (npm run deploy), or use an older agent`];
+    }
+    const expected = this.env.BURROW_TOKEN;
+    if (expected && !(await sameSecret(frame.token, expected))) {
+      return ["unauthorized", frame.token ? "the token is not the one this relay was given: check --token or BURROW_TOKEN" : "this relay requires a token: pass --token or set BURROW_TOKEN"];
+    }
+    if (frame.name !== attachment.name) {
+      return ["bad-hello", `the hello asks for tunnel "${frame.name}" but the connection was opened for "${attachment.name}"`];
+    }
+    const claim = await sha256(frame.claim);
+    const held = this.ctx.getWebSockets().some((other) => {
+      const a = other.deserializeAttachment() as Attachment;
+      return a.phase === "ready" && a.claim !== claim;
+    });
+    const lease = await this.ctx.storage.get<{ claim: string; until: number }>("claim");
+    const reserved = lease && lease.claim !== claim && lease.until > Date.now();
+    if (held || reserved) {
+      const wait = reserved && !held ? ` (it is kept for its agent for ${Math.ceil((lease.until - Date.now()) / 1000)}s more)` : "";
+      return ["name-taken", `the tunnel name "${frame.name}" is in use by another agent${wait}: choose another --name`];
+    }
+    return undefined;
+  }
+
+  /** The agent socket left: fail its streams, and keep its name for it unless it said goodbye. */
+  private dropped(socket: WebSocket, code: number, reason: string): void {
+    const attachment = socket.deserializeAttachment() as Attachment | null;
+    this.close(socket, 1000, "closed");
+    if (attachment?.phase !== "ready") return;
+    const why = code === CloseCode.Normal ? "stopped" : `disconnected (${code}${reason ? ` ${reason}` : ""})`;
+    this.streams.failSocket(socket, 502, "agent-disconnected", `The agent for tunnel "${attachment.name}" ${why}.`);
+    if (this.ctx.getWebSockets().some((s) => s !== socket && (s.deserializeAttachment() as Attachment).phase === "ready")) return;
+    const until = code === CloseCode.Normal ? 0 : Date.now() + NAME_GRACE_MS;
+    this.ctx.waitUntil(this.ctx.storage.put("claim", { claim: attachment.claim, until }));
+  }
+
+  /** The connected agent, if any. At most one socket is ready at a time. */
+  private agent(): WebSocket | undefined {
+    return this.ctx.getWebSockets().find((s) => (s.deserializeAttachment() as Attachment).phase === "ready");
+  }
+
+  private sendReset(socket: WebSocket, stream: number, code: ResetCode, message: string): void {
+    try {
+      socket.send(encodeFrame({ type: FrameType.Reset, stream, code, message }));
+    } catch (error) {
+      if (!isTeardownNoise(error)) console.error(`stream ${stream}: sending a reset failed`, error);
+    }
+  }
+
+  private close(socket: WebSocket, code: number, reason: string): void {
+    try {
+      // Close reasons are limited to 123 bytes (RFC 6455 section 5.5).
+      socket.close(code, truncateUtf8(reason, 123));
+    } catch (error) {
+      if (!isTeardownNoise(error)) console.warn("closing a socket failed", error);
+    }
+  }
+}
+
+async function sha256(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return btoa(String.fromCharCode(...new Uint8Array(digest)));
+}
+
+/** Constant-time comparison of two secrets (hashed first, so lengths do not leak). */
+async function sameSecret(given: string, expected: string): Promise<boolean> {
+  const [a, b] = await Promise.all([given, expected].map((s) => crypto.subtle.digest("SHA-256", new TextEncoder().encode(s))));
+  return crypto.subtle.timingSafeEqual(a as ArrayBuffer, b as ArrayBuffer);
+}
+
+function truncateUtf8(text: string, maxBytes: number): string {
+  const bytes = new TextEncoder().encode(text);
+  if (bytes.byteLength <= maxBytes) return text;
+  return new TextDecoder().decode(bytes.subarray(0, maxBytes - 3)).replace(/\uFFFD$/, "") + "...";
+}

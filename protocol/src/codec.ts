@@ -1,0 +1,235 @@
+import { Decoder, Encoder } from "@msgpack/msgpack";
+import { malformed, ProtocolError } from "./errors.ts";
+import {
+  type Frame,
+  FrameType,
+  type HeaderList,
+  type RefusalCode,
+  type ResetCode,
+} from "./frames.ts";
+import {
+  MAX_DATA_CHUNK,
+  MAX_FRAME_BYTES,
+  MAX_HEADER_BYTES,
+  MAX_HEADERS,
+  MAX_MESSAGE_LENGTH,
+  MAX_STREAM_ID,
+} from "./limits.ts";
+
+// A frame on the wire is one msgpack array: [type, ...fields in the order of the interface].
+// Arrays rather than maps keep Data frames at a 12-byte overhead; fields are only ever appended,
+// and receivers ignore extra trailing elements.
+
+const encoder = new Encoder();
+const decoder = new Decoder({
+  maxStrLength: MAX_HEADER_BYTES,
+  maxBinLength: MAX_DATA_CHUNK,
+  maxArrayLength: MAX_HEADERS,
+  maxMapLength: 64,
+  maxExtLength: 64,
+});
+
+/**
+ * Encodes one frame as a binary WebSocket message.
+ * @throws {ProtocolError} "frame-too-large" when a Data frame carries more than MAX_DATA_CHUNK bytes.
+ */
+export function encodeFrame(frame: Frame): Uint8Array {
+  switch (frame.type) {
+    case FrameType.Hello:
+      return encoder.encode([frame.type, frame.version, frame.agent, frame.name, frame.token, frame.claim]);
+    case FrameType.Ready:
+      return encoder.encode([frame.type, frame.name, frame.url]);
+    case FrameType.Refused:
+      return encoder.encode([frame.type, frame.code, frame.message]);
+    case FrameType.RequestHead:
+      return encoder.encode([frame.type, frame.stream, frame.method, frame.path, frame.headers]);
+    case FrameType.ResponseHead:
+      return encoder.encode([frame.type, frame.stream, frame.status, frame.headers]);
+    case FrameType.Data:
+      return encodeData(frame.stream, frame.bytes);
+    case FrameType.End:
+      return encoder.encode([frame.type, frame.stream]);
+    case FrameType.Reset:
+      return encoder.encode([frame.type, frame.stream, frame.code, frame.message]);
+  }
+}
+
+/**
+ * Writes the msgpack bytes of `[Data, stream, bytes]` directly: one copy of the payload instead
+ * of the general encoder's two, on the path every body byte takes.
+ */
+function encodeData(stream: number, bytes: Uint8Array): Uint8Array {
+  if (bytes.byteLength > MAX_DATA_CHUNK) {
+    throw new ProtocolError(
+      "frame-too-large",
+      `body chunk is ${bytes.byteLength} bytes; the limit is ${MAX_DATA_CHUNK}`,
+    );
+  }
+  const out = new Uint8Array(12 + bytes.byteLength);
+  const view = new DataView(out.buffer);
+  out[0] = 0x93; // fixarray of 3
+  out[1] = FrameType.Data; // positive fixint
+  out[2] = 0xce; // uint 32
+  view.setUint32(3, stream);
+  out[7] = 0xc6; // bin 32
+  view.setUint32(8, bytes.byteLength);
+  out.set(bytes, 12);
+  return out;
+}
+
+/**
+ * Decodes one binary WebSocket message.
+ * Byte fields of the result are views into `bytes`: copy them before reusing the buffer.
+ * @returns the frame, or undefined for a frame type this version does not know (ignore it).
+ * @throws {ProtocolError} "frame-too-large" when the message exceeds MAX_FRAME_BYTES,
+ *   "malformed-frame" when it is not msgpack or a field is missing, mistyped or out of range.
+ */
+export function decodeFrame(bytes: Uint8Array): Frame | undefined {
+  if (bytes.byteLength > MAX_FRAME_BYTES) {
+    throw new ProtocolError("frame-too-large", `frame is ${bytes.byteLength} bytes; the limit is ${MAX_FRAME_BYTES}`);
+  }
+  let value: unknown;
+  try {
+    value = decoder.decode(bytes);
+  } catch (error) {
+    // DecodeError for bad bytes, RangeError for truncated input or trailing bytes.
+    malformed(`frame is not valid msgpack: ${(error as Error).message}`);
+  }
+  if (!Array.isArray(value) || value.length === 0) malformed("frame is not a msgpack array");
+  const type = value[0];
+  if (typeof type !== "number" || !Number.isInteger(type)) malformed(`frame type is ${describe(type)}, not an integer`);
+  const at = new Fields(value, type);
+  switch (type) {
+    case FrameType.Hello:
+      return {
+        type,
+        version: at.int(1, "version", 0, 0xffff),
+        agent: at.text(2, "agent", 64),
+        name: at.text(3, "name", 63),
+        token: at.text(4, "token", 512),
+        claim: at.text(5, "claim", 128),
+      };
+    case FrameType.Ready:
+      return { type, name: at.text(1, "name", 63), url: at.text(2, "url", 2048) };
+    case FrameType.Refused:
+      return { type, code: at.code(1) as RefusalCode, message: at.message(2) };
+    case FrameType.RequestHead:
+      return {
+        type,
+        stream: at.stream(),
+        method: at.token(2, "method"),
+        path: at.path(3),
+        headers: at.headers(4),
+      };
+    case FrameType.ResponseHead:
+      return { type, stream: at.stream(), status: at.int(2, "status", 100, 599), headers: at.headers(3) };
+    case FrameType.Data:
+      return { type, stream: at.stream(), bytes: at.bytes(2) };
+    case FrameType.End:
+      return { type, stream: at.stream() };
+    case FrameType.Reset:
+      return { type, stream: at.stream(), code: at.code(2) as ResetCode, message: at.message(3) };
+    default:
+      return undefined;
+  }
+}
+
+// RFC 9110 section 5.6.2: a token, used for methods and header names.
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// RFC 9110 section 5.5: field values are visible characters, spaces and tabs; never CR, LF or NUL.
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+// Origin-form request target (RFC 9112 section 3.2.1): starts with "/", no spaces or controls.
+const PATH = /^\/[\x21-\x7e\x80-\uffff]*$/;
+
+/** Field readers for one decoded array; each names the frame and field in its error. */
+class Fields {
+  constructor(
+    private readonly value: unknown[],
+    private readonly type: number,
+  ) {}
+
+  private get(index: number, field: string): unknown {
+    if (index >= this.value.length) malformed(`${this.frame()} has no ${field}`);
+    return this.value[index];
+  }
+
+  private frame(): string {
+    const name = Object.entries(FrameType).find(([, v]) => v === this.type)?.[0] ?? String(this.type);
+    return `${name} frame`;
+  }
+
+  int(index: number, field: string, min: number, max: number): number {
+    const v = this.get(index, field);
+    if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+      malformed(`${this.frame()} ${field} is ${describe(v)}; expected an integer from ${min} to ${max}`);
+    }
+    return v;
+  }
+
+  stream(): number {
+    return this.int(1, "stream", 0, MAX_STREAM_ID);
+  }
+
+  text(index: number, field: string, maxLength: number): string {
+    const v = this.get(index, field);
+    if (typeof v !== "string") malformed(`${this.frame()} ${field} is ${describe(v)}, not a string`);
+    if (v.length > maxLength) malformed(`${this.frame()} ${field} is ${v.length} characters; the limit is ${maxLength}`);
+    return v;
+  }
+
+  message(index: number): string {
+    return this.text(index, "message", MAX_MESSAGE_LENGTH);
+  }
+
+  /** A refusal or reset code. Codes a newer peer adds pass through; receivers treat unknown ones generically. */
+  code(index: number): string {
+    const v = this.text(index, "code", 64);
+    if (!/^[a-z][a-z0-9-]*$/.test(v)) malformed(`${this.frame()} code ${JSON.stringify(v)} is not a lowercase-hyphenated word`);
+    return v;
+  }
+
+  token(index: number, field: string): string {
+    const v = this.text(index, field, 64);
+    if (!TOKEN.test(v)) malformed(`${this.frame()} ${field} ${JSON.stringify(v)} is not an HTTP token`);
+    return v;
+  }
+
+  path(index: number): string {
+    const v = this.text(index, "path", MAX_HEADER_BYTES);
+    if (!PATH.test(v)) malformed(`${this.frame()} path ${JSON.stringify(v.slice(0, 80))} must start with "/" and hold no spaces or control characters`);
+    return v;
+  }
+
+  bytes(index: number): Uint8Array {
+    const v = this.get(index, "bytes");
+    if (!(v instanceof Uint8Array)) malformed(`${this.frame()} bytes is ${describe(v)}, not binary`);
+    return v;
+  }
+
+  headers(index: number): HeaderList {
+    const v = this.get(index, "headers");
+    if (!Array.isArray(v)) malformed(`${this.frame()} headers is ${describe(v)}, not an array`);
+    const list: HeaderList = [];
+    for (const entry of v) {
+      if (!Array.isArray(entry) || entry.length !== 2 || typeof entry[0] !== "string" || typeof entry[1] !== "string") {
+        malformed(`${this.frame()} header ${list.length} is not a [name, value] pair of strings`);
+      }
+      const [name, value] = entry as [string, string];
+      if (!TOKEN.test(name)) malformed(`${this.frame()} header name ${JSON.stringify(name.slice(0, 80))} is not an HTTP token`);
+      if (!FIELD_VALUE.test(value)) {
+        malformed(`${this.frame()} header ${name} holds a control character (CR, LF or NUL are never allowed)`);
+      }
+      list.push([name, value]);
+    }
+    return list;
+  }
+}
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (value instanceof Uint8Array) return `${value.byteLength} bytes of binary`;
+  if (Array.isArray(value)) return "an array";
+  if (typeof value === "string") return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value);
+  if (typeof value === "object") return "a map";
+  return String(value);
+}

@@ -1,0 +1,9 @@
+/**
+ * Burrow's wire protocol: the frames relay and agent exchange over one WebSocket, their
+ * msgpack codec with limits for untrusted input, and the constants both sides share.
+ * @module
+ */
+export { decodeFrame, encodeFrame } from "./codec.ts";
+export { ProtocolError, type ProtocolErrorCode } from "./errors.ts";
+export * from "./frames.ts";
+export * from "./limits.ts";

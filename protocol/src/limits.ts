@@ -1,0 +1,39 @@
+/** The protocol version both sides speak. Bumped only for changes an older peer cannot ignore. */
+export const PROTOCOL_VERSION = 1;
+
+/**
+ * Largest body chunk carried by one Data frame. Bodies always travel as many bounded chunks so
+ * that one large body never holds the connection away from other streams.
+ */
+export const MAX_DATA_CHUNK = 64 * 1024;
+
+/** Largest encoded frame either side accepts. Head frames are the large ones (many headers). */
+export const MAX_FRAME_BYTES = 256 * 1024;
+
+/** Most header lines in one request or response head. */
+export const MAX_HEADERS = 256;
+
+/** Longest header name plus value, and longest path, in bytes of UTF-16 code units. */
+export const MAX_HEADER_BYTES = 32 * 1024;
+
+/** Longest message in Refused and Reset frames. */
+export const MAX_MESSAGE_LENGTH = 1024;
+
+/** Highest stream id; ids are unsigned 32-bit and never reused within one connection. */
+export const MAX_STREAM_ID = 0xffff_ffff;
+
+/**
+ * Tunnel names are single DNS labels so that `<name>.<base domain>` is a valid hostname:
+ * lowercase letters, digits and inner hyphens, 1 to 63 characters (RFC 1035 section 2.3.4).
+ */
+export const TUNNEL_NAME_PATTERN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** Path on the relay where agents open their WebSocket, with `?name=<tunnel name>`. */
+export const CONNECT_PATH = "/_burrow/connect";
+
+/**
+ * Heartbeats are text messages outside the msgpack framing, on purpose: the relay answers
+ * them with `setWebSocketAutoResponse`, which replies without waking a hibernated Durable
+ * Object, so an idle tunnel costs nothing. Every other message is binary msgpack.
+ */
+export const HEARTBEAT = { ping: "burrow:ping", pong: "burrow:pong" } as const;
