@@ -1,0 +1,46 @@
+import { join } from "node:path";
+import { Child } from "./_process.ts";
+import { ROOT } from "./_relay.ts";
+
+export type RuntimeName = "node" | "bun" | "deno";
+
+const BIN = join(ROOT, "node_modules/.bin");
+
+/** The command a user types for each runtime (README), as argv. */
+export function agentCommand(runtime: RuntimeName, args: string[]): [string, string[]] {
+  switch (runtime) {
+    case "node":
+      return [process.execPath, [join(ROOT, "agent/bin/agent.js"), ...args]];
+    case "bun":
+      return [join(BIN, "bun"), [join(ROOT, "agent/bin/agent.js"), ...args]];
+    case "deno":
+      return [join(BIN, "deno"), ["task", "--quiet", "agent", ...args]];
+  }
+}
+
+/** A real agent process. */
+export class AgentProcess extends Child {
+  /** The public URL from the ready line. */
+  url = "";
+
+  constructor(runtime: RuntimeName, args: string[], env: NodeJS.ProcessEnv = {}) {
+    const [command, argv] = agentCommand(runtime, args);
+    // Only what a user's shell would pass; no BURROW_* leaks in from the test's environment.
+    const base = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("BURROW_")));
+    super(`agent:${runtime}`, command, argv, { cwd: ROOT, env: { ...base, ...env } });
+  }
+
+  /** Starts an agent and resolves once it prints its public URL. */
+  static async start(runtime: RuntimeName, args: string[], env?: NodeJS.ProcessEnv): Promise<AgentProcess> {
+    const agent = new AgentProcess(runtime, args, env);
+    await agent.ready();
+    return agent;
+  }
+
+  /** Waits for the next "is up" line after line `from`, and records the URL. */
+  async ready(from = 0): Promise<string> {
+    const match = await this.waitFor(/^tunnel \S+ is up: (\S+) -> /, { from });
+    this.url = match[1]!;
+    return this.url;
+  }
+}

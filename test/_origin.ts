@@ -1,0 +1,109 @@
+import { createHash, randomBytes } from "node:crypto";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { gzipSync } from "node:zlib";
+
+export function sha256(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+/** Bytes the origin serves at /bytes/<n>, generated once per process. */
+const BLOB = randomBytes(50 * 1024 * 1024);
+
+export function blob(size: number): Buffer {
+  return BLOB.subarray(0, size);
+}
+
+/**
+ * A real local server, as a user's app would be. Routes:
+ * - /echo: JSON of method, url, headers and the sha256 and length of the body it read
+ * - /mirror: streams the request body back
+ * - /bytes/<n>: n bytes of BLOB, with Content-Length
+ * - /status/<code>, /redirect, /cookies, /gzip, /hop (hop-by-hop response fields)
+ * - /hang: never answers; /truncate: promises 100000 bytes, sends 1000 and dies
+ */
+export class Origin {
+  readonly requests: http.IncomingMessage[] = [];
+  private constructor(private readonly server: http.Server) {}
+
+  static async start(): Promise<Origin> {
+    const server = http.createServer(handle);
+    server.keepAliveTimeout = 60_000;
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const origin = new Origin(server);
+    server.on("request", (request) => origin.requests.push(request));
+    return origin;
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  async close(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise((resolve) => this.server.close(resolve));
+  }
+}
+
+function handle(request: http.IncomingMessage, response: http.ServerResponse): void {
+  const url = new URL(`http://origin${request.url}`); // not new URL(url, base): "//x/y" would name a host
+  const [, route, arg] = url.pathname.split("/");
+  switch (route) {
+    case "echo": {
+      const hash = createHash("sha256");
+      let length = 0;
+      request.on("data", (chunk: Buffer) => {
+        hash.update(chunk);
+        length += chunk.length;
+      });
+      request.on("end", () => {
+        const body = { method: request.method, url: request.url, headers: request.headers, rawHeaders: request.rawHeaders, length, sha256: hash.digest("hex") };
+        response.setHeader("content-type", "application/json");
+        response.end(JSON.stringify(body));
+      });
+      return;
+    }
+    case "mirror":
+      response.setHeader("content-type", "application/octet-stream");
+      request.pipe(response);
+      return;
+    case "bytes": {
+      const size = Number(arg);
+      response.writeHead(200, { "content-type": "application/octet-stream", "content-length": size });
+      response.end(blob(size));
+      return;
+    }
+    case "status": {
+      response.statusCode = Number(arg);
+      response.end(Number(arg) === 204 || Number(arg) === 304 ? undefined : `status ${arg}`);
+      return;
+    }
+    case "redirect":
+      response.writeHead(302, { location: "/target?from=redirect" });
+      response.end();
+      return;
+    case "cookies":
+      response.setHeader("set-cookie", ["session=abc; Path=/; HttpOnly", "theme=dark; Path=/"]);
+      response.end("two cookies");
+      return;
+    case "gzip":
+      response.writeHead(200, { "content-type": "text/plain", "content-encoding": "gzip" });
+      response.end(gzipSync("compressed hello ".repeat(100)));
+      return;
+    case "hop":
+      response.writeHead(200, { connection: "keep-alive, x-origin-hop", "x-origin-hop": "1", "keep-alive": "timeout=5", "x-end": "kept" });
+      response.end("hop");
+      return;
+    case "hang":
+      request.resume();
+      return;
+    case "truncate":
+      response.writeHead(200, { "content-length": 100_000 });
+      response.write(blob(1000));
+      setTimeout(() => response.socket?.destroy(), 50);
+      return;
+    default:
+      response.statusCode = 404;
+      response.end("no such route");
+  }
+}

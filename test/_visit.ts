@@ -1,0 +1,53 @@
+import http from "node:http";
+
+export interface Visit {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  rawHeaders: string[];
+  body: Buffer;
+}
+
+export interface VisitOptions {
+  method?: string;
+  headers?: Record<string, string>;
+  body?: Uint8Array;
+}
+
+const pool = new http.Agent({ keepAlive: true, maxSockets: 128 });
+
+/**
+ * Requests `url` the way a browser would reach a tunnel, but dialing 127.0.0.1 with the URL's
+ * Host header: Node's resolver does not map *.localhost to loopback.
+ * Rejects if the response body breaks off before its end.
+ */
+export function visit(url: string, options: VisitOptions = {}): Promise<Visit> {
+  const target = new URL(url);
+  return new Promise((resolve, reject) => {
+    const request = http.request(
+      {
+        host: "127.0.0.1",
+        port: target.port,
+        path: target.pathname + target.search,
+        method: options.method ?? "GET",
+        headers: { host: target.host, ...options.headers },
+        agent: pool,
+      },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on("data", (chunk: Buffer) => chunks.push(chunk));
+        response.on("error", reject);
+        response.on("end", () => {
+          if (!response.complete) return reject(new Error("response ended before its body was complete"));
+          resolve({ status: response.statusCode!, headers: response.headers, rawHeaders: response.rawHeaders, body: Buffer.concat(chunks) });
+        });
+      },
+    );
+    request.on("error", reject);
+    request.end(options.body);
+  });
+}
+
+/** The public URL of `path` on a tunnel whose root URL is `base`. */
+export function at(base: string, path: string): string {
+  return new URL(path.replace(/^\//, ""), base.endsWith("/") ? base : `${base}/`).href;
+}

@@ -1,0 +1,205 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AgentProcess, type RuntimeName } from "../_agent.ts";
+import { blob, Origin, sha256 } from "../_origin.ts";
+import { Relay } from "../_relay.ts";
+import { at, visit } from "../_visit.ts";
+
+const MB = 1024 * 1024;
+
+/**
+ * The tunnel's behaviour as a visitor sees it, run once per agent runtime: a real relay on
+ * workerd, a real origin on node:http, and the agent as a child process of `runtime`.
+ */
+export function tunnelSuite(runtime: RuntimeName): void {
+  describe(`tunnel through a ${runtime} agent`, () => {
+    let relay: Relay;
+    let origin: Origin;
+    let agent: AgentProcess;
+    const name = `e2e-${runtime}`;
+
+    beforeAll(async () => {
+      [relay, origin] = await Promise.all([Relay.start({ vars: { RESPONSE_TIMEOUT_SECONDS: "3" } }), Origin.start()]);
+      agent = await AgentProcess.start(runtime, ["--port", String(origin.port), "--relay", relay.url, "--name", name]);
+    }, 90_000);
+
+    afterAll(async () => {
+      await agent?.stop("SIGINT");
+      await relay?.dispose();
+      await origin?.close();
+    });
+
+    it("prints a subdomain URL on the relay's base domain", () => {
+      expect(agent.url).toBe(`http://${name}.localhost:${relay.port}`);
+    });
+
+    it.each(["GET", "DELETE"])("forwards a %s with its path, query and headers", async (method) => {
+      const response = await visit(at(agent.url, "/echo/a%20b?x=1&y=two"), { method, headers: { "x-custom": "kept" } });
+      expect(response.status).toBe(200);
+      const seen = JSON.parse(response.body.toString());
+      expect(seen.method).toBe(method);
+      expect(seen.url).toBe("/echo/a%20b?x=1&y=two");
+      expect(seen.headers["x-custom"]).toBe("kept");
+      expect(seen.headers.host).toBe(`localhost:${origin.port}`);
+      expect(seen.headers["x-forwarded-host"]).toBe(`${name}.localhost:${relay.port}`);
+      expect(seen.headers["x-forwarded-proto"]).toBe("http");
+      expect(seen.headers["x-forwarded-for"]).toMatch(/127\.0\.0\.1|::1/);
+    });
+
+    it.each(["POST", "PUT"])("forwards a %s binary body intact", async (method) => {
+      const body = blob(3 * MB + 17);
+      const response = await visit(at(agent.url, "/echo"), { method, body });
+      const seen = JSON.parse(response.body.toString());
+      expect(seen).toMatchObject({ method, length: body.length, sha256: sha256(body) });
+    });
+
+    it("answers HEAD with the origin's status and headers and no body", async () => {
+      const response = await visit(at(agent.url, "/cookies"), { method: "HEAD" });
+      expect(response.status).toBe(200);
+      expect(response.body.length).toBe(0);
+      expect(response.headers["set-cookie"]).toHaveLength(2);
+    });
+
+    it("drops the visitor's hop-by-hop headers", async () => {
+      const response = await visit(at(agent.url, "/echo"), {
+        headers: { te: "trailers", "proxy-authorization": "Basic eA==", "x-end": "kept" },
+      });
+      const seen = JSON.parse(response.body.toString());
+      expect(seen.headers.te).toBeUndefined();
+      expect(seen.headers["proxy-authorization"]).toBeUndefined();
+      expect(seen.headers["x-end"]).toBe("kept");
+    });
+
+    it("drops the origin's hop-by-hop headers, including those named by Connection", async () => {
+      const response = await visit(at(agent.url, "/hop"));
+      expect(response.headers["x-origin-hop"]).toBeUndefined();
+      expect(response.headers["keep-alive"]).toBeUndefined();
+      expect(response.headers["x-end"]).toBe("kept");
+    });
+
+    it.each([201, 204, 304, 404, 418, 500, 503])("passes status %i through", async (status) => {
+      const response = await visit(at(agent.url, `/status/${status}`));
+      expect(response.status).toBe(status);
+      expect(response.headers["x-burrow-error"]).toBeUndefined();
+    });
+
+    it("passes a redirect through without following it", async () => {
+      const response = await visit(at(agent.url, "/redirect"));
+      expect(response.status).toBe(302);
+      expect(response.headers.location).toBe("/target?from=redirect");
+    });
+
+    it("keeps two Set-Cookie headers as two", async () => {
+      const response = await visit(at(agent.url, "/cookies"));
+      expect(response.headers["set-cookie"]).toEqual(["session=abc; Path=/; HttpOnly", "theme=dark; Path=/"]);
+    });
+
+    it("passes a gzip body through as the origin encoded it", async () => {
+      const response = await visit(at(agent.url, "/gzip"), { headers: { "accept-encoding": "gzip" } });
+      expect(response.headers["content-encoding"]).toBe("gzip");
+      const { gunzipSync } = await import("node:zlib");
+      expect(gunzipSync(response.body).toString()).toBe("compressed hello ".repeat(100));
+    });
+
+    it("streams a 50 MB download intact, with its Content-Length", async () => {
+      const response = await visit(at(agent.url, `/bytes/${50 * MB}`));
+      expect(response.status).toBe(200);
+      expect(response.headers["content-length"]).toBe(String(50 * MB));
+      expect(response.body.length).toBe(50 * MB);
+      expect(sha256(response.body)).toBe(sha256(blob(50 * MB)));
+    }, 60_000);
+
+    it("streams a 50 MB upload intact", async () => {
+      const body = blob(50 * MB);
+      const response = await visit(at(agent.url, "/echo"), { method: "POST", body });
+      expect(JSON.parse(response.body.toString())).toMatchObject({ length: body.length, sha256: sha256(body) });
+    }, 60_000);
+
+    it("streams a body back while it is still being uploaded", async () => {
+      const body = blob(5 * MB);
+      const response = await visit(at(agent.url, "/mirror"), { method: "POST", body });
+      expect(sha256(response.body)).toBe(sha256(body));
+    });
+
+    it("serves 100 concurrent requests, each with its own answer", async () => {
+      const responses = await Promise.all(
+        Array.from({ length: 100 }, (_, i) => visit(at(agent.url, `/echo?i=${i}`), { method: "POST", body: blob(1000 + i) })),
+      );
+      responses.forEach((response, i) => {
+        const seen = JSON.parse(response.body.toString());
+        expect(seen.url).toBe(`/echo?i=${i}`);
+        expect(seen.length).toBe(1000 + i);
+      });
+    });
+
+    it("serves the same tunnel by path, with the prefix stripped", async () => {
+      const base = `http://localhost:${relay.port}/t/${name}/`;
+      const response = await visit(at(base, "/echo?via=path"));
+      const seen = JSON.parse(response.body.toString());
+      expect(seen.url).toBe("/echo?via=path");
+      expect(seen.headers["x-forwarded-prefix"]).toBe(`/t/${name}`);
+      const redirect = await visit(at(base, "/redirect"));
+      expect(redirect.headers.location).toBe(`/t/${name}/target?from=redirect`);
+    });
+
+    it("only ever reaches its own origin, whatever the path says", async () => {
+      const before = origin.requests.length;
+      const response = await visit(at(agent.url, "/echo"), {});
+      expect(response.status).toBe(200);
+      const sneaky = await visit(`http://${name}.localhost:${relay.port}//127.0.0.1:1/echo`);
+      expect(sneaky.status).toBe(404); // the origin's own 404 for that path: it went to the origin
+      expect(origin.requests.length).toBe(before + 2);
+      expect(origin.requests.at(-1)!.url).toBe("//127.0.0.1:1/echo");
+    });
+
+    it("fails a response visibly when the origin dies mid-body", async () => {
+      await expect(visit(at(agent.url, "/truncate"))).rejects.toThrow();
+    });
+
+    it("answers 504 agent-timeout when the origin never answers", async () => {
+      const response = await visit(at(agent.url, "/hang"));
+      expect(response.status).toBe(504);
+      expect(response.headers["x-burrow-error"]).toBe("agent-timeout");
+      expect(response.body.toString()).toContain(`tunnel "${name}"`);
+    });
+
+    it("logs one line per request with method, path, status and duration", async () => {
+      const from = agent.lines.length;
+      await visit(at(agent.url, "/status/201?log=1"));
+      await agent.waitFor(/^GET \/status\/201\?log=1 201 \d+ms$/, { from });
+    });
+
+    it("answers 502 origin-unreachable, naming the port, when the local server is down", async () => {
+      const down = await AgentProcess.start(runtime, ["--port", "1", "--relay", relay.url, "--name", `${name}-down`]);
+      try {
+        const response = await visit(at(down.url, "/anything"));
+        expect(response.status).toBe(502);
+        expect(response.headers["x-burrow-error"]).toBe("origin-unreachable");
+        expect(response.body.toString()).toMatch(/local server at http:\/\/localhost:1 is not answering/);
+      } finally {
+        await down.stop("SIGINT");
+      }
+    });
+
+    it("reconnects after the relay restarts and serves again under the same name", async () => {
+      const from = agent.lines.length;
+      await relay.restart();
+      const url = await agent.ready(from);
+      expect(url).toBe(`http://${name}.localhost:${relay.port}`);
+      const response = await visit(at(url, "/echo?after=restart"));
+      expect(JSON.parse(response.body.toString()).url).toBe("/echo?after=restart");
+      expect(agent.output.slice(agent.lines.slice(0, from).join("\n").length)).toMatch(/reconnecting in \d/);
+    }, 90_000);
+
+    it("stops cleanly on Ctrl-C, and the relay then answers 502 agent-offline", async () => {
+      const extra = await AgentProcess.start(runtime, ["--port", String(origin.port), "--relay", relay.url, "--name", `${name}-bye`]);
+      extra.signal("SIGINT");
+      expect(await extra.exited).toBe(0);
+      const response = await visit(at(extra.url, "/echo"));
+      expect(response.status).toBe(502);
+      expect(response.headers["x-burrow-error"]).toBe("agent-offline");
+      // A clean stop frees the name at once for anyone.
+      const next = await AgentProcess.start(runtime, ["--port", String(origin.port), "--relay", relay.url, "--name", `${name}-bye`]);
+      await next.stop("SIGINT");
+    });
+  });
+}

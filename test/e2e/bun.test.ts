@@ -1,0 +1,3 @@
+import { tunnelSuite } from "./_suite.ts";
+
+tunnelSuite("bun");
