@@ -52,9 +52,11 @@ app.all("/t/:name{[^/]+}/*", (c) => {
 });
 
 app.get("/", (c) => {
-  const base = c.env.BASE_DOMAIN;
-  const where = base ? `https://<name>.${base}/ or ` : "";
-  return c.text(`Burrow relay. Tunnels are served at ${where}${new URL(c.req.url).origin}/t/<name>/.\n`);
+  const url = new URL(c.req.url);
+  const byName = publicUrl(url, "<name>", c.env.BASE_DOMAIN);
+  const byPath = `${url.origin}/t/<name>/`;
+  const where = byName.endsWith("/") ? byPath : `${byName}/ and ${byPath}`;
+  return c.text(`Burrow relay. Tunnels are served at ${where}\n`);
 });
 
 app.notFound((c) =>

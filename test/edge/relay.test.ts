@@ -1,0 +1,203 @@
+import {
+  CloseCode,
+  CONNECT_PATH,
+  decodeFrame,
+  encodeFrame,
+  type Frame,
+  FrameType,
+  type HelloFrame,
+  PROTOCOL_VERSION,
+} from "@burrow/protocol";
+import { encode } from "@msgpack/msgpack";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
+import { AgentProcess } from "../_agent.ts";
+import { Origin } from "../_origin.ts";
+import { Relay } from "../_relay.ts";
+import { at, visit } from "../_visit.ts";
+
+/** A hand-driven agent connection, for what a well-behaved agent never sends. */
+class RawAgent {
+  readonly frames: Frame[] = [];
+  readonly closed: Promise<{ code: number; reason: string }>;
+  private constructor(readonly socket: WebSocket) {
+    socket.on("message", (data, isBinary) => {
+      if (isBinary) this.frames.push(decodeFrame(new Uint8Array(data as Buffer))!);
+    });
+    this.closed = new Promise((resolve) => socket.on("close", (code, reason) => resolve({ code, reason: reason.toString() })));
+  }
+
+  static async open(relay: Relay, name: string): Promise<RawAgent> {
+    const socket = new WebSocket(`ws://127.0.0.1:${relay.port}${CONNECT_PATH}?name=${name}`, { headers: { host: `localhost:${relay.port}` } });
+    await new Promise((resolve, reject) => socket.once("open", resolve).once("error", reject));
+    return new RawAgent(socket);
+  }
+
+  /** Opens a connection and says hello; resolves once the relay answers Ready. */
+  static async hello(relay: Relay, name: string, fields: Partial<HelloFrame> = {}): Promise<RawAgent> {
+    const agent = await RawAgent.open(relay, name);
+    agent.send({ type: FrameType.Hello, version: PROTOCOL_VERSION, agent: "test", name, token: "", claim: `claim-${name}`, ...fields });
+    expect(await agent.next()).toMatchObject({ type: FrameType.Ready, name });
+    return agent;
+  }
+
+  send(frame: Frame): void {
+    this.socket.send(encodeFrame(frame));
+  }
+
+  async next(): Promise<Frame> {
+    const deadline = Date.now() + 10_000;
+    while (this.frames.length === 0) {
+      if (Date.now() > deadline) throw new Error("no frame from the relay within 10s");
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return this.frames.shift()!;
+  }
+}
+
+describe("relay", () => {
+  let relay: Relay;
+  let origin: Origin;
+
+  beforeAll(async () => {
+    [relay, origin] = await Promise.all([Relay.start(), Origin.start()]);
+  });
+
+  afterAll(async () => {
+    await relay?.dispose();
+    await origin?.close();
+  });
+
+  describe("http routes", () => {
+    it("answers 502 agent-offline, naming the tunnel, when no agent is connected", async () => {
+      const response = await visit(`http://nobody.localhost:${relay.port}/x`);
+      expect(response.status).toBe(502);
+      expect(response.headers["x-burrow-error"]).toBe("agent-offline");
+      expect(response.headers["content-type"]).toMatch(/^text\/plain/);
+      expect(response.body.toString()).toMatch(/^502 agent-offline\n\nNo agent is connected for tunnel "nobody"/);
+    });
+
+    it("redirects /t/<name> to /t/<name>/ so relative links resolve", async () => {
+      const response = await visit(`http://localhost:${relay.port}/t/demo?q=1`);
+      expect(response.status).toBe(308);
+      expect(response.headers.location).toBe("/t/demo/?q=1");
+    });
+
+    it("answers 400 for a tunnel name that is not a DNS label", async () => {
+      const response = await visit(`http://localhost:${relay.port}/t/Not_A_Name/`);
+      expect(response.status).toBe(400);
+      expect(response.body.toString()).toContain("lowercase letters, digits and inner hyphens");
+    });
+
+    it("answers 426 on the connect path without a WebSocket upgrade", async () => {
+      const response = await visit(`http://localhost:${relay.port}${CONNECT_PATH}?name=demo`);
+      expect(response.status).toBe(426);
+    });
+
+    it("answers 404 not-found elsewhere on the base domain, and describes itself at /", async () => {
+      expect((await visit(`http://localhost:${relay.port}/nothing`)).headers["x-burrow-error"]).toBe("not-found");
+      expect((await visit(`http://localhost:${relay.port}/`)).body.toString()).toContain(`http://<name>.localhost:${relay.port}/`);
+    });
+  });
+
+  describe("agent connections", () => {
+    it.each([
+      [PROTOCOL_VERSION - 1, /upgrade the agent/],
+      [PROTOCOL_VERSION + 1, /redeploy the relay/],
+    ])("refuses protocol version %i, saying which side to upgrade", async (version, advice) => {
+      const agent = await RawAgent.open(relay, "versions");
+      agent.send({ type: FrameType.Hello, version, agent: "test", name: "versions", token: "", claim: "x" });
+      const frame = await agent.next();
+      expect(frame).toMatchObject({ type: FrameType.Refused, code: "version-mismatch", message: expect.stringMatching(advice) });
+      expect((await agent.closed).code).toBe(CloseCode.Refused);
+    });
+
+    it("refuses a first frame that is not a hello, and a hello for another name", async () => {
+      const first = await RawAgent.open(relay, "first");
+      first.send({ type: FrameType.End, stream: 1 });
+      expect(await first.next()).toMatchObject({ type: FrameType.Refused, code: "bad-hello" });
+      const other = await RawAgent.open(relay, "mine");
+      other.send({ type: FrameType.Hello, version: PROTOCOL_VERSION, agent: "t", name: "theirs", token: "", claim: "x" });
+      expect(await other.next()).toMatchObject({ type: FrameType.Refused, code: "bad-hello", message: expect.stringContaining('"theirs"') });
+    });
+
+    it("closes a connection that sends a malformed frame, and disturbs no other tunnel", async () => {
+      const good = await AgentProcess.start("node", ["--port", String(origin.port), "--relay", relay.url, "--name", "bystander"]);
+      try {
+        const bad = await RawAgent.hello(relay, "breaker");
+        bad.socket.send(encode([FrameType.ResponseHead, 1, 999, []]));
+        const { code, reason } = await bad.closed;
+        expect(code).toBe(CloseCode.ProtocolError);
+        expect(reason).toContain("ResponseHead frame status is 999");
+        expect((await visit(at(good.url, "/echo"))).status).toBe(200);
+      } finally {
+        await good.stop("SIGINT");
+      }
+    });
+
+    it("hands the tunnel to a newer connection from the same agent", async () => {
+      const first = await RawAgent.hello(relay, "same", { claim: "one" });
+      const second = await RawAgent.hello(relay, "same", { claim: "one" });
+      expect(second.frames).toEqual([]);
+      expect((await first.closed).code).toBe(CloseCode.Replaced);
+      second.socket.close(1000);
+    });
+
+    it("refuses a name in use by another agent process, which exits 3 with a hint", async () => {
+      const holder = await AgentProcess.start("node", ["--port", String(origin.port), "--relay", relay.url, "--name", "taken"]);
+      try {
+        const second = new AgentProcess("node", ["--port", String(origin.port), "--relay", relay.url, "--name", "taken"]);
+        expect(await second.exited).toBe(3);
+        expect(second.output).toContain('error: the relay refused the tunnel: the tunnel name "taken" is in use by another agent');
+        expect(second.output).toContain("hint: pick another name with --name");
+      } finally {
+        await holder.stop("SIGINT");
+      }
+    });
+
+    it("keeps a dropped agent's name for it for a while, and frees it at once after a clean stop", async () => {
+      const dropped = await RawAgent.hello(relay, "keep", { claim: "mine" });
+      dropped.socket.terminate();
+      await dropped.closed;
+      const squatter = await RawAgent.open(relay, "keep");
+      squatter.send({ type: FrameType.Hello, version: PROTOCOL_VERSION, agent: "t", name: "keep", token: "", claim: "other" });
+      expect(await squatter.next()).toMatchObject({ code: "name-taken", message: expect.stringMatching(/kept for its agent for \d+s more/) });
+      const back = await RawAgent.hello(relay, "keep", { claim: "mine" });
+      expect(back.frames).toEqual([]);
+      back.socket.close(1000, "agent stopped");
+      await back.closed;
+      const next = await RawAgent.hello(relay, "keep", { claim: "other" });
+      expect(next.socket.readyState).toBe(WebSocket.OPEN);
+      next.socket.close(1000);
+    });
+  });
+});
+
+describe("relay with a token", () => {
+  let relay: Relay;
+  let origin: Origin;
+
+  beforeAll(async () => {
+    [relay, origin] = await Promise.all([Relay.start({ vars: { BURROW_TOKEN: "s3cret" } }), Origin.start()]);
+  });
+
+  afterAll(async () => {
+    await relay?.dispose();
+    await origin?.close();
+  });
+
+  it.each([
+    ["no token", [], /this relay requires a token: pass --token or set BURROW_TOKEN/],
+    ["a wrong token", ["--token", "guess"], /the token is not the one this relay was given/],
+  ])("refuses an agent with %s; it exits 3 and says what to do", async (_, extra, message) => {
+    const agent = new AgentProcess("node", ["--port", String(origin.port), "--relay", relay.url, ...extra]);
+    expect(await agent.exited).toBe(3);
+    expect(agent.output).toMatch(message);
+  });
+
+  it("accepts the right token, from the environment too", async () => {
+    const agent = await AgentProcess.start("node", ["--port", String(origin.port), "--relay", relay.url], { BURROW_TOKEN: "s3cret" });
+    expect((await visit(at(agent.url, "/echo"))).status).toBe(200);
+    await agent.stop("SIGINT");
+  });
+});

@@ -1,0 +1,128 @@
+import {
+  decodeFrame,
+  encodeFrame,
+  type Frame,
+  FrameType,
+  MAX_DATA_CHUNK,
+  MAX_FRAME_BYTES,
+  ProtocolError,
+} from "@burrow/protocol";
+import { encode } from "@msgpack/msgpack";
+import { describe, expect, it } from "vitest";
+
+const FRAMES: Frame[] = [
+  { type: FrameType.Hello, version: 1, agent: "0.1.0", name: "demo", token: "", claim: "c2VjcmV0" },
+  { type: FrameType.Ready, name: "demo", url: "https://demo.example.com" },
+  { type: FrameType.Refused, code: "name-taken", message: 'the tunnel name "demo" is in use' },
+  {
+    type: FrameType.RequestHead,
+    stream: 7,
+    method: "POST",
+    path: "/a/b?c=d&e=%20",
+    headers: [
+      ["content-type", "text/plain"],
+      ["cookie", "a=1"],
+      ["cookie", "b=2"],
+    ],
+  },
+  { type: FrameType.ResponseHead, stream: 0xffff_ffff, status: 302, headers: [["set-cookie", "a=1"], ["set-cookie", "b=2"], ["location", "/x"]] },
+  { type: FrameType.Data, stream: 1, bytes: new Uint8Array([0, 1, 2, 255]) },
+  { type: FrameType.Data, stream: 2, bytes: new Uint8Array(MAX_DATA_CHUNK).fill(9) },
+  { type: FrameType.Data, stream: 3, bytes: new Uint8Array(0) },
+  { type: FrameType.End, stream: 9 },
+  { type: FrameType.Reset, stream: 9, code: "origin-unreachable", message: "the local server at http://localhost:8000 is not answering" },
+];
+
+function malformedMessage(bytes: Uint8Array): string {
+  try {
+    decodeFrame(bytes);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ProtocolError);
+    return `${(error as ProtocolError).code}: ${(error as ProtocolError).message}`;
+  }
+  throw new Error("decoded without error");
+}
+
+describe("frame codec", () => {
+  it.each(FRAMES.map((frame) => [Object.entries(FrameType).find(([, v]) => v === frame.type)![0], frame] as const))(
+    "round-trips a %s frame",
+    (_, frame) => {
+      expect(decodeFrame(encodeFrame(frame))).toEqual(frame);
+    },
+  );
+
+  it("writes Data frames as the msgpack any decoder reads", () => {
+    const bytes = new Uint8Array([1, 2, 3]);
+    expect(decodeFrame(encode([FrameType.Data, 5, bytes]))).toEqual({ type: FrameType.Data, stream: 5, bytes });
+    expect(encodeFrame({ type: FrameType.Data, stream: 5, bytes }).byteLength).toBe(12 + 3);
+  });
+
+  it("ignores frame types it does not know, with any fields", () => {
+    expect(decodeFrame(encode([200, "future", { field: 1 }]))).toBeUndefined();
+  });
+
+  it("ignores extra trailing fields a newer peer appends", () => {
+    expect(decodeFrame(encode([FrameType.End, 4, "new field"]))).toEqual({ type: FrameType.End, stream: 4 });
+  });
+
+  it("refuses to encode a body chunk over the limit, naming it", () => {
+    expect(() => encodeFrame({ type: FrameType.Data, stream: 1, bytes: new Uint8Array(MAX_DATA_CHUNK + 1) })).toThrow(
+      `body chunk is ${MAX_DATA_CHUNK + 1} bytes; the limit is ${MAX_DATA_CHUNK}`,
+    );
+  });
+
+  it.each([
+    ["an empty message", new Uint8Array(0), /malformed-frame: frame is not valid msgpack/],
+    ["a truncated frame", encodeFrame(FRAMES[3]!).subarray(0, 20), /malformed-frame: frame is not valid msgpack/],
+    ["trailing bytes", new Uint8Array([...encodeFrame({ type: FrameType.End, stream: 1 }), 0]), /malformed-frame: frame is not valid msgpack/],
+    ["a map instead of an array", encode({ type: 6 }), /malformed-frame: frame is not a msgpack array/],
+    ["a string type", encode(["6", 1]), /frame type is "6", not an integer/],
+    ["a missing field", encode([FrameType.Reset, 1, "cancelled"]), /Reset frame has no message/],
+    ["a negative stream", encode([FrameType.End, -1]), /End frame stream is -1; expected an integer from 0 to 4294967295/],
+    ["a fractional stream", encode([FrameType.End, 1.5]), /End frame stream is 1.5/],
+    ["a status out of range", encode([FrameType.ResponseHead, 1, 99, []]), /ResponseHead frame status is 99; expected an integer from 100 to 599/],
+    ["text where bytes belong", encode([FrameType.Data, 1, "abc"]), /Data frame bytes is "abc", not binary/],
+    ["an oversize body chunk", encode([FrameType.Data, 1, new Uint8Array(MAX_DATA_CHUNK + 1)]), /malformed-frame: .*max length/i],
+    ["an absolute URL as path", encode([FrameType.RequestHead, 1, "GET", "http://evil.example/", []]), /path "http:\/\/evil.example\/" must start with "\/"/],
+    ["a path with a space", encode([FrameType.RequestHead, 1, "GET", "/a b", []]), /must start with "\/" and hold no spaces/],
+    ["a method that is not a token", encode([FrameType.RequestHead, 1, "GE T", "/", []]), /method "GE T" is not an HTTP token/],
+    ["a header with a newline", encode([FrameType.ResponseHead, 1, 200, [["x-a", "1\r\nx-b: 2"]]]), /header x-a holds a control character/],
+    ["a header name with a colon", encode([FrameType.ResponseHead, 1, 200, [["x:a", "1"]]]), /header name "x:a" is not an HTTP token/],
+    ["a header that is not a pair", encode([FrameType.ResponseHead, 1, 200, [["x-a"]]]), /header 0 is not a \[name, value\] pair/],
+    ["a __proto__ key", new Uint8Array([0x81, 0xa9, ...new TextEncoder().encode("__proto__"), 0x01]), /malformed-frame/],
+    ["a reset code that is not a word", encode([FrameType.Reset, 1, "Not A Code!", "x"]), /code "Not A Code!" is not a lowercase-hyphenated word/],
+  ])("rejects %s with a typed error naming the fault", (_, bytes, expected) => {
+    expect(malformedMessage(bytes)).toMatch(expected);
+  });
+
+  it("rejects a message over the frame limit before decoding it", () => {
+    expect(malformedMessage(new Uint8Array(MAX_FRAME_BYTES + 1))).toBe(
+      `frame-too-large: frame is ${MAX_FRAME_BYTES + 1} bytes; the limit is ${MAX_FRAME_BYTES}`,
+    );
+  });
+
+  it("never throws anything but ProtocolError on random or mutated input", () => {
+    let seed = 42;
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed / 0x7fffffff;
+    };
+    const encoded = FRAMES.map(encodeFrame);
+    for (let i = 0; i < 20_000; i++) {
+      let bytes: Uint8Array;
+      if (i % 2 === 0) {
+        bytes = Uint8Array.from({ length: Math.floor(random() * 64) }, () => Math.floor(random() * 256));
+      } else {
+        bytes = encoded[i % encoded.length]!.slice(0, 200);
+        for (let flips = 1 + Math.floor(random() * 4); flips > 0; flips--) {
+          bytes[Math.floor(random() * bytes.length)] = Math.floor(random() * 256);
+        }
+      }
+      try {
+        decodeFrame(bytes);
+      } catch (error) {
+        if (!(error instanceof ProtocolError)) throw new Error(`input ${Buffer.from(bytes).toString("hex")} threw ${error}`);
+      }
+    }
+  });
+});
