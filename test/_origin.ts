@@ -57,7 +57,14 @@ function handle(request: http.IncomingMessage, response: http.ServerResponse): v
         length += chunk.length;
       });
       request.on("end", () => {
-        const body = { method: request.method, url: request.url, headers: request.headers, rawHeaders: request.rawHeaders, length, sha256: hash.digest("hex") };
+        const body = {
+          method: request.method,
+          url: request.url,
+          headers: request.headers,
+          rawHeaders: request.rawHeaders,
+          length,
+          sha256: hash.digest("hex"),
+        };
         response.setHeader("content-type", "application/json");
         response.end(JSON.stringify(body));
       });
@@ -91,7 +98,12 @@ function handle(request: http.IncomingMessage, response: http.ServerResponse): v
       response.end(gzipSync("compressed hello ".repeat(100)));
       return;
     case "hop":
-      response.writeHead(200, { connection: "keep-alive, x-origin-hop", "x-origin-hop": "1", "keep-alive": "timeout=5", "x-end": "kept" });
+      response.writeHead(200, {
+        connection: "keep-alive, x-origin-hop",
+        "x-origin-hop": "1",
+        "keep-alive": "timeout=5",
+        "x-end": "kept",
+      });
       response.end("hop");
       return;
     case "hang":

@@ -38,7 +38,12 @@ export function visit(url: string, options: VisitOptions = {}): Promise<Visit> {
         response.on("error", reject);
         response.on("end", () => {
           if (!response.complete) return reject(new Error("response ended before its body was complete"));
-          resolve({ status: response.statusCode!, headers: response.headers, rawHeaders: response.rawHeaders, body: Buffer.concat(chunks) });
+          resolve({
+            status: response.statusCode!,
+            headers: response.headers,
+            rawHeaders: response.rawHeaders,
+            body: Buffer.concat(chunks),
+          });
         });
       },
     );

@@ -105,7 +105,7 @@ export class Agent {
 
   private session(): Promise<SessionEnd> {
     const { name, token, heartbeatMs, version } = this.options;
-    return new Promise<SessionEnd>((resolve) => {
+    return new Promise<SessionEnd>((resolve, reject) => {
       let ready = false;
       let refused: RefusedFrame | undefined;
       let lastHeard = performance.now();
@@ -117,7 +117,9 @@ export class Agent {
       try {
         socket = this.runtime.openWebSocket(this.connectUrl);
       } catch (error) {
-        resolve({ ready: false, why: (error as Error).message });
+        // A runtime that forbids the connection (Deno without --allow-net) will forbid it again.
+        if (this.runtime.explain?.(error)) reject(error);
+        else resolve({ ready: false, why: (error as Error).message });
         return;
       }
       this.socket = socket;

@@ -22,7 +22,13 @@ const FLAGS: Flag[] = [
   { name: "relay", env: "BURROW_RELAY", value: "URL", default: "http://localhost:8787", help: "the Burrow relay to connect to" },
   { name: "name", env: "BURROW_NAME", value: "NAME", default: "a random name", help: "tunnel name: the subdomain visitors use" },
   { name: "token", env: "BURROW_TOKEN", value: "TOKEN", default: "none", help: "the relay's token, if it requires one" },
-  { name: "heartbeat", env: "BURROW_HEARTBEAT", value: "SECONDS", default: "20", help: "seconds between heartbeats to the relay" },
+  {
+    name: "heartbeat",
+    env: "BURROW_HEARTBEAT",
+    value: "SECONDS",
+    default: "20",
+    help: "seconds between heartbeats to the relay",
+  },
   { name: "debug", env: "BURROW_DEBUG", help: "print details and stack traces" },
   { name: "version", help: "print the version and exit" },
   { name: "help", help: "print this help and exit" },
@@ -119,28 +125,48 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
 function options(args: Record<string, string>) {
   const name = args.name ?? randomName();
   if (!TUNNEL_NAME_PATTERN.test(name)) {
-    throw new AgentError("usage", `"${name}" is not a tunnel name`, "use 1 to 63 lowercase letters, digits and inner hyphens, like my-app");
+    throw new AgentError(
+      "usage",
+      `"${name}" is not a tunnel name`,
+      "use 1 to 63 lowercase letters, digits and inner hyphens, like my-app",
+    );
   }
   const relayText = args.relay ?? "http://localhost:8787";
   let relay: URL;
   try {
     relay = new URL(relayText);
   } catch {
-    throw new AgentError("usage", `--relay ${JSON.stringify(relayText)} is not a URL`, "for example --relay https://tunnel.example.com");
+    throw new AgentError(
+      "usage",
+      `--relay ${JSON.stringify(relayText)} is not a URL`,
+      "for example --relay https://tunnel.example.com",
+    );
   }
   if (relay.protocol !== "http:" && relay.protocol !== "https:") {
-    throw new AgentError("usage", `--relay must be an http:// or https:// URL, not ${relay.protocol}`, "for example --relay https://tunnel.example.com");
+    throw new AgentError(
+      "usage",
+      `--relay must be an http:// or https:// URL, not ${relay.protocol}`,
+      "for example --relay https://tunnel.example.com",
+    );
   }
   const heartbeat = Number(args.heartbeat ?? "20");
   if (!(heartbeat >= 0.05 && heartbeat <= 3600)) {
-    throw new AgentError("usage", `--heartbeat ${args.heartbeat} is out of range`, "use seconds between 0.05 and 3600; 20 suits most networks");
+    throw new AgentError(
+      "usage",
+      `--heartbeat ${args.heartbeat} is out of range`,
+      "use seconds between 0.05 and 3600; 20 suits most networks",
+    );
   }
   return { relay, name, token: args.token ?? "", heartbeatMs: heartbeat * 1000, version: VERSION };
 }
 
 function port(text: string | undefined): number {
   if (text === undefined) {
-    throw new AgentError("usage", "which local port should the tunnel expose?", "pass it with --port, for example: agent --port 8000");
+    throw new AgentError(
+      "usage",
+      "which local port should the tunnel expose?",
+      "pass it with --port, for example: agent --port 8000",
+    );
   }
   const value = Number(text);
   if (!Number.isInteger(value) || value < 1 || value > 65535) {

@@ -32,11 +32,14 @@ export class Forwarder {
   receive(frame: Frame): void {
     switch (frame.type) {
       case FrameType.RequestHead:
-        return this.start(frame);
+        this.start(frame);
+        return;
       case FrameType.Data:
-        return this.streams.get(frame.stream)?.exchange.write(frame.bytes);
+        this.streams.get(frame.stream)?.exchange.write(frame.bytes);
+        return;
       case FrameType.End:
-        return this.streams.get(frame.stream)?.exchange.end();
+        this.streams.get(frame.stream)?.exchange.end();
+        return;
       case FrameType.Reset: {
         const stream = this.streams.get(frame.stream);
         if (!stream) return;

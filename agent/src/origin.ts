@@ -1,5 +1,5 @@
-import type { HeaderList, ResetCode } from "@burrow/protocol";
 import http from "node:http";
+import type { HeaderList, ResetCode } from "@burrow/protocol";
 
 // node:http rather than fetch, on purpose and on every runtime: the fetch of Node, Bun and Deno
 // inflates gzip and brotli bodies while keeping Content-Encoding, so the visitor would receive
@@ -18,7 +18,15 @@ const HOP_BY_HOP = new Set([
   "upgrade",
 ]);
 
-const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH", "EADDRNOTAVAIL", "ETIMEDOUT"]);
+const UNREACHABLE = new Set([
+  "ECONNREFUSED",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EADDRNOTAVAIL",
+  "ETIMEDOUT",
+]);
 
 /** What the origin said, delivered as it arrives. */
 export interface OriginHandlers {
@@ -66,7 +74,15 @@ export class Origin {
 
     let request: http.ClientRequest;
     try {
-      request = http.request({ host: this.host, port: this.port, method, path, headers: outgoing, agent: this.pool, setHost: false });
+      request = http.request({
+        host: this.host,
+        port: this.port,
+        method,
+        path,
+        headers: outgoing,
+        agent: this.pool,
+        setHost: false,
+      });
     } catch (error) {
       fail("protocol-error", `the request could not be sent to the local server: ${(error as Error).message}`);
       return { write() {}, end() {}, abort() {} };

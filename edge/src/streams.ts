@@ -99,7 +99,8 @@ export class StreamTable {
   reset(id: number, code: string, message: string): boolean {
     const stream = this.streams.get(id);
     if (!stream) return false;
-    const page: EdgeErrorCode = code === "origin-unreachable" ? "origin-unreachable" : code === "origin-error" ? "origin-error" : "stream-reset";
+    const page: EdgeErrorCode =
+      code === "origin-unreachable" ? "origin-unreachable" : code === "origin-error" ? "origin-error" : "stream-reset";
     this.fail(id, 502, page, message);
     return true;
   }

@@ -1,3 +1,4 @@
+import { DurableObject } from "cloudflare:workers";
 import {
   CloseCode,
   CONNECT_PATH,
@@ -13,16 +14,13 @@ import {
   type RefusalCode,
   type ResetCode,
 } from "@burrow/protocol";
-import { DurableObject } from "cloudflare:workers";
 import type { Env } from "./env.ts";
 import { EdgeError, isTeardownNoise } from "./errors.ts";
 import { INTERNAL, isInternal, withoutHopByHop } from "./headers.ts";
 import { StreamTable } from "./streams.ts";
 
 /** What each agent socket remembers across hibernation (`serializeAttachment`, max 2 KiB). */
-type Attachment =
-  | { phase: "hello"; name: string; url: string }
-  | { phase: "ready"; name: string; url: string; claim: string };
+type Attachment = { phase: "hello"; name: string; url: string } | { phase: "ready"; name: string; url: string; claim: string };
 
 /** After an agent drops without saying goodbye, its name stays reserved for it this long. */
 const NAME_GRACE_MS = 60_000;
@@ -117,7 +115,12 @@ export class TunnelObject extends DurableObject<Env> {
       if (error instanceof ProtocolError) {
         console.warn(`tunnel ${attachment.name}: closing the agent's socket: ${error.message}`);
         this.close(socket, CloseCode.ProtocolError, `protocol error: ${error.message}`);
-        this.streams.failSocket(socket, 502, "agent-disconnected", `The agent for tunnel "${attachment.name}" broke the protocol: ${error.message}`);
+        this.streams.failSocket(
+          socket,
+          502,
+          "agent-disconnected",
+          `The agent for tunnel "${attachment.name}" broke the protocol: ${error.message}`,
+        );
       } else if (!isTeardownNoise(error)) {
         console.error(`tunnel ${attachment.name}: webSocketMessage failed`, error);
       }
@@ -169,7 +172,12 @@ export class TunnelObject extends DurableObject<Env> {
       if (other === socket || (other.deserializeAttachment() as Attachment).phase !== "ready") continue;
       // judge() refused other claims, so a ready socket left is this agent's previous connection.
       this.close(other, CloseCode.Replaced, "replaced by a newer connection from the same agent");
-      this.streams.failSocket(other, 502, "agent-disconnected", `The agent for tunnel "${hello.name}" reconnected; retry the request.`);
+      this.streams.failSocket(
+        other,
+        502,
+        "agent-disconnected",
+        `The agent for tunnel "${hello.name}" reconnected; retry the request.`,
+      );
     }
     socket.serializeAttachment({ phase: "ready", name: hello.name, url: attachment.url, claim } satisfies Attachment);
     await this.ctx.storage.put("claim", { claim, until: 0 });
@@ -180,14 +188,25 @@ export class TunnelObject extends DurableObject<Env> {
   private async judge(frame: Frame, attachment: Attachment): Promise<[RefusalCode, string] | undefined> {
     if (frame.type !== FrameType.Hello) return ["bad-hello", "the first frame on a connection must be a Hello"];
     if (frame.version < PROTOCOL_VERSION) {
-      return ["version-mismatch", `this relay speaks protocol ${PROTOCOL_VERSION} and the agent speaks ${frame.version}: upgrade the agent`];
+      return [
+        "version-mismatch",
+        `this relay speaks protocol ${PROTOCOL_VERSION} and the agent speaks ${frame.version}: upgrade the agent`,
+      ];
     }
     if (frame.version > PROTOCOL_VERSION) {
-      return ["version-mismatch", `this relay speaks protocol ${PROTOCOL_VERSION} and the agent speaks ${frame.version}: redeploy the relay with a newer Burrow (npm run deploy), or use an older agent`];
+      return [
+        "version-mismatch",
+        `this relay speaks protocol ${PROTOCOL_VERSION} and the agent speaks ${frame.version}: redeploy the relay with a newer Burrow (npm run deploy), or use an older agent`,
+      ];
     }
     const expected = this.env.BURROW_TOKEN;
     if (expected && !(await sameSecret(frame.token, expected))) {
-      return ["unauthorized", frame.token ? "the token is not the one this relay was given: check --token or BURROW_TOKEN" : "this relay requires a token: pass --token or set BURROW_TOKEN"];
+      return [
+        "unauthorized",
+        frame.token
+          ? "the token is not the one this relay was given: check --token or BURROW_TOKEN"
+          : "this relay requires a token: pass --token or set BURROW_TOKEN",
+      ];
     }
     if (frame.name !== attachment.name) {
       return ["bad-hello", `the hello asks for tunnel "${frame.name}" but the connection was opened for "${attachment.name}"`];
@@ -200,7 +219,8 @@ export class TunnelObject extends DurableObject<Env> {
     const lease = await this.ctx.storage.get<{ claim: string; until: number }>("claim");
     const reserved = lease && lease.claim !== claim && lease.until > Date.now();
     if (held || reserved) {
-      const wait = reserved && !held ? ` (it is kept for its agent for ${Math.ceil((lease.until - Date.now()) / 1000)}s more)` : "";
+      const wait =
+        reserved && !held ? ` (it is kept for its agent for ${Math.ceil((lease.until - Date.now()) / 1000)}s more)` : "";
       return ["name-taken", `the tunnel name "${frame.name}" is in use by another agent${wait}: choose another --name`];
     }
     return undefined;
@@ -255,5 +275,5 @@ async function sameSecret(given: string, expected: string): Promise<boolean> {
 function truncateUtf8(text: string, maxBytes: number): string {
   const bytes = new TextEncoder().encode(text);
   if (bytes.byteLength <= maxBytes) return text;
-  return new TextDecoder().decode(bytes.subarray(0, maxBytes - 3)).replace(/\uFFFD$/, "") + "...";
+  return `${new TextDecoder().decode(bytes.subarray(0, maxBytes - 3)).replace(/\uFFFD$/, "")}...`;
 }

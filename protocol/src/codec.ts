@@ -1,20 +1,7 @@
 import { Decoder, Encoder } from "@msgpack/msgpack";
 import { malformed, ProtocolError } from "./errors.ts";
-import {
-  type Frame,
-  FrameType,
-  type HeaderList,
-  type RefusalCode,
-  type ResetCode,
-} from "./frames.ts";
-import {
-  MAX_DATA_CHUNK,
-  MAX_FRAME_BYTES,
-  MAX_HEADER_BYTES,
-  MAX_HEADERS,
-  MAX_MESSAGE_LENGTH,
-  MAX_STREAM_ID,
-} from "./limits.ts";
+import { type Frame, FrameType, type HeaderList, type RefusalCode, type ResetCode } from "./frames.ts";
+import { MAX_DATA_CHUNK, MAX_FRAME_BYTES, MAX_HEADER_BYTES, MAX_HEADERS, MAX_MESSAGE_LENGTH, MAX_STREAM_ID } from "./limits.ts";
 
 // A frame on the wire is one msgpack array: [type, ...fields in the order of the interface].
 // Arrays rather than maps keep Data frames at a 12-byte overhead; fields are only ever appended,
@@ -60,10 +47,7 @@ export function encodeFrame(frame: Frame): Uint8Array {
  */
 function encodeData(stream: number, bytes: Uint8Array): Uint8Array {
   if (bytes.byteLength > MAX_DATA_CHUNK) {
-    throw new ProtocolError(
-      "frame-too-large",
-      `body chunk is ${bytes.byteLength} bytes; the limit is ${MAX_DATA_CHUNK}`,
-    );
+    throw new ProtocolError("frame-too-large", `body chunk is ${bytes.byteLength} bytes; the limit is ${MAX_DATA_CHUNK}`);
   }
   const out = new Uint8Array(12 + bytes.byteLength);
   const view = new DataView(out.buffer);
@@ -196,7 +180,10 @@ class Fields {
 
   path(index: number): string {
     const v = this.text(index, "path", MAX_HEADER_BYTES);
-    if (!PATH.test(v)) malformed(`${this.frame()} path ${JSON.stringify(v.slice(0, 80))} must start with "/" and hold no spaces or control characters`);
+    if (!PATH.test(v))
+      malformed(
+        `${this.frame()} path ${JSON.stringify(v.slice(0, 80))} must start with "/" and hold no spaces or control characters`,
+      );
     return v;
   }
 

@@ -2,9 +2,18 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentProcess, type RuntimeName } from "../_agent.ts";
 import { blob, Origin, sha256 } from "../_origin.ts";
 import { Relay } from "../_relay.ts";
-import { at, visit } from "../_visit.ts";
+import { at, type Visit, visit } from "../_visit.ts";
 
 const MB = 1024 * 1024;
+
+/** What the origin's /echo route reports about the request it received. */
+interface Echo {
+  method: string;
+  url: string;
+  headers: Record<string, string | undefined>;
+  length: number;
+  sha256: string;
+}
 
 /**
  * The tunnel's behaviour as a visitor sees it, run once per agent runtime: a real relay on
@@ -22,6 +31,17 @@ export function tunnelSuite(runtime: RuntimeName): void {
       agent = await AgentProcess.start(runtime, ["--port", String(origin.port), "--relay", relay.url, "--name", name]);
     }, 90_000);
 
+    /** The origin's JSON answer; on anything else, fails with what the visitor and the agent saw. */
+    function json(response: Visit): Echo {
+      if (response.status !== 200 || response.headers["content-type"] !== "application/json") {
+        const tail = agent.lines.slice(-10).join("\n");
+        throw new Error(
+          `expected the origin's JSON, got ${response.status}: ${response.body.toString().slice(0, 500)}\nagent said:\n${tail}`,
+        );
+      }
+      return JSON.parse(response.body.toString());
+    }
+
     afterAll(async () => {
       await agent?.stop("SIGINT");
       await relay?.dispose();
@@ -35,7 +55,7 @@ export function tunnelSuite(runtime: RuntimeName): void {
     it.each(["GET", "DELETE"])("forwards a %s with its path, query and headers", async (method) => {
       const response = await visit(at(agent.url, "/echo/a%20b?x=1&y=two"), { method, headers: { "x-custom": "kept" } });
       expect(response.status).toBe(200);
-      const seen = JSON.parse(response.body.toString());
+      const seen = json(response);
       expect(seen.method).toBe(method);
       expect(seen.url).toBe("/echo/a%20b?x=1&y=two");
       expect(seen.headers["x-custom"]).toBe("kept");
@@ -48,7 +68,7 @@ export function tunnelSuite(runtime: RuntimeName): void {
     it.each(["POST", "PUT"])("forwards a %s binary body intact", async (method) => {
       const body = blob(3 * MB + 17);
       const response = await visit(at(agent.url, "/echo"), { method, body });
-      const seen = JSON.parse(response.body.toString());
+      const seen = json(response);
       expect(seen).toMatchObject({ method, length: body.length, sha256: sha256(body) });
     });
 
@@ -63,7 +83,7 @@ export function tunnelSuite(runtime: RuntimeName): void {
       const response = await visit(at(agent.url, "/echo"), {
         headers: { te: "trailers", "proxy-authorization": "Basic eA==", "x-end": "kept" },
       });
-      const seen = JSON.parse(response.body.toString());
+      const seen = json(response);
       expect(seen.headers.te).toBeUndefined();
       expect(seen.headers["proxy-authorization"]).toBeUndefined();
       expect(seen.headers["x-end"]).toBe("kept");
@@ -111,7 +131,7 @@ export function tunnelSuite(runtime: RuntimeName): void {
     it("streams a 50 MB upload intact", async () => {
       const body = blob(50 * MB);
       const response = await visit(at(agent.url, "/echo"), { method: "POST", body });
-      expect(JSON.parse(response.body.toString())).toMatchObject({ length: body.length, sha256: sha256(body) });
+      expect(json(response)).toMatchObject({ length: body.length, sha256: sha256(body) });
     }, 60_000);
 
     it("streams a body back while it is still being uploaded", async () => {
@@ -125,7 +145,7 @@ export function tunnelSuite(runtime: RuntimeName): void {
         Array.from({ length: 100 }, (_, i) => visit(at(agent.url, `/echo?i=${i}`), { method: "POST", body: blob(1000 + i) })),
       );
       responses.forEach((response, i) => {
-        const seen = JSON.parse(response.body.toString());
+        const seen = json(response);
         expect(seen.url).toBe(`/echo?i=${i}`);
         expect(seen.length).toBe(1000 + i);
       });
@@ -134,7 +154,7 @@ export function tunnelSuite(runtime: RuntimeName): void {
     it("serves the same tunnel by path, with the prefix stripped", async () => {
       const base = `http://localhost:${relay.port}/t/${name}/`;
       const response = await visit(at(base, "/echo?via=path"));
-      const seen = JSON.parse(response.body.toString());
+      const seen = json(response);
       expect(seen.url).toBe("/echo?via=path");
       expect(seen.headers["x-forwarded-prefix"]).toBe(`/t/${name}`);
       const redirect = await visit(at(base, "/redirect"));
@@ -186,19 +206,33 @@ export function tunnelSuite(runtime: RuntimeName): void {
       const url = await agent.ready(from);
       expect(url).toBe(`http://${name}.localhost:${relay.port}`);
       const response = await visit(at(url, "/echo?after=restart"));
-      expect(JSON.parse(response.body.toString()).url).toBe("/echo?after=restart");
+      expect(json(response).url).toBe("/echo?after=restart");
       expect(agent.output.slice(agent.lines.slice(0, from).join("\n").length)).toMatch(/reconnecting in \d/);
     }, 90_000);
 
     it("stops cleanly on Ctrl-C, and the relay then answers 502 agent-offline", async () => {
-      const extra = await AgentProcess.start(runtime, ["--port", String(origin.port), "--relay", relay.url, "--name", `${name}-bye`]);
+      const extra = await AgentProcess.start(runtime, [
+        "--port",
+        String(origin.port),
+        "--relay",
+        relay.url,
+        "--name",
+        `${name}-bye`,
+      ]);
       extra.signal("SIGINT");
       expect(await extra.exited).toBe(0);
       const response = await visit(at(extra.url, "/echo"));
       expect(response.status).toBe(502);
       expect(response.headers["x-burrow-error"]).toBe("agent-offline");
       // A clean stop frees the name at once for anyone.
-      const next = await AgentProcess.start(runtime, ["--port", String(origin.port), "--relay", relay.url, "--name", `${name}-bye`]);
+      const next = await AgentProcess.start(runtime, [
+        "--port",
+        String(origin.port),
+        "--relay",
+        relay.url,
+        "--name",
+        `${name}-bye`,
+      ]);
       await next.stop("SIGINT");
     });
   });

@@ -28,7 +28,9 @@ class RawAgent {
   }
 
   static async open(relay: Relay, name: string): Promise<RawAgent> {
-    const socket = new WebSocket(`ws://127.0.0.1:${relay.port}${CONNECT_PATH}?name=${name}`, { headers: { host: `localhost:${relay.port}` } });
+    const socket = new WebSocket(`ws://127.0.0.1:${relay.port}${CONNECT_PATH}?name=${name}`, {
+      headers: { host: `localhost:${relay.port}` },
+    });
     await new Promise((resolve, reject) => socket.once("open", resolve).once("error", reject));
     return new RawAgent(socket);
   }
@@ -36,7 +38,15 @@ class RawAgent {
   /** Opens a connection and says hello; resolves once the relay answers Ready. */
   static async hello(relay: Relay, name: string, fields: Partial<HelloFrame> = {}): Promise<RawAgent> {
     const agent = await RawAgent.open(relay, name);
-    agent.send({ type: FrameType.Hello, version: PROTOCOL_VERSION, agent: "test", name, token: "", claim: `claim-${name}`, ...fields });
+    agent.send({
+      type: FrameType.Hello,
+      version: PROTOCOL_VERSION,
+      agent: "test",
+      name,
+      token: "",
+      claim: `claim-${name}`,
+      ...fields,
+    });
     expect(await agent.next()).toMatchObject({ type: FrameType.Ready, name });
     return agent;
   }
@@ -96,7 +106,9 @@ describe("relay", () => {
 
     it("answers 404 not-found elsewhere on the base domain, and describes itself at /", async () => {
       expect((await visit(`http://localhost:${relay.port}/nothing`)).headers["x-burrow-error"]).toBe("not-found");
-      expect((await visit(`http://localhost:${relay.port}/`)).body.toString()).toContain(`http://<name>.localhost:${relay.port}/`);
+      expect((await visit(`http://localhost:${relay.port}/`)).body.toString()).toContain(
+        `http://<name>.localhost:${relay.port}/`,
+      );
     });
   });
 
@@ -118,7 +130,11 @@ describe("relay", () => {
       expect(await first.next()).toMatchObject({ type: FrameType.Refused, code: "bad-hello" });
       const other = await RawAgent.open(relay, "mine");
       other.send({ type: FrameType.Hello, version: PROTOCOL_VERSION, agent: "t", name: "theirs", token: "", claim: "x" });
-      expect(await other.next()).toMatchObject({ type: FrameType.Refused, code: "bad-hello", message: expect.stringContaining('"theirs"') });
+      expect(await other.next()).toMatchObject({
+        type: FrameType.Refused,
+        code: "bad-hello",
+        message: expect.stringContaining('"theirs"'),
+      });
     });
 
     it("closes a connection that sends a malformed frame, and disturbs no other tunnel", async () => {
@@ -148,7 +164,9 @@ describe("relay", () => {
       try {
         const second = new AgentProcess("node", ["--port", String(origin.port), "--relay", relay.url, "--name", "taken"]);
         expect(await second.exited).toBe(3);
-        expect(second.output).toContain('error: the relay refused the tunnel: the tunnel name "taken" is in use by another agent');
+        expect(second.output).toContain(
+          'error: the relay refused the tunnel: the tunnel name "taken" is in use by another agent',
+        );
         expect(second.output).toContain("hint: pick another name with --name");
       } finally {
         await holder.stop("SIGINT");
@@ -161,7 +179,10 @@ describe("relay", () => {
       await dropped.closed;
       const squatter = await RawAgent.open(relay, "keep");
       squatter.send({ type: FrameType.Hello, version: PROTOCOL_VERSION, agent: "t", name: "keep", token: "", claim: "other" });
-      expect(await squatter.next()).toMatchObject({ code: "name-taken", message: expect.stringMatching(/kept for its agent for \d+s more/) });
+      expect(await squatter.next()).toMatchObject({
+        code: "name-taken",
+        message: expect.stringMatching(/kept for its agent for \d+s more/),
+      });
       const back = await RawAgent.hello(relay, "keep", { claim: "mine" });
       expect(back.frames).toEqual([]);
       back.socket.close(1000, "agent stopped");
@@ -196,7 +217,9 @@ describe("relay with a token", () => {
   });
 
   it("accepts the right token, from the environment too", async () => {
-    const agent = await AgentProcess.start("node", ["--port", String(origin.port), "--relay", relay.url], { BURROW_TOKEN: "s3cret" });
+    const agent = await AgentProcess.start("node", ["--port", String(origin.port), "--relay", relay.url], {
+      BURROW_TOKEN: "s3cret",
+    });
     expect((await visit(at(agent.url, "/echo"))).status).toBe(200);
     await agent.stop("SIGINT");
   });

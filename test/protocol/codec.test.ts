@@ -25,12 +25,26 @@ const FRAMES: Frame[] = [
       ["cookie", "b=2"],
     ],
   },
-  { type: FrameType.ResponseHead, stream: 0xffff_ffff, status: 302, headers: [["set-cookie", "a=1"], ["set-cookie", "b=2"], ["location", "/x"]] },
+  {
+    type: FrameType.ResponseHead,
+    stream: 0xffff_ffff,
+    status: 302,
+    headers: [
+      ["set-cookie", "a=1"],
+      ["set-cookie", "b=2"],
+      ["location", "/x"],
+    ],
+  },
   { type: FrameType.Data, stream: 1, bytes: new Uint8Array([0, 1, 2, 255]) },
   { type: FrameType.Data, stream: 2, bytes: new Uint8Array(MAX_DATA_CHUNK).fill(9) },
   { type: FrameType.Data, stream: 3, bytes: new Uint8Array(0) },
   { type: FrameType.End, stream: 9 },
-  { type: FrameType.Reset, stream: 9, code: "origin-unreachable", message: "the local server at http://localhost:8000 is not answering" },
+  {
+    type: FrameType.Reset,
+    stream: 9,
+    code: "origin-unreachable",
+    message: "the local server at http://localhost:8000 is not answering",
+  },
 ];
 
 function malformedMessage(bytes: Uint8Array): string {
@@ -74,23 +88,51 @@ describe("frame codec", () => {
   it.each([
     ["an empty message", new Uint8Array(0), /malformed-frame: frame is not valid msgpack/],
     ["a truncated frame", encodeFrame(FRAMES[3]!).subarray(0, 20), /malformed-frame: frame is not valid msgpack/],
-    ["trailing bytes", new Uint8Array([...encodeFrame({ type: FrameType.End, stream: 1 }), 0]), /malformed-frame: frame is not valid msgpack/],
+    [
+      "trailing bytes",
+      new Uint8Array([...encodeFrame({ type: FrameType.End, stream: 1 }), 0]),
+      /malformed-frame: frame is not valid msgpack/,
+    ],
     ["a map instead of an array", encode({ type: 6 }), /malformed-frame: frame is not a msgpack array/],
     ["a string type", encode(["6", 1]), /frame type is "6", not an integer/],
     ["a missing field", encode([FrameType.Reset, 1, "cancelled"]), /Reset frame has no message/],
     ["a negative stream", encode([FrameType.End, -1]), /End frame stream is -1; expected an integer from 0 to 4294967295/],
     ["a fractional stream", encode([FrameType.End, 1.5]), /End frame stream is 1.5/],
-    ["a status out of range", encode([FrameType.ResponseHead, 1, 99, []]), /ResponseHead frame status is 99; expected an integer from 100 to 599/],
+    [
+      "a status out of range",
+      encode([FrameType.ResponseHead, 1, 99, []]),
+      /ResponseHead frame status is 99; expected an integer from 100 to 599/,
+    ],
     ["text where bytes belong", encode([FrameType.Data, 1, "abc"]), /Data frame bytes is "abc", not binary/],
     ["an oversize body chunk", encode([FrameType.Data, 1, new Uint8Array(MAX_DATA_CHUNK + 1)]), /malformed-frame: .*max length/i],
-    ["an absolute URL as path", encode([FrameType.RequestHead, 1, "GET", "http://evil.example/", []]), /path "http:\/\/evil.example\/" must start with "\/"/],
+    [
+      "an absolute URL as path",
+      encode([FrameType.RequestHead, 1, "GET", "http://evil.example/", []]),
+      /path "http:\/\/evil.example\/" must start with "\/"/,
+    ],
     ["a path with a space", encode([FrameType.RequestHead, 1, "GET", "/a b", []]), /must start with "\/" and hold no spaces/],
     ["a method that is not a token", encode([FrameType.RequestHead, 1, "GE T", "/", []]), /method "GE T" is not an HTTP token/],
-    ["a header with a newline", encode([FrameType.ResponseHead, 1, 200, [["x-a", "1\r\nx-b: 2"]]]), /header x-a holds a control character/],
-    ["a header name with a colon", encode([FrameType.ResponseHead, 1, 200, [["x:a", "1"]]]), /header name "x:a" is not an HTTP token/],
-    ["a header that is not a pair", encode([FrameType.ResponseHead, 1, 200, [["x-a"]]]), /header 0 is not a \[name, value\] pair/],
+    [
+      "a header with a newline",
+      encode([FrameType.ResponseHead, 1, 200, [["x-a", "1\r\nx-b: 2"]]]),
+      /header x-a holds a control character/,
+    ],
+    [
+      "a header name with a colon",
+      encode([FrameType.ResponseHead, 1, 200, [["x:a", "1"]]]),
+      /header name "x:a" is not an HTTP token/,
+    ],
+    [
+      "a header that is not a pair",
+      encode([FrameType.ResponseHead, 1, 200, [["x-a"]]]),
+      /header 0 is not a \[name, value\] pair/,
+    ],
     ["a __proto__ key", new Uint8Array([0x81, 0xa9, ...new TextEncoder().encode("__proto__"), 0x01]), /malformed-frame/],
-    ["a reset code that is not a word", encode([FrameType.Reset, 1, "Not A Code!", "x"]), /code "Not A Code!" is not a lowercase-hyphenated word/],
+    [
+      "a reset code that is not a word",
+      encode([FrameType.Reset, 1, "Not A Code!", "x"]),
+      /code "Not A Code!" is not a lowercase-hyphenated word/,
+    ],
   ])("rejects %s with a typed error naming the fault", (_, bytes, expected) => {
     expect(malformedMessage(bytes)).toMatch(expected);
   });

@@ -1,0 +1,78 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { AgentProcess, type RuntimeName } from "../_agent.ts";
+import { Child } from "../_process.ts";
+import { ROOT } from "../_relay.ts";
+
+const RUNTIMES: RuntimeName[] = ["node", "bun", "deno"];
+
+async function run(
+  runtime: RuntimeName,
+  args: string[],
+  env?: NodeJS.ProcessEnv,
+): Promise<{ status: number | null; output: string }> {
+  const agent = new AgentProcess(runtime, args, env);
+  const status = await agent.exited;
+  return { status, output: agent.output };
+}
+
+describe("agent command line", () => {
+  it("prints the same --help on every runtime, listing each flag with its variable and default", async () => {
+    const outputs = await Promise.all(RUNTIMES.map((runtime) => run(runtime, ["--help"])));
+    for (const { status } of outputs) expect(status).toBe(0);
+    expect(outputs[1]!.output).toBe(outputs[0]!.output);
+    expect(outputs[2]!.output).toBe(outputs[0]!.output);
+    for (const flag of ["port", "host", "relay", "name", "token", "heartbeat", "debug"]) {
+      expect(outputs[0]!.output).toMatch(new RegExp(`--${flag}\\b.*env BURROW_${flag.toUpperCase()}`));
+    }
+    expect(outputs[0]!.output).toContain("default: http://localhost:8787");
+  });
+
+  it("prints the package version and runtime with --version on every runtime", async () => {
+    const { version } = JSON.parse(readFileSync(join(ROOT, "agent/package.json"), "utf8"));
+    for (const runtime of RUNTIMES) {
+      const { status, output } = await run(runtime, ["--version"]);
+      expect(status).toBe(0);
+      expect(output).toMatch(new RegExp(`^agent ${version.replaceAll(".", "\\.")} \\(${runtime} \\d+\\.\\d+\\.\\d+\\)$`));
+    }
+  });
+
+  it.each(RUNTIMES)("on %s, exits 2 with a hint for a missing port, a bad port or an unknown flag", async (runtime) => {
+    const missing = await run(runtime, []);
+    expect(missing.status).toBe(2);
+    expect(missing.output).toBe(
+      "error: which local port should the tunnel expose?\n  hint: pass it with --port, for example: agent --port 8000",
+    );
+    expect(await run(runtime, ["--port", "http"])).toMatchObject({
+      status: 2,
+      output: expect.stringContaining("--port http is not a port number"),
+    });
+    expect(await run(runtime, ["--port", "80", "--nmae", "x"])).toMatchObject({
+      status: 2,
+      output: expect.stringContaining('unknown argument "--nmae"'),
+    });
+    expect(await run(runtime, ["--port", "80", "--name", "Bad_Name"])).toMatchObject({
+      status: 2,
+      output: expect.stringContaining('"Bad_Name" is not a tunnel name'),
+    });
+  });
+
+  it("says which Deno flag is missing when run without the task's permissions", async () => {
+    const deno = new Child(
+      "deno",
+      join(ROOT, "node_modules/.bin/deno"),
+      ["run", "--allow-env", "agent/bin/deno.ts", "--port", "8000", "--relay", "http://127.0.0.1:9"],
+      { cwd: ROOT },
+    );
+    expect(await deno.exited).toBe(4);
+    expect(deno.output).toMatch(/error: Deno did not grant a permission the agent needs: .*net access/);
+    expect(deno.output).toContain("hint: run it with `deno task agent`, or add --allow-net");
+  });
+
+  it("grants the Deno task exactly the environment variables the agent reads", async () => {
+    const { ENV_VARS } = await import("../../agent/src/cli.ts");
+    const task = JSON.parse(readFileSync(join(ROOT, "deno.json"), "utf8")).tasks.agent.command as string;
+    expect(/--allow-env=(\S+)/.exec(task)![1]!.split(",").sort()).toEqual([...ENV_VARS].sort());
+  });
+});
