@@ -37,22 +37,28 @@ export class StreamTable {
     return this.streams.has(id);
   }
 
-  /**
-   * Registers a new stream and returns its id with the promise of the visitor's Response.
-   * The promise resolves with a 504 page if the agent sends no head within `timeoutMs`.
-   */
-  open(socket: WebSocket, method: string, timeoutMs: number, tunnel: string): { id: number; response: Promise<Response> } {
+  /** Registers a new stream and returns its id with the promise of the visitor's Response. */
+  open(socket: WebSocket, method: string): { id: number; response: Promise<Response> } {
     const id = this.next;
     this.next = this.next >= 0xffff_fffe ? 1 : this.next + 1;
     const response = new Promise<Response>((resolve) => {
-      const stream: Stream = { socket, method, resolve, timer: null };
-      stream.timer = setTimeout(() => {
-        this.fail(id, 504, "agent-timeout", `The agent for tunnel "${tunnel}" did not answer within ${timeoutMs / 1000}s.`);
-        this.onCancel(id, socket, "cancelled", "the relay gave up waiting for a response head");
-      }, timeoutMs);
-      this.streams.set(id, stream);
+      this.streams.set(id, { socket, method, resolve, timer: null });
     });
     return { id, response };
+  }
+
+  /**
+   * Starts the wait for the response head, once the visitor's body has been passed on: an
+   * upload that takes long is not the agent being slow. Without a head within `timeoutMs`, the
+   * visitor gets a 504 page and the agent a Reset.
+   */
+  awaitHead(id: number, timeoutMs: number, tunnel: string): void {
+    const stream = this.streams.get(id);
+    if (!stream || stream.writer) return;
+    stream.timer = setTimeout(() => {
+      this.fail(id, 504, "agent-timeout", `The agent for tunnel "${tunnel}" did not answer within ${timeoutMs / 1000}s.`);
+      this.onCancel(id, stream.socket, "cancelled", "the relay gave up waiting for a response head");
+    }, timeoutMs);
   }
 
   /** The agent answered: start the visitor's response. Returns false for an unknown stream. */

@@ -71,15 +71,19 @@ export class TunnelObject extends DurableObject<Env> {
         `No agent is connected for tunnel "${tunnel}". Start one next to your server: npx agent --port 8000 --name ${tunnel}`,
       );
     }
-    const timeoutMs = 1000 * (Number(this.env.RESPONSE_TIMEOUT_SECONDS) || DEFAULT_RESPONSE_TIMEOUT_S);
-    const { id, response } = this.streams.open(agent, request.method, timeoutMs, tunnel);
+    const { id, response } = this.streams.open(agent, request.method);
     const headers = withoutHopByHop(request.headers).filter(([name]) => !isInternal(name));
     agent.send(encodeFrame({ type: FrameType.RequestHead, stream: id, method: request.method, path, headers }));
-    this.ctx.waitUntil(this.pumpRequestBody(agent, id, request.body));
+    this.ctx.waitUntil(
+      this.pumpRequestBody(agent, id, request.body).then(() => {
+        const timeoutMs = 1000 * (Number(this.env.RESPONSE_TIMEOUT_SECONDS) || DEFAULT_RESPONSE_TIMEOUT_S);
+        this.streams.awaitHead(id, timeoutMs, tunnel);
+      }),
+    );
     return response;
   }
 
-  /** Streams the visitor's body to the agent in bounded Data frames, then End. */
+  /** Streams the visitor's body to the agent in bounded Data frames, then End. Never rejects. */
   private async pumpRequestBody(agent: WebSocket, id: number, body: ReadableStream<Uint8Array> | null): Promise<void> {
     const reader = body?.getReader();
     try {

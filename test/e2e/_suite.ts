@@ -177,7 +177,7 @@ export function tunnelSuite(runtime: RuntimeName): void {
 
     it("answers 504 agent-timeout when the origin never answers", async () => {
       const response = await visit(at(agent.url, "/hang"));
-      expect(response.status).toBe(504);
+      expect(response.status, response.body.toString()).toBe(504);
       expect(response.headers["x-burrow-error"]).toBe("agent-timeout");
       expect(response.body.toString()).toContain(`tunnel "${name}"`);
     });
