@@ -9,14 +9,8 @@ const runtime: Runtime = {
   openWebSocket: (url) => new WebSocket(url) as WebSocketLike,
   env: (name) => process.env[name],
   onStop(handler) {
-    let stopping = false;
-    const stop = () => {
-      if (stopping) process.exit(130);
-      stopping = true;
-      handler();
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
+    process.on("SIGINT", handler);
+    process.on("SIGTERM", handler);
   },
   exit: (code) => process.exit(code),
 };

@@ -9,14 +9,8 @@ const runtime: Runtime = {
   openWebSocket: (url) => new WebSocket(url) as WebSocketLike,
   env: (name) => Deno.env.get(name),
   onStop(handler) {
-    let stopping = false;
-    const stop = () => {
-      if (stopping) Deno.exit(130);
-      stopping = true;
-      handler();
-    };
-    Deno.addSignalListener("SIGINT", stop);
-    Deno.addSignalListener("SIGTERM", stop);
+    Deno.addSignalListener("SIGINT", handler);
+    Deno.addSignalListener("SIGTERM", handler);
   },
   exit: (code) => Deno.exit(code),
   explain(error) {

@@ -11,14 +11,8 @@ const runtime: Runtime = {
   openWebSocket: (url) => new WebSocket(url, { perMessageDeflate: false }),
   env: (name) => process.env[name],
   onStop(handler) {
-    let stopping = false;
-    const stop = () => {
-      if (stopping) process.exit(130); // a second Ctrl-C does not wait
-      stopping = true;
-      handler();
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
+    process.on("SIGINT", handler);
+    process.on("SIGTERM", handler);
   },
   exit: (code) => process.exit(code),
 };

@@ -37,6 +37,7 @@ interface SessionEnd {
 
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_CAP_MS = 30_000;
+const STOP_GRACE_MS = 2_000;
 
 /**
  * Keeps one tunnel up: connects, says hello, serves streams, and after any drop reconnects
@@ -47,6 +48,7 @@ export class Agent {
   private socket: WebSocketLike | undefined;
   private stopped = false;
   private wake: (() => void) | undefined;
+  private endSession: ((why: string) => void) | undefined;
 
   constructor(
     private readonly options: AgentOptions,
@@ -101,6 +103,8 @@ export class Agent {
     this.stopped = true;
     this.socket?.close(CloseCode.Normal, "agent stopped");
     this.wake?.();
+    // A relay that never completes the close handshake does not hold the agent up for long.
+    setTimeout(() => this.endSession?.("stopped"), STOP_GRACE_MS);
   }
 
   private session(): Promise<SessionEnd> {
@@ -172,13 +176,14 @@ export class Agent {
       });
 
       let finished = false;
-      const finish = (why: string) => {
+      this.endSession = finish;
+      function finish(why: string) {
         if (finished) return;
         finished = true;
         clearInterval(heartbeat);
         forwarder.abortAll();
         resolve({ ready, refused, why });
-      };
+      }
     });
   }
 }

@@ -103,7 +103,17 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       return 0;
     }
     const agent = new Agent(options(args), new Origin(args.host ?? "localhost", port(args.port)), runtime, log);
-    runtime.onStop(() => agent.stop());
+    let stoppingSince = 0;
+    runtime.onStop(() => {
+      if (!stoppingSince) {
+        stoppingSince = performance.now();
+        agent.stop();
+      } else if (performance.now() - stoppingSince > 1000) {
+        // A second Ctrl-C does not wait. One within a second is the same keypress delivered
+        // twice: `deno task` forwards the terminal's SIGINT to a child that received it too.
+        runtime.exit(130);
+      }
+    });
     await agent.run();
     return 0;
   } catch (error) {

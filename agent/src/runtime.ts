@@ -9,7 +9,7 @@ export interface Runtime {
   openWebSocket(url: string): WebSocketLike;
   /** Reads an environment variable (Deno asks for permission). */
   env(name: string): string | undefined;
-  /** Calls `handler` on SIGINT and SIGTERM. */
+  /** Calls `handler` on every SIGINT and SIGTERM. */
   onStop(handler: () => void): void;
   /** Ends the process. Only the CLI calls this, never library code. */
   exit(code: number): never;

@@ -219,6 +219,8 @@ export function tunnelSuite(runtime: RuntimeName): void {
         "--name",
         `${name}-bye`,
       ]);
+      // Twice, as a terminal's Ctrl-C reaches `deno task` and its child both.
+      extra.signal("SIGINT");
       extra.signal("SIGINT");
       expect(await extra.exited).toBe(0);
       const response = await visit(at(extra.url, "/echo"));
