@@ -76,6 +76,11 @@ export class Child {
     return this.exited;
   }
 
+  /** Signals the process and everything it spawned, without waiting. */
+  signalGroup(signal: NodeJS.Signals): void {
+    this.kill(signal);
+  }
+
   /** Signals only the main process, as a terminal's Ctrl-C reaches a foreground program. */
   signal(signal: NodeJS.Signals): void {
     this.process.kill(signal);

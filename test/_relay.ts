@@ -42,6 +42,18 @@ export class Relay {
     this.child = undefined;
   }
 
+  /**
+   * Freezes workerd (SIGSTOP): connections stay open but nothing answers, as when a proxy or
+   * NAT silently drops a connection. `thaw()` resumes it.
+   */
+  freeze(): void {
+    this.child?.signalGroup("SIGSTOP");
+  }
+
+  thaw(): void {
+    this.child?.signalGroup("SIGCONT");
+  }
+
   /** Starts again on the same port with the same storage. */
   async restart(): Promise<void> {
     await this.stop();

@@ -210,6 +210,32 @@ export function tunnelSuite(runtime: RuntimeName): void {
       expect(agent.output.slice(agent.lines.slice(0, from).join("\n").length)).toMatch(/reconnecting in \d/);
     }, 90_000);
 
+    it("notices a relay that stopped answering heartbeats, and reconnects when it is back", async () => {
+      const lively = await AgentProcess.start(runtime, [
+        "--port",
+        String(origin.port),
+        "--relay",
+        relay.url,
+        "--name",
+        `${name}-beat`,
+        "--heartbeat",
+        "0.2",
+      ]);
+      try {
+        const from = lively.lines.length;
+        relay.freeze();
+        try {
+          await lively.waitFor(/connection lost \(the relay stopped answering heartbeats\); reconnecting in/, { from });
+        } finally {
+          relay.thaw();
+        }
+        const url = await lively.ready(from);
+        expect(json(await visit(at(url, "/echo?beat=1"))).url).toBe("/echo?beat=1");
+      } finally {
+        await lively.stop("SIGINT");
+      }
+    });
+
     it("stops cleanly on Ctrl-C, and the relay then answers 502 agent-offline", async () => {
       const extra = await AgentProcess.start(runtime, [
         "--port",

@@ -58,6 +58,21 @@ describe("agent command line", () => {
     });
   });
 
+  it.each([
+    ["npx agent", "node"],
+    ["bunx --bun agent", "bun"],
+    ["bunx agent", "node"],
+    ["deno task agent", "deno"],
+  ])("runs as the README says: %s --version", async (command, runtime) => {
+    const path = `${join(ROOT, "node_modules/.bin")}:${process.env.PATH}`;
+    const shell = new Child(command, "/bin/sh", ["-c", `${command} --version`], {
+      cwd: ROOT,
+      env: { ...process.env, PATH: path },
+    });
+    expect(await shell.exited).toBe(0);
+    expect(shell.output).toMatch(new RegExp(`^agent \\S+ \\(${runtime} `, "m"));
+  });
+
   it("says which Deno flag is missing when run without the task's permissions", async () => {
     const deno = new Child(
       "deno",
