@@ -1,18 +1,10 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { gzipSync } from "node:zlib";
+import { blob, pattern } from "./_bytes.ts";
 
-export function sha256(bytes: Uint8Array): string {
-  return createHash("sha256").update(bytes).digest("hex");
-}
-
-/** Bytes the origin serves at /bytes/<n>, generated once per process. */
-const BLOB = randomBytes(50 * 1024 * 1024);
-
-export function blob(size: number): Buffer {
-  return BLOB.subarray(0, size);
-}
+export { blob, sha256 } from "./_bytes.ts";
 
 /**
  * A real local server, as a user's app would be. Routes:
@@ -21,18 +13,29 @@ export function blob(size: number): Buffer {
  * - /bytes/<n>: n bytes of BLOB, with Content-Length
  * - /status/<code>, /redirect, /cookies, /gzip, /hop (hop-by-hop response fields)
  * - /hang: never answers; /truncate: promises 100000 bytes, sends 1000 and dies
+ * - /pattern/<n>: n bytes of the repeating test pattern, written as fast as the socket drains
+ * - /sink?rate=<bytes per second>: reads the body that slowly, answers its length and sha256
  */
 export class Origin {
   readonly requests: http.IncomingMessage[] = [];
+  private readonly routes = new Map<string, http.RequestListener>();
   private constructor(private readonly server: http.Server) {}
 
   static async start(): Promise<Origin> {
-    const server = http.createServer(handle);
+    const server = http.createServer((request, response) => {
+      const route = origin.routes.get(new URL(`http://origin${request.url}`).pathname);
+      (route ?? handle)(request, response);
+    });
     server.keepAliveTimeout = 60_000;
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     const origin = new Origin(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     server.on("request", (request) => origin.requests.push(request));
     return origin;
+  }
+
+  /** Serves `path` with `handler` (for tests that drive the origin step by step). */
+  route(path: string, handler: http.RequestListener): void {
+    this.routes.set(path, handler);
   }
 
   get port(): number {
@@ -106,6 +109,38 @@ function handle(request: http.IncomingMessage, response: http.ServerResponse): v
       });
       response.end("hop");
       return;
+    case "pattern": {
+      const chunks = pattern(Number(arg));
+      response.writeHead(200, { "content-type": "application/octet-stream", "content-length": Number(arg) });
+      const write = () => {
+        for (let next = chunks.next(); !next.done; next = chunks.next()) {
+          if (!response.write(next.value)) return void response.once("drain", write);
+        }
+        response.end();
+      };
+      write();
+      return;
+    }
+    case "sink": {
+      const rate = Number(url.searchParams.get("rate") ?? Number.POSITIVE_INFINITY);
+      const hash = createHash("sha256");
+      let length = 0;
+      const started = performance.now();
+      request.on("data", (chunk: Buffer) => {
+        hash.update(chunk);
+        length += chunk.length;
+        const due = (length / rate) * 1000 - (performance.now() - started);
+        if (due > 5) {
+          request.pause();
+          setTimeout(() => request.resume(), due);
+        }
+      });
+      request.on("end", () => {
+        response.setHeader("content-type", "application/json");
+        response.end(JSON.stringify({ length, sha256: hash.digest("hex") }));
+      });
+      return;
+    }
     case "hang":
       request.resume();
       return;

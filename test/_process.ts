@@ -36,6 +36,11 @@ export class Child {
     return this.process.pid!;
   }
 
+  /** The exit status, -1 if killed by a signal, null while running. */
+  get exitCode(): number | null {
+    return this.process.exitCode ?? (this.process.signalCode ? -1 : null);
+  }
+
   get output(): string {
     return this.lines.join("\n");
   }

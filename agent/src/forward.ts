@@ -1,17 +1,30 @@
-import { type Frame, FrameType, MAX_DATA_CHUNK, type RequestHeadFrame, type ResetCode } from "@burrow/protocol";
+import { type Frame, FrameType, INITIAL_WINDOW, MAX_DATA_CHUNK, type RequestHeadFrame, type ResetCode } from "@burrow/protocol";
 import type { Log } from "./log.ts";
 import type { Origin, OriginExchange } from "./origin.ts";
 
+/** Credit goes back to the relay in batches of this many bytes written to the origin. */
+const CREDIT_BATCH = INITIAL_WINDOW / 4;
+
 interface Stream {
+  readonly id: number;
+  readonly head: RequestHeadFrame;
+  readonly startedAt: number;
   exchange: OriginExchange;
-  head: RequestHeadFrame;
-  startedAt: number;
   status?: number;
+  /** Response body bytes the relay accepts before it grants more. */
+  credit: number;
+  /** Response body bytes from the origin waiting for credit. */
+  queue: Uint8Array[];
+  /** The origin finished; End follows the queue. */
+  ended: boolean;
+  /** Request body bytes the origin took that the relay has not been credited for. */
+  flushed: number;
 }
 
 /**
- * The agent's side of the streams on one relay connection: each RequestHead becomes a request
- * to the origin, and the origin's answer goes back as frames on the same stream id.
+ * The agent's side of the HTTP streams on one relay connection: each RequestHead becomes a
+ * request to the origin, and the origin's answer goes back as frames on the same stream id,
+ * never more than the relay's credit ahead. A stalled visitor pauses the origin's response.
  */
 export class Forwarder {
   private readonly streams = new Map<number, Stream>();
@@ -24,32 +37,37 @@ export class Forwarder {
     private readonly log: Log,
   ) {}
 
-  get size(): number {
-    return this.streams.size;
-  }
-
-  /** Handles a stream frame from the relay. Frames for unknown streams are dropped. */
-  receive(frame: Frame): void {
+  /** Handles a stream frame from the relay; returns false if it is not one of this forwarder's. */
+  receive(frame: Frame): boolean {
     switch (frame.type) {
       case FrameType.RequestHead:
         this.start(frame);
-        return;
-      case FrameType.Data:
-        this.streams.get(frame.stream)?.exchange.write(frame.bytes);
-        return;
+        return true;
+      case FrameType.Data: {
+        const stream = this.streams.get(frame.stream);
+        stream?.exchange.write(frame.bytes, () => this.flushed(stream, frame.bytes.byteLength));
+        return true;
+      }
       case FrameType.End:
         this.streams.get(frame.stream)?.exchange.end();
-        return;
+        return true;
+      case FrameType.Credit: {
+        const stream = this.streams.get(frame.stream);
+        if (!stream) return false;
+        stream.credit += frame.bytes;
+        this.pump(stream);
+        return true;
+      }
       case FrameType.Reset: {
         const stream = this.streams.get(frame.stream);
-        if (!stream) return;
+        if (!stream) return false;
         this.streams.delete(frame.stream);
         stream.exchange.abort();
         this.log.request(stream.head.method, stream.head.path, stream.status ?? "cancelled", stream.startedAt);
-        return;
+        return true;
       }
       default:
-        this.log.debug(`ignored a frame of type ${frame.type} from the relay`);
+        return false;
     }
   }
 
@@ -65,26 +83,33 @@ export class Forwarder {
       this.send({ type: FrameType.Reset, stream: id, code: "protocol-error", message: `stream ${id} is already open` });
       return;
     }
-    const stream: Stream = { head, startedAt: performance.now(), exchange: undefined as unknown as OriginExchange };
+    const stream: Stream = {
+      id,
+      head,
+      startedAt: performance.now(),
+      exchange: undefined as unknown as OriginExchange,
+      credit: INITIAL_WINDOW,
+      queue: [],
+      ended: false,
+      flushed: 0,
+    };
     this.streams.set(id, stream);
     stream.exchange = this.origin.open(head.method, head.path, head.headers, {
       head: (status, headers) => {
         stream.status = status;
         this.originDown = false;
-        this.sendIfOpen(id, { type: FrameType.ResponseHead, stream: id, status, headers });
+        this.sendIfOpen(stream, { type: FrameType.ResponseHead, stream: id, status, headers });
       },
       data: (bytes) => {
-        for (let offset = 0; offset < bytes.byteLength; offset += MAX_DATA_CHUNK) {
-          this.sendIfOpen(id, { type: FrameType.Data, stream: id, bytes: bytes.subarray(offset, offset + MAX_DATA_CHUNK) });
-        }
+        stream.queue.push(bytes);
+        this.pump(stream);
       },
       end: () => {
-        if (!this.sendIfOpen(id, { type: FrameType.End, stream: id })) return;
-        this.streams.delete(id);
-        this.log.request(head.method, head.path, stream.status ?? 0, stream.startedAt);
+        stream.ended = true;
+        this.pump(stream);
       },
       fail: (code: ResetCode, message) => {
-        if (!this.sendIfOpen(id, { type: FrameType.Reset, stream: id, code, message })) return;
+        if (!this.sendIfOpen(stream, { type: FrameType.Reset, stream: id, code, message })) return;
         this.streams.delete(id);
         this.log.request(head.method, head.path, stream.status ? `${stream.status} ${code}` : code, stream.startedAt);
         if (code === "origin-unreachable" && !this.originDown) this.log.warn(message);
@@ -93,9 +118,38 @@ export class Forwarder {
     });
   }
 
+  /** Sends queued response bytes while credit lasts; pauses the origin when it runs out. */
+  private pump(stream: Stream): void {
+    while (stream.queue.length > 0 && stream.credit > 0) {
+      const chunk = stream.queue[0]!;
+      const size = Math.min(chunk.byteLength, MAX_DATA_CHUNK, stream.credit);
+      if (!this.sendIfOpen(stream, { type: FrameType.Data, stream: stream.id, bytes: chunk.subarray(0, size) })) return;
+      stream.credit -= size;
+      if (size === chunk.byteLength) stream.queue.shift();
+      else stream.queue[0] = chunk.subarray(size);
+    }
+    if (stream.queue.length > 0) {
+      stream.exchange.pause();
+    } else if (stream.ended) {
+      if (!this.sendIfOpen(stream, { type: FrameType.End, stream: stream.id })) return;
+      this.streams.delete(stream.id);
+      this.log.request(stream.head.method, stream.head.path, stream.status ?? 0, stream.startedAt);
+    } else {
+      stream.exchange.resume();
+    }
+  }
+
+  /** The origin took `bytes` more of the request body: credit the relay in batches. */
+  private flushed(stream: Stream, bytes: number): void {
+    stream.flushed += bytes;
+    if (stream.flushed < CREDIT_BATCH || !this.streams.has(stream.id)) return;
+    this.send({ type: FrameType.Credit, stream: stream.id, bytes: stream.flushed });
+    stream.flushed = 0;
+  }
+
   /** Sends a frame for a stream the relay has not reset; returns whether it was sent. */
-  private sendIfOpen(id: number, frame: Frame): boolean {
-    if (!this.streams.has(id)) return false;
+  private sendIfOpen(stream: Stream, frame: Frame): boolean {
+    if (this.streams.get(stream.id) !== stream) return false;
     this.send(frame);
     return true;
   }

@@ -39,9 +39,13 @@ export interface OriginHandlers {
 
 /** One request in flight to the origin: its body is written as the visitor sends it. */
 export interface OriginExchange {
-  write(bytes: Uint8Array): void;
+  /** Writes request body bytes; `flushed` runs once the origin's connection took them. */
+  write(bytes: Uint8Array, flushed: () => void): void;
   end(): void;
   abort(): void;
+  /** Stops and restarts the delivery of response body bytes (flow control). */
+  pause(): void;
+  resume(): void;
 }
 
 /** The one local server this agent forwards to. It never talks to any other host. */
@@ -85,22 +89,24 @@ export class Origin {
       });
     } catch (error) {
       fail("protocol-error", `the request could not be sent to the local server: ${(error as Error).message}`);
-      return { write() {}, end() {}, abort() {} };
+      return { write() {}, end() {}, abort() {}, pause() {}, resume() {} };
     }
-    request.on("response", (response) => {
-      on.head(response.statusCode ?? 502, responseHeaderList(response.rawHeaders));
-      response.on("data", (chunk: Uint8Array) => {
+    let response: http.IncomingMessage | undefined;
+    request.on("response", (incoming) => {
+      response = incoming;
+      on.head(incoming.statusCode ?? 502, responseHeaderList(incoming.rawHeaders));
+      incoming.on("data", (chunk: Uint8Array) => {
         if (!settled) on.data(chunk);
       });
-      response.on("end", () => {
+      incoming.on("end", () => {
         if (settled) return;
         settled = true;
         on.end();
       });
-      response.on("close", () => {
-        if (!response.complete) fail("origin-error", `the local server at ${this.url} closed the connection mid-response`);
+      incoming.on("close", () => {
+        if (!incoming.complete) fail("origin-error", `the local server at ${this.url} closed the connection mid-response`);
       });
-      response.on("error", () => {});
+      incoming.on("error", () => {});
     });
     request.on("error", (error: NodeJS.ErrnoException) => {
       const code = error.code ?? error.message;
@@ -111,8 +117,8 @@ export class Origin {
       }
     });
     return {
-      write: (bytes) => {
-        if (!request.destroyed && !request.writableEnded) request.write(bytes);
+      write: (bytes, flushed) => {
+        if (!request.destroyed && !request.writableEnded) request.write(bytes, () => flushed());
       },
       end: () => {
         if (!request.destroyed && !request.writableEnded) request.end();
@@ -121,6 +127,8 @@ export class Origin {
         settled = true;
         request.destroy();
       },
+      pause: () => response?.pause(),
+      resume: () => response?.resume(),
     };
   }
 

@@ -1,9 +1,12 @@
-import type { ResetCode, ResponseHeadFrame } from "@burrow/protocol";
-import { EdgeError, type EdgeErrorCode } from "./errors.ts";
+import { type Frame, FrameType, INITIAL_WINDOW, MAX_DATA_CHUNK, type ResponseHeadFrame } from "@burrow/protocol";
+import { EdgeError, type EdgeErrorCode, isTeardownNoise } from "./errors.ts";
 import { responseHeaders } from "./headers.ts";
 
 // Statuses whose responses never carry a body (Fetch standard, "null body status").
 const NULL_BODY_STATUS = new Set([101, 204, 205, 304]);
+
+/** Credit is granted back in batches of this many consumed bytes: fewer frames, same bound. */
+export const CREDIT_BATCH = INITIAL_WINDOW / 4;
 
 /** A visitor request in flight on the agent's socket. */
 interface Stream {
@@ -11,40 +14,92 @@ interface Stream {
   readonly method: string;
   resolve(response: Response): void;
   timer: ReturnType<typeof setTimeout> | null;
+  /** Request body bytes the agent still accepts before it grants more. */
+  credit: number;
+  /** Wakes the request body pump when credit arrives or the stream ends. */
+  wake?: () => void;
+  /** Response body bytes the visitor consumed that the agent has not been credited for. */
+  consumed: number;
   /** Set once the response head arrived and the body is streaming to the visitor. */
   writer?: WritableStreamDefaultWriter<Uint8Array>;
 }
 
-/** Why a stream went away, as the agent hears it in a Reset frame. */
-export type OnCancel = (id: number, socket: WebSocket, code: ResetCode, message: string) => void;
+/** Sends a frame to the agent on `socket`; never throws. */
+export type SendFrame = (socket: WebSocket, frame: Frame) => void;
 
 /**
- * The visitor side of each stream: stream id -> the pending Response, then the writer that
- * feeds its body. Lives in memory only; a Durable Object never hibernates while one is open.
+ * The visitor side of each HTTP stream: stream id -> the pending Response, then the writer that
+ * feeds its body, with flow control both ways. Lives in memory only; a Durable Object does not
+ * hibernate while a request is in flight.
  */
 export class StreamTable {
   private readonly streams = new Map<number, Stream>();
-  // Random start so ids do not repeat across hibernation wake-ups of the same connection.
-  private next = 1 + Math.floor(Math.random() * 0x7fff_ffff);
 
-  constructor(private readonly onCancel: OnCancel) {}
-
-  get size(): number {
-    return this.streams.size;
-  }
+  constructor(private readonly send: SendFrame) {}
 
   has(id: number): boolean {
     return this.streams.has(id);
   }
 
-  /** Registers a new stream and returns its id with the promise of the visitor's Response. */
-  open(socket: WebSocket, method: string): { id: number; response: Promise<Response> } {
-    const id = this.next;
-    this.next = this.next >= 0xffff_fffe ? 1 : this.next + 1;
-    const response = new Promise<Response>((resolve) => {
-      this.streams.set(id, { socket, method, resolve, timer: null });
+  /** Registers stream `id` and returns the promise of the visitor's Response. */
+  open(id: number, socket: WebSocket, method: string): Promise<Response> {
+    return new Promise<Response>((resolve) => {
+      this.streams.set(id, { socket, method, resolve, timer: null, credit: INITIAL_WINDOW, consumed: 0 });
     });
-    return { id, response };
+  }
+
+  /**
+   * Streams the visitor's request body to the agent in bounded Data frames, never more than
+   * the agent's credit ahead, then End. Resolves when done or when the stream went away.
+   */
+  async forwardBody(id: number, body: ReadableStream<Uint8Array> | null): Promise<void> {
+    const reader = body?.getReader();
+    try {
+      while (reader) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        for (let offset = 0; offset < value.byteLength; ) {
+          const allowed = await this.credit(id, Math.min(MAX_DATA_CHUNK, value.byteLength - offset));
+          if (!allowed) {
+            await reader.cancel();
+            return;
+          }
+          const stream = this.streams.get(id)!;
+          this.send(stream.socket, { type: FrameType.Data, stream: id, bytes: value.subarray(offset, offset + allowed) });
+          offset += allowed;
+        }
+      }
+      const stream = this.streams.get(id);
+      if (stream) this.send(stream.socket, { type: FrameType.End, stream: id });
+    } catch (error) {
+      if (!isTeardownNoise(error)) console.error(`stream ${id}: reading the visitor's body failed`, error);
+      this.cancel(id, "the visitor's request body broke off");
+    }
+  }
+
+  /** Waits until the agent accepts at least one byte; returns how many of `want` it may take (0: stream gone). */
+  private async credit(id: number, want: number): Promise<number> {
+    for (;;) {
+      const stream = this.streams.get(id);
+      if (!stream) return 0;
+      if (stream.credit > 0) {
+        const allowed = Math.min(want, stream.credit);
+        stream.credit -= allowed;
+        return allowed;
+      }
+      await new Promise<void>((resolve) => {
+        stream.wake = resolve;
+      });
+    }
+  }
+
+  /** The agent consumed more of the request body. */
+  granted(id: number, bytes: number): void {
+    const stream = this.streams.get(id);
+    if (!stream) return;
+    stream.credit += bytes;
+    stream.wake?.();
+    stream.wake = undefined;
   }
 
   /**
@@ -56,8 +111,8 @@ export class StreamTable {
     const stream = this.streams.get(id);
     if (!stream || stream.writer) return;
     stream.timer = setTimeout(() => {
+      this.send(stream.socket, { type: FrameType.Reset, stream: id, code: "cancelled", message: "no response head in time" });
       this.fail(id, 504, "agent-timeout", `The agent for tunnel "${tunnel}" did not answer within ${timeoutMs / 1000}s.`);
-      this.onCancel(id, stream.socket, "cancelled", "the relay gave up waiting for a response head");
     }, timeoutMs);
   }
 
@@ -69,6 +124,7 @@ export class StreamTable {
     const headers = responseHeaders(frame.headers);
     if (NULL_BODY_STATUS.has(frame.status) || stream.method === "HEAD") {
       this.streams.delete(frame.stream);
+      stream.wake?.();
       stream.resolve(new Response(null, { status: frame.status, headers }));
       return true;
     }
@@ -77,18 +133,33 @@ export class StreamTable {
     const length = Number(headers.get("content-length") ?? Number.NaN);
     const { readable, writable } =
       Number.isSafeInteger(length) && length >= 0 ? new FixedLengthStream(length) : new IdentityTransformStream();
-    stream.writer = writable.getWriter();
+    const writer = writable.getWriter();
+    stream.writer = writer;
+    // Fires when the visitor goes away, even while the origin is sending nothing.
+    writer.closed.catch(() => this.cancel(frame.stream, "the visitor went away"));
     // `encodeBody: "manual"`: the origin's bytes are already encoded as its Content-Encoding
     // says; without it the runtime would compress them a second time.
     stream.resolve(new Response(readable, { status: frame.status, headers, encodeBody: "manual" }));
     return true;
   }
 
-  /** A body chunk for the visitor. Returns false for an unknown stream or one without a head. */
+  /**
+   * A body chunk for the visitor. The write settles once the visitor's connection took the
+   * bytes, and only then does the agent get credit for them: a slow visitor slows the origin
+   * instead of filling the relay's memory. Returns false for an unknown stream.
+   */
   data(id: number, bytes: Uint8Array): boolean {
     const stream = this.streams.get(id);
     if (!stream?.writer) return false;
-    stream.writer.write(bytes).catch(() => this.cancel(id, "the visitor went away"));
+    stream.writer.write(bytes).then(
+      () => {
+        stream.consumed += bytes.byteLength;
+        if (stream.consumed < CREDIT_BATCH || !this.streams.has(id)) return;
+        this.send(stream.socket, { type: FrameType.Credit, stream: id, bytes: stream.consumed });
+        stream.consumed = 0;
+      },
+      () => this.cancel(id, "the visitor went away"),
+    );
     return true;
   }
 
@@ -102,13 +173,10 @@ export class StreamTable {
   }
 
   /** The agent reset the stream: a 502 page before the head, a failed body after it. */
-  reset(id: number, code: string, message: string): boolean {
-    const stream = this.streams.get(id);
-    if (!stream) return false;
+  reset(id: number, code: string, message: string): void {
     const page: EdgeErrorCode =
       code === "origin-unreachable" ? "origin-unreachable" : code === "origin-error" ? "origin-error" : "stream-reset";
     this.fail(id, 502, page, message);
-    return true;
   }
 
   /** Fails every stream carried by `socket` (it closed, or another connection replaced it). */
@@ -119,10 +187,8 @@ export class StreamTable {
   }
 
   private fail(id: number, status: number, code: EdgeErrorCode, message: string): void {
-    const stream = this.streams.get(id);
+    const stream = this.forget(id);
     if (!stream) return;
-    this.streams.delete(id);
-    clearTimeout(stream.timer);
     if (stream.writer) {
       // The head is already sent: abort so the visitor sees a broken response, not a short one.
       stream.writer.abort(new Error(`${code}: ${message}`)).catch(() => {});
@@ -131,11 +197,25 @@ export class StreamTable {
     }
   }
 
+  /** The visitor left before the response started: the agent aborts its request to the origin. */
+  abandon(id: number, why: string): void {
+    if (!this.streams.get(id)?.writer) this.cancel(id, why);
+  }
+
+  /** The visitor side gave up: tell the agent, which aborts its request to the origin. */
   private cancel(id: number, why: string): void {
-    const stream = this.streams.get(id);
+    const stream = this.forget(id);
     if (!stream) return;
+    this.send(stream.socket, { type: FrameType.Reset, stream: id, code: "cancelled", message: why });
+    if (!stream.writer) stream.resolve(new EdgeError(502, "stream-reset", why).toResponse());
+  }
+
+  private forget(id: number): Stream | undefined {
+    const stream = this.streams.get(id);
+    if (!stream) return undefined;
     this.streams.delete(id);
     clearTimeout(stream.timer);
-    this.onCancel(id, stream.socket, "cancelled", why);
+    stream.wake?.();
+    return stream;
   }
 }

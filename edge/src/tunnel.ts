@@ -8,11 +8,9 @@ import {
   FrameType,
   HEARTBEAT,
   type HelloFrame,
-  MAX_DATA_CHUNK,
   PROTOCOL_VERSION,
   ProtocolError,
   type RefusalCode,
-  type ResetCode,
 } from "@burrow/protocol";
 import type { Env } from "./env.ts";
 import { EdgeError, isTeardownNoise } from "./errors.ts";
@@ -31,7 +29,8 @@ const DEFAULT_RESPONSE_TIMEOUT_S = 600;
  * and turns each visitor request into a stream of frames on it.
  */
 export class TunnelObject extends DurableObject<Env> {
-  private readonly streams = new StreamTable((id, socket, code, message) => this.sendReset(socket, id, code, message));
+  private readonly streams = new StreamTable((socket, frame) => this.sendFrame(socket, frame));
+  private lastStreamId = Math.floor(Math.random() * 0x7fff_ffff);
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -71,39 +70,23 @@ export class TunnelObject extends DurableObject<Env> {
         `No agent is connected for tunnel "${tunnel}". Start one next to your server: npx agent --port 8000 --name ${tunnel}`,
       );
     }
-    const { id, response } = this.streams.open(agent, request.method);
+    const id = this.nextStreamId();
+    const response = this.streams.open(id, agent, request.method);
+    // Before the head, only the signal tells that the visitor left (compatibility flag
+    // enable_request_signal); after it, the response body's writer does.
+    request.signal.addEventListener("abort", () => this.streams.abandon(id, "the visitor went away"));
     const headers = withoutHopByHop(request.headers).filter(([name]) => !isInternal(name));
     agent.send(encodeFrame({ type: FrameType.RequestHead, stream: id, method: request.method, path, headers }));
-    this.ctx.waitUntil(
-      this.pumpRequestBody(agent, id, request.body).then(() => {
-        const timeoutMs = 1000 * (Number(this.env.RESPONSE_TIMEOUT_SECONDS) || DEFAULT_RESPONSE_TIMEOUT_S);
-        this.streams.awaitHead(id, timeoutMs, tunnel);
-      }),
-    );
+    const timeoutMs = 1000 * (Number(this.env.RESPONSE_TIMEOUT_SECONDS) || DEFAULT_RESPONSE_TIMEOUT_S);
+    this.ctx.waitUntil(this.streams.forwardBody(id, request.body).then(() => this.streams.awaitHead(id, timeoutMs, tunnel)));
     return response;
   }
 
-  /** Streams the visitor's body to the agent in bounded Data frames, then End. Never rejects. */
-  private async pumpRequestBody(agent: WebSocket, id: number, body: ReadableStream<Uint8Array> | null): Promise<void> {
-    const reader = body?.getReader();
-    try {
-      while (reader) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        if (!this.streams.has(id)) {
-          await reader.cancel();
-          return;
-        }
-        for (let offset = 0; offset < value.byteLength; offset += MAX_DATA_CHUNK) {
-          const bytes = value.subarray(offset, offset + MAX_DATA_CHUNK);
-          agent.send(encodeFrame({ type: FrameType.Data, stream: id, bytes }));
-        }
-      }
-      if (this.streams.has(id)) agent.send(encodeFrame({ type: FrameType.End, stream: id }));
-    } catch (error) {
-      if (!isTeardownNoise(error)) console.error(`stream ${id}: reading the visitor's body failed`, error);
-      this.sendReset(agent, id, "cancelled", "the visitor's request body failed");
-    }
+  /** Stream ids are unique per Durable Object instance; the random start keeps them unique across wake-ups. */
+  private nextStreamId(): number {
+    const id = this.lastStreamId >= 0xffff_fffe ? 1 : this.lastStreamId + 1;
+    this.lastStreamId = id;
+    return id;
   }
 
   override async webSocketMessage(socket: WebSocket, message: string | ArrayBuffer): Promise<void> {
@@ -155,12 +138,22 @@ export class TunnelObject extends DurableObject<Env> {
       case FrameType.Reset:
         this.streams.reset(frame.stream, frame.code, frame.message);
         return; // a reset of a stream already gone needs no answer
+      case FrameType.Credit:
+        this.streams.granted(frame.stream, frame.bytes);
+        return; // credit may trail a stream that just ended
       default:
         throw new ProtocolError("malformed-frame", `the relay does not accept a frame of type ${frame.type} from an agent`);
     }
     // Frames for a stream the relay already finished (the visitor left) are expected while the
     // agent catches up with the Reset it was sent; anything else is the agent's bug.
-    if (!known) this.sendReset(socket, "stream" in frame ? frame.stream : 0, "cancelled", "this stream is no longer open");
+    if (!known) {
+      this.sendFrame(socket, {
+        type: FrameType.Reset,
+        stream: frame.stream,
+        code: "cancelled",
+        message: "this stream is no longer open",
+      });
+    }
   }
 
   private async hello(socket: WebSocket, frame: Frame, attachment: Attachment): Promise<void> {
@@ -247,11 +240,11 @@ export class TunnelObject extends DurableObject<Env> {
     return this.ctx.getWebSockets().find((s) => (s.deserializeAttachment() as Attachment).phase === "ready");
   }
 
-  private sendReset(socket: WebSocket, stream: number, code: ResetCode, message: string): void {
+  private sendFrame(socket: WebSocket, frame: Frame): void {
     try {
-      socket.send(encodeFrame({ type: FrameType.Reset, stream, code, message }));
+      socket.send(encodeFrame(frame));
     } catch (error) {
-      if (!isTeardownNoise(error)) console.error(`stream ${stream}: sending a reset failed`, error);
+      if (!isTeardownNoise(error)) console.error(`sending a frame of type ${frame.type} failed`, error);
     }
   }
 

@@ -38,6 +38,18 @@ export function encodeFrame(frame: Frame): Uint8Array {
       return encoder.encode([frame.type, frame.stream]);
     case FrameType.Reset:
       return encoder.encode([frame.type, frame.stream, frame.code, frame.message]);
+    case FrameType.Credit:
+      return encoder.encode([frame.type, frame.stream, frame.bytes]);
+    case FrameType.WsMessage:
+      if (frame.bytes.byteLength > MAX_DATA_CHUNK) {
+        throw new ProtocolError(
+          "frame-too-large",
+          `message piece is ${frame.bytes.byteLength} bytes; the limit is ${MAX_DATA_CHUNK}`,
+        );
+      }
+      return encoder.encode([frame.type, frame.stream, frame.binary, frame.final, frame.bytes]);
+    case FrameType.WsClose:
+      return encoder.encode([frame.type, frame.stream, frame.code, frame.reason]);
   }
 }
 
@@ -113,10 +125,19 @@ export function decodeFrame(bytes: Uint8Array): Frame | undefined {
       return { type, stream: at.stream() };
     case FrameType.Reset:
       return { type, stream: at.stream(), code: at.code(2) as ResetCode, message: at.message(3) };
+    case FrameType.Credit:
+      return { type, stream: at.stream(), bytes: at.int(2, "bytes", 1, MAX_CREDIT) };
+    case FrameType.WsMessage:
+      return { type, stream: at.stream(), binary: at.bool(2, "binary"), final: at.bool(3, "final"), bytes: at.bytes(4) };
+    case FrameType.WsClose:
+      return { type, stream: at.stream(), code: at.int(2, "code", 1000, 4999), reason: at.text(3, "reason", 123) };
     default:
       return undefined;
   }
 }
+
+// A single grant larger than this is a bug, not generosity.
+const MAX_CREDIT = 0x7fff_ffff;
 
 // RFC 9110 section 5.6.2: a token, used for methods and header names.
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -184,6 +205,12 @@ class Fields {
       malformed(
         `${this.frame()} path ${JSON.stringify(v.slice(0, 80))} must start with "/" and hold no spaces or control characters`,
       );
+    return v;
+  }
+
+  bool(index: number, field: string): boolean {
+    const v = this.get(index, field);
+    if (typeof v !== "boolean") malformed(`${this.frame()} ${field} is ${describe(v)}, not a boolean`);
     return v;
   }
 

@@ -11,6 +11,9 @@ export const FrameType = {
   Data: 6,
   End: 7,
   Reset: 8,
+  Credit: 9,
+  WsMessage: 10,
+  WsClose: 11,
 } as const;
 
 /**
@@ -126,6 +129,42 @@ export interface ResetFrame {
   message: string;
 }
 
+/**
+ * Either direction: the receiver of a body (or of WebSocket messages) has consumed `bytes` more
+ * of it, so the sender may put that many more in flight. Each stream starts with
+ * {@link INITIAL_WINDOW} bytes of credit in each direction; a sender never exceeds its credit.
+ */
+export interface CreditFrame {
+  type: typeof FrameType.Credit;
+  stream: number;
+  bytes: number;
+}
+
+/**
+ * Either direction, on a stream whose ResponseHead said 101: one piece of a WebSocket message.
+ * Messages are cut into pieces of at most {@link MAX_DATA_CHUNK} bytes; the last has `final`.
+ * Pieces count against the stream's credit like Data.
+ */
+export interface WsMessageFrame {
+  type: typeof FrameType.WsMessage;
+  stream: number;
+  /** true for a binary message, false for text (UTF-8 bytes). */
+  binary: boolean;
+  final: boolean;
+  bytes: Uint8Array;
+}
+
+/**
+ * Either direction: that side's WebSocket closed with this code and reason (code 1005 when it
+ * carried none, 1006 when the connection broke). The stream ends once both sides closed.
+ */
+export interface WsCloseFrame {
+  type: typeof FrameType.WsClose;
+  stream: number;
+  code: number;
+  reason: string;
+}
+
 /** Every frame either side sends. */
 export type Frame =
   | HelloFrame
@@ -135,4 +174,7 @@ export type Frame =
   | ResponseHeadFrame
   | DataFrame
   | EndFrame
-  | ResetFrame;
+  | ResetFrame
+  | CreditFrame
+  | WsMessageFrame
+  | WsCloseFrame;

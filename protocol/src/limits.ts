@@ -7,6 +7,16 @@ export const PROTOCOL_VERSION = 1;
  */
 export const MAX_DATA_CHUNK = 64 * 1024;
 
+/**
+ * Body bytes each side may have in flight per stream and direction before the receiver grants
+ * more with Credit frames. Bounds the memory a slow reader costs (relay and agent buffer at
+ * most this much per stream) while leaving room for the round trip between agent and relay.
+ */
+export const INITIAL_WINDOW = 1024 * 1024;
+
+/** Largest visitor WebSocket message carried through a tunnel, in either direction. */
+export const MAX_WS_MESSAGE = 32 * 1024 * 1024;
+
 /** Largest encoded frame either side accepts. Head frames are the large ones (many headers). */
 export const MAX_FRAME_BYTES = 256 * 1024;
 

@@ -1,3 +1,5 @@
+import { streamSuite } from "./_streams.ts";
 import { tunnelSuite } from "./_suite.ts";
 
 tunnelSuite("node");
+streamSuite("node");

@@ -45,6 +45,10 @@ const FRAMES: Frame[] = [
     code: "origin-unreachable",
     message: "the local server at http://localhost:8000 is not answering",
   },
+  { type: FrameType.Credit, stream: 9, bytes: 262_144 },
+  { type: FrameType.WsMessage, stream: 4, binary: false, final: true, bytes: new TextEncoder().encode("héllo") },
+  { type: FrameType.WsMessage, stream: 4, binary: true, final: false, bytes: new Uint8Array(MAX_DATA_CHUNK) },
+  { type: FrameType.WsClose, stream: 4, code: 4001, reason: "bye" },
 ];
 
 function malformedMessage(bytes: Uint8Array): string {
@@ -128,6 +132,17 @@ describe("frame codec", () => {
       /header 0 is not a \[name, value\] pair/,
     ],
     ["a __proto__ key", new Uint8Array([0x81, 0xa9, ...new TextEncoder().encode("__proto__"), 0x01]), /malformed-frame/],
+    ["zero credit", encode([FrameType.Credit, 1, 0]), /Credit frame bytes is 0; expected an integer from 1/],
+    [
+      "a close code out of range",
+      encode([FrameType.WsClose, 1, 999, ""]),
+      /WsClose frame code is 999; expected an integer from 1000/,
+    ],
+    [
+      "a non-boolean final flag",
+      encode([FrameType.WsMessage, 1, true, 1, new Uint8Array(1)]),
+      /WsMessage frame final is 1, not a boolean/,
+    ],
     [
       "a reset code that is not a word",
       encode([FrameType.Reset, 1, "Not A Code!", "x"]),

@@ -1,0 +1,195 @@
+import http from "node:http";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AgentProcess, type RuntimeName } from "../_agent.ts";
+import { patternHash } from "../_bytes.ts";
+import { command, memory, processTree, sampleRss } from "../_memory.ts";
+import { Origin } from "../_origin.ts";
+import { Relay } from "../_relay.ts";
+import { download, upload } from "../_transfer.ts";
+import { at, visit } from "../_visit.ts";
+
+const MB = 1024 * 1024;
+const BIG = 200 * MB;
+/** Slower than the tunnel can go, so flow control has to hold the sender back. */
+const SLOW = 40 * MB;
+
+/** Resolves when `emitter` emits `event`, or rejects after `ms`. */
+function once(emitter: NodeJS.EventEmitter, event: string, ms = 10_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${event} within ${ms}ms`)), ms);
+    emitter.once(event, () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/**
+ * The hard traffic, run once per agent runtime: big bodies to slow readers with bounded memory,
+ * unbuffered event streams, and cancellation in both directions.
+ */
+export function streamSuite(runtime: RuntimeName): void {
+  describe(`streams through a ${runtime} agent`, () => {
+    let relay: Relay;
+    let origin: Origin;
+    let agent: AgentProcess;
+
+    /** The agent's own process (for `deno task`, the `deno run` it starts). */
+    const agentPid = () => processTree(agent.pid).at(-1)!;
+    const workerdPids = () => processTree(relay.pid).filter((pid) => command(pid) === "workerd");
+
+    beforeAll(async () => {
+      // workerd alone, as in production: wrangler dev's extra hops cost memory of their own.
+      [relay, origin] = await Promise.all([Relay.start({ launcher: "workerd" }), Origin.start()]);
+      agent = await AgentProcess.start(runtime, [
+        "--port",
+        String(origin.port),
+        "--relay",
+        relay.url,
+        "--name",
+        `flow-${runtime}`,
+      ]);
+    }, 90_000);
+
+    afterAll(async () => {
+      await agent?.stop("SIGINT");
+      await relay?.dispose();
+      await origin?.close();
+    });
+
+    it("streams a 200 MB download to a slow visitor with bounded memory, and stays fair", async () => {
+      const relayBefore = workerdPids().reduce((sum, pid) => sum + memory(pid).rss, 0);
+      const relayPeak = sampleRss(workerdPids);
+      let finished = false;
+      const big = download(at(agent.url, `/pattern/${BIG}`), SLOW).finally(() => {
+        finished = true;
+      });
+      // Small requests on the same tunnel get through while the big one is held back.
+      for (let i = 0; i < 20; i++) {
+        expect((await visit(at(agent.url, `/status/201?during=${i}`))).status).toBe(201);
+      }
+      expect(finished).toBe(false);
+      const result = await big;
+      expect(result).toMatchObject({ status: 200, length: BIG, sha256: patternHash(BIG) });
+      expect(memory(agentPid()).peak, "agent peak RSS").toBeLessThan(150 * MB);
+      expect(relayPeak.stop() - relayBefore, "relay RSS growth").toBeLessThan(100 * MB);
+    }, 60_000);
+
+    it("streams a 200 MB upload to a slow origin with bounded memory", async () => {
+      const relayBefore = workerdPids().reduce((sum, pid) => sum + memory(pid).rss, 0);
+      const relayPeak = sampleRss(workerdPids);
+      const result = await upload(at(agent.url, `/sink?rate=${SLOW}`), BIG);
+      expect(result.status).toBe(200);
+      expect(JSON.parse(result.body)).toEqual({ length: BIG, sha256: patternHash(BIG) });
+      expect(memory(agentPid()).peak, "agent peak RSS").toBeLessThan(150 * MB);
+      expect(relayPeak.stop() - relayBefore, "relay RSS growth").toBeLessThan(100 * MB);
+    }, 60_000);
+
+    it("delivers each server-sent event as the origin writes it, unbuffered", async () => {
+      let write: ((text: string) => void) | undefined;
+      let end: (() => void) | undefined;
+      origin.route("/events", (_request, response) => {
+        response.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+        response.flushHeaders();
+        write = (text) => response.write(text);
+        end = () => response.end();
+      });
+      const target = new URL(at(agent.url, "/events"));
+      const received: string[] = [];
+      let arrived: (() => void) | undefined;
+      const done = new Promise<number>((resolve, reject) => {
+        http
+          .get({ host: "127.0.0.1", port: target.port, path: target.pathname, headers: { host: target.host } }, (response) => {
+            response.setEncoding("utf8");
+            response.on("data", (text: string) => {
+              received.push(text);
+              arrived?.();
+            });
+            response.on("end", () => resolve(response.statusCode!));
+          })
+          .on("error", reject);
+      });
+      while (!write) await new Promise((resolve) => setTimeout(resolve, 10));
+      // The origin writes the next event only after the visitor has the previous one: any
+      // buffering on the way would stall this loop until the test times out.
+      for (let i = 1; i <= 5; i++) {
+        const got = new Promise<void>((resolve) => {
+          arrived = resolve;
+        });
+        write(`id: ${i}\ndata: event ${i}\n\n`);
+        await got;
+        expect(received.join("")).toContain(`data: event ${i}\n\n`);
+      }
+      end!();
+      expect(await done).toBe(200);
+    });
+
+    it("aborts the origin's response when the visitor disconnects mid-body", async () => {
+      const closed = new Promise<boolean>((resolve) => {
+        origin.route("/forever", (_request, response) => {
+          response.writeHead(200, { "content-type": "application/octet-stream" });
+          const timer = setInterval(() => response.write(Buffer.alloc(16 * 1024)), 10);
+          response.on("close", () => {
+            clearInterval(timer);
+            resolve(!response.writableFinished);
+          });
+        });
+      });
+      const target = new URL(at(agent.url, "/forever"));
+      const from = agent.lines.length;
+      const request = http.get({ host: "127.0.0.1", port: target.port, path: target.pathname, headers: { host: target.host } });
+      request.on("error", () => {});
+      const [response] = (await Promise.all([new Promise((resolve) => request.on("response", resolve))])) as [
+        http.IncomingMessage,
+      ];
+      await once(response, "data");
+      request.destroy();
+      expect(await closed).toBe(true);
+      await agent.waitFor(/^GET \/forever 200 \d+ms$/, { from });
+    });
+
+    it("aborts the origin's response when the visitor gave up before it started", async () => {
+      // workerd notices a departed visitor only when it writes to the connection (it does not
+      // fire Request.signal while waiting), so the origin's request lives until it answers.
+      let arrived: (() => void) | undefined;
+      let answer: (() => void) | undefined;
+      const reached = new Promise<void>((resolve) => {
+        arrived = resolve;
+      });
+      const closed = new Promise<boolean>((resolve) => {
+        origin.route("/slow-start", (request, response) => {
+          request.resume();
+          answer = () => {
+            response.writeHead(200, { "content-type": "application/octet-stream" });
+            const timer = setInterval(() => response.write(Buffer.alloc(16 * 1024)), 10);
+            response.on("close", () => {
+              clearInterval(timer);
+              resolve(!response.writableFinished);
+            });
+          };
+          arrived!();
+        });
+      });
+      const target = new URL(at(agent.url, "/slow-start"));
+      const request = http.get({ host: "127.0.0.1", port: target.port, path: target.pathname, headers: { host: target.host } });
+      request.on("error", () => {});
+      await reached;
+      request.destroy();
+      answer!();
+      expect(await closed).toBe(true);
+    });
+
+    // workerd ends a chunked response cleanly when its body stream errors, so a visitor cannot
+    // tell this truncation from a complete body: cloudflare/workerd#6818. With a Content-Length
+    // the truncation is visible (see "fails a response visibly when the origin dies mid-body").
+    // This test starts passing, and so fails here, once workerd aborts such responses.
+    it.fails("fails the visitor's response when the origin dies mid-body without a length", async () => {
+      origin.route("/die-chunked", (_request, response) => {
+        response.writeHead(200, { "content-type": "text/plain" });
+        response.write("partial ");
+        setTimeout(() => response.socket?.destroy(), 50);
+      });
+      await expect(visit(at(agent.url, "/die-chunked"))).rejects.toThrow();
+    });
+  });
+}
