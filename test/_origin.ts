@@ -2,7 +2,8 @@ import { createHash } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { gzipSync } from "node:zlib";
-import { blob, pattern } from "./_bytes.ts";
+import { type WebSocket, WebSocketServer } from "ws";
+import { blob, pattern, sha256 } from "./_bytes.ts";
 
 export { blob, sha256 } from "./_bytes.ts";
 
@@ -15,9 +16,16 @@ export { blob, sha256 } from "./_bytes.ts";
  * - /hang: never answers; /truncate: promises 100000 bytes, sends 1000 and dies
  * - /pattern/<n>: n bytes of the repeating test pattern, written as fast as the socket drains
  * - /sink?rate=<bytes per second>: reads the body that slowly, answers its length and sha256
+ * WebSockets (any path under /ws/; other upgrades get a 403; subprotocol chat.v2 is chosen):
+ * - /ws/echo: sends every message back as it came (text or binary)
+ * - /ws/hash: answers each message with "<type> <length> <sha256>", and "send <n>" with n bytes
+ * - /ws/headers: sends the handshake's headers as JSON, then echoes
+ * - /ws/close?code=&reason=: closes with that code and reason after the first message
  */
 export class Origin {
   readonly requests: http.IncomingMessage[] = [];
+  /** Every WebSocket the origin accepted, in order. */
+  readonly sockets: WebSocket[] = [];
   private readonly routes = new Map<string, http.RequestListener>();
   private constructor(private readonly server: http.Server) {}
 
@@ -28,6 +36,21 @@ export class Origin {
     });
     server.keepAliveTimeout = 60_000;
     const origin = new Origin(server);
+    const sockets = new WebSocketServer({
+      noServer: true,
+      maxPayload: 64 * 1024 * 1024,
+      handleProtocols: (offered) => (offered.has("chat.v2") ? "chat.v2" : false),
+    });
+    server.on("upgrade", (request, socket, head) => {
+      if (!request.url?.startsWith("/ws/")) {
+        socket.end("HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 9\r\n\r\nforbidden");
+        return;
+      }
+      sockets.handleUpgrade(request, socket, head, (ws) => {
+        origin.sockets.push(ws);
+        serveSocket(ws, request);
+      });
+    });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     server.on("request", (request) => origin.requests.push(request));
     return origin;
@@ -153,4 +176,25 @@ function handle(request: http.IncomingMessage, response: http.ServerResponse): v
       response.statusCode = 404;
       response.end("no such route");
   }
+}
+
+function serveSocket(ws: WebSocket, request: http.IncomingMessage): void {
+  const url = new URL(`http://origin${request.url}`);
+  const route = url.pathname.slice("/ws/".length);
+  if (route === "headers") ws.send(JSON.stringify(request.headers));
+  ws.on("message", (data: Buffer, binary: boolean) => {
+    switch (route) {
+      case "hash": {
+        const text = binary ? "" : data.toString();
+        if (text.startsWith("send ")) ws.send(blob(Number(text.slice(5))), { binary: true });
+        else ws.send(`${binary ? "binary" : "text"} ${data.length} ${sha256(data)}`);
+        return;
+      }
+      case "close":
+        ws.close(Number(url.searchParams.get("code")), url.searchParams.get("reason") ?? "");
+        return;
+      default:
+        ws.send(data, { binary });
+    }
+  });
 }

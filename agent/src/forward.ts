@@ -1,6 +1,7 @@
 import { type Frame, FrameType, INITIAL_WINDOW, MAX_DATA_CHUNK, type RequestHeadFrame, type ResetCode } from "@burrow/protocol";
 import type { Log } from "./log.ts";
 import type { Origin, OriginExchange } from "./origin.ts";
+import { isUpgrade, OriginSockets } from "./sockets.ts";
 
 /** Credit goes back to the relay in batches of this many bytes written to the origin. */
 const CREDIT_BATCH = INITIAL_WINDOW / 4;
@@ -28,6 +29,7 @@ interface Stream {
  */
 export class Forwarder {
   private readonly streams = new Map<number, Stream>();
+  private readonly sockets: OriginSockets;
   /** Warn once when the origin stops answering, not on every request. */
   private originDown = false;
 
@@ -35,10 +37,13 @@ export class Forwarder {
     private readonly origin: Origin,
     private readonly send: (frame: Frame) => void,
     private readonly log: Log,
-  ) {}
+  ) {
+    this.sockets = new OriginSockets(origin, send, log);
+  }
 
   /** Handles a stream frame from the relay; returns false if it is not one of this forwarder's. */
   receive(frame: Frame): boolean {
+    if (this.sockets.receive(frame)) return true;
     switch (frame.type) {
       case FrameType.RequestHead:
         this.start(frame);
@@ -73,14 +78,19 @@ export class Forwarder {
 
   /** The connection to the relay is gone: abandon every request to the origin. */
   abortAll(): void {
+    this.sockets.abortAll();
     for (const stream of this.streams.values()) stream.exchange.abort();
     this.streams.clear();
   }
 
   private start(head: RequestHeadFrame): void {
     const id = head.stream;
-    if (this.streams.has(id)) {
+    if (this.streams.has(id) || this.sockets.has(id)) {
       this.send({ type: FrameType.Reset, stream: id, code: "protocol-error", message: `stream ${id} is already open` });
+      return;
+    }
+    if (isUpgrade(head)) {
+      this.sockets.open(head);
       return;
     }
     const stream: Stream = {

@@ -76,6 +76,8 @@ async function visit(c: Context<App>, name: string, path: string, prefix: string
   );
   headers.set(INTERNAL.tunnel, name);
   headers.set(INTERNAL.path, path);
+  // Hop-by-hop, so dropped above; the Durable Object needs it to answer with a WebSocket.
+  if (request.headers.get("upgrade")?.toLowerCase() === "websocket") headers.set("upgrade", "websocket");
   const response = await tunnel(c, name).fetch("https://tunnel.internal/visit", {
     method: request.method,
     headers,

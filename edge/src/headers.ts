@@ -22,7 +22,10 @@ export const INTERNAL = {
 } as const;
 
 const INTERNAL_NAMES = new Set<string>(Object.values(INTERNAL));
-const DROPPED_FROM_VISITOR = new Set<string>(["host", ...INTERNAL_NAMES]);
+// The visitor's WebSocket handshake ends at the relay; the agent makes its own to the origin
+// (Sec-WebSocket-Protocol, the offered subprotocols, does travel on).
+const HANDSHAKE = ["sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-accept"];
+const DROPPED_FROM_VISITOR = new Set<string>(["host", ...HANDSHAKE, ...INTERNAL_NAMES]);
 
 /** True for the Worker -> Durable Object headers, which never reach an origin. */
 export function isInternal(name: string): boolean {

@@ -12,6 +12,8 @@ export const CREDIT_BATCH = INITIAL_WINDOW / 4;
 interface Stream {
   readonly socket: WebSocket;
   readonly method: string;
+  /** The visitor asked for a WebSocket; a 101 answer hands the stream to `upgrade`. */
+  readonly upgrade: boolean;
   resolve(response: Response): void;
   timer: ReturnType<typeof setTimeout> | null;
   /** Request body bytes the agent still accepts before it grants more. */
@@ -27,6 +29,9 @@ interface Stream {
 /** Sends a frame to the agent on `socket`; never throws. */
 export type SendFrame = (socket: WebSocket, frame: Frame) => void;
 
+/** Turns an accepted WebSocket upgrade into the visitor's 101 response. */
+export type Upgrade = (id: number, protocol: string | null) => Response;
+
 /**
  * The visitor side of each HTTP stream: stream id -> the pending Response, then the writer that
  * feeds its body, with flow control both ways. Lives in memory only; a Durable Object does not
@@ -35,16 +40,19 @@ export type SendFrame = (socket: WebSocket, frame: Frame) => void;
 export class StreamTable {
   private readonly streams = new Map<number, Stream>();
 
-  constructor(private readonly send: SendFrame) {}
+  constructor(
+    private readonly send: SendFrame,
+    private readonly upgrade: Upgrade,
+  ) {}
 
   has(id: number): boolean {
     return this.streams.has(id);
   }
 
   /** Registers stream `id` and returns the promise of the visitor's Response. */
-  open(id: number, socket: WebSocket, method: string): Promise<Response> {
+  open(id: number, socket: WebSocket, method: string, upgrade: boolean): Promise<Response> {
     return new Promise<Response>((resolve) => {
-      this.streams.set(id, { socket, method, resolve, timer: null, credit: INITIAL_WINDOW, consumed: 0 });
+      this.streams.set(id, { socket, method, upgrade, resolve, timer: null, credit: INITIAL_WINDOW, consumed: 0 });
     });
   }
 
@@ -93,13 +101,14 @@ export class StreamTable {
     }
   }
 
-  /** The agent consumed more of the request body. */
-  granted(id: number, bytes: number): void {
+  /** The agent consumed more of the request body. Returns false for an unknown stream. */
+  granted(id: number, bytes: number): boolean {
     const stream = this.streams.get(id);
-    if (!stream) return;
+    if (!stream) return false;
     stream.credit += bytes;
     stream.wake?.();
     stream.wake = undefined;
+    return true;
   }
 
   /**
@@ -122,6 +131,15 @@ export class StreamTable {
     if (!stream || stream.writer) return false;
     clearTimeout(stream.timer);
     const headers = responseHeaders(frame.headers);
+    if (frame.status === 101) {
+      this.forget(frame.stream);
+      if (stream.upgrade) stream.resolve(this.upgrade(frame.stream, headers.get("sec-websocket-protocol")));
+      else
+        stream.resolve(
+          new EdgeError(502, "stream-reset", "The agent answered 101 to a request that asked for no upgrade.").toResponse(),
+        );
+      return true;
+    }
     if (NULL_BODY_STATUS.has(frame.status) || stream.method === "HEAD") {
       this.streams.delete(frame.stream);
       stream.wake?.();

@@ -15,10 +15,15 @@ import {
 import type { Env } from "./env.ts";
 import { EdgeError, isTeardownNoise } from "./errors.ts";
 import { INTERNAL, isInternal, withoutHopByHop } from "./headers.ts";
+import { SocketRelay, type VisitorAttachment } from "./sockets.ts";
 import { StreamTable } from "./streams.ts";
 
 /** What each agent socket remembers across hibernation (`serializeAttachment`, max 2 KiB). */
-type Attachment = { phase: "hello"; name: string; url: string } | { phase: "ready"; name: string; url: string; claim: string };
+type Attachment =
+  | { phase: "hello"; name: string; url: string }
+  | { phase: "ready"; name: string; url: string; claim: string }
+  | VisitorAttachment;
+type HelloAttachment = Extract<Attachment, { phase: "hello" }>;
 
 /** After an agent drops without saying goodbye, its name stays reserved for it this long. */
 const NAME_GRACE_MS = 60_000;
@@ -29,7 +34,11 @@ const DEFAULT_RESPONSE_TIMEOUT_S = 600;
  * and turns each visitor request into a stream of frames on it.
  */
 export class TunnelObject extends DurableObject<Env> {
-  private readonly streams = new StreamTable((socket, frame) => this.sendFrame(socket, frame));
+  private readonly sockets = new SocketRelay(this.ctx, (socket, frame) => this.sendFrame(socket, frame));
+  private readonly streams = new StreamTable(
+    (socket, frame) => this.sendFrame(socket, frame),
+    (id, protocol) => this.sockets.accept(id, protocol),
+  );
   private lastStreamId = Math.floor(Math.random() * 0x7fff_ffff);
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -71,11 +80,14 @@ export class TunnelObject extends DurableObject<Env> {
       );
     }
     const id = this.nextStreamId();
-    const response = this.streams.open(id, agent, request.method);
+    const upgrade = request.headers.get("upgrade")?.toLowerCase() === "websocket";
+    const response = this.streams.open(id, agent, request.method, upgrade);
     // Before the head, only the signal tells that the visitor left (compatibility flag
     // enable_request_signal); after it, the response body's writer does.
     request.signal.addEventListener("abort", () => this.streams.abandon(id, "the visitor went away"));
     const headers = withoutHopByHop(request.headers).filter(([name]) => !isInternal(name));
+    // The agent opens its own WebSocket to the origin when it sees this.
+    if (upgrade) headers.push(["upgrade", "websocket"]);
     agent.send(encodeFrame({ type: FrameType.RequestHead, stream: id, method: request.method, path, headers }));
     const timeoutMs = 1000 * (Number(this.env.RESPONSE_TIMEOUT_SECONDS) || DEFAULT_RESPONSE_TIMEOUT_S);
     this.ctx.waitUntil(this.streams.forwardBody(id, request.body).then(() => this.streams.awaitHead(id, timeoutMs, tunnel)));
@@ -91,8 +103,14 @@ export class TunnelObject extends DurableObject<Env> {
 
   override async webSocketMessage(socket: WebSocket, message: string | ArrayBuffer): Promise<void> {
     // Text is only ever a heartbeat, and those are answered by the auto-response.
-    if (typeof message === "string") return;
     const attachment = socket.deserializeAttachment() as Attachment;
+    if (attachment.phase === "visitor") {
+      const agent = this.agent();
+      if (agent) this.sockets.fromVisitor(agent, socket, attachment.stream, message);
+      else this.sockets.closeAll("the tunnel's agent is not connected");
+      return;
+    }
+    if (typeof message === "string") return;
     try {
       const frame = decodeFrame(new Uint8Array(message));
       if (!frame) return;
@@ -115,12 +133,19 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   override async webSocketClose(socket: WebSocket, code: number, reason: string): Promise<void> {
-    this.dropped(socket, code, reason);
+    this.closed(socket, code, reason);
   }
 
   override async webSocketError(socket: WebSocket, error: unknown): Promise<void> {
-    if (!isTeardownNoise(error)) console.warn("agent socket error", error);
-    this.dropped(socket, 1006, "socket error");
+    if (!isTeardownNoise(error)) console.warn("socket error", error);
+    this.closed(socket, 1006, "socket error");
+  }
+
+  private closed(socket: WebSocket, code: number, reason: string): void {
+    const attachment = socket.deserializeAttachment() as Attachment | null;
+    if (attachment?.phase !== "visitor") return this.dropped(socket, code, reason);
+    this.sockets.closedByVisitor(this.agent(), attachment.stream, code, reason);
+    this.close(socket, code === 1005 || code === 1006 ? 1000 : code, reason);
   }
 
   private receive(socket: WebSocket, frame: Frame): void {
@@ -139,8 +164,14 @@ export class TunnelObject extends DurableObject<Env> {
         this.streams.reset(frame.stream, frame.code, frame.message);
         return; // a reset of a stream already gone needs no answer
       case FrameType.Credit:
-        this.streams.granted(frame.stream, frame.bytes);
+        if (!this.streams.granted(frame.stream, frame.bytes)) this.sockets.granted(socket, frame.stream, frame.bytes);
         return; // credit may trail a stream that just ended
+      case FrameType.WsMessage:
+        known = this.sockets.fromAgent(socket, frame);
+        break;
+      case FrameType.WsClose:
+        this.sockets.closedByOrigin(frame);
+        return; // the visitor may have closed first
       default:
         throw new ProtocolError("malformed-frame", `the relay does not accept a frame of type ${frame.type} from an agent`);
     }
@@ -156,7 +187,7 @@ export class TunnelObject extends DurableObject<Env> {
     }
   }
 
-  private async hello(socket: WebSocket, frame: Frame, attachment: Attachment): Promise<void> {
+  private async hello(socket: WebSocket, frame: Frame, attachment: HelloAttachment): Promise<void> {
     const refusal = await this.judge(frame, attachment);
     if (refusal) {
       socket.send(encodeFrame({ type: FrameType.Refused, code: refusal[0], message: refusal[1] }));
@@ -175,6 +206,7 @@ export class TunnelObject extends DurableObject<Env> {
         "agent-disconnected",
         `The agent for tunnel "${hello.name}" reconnected; retry the request.`,
       );
+      this.sockets.closeAll("the tunnel's agent reconnected");
     }
     socket.serializeAttachment({ phase: "ready", name: hello.name, url: attachment.url, claim } satisfies Attachment);
     await this.ctx.storage.put("claim", { claim, until: 0 });
@@ -182,7 +214,7 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   /** Returns why the hello is refused, or undefined to accept it. */
-  private async judge(frame: Frame, attachment: Attachment): Promise<[RefusalCode, string] | undefined> {
+  private async judge(frame: Frame, attachment: HelloAttachment): Promise<[RefusalCode, string] | undefined> {
     if (frame.type !== FrameType.Hello) return ["bad-hello", "the first frame on a connection must be a Hello"];
     if (frame.version < PROTOCOL_VERSION) {
       return [
@@ -230,6 +262,7 @@ export class TunnelObject extends DurableObject<Env> {
     if (attachment?.phase !== "ready") return;
     const why = code === CloseCode.Normal ? "stopped" : `disconnected (${code}${reason ? ` ${reason}` : ""})`;
     this.streams.failSocket(socket, 502, "agent-disconnected", `The agent for tunnel "${attachment.name}" ${why}.`);
+    this.sockets.closeAll(`the tunnel's agent ${why}`);
     if (this.ctx.getWebSockets().some((s) => s !== socket && (s.deserializeAttachment() as Attachment).phase === "ready")) return;
     const until = code === CloseCode.Normal ? 0 : Date.now() + NAME_GRACE_MS;
     this.ctx.waitUntil(this.ctx.storage.put("claim", { claim: attachment.claim, until }));

@@ -87,7 +87,8 @@ describe("agent command line", () => {
 
   it("grants the Deno task exactly the environment variables the agent reads", async () => {
     const { ENV_VARS } = await import("../../agent/src/cli.ts");
+    const { WS_ENV_VARS } = await import("../../agent/src/sockets.ts");
     const task = JSON.parse(readFileSync(join(ROOT, "deno.json"), "utf8")).tasks.agent.command as string;
-    expect(/--allow-env=(\S+)/.exec(task)![1]!.split(",").sort()).toEqual([...ENV_VARS].sort());
+    expect(/--allow-env=(\S+)/.exec(task)![1]!.split(",").sort()).toEqual([...ENV_VARS, ...WS_ENV_VARS].sort());
   });
 });

@@ -1,0 +1,225 @@
+import type { IncomingMessage } from "node:http";
+import {
+  type Frame,
+  FrameType,
+  type HeaderList,
+  INITIAL_WINDOW,
+  MAX_DATA_CHUNK,
+  MAX_WS_MESSAGE,
+  type RequestHeadFrame,
+  type WsCloseFrame,
+  type WsMessageFrame,
+} from "@burrow/protocol";
+import WebSocket from "ws";
+import type { Log } from "./log.ts";
+import type { Origin } from "./origin.ts";
+
+// The `ws` package on every runtime, like node:http for plain requests: the WHATWG WebSocket
+// of Bun and Deno cannot send the visitor's cookies or other headers to the origin.
+
+/** Environment variables the `ws` package reads as it loads (Deno's task must grant them). */
+export const WS_ENV_VARS = ["WS_NO_BUFFER_UTIL", "WS_NO_UTF_8_VALIDATE"];
+
+interface SocketStream {
+  readonly id: number;
+  readonly head: RequestHeadFrame;
+  readonly startedAt: number;
+  readonly ws: WebSocket;
+  /** Message bytes the relay accepts before it grants more. */
+  credit: number;
+  /** The origin's message pieces waiting for credit. */
+  queue: WsMessageFrame[];
+  queued: number;
+  open: boolean;
+}
+
+/** True when a request head asks for a WebSocket. */
+export function isUpgrade(head: RequestHeadFrame): boolean {
+  return head.headers.some(([name, value]) => name.toLowerCase() === "upgrade" && value.toLowerCase() === "websocket");
+}
+
+// Handshake fields the `ws` client sets itself; Host names the origin, as for requests.
+const OWN_FIELDS = new Set([
+  "host",
+  "upgrade",
+  "connection",
+  "sec-websocket-key",
+  "sec-websocket-version",
+  "sec-websocket-extensions",
+  "sec-websocket-protocol",
+]);
+
+/**
+ * Visitor WebSockets, origin side: for each upgrade stream the agent opens a WebSocket to its
+ * origin (same host and port as requests, never another) and relays messages and closes as
+ * frames, within the relay's credit. A visitor that stops reading pauses the origin's socket.
+ */
+export class OriginSockets {
+  private readonly streams = new Map<number, SocketStream>();
+
+  constructor(
+    private readonly origin: Origin,
+    private readonly send: (frame: Frame) => void,
+    private readonly log: Log,
+  ) {}
+
+  has(id: number): boolean {
+    return this.streams.has(id);
+  }
+
+  open(head: RequestHeadFrame): void {
+    const id = head.stream;
+    const offered = head.headers.find(([name]) => name.toLowerCase() === "sec-websocket-protocol")?.[1];
+    const protocols =
+      offered
+        ?.split(",")
+        .map((p) => p.trim())
+        .filter(Boolean) ?? [];
+    const headers: Record<string, string> = {};
+    for (const [name, value] of head.headers) {
+      if (OWN_FIELDS.has(name.toLowerCase())) continue;
+      headers[name] = headers[name] ? `${headers[name]}, ${value}` : value;
+    }
+    const ws = new WebSocket(`${this.origin.url.replace(/^http/, "ws")}${head.path}`, protocols, {
+      headers,
+      perMessageDeflate: false,
+      followRedirects: false,
+      maxPayload: MAX_WS_MESSAGE,
+    });
+    const stream: SocketStream = {
+      id,
+      head,
+      startedAt: performance.now(),
+      ws,
+      credit: INITIAL_WINDOW,
+      queue: [],
+      queued: 0,
+      open: false,
+    };
+    this.streams.set(id, stream);
+
+    ws.on("open", () => {
+      stream.open = true;
+      const answer: HeaderList = ws.protocol ? [["sec-websocket-protocol", ws.protocol]] : [];
+      this.send({ type: FrameType.ResponseHead, stream: id, status: 101, headers: answer });
+      this.log.request(head.method, head.path, 101, stream.startedAt);
+    });
+    ws.on("unexpected-response", (_request, response) => this.refused(stream, response));
+    ws.on("error", (error: NodeJS.ErrnoException) => {
+      if (stream.open || !this.streams.has(id)) return;
+      this.streams.delete(id);
+      const code = error.code ?? error.message;
+      const unreachable = /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT|EADDRNOTAVAIL/.test(code);
+      this.send({
+        type: FrameType.Reset,
+        stream: id,
+        code: unreachable ? "origin-unreachable" : "origin-error",
+        message: unreachable
+          ? `the local server at ${this.origin.url} is not answering (${code}): is it running on that port?`
+          : `the local server at ${this.origin.url} refused the WebSocket (${code})`,
+      });
+      this.log.request(head.method, head.path, unreachable ? "origin-unreachable" : "origin-error", stream.startedAt);
+    });
+    ws.on("message", (data: Buffer, isBinary: boolean) => this.fromOrigin(stream, data, isBinary));
+    ws.on("close", (code: number, reason: Buffer) => {
+      if (!stream.open || !this.streams.has(id)) return;
+      this.streams.delete(id);
+      this.send({ type: FrameType.WsClose, stream: id, code: code || 1005, reason: reason.toString().slice(0, 120) });
+    });
+  }
+
+  /** Handles a frame for a WebSocket stream; returns false if the stream is not one of these. */
+  receive(frame: Frame): boolean {
+    const stream = "stream" in frame ? this.streams.get(frame.stream) : undefined;
+    if (!stream) return false;
+    switch (frame.type) {
+      case FrameType.WsMessage:
+        this.fromRelay(stream, frame);
+        return true;
+      case FrameType.WsClose:
+        this.closeByRelay(stream, frame);
+        return true;
+      case FrameType.Credit:
+        stream.credit += frame.bytes;
+        this.flush(stream);
+        return true;
+      case FrameType.Reset:
+        this.streams.delete(stream.id);
+        stream.ws.terminate();
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  abortAll(): void {
+    for (const stream of this.streams.values()) stream.ws.terminate();
+    this.streams.clear();
+  }
+
+  /** The origin answered the upgrade with a plain HTTP response: pass it on as one. */
+  private refused(stream: SocketStream, response: IncomingMessage): void {
+    const headers: HeaderList = [];
+    for (let i = 0; i + 1 < response.rawHeaders.length; i += 2)
+      headers.push([response.rawHeaders[i]!, response.rawHeaders[i + 1]!]);
+    const kept = headers.filter(([name]) => !/^(connection|keep-alive|transfer-encoding|upgrade)$/i.test(name));
+    this.send({ type: FrameType.ResponseHead, stream: stream.id, status: response.statusCode ?? 502, headers: kept });
+    // Refusal pages are small; credit still bounds what goes out.
+    response.on("data", (chunk: Buffer) => {
+      for (let offset = 0; offset < chunk.byteLength && stream.credit > 0; offset += MAX_DATA_CHUNK) {
+        const bytes = chunk.subarray(offset, offset + Math.min(MAX_DATA_CHUNK, stream.credit));
+        stream.credit -= bytes.byteLength;
+        this.send({ type: FrameType.Data, stream: stream.id, bytes });
+      }
+    });
+    response.on("end", () => {
+      this.streams.delete(stream.id);
+      this.send({ type: FrameType.End, stream: stream.id });
+      this.log.request(stream.head.method, stream.head.path, response.statusCode ?? 502, stream.startedAt);
+    });
+  }
+
+  private fromOrigin(stream: SocketStream, data: Buffer, binary: boolean): void {
+    for (let offset = 0; ; offset += MAX_DATA_CHUNK) {
+      const bytes = data.subarray(offset, offset + MAX_DATA_CHUNK);
+      const final = offset + MAX_DATA_CHUNK >= data.byteLength;
+      stream.queue.push({ type: FrameType.WsMessage, stream: stream.id, binary, final, bytes });
+      stream.queued += bytes.byteLength;
+      if (final) break;
+    }
+    this.flush(stream);
+  }
+
+  /** Sends the origin's pieces while credit lasts; a long queue pauses the origin's socket. */
+  private flush(stream: SocketStream): void {
+    while (stream.queue.length > 0 && stream.credit > 0) {
+      const piece = stream.queue.shift()!;
+      stream.queued -= piece.bytes.byteLength;
+      stream.credit -= piece.bytes.byteLength;
+      this.send(piece);
+    }
+    if (stream.queued > INITIAL_WINDOW) stream.ws.pause();
+    else stream.ws.resume();
+  }
+
+  /**
+   * Each piece goes on to the origin as a WebSocket fragment as it comes (RFC 6455 section 5.4),
+   * so a message bigger than the window never waits for itself; the relay gets credit for a
+   * piece once the origin's connection took it.
+   */
+  private fromRelay(stream: SocketStream, frame: WsMessageFrame): void {
+    const size = frame.bytes.byteLength;
+    stream.ws.send(frame.bytes, { binary: frame.binary, fin: frame.final }, () => {
+      if (size > 0 && this.streams.has(stream.id)) this.send({ type: FrameType.Credit, stream: stream.id, bytes: size });
+    });
+  }
+
+  private closeByRelay(stream: SocketStream, frame: WsCloseFrame): void {
+    this.streams.delete(stream.id);
+    // 1005 and 1006 are never sent on the wire (RFC 6455 section 7.4.1).
+    if (frame.code === 1006) stream.ws.terminate();
+    else if (frame.code === 1005) stream.ws.close();
+    else stream.ws.close(frame.code, frame.reason);
+    this.log.request(stream.head.method, stream.head.path, `101 closed ${frame.code}`, stream.startedAt);
+  }
+}

@@ -1,0 +1,199 @@
+import {
+  FrameType,
+  INITIAL_WINDOW,
+  MAX_DATA_CHUNK,
+  MAX_WS_MESSAGE,
+  type WsCloseFrame,
+  type WsMessageFrame,
+} from "@burrow/protocol";
+import { isTeardownNoise } from "./errors.ts";
+import type { SendFrame } from "./streams.ts";
+
+/** What a visitor's WebSocket remembers across hibernation. */
+export interface VisitorAttachment {
+  phase: "visitor";
+  stream: number;
+}
+
+/** Pieces of a message still arriving, per stream. */
+interface Partial {
+  binary: boolean;
+  parts: Uint8Array[];
+  size: number;
+}
+
+/** Visitor-to-origin pieces waiting for the agent's credit, per stream. */
+interface Outbound {
+  credit: number;
+  queue: WsMessageFrame[];
+  queued: number;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * Visitor WebSockets carried as streams on the agent's connection. The relay ends the visitor's
+ * WebSocket itself (Hibernation API, so an idle socket costs nothing) and the agent opens its
+ * own to the origin; messages travel between them as WsMessage pieces, closes as WsClose.
+ *
+ * Workers WebSockets have no backpressure: the relay cannot slow a visitor down, so messages
+ * the agent has no credit for wait here, up to MAX_WS_MESSAGE; and it forwards the origin's
+ * messages to the visitor as they complete, crediting the agent for each piece on arrival.
+ */
+export class SocketRelay {
+  private readonly partial = new Map<number, Partial>();
+  private readonly outbound = new Map<number, Outbound>();
+
+  constructor(
+    private readonly ctx: DurableObjectState,
+    private readonly send: SendFrame,
+  ) {}
+
+  /** The origin accepted the upgrade: hand the visitor its end of a new WebSocket. */
+  accept(id: number, protocol: string | null): Response {
+    const { 0: client, 1: server } = new WebSocketPair();
+    this.ctx.acceptWebSocket(server, [tag(id)]);
+    server.serializeAttachment({ phase: "visitor", stream: id } satisfies VisitorAttachment);
+    const headers = protocol ? { "Sec-WebSocket-Protocol": protocol } : undefined;
+    return new Response(null, { status: 101, webSocket: client, headers });
+  }
+
+  /** A message from the visitor: pieces to the agent, as far as its credit goes. */
+  fromVisitor(agent: WebSocket, visitor: WebSocket, id: number, message: string | ArrayBuffer): void {
+    const binary = typeof message !== "string";
+    const bytes = binary ? new Uint8Array(message) : encoder.encode(message);
+    const out = this.outboundOf(id);
+    if (out.queued + bytes.byteLength > MAX_WS_MESSAGE) {
+      this.close(visitor, 1009, `more than ${MAX_WS_MESSAGE} bytes are waiting for the origin; slow down`);
+      this.send(agent, { type: FrameType.WsClose, stream: id, code: 1001, reason: "the visitor sent too much too fast" });
+      return;
+    }
+    for (let offset = 0; offset < bytes.byteLength || offset === 0; offset += MAX_DATA_CHUNK) {
+      const piece = bytes.subarray(offset, offset + MAX_DATA_CHUNK);
+      const final = offset + MAX_DATA_CHUNK >= bytes.byteLength;
+      out.queue.push({ type: FrameType.WsMessage, stream: id, binary, final, bytes: piece });
+      out.queued += piece.byteLength;
+      if (final) break;
+    }
+    this.flush(agent, id, out);
+  }
+
+  /** The agent may send `bytes` more of the visitor's messages. */
+  granted(agent: WebSocket, id: number, bytes: number): void {
+    const out = this.outboundOf(id);
+    out.credit += bytes;
+    this.flush(agent, id, out);
+  }
+
+  /** A piece of the origin's message: the visitor gets it once it is whole. */
+  fromAgent(agent: WebSocket, frame: WsMessageFrame): boolean {
+    const visitor = this.visitor(frame.stream);
+    if (!visitor) return false;
+    const partial = this.partial.get(frame.stream) ?? { binary: frame.binary, parts: [], size: 0 };
+    partial.parts.push(frame.bytes);
+    partial.size += frame.bytes.byteLength;
+    if (partial.size > MAX_WS_MESSAGE) {
+      this.partial.delete(frame.stream);
+      this.close(visitor, 1009, `the origin's message is over ${MAX_WS_MESSAGE} bytes`);
+      this.send(agent, { type: FrameType.WsClose, stream: frame.stream, code: 1009, reason: "message too big for the tunnel" });
+      return true;
+    }
+    // Workers cannot send a message in fragments, so the piece waits here for the rest, and the
+    // agent gets credit for it now: waiting for the whole message would deadlock any message
+    // bigger than the window. MAX_WS_MESSAGE bounds what this holds.
+    if (frame.bytes.byteLength > 0)
+      this.send(agent, { type: FrameType.Credit, stream: frame.stream, bytes: frame.bytes.byteLength });
+    if (!frame.final) {
+      this.partial.set(frame.stream, partial);
+      return true;
+    }
+    this.partial.delete(frame.stream);
+    const whole = partial.parts.length === 1 ? partial.parts[0]! : concat(partial.parts, partial.size);
+    try {
+      visitor.send(partial.binary ? whole : decoder.decode(whole));
+    } catch (error) {
+      if (!isTeardownNoise(error)) console.error(`stream ${frame.stream}: sending to the visitor failed`, error);
+    }
+    return true;
+  }
+
+  /** The origin closed: close the visitor's socket the same way. */
+  closedByOrigin(frame: WsCloseFrame): boolean {
+    const visitor = this.visitor(frame.stream);
+    if (!visitor) return false;
+    this.forget(frame.stream);
+    // 1005 (no code) and 1006 (connection broke) must never be sent (RFC 6455 section 7.4.1).
+    if (frame.code === 1005) this.close(visitor, 1000, frame.reason);
+    else if (frame.code === 1006) this.close(visitor, 1011, "the origin's connection broke");
+    else this.close(visitor, frame.code, frame.reason);
+    return true;
+  }
+
+  /** The visitor closed (or its connection broke): the agent closes the origin's socket. */
+  closedByVisitor(agent: WebSocket | undefined, id: number, code: number, reason: string): void {
+    this.forget(id);
+    if (agent)
+      this.send(agent, { type: FrameType.WsClose, stream: id, code: code >= 1000 && code <= 4999 ? code : 1006, reason });
+  }
+
+  /** The agent is gone: every visitor socket it carried closes. */
+  closeAll(reason: string): void {
+    for (const socket of this.ctx.getWebSockets()) {
+      const attachment = socket.deserializeAttachment() as { phase: string } | null;
+      if (attachment?.phase !== "visitor") continue;
+      this.forget((attachment as VisitorAttachment).stream);
+      this.close(socket, 1011, reason);
+    }
+  }
+
+  private visitor(id: number): WebSocket | undefined {
+    return this.ctx.getWebSockets(tag(id))[0];
+  }
+
+  private outboundOf(id: number): Outbound {
+    let out = this.outbound.get(id);
+    if (!out) {
+      out = { credit: INITIAL_WINDOW, queue: [], queued: 0 };
+      this.outbound.set(id, out);
+    }
+    return out;
+  }
+
+  private flush(agent: WebSocket, id: number, out: Outbound): void {
+    while (out.queue.length > 0 && out.credit > 0) {
+      const piece = out.queue.shift()!;
+      out.queued -= piece.bytes.byteLength;
+      out.credit -= piece.bytes.byteLength;
+      this.send(agent, piece);
+    }
+  }
+
+  private forget(id: number): void {
+    this.partial.delete(id);
+    this.outbound.delete(id);
+  }
+
+  private close(socket: WebSocket, code: number, reason: string): void {
+    try {
+      socket.close(code, reason.slice(0, 120));
+    } catch (error) {
+      if (!isTeardownNoise(error)) console.warn("closing a visitor socket failed", error);
+    }
+  }
+}
+
+/** The hibernation tag that finds a visitor socket by its stream id. */
+function tag(id: number): string {
+  return `stream:${id}`;
+}
+
+function concat(parts: Uint8Array[], size: number): Uint8Array {
+  const whole = new Uint8Array(size);
+  let offset = 0;
+  for (const part of parts) {
+    whole.set(part, offset);
+    offset += part.byteLength;
+  }
+  return whole;
+}
