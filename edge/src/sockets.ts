@@ -76,14 +76,14 @@ export class SocketRelay {
       out.queued += piece.byteLength;
       if (final) break;
     }
-    this.flush(agent, id, out);
+    this.flush(agent, out);
   }
 
   /** The agent may send `bytes` more of the visitor's messages. */
   granted(agent: WebSocket, id: number, bytes: number): void {
     const out = this.outboundOf(id);
     out.credit += bytes;
-    this.flush(agent, id, out);
+    this.flush(agent, out);
   }
 
   /** A piece of the origin's message: the visitor gets it once it is whole. */
@@ -160,7 +160,7 @@ export class SocketRelay {
     return out;
   }
 
-  private flush(agent: WebSocket, id: number, out: Outbound): void {
+  private flush(agent: WebSocket, out: Outbound): void {
     while (out.queue.length > 0 && out.credit > 0) {
       const piece = out.queue.shift()!;
       out.queued -= piece.bytes.byteLength;

@@ -143,7 +143,10 @@ export class TunnelObject extends DurableObject<Env> {
 
   private closed(socket: WebSocket, code: number, reason: string): void {
     const attachment = socket.deserializeAttachment() as Attachment | null;
-    if (attachment?.phase !== "visitor") return this.dropped(socket, code, reason);
+    if (attachment?.phase !== "visitor") {
+      this.dropped(socket, code, reason);
+      return;
+    }
     this.sockets.closedByVisitor(this.agent(), attachment.stream, code, reason);
     this.close(socket, code === 1005 || code === 1006 ? 1000 : code, reason);
   }

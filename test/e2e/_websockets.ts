@@ -121,7 +121,7 @@ export function websocketSuite(runtime: RuntimeName): void {
           return answer;
         }),
       );
-      answers.forEach((answer, i) => expect(answer.data.toString()).toBe(`socket ${i}`));
+      expect(answers.map((answer) => answer.data.toString())).toEqual(sockets.map((_, i) => `socket ${i}`));
       for (const ws of sockets) ws.close();
     });
 
