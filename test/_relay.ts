@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -15,6 +15,8 @@ export interface RelayOptions {
    * bundle `wrangler deploy` would upload, no dev tooling in front: closest to production.
    */
   launcher?: "wrangler" | "workerd";
+  /** Another Worker to run the same way (the benchmark's Durable Object floor). */
+  config?: string;
 }
 
 /** A real relay: the Worker and its Durable Objects on workerd, through `wrangler dev`. */
@@ -27,6 +29,10 @@ export class Relay {
     private readonly inspectorPort: number,
     private readonly options: RelayOptions,
   ) {}
+
+  private get config(): string {
+    return this.options.config ?? join(ROOT, "wrangler.toml");
+  }
 
   static async start(options: RelayOptions = {}): Promise<Relay> {
     const relay = new Relay(await freePort(), await freePort(), options);
@@ -86,6 +92,7 @@ export class Relay {
       [
         join(ROOT, "node_modules/wrangler/bin/wrangler.js"),
         "dev",
+        `--config=${this.config}`,
         "--ip=127.0.0.1",
         `--port=${this.port}`,
         `--inspector-port=${this.inspectorPort}`,
@@ -102,8 +109,9 @@ export class Relay {
     const config = join(this.persist, "relay.capnp");
     const storage = join(this.persist, "storage");
     mkdirSync(storage, { recursive: true });
-    copyFileSync(bundle(), join(this.persist, "index.js")); // capnp embeds paths relative to the config
-    writeFileSync(config, workerdConfig("index.js", this.port, storage, { ...wranglerVars(), ...this.options.vars }));
+    const toml = readFileSync(this.config, "utf8");
+    copyFileSync(bundle(this.config), join(this.persist, "index.js")); // capnp embeds paths relative to the config
+    writeFileSync(config, workerdConfig(toml, "index.js", this.port, storage, { ...wranglerVars(toml), ...this.options.vars }));
     this.child = new Child("relay", join(ROOT, "node_modules/.bin/workerd"), ["serve", "--experimental", config], {
       cwd: this.persist,
     });
@@ -111,46 +119,50 @@ export class Relay {
   }
 }
 
-let bundled: string | undefined;
+const bundled = new Map<string, string>();
 
 /** The Worker exactly as `wrangler deploy` would upload it (built once per process). */
-function bundle(): string {
-  if (bundled) return bundled;
+function bundle(config: string): string {
+  const done = bundled.get(config);
+  if (done) return done;
   const outdir = mkdtempSync(join(tmpdir(), "burrow-bundle-"));
   execFileSync(
     process.execPath,
-    [join(ROOT, "node_modules/wrangler/bin/wrangler.js"), "deploy", "--dry-run", "--outdir", outdir],
+    [join(ROOT, "node_modules/wrangler/bin/wrangler.js"), "deploy", "--dry-run", "--config", config, "--outdir", outdir],
     {
       cwd: ROOT,
       env: { ...process.env, WRANGLER_SEND_METRICS: "false" },
       stdio: "ignore",
     },
   );
-  bundled = join(outdir, "index.js");
-  return bundled;
+  // Named after the Worker's main module.
+  const main = readdirSync(outdir).find((file) => file.endsWith(".js"))!;
+  bundled.set(config, join(outdir, main));
+  return bundled.get(config)!;
 }
 
 /** The [vars] of wrangler.toml (flat string values only, which is all it has). */
-function wranglerVars(): Record<string, string> {
-  const toml = readFileSync(join(ROOT, "wrangler.toml"), "utf8");
+function wranglerVars(toml: string): Record<string, string> {
   const section = /^\[vars\]\n([\s\S]*?)(?:^\[|$(?![\s\S]))/m.exec(toml)?.[1] ?? "";
   return Object.fromEntries([...section.matchAll(/^(\w+)\s*=\s*"([^"]*)"/gm)].map((m) => [m[1]!, m[2]!]));
 }
 
-function wranglerCompatibility(): { date: string; flags: string[] } {
-  const toml = readFileSync(join(ROOT, "wrangler.toml"), "utf8");
+function wranglerCompatibility(toml: string): { date: string; flags: string[] } {
   const date = /^compatibility_date\s*=\s*"([^"]+)"/m.exec(toml)![1]!;
   const flags = [...(/^compatibility_flags\s*=\s*\[([^\]]*)\]/m.exec(toml)?.[1]?.matchAll(/"([^"]+)"/g) ?? [])].map((m) => m[1]!);
   return { date, flags };
 }
 
 /** A workerd config serving the relay bundle with its Durable Objects on local disk. */
-function workerdConfig(bundlePath: string, port: number, storage: string, vars: Record<string, string>): string {
-  const { date, flags } = wranglerCompatibility();
+function workerdConfig(toml: string, bundlePath: string, port: number, storage: string, vars: Record<string, string>): string {
+  const { date, flags } = wranglerCompatibility(toml);
+  // The one Durable Object binding of the wrangler.toml.
+  const binding = /^\[\[durable_objects\.bindings\]\]\s*\nname\s*=\s*"(\w+)"\s*\nclass_name\s*=\s*"(\w+)"/m.exec(toml);
+  const [name, className] = [binding![1]!, binding![2]!];
   const bindings = Object.entries(vars).map(
     ([name, value]) => `(name = ${JSON.stringify(name)}, text = ${JSON.stringify(value)})`,
   );
-  bindings.push(`(name = "TUNNELS", durableObjectNamespace = "TunnelObject")`);
+  bindings.push(`(name = "${name}", durableObjectNamespace = "${className}")`);
   return `using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [ (name = "relay", worker = .relay), (name = "storage", disk = (path = ${JSON.stringify(storage)}, writable = true)) ],
@@ -161,7 +173,7 @@ const relay :Workerd.Worker = (
   compatibilityDate = ${JSON.stringify(date)},
   compatibilityFlags = [${flags.map((f) => JSON.stringify(f)).join(", ")}],
   bindings = [ ${bindings.join(", ")} ],
-  durableObjectNamespaces = [ (className = "TunnelObject", uniqueKey = "burrow-tunnel", enableSql = true) ],
+  durableObjectNamespaces = [ (className = "${className}", uniqueKey = "${className}", enableSql = true) ],
   durableObjectStorage = (localDisk = "storage"),
 );
 `;

@@ -1,9 +1,9 @@
 import {
   CloseCode,
   CONNECT_PATH,
-  decodeFrame,
-  encodeFrame,
+  decodeFrames,
   type Frame,
+  FrameBatch,
   FrameType,
   HEARTBEAT,
   PROTOCOL_VERSION,
@@ -115,7 +115,17 @@ export class Agent {
       let lastHeard = performance.now();
       let heartbeat: ReturnType<typeof setInterval> | undefined;
       let socket: WebSocketLike;
-      const send = (frame: Frame) => socket.send(encodeFrame(frame));
+      const batch = new FrameBatch(
+        (message) => {
+          try {
+            socket.send(message);
+          } catch (error) {
+            this.log.debug("a send failed on a closing connection", error);
+          }
+        },
+        (flush) => setImmediate(flush),
+      );
+      const send = (frame: Frame) => batch.push(frame);
       const forwarder = new Forwarder(this.origin, send, this.log);
 
       try {
@@ -146,9 +156,9 @@ export class Agent {
       socket.addEventListener("message", ({ data }) => {
         lastHeard = performance.now();
         if (typeof data === "string") return; // a heartbeat answer
-        let frame: Frame | undefined;
+        let frames: Frame[];
         try {
-          frame = decodeFrame(new Uint8Array(data as ArrayBuffer));
+          frames = decodeFrames(new Uint8Array(data as ArrayBuffer));
         } catch (error) {
           if (!(error instanceof ProtocolError)) throw error;
           this.log.warn(`the relay sent a malformed frame (${error.message}); reconnecting`);
@@ -156,14 +166,15 @@ export class Agent {
           finish(`malformed frame: ${error.message}`);
           return;
         }
-        if (!frame) return;
-        if (frame.type === FrameType.Ready) {
-          ready = true;
-          this.log.info(`tunnel ${frame.name} is up: ${frame.url} -> ${this.origin.url}`);
-        } else if (frame.type === FrameType.Refused) {
-          refused = frame;
-        } else if (ready) {
-          forwarder.receive(frame);
+        for (const frame of frames) {
+          if (frame.type === FrameType.Ready) {
+            ready = true;
+            this.log.info(`tunnel ${frame.name} is up: ${frame.url} -> ${this.origin.url}`);
+          } else if (frame.type === FrameType.Refused) {
+            refused = frame;
+          } else if (ready) {
+            forwarder.receive(frame);
+          }
         }
       });
 

@@ -91,6 +91,9 @@ export class Origin {
       fail("protocol-error", `the request could not be sent to the local server: ${(error as Error).message}`);
       return { write() {}, end() {}, abort() {}, pause() {}, resume() {} };
     }
+    // Node's http turns Nagle's algorithm off for its sockets; Deno's node:http does not, and a
+    // small request then waits ~40 ms for a delayed ACK.
+    request.on("socket", (socket) => socket.setNoDelay(true));
     let response: http.IncomingMessage | undefined;
     request.on("response", (incoming) => {
       response = incoming;

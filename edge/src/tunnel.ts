@@ -2,9 +2,9 @@ import { DurableObject } from "cloudflare:workers";
 import {
   CloseCode,
   CONNECT_PATH,
-  decodeFrame,
-  encodeFrame,
+  decodeFrames,
   type Frame,
+  FrameBatch,
   FrameType,
   HEARTBEAT,
   type HelloFrame,
@@ -40,6 +40,8 @@ export class TunnelObject extends DurableObject<Env> {
     (id, protocol) => this.sockets.accept(id, protocol),
   );
   private lastStreamId = Math.floor(Math.random() * 0x7fff_ffff);
+  /** Frames sent to an agent in one turn leave as one message (a microtask later). */
+  private readonly batches = new WeakMap<WebSocket, FrameBatch>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -88,7 +90,7 @@ export class TunnelObject extends DurableObject<Env> {
     const headers = withoutHopByHop(request.headers).filter(([name]) => !isInternal(name));
     // The agent opens its own WebSocket to the origin when it sees this.
     if (upgrade) headers.push(["upgrade", "websocket"]);
-    agent.send(encodeFrame({ type: FrameType.RequestHead, stream: id, method: request.method, path, headers }));
+    this.sendFrame(agent, { type: FrameType.RequestHead, stream: id, method: request.method, path, headers });
     const timeoutMs = 1000 * (Number(this.env.RESPONSE_TIMEOUT_SECONDS) || DEFAULT_RESPONSE_TIMEOUT_S);
     this.ctx.waitUntil(this.streams.forwardBody(id, request.body).then(() => this.streams.awaitHead(id, timeoutMs, tunnel)));
     return response;
@@ -112,10 +114,11 @@ export class TunnelObject extends DurableObject<Env> {
     }
     if (typeof message === "string") return;
     try {
-      const frame = decodeFrame(new Uint8Array(message));
-      if (!frame) return;
-      if (attachment.phase === "hello") await this.hello(socket, frame, attachment);
-      else this.receive(socket, frame);
+      for (const frame of decodeFrames(new Uint8Array(message))) {
+        const phase = (socket.deserializeAttachment() as Attachment).phase;
+        if (phase === "hello") await this.hello(socket, frame, socket.deserializeAttachment() as HelloAttachment);
+        else if (phase === "ready") this.receive(socket, frame);
+      }
     } catch (error) {
       if (error instanceof ProtocolError) {
         console.warn(`tunnel ${attachment.name}: closing the agent's socket: ${error.message}`);
@@ -193,7 +196,8 @@ export class TunnelObject extends DurableObject<Env> {
   private async hello(socket: WebSocket, frame: Frame, attachment: HelloAttachment): Promise<void> {
     const refusal = await this.judge(frame, attachment);
     if (refusal) {
-      socket.send(encodeFrame({ type: FrameType.Refused, code: refusal[0], message: refusal[1] }));
+      this.sendFrame(socket, { type: FrameType.Refused, code: refusal[0], message: refusal[1] });
+      this.batches.get(socket)?.flush();
       this.close(socket, CloseCode.Refused, refusal[0]);
       return;
     }
@@ -213,7 +217,7 @@ export class TunnelObject extends DurableObject<Env> {
     }
     socket.serializeAttachment({ phase: "ready", name: hello.name, url: attachment.url, claim } satisfies Attachment);
     await this.ctx.storage.put("claim", { claim, until: 0 });
-    socket.send(encodeFrame({ type: FrameType.Ready, name: hello.name, url: attachment.url }));
+    this.sendFrame(socket, { type: FrameType.Ready, name: hello.name, url: attachment.url });
   }
 
   /** Returns why the hello is refused, or undefined to accept it. */
@@ -277,11 +281,21 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   private sendFrame(socket: WebSocket, frame: Frame): void {
-    try {
-      socket.send(encodeFrame(frame));
-    } catch (error) {
-      if (!isTeardownNoise(error)) console.error(`sending a frame of type ${frame.type} failed`, error);
+    let batch = this.batches.get(socket);
+    if (!batch) {
+      batch = new FrameBatch(
+        (message) => {
+          try {
+            socket.send(message);
+          } catch (error) {
+            if (!isTeardownNoise(error)) console.error("sending frames to the agent failed", error);
+          }
+        },
+        (flush) => queueMicrotask(flush),
+      );
+      this.batches.set(socket, batch);
     }
+    batch.push(frame);
   }
 
   private close(socket: WebSocket, code: number, reason: string): void {

@@ -1,7 +1,15 @@
 import { Decoder, Encoder } from "@msgpack/msgpack";
 import { malformed, ProtocolError } from "./errors.ts";
 import { type Frame, FrameType, type HeaderList, type RefusalCode, type ResetCode } from "./frames.ts";
-import { MAX_DATA_CHUNK, MAX_FRAME_BYTES, MAX_HEADER_BYTES, MAX_HEADERS, MAX_MESSAGE_LENGTH, MAX_STREAM_ID } from "./limits.ts";
+import {
+  MAX_DATA_CHUNK,
+  MAX_FRAME_BYTES,
+  MAX_HEADER_BYTES,
+  MAX_HEADERS,
+  MAX_MESSAGE_BYTES,
+  MAX_MESSAGE_LENGTH,
+  MAX_STREAM_ID,
+} from "./limits.ts";
 
 // A frame on the wire is one msgpack array: [type, ...fields in the order of the interface].
 // Arrays rather than maps keep Data frames at a 12-byte overhead; fields are only ever appended,
@@ -91,6 +99,36 @@ export function decodeFrame(bytes: Uint8Array): Frame | undefined {
     // DecodeError for bad bytes, RangeError for truncated input or trailing bytes.
     malformed(`frame is not valid msgpack: ${(error as Error).message}`);
   }
+  return checkFrame(value);
+}
+
+/**
+ * Decodes one binary WebSocket message holding one or more frames back to back (see
+ * {@link FrameBatch}). Frames of unknown types are left out.
+ * @throws {ProtocolError} "frame-too-large" when the message exceeds MAX_MESSAGE_BYTES,
+ *   "malformed-frame" as {@link decodeFrame} does, for the first bad frame.
+ */
+export function decodeFrames(bytes: Uint8Array): Frame[] {
+  if (bytes.byteLength > MAX_MESSAGE_BYTES) {
+    throw new ProtocolError("frame-too-large", `message is ${bytes.byteLength} bytes; the limit is ${MAX_MESSAGE_BYTES}`);
+  }
+  const values: unknown[] = [];
+  try {
+    for (const value of decoder.decodeMulti(bytes)) values.push(value);
+  } catch (error) {
+    malformed(`frame is not valid msgpack: ${(error as Error).message}`);
+  }
+  if (values.length === 0) malformed("message holds no frame");
+  const frames: Frame[] = [];
+  for (const value of values) {
+    const frame = checkFrame(value);
+    if (frame) frames.push(frame);
+  }
+  return frames;
+}
+
+/** Validates one decoded msgpack value as a frame (undefined for an unknown type). */
+function checkFrame(value: unknown): Frame | undefined {
   if (!Array.isArray(value) || value.length === 0) malformed("frame is not a msgpack array");
   const type = value[0];
   if (typeof type !== "number" || !Number.isInteger(type)) malformed(`frame type is ${describe(type)}, not an integer`);

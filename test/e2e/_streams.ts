@@ -179,37 +179,44 @@ export function streamSuite(runtime: RuntimeName): void {
       expect(await closed).toBe(true);
     });
 
-    it("serves a response that starts late and then trickles for long, with heartbeats keeping the path alive", async () => {
-      // BURROW_LONG_TESTS=1 runs the real durations: 5 minutes to start, then 10 minutes of events.
-      const long = process.env.BURROW_LONG_TESTS === "1";
-      const startAfter = long ? 5 * 60_000 : 1500;
-      const streamFor = long ? 10 * 60_000 : 2000;
-      origin.route("/late", (_request, response) => {
-        setTimeout(() => {
-          response.writeHead(200, { "content-type": "text/event-stream" });
-          const started = Date.now();
-          const timer = setInterval(() => {
-            response.write(`data: ${Date.now() - started}\n\n`);
-            if (Date.now() - started >= streamFor) {
-              clearInterval(timer);
-              response.end("data: done\n\n");
-            }
-          }, Math.min(streamFor / 4, 30_000));
-        }, startAfter);
-      });
-      const beating = await AgentProcess.start(runtime, [
-        ...["--port", String(origin.port), "--relay", relay.url, "--name", `late-${runtime}`],
-        ...["--heartbeat", long ? "20" : "0.2"],
-      ]);
-      try {
-        const response = await visit(at(beating.url, "/late"));
-        expect(response.status).toBe(200);
-        expect(response.body.toString()).toMatch(/data: done\n\n$/);
-        expect(beating.output).not.toMatch(/connection lost/);
-      } finally {
-        await beating.stop("SIGINT");
-      }
-    }, process.env.BURROW_LONG_TESTS === "1" ? 20 * 60_000 : 30_000);
+    it(
+      "serves a response that starts late and then trickles for long, with heartbeats keeping the path alive",
+      async () => {
+        // BURROW_LONG_TESTS=1 runs the real durations: 5 minutes to start, then 10 minutes of events.
+        const long = process.env.BURROW_LONG_TESTS === "1";
+        const startAfter = long ? 5 * 60_000 : 1500;
+        const streamFor = long ? 10 * 60_000 : 2000;
+        origin.route("/late", (_request, response) => {
+          setTimeout(() => {
+            response.writeHead(200, { "content-type": "text/event-stream" });
+            const started = Date.now();
+            const timer = setInterval(
+              () => {
+                response.write(`data: ${Date.now() - started}\n\n`);
+                if (Date.now() - started >= streamFor) {
+                  clearInterval(timer);
+                  response.end("data: done\n\n");
+                }
+              },
+              Math.min(streamFor / 4, 30_000),
+            );
+          }, startAfter);
+        });
+        const beating = await AgentProcess.start(runtime, [
+          ...["--port", String(origin.port), "--relay", relay.url, "--name", `late-${runtime}`],
+          ...["--heartbeat", long ? "20" : "0.2"],
+        ]);
+        try {
+          const response = await visit(at(beating.url, "/late"));
+          expect(response.status).toBe(200);
+          expect(response.body.toString()).toMatch(/data: done\n\n$/);
+          expect(beating.output).not.toMatch(/connection lost/);
+        } finally {
+          await beating.stop("SIGINT");
+        }
+      },
+      process.env.BURROW_LONG_TESTS === "1" ? 20 * 60_000 : 30_000,
+    );
 
     // workerd ends a chunked response cleanly when its body stream errors, so a visitor cannot
     // tell this truncation from a complete body: cloudflare/workerd#6818. With a Content-Length

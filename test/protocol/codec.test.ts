@@ -1,7 +1,9 @@
 import {
   decodeFrame,
+  decodeFrames,
   encodeFrame,
   type Frame,
+  FrameBatch,
   FrameType,
   MAX_DATA_CHUNK,
   MAX_FRAME_BYTES,
@@ -181,5 +183,41 @@ describe("frame codec", () => {
         if (!(error instanceof ProtocolError)) throw new Error(`input ${Buffer.from(bytes).toString("hex")} threw ${error}`);
       }
     }
+  });
+});
+
+describe("frames batched into one message", () => {
+  it("decodes several frames back to back, in order, skipping unknown types", () => {
+    const parts = [encodeFrame(FRAMES[4]!), encode([200, "future"]), encodeFrame(FRAMES[5]!), encodeFrame(FRAMES[8]!)];
+    const message = new Uint8Array(parts.reduce((sum, p) => sum + p.byteLength, 0));
+    let offset = 0;
+    for (const part of parts) {
+      message.set(part, offset);
+      offset += part.byteLength;
+    }
+    expect(decodeFrames(message)).toEqual([FRAMES[4], FRAMES[5], FRAMES[8]]);
+  });
+
+  it("rejects a batch with a bad frame in it, naming the fault", () => {
+    const message = new Uint8Array([...encodeFrame({ type: FrameType.End, stream: 1 }), ...encode([FrameType.End, -1])]);
+    expect(() => decodeFrames(message)).toThrow(/End frame stream is -1/);
+    expect(() => decodeFrames(new Uint8Array(0))).toThrow(ProtocolError);
+  });
+
+  it("sends the frames of one turn as one message, and a full batch at once", async () => {
+    const sent: Uint8Array[] = [];
+    const batch = new FrameBatch(
+      (message) => sent.push(message),
+      (flush) => queueMicrotask(flush),
+    );
+    batch.push({ type: FrameType.ResponseHead, stream: 1, status: 200, headers: [] });
+    batch.push({ type: FrameType.Data, stream: 1, bytes: new Uint8Array(10) });
+    batch.push({ type: FrameType.End, stream: 1 });
+    expect(sent).toHaveLength(0);
+    await Promise.resolve();
+    expect(sent).toHaveLength(1);
+    expect(decodeFrames(sent[0]!).map((f) => f.type)).toEqual([FrameType.ResponseHead, FrameType.Data, FrameType.End]);
+    batch.push({ type: FrameType.Data, stream: 1, bytes: new Uint8Array(MAX_DATA_CHUNK) });
+    expect(sent).toHaveLength(2); // a full chunk does not wait
   });
 });
