@@ -131,7 +131,6 @@ export class Agent {
       try {
         socket = this.runtime.openWebSocket(this.connectUrl);
       } catch (error) {
-        // A runtime that forbids the connection (Deno without --allow-net) will forbid it again.
         if (this.runtime.explain?.(error)) reject(error);
         else resolve({ ready: false, why: (error as Error).message });
         return;
@@ -180,6 +179,12 @@ export class Agent {
 
       socket.addEventListener("error", (event) => {
         errorText ||= event.message || String(event.error ?? "") || "";
+        // A runtime that forbids the connection (Deno without --allow-net) will forbid it again.
+        if (event.error && this.runtime.explain?.(event.error)) {
+          finished = true;
+          clearInterval(heartbeat);
+          reject(event.error);
+        }
       });
 
       socket.addEventListener("close", ({ code, reason }) => {
