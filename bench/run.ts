@@ -93,7 +93,7 @@ async function setUp(): Promise<Variant[]> {
       launcher,
       runtime,
       target: { base: `http://127.0.0.1:${url.port}`, host: url.host },
-      agentPid: () => processTree(agent.pid).at(-1)!,
+      agentPid: () => agent.runtimePid,
       relayPids: workerdOf(relay),
     });
   }

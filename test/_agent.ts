@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { command, processTree } from "./_memory.ts";
 import { Child } from "./_process.ts";
 import { ROOT } from "./_relay.ts";
 
@@ -35,6 +36,18 @@ export class AgentProcess extends Child {
     const agent = new AgentProcess(runtime, args, env);
     await agent.ready();
     return agent;
+  }
+
+  /**
+   * The agent's own process: for `deno task`, the `deno run` it starts; never helpers such as
+   * the esbuild service Node's type-stripping hooks keep running.
+   */
+  get runtimePid(): number {
+    return (
+      processTree(this.pid)
+        .filter((pid) => /^(node|bun|deno)$/.test(command(pid)))
+        .at(-1) ?? this.pid
+    );
   }
 
   /** Waits for the next "is up" line after line `from`, and records the URL. */

@@ -34,8 +34,7 @@ export function streamSuite(runtime: RuntimeName): void {
     let origin: Origin;
     let agent: AgentProcess;
 
-    /** The agent's own process (for `deno task`, the `deno run` it starts). */
-    const agentPid = () => processTree(agent.pid).at(-1)!;
+    const agentPid = () => agent.runtimePid;
     const workerdPids = () => processTree(relay.pid).filter((pid) => command(pid) === "workerd");
 
     beforeAll(async () => {
