@@ -1,24 +1,12 @@
 import http from "node:http";
-import type { HeaderList, ResetCode } from "@burrow/protocol";
+import { type HeaderList, HOP_BY_HOP, type ResetCode } from "@burrow/protocol";
 
 // node:http rather than fetch, on purpose and on every runtime: the fetch of Node, Bun and Deno
 // inflates gzip and brotli bodies while keeping Content-Encoding, so the visitor would receive
 // a decoded body labelled as encoded. Bun and Deno both implement node:http faithfully enough.
 
-// RFC 9110 section 7.6.1: connection-specific fields, never forwarded by a proxy.
-const HOP_BY_HOP = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "proxy-connection",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-]);
-
-const UNREACHABLE = new Set([
+/** Connection errors that mean nothing is listening there (as opposed to a failure mid-request). */
+export const UNREACHABLE = new Set([
   "ECONNREFUSED",
   "ENOTFOUND",
   "EAI_AGAIN",

@@ -3,6 +3,7 @@ import {
   type Frame,
   FrameType,
   type HeaderList,
+  HOP_BY_HOP,
   INITIAL_WINDOW,
   MAX_DATA_CHUNK,
   MAX_WS_MESSAGE,
@@ -12,7 +13,7 @@ import {
 } from "@burrow/protocol";
 import WebSocket from "ws";
 import type { Log } from "./log.ts";
-import type { Origin } from "./origin.ts";
+import { type Origin, UNREACHABLE } from "./origin.ts";
 
 // The `ws` package on every runtime, like node:http for plain requests: the WHATWG WebSocket
 // of Bun and Deno cannot send the visitor's cookies or other headers to the origin.
@@ -109,7 +110,7 @@ export class OriginSockets {
       if (stream.open || !this.streams.has(id)) return;
       this.streams.delete(id);
       const code = error.code ?? error.message;
-      const unreachable = /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT|EADDRNOTAVAIL/.test(code);
+      const unreachable = UNREACHABLE.has(code);
       this.send({
         type: FrameType.Reset,
         stream: id,
@@ -162,7 +163,7 @@ export class OriginSockets {
     const headers: HeaderList = [];
     for (let i = 0; i + 1 < response.rawHeaders.length; i += 2)
       headers.push([response.rawHeaders[i]!, response.rawHeaders[i + 1]!]);
-    const kept = headers.filter(([name]) => !/^(connection|keep-alive|transfer-encoding|upgrade)$/i.test(name));
+    const kept = headers.filter(([name]) => !HOP_BY_HOP.has(name.toLowerCase()));
     this.send({ type: FrameType.ResponseHead, stream: stream.id, status: response.statusCode ?? 502, headers: kept });
     // Refusal pages are small; credit still bounds what goes out.
     response.on("data", (chunk: Buffer) => {

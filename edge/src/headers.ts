@@ -1,18 +1,4 @@
-import type { HeaderList } from "@burrow/protocol";
-
-// RFC 9110 section 7.6.1: connection-specific fields that a proxy must not forward, plus the
-// fields named in Connection. Host is set by the agent to its own origin.
-const HOP_BY_HOP = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "proxy-connection",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-]);
+import { type HeaderList, HOP_BY_HOP } from "@burrow/protocol";
 
 /** Internal headers the Worker sets on the request it hands to a tunnel's Durable Object. */
 export const INTERNAL = {

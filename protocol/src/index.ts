@@ -7,4 +7,5 @@ export { FrameBatch } from "./batch.ts";
 export { decodeFrame, decodeFrames, encodeFrame } from "./codec.ts";
 export { ProtocolError, type ProtocolErrorCode } from "./errors.ts";
 export * from "./frames.ts";
+export { HOP_BY_HOP } from "./http.ts";
 export * from "./limits.ts";
