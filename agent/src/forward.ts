@@ -1,10 +1,15 @@
-import { type Frame, FrameType, INITIAL_WINDOW, MAX_DATA_CHUNK, type RequestHeadFrame, type ResetCode } from "@burrow/protocol";
+import {
+  CREDIT_BATCH,
+  type Frame,
+  FrameType,
+  INITIAL_WINDOW,
+  MAX_DATA_CHUNK,
+  type RequestHeadFrame,
+  type ResetCode,
+} from "@burrow/protocol";
 import type { Log } from "./log.ts";
 import type { Origin, OriginExchange } from "./origin.ts";
 import { isUpgrade, OriginSockets } from "./sockets.ts";
-
-/** Credit goes back to the relay in batches of this many bytes written to the origin. */
-const CREDIT_BATCH = INITIAL_WINDOW / 4;
 
 interface Stream {
   readonly id: number;

@@ -1,5 +1,6 @@
 import type { IncomingMessage } from "node:http";
 import {
+  CREDIT_BATCH,
   type Frame,
   FrameType,
   type HeaderList,
@@ -31,6 +32,8 @@ interface SocketStream {
   /** The origin's message pieces waiting for credit. */
   queue: WsMessageFrame[];
   queued: number;
+  /** Visitor message bytes the origin took that the relay has not been credited for. */
+  flushed: number;
   open: boolean;
 }
 
@@ -95,6 +98,7 @@ export class OriginSockets {
       credit: INITIAL_WINDOW,
       queue: [],
       queued: 0,
+      flushed: 0,
       open: false,
     };
     this.streams.set(id, stream);
@@ -211,7 +215,10 @@ export class OriginSockets {
   private fromRelay(stream: SocketStream, frame: WsMessageFrame): void {
     const size = frame.bytes.byteLength;
     stream.ws.send(frame.bytes, { binary: frame.binary, fin: frame.final }, () => {
-      if (size > 0 && this.streams.has(stream.id)) this.send({ type: FrameType.Credit, stream: stream.id, bytes: size });
+      stream.flushed += size;
+      if (stream.flushed < CREDIT_BATCH || !this.streams.has(stream.id)) return;
+      this.send({ type: FrameType.Credit, stream: stream.id, bytes: stream.flushed });
+      stream.flushed = 0;
     });
   }
 

@@ -1,4 +1,5 @@
 import {
+  CREDIT_BATCH,
   FrameType,
   INITIAL_WINDOW,
   MAX_DATA_CHUNK,
@@ -44,6 +45,8 @@ const decoder = new TextDecoder();
 export class SocketRelay {
   private readonly partial = new Map<number, Partial>();
   private readonly outbound = new Map<number, Outbound>();
+  /** Bytes of the origin's messages taken in but not yet credited to the agent, per stream. */
+  private readonly taken = new Map<number, number>();
 
   constructor(
     private readonly ctx: DurableObjectState,
@@ -100,10 +103,12 @@ export class SocketRelay {
       return true;
     }
     // Workers cannot send a message in fragments, so the piece waits here for the rest, and the
-    // agent gets credit for it now: waiting for the whole message would deadlock any message
+    // agent gets credit for it on arrival (in CREDIT_BATCH lots): waiting for the whole message
+    // would deadlock any message
     // bigger than the window. MAX_WS_MESSAGE bounds what this holds.
-    if (frame.bytes.byteLength > 0)
-      this.send(agent, { type: FrameType.Credit, stream: frame.stream, bytes: frame.bytes.byteLength });
+    const taken = (this.taken.get(frame.stream) ?? 0) + frame.bytes.byteLength;
+    this.taken.set(frame.stream, taken >= CREDIT_BATCH ? 0 : taken);
+    if (taken >= CREDIT_BATCH) this.send(agent, { type: FrameType.Credit, stream: frame.stream, bytes: taken });
     if (!frame.final) {
       this.partial.set(frame.stream, partial);
       return true;
@@ -171,6 +176,7 @@ export class SocketRelay {
 
   private forget(id: number): void {
     this.partial.delete(id);
+    this.taken.delete(id);
     this.outbound.delete(id);
   }
 

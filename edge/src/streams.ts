@@ -1,12 +1,9 @@
-import { type Frame, FrameType, INITIAL_WINDOW, MAX_DATA_CHUNK, type ResponseHeadFrame } from "@burrow/protocol";
+import { CREDIT_BATCH, type Frame, FrameType, INITIAL_WINDOW, MAX_DATA_CHUNK, type ResponseHeadFrame } from "@burrow/protocol";
 import { EdgeError, type EdgeErrorCode, isTeardownNoise } from "./errors.ts";
 import { responseHeaders } from "./headers.ts";
 
 // Statuses whose responses never carry a body (Fetch standard, "null body status").
 const NULL_BODY_STATUS = new Set([101, 204, 205, 304]);
-
-/** Credit is granted back in batches of this many consumed bytes: fewer frames, same bound. */
-export const CREDIT_BATCH = INITIAL_WINDOW / 4;
 
 /** A visitor request in flight on the agent's socket. */
 interface Stream {

@@ -14,6 +14,13 @@ export const MAX_DATA_CHUNK = 64 * 1024;
  */
 export const INITIAL_WINDOW = 1024 * 1024;
 
+/**
+ * Receivers grant credit in batches of this many consumed bytes: fewer frames, and no trickle
+ * of tiny Credit frames (each a small TCP segment, which Nagle's algorithm may hold back
+ * behind the previous one). A sender with a full window left never waits for a batch.
+ */
+export const CREDIT_BATCH = INITIAL_WINDOW / 4;
+
 /** Largest visitor WebSocket message carried through a tunnel, in either direction. */
 export const MAX_WS_MESSAGE = 32 * 1024 * 1024;
 
