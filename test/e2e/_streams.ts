@@ -59,29 +59,35 @@ export function streamSuite(runtime: RuntimeName): void {
     it("streams a 200 MB download to a slow visitor with bounded memory, and stays fair", async () => {
       const relayBefore = workerdPids().reduce((sum, pid) => sum + memory(pid).rss, 0);
       const relayPeak = sampleRss(workerdPids);
-      let finished = false;
-      const big = download(at(agent.url, `/pattern/${BIG}`), SLOW).finally(() => {
-        finished = true;
-      });
-      // Small requests on the same tunnel get through while the big one is held back.
-      for (let i = 0; i < 20; i++) {
-        expect((await visit(at(agent.url, `/status/201?during=${i}`))).status).toBe(201);
+      try {
+        let finished = false;
+        const big = download(at(agent.url, `/pattern/${BIG}`), SLOW).finally(() => {
+          finished = true;
+        });
+        // Small requests on the same tunnel get through while the big one is held back.
+        for (let i = 0; i < 20; i++) {
+          expect((await visit(at(agent.url, `/status/201?during=${i}`))).status).toBe(201);
+        }
+        expect(finished).toBe(false);
+        const result = await big;
+        expect(result).toMatchObject({ status: 200, length: BIG, sha256: patternHash(BIG) });
+        expect(memory(agentPid()).peak, "agent peak RSS").toBeLessThan(150 * MB);
+      } finally {
+        expect(relayPeak.stop() - relayBefore, "relay RSS growth").toBeLessThan(100 * MB);
       }
-      expect(finished).toBe(false);
-      const result = await big;
-      expect(result).toMatchObject({ status: 200, length: BIG, sha256: patternHash(BIG) });
-      expect(memory(agentPid()).peak, "agent peak RSS").toBeLessThan(150 * MB);
-      expect(relayPeak.stop() - relayBefore, "relay RSS growth").toBeLessThan(100 * MB);
     }, 60_000);
 
     it("streams a 200 MB upload to a slow origin with bounded memory", async () => {
       const relayBefore = workerdPids().reduce((sum, pid) => sum + memory(pid).rss, 0);
       const relayPeak = sampleRss(workerdPids);
-      const result = await upload(at(agent.url, `/sink?rate=${SLOW}`), BIG);
-      expect(result.status).toBe(200);
-      expect(JSON.parse(result.body)).toEqual({ length: BIG, sha256: patternHash(BIG) });
-      expect(memory(agentPid()).peak, "agent peak RSS").toBeLessThan(150 * MB);
-      expect(relayPeak.stop() - relayBefore, "relay RSS growth").toBeLessThan(100 * MB);
+      try {
+        const result = await upload(at(agent.url, `/sink?rate=${SLOW}`), BIG);
+        expect(result.status).toBe(200);
+        expect(JSON.parse(result.body)).toEqual({ length: BIG, sha256: patternHash(BIG) });
+        expect(memory(agentPid()).peak, "agent peak RSS").toBeLessThan(150 * MB);
+      } finally {
+        expect(relayPeak.stop() - relayBefore, "relay RSS growth").toBeLessThan(100 * MB);
+      }
     }, 60_000);
 
     it("delivers each server-sent event as the origin writes it, unbuffered", async () => {
