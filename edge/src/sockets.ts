@@ -1,5 +1,6 @@
 import {
   CREDIT_BATCH,
+  concatBytes,
   FrameType,
   INITIAL_WINDOW,
   MAX_DATA_CHUNK,
@@ -114,7 +115,7 @@ export class SocketRelay {
       return true;
     }
     this.partial.delete(frame.stream);
-    const whole = partial.parts.length === 1 ? partial.parts[0]! : concat(partial.parts, partial.size);
+    const whole = partial.parts.length === 1 ? partial.parts[0]! : concatBytes(partial.parts, partial.size);
     try {
       visitor.send(partial.binary ? whole : decoder.decode(whole));
     } catch (error) {
@@ -192,14 +193,4 @@ export class SocketRelay {
 /** The hibernation tag that finds a visitor socket by its stream id. */
 function tag(id: number): string {
   return `stream:${id}`;
-}
-
-function concat(parts: Uint8Array[], size: number): Uint8Array {
-  const whole = new Uint8Array(size);
-  let offset = 0;
-  for (const part of parts) {
-    whole.set(part, offset);
-    offset += part.byteLength;
-  }
-  return whole;
 }

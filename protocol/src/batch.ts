@@ -46,14 +46,15 @@ export class FrameBatch {
   flush(): void {
     if (this.parts.length === 0) return;
     const parts = this.parts;
-    const message = parts.length === 1 ? parts[0]! : concat(parts, this.size);
+    const message = parts.length === 1 ? parts[0]! : concatBytes(parts, this.size);
     this.parts = [];
     this.size = 0;
     this.write(message);
   }
 }
 
-function concat(parts: Uint8Array[], size: number): Uint8Array {
+/** Joins byte arrays whose lengths add up to `size` into one. */
+export function concatBytes(parts: Uint8Array[], size: number): Uint8Array {
   const out = new Uint8Array(size);
   let offset = 0;
   for (const part of parts) {

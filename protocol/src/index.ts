@@ -3,7 +3,7 @@
  * msgpack codec with limits for untrusted input, and the constants both sides share.
  * @module
  */
-export { FrameBatch } from "./batch.ts";
+export { concatBytes, FrameBatch } from "./batch.ts";
 export { decodeFrame, decodeFrames, encodeFrame } from "./codec.ts";
 export { ProtocolError, type ProtocolErrorCode } from "./errors.ts";
 export * from "./frames.ts";
