@@ -6,7 +6,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
-import { AgentProcess, type RuntimeName } from "../test/_agent.ts";
+import { AgentProcess, type RuntimeName, tunnelArgs } from "../test/_agent.ts";
 import { command, memory, processTree, sampleRss } from "../test/_memory.ts";
 import { Child } from "../test/_process.ts";
 import { Relay, ROOT } from "../test/_relay.ts";
@@ -77,14 +77,7 @@ async function setUp(): Promise<Variant[]> {
     // One relay per agent, so that each relay's memory is its own tunnel's.
     const relay = await Relay.start({ launcher });
     stops.push(() => relay.dispose());
-    const agent = await AgentProcess.start(runtime, [
-      "--port",
-      String(originPort),
-      "--relay",
-      relay.url,
-      "--name",
-      `bench-${runtime}`,
-    ]);
+    const agent = await AgentProcess.start(runtime, tunnelArgs(originPort, relay, `bench-${runtime}`));
     stops.push(() => agent.stop("SIGINT"));
     const url = new URL(agent.url);
     variants.push({

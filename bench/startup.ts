@@ -1,7 +1,7 @@
 // Agent startup: time from spawning the agent to its "tunnel ... is up" line, against a relay
 // that is already running, for each runtime, interleaved (node bun deno node bun deno ...)
 // because this machine is noisy. Goal (issue 3): under 1 s on each runtime.
-import { AgentProcess, type RuntimeName } from "../test/_agent.ts";
+import { AgentProcess, type RuntimeName, tunnelArgs } from "../test/_agent.ts";
 import { Origin } from "../test/_origin.ts";
 import { Relay } from "../test/_relay.ts";
 
@@ -23,7 +23,7 @@ export async function measureStartup(runs: number): Promise<StartupResult[]> {
     for (let i = 0; i < runs + 1; i++) {
       for (const runtime of RUNTIMES) {
         const started = performance.now();
-        const agent = await AgentProcess.start(runtime, ["--port", String(origin.port), "--relay", relay.url]);
+        const agent = await AgentProcess.start(runtime, tunnelArgs(origin.port, relay));
         const elapsed = performance.now() - started;
         await agent.stop("SIGINT");
         if (i > 0) samples.get(runtime)!.push(elapsed); // the first round warms caches (Deno's, the disk's)

@@ -19,6 +19,11 @@ export function agentCommand(runtime: RuntimeName, args: string[]): [string, str
   }
 }
 
+/** The arguments every test agent gets: its origin's port, the relay, and a tunnel name. */
+export function tunnelArgs(port: number | string, relay: { url: string }, name?: string): string[] {
+  return ["--port", String(port), "--relay", relay.url, ...(name === undefined ? [] : ["--name", name])];
+}
+
 /** A real agent process. */
 export class AgentProcess extends Child {
   /** The public URL from the ready line. */

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import http from "node:http";
 import { pattern } from "./_bytes.ts";
+import { dialOptions } from "./_visit.ts";
 
 /** What came through a streamed transfer, without keeping the bytes. */
 export interface Transfer {
@@ -15,55 +16,41 @@ export interface Transfer {
  * visitor on a slow link. Rejects if the body breaks off.
  */
 export function download(url: string, bytesPerSecond = Number.POSITIVE_INFINITY): Promise<Transfer> {
-  const target = new URL(url);
   return new Promise((resolve, reject) => {
-    const request = http.get(
-      { host: "127.0.0.1", port: target.port, path: target.pathname + target.search, headers: { host: target.host } },
-      (response) => {
-        const hash = createHash("sha256");
-        let length = 0;
-        const started = performance.now();
-        response.on("data", (chunk: Buffer) => {
-          hash.update(chunk);
-          length += chunk.length;
-          const due = (length / bytesPerSecond) * 1000 - (performance.now() - started);
-          if (due > 5) {
-            response.pause();
-            setTimeout(() => response.resume(), due);
-          }
-        });
-        response.on("error", reject);
-        response.on("end", () => {
-          if (!response.complete) return reject(new Error(`download broke off after ${length} bytes`));
-          resolve({ status: response.statusCode!, length, sha256: hash.digest("hex"), body: "" });
-        });
-      },
-    );
+    const request = http.get(dialOptions(url), (response) => {
+      const hash = createHash("sha256");
+      let length = 0;
+      const started = performance.now();
+      response.on("data", (chunk: Buffer) => {
+        hash.update(chunk);
+        length += chunk.length;
+        const due = (length / bytesPerSecond) * 1000 - (performance.now() - started);
+        if (due > 5) {
+          response.pause();
+          setTimeout(() => response.resume(), due);
+        }
+      });
+      response.on("error", reject);
+      response.on("end", () => {
+        if (!response.complete) return reject(new Error(`download broke off after ${length} bytes`));
+        resolve({ status: response.statusCode!, length, sha256: hash.digest("hex"), body: "" });
+      });
+    });
     request.on("error", reject);
   });
 }
 
 /** POSTs `pattern(size)` to `url` as fast as the tunnel takes it, and returns the answer. */
 export function upload(url: string, size: number): Promise<Transfer> {
-  const target = new URL(url);
   return new Promise((resolve, reject) => {
-    const request = http.request(
-      {
-        host: "127.0.0.1",
-        port: target.port,
-        path: target.pathname + target.search,
-        method: "POST",
-        headers: { host: target.host, "content-length": size },
-      },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on("data", (chunk: Buffer) => chunks.push(chunk));
-        response.on("error", reject);
-        response.on("end", () =>
-          resolve({ status: response.statusCode!, length: 0, sha256: "", body: Buffer.concat(chunks).toString() }),
-        );
-      },
-    );
+    const request = http.request({ ...dialOptions(url, { "content-length": size }), method: "POST" }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on("data", (chunk: Buffer) => chunks.push(chunk));
+      response.on("error", reject);
+      response.on("end", () =>
+        resolve({ status: response.statusCode!, length: 0, sha256: "", body: Buffer.concat(chunks).toString() }),
+      );
+    });
     request.on("error", reject);
     const chunks = pattern(size);
     const write = () => {

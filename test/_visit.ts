@@ -13,6 +13,20 @@ export interface VisitOptions {
   body?: Uint8Array;
 }
 
+/**
+ * Request options that reach `url` the way a browser would, dialing 127.0.0.1 with the URL's
+ * Host header: Node's resolver does not map *.localhost to loopback.
+ */
+export function dialOptions(url: string, headers: http.OutgoingHttpHeaders = {}): http.RequestOptions {
+  const target = new URL(url);
+  return {
+    host: "127.0.0.1",
+    port: target.port,
+    path: target.pathname + target.search,
+    headers: { host: target.host, ...headers },
+  };
+}
+
 const pool = new http.Agent({ keepAlive: true, maxSockets: 128 });
 
 /**
@@ -21,17 +35,9 @@ const pool = new http.Agent({ keepAlive: true, maxSockets: 128 });
  * Rejects if the response body breaks off before its end.
  */
 export function visit(url: string, options: VisitOptions = {}): Promise<Visit> {
-  const target = new URL(url);
   return new Promise((resolve, reject) => {
     const request = http.request(
-      {
-        host: "127.0.0.1",
-        port: target.port,
-        path: target.pathname + target.search,
-        method: options.method ?? "GET",
-        headers: { host: target.host, ...options.headers },
-        agent: pool,
-      },
+      { ...dialOptions(url, options.headers), method: options.method ?? "GET", agent: pool },
       (response) => {
         const chunks: Buffer[] = [];
         response.on("data", (chunk: Buffer) => chunks.push(chunk));

@@ -1,12 +1,12 @@
 import http from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AgentProcess, type RuntimeName } from "../_agent.ts";
+import { AgentProcess, type RuntimeName, tunnelArgs } from "../_agent.ts";
 import { patternHash } from "../_bytes.ts";
 import { command, memory, processTree, sampleRss } from "../_memory.ts";
 import { Origin } from "../_origin.ts";
 import { Relay } from "../_relay.ts";
 import { download, upload } from "../_transfer.ts";
-import { at, visit } from "../_visit.ts";
+import { at, dialOptions, visit } from "../_visit.ts";
 
 const MB = 1024 * 1024;
 const BIG = 200 * MB;
@@ -40,14 +40,7 @@ export function streamSuite(runtime: RuntimeName): void {
     beforeAll(async () => {
       // workerd alone, as in production: wrangler dev's extra hops cost memory of their own.
       [relay, origin] = await Promise.all([Relay.start({ launcher: "workerd" }), Origin.start()]);
-      agent = await AgentProcess.start(runtime, [
-        "--port",
-        String(origin.port),
-        "--relay",
-        relay.url,
-        "--name",
-        `flow-${runtime}`,
-      ]);
+      agent = await AgentProcess.start(runtime, tunnelArgs(origin.port, relay, `flow-${runtime}`));
     }, 90_000);
 
     afterAll(async () => {
@@ -99,12 +92,12 @@ export function streamSuite(runtime: RuntimeName): void {
         write = (text) => response.write(text);
         end = () => response.end();
       });
-      const target = new URL(at(agent.url, "/events"));
+      const target = at(agent.url, "/events");
       const received: string[] = [];
       let arrived: (() => void) | undefined;
       const done = new Promise<number>((resolve, reject) => {
         http
-          .get({ host: "127.0.0.1", port: target.port, path: target.pathname, headers: { host: target.host } }, (response) => {
+          .get(dialOptions(target), (response) => {
             response.setEncoding("utf8");
             response.on("data", (text: string) => {
               received.push(text);
@@ -140,9 +133,9 @@ export function streamSuite(runtime: RuntimeName): void {
           });
         });
       });
-      const target = new URL(at(agent.url, "/forever"));
+      const target = at(agent.url, "/forever");
       const from = agent.lines.length;
-      const request = http.get({ host: "127.0.0.1", port: target.port, path: target.pathname, headers: { host: target.host } });
+      const request = http.get(dialOptions(target));
       request.on("error", () => {});
       const [response] = (await Promise.all([new Promise((resolve) => request.on("response", resolve))])) as [
         http.IncomingMessage,
@@ -175,8 +168,8 @@ export function streamSuite(runtime: RuntimeName): void {
           arrived!();
         });
       });
-      const target = new URL(at(agent.url, "/slow-start"));
-      const request = http.get({ host: "127.0.0.1", port: target.port, path: target.pathname, headers: { host: target.host } });
+      const target = at(agent.url, "/slow-start");
+      const request = http.get(dialOptions(target));
       request.on("error", () => {});
       await reached;
       request.destroy();
@@ -208,7 +201,7 @@ export function streamSuite(runtime: RuntimeName): void {
           }, startAfter);
         });
         const beating = await AgentProcess.start(runtime, [
-          ...["--port", String(origin.port), "--relay", relay.url, "--name", `late-${runtime}`],
+          ...tunnelArgs(origin.port, relay, `late-${runtime}`),
           ...["--heartbeat", long ? "20" : "0.2"],
         ]);
         try {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AgentProcess, type RuntimeName } from "../_agent.ts";
+import { AgentProcess, type RuntimeName, tunnelArgs } from "../_agent.ts";
 import { blob, Origin, sha256 } from "../_origin.ts";
 import { Relay } from "../_relay.ts";
 import { at, type Visit, visit } from "../_visit.ts";
@@ -28,7 +28,7 @@ export function tunnelSuite(runtime: RuntimeName): void {
 
     beforeAll(async () => {
       [relay, origin] = await Promise.all([Relay.start({ vars: { RESPONSE_TIMEOUT_SECONDS: "3" } }), Origin.start()]);
-      agent = await AgentProcess.start(runtime, ["--port", String(origin.port), "--relay", relay.url, "--name", name]);
+      agent = await AgentProcess.start(runtime, tunnelArgs(origin.port, relay, name));
     }, 90_000);
 
     /** The origin's JSON answer; on anything else, fails with what the visitor and the agent saw. */
@@ -189,7 +189,7 @@ export function tunnelSuite(runtime: RuntimeName): void {
     });
 
     it("answers 502 origin-unreachable, naming the port, when the local server is down", async () => {
-      const down = await AgentProcess.start(runtime, ["--port", "1", "--relay", relay.url, "--name", `${name}-down`]);
+      const down = await AgentProcess.start(runtime, tunnelArgs("1", relay, `${name}-down`));
       try {
         const response = await visit(at(down.url, "/anything"));
         expect(response.status).toBe(502);
@@ -211,16 +211,7 @@ export function tunnelSuite(runtime: RuntimeName): void {
     }, 90_000);
 
     it("notices a relay that stopped answering heartbeats, and reconnects when it is back", async () => {
-      const lively = await AgentProcess.start(runtime, [
-        "--port",
-        String(origin.port),
-        "--relay",
-        relay.url,
-        "--name",
-        `${name}-beat`,
-        "--heartbeat",
-        "0.2",
-      ]);
+      const lively = await AgentProcess.start(runtime, [...tunnelArgs(origin.port, relay, `${name}-beat`), "--heartbeat", "0.2"]);
       try {
         const from = lively.lines.length;
         relay.freeze();
@@ -237,14 +228,7 @@ export function tunnelSuite(runtime: RuntimeName): void {
     });
 
     it("stops cleanly on Ctrl-C, and the relay then answers 502 agent-offline", async () => {
-      const extra = await AgentProcess.start(runtime, [
-        "--port",
-        String(origin.port),
-        "--relay",
-        relay.url,
-        "--name",
-        `${name}-bye`,
-      ]);
+      const extra = await AgentProcess.start(runtime, tunnelArgs(origin.port, relay, `${name}-bye`));
       // Twice, as a terminal's Ctrl-C reaches `deno task` and its child both.
       extra.signal("SIGINT");
       extra.signal("SIGINT");
@@ -253,14 +237,7 @@ export function tunnelSuite(runtime: RuntimeName): void {
       expect(response.status).toBe(502);
       expect(response.headers["x-burrow-error"]).toBe("agent-offline");
       // A clean stop frees the name at once for anyone.
-      const next = await AgentProcess.start(runtime, [
-        "--port",
-        String(origin.port),
-        "--relay",
-        relay.url,
-        "--name",
-        `${name}-bye`,
-      ]);
+      const next = await AgentProcess.start(runtime, tunnelArgs(origin.port, relay, `${name}-bye`));
       await next.stop("SIGINT");
     });
   });

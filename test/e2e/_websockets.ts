@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { AgentProcess, type RuntimeName } from "../_agent.ts";
+import { AgentProcess, type RuntimeName, tunnelArgs } from "../_agent.ts";
 import { blob, sha256 } from "../_bytes.ts";
 import { Origin } from "../_origin.ts";
 import { Relay } from "../_relay.ts";
@@ -44,7 +44,7 @@ export function websocketSuite(runtime: RuntimeName): void {
 
     beforeAll(async () => {
       [relay, origin] = await Promise.all([Relay.start(), Origin.start()]);
-      agent = await AgentProcess.start(runtime, ["--port", String(origin.port), "--relay", relay.url, "--name", `ws-${runtime}`]);
+      agent = await AgentProcess.start(runtime, tunnelArgs(origin.port, relay, `ws-${runtime}`));
     }, 90_000);
 
     afterAll(async () => {
@@ -135,14 +135,7 @@ export function websocketSuite(runtime: RuntimeName): void {
     });
 
     it("closes the visitor's sockets with 1011 when the agent goes away", async () => {
-      const extra = await AgentProcess.start(runtime, [
-        "--port",
-        String(origin.port),
-        "--relay",
-        relay.url,
-        "--name",
-        `ws-${runtime}-gone`,
-      ]);
+      const extra = await AgentProcess.start(runtime, tunnelArgs(origin.port, relay, `ws-${runtime}-gone`));
       const ws = connect(`${extra.url}/ws/echo`);
       await opened(ws);
       const seen = closed(ws);

@@ -8,7 +8,7 @@ import { io } from "socket.io-client";
 import { createServer, type ViteDevServer } from "vite";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { AgentProcess } from "../_agent.ts";
+import { AgentProcess, tunnelArgs } from "../_agent.ts";
 import { Relay } from "../_relay.ts";
 import { visit } from "../_visit.ts";
 
@@ -42,7 +42,7 @@ describe("real apps through a tunnel (Node agent)", () => {
       vite = await createServer({ root, configFile: false, logLevel: "silent", server: { host: "127.0.0.1", port: 0 } });
       await vite.listen();
       const port = (vite.httpServer!.address() as AddressInfo).port;
-      agent = await AgentProcess.start("node", ["--port", String(port), "--relay", relay.url, "--name", "vite-app"]);
+      agent = await AgentProcess.start("node", tunnelArgs(port, relay, "vite-app"));
     }, 60_000);
 
     afterAll(async () => {
@@ -94,7 +94,7 @@ describe("real apps through a tunnel (Node agent)", () => {
       });
       await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
       const port = (server.address() as AddressInfo).port;
-      agent = await AgentProcess.start("node", ["--port", String(port), "--relay", relay.url, "--name", "socketio-app"]);
+      agent = await AgentProcess.start("node", tunnelArgs(port, relay, "socketio-app"));
     }, 60_000);
 
     afterAll(async () => {

@@ -11,7 +11,7 @@ import {
 import { encode } from "@msgpack/msgpack";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { AgentProcess } from "../_agent.ts";
+import { AgentProcess, tunnelArgs } from "../_agent.ts";
 import { Origin } from "../_origin.ts";
 import { Relay } from "../_relay.ts";
 import { at, visit } from "../_visit.ts";
@@ -138,7 +138,7 @@ describe("relay", () => {
     });
 
     it("closes a connection that sends a malformed frame, and disturbs no other tunnel", async () => {
-      const good = await AgentProcess.start("node", ["--port", String(origin.port), "--relay", relay.url, "--name", "bystander"]);
+      const good = await AgentProcess.start("node", tunnelArgs(origin.port, relay, "bystander"));
       try {
         const bad = await RawAgent.hello(relay, "breaker");
         bad.socket.send(encode([FrameType.ResponseHead, 1, 999, []]));
@@ -160,9 +160,9 @@ describe("relay", () => {
     });
 
     it("refuses a name in use by another agent process, which exits 3 with a hint", async () => {
-      const holder = await AgentProcess.start("node", ["--port", String(origin.port), "--relay", relay.url, "--name", "taken"]);
+      const holder = await AgentProcess.start("node", tunnelArgs(origin.port, relay, "taken"));
       try {
-        const second = new AgentProcess("node", ["--port", String(origin.port), "--relay", relay.url, "--name", "taken"]);
+        const second = new AgentProcess("node", tunnelArgs(origin.port, relay, "taken"));
         expect(await second.exited).toBe(3);
         expect(second.output).toContain(
           'error: the relay refused the tunnel: the tunnel name "taken" is in use by another agent',
@@ -211,13 +211,13 @@ describe("relay with a token", () => {
     ["no token", [], /this relay requires a token: pass --token or set BURROW_TOKEN/],
     ["a wrong token", ["--token", "guess"], /the token is not the one this relay was given/],
   ])("refuses an agent with %s; it exits 3 and says what to do", async (_, extra, message) => {
-    const agent = new AgentProcess("node", ["--port", String(origin.port), "--relay", relay.url, ...extra]);
+    const agent = new AgentProcess("node", [...tunnelArgs(origin.port, relay), ...extra]);
     expect(await agent.exited).toBe(3);
     expect(agent.output).toMatch(message);
   });
 
   it("accepts the right token, from the environment too", async () => {
-    const agent = await AgentProcess.start("node", ["--port", String(origin.port), "--relay", relay.url], {
+    const agent = await AgentProcess.start("node", tunnelArgs(origin.port, relay), {
       BURROW_TOKEN: "s3cret",
     });
     expect((await visit(at(agent.url, "/echo"))).status).toBe(200);
