@@ -1,12 +1,10 @@
-// Bun: a built-in WebSocket client and process signals as in Node; Bun runs this TypeScript
-// directly.
+// Bun: process signals as in Node; Bun runs this TypeScript directly.
 import process from "node:process";
 import { main } from "../src/cli.ts";
-import type { Runtime, WebSocketLike } from "../src/runtime.ts";
+import type { Runtime } from "../src/runtime.ts";
 
 const runtime: Runtime = {
   description: `bun ${Bun.version}`,
-  openWebSocket: (url) => new WebSocket(url) as WebSocketLike,
   env: (name) => process.env[name],
   onStop(handler) {
     process.on("SIGINT", handler);

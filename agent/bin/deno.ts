@@ -1,14 +1,11 @@
-// Deno: a built-in WebSocket client (it leaves Nagle's algorithm on, which cost every small
-// request ~40 ms until frames sent in one turn were batched into one message: now ~2 ms),
-// signals through Deno.addSignalListener, and permissions:
-// `deno task agent` grants network access and the agent's own environment variables only, and
-// a missing grant becomes a message naming the flag to add.
+// Deno: signals through Deno.addSignalListener, and permissions: `deno task agent` grants
+// network access, reading files (the CA files the user names) and the agent's own environment
+// variables only, and a missing grant becomes a message naming the flag to add.
 import { main } from "../src/cli.ts";
-import type { Runtime, WebSocketLike } from "../src/runtime.ts";
+import type { Runtime } from "../src/runtime.ts";
 
 const runtime: Runtime = {
   description: `deno ${Deno.version.deno}`,
-  openWebSocket: (url) => new WebSocket(url) as WebSocketLike,
   env: (name) => Deno.env.get(name),
   onStop(handler) {
     Deno.addSignalListener("SIGINT", handler);

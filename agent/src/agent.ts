@@ -6,6 +6,7 @@ import {
   FrameBatch,
   FrameType,
   HEARTBEAT,
+  MAX_POLL_WAIT_MS,
   PROTOCOL_VERSION,
   ProtocolError,
   type RefusedFrame,
@@ -14,8 +15,13 @@ import { AgentError } from "./errors.ts";
 import { Forwarder } from "./forward.ts";
 import type { Log } from "./log.ts";
 import { randomClaim } from "./names.ts";
+import { dial, type NetConfig, NetworkError } from "./net/dial.ts";
+import { HttpsLink } from "./net/https-link.ts";
+import { type Link, openWebSocket, UpgradeRefused } from "./net/websocket.ts";
 import type { Origin } from "./origin.ts";
-import type { Runtime, WebSocketLike } from "./runtime.ts";
+import type { Runtime } from "./runtime.ts";
+
+export type TransportChoice = "auto" | "websocket" | "https";
 
 export interface AgentOptions {
   /** The relay's base URL, http(s)://. */
@@ -26,6 +32,10 @@ export interface AgentOptions {
   heartbeatMs: number;
   /** The agent's version, sent in the hello. */
   version: string;
+  /** Proxy, trust and timeouts for reaching the relay. */
+  net: NetConfig;
+  /** "auto": WebSocket, falling back to HTTPS when WebSockets are blocked. */
+  transport: TransportChoice;
 }
 
 /** How one connection ended. */
@@ -33,8 +43,15 @@ interface SessionEnd {
   ready: boolean;
   refused?: RefusedFrame;
   why: string;
+  /** Why the link could not be opened, with the fix. */
+  failure?: NetworkError;
+  /** The transport just changed: try again at once. */
+  fallback?: boolean;
 }
 
+/** A WebSocket that dies sooner than this after opening, twice in a row, counts as blocked. */
+const EARLY_DEATH_MS = 10_000;
+const EARLY_DEATHS_TO_FALL_BACK = 2;
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_CAP_MS = 30_000;
 const STOP_GRACE_MS = 2_000;
@@ -45,8 +62,13 @@ const STOP_GRACE_MS = 2_000;
  */
 export class Agent {
   private readonly claim = randomClaim();
-  private socket: WebSocketLike | undefined;
+  private link: Link | undefined;
   private stopped = false;
+  /** The transport in use; "auto" starts on WebSocket and may move to HTTPS for good. */
+  private transport: "websocket" | "https";
+  private fallbackReason = "";
+  private announced = "";
+  private earlyDeaths = 0;
   private wake: (() => void) | undefined;
   private endSession: ((why: string) => void) | undefined;
 
@@ -55,7 +77,9 @@ export class Agent {
     private readonly origin: Origin,
     private readonly runtime: Runtime,
     private readonly log: Log,
-  ) {}
+  ) {
+    this.transport = options.transport === "https" ? "https" : "websocket";
+  }
 
   /** The URL the agent dials: ws(s)://relay/_burrow/connect?name=... */
   get connectUrl(): string {
@@ -80,13 +104,15 @@ export class Agent {
         attempt = 0;
         everReady = true;
       }
-      const delay = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt++) * (0.5 + Math.random() / 2);
-      if (!everReady && attempt === 1) {
+      const delay = end.fallback ? 0 : Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt++) * (0.5 + Math.random() / 2);
+      if (!everReady && attempt === 1 && end.failure) {
+        const local = /^(localhost|127\.|\[::1\])/.test(this.options.relay.host);
         this.log.error(
-          `cannot reach the relay at ${this.options.relay.origin} (${end.why})`,
-          "start it with `npm run dev`, or point --relay (BURROW_RELAY) at a running relay; retrying meanwhile",
+          `${end.failure.message}`,
+          `${local ? "start it with `npm run dev`, or point --relay (BURROW_RELAY) at a running relay" : end.failure.hint}; retrying meanwhile`,
         );
       }
+      if (end.fallback) continue;
       this.log.info(`${end.ready ? "connection lost" : "cannot connect"} (${end.why}); reconnecting in ${formatDelay(delay)}`);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, delay);
@@ -101,67 +127,105 @@ export class Agent {
   /** Closes the connection cleanly (the relay frees the name at once) and ends `run()`. */
   stop(): void {
     this.stopped = true;
-    this.socket?.close(CloseCode.Normal, "agent stopped");
+    this.link?.close(CloseCode.Normal, "agent stopped");
     this.wake?.();
     // A relay that never completes the close handshake does not hold the agent up for long.
     setTimeout(() => this.endSession?.("stopped"), STOP_GRACE_MS);
   }
 
-  private session(): Promise<SessionEnd> {
+  /** Opens a link on the current transport, then serves it until it ends. */
+  private async session(): Promise<SessionEnd> {
+    let link: Link;
+    try {
+      link = await this.connect();
+    } catch (error) {
+      if (!(error instanceof NetworkError)) {
+        if (this.runtime.explain?.(error)) throw error;
+        const failure = new NetworkError(
+          "relay",
+          `cannot reach the relay at ${this.options.relay.origin}: ${(error as Error).message}`,
+          "",
+          false,
+        );
+        return { ready: false, why: failure.message, failure };
+      }
+      if (error.fatal) throw new AgentError("network", error.message, error.hint);
+      if (error instanceof UpgradeRefused && this.options.transport === "auto") {
+        this.fallBack(error.message);
+        return { ready: false, why: error.message, fallback: true };
+      }
+      return { ready: false, why: error.message, failure: error };
+    }
+    if (this.stopped) {
+      link.close(CloseCode.Normal, "agent stopped");
+      return { ready: false, why: "stopped" };
+    }
+    const reason = this.transport === "https" && this.fallbackReason ? ` (${this.fallbackReason})` : "";
+    const line = `transport: ${this.transport}${reason}`;
+    if (line !== this.announced) this.log.info(line);
+    this.announced = line;
+    const openedAt = performance.now();
+    const end = await this.serve(link);
+    if (this.transport === "websocket" && this.options.transport === "auto" && !end.ready && !end.refused && !this.stopped) {
+      if (performance.now() - openedAt < EARLY_DEATH_MS && ++this.earlyDeaths >= EARLY_DEATHS_TO_FALL_BACK) {
+        this.fallBack(`the WebSocket connection died ${this.earlyDeaths} times before the relay answered (${end.why})`);
+        return { ...end, fallback: true };
+      }
+    } else if (end.ready) {
+      this.earlyDeaths = 0;
+    }
+    return end;
+  }
+
+  /** Dials the relay on the current transport (through the proxy and TLS of `options.net`). */
+  private async connect(): Promise<Link> {
+    const { relay, name, net, heartbeatMs } = this.options;
+    if (this.transport === "https") return HttpsLink.open(relay, name, net, Math.min(heartbeatMs, MAX_POLL_WAIT_MS));
+    const url = new URL(this.connectUrl);
+    return openWebSocket(await dial(url, net), url, net.timeoutMs);
+  }
+
+  private fallBack(why: string): void {
+    this.transport = "https";
+    this.fallbackReason = why;
+    this.log.warn(`${why}; switching to the HTTPS transport`);
+  }
+
+  private serve(link: Link): Promise<SessionEnd> {
     const { name, token, heartbeatMs, version } = this.options;
-    return new Promise<SessionEnd>((resolve, reject) => {
+    return new Promise<SessionEnd>((resolve) => {
       let ready = false;
       let refused: RefusedFrame | undefined;
       let lastHeard = performance.now();
-      let heartbeat: ReturnType<typeof setInterval> | undefined;
-      let socket: WebSocketLike;
       const batch = new FrameBatch(
-        (message) => {
-          try {
-            socket.send(message);
-          } catch (error) {
-            this.log.debug("a send failed on a closing connection", error);
-          }
-        },
+        (message) => link.send(message),
         (flush) => setImmediate(flush),
       );
       const send = (frame: Frame) => batch.push(frame);
       const forwarder = new Forwarder(this.origin, send, this.log);
+      this.link = link;
 
-      try {
-        socket = this.runtime.openWebSocket(this.connectUrl);
-      } catch (error) {
-        if (this.runtime.explain?.(error)) reject(error);
-        else resolve({ ready: false, why: (error as Error).message });
-        return;
-      }
-      this.socket = socket;
-      socket.binaryType = "arraybuffer";
-      let errorText = "";
+      send({ type: FrameType.Hello, version: PROTOCOL_VERSION, agent: version, name, token, claim: this.claim });
+      const heartbeat = setInterval(() => {
+        if (performance.now() - lastHeard > heartbeatMs * 2.5) {
+          this.log.debug("no heartbeat answer; closing the connection");
+          link.close(CloseCode.HeartbeatTimeout, "heartbeat timeout");
+          finish("the relay stopped answering heartbeats");
+          return;
+        }
+        link.send(HEARTBEAT.ping);
+      }, heartbeatMs);
 
-      socket.addEventListener("open", () => {
-        send({ type: FrameType.Hello, version: PROTOCOL_VERSION, agent: version, name, token, claim: this.claim });
-        heartbeat = setInterval(() => {
-          if (performance.now() - lastHeard > heartbeatMs * 2.5) {
-            this.log.debug("no heartbeat answer; closing the connection");
-            socket.close(CloseCode.HeartbeatTimeout, "heartbeat timeout");
-            finish("the relay stopped answering heartbeats");
-            return;
-          }
-          socket.send(HEARTBEAT.ping);
-        }, heartbeatMs);
-      });
-
-      socket.addEventListener("message", ({ data }) => {
+      link.onmessage = (data) => {
         lastHeard = performance.now();
         if (typeof data === "string") return; // a heartbeat answer
         let frames: Frame[];
         try {
-          frames = decodeFrames(new Uint8Array(data as ArrayBuffer));
+          frames = decodeFrames(data);
         } catch (error) {
           if (!(error instanceof ProtocolError)) throw error;
           this.log.warn(`the relay sent a malformed frame (${error.message}); reconnecting`);
-          socket.close(CloseCode.ProtocolError, "malformed frame");
+          link.close(CloseCode.ProtocolError, "malformed frame");
           finish(`malformed frame: ${error.message}`);
           return;
         }
@@ -175,21 +239,9 @@ export class Agent {
             forwarder.receive(frame);
           }
         }
-      });
+      };
 
-      socket.addEventListener("error", (event) => {
-        errorText ||= event.message || String(event.error ?? "") || "";
-        // A runtime that forbids the connection (Deno without --allow-net) will forbid it again.
-        if (event.error && this.runtime.explain?.(event.error)) {
-          finished = true;
-          clearInterval(heartbeat);
-          reject(event.error);
-        }
-      });
-
-      socket.addEventListener("close", ({ code, reason }) => {
-        finish(reason ? `${code} ${reason}` : errorText || `code ${code}`);
-      });
+      link.onclose = (code, reason) => finish(reason ? `${code} ${reason}` : `code ${code}`);
 
       let finished = false;
       this.endSession = finish;

@@ -1,9 +1,13 @@
+import { readFileSync } from "node:fs";
 import { TUNNEL_NAME_PATTERN } from "@burrow/protocol";
 import pkg from "../package.json" with { type: "json" };
-import { Agent } from "./agent.ts";
+import { Agent, type AgentOptions, type TransportChoice } from "./agent.ts";
+import { doctor } from "./doctor.ts";
 import { AgentError } from "./errors.ts";
 import { Log } from "./log.ts";
 import { randomName } from "./names.ts";
+import type { NetConfig } from "./net/dial.ts";
+import { PROXY_ENV_VARS, proxyFor } from "./net/proxy.ts";
 import { Origin } from "./origin.ts";
 import type { Runtime } from "./runtime.ts";
 
@@ -29,13 +33,28 @@ const FLAGS: Flag[] = [
     default: "20",
     help: "seconds between heartbeats to the relay",
   },
+  {
+    name: "proxy",
+    value: "URL",
+    default: "HTTPS_PROXY, HTTP_PROXY or ALL_PROXY, minus NO_PROXY",
+    help: "HTTP proxy to tunnel through (http://user:password@host:port); none to go direct",
+  },
+  { name: "ca", value: "FILE", help: "also trust the CA certificates in this PEM file (also NODE_EXTRA_CA_CERTS)" },
+  { name: "insecure", help: "do not verify the relay's certificate (unsafe; prefer --ca)" },
+  {
+    name: "transport",
+    env: "BURROW_TRANSPORT",
+    value: "MODE",
+    default: "auto",
+    help: "websocket, https (plain requests, for networks that block WebSockets), or auto: websocket, else https",
+  },
   { name: "debug", env: "BURROW_DEBUG", help: "print details and stack traces" },
   { name: "version", help: "print the version and exit" },
   { name: "help", help: "print this help and exit" },
 ];
 
 /** Every environment variable the agent reads (Deno's task grants exactly these). */
-export const ENV_VARS = FLAGS.flatMap((flag) => (flag.env ? [flag.env] : []));
+export const ENV_VARS = [...FLAGS.flatMap((flag) => (flag.env ? [flag.env] : [])), ...PROXY_ENV_VARS, "NODE_EXTRA_CA_CERTS"];
 
 export const VERSION: string = pkg.version;
 
@@ -49,6 +68,7 @@ function help(): string {
     "Burrow agent: expose a local server through a Burrow relay.",
     "",
     "Usage: agent --port 8000 [--name NAME] [--relay URL]",
+    "       agent doctor [--relay URL] [--proxy URL] [--ca FILE]   check the way to the relay, step by step",
     "",
     "Options:",
     ...rows,
@@ -92,7 +112,8 @@ export function parseArgs(argv: string[], env: (name: string) => string | undefi
 export async function main(runtime: Runtime, argv: string[]): Promise<number> {
   let log = new Log(false);
   try {
-    const args = parseArgs(argv, (name) => runtime.env(name));
+    const diagnose = argv[0] === "doctor";
+    const args = parseArgs(diagnose ? argv.slice(1) : argv, (name) => runtime.env(name));
     log = new Log(args.debug === "true");
     if (args.help) {
       console.log(help());
@@ -102,7 +123,9 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       console.log(`agent ${VERSION} (${runtime.description})`);
       return 0;
     }
-    const agent = new Agent(options(args), new Origin(args.host ?? "localhost", port(args.port)), runtime, log);
+    const settings = options(args, runtime, log);
+    if (diagnose) return await doctor(settings.relay, settings.name, settings.net, (line) => console.log(line));
+    const agent = new Agent(settings, new Origin(args.host ?? "localhost", port(args.port)), runtime, log);
     let stoppingSince = 0;
     runtime.onStop(() => {
       if (!stoppingSince) {
@@ -132,7 +155,7 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
   }
 }
 
-function options(args: Record<string, string>) {
+function options(args: Record<string, string>, runtime: Runtime, log: Log): AgentOptions {
   const name = args.name ?? randomName();
   if (!TUNNEL_NAME_PATTERN.test(name)) {
     throw new AgentError(
@@ -167,7 +190,45 @@ function options(args: Record<string, string>) {
       "use seconds between 0.05 and 3600; 20 suits most networks",
     );
   }
-  return { relay, name, token: args.token ?? "", heartbeatMs: heartbeat * 1000, version: VERSION };
+  const transport = (args.transport ?? "auto") as TransportChoice;
+  if (!["auto", "websocket", "https"].includes(transport)) {
+    throw new AgentError("usage", `--transport ${transport} is not a transport`, "use auto (the default), websocket or https");
+  }
+  const insecure = args.insecure === "true";
+  if (insecure) {
+    log.warn("--insecure: the relay's certificate is not verified; anyone on the way can read and change this tunnel's traffic");
+  }
+  const env = (name: string) => runtime.env(name);
+  let proxy: NetConfig["proxy"];
+  try {
+    proxy = proxyFor(relay, args.proxy, env);
+  } catch (error) {
+    throw new AgentError("usage", (error as Error).message, "for example --proxy http://proxy.example.com:3128");
+  }
+  const ca = [args.ca, env("NODE_EXTRA_CA_CERTS")].flatMap((file) => (file ? [readCa(file, runtime)] : []));
+  const net: NetConfig = { proxy, ca, insecure, timeoutMs: CONNECT_TIMEOUT_MS };
+  return { relay, name, token: args.token ?? "", heartbeatMs: heartbeat * 1000, version: VERSION, net, transport };
+}
+
+const CONNECT_TIMEOUT_MS = 10_000;
+
+/** Reads a PEM file of CA certificates, for --ca and NODE_EXTRA_CA_CERTS. */
+function readCa(file: string, runtime: Runtime): string {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (error) {
+    if (runtime.explain?.(error)) throw error;
+    throw new AgentError("usage", `cannot read the CA file ${file}: ${(error as Error).message}`, "give the path of a PEM file");
+  }
+  if (!text.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new AgentError(
+      "usage",
+      `${file} holds no PEM certificate (no "-----BEGIN CERTIFICATE-----" line)`,
+      "export the CA as PEM (Base-64 encoded X.509); a DER file converts with: openssl x509 -inform der -in ca.cer -out ca.pem",
+    );
+  }
+  return text;
 }
 
 function port(text: string | undefined): number {

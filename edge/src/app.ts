@@ -1,4 +1,4 @@
-import { CONNECT_PATH, TUNNEL_NAME_PATTERN } from "@burrow/protocol";
+import { CONNECT_PATH, SESSION_PATH, TUNNEL_NAME_PATTERN } from "@burrow/protocol";
 import { type Context, Hono } from "hono";
 import type { Env } from "./env.ts";
 import { EdgeError } from "./errors.ts";
@@ -35,6 +35,21 @@ app.get(CONNECT_PATH, (c) => {
   const headers = new Headers(c.req.raw.headers);
   headers.set(INTERNAL.publicUrl, publicUrl(new URL(c.req.url), name, c.env.BASE_DOMAIN));
   return tunnel(c, name).fetch(new Request(c.req.raw, { headers }));
+});
+
+// The HTTPS transport, for agents whose network blocks WebSockets (see SESSION_PATH).
+app.post(SESSION_PATH, (c) => {
+  const name = c.req.query("name") ?? "";
+  checkName(name);
+  const headers = new Headers(c.req.raw.headers);
+  headers.set(INTERNAL.publicUrl, publicUrl(new URL(c.req.url), name, c.env.BASE_DOMAIN));
+  return tunnel(c, name).fetch(new Request(c.req.raw, { headers }));
+});
+
+app.on(["GET", "POST", "DELETE"], `${SESSION_PATH}/:session`, (c) => {
+  const name = c.req.query("name") ?? "";
+  checkName(name);
+  return tunnel(c, name).fetch(c.req.raw);
 });
 
 app.all("/t/:name{[^/]+}", (c) => {

@@ -9,6 +9,7 @@ import {
   type WsMessageFrame,
 } from "@burrow/protocol";
 import { isTeardownNoise } from "./errors.ts";
+import type { AgentLink } from "./polling.ts";
 import type { SendFrame } from "./streams.ts";
 
 /** What a visitor's WebSocket remembers across hibernation. */
@@ -64,7 +65,7 @@ export class SocketRelay {
   }
 
   /** A message from the visitor: pieces to the agent, as far as its credit goes. */
-  fromVisitor(agent: WebSocket, visitor: WebSocket, id: number, message: string | ArrayBuffer): void {
+  fromVisitor(agent: AgentLink, visitor: WebSocket, id: number, message: string | ArrayBuffer): void {
     const binary = typeof message !== "string";
     const bytes = binary ? new Uint8Array(message) : encoder.encode(message);
     const out = this.outboundOf(id);
@@ -84,14 +85,14 @@ export class SocketRelay {
   }
 
   /** The agent may send `bytes` more of the visitor's messages. */
-  granted(agent: WebSocket, id: number, bytes: number): void {
+  granted(agent: AgentLink, id: number, bytes: number): void {
     const out = this.outboundOf(id);
     out.credit += bytes;
     this.flush(agent, out);
   }
 
   /** A piece of the origin's message: the visitor gets it once it is whole. */
-  fromAgent(agent: WebSocket, frame: WsMessageFrame): boolean {
+  fromAgent(agent: AgentLink, frame: WsMessageFrame): boolean {
     const visitor = this.visitor(frame.stream);
     if (!visitor) return false;
     const partial = this.partial.get(frame.stream) ?? { binary: frame.binary, parts: [], size: 0 };
@@ -137,7 +138,7 @@ export class SocketRelay {
   }
 
   /** The visitor closed (or its connection broke): the agent closes the origin's socket. */
-  closedByVisitor(agent: WebSocket | undefined, id: number, code: number, reason: string): void {
+  closedByVisitor(agent: AgentLink | undefined, id: number, code: number, reason: string): void {
     this.forget(id);
     if (agent)
       this.send(agent, { type: FrameType.WsClose, stream: id, code: code >= 1000 && code <= 4999 ? code : 1006, reason });
@@ -166,7 +167,7 @@ export class SocketRelay {
     return out;
   }
 
-  private flush(agent: WebSocket, out: Outbound): void {
+  private flush(agent: AgentLink, out: Outbound): void {
     while (out.queue.length > 0 && out.credit > 0) {
       const piece = out.queue.shift()!;
       out.queued -= piece.bytes.byteLength;

@@ -1,13 +1,14 @@
 import { CREDIT_BATCH, type Frame, FrameType, INITIAL_WINDOW, MAX_DATA_CHUNK, type ResponseHeadFrame } from "@burrow/protocol";
 import { EdgeError, type EdgeErrorCode, isTeardownNoise } from "./errors.ts";
 import { responseHeaders } from "./headers.ts";
+import type { AgentLink } from "./polling.ts";
 
 // Statuses whose responses never carry a body (Fetch standard, "null body status").
 const NULL_BODY_STATUS = new Set([101, 204, 205, 304]);
 
 /** A visitor request in flight on the agent's socket. */
 interface Stream {
-  readonly socket: WebSocket;
+  readonly socket: AgentLink;
   readonly method: string;
   /** The visitor asked for a WebSocket; a 101 answer hands the stream to `upgrade`. */
   readonly upgrade: boolean;
@@ -24,7 +25,7 @@ interface Stream {
 }
 
 /** Sends a frame to the agent on `socket`; never throws. */
-export type SendFrame = (socket: WebSocket, frame: Frame) => void;
+export type SendFrame = (socket: AgentLink, frame: Frame) => void;
 
 /** Turns an accepted WebSocket upgrade into the visitor's 101 response. */
 export type Upgrade = (id: number, protocol: string | null) => Response;
@@ -47,7 +48,7 @@ export class StreamTable {
   }
 
   /** Registers stream `id` and returns the promise of the visitor's Response. */
-  open(id: number, socket: WebSocket, method: string, upgrade: boolean): Promise<Response> {
+  open(id: number, socket: AgentLink, method: string, upgrade: boolean): Promise<Response> {
     return new Promise<Response>((resolve) => {
       this.streams.set(id, { socket, method, upgrade, resolve, timer: null, credit: INITIAL_WINDOW, consumed: 0 });
     });
@@ -195,7 +196,7 @@ export class StreamTable {
   }
 
   /** Fails every stream carried by `socket` (it closed, or another connection replaced it). */
-  failSocket(socket: WebSocket, status: number, code: EdgeErrorCode, message: string): void {
+  failSocket(socket: AgentLink, status: number, code: EdgeErrorCode, message: string): void {
     for (const [id, stream] of this.streams) {
       if (stream.socket === socket) this.fail(id, status, code, message);
     }

@@ -11,10 +11,12 @@ import {
   PROTOCOL_VERSION,
   ProtocolError,
   type RefusalCode,
+  SESSION_PATH,
 } from "@burrow/protocol";
 import type { Env } from "./env.ts";
 import { EdgeError, isTeardownNoise } from "./errors.ts";
 import { INTERNAL, isInternal, withoutHopByHop } from "./headers.ts";
+import { type AgentLink, PollingLink } from "./polling.ts";
 import { SocketRelay, type VisitorAttachment } from "./sockets.ts";
 import { StreamTable } from "./streams.ts";
 
@@ -41,7 +43,9 @@ export class TunnelObject extends DurableObject<Env> {
   );
   private lastStreamId = Math.floor(Math.random() * 0x7fff_ffff);
   /** Frames sent to an agent in one turn leave as one message (a microtask later). */
-  private readonly batches = new WeakMap<WebSocket, FrameBatch>();
+  private readonly batches = new WeakMap<AgentLink, FrameBatch>();
+  /** Agents on the HTTPS transport, by session id (in memory: see PollingLink). */
+  private readonly sessions = new Map<string, PollingLink>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -53,6 +57,7 @@ export class TunnelObject extends DurableObject<Env> {
     const url = new URL(request.url);
     try {
       if (url.pathname === CONNECT_PATH) return this.accept(request, url);
+      if (url.pathname.startsWith(SESSION_PATH)) return await this.session(request, url);
       return await this.visit(request);
     } catch (error) {
       if (error instanceof EdgeError) return error.toResponse();
@@ -68,6 +73,46 @@ export class TunnelObject extends DurableObject<Env> {
     this.ctx.acceptWebSocket(server);
     server.serializeAttachment({ phase: "hello", name, url: request.headers.get(INTERNAL.publicUrl) ?? "" } satisfies Attachment);
     return new Response(null, { status: 101, webSocket: client });
+  }
+
+  /** The HTTPS transport: open a session, carry frames both ways, close it. */
+  private async session(request: Request, url: URL): Promise<Response> {
+    if (url.pathname === SESSION_PATH && request.method === "POST") {
+      const link = new PollingLink((ended, code, reason) => {
+        this.sessions.delete(ended.id);
+        this.closed(ended, code, reason);
+      });
+      link.serializeAttachment({
+        phase: "hello",
+        name: url.searchParams.get("name") ?? "",
+        url: request.headers.get(INTERNAL.publicUrl) ?? "",
+      } satisfies Attachment);
+      this.sessions.set(link.id, link);
+      return Response.json({ session: link.id }, { status: 201, headers: { "Cache-Control": "no-store" } });
+    }
+    const link = this.sessions.get(decodeURIComponent(url.pathname.slice(SESSION_PATH.length + 1)));
+    if (!link) {
+      throw new EdgeError(404, "not-found", "No such session: it ended, or the relay restarted. Open a new one.");
+    }
+    const number = (name: string) => {
+      const value = Number(url.searchParams.get(name));
+      if (!Number.isSafeInteger(value) || value < 0) throw new EdgeError(400, "bad-request", `?${name}= must be a count`);
+      return value;
+    };
+    switch (request.method) {
+      case "GET":
+        return link.poll(number("ack"), number("wait"));
+      case "POST": {
+        const body = new Uint8Array(await request.arrayBuffer());
+        if (link.receive(number("seq")) === "new") await this.fromAgent(link, body);
+        return new Response(null, { status: 204 });
+      }
+      case "DELETE":
+        link.closedByAgent(number("code"), url.searchParams.get("reason") ?? "");
+        return new Response(null, { status: 204 });
+      default:
+        throw new EdgeError(405, "bad-request", `${request.method} is not used on ${SESSION_PATH}`);
+    }
   }
 
   private async visit(request: Request): Promise<Response> {
@@ -113,24 +158,30 @@ export class TunnelObject extends DurableObject<Env> {
       return;
     }
     if (typeof message === "string") return;
+    await this.fromAgent(socket, new Uint8Array(message));
+  }
+
+  /** One message of frames from an agent, on either transport. */
+  private async fromAgent(link: AgentLink, message: Uint8Array): Promise<void> {
+    const attachment = link.deserializeAttachment() as Exclude<Attachment, VisitorAttachment>;
     try {
-      for (const frame of decodeFrames(new Uint8Array(message))) {
-        const phase = (socket.deserializeAttachment() as Attachment).phase;
-        if (phase === "hello") await this.hello(socket, frame, socket.deserializeAttachment() as HelloAttachment);
-        else if (phase === "ready") this.receive(socket, frame);
+      for (const frame of decodeFrames(message)) {
+        const phase = (link.deserializeAttachment() as Attachment).phase;
+        if (phase === "hello") await this.hello(link, frame, link.deserializeAttachment() as HelloAttachment);
+        else if (phase === "ready") this.receive(link, frame);
       }
     } catch (error) {
       if (error instanceof ProtocolError) {
-        console.warn(`tunnel ${attachment.name}: closing the agent's socket: ${error.message}`);
-        this.close(socket, CloseCode.ProtocolError, `protocol error: ${error.message}`);
+        console.warn(`tunnel ${attachment.name}: closing the agent's connection: ${error.message}`);
+        this.close(link, CloseCode.ProtocolError, `protocol error: ${error.message}`);
         this.streams.failSocket(
-          socket,
+          link,
           502,
           "agent-disconnected",
           `The agent for tunnel "${attachment.name}" broke the protocol: ${error.message}`,
         );
       } else if (!isTeardownNoise(error)) {
-        console.error(`tunnel ${attachment.name}: webSocketMessage failed`, error);
+        console.error(`tunnel ${attachment.name}: a message from the agent failed`, error);
       }
     }
   }
@@ -144,7 +195,7 @@ export class TunnelObject extends DurableObject<Env> {
     this.closed(socket, 1006, "socket error");
   }
 
-  private closed(socket: WebSocket, code: number, reason: string): void {
+  private closed(socket: AgentLink, code: number, reason: string): void {
     const attachment = socket.deserializeAttachment() as Attachment | null;
     if (attachment?.phase !== "visitor") {
       this.dropped(socket, code, reason);
@@ -154,7 +205,7 @@ export class TunnelObject extends DurableObject<Env> {
     this.close(socket, code === 1005 || code === 1006 ? 1000 : code, reason);
   }
 
-  private receive(socket: WebSocket, frame: Frame): void {
+  private receive(socket: AgentLink, frame: Frame): void {
     let known: boolean;
     switch (frame.type) {
       case FrameType.ResponseHead:
@@ -193,7 +244,7 @@ export class TunnelObject extends DurableObject<Env> {
     }
   }
 
-  private async hello(socket: WebSocket, frame: Frame, attachment: HelloAttachment): Promise<void> {
+  private async hello(socket: AgentLink, frame: Frame, attachment: HelloAttachment): Promise<void> {
     const refusal = await this.judge(frame, attachment);
     if (refusal) {
       this.sendFrame(socket, { type: FrameType.Refused, code: refusal[0], message: refusal[1] });
@@ -203,7 +254,7 @@ export class TunnelObject extends DurableObject<Env> {
     }
     const hello = frame as HelloFrame;
     const claim = await sha256(hello.claim);
-    for (const other of this.ctx.getWebSockets()) {
+    for (const other of this.links()) {
       if (other === socket || (other.deserializeAttachment() as Attachment).phase !== "ready") continue;
       // judge() refused other claims, so a ready socket left is this agent's previous connection.
       this.close(other, CloseCode.Replaced, "replaced by a newer connection from the same agent");
@@ -248,7 +299,7 @@ export class TunnelObject extends DurableObject<Env> {
       return ["bad-hello", `the hello asks for tunnel "${frame.name}" but the connection was opened for "${attachment.name}"`];
     }
     const claim = await sha256(frame.claim);
-    const held = this.ctx.getWebSockets().some((other) => {
+    const held = this.links().some((other) => {
       const a = other.deserializeAttachment() as Attachment;
       return a.phase === "ready" && a.claim !== claim;
     });
@@ -263,24 +314,29 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   /** The agent socket left: fail its streams, and keep its name for it unless it said goodbye. */
-  private dropped(socket: WebSocket, code: number, reason: string): void {
+  private dropped(socket: AgentLink, code: number, reason: string): void {
     const attachment = socket.deserializeAttachment() as Attachment | null;
     this.close(socket, 1000, "closed");
     if (attachment?.phase !== "ready") return;
     const why = code === CloseCode.Normal ? "stopped" : `disconnected (${code}${reason ? ` ${reason}` : ""})`;
     this.streams.failSocket(socket, 502, "agent-disconnected", `The agent for tunnel "${attachment.name}" ${why}.`);
     this.sockets.closeAll(`the tunnel's agent ${why}`);
-    if (this.ctx.getWebSockets().some((s) => s !== socket && (s.deserializeAttachment() as Attachment).phase === "ready")) return;
+    if (this.links().some((s) => s !== socket && (s.deserializeAttachment() as Attachment).phase === "ready")) return;
     const until = code === CloseCode.Normal ? 0 : Date.now() + NAME_GRACE_MS;
     this.ctx.waitUntil(this.ctx.storage.put("claim", { claim: attachment.claim, until }));
   }
 
-  /** The connected agent, if any. At most one socket is ready at a time. */
-  private agent(): WebSocket | undefined {
-    return this.ctx.getWebSockets().find((s) => (s.deserializeAttachment() as Attachment).phase === "ready");
+  /** The connected agent, if any. At most one link is ready at a time. */
+  private agent(): AgentLink | undefined {
+    return this.links().find((s) => (s.deserializeAttachment() as Attachment).phase === "ready");
   }
 
-  private sendFrame(socket: WebSocket, frame: Frame): void {
+  /** Every connection: agents' WebSockets and HTTPS sessions, and visitors' WebSockets. */
+  private links(): AgentLink[] {
+    return [...this.ctx.getWebSockets(), ...this.sessions.values()];
+  }
+
+  private sendFrame(socket: AgentLink, frame: Frame): void {
     let batch = this.batches.get(socket);
     if (!batch) {
       batch = new FrameBatch(
@@ -298,7 +354,7 @@ export class TunnelObject extends DurableObject<Env> {
     batch.push(frame);
   }
 
-  private close(socket: WebSocket, code: number, reason: string): void {
+  private close(socket: AgentLink, code: number, reason: string): void {
     try {
       // Close reasons are limited to 123 bytes (RFC 6455 section 5.5).
       socket.close(code, truncateUtf8(reason, 123));

@@ -77,7 +77,7 @@ describe("agent command line", () => {
     const deno = new Child(
       "deno",
       join(ROOT, "node_modules/.bin/deno"),
-      ["run", "--allow-env", "agent/bin/deno.ts", "--port", "8000", "--relay", "http://127.0.0.1:9"],
+      ["run", "--allow-env", "--allow-read", "agent/bin/deno.ts", "--port", "8000", "--relay", "http://127.0.0.1:9"],
       { cwd: ROOT },
     );
     expect(await deno.exited).toBe(4);

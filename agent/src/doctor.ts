@@ -1,0 +1,145 @@
+import { CONNECT_PATH, HEARTBEAT, SESSION_PATH } from "@burrow/protocol";
+import { type DialReport, describe, dial, type NetConfig, NetworkError, type Step } from "./net/dial.ts";
+import { HttpConnection } from "./net/http.ts";
+import { openWebSocket } from "./net/websocket.ts";
+
+type Outcome = { ok: true; detail: string } | { ok: false; detail: string; hint: string } | { ok: "skip"; detail: string };
+
+/**
+ * `agent doctor`: walks the path to the relay one step at a time (proxy, CONNECT, TLS,
+ * WebSocket, HTTPS transport), prints what works and what to do about what does not, and
+ * says which transport the agent would use. Exit status 0 when some transport works, else 5.
+ */
+export async function doctor(relay: URL, name: string, net: NetConfig, print: (line: string) => void): Promise<number> {
+  const show = (step: string, outcome: Outcome) => {
+    const mark = outcome.ok === true ? "ok  " : outcome.ok === false ? "FAIL" : "--  ";
+    print(`${mark} ${step.padEnd(10)} ${outcome.detail}`);
+    if (outcome.ok === false && outcome.hint) print(`     ${"".padEnd(10)} hint: ${outcome.hint}`);
+  };
+  const secure = relay.protocol === "https:";
+  const authority = `${relay.hostname}:${relay.port || (secure ? 443 : 80)}`;
+  print(`relay: ${relay.origin}`);
+
+  const report: DialReport = {};
+  let failedAt: Step | undefined;
+  let failure: NetworkError | undefined;
+  try {
+    (await dial(relay, net, report)).destroy();
+  } catch (error) {
+    failure = error instanceof NetworkError ? error : new NetworkError("relay", describe(error), "", false);
+    failedAt = failure.step;
+  }
+  const outcomeOf = (step: Step, detail: string): Outcome =>
+    failedAt === step ? { ok: false, detail: failure!.message, hint: failure!.hint } : { ok: true, detail };
+
+  if (net.proxy) {
+    show("proxy", outcomeOf("proxy", `${net.proxy.display} (from ${net.proxy.source}) accepts connections`));
+    if (failedAt !== "proxy") show("connect", outcomeOf("connect", `CONNECT ${authority}: ${report.connect ?? ""}`));
+  } else {
+    show("proxy", {
+      ok: "skip",
+      detail: "none: connecting directly (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY unset, or NO_PROXY matched)",
+    });
+    show("tcp", outcomeOf("relay", `${authority} accepts connections`));
+  }
+  const reached = failedAt === undefined || failedAt === "tls";
+  if (secure && reached) {
+    const cert = report.certificate;
+    show(
+      "tls",
+      outcomeOf(
+        "tls",
+        `certificate for ${relay.hostname} issued by "${cert?.issuer ?? "?"}" is trusted${net.insecure ? " (NOT verified: --insecure)" : ""}`,
+      ),
+    );
+  } else if (!secure) {
+    show("tls", { ok: "skip", detail: "plain http:// relay (a local one); use https:// on port 443 through corporate networks" });
+  }
+  if (failedAt) {
+    show("websocket", { ok: "skip", detail: "not tried: the steps above must work first" });
+    show("https", { ok: "skip", detail: "not tried: the steps above must work first" });
+    print("verdict: the relay cannot be reached; fix the first FAIL above");
+    return 5;
+  }
+
+  const websocket = await probeWebSocket(relay, name, net);
+  show("websocket", websocket);
+  const https = await probeHttps(relay, name, net);
+  show("https", https);
+  if (websocket.ok === true) {
+    print("verdict: the agent will use the WebSocket transport");
+    return 0;
+  }
+  if (https.ok === true) {
+    print("verdict: WebSockets do not get through; the agent will use the HTTPS transport (by itself, with --transport auto)");
+    return 0;
+  }
+  print("verdict: neither transport gets through; see the hints above");
+  return 5;
+}
+
+async function probeWebSocket(relay: URL, name: string, net: NetConfig): Promise<Outcome> {
+  const url = new URL(CONNECT_PATH, relay);
+  url.protocol = relay.protocol === "https:" ? "wss:" : "ws:";
+  url.searchParams.set("name", name);
+  try {
+    const link = await openWebSocket(await dial(url, net), url, net.timeoutMs);
+    const started = performance.now();
+    // The relay answers heartbeats itself: a round trip proves frames pass both ways.
+    const answered = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), net.timeoutMs);
+      link.onmessage = (message) => {
+        if (message === HEARTBEAT.pong) {
+          clearTimeout(timer);
+          resolve(true);
+        }
+      };
+      link.onclose = () => resolve(false);
+      link.send(HEARTBEAT.ping);
+    });
+    link.close(1000, "doctor done");
+    if (!answered) {
+      return {
+        ok: false,
+        detail: "the upgrade was accepted but no message came back (something in between cuts WebSockets)",
+        hint: "the agent falls back to its HTTPS transport by itself (--transport auto)",
+      };
+    }
+    return { ok: true, detail: `upgrade accepted; a heartbeat came back in ${Math.round(performance.now() - started)}ms` };
+  } catch (error) {
+    const failure = error instanceof NetworkError ? error : new NetworkError("websocket", describe(error), "", false);
+    return { ok: false, detail: failure.message, hint: failure.hint };
+  }
+}
+
+async function probeHttps(relay: URL, name: string, net: NetConfig): Promise<Outcome> {
+  let connection: HttpConnection | undefined;
+  try {
+    connection = await HttpConnection.open(relay, net);
+    const started = performance.now();
+    const opened = await connection.request("POST", `${SESSION_PATH}?name=${encodeURIComponent(name)}`, {
+      timeoutMs: net.timeoutMs,
+      maxBody: 64 * 1024,
+    });
+    if (opened.status !== 201) {
+      return {
+        ok: false,
+        detail: `opening a session was answered ${opened.status} ${opened.statusText}`,
+        hint: opened.headers.has("x-burrow-error")
+          ? ""
+          : "something between the agent and the relay answered instead of the relay",
+      };
+    }
+    const { session } = JSON.parse(opened.body.toString("utf8")) as { session: string };
+    const base = `${SESSION_PATH}/${encodeURIComponent(session)}?name=${encodeURIComponent(name)}`;
+    const poll = await connection.request("GET", `${base}&ack=0&wait=0`, { timeoutMs: net.timeoutMs, maxBody: 1024 * 1024 });
+    await connection.request("DELETE", `${base}&code=1000&reason=doctor`, { timeoutMs: net.timeoutMs, maxBody: 64 * 1024 });
+    if (poll.status !== 200) return { ok: false, detail: `a poll was answered ${poll.status} ${poll.statusText}`, hint: "" };
+    return { ok: true, detail: `session opened and polled in ${Math.round(performance.now() - started)}ms` };
+  } catch (error) {
+    const failure = error instanceof NetworkError ? error : new NetworkError("https", describe(error), "", false);
+    return { ok: false, detail: failure.message, hint: failure.hint };
+  } finally {
+    connection?.close();
+  }
+}

@@ -1,0 +1,166 @@
+import { CLOSE_HEADER, concatBytes, HEARTBEAT, MAX_MESSAGE_BYTES, SEQ_HEADER, SESSION_PATH } from "@burrow/protocol";
+import { type DialReport, describe, type NetConfig, NetworkError } from "./dial.ts";
+import { HttpConnection, type HttpResponse } from "./http.ts";
+import type { Link } from "./websocket.ts";
+
+/** Consecutive failed requests after which the link counts as lost (the agent reconnects). */
+const MAX_FAILURES = 3;
+const SMALL_ANSWER = 64 * 1024;
+
+/**
+ * The HTTPS transport: the same frames as the WebSocket, carried by plain requests that any
+ * proxy passes. Relay -> agent frames come back from long polls, each answer complete (so a
+ * proxy that buffers whole responses only delays it by nothing); agent -> relay frames go in
+ * POSTs of at most MAX_MESSAGE_BYTES, one at a time, because some proxies hold a request body
+ * until it ends. Both directions are numbered, so a request cut by a proxy is simply retried.
+ */
+export class HttpsLink implements Link {
+  onmessage: (message: Uint8Array | string) => void = () => {};
+  onclose: (code: number, reason: string) => void = () => {};
+  private readonly base: string;
+  private down: HttpConnection | undefined;
+  private up: HttpConnection | undefined;
+  private queue: Uint8Array[] = [];
+  private sending = false;
+  private upSeq = 0;
+  private ack = 0;
+  private finished = false;
+
+  private constructor(
+    private readonly relay: URL,
+    private readonly config: NetConfig,
+    session: string,
+    private readonly waitMs: number,
+    first: HttpConnection,
+  ) {
+    this.base = `${SESSION_PATH}/${encodeURIComponent(session)}?name=${encodeURIComponent(relay.searchParams.get("name") ?? "")}`;
+    this.up = first;
+  }
+
+  /**
+   * Opens a session for tunnel `name` and starts polling.
+   * @throws {NetworkError} when the relay or the path to it refuses.
+   */
+  static async open(relay: URL, name: string, config: NetConfig, waitMs: number, report?: DialReport): Promise<HttpsLink> {
+    const connection = await HttpConnection.open(relay, config, report);
+    let response: HttpResponse;
+    try {
+      response = await connection.request("POST", `${SESSION_PATH}?name=${encodeURIComponent(name)}`, {
+        timeoutMs: config.timeoutMs,
+        maxBody: SMALL_ANSWER,
+      });
+    } catch (error) {
+      connection.close();
+      throw new NetworkError("https", `the relay did not answer the HTTPS transport: ${describe(error)}`, "", false);
+    }
+    const session =
+      response.status === 201 ? (JSON.parse(response.body.toString("utf8")) as { session?: string }).session : undefined;
+    if (!session) {
+      connection.close();
+      throw new NetworkError(
+        "https",
+        `opening an HTTPS session was answered ${response.status} ${response.statusText}: ${response.body.toString("utf8").slice(0, 200).trim()}`,
+        response.headers.has("x-burrow-error") ? "" : "something between the agent and the relay answered instead of the relay",
+        false,
+      );
+    }
+    const url = new URL(relay);
+    url.searchParams.set("name", name);
+    const link = new HttpsLink(url, config, session, waitMs, connection);
+    setImmediate(() => void link.poll());
+    return link;
+  }
+
+  send(message: Uint8Array | string): void {
+    // Heartbeats are not needed here: every poll is one, answered within waitMs.
+    if (this.finished || typeof message === "string") return;
+    this.queue.push(message);
+    if (!this.sending) void this.flush();
+  }
+
+  close(code: number, reason: string): void {
+    if (this.finished) return;
+    const path = `${this.base}&code=${code}&reason=${encodeURIComponent(reason.slice(0, 120))}`;
+    const goodbye = HttpConnection.open(this.relay, this.config)
+      .then((connection) =>
+        connection.request("DELETE", path, { timeoutMs: 2000, maxBody: SMALL_ANSWER }).finally(() => connection.close()),
+      )
+      .catch(() => undefined);
+    void goodbye.then(() => this.finish(code, reason));
+  }
+
+  private async poll(): Promise<void> {
+    let failures = 0;
+    while (!this.finished) {
+      try {
+        this.down = this.down?.usable ? this.down : await HttpConnection.open(this.relay, this.config);
+        const response = await this.down.request("GET", `${this.base}&ack=${this.ack}&wait=${this.waitMs}`, {
+          timeoutMs: this.waitMs + this.config.timeoutMs,
+          maxBody: MAX_MESSAGE_BYTES,
+        });
+        if (this.finished) return;
+        if (response.status === 404) return this.finish(1006, "the relay no longer knows this session (it restarted)");
+        if (response.status !== 200) throw new Error(`the poll was answered ${response.status} ${response.statusText}`);
+        failures = 0;
+        const seq = Number(response.headers.get(SEQ_HEADER) ?? this.ack);
+        if (seq === this.ack + 1) {
+          this.ack = seq;
+          if (response.body.byteLength > 0) {
+            this.onmessage(new Uint8Array(response.body.buffer, response.body.byteOffset, response.body.byteLength));
+          }
+        }
+        this.onmessage(HEARTBEAT.pong);
+        const closed = response.headers.get(CLOSE_HEADER);
+        if (closed) {
+          const [code = "1000", ...reason] = closed.split(" ");
+          return this.finish(Number(code), decodeURIComponent(reason.join(" ")));
+        }
+      } catch (error) {
+        if (this.finished) return;
+        if (++failures >= MAX_FAILURES) return this.finish(1006, `polling the relay failed: ${describe(error)}`);
+        await new Promise((resolve) => setTimeout(resolve, 200 * failures));
+      }
+    }
+  }
+
+  private async flush(): Promise<void> {
+    this.sending = true;
+    while (this.queue.length > 0 && !this.finished) {
+      let size = this.queue[0]!.byteLength;
+      let count = 1;
+      while (count < this.queue.length && size + this.queue[count]!.byteLength <= MAX_MESSAGE_BYTES) {
+        size += this.queue[count++]!.byteLength;
+      }
+      const parts = this.queue.splice(0, count);
+      const body = parts.length === 1 ? parts[0]! : concatBytes(parts, size);
+      const seq = ++this.upSeq;
+      for (let failures = 0; !this.finished; ) {
+        try {
+          this.up = this.up?.usable ? this.up : await HttpConnection.open(this.relay, this.config);
+          const response = await this.up.request("POST", `${this.base}&seq=${seq}`, {
+            body,
+            headers: { "Content-Type": "application/octet-stream" },
+            timeoutMs: 30_000,
+            maxBody: SMALL_ANSWER,
+          });
+          if (response.status === 404) return this.finish(1006, "the relay no longer knows this session (it restarted)");
+          if (response.status >= 300) throw new Error(`a POST was answered ${response.status} ${response.statusText}`);
+          break;
+        } catch (error) {
+          if (++failures >= MAX_FAILURES) return this.finish(1006, `sending to the relay failed: ${describe(error)}`);
+          await new Promise((resolve) => setTimeout(resolve, 200 * failures));
+        }
+      }
+    }
+    this.sending = false;
+  }
+
+  private finish(code: number, reason: string): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.queue = [];
+    this.down?.close();
+    this.up?.close();
+    this.onclose(code, reason);
+  }
+}
