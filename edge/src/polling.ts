@@ -1,4 +1,4 @@
-import { CLOSE_HEADER, concatBytes, MAX_MESSAGE_BYTES, MAX_POLL_WAIT_MS, SEQ_HEADER } from "@burrow/protocol";
+import { concatBytes, encodePollAnswer, MAX_MESSAGE_BYTES, MAX_POLL_WAIT_MS } from "@burrow/protocol";
 import { EdgeError } from "./errors.ts";
 
 /**
@@ -7,16 +7,25 @@ import { EdgeError } from "./errors.ts";
  */
 export type AgentLink = Pick<WebSocket, "send" | "close" | "serializeAttachment" | "deserializeAttachment">;
 
-/** A session with no poll for this long after its last one ended is taken as gone. */
-const SESSION_IDLE_MS = 30_000;
+/**
+ * After an answered poll the agent's next one is due at once (or after a reconnect through its
+ * proxy); without one for this long, the agent is gone. workerd does not tell a Durable Object
+ * that a waiting poll's client went away, so a dead agent is noticed within its poll wait plus this.
+ */
+const SESSION_IDLE_MS = 8_000;
+/** A poll's connection closed before its answer (a proxy cut it, or the agent died): this long to poll again. */
+const RECONNECT_GRACE_MS = 5_000;
 /** How long a closed session waits for the agent's next poll to hear why. */
 const CLOSE_LINGER_MS = 5_000;
 
+const HEADERS = { "Content-Type": "application/octet-stream", "Cache-Control": "no-store" };
+
 /**
  * The relay side of the HTTPS transport: an agent link made of requests. Frames for the agent
- * queue here until its long poll collects them; each answer is numbered and kept until the
- * next poll acknowledges it, so an answer a proxy cut is sent again. Frames from the agent
- * arrive in numbered POSTs; a repeated number is acknowledged without being applied twice.
+ * queue here until its long poll collects them; each batch is numbered and kept until the
+ * next poll acknowledges it, so a batch a proxy cut off is sent again. A waiting poll gets its
+ * head at once and its body later, which tells the relay when its connection closes. Frames
+ * from the agent arrive in numbered POSTs; a repeated number is acknowledged, not applied.
  * Lives in memory: if the Durable Object is evicted, the agent's next poll gets 404 and it
  * opens a new session (as a WebSocket agent reconnects).
  */
@@ -27,7 +36,7 @@ export class PollingLink implements AgentLink {
   private sent = 0;
   private unacknowledged: Uint8Array | undefined;
   private received = 0;
-  private waiting: ((response: Response) => void) | undefined;
+  private waiting: WritableStreamDefaultWriter<Uint8Array> | undefined;
   private waitTimer: ReturnType<typeof setTimeout> | null = null;
   private idleTimer: ReturnType<typeof setTimeout> | null = null;
   private closing: { code: number; reason: string } | undefined;
@@ -35,7 +44,7 @@ export class PollingLink implements AgentLink {
 
   /** @param onEnd called once when the session ends, however it ends. */
   constructor(private readonly onEnd: (link: PollingLink, code: number, reason: string) => void) {
-    this.idle();
+    this.idle(SESSION_IDLE_MS);
   }
 
   serializeAttachment(value: unknown): void {
@@ -72,89 +81,97 @@ export class PollingLink implements AgentLink {
 
   /**
    * A long poll that acknowledges batch `ack`. Answers at once when frames are queued (or the
-   * last batch needs sending again), else within `waitMs`.
+   * last batch needs sending again), else when some are, or after `waitMs` with none.
    */
-  poll(ack: number, waitMs: number): Promise<Response> | Response {
+  poll(ack: number, waitMs: number, signal?: AbortSignal): Response {
+    if (this.ended) throw new EdgeError(404, "not-found", "This session has ended. Open a new one.");
     clearTimeout(this.idleTimer);
-    if (this.unacknowledged && ack === this.sent - 1) {
-      this.idle();
-      return this.batch(this.unacknowledged, this.sent);
-    }
+    if (this.unacknowledged && ack === this.sent - 1) return this.now(this.unacknowledged);
     if (ack !== this.sent) {
-      throw new EdgeError(409, "bad-request", `this poll acknowledges batch ${ack} but batch ${this.sent} was the last one sent`);
+      throw new EdgeError(
+        409,
+        "bad-request",
+        `This poll acknowledges batch ${ack}, but batch ${this.sent} was the last one sent.`,
+      );
     }
     this.unacknowledged = undefined;
-    // A newer poll replaces one still waiting (the agent's connection to it was cut).
-    this.answerEmpty();
-    if (this.queue.length > 0 || this.closing) return this.take();
-    return new Promise<Response>((resolve) => {
-      this.waiting = resolve;
-      this.waitTimer = setTimeout(() => this.answerEmpty(), Math.max(0, Math.min(waitMs, MAX_POLL_WAIT_MS)));
-    });
+    // A newer poll replaces one still waiting (the agent lost its connection to it).
+    this.answer();
+    if (this.queue.length > 0 || this.closing) return this.now(this.take());
+    const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+    const writer = writable.getWriter();
+    this.waiting = writer;
+    // Where the runtime reports a poll whose client left, the agent gets a short grace to poll again.
+    const gone = () => {
+      if (this.waiting !== writer) return;
+      this.waiting = undefined;
+      clearTimeout(this.waitTimer);
+      this.idle(RECONNECT_GRACE_MS);
+    };
+    writer.closed.catch(gone);
+    signal?.addEventListener("abort", gone);
+    this.waitTimer = setTimeout(() => this.answer(), Math.max(0, Math.min(waitMs, MAX_POLL_WAIT_MS)));
+    return new Response(readable, { headers: HEADERS });
   }
 
   /**
-   * Whether the frames of POST number `seq` are new (to apply), a repeat (already applied), or
-   * out of order (a broken agent).
+   * Whether the frames of POST number `seq` are new (to apply) or a repeat (already applied).
+   * @throws {EdgeError} 409 for a number out of order.
    */
   receive(seq: number): "new" | "repeat" {
+    if (this.ended) throw new EdgeError(404, "not-found", "This session has ended. Open a new one.");
     if (seq === this.received + 1) {
       this.received = seq;
       return "new";
     }
     if (seq >= 1 && seq <= this.received) return "repeat";
-    throw new EdgeError(409, "bad-request", `this POST is number ${seq} but ${this.received + 1} was expected`);
+    throw new EdgeError(409, "bad-request", `This POST is number ${seq}, but ${this.received + 1} was expected.`);
   }
 
+  /** Answers the waiting poll, if any, with what is queued (possibly nothing). */
   private answer(): void {
-    const resolve = this.waiting;
-    if (!resolve) return;
+    const writer = this.waiting;
+    if (!writer) return;
     this.waiting = undefined;
     clearTimeout(this.waitTimer);
-    resolve(this.take());
+    const body = this.take();
+    writer.write(body).catch(() => {});
+    // The next poll is due once the agent has this answer.
+    writer.close().then(
+      () => this.idle(SESSION_IDLE_MS),
+      () => this.idle(RECONNECT_GRACE_MS),
+    );
   }
 
-  private answerEmpty(): void {
-    const resolve = this.waiting;
-    if (!resolve) return;
-    this.waiting = undefined;
-    clearTimeout(this.waitTimer);
-    this.idle();
-    resolve(this.batch(new Uint8Array(0), this.sent));
+  private now(body: Uint8Array): Response {
+    this.idle(SESSION_IDLE_MS);
+    return new Response(body, { headers: HEADERS });
   }
 
   /** Takes queued messages, up to MAX_MESSAGE_BYTES, as the next numbered batch. */
-  private take(): Response {
+  private take(): Uint8Array {
     let size = 0;
     let count = 0;
     while (count < this.queue.length && (count === 0 || size + this.queue[count]!.byteLength <= MAX_MESSAGE_BYTES)) {
       size += this.queue[count++]!.byteLength;
     }
-    const parts = this.queue.splice(0, count);
+    let frames: Uint8Array = new Uint8Array(0);
     if (count > 0) {
-      this.unacknowledged = parts.length === 1 ? parts[0]! : concatBytes(parts, size);
+      const parts = this.queue.splice(0, count);
+      frames = parts.length === 1 ? parts[0]! : concatBytes(parts, size);
       this.sent++;
     }
-    this.idle();
-    const body = count > 0 ? this.unacknowledged! : new Uint8Array(0);
-    const response = this.batch(body, this.sent);
-    if (this.closing && this.queue.length === 0) {
-      response.headers.set(CLOSE_HEADER, `${this.closing.code} ${encodeURIComponent(this.closing.reason)}`);
-      queueMicrotask(() => this.end(this.closing!.code, this.closing!.reason));
-    }
-    return response;
-  }
-
-  private batch(body: Uint8Array, seq: number): Response {
-    return new Response(body, {
-      headers: { "Content-Type": "application/octet-stream", "Cache-Control": "no-store", [SEQ_HEADER]: String(seq) },
-    });
+    const close = this.closing && this.queue.length === 0 ? this.closing : undefined;
+    const body = encodePollAnswer({ seq: this.sent, close, frames });
+    if (count > 0) this.unacknowledged = body;
+    if (close) queueMicrotask(() => this.end(close.code, close.reason));
+    return body;
   }
 
   /** (Re)starts the countdown after which an agent that stopped polling counts as gone. */
-  private idle(): void {
+  private idle(ms: number): void {
     clearTimeout(this.idleTimer);
-    this.idleTimer = setTimeout(() => this.end(1006, "the agent stopped polling"), SESSION_IDLE_MS);
+    this.idleTimer = setTimeout(() => this.end(1006, "the agent stopped polling"), ms);
   }
 
   private end(code: number, reason: string): void {
@@ -163,9 +180,8 @@ export class PollingLink implements AgentLink {
     this.closing ??= { code, reason };
     clearTimeout(this.idleTimer);
     clearTimeout(this.waitTimer);
-    const resolve = this.waiting;
+    this.waiting?.abort(new Error("the session ended")).catch(() => {});
     this.waiting = undefined;
-    resolve?.(new EdgeError(404, "not-found", "this session has ended").toResponse());
     this.queue = [];
     this.onEnd(this, code, reason);
   }

@@ -101,7 +101,7 @@ export class TunnelObject extends DurableObject<Env> {
     };
     switch (request.method) {
       case "GET":
-        return link.poll(number("ack"), number("wait"));
+        return link.poll(number("ack"), number("wait"), request.signal);
       case "POST": {
         const body = new Uint8Array(await request.arrayBuffer());
         if (link.receive(number("seq")) === "new") await this.fromAgent(link, body);

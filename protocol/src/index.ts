@@ -9,3 +9,4 @@ export { ProtocolError, type ProtocolErrorCode } from "./errors.ts";
 export * from "./frames.ts";
 export { HOP_BY_HOP } from "./http.ts";
 export * from "./limits.ts";
+export { decodePollAnswer, encodePollAnswer, MAX_POLL_ANSWER, type PollAnswer } from "./poll.ts";

@@ -58,18 +58,12 @@ export const CONNECT_PATH = "/_burrow/connect";
 /**
  * The HTTPS transport, for networks that block WebSockets: `POST SESSION_PATH?name=<tunnel>`
  * opens a session (answer: `{"session": id}`); then `POST SESSION_PATH/<id>?seq=<n>` carries
- * agent -> relay frames in bounded bodies (at most MAX_MESSAGE_BYTES, numbered so a retried
- * POST is applied once), `GET SESSION_PATH/<id>?ack=<n>&wait=<ms>` long-polls relay -> agent
- * frames (each answer complete, numbered in `SEQ_HEADER`; acknowledging n releases it, asking
- * again with n - 1 gets it again), and `DELETE SESSION_PATH/<id>?code=<c>` closes it.
+ * agent -> relay frames in bounded bodies (at most MAX_MESSAGE_BYTES, numbered so that a
+ * retried POST is applied once), `GET SESSION_PATH/<id>?ack=<n>&wait=<ms>` long-polls relay ->
+ * agent frames (a PollAnswer, numbered: acknowledging n releases batch n, asking again with
+ * n - 1 gets it again), and `DELETE SESSION_PATH/<id>?code=<c>&reason=<r>` closes it.
  */
 export const SESSION_PATH = "/_burrow/session";
-
-/** Answer header carrying the number of a poll's batch of frames. */
-export const SEQ_HEADER = "x-burrow-seq";
-
-/** Answer header of a poll whose session the relay closed: "<code> <reason>". */
-export const CLOSE_HEADER = "x-burrow-close";
 
 /** Longest the relay holds a poll open with nothing to send (below common proxy idle limits). */
 export const MAX_POLL_WAIT_MS = 25_000;

@@ -135,7 +135,12 @@ export function websocketSuite(runtime: RuntimeName): void {
     });
 
     it("closes the visitor's sockets with 1011 when the agent goes away", async () => {
-      const extra = await AgentProcess.start(runtime, tunnelArgs(origin.port, relay, `ws-${runtime}-gone`));
+      // Heartbeats every second: on the HTTPS transport, the relay notices a dead agent by its missing polls.
+      const extra = await AgentProcess.start(runtime, [
+        ...tunnelArgs(origin.port, relay, `ws-${runtime}-gone`),
+        "--heartbeat",
+        "1",
+      ]);
       const ws = connect(`${extra.url}/ws/echo`);
       await opened(ws);
       const seen = closed(ws);

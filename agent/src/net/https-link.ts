@@ -1,4 +1,4 @@
-import { CLOSE_HEADER, concatBytes, HEARTBEAT, MAX_MESSAGE_BYTES, SEQ_HEADER, SESSION_PATH } from "@burrow/protocol";
+import { concatBytes, decodePollAnswer, HEARTBEAT, MAX_MESSAGE_BYTES, MAX_POLL_ANSWER, SESSION_PATH } from "@burrow/protocol";
 import { type DialReport, describe, type NetConfig, NetworkError } from "./dial.ts";
 import { HttpConnection, type HttpResponse } from "./http.ts";
 import type { Link } from "./websocket.ts";
@@ -96,25 +96,19 @@ export class HttpsLink implements Link {
         this.down = this.down?.usable ? this.down : await HttpConnection.open(this.relay, this.config);
         const response = await this.down.request("GET", `${this.base}&ack=${this.ack}&wait=${this.waitMs}`, {
           timeoutMs: this.waitMs + this.config.timeoutMs,
-          maxBody: MAX_MESSAGE_BYTES,
+          maxBody: MAX_POLL_ANSWER,
         });
         if (this.finished) return;
         if (response.status === 404) return this.finish(1006, "the relay no longer knows this session (it restarted)");
         if (response.status !== 200) throw new Error(`the poll was answered ${response.status} ${response.statusText}`);
         failures = 0;
-        const seq = Number(response.headers.get(SEQ_HEADER) ?? this.ack);
-        if (seq === this.ack + 1) {
-          this.ack = seq;
-          if (response.body.byteLength > 0) {
-            this.onmessage(new Uint8Array(response.body.buffer, response.body.byteOffset, response.body.byteLength));
-          }
+        const answer = decodePollAnswer(response.body);
+        if (answer.seq === this.ack + 1) {
+          this.ack = answer.seq;
+          if (answer.frames.byteLength > 0) this.onmessage(answer.frames);
         }
         this.onmessage(HEARTBEAT.pong);
-        const closed = response.headers.get(CLOSE_HEADER);
-        if (closed) {
-          const [code = "1000", ...reason] = closed.split(" ");
-          return this.finish(Number(code), decodeURIComponent(reason.join(" ")));
-        }
+        if (answer.close) return this.finish(answer.close.code, answer.close.reason);
       } catch (error) {
         if (this.finished) return;
         if (++failures >= MAX_FAILURES) return this.finish(1006, `polling the relay failed: ${describe(error)}`);
