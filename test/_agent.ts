@@ -19,9 +19,26 @@ export function agentCommand(runtime: RuntimeName, args: string[]): [string, str
   }
 }
 
+let transport: "websocket" | "https" | undefined;
+
+/**
+ * Makes every agent of this test file use `--transport <mode>`: the behaviour suites run once
+ * per transport, since visitors must not see which one their tunnel's agent uses.
+ */
+export function useTransport(mode: "websocket" | "https"): void {
+  transport = mode;
+}
+
 /** The arguments every test agent gets: its origin's port, the relay, and a tunnel name. */
 export function tunnelArgs(port: number | string, relay: { url: string }, name?: string): string[] {
-  return ["--port", String(port), "--relay", relay.url, ...(name === undefined ? [] : ["--name", name])];
+  return [
+    "--port",
+    String(port),
+    "--relay",
+    relay.url,
+    ...(name === undefined ? [] : ["--name", name]),
+    ...(transport ? ["--transport", transport] : []),
+  ];
 }
 
 /** A real agent process. */
