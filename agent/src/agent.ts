@@ -106,7 +106,7 @@ export class Agent {
       }
       const delay = end.fallback ? 0 : Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt++) * (0.5 + Math.random() / 2);
       if (!everReady && attempt === 1 && end.failure) {
-        const local = /^(localhost|127\.|\[::1\])/.test(this.options.relay.host);
+        const local = end.failure.step === "relay" && /^(localhost|127\.|\[::1\])/.test(this.options.relay.host);
         this.log.error(
           `${end.failure.message}`,
           `${local ? "start it with `npm run dev`, or point --relay (BURROW_RELAY) at a running relay" : end.failure.hint}; retrying meanwhile`,

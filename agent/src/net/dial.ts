@@ -88,7 +88,7 @@ async function connectThrough(proxy: ProxyConfig, host: string, port: number, co
   }
   const authority = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
   const lines = [`CONNECT ${authority} HTTP/1.1`, `Host: ${authority}`, "User-Agent: burrow-agent"];
-  if (proxy.authorization) lines.push(`ProxyConfig-Authorization: ${proxy.authorization}`);
+  if (proxy.authorization) lines.push(`Proxy-Authorization: ${proxy.authorization}`);
   socket.write(`${lines.join("\r\n")}\r\n\r\n`);
   const reader = new SocketReader(socket);
   let head: ReturnType<typeof parseHead>;
