@@ -1,7 +1,9 @@
 import {
   decodeFrame,
   decodeFrames,
+  decodePollAnswer,
   encodeFrame,
+  encodePollAnswer,
   type Frame,
   FrameBatch,
   FrameType,
@@ -219,5 +221,25 @@ describe("frames batched into one message", () => {
     expect(decodeFrames(sent[0]!).map((f) => f.type)).toEqual([FrameType.ResponseHead, FrameType.Data, FrameType.End]);
     batch.push({ type: FrameType.Data, stream: 1, bytes: new Uint8Array(MAX_DATA_CHUNK) });
     expect(sent).toHaveLength(2); // a full chunk does not wait
+  });
+});
+
+describe("poll answers (HTTPS transport)", () => {
+  it("round-trip a batch with frames and one that closes the session", () => {
+    const frames = encodeFrame({ type: FrameType.End, stream: 3 });
+    expect(decodePollAnswer(encodePollAnswer({ seq: 7, close: undefined, frames }))).toEqual({
+      seq: 7,
+      close: undefined,
+      frames,
+    });
+    const closing = decodePollAnswer(encodePollAnswer({ seq: 8, close: { code: 4001, reason: "replaced – newer" }, frames }));
+    expect(closing.close).toEqual({ code: 4001, reason: "replaced – newer" });
+    expect(decodeFrames(closing.frames)).toEqual([{ type: FrameType.End, stream: 3 }]);
+  });
+
+  it("reject a truncated answer with a ProtocolError", () => {
+    expect(() => decodePollAnswer(new Uint8Array(5))).toThrow(ProtocolError);
+    const answer = encodePollAnswer({ seq: 1, close: { code: 1000, reason: "bye" }, frames: new Uint8Array(0) });
+    expect(() => decodePollAnswer(answer.subarray(0, 9))).toThrow(/ends inside its close reason/);
   });
 });
