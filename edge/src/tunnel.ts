@@ -29,6 +29,11 @@ type HelloAttachment = Extract<Attachment, { phase: "hello" }>;
 
 /** After an agent drops without saying goodbye, its name stays reserved for it this long. */
 const NAME_GRACE_MS = 60_000;
+/**
+ * A visitor who arrives while the agent reconnects (a proxy cut its connection, say) waits
+ * this long for it instead of getting an error: agents retry within a second after a drop.
+ */
+const AGENT_RETURN_WAIT_MS = 10_000;
 const DEFAULT_RESPONSE_TIMEOUT_S = 600;
 
 /**
@@ -44,6 +49,8 @@ export class TunnelObject extends DurableObject<Env> {
   private lastStreamId = Math.floor(Math.random() * 0x7fff_ffff);
   /** Frames sent to an agent in one turn leave as one message (a microtask later). */
   private readonly batches = new WeakMap<AgentLink, FrameBatch>();
+  /** Visitors waiting for a dropped agent to come back (see agentBack). */
+  private readonly returning = new Set<(agent: AgentLink) => void>();
   /** Agents on the HTTPS transport, by session id (in memory: see PollingLink). */
   private readonly sessions = new Map<string, PollingLink>();
 
@@ -118,7 +125,7 @@ export class TunnelObject extends DurableObject<Env> {
   private async visit(request: Request): Promise<Response> {
     const tunnel = request.headers.get(INTERNAL.tunnel) ?? "";
     const path = request.headers.get(INTERNAL.path) ?? "/";
-    const agent = this.agent();
+    const agent = this.agent() ?? (await this.agentBack());
     if (!agent) {
       throw new EdgeError(
         502,
@@ -139,6 +146,26 @@ export class TunnelObject extends DurableObject<Env> {
     const timeoutMs = 1000 * (Number(this.env.RESPONSE_TIMEOUT_SECONDS) || DEFAULT_RESPONSE_TIMEOUT_S);
     this.ctx.waitUntil(this.streams.forwardBody(id, request.body).then(() => this.streams.awaitHead(id, timeoutMs, tunnel)));
     return response;
+  }
+
+  /**
+   * The agent, once it is back, if it dropped without saying goodbye moments ago (its name is
+   * still reserved for it); undefined if it does not return within AGENT_RETURN_WAIT_MS.
+   */
+  private async agentBack(): Promise<AgentLink | undefined> {
+    const lease = await this.ctx.storage.get<{ claim: string; until: number }>("claim");
+    if (!lease || lease.until < Date.now() + NAME_GRACE_MS - AGENT_RETURN_WAIT_MS) return undefined;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.returning.delete(waiter);
+        resolve(undefined);
+      }, AGENT_RETURN_WAIT_MS);
+      const waiter = (agent: AgentLink) => {
+        clearTimeout(timer);
+        resolve(agent);
+      };
+      this.returning.add(waiter);
+    });
   }
 
   /** Stream ids are unique per Durable Object instance; the random start keeps them unique across wake-ups. */
@@ -269,6 +296,8 @@ export class TunnelObject extends DurableObject<Env> {
     socket.serializeAttachment({ phase: "ready", name: hello.name, url: attachment.url, claim } satisfies Attachment);
     await this.ctx.storage.put("claim", { claim, until: 0 });
     this.sendFrame(socket, { type: FrameType.Ready, name: hello.name, url: attachment.url });
+    for (const waiter of this.returning) waiter(socket);
+    this.returning.clear();
   }
 
   /** Returns why the hello is refused, or undefined to accept it. */
