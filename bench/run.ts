@@ -67,21 +67,26 @@ async function setUp(): Promise<Variant[]> {
       relayPids: workerdOf(floor),
     });
   }
-  const plan: [RuntimeName, Launcher][] = [
-    ["node", "wrangler"],
-    ["node", "workerd"],
-    ["bun", "workerd"],
-    ["deno", "workerd"],
+  const plan: [RuntimeName, Launcher, "websocket" | "https"][] = [
+    ["node", "wrangler", "websocket"],
+    ["node", "workerd", "websocket"],
+    ["bun", "workerd", "websocket"],
+    ["deno", "workerd", "websocket"],
+    ["node", "workerd", "https"],
   ];
-  for (const [runtime, launcher] of plan) {
+  for (const [runtime, launcher, transport] of plan) {
     // One relay per agent, so that each relay's memory is its own tunnel's.
     const relay = await Relay.start({ launcher });
     stops.push(() => relay.dispose());
-    const agent = await AgentProcess.start(runtime, tunnelArgs(originPort, relay, `bench-${runtime}`));
+    const agent = await AgentProcess.start(runtime, [
+      ...tunnelArgs(originPort, relay, `bench-${runtime}-${transport}`),
+      "--transport",
+      transport,
+    ]);
     stops.push(() => agent.stop("SIGINT"));
     const url = new URL(agent.url);
     variants.push({
-      name: `Burrow ${runtime} (${launcher})`,
+      name: `Burrow ${runtime}${transport === "https" ? " https" : ""} (${launcher})`,
       kind: "burrow",
       launcher,
       runtime,
