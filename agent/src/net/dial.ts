@@ -166,6 +166,9 @@ async function handshake(
 ): Promise<tls.TLSSocket> {
   const options: tls.ConnectionOptions = {
     socket: raw,
+    // Over a socket of our own, tls.connect knows the peer only from these: without `host`
+    // it checks the certificate against "localhost", which fails for a relay reached by IP.
+    host,
     servername: net.isIP(host) ? undefined : host,
     rejectUnauthorized: !config.insecure,
     ALPNProtocols: ["http/1.1"],
