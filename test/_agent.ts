@@ -41,21 +41,34 @@ export function tunnelArgs(port: number | string, relay: { url: string }, name?:
   ];
 }
 
+export interface AgentOptions {
+  /** A network namespace to run the agent in (`ip netns exec <netns> ...`; needs root). */
+  netns?: string;
+}
+
 /** A real agent process. */
 export class AgentProcess extends Child {
   /** The public URL from the ready line. */
   url = "";
 
-  constructor(runtime: RuntimeName, args: string[], env: NodeJS.ProcessEnv = {}) {
+  /** `env` is added to the test's environment; a variable set to undefined is removed. */
+  constructor(runtime: RuntimeName, args: string[], env: NodeJS.ProcessEnv = {}, options: AgentOptions = {}) {
     const [command, argv] = agentCommand(runtime, args);
     // Only what a user's shell would pass; no BURROW_* leaks in from the test's environment.
     const base = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("BURROW_")));
-    super(`agent:${runtime}`, command, argv, { cwd: ROOT, env: { ...base, ...env } });
+    // `ip netns exec` execs the command in place: the pid, its group and runtimePid stay the agent's.
+    const [program, programArgs] = options.netns ? ["ip", ["netns", "exec", options.netns, command, ...argv]] : [command, argv];
+    super(`agent:${runtime}`, program, programArgs, { cwd: ROOT, env: { ...base, ...env } });
   }
 
   /** Starts an agent and resolves once it prints its public URL. */
-  static async start(runtime: RuntimeName, args: string[], env?: NodeJS.ProcessEnv): Promise<AgentProcess> {
-    const agent = new AgentProcess(runtime, args, env);
+  static async start(
+    runtime: RuntimeName,
+    args: string[],
+    env?: NodeJS.ProcessEnv,
+    options?: AgentOptions,
+  ): Promise<AgentProcess> {
+    const agent = new AgentProcess(runtime, args, env, options);
     await agent.ready();
     return agent;
   }

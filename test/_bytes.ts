@@ -1,7 +1,11 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createCipheriv, createHash } from "node:crypto";
 
-/** Test bytes: random, generated once per process, served by the origin at /bytes/<n>. */
-const BLOB = randomBytes(50 * 1024 * 1024);
+/**
+ * Test bytes, served by the origin at /bytes/<n>: pseudo-random (an AES-CTR keystream, as
+ * incompressible as random bytes) and the same in every process, so an origin running in a
+ * child process (test/_origin-main.ts) serves the bytes the test expects.
+ */
+const BLOB = createCipheriv("aes-128-ctr", Buffer.alloc(16, 7), Buffer.alloc(16)).update(Buffer.alloc(50 * 1024 * 1024));
 
 export function blob(size: number): Buffer {
   return BLOB.subarray(0, size);

@@ -16,6 +16,8 @@ export { blob, sha256 } from "./_bytes.ts";
  * - /hang: never answers; /truncate: promises 100000 bytes, sends 1000 and dies
  * - /pattern/<n>: n bytes of the repeating test pattern, written as fast as the socket drains
  * - /sink?rate=<bytes per second>: reads the body that slowly, answers its length and sha256
+ * - /sse?count=<n>&interval=<ms>: a text/event-stream of n events `data: <i>` (i from 1), one
+ *   every interval ms (the first at once), then the end
  * WebSockets (any path under /ws/; other upgrades get a 403; subprotocol chat.v2 is chosen):
  * - /ws/echo: sends every message back as it came (text or binary)
  * - /ws/hash: answers each message with "<type> <length> <sha256>", and "send <n>" with n bytes
@@ -162,6 +164,20 @@ function handle(request: http.IncomingMessage, response: http.ServerResponse): v
         response.setHeader("content-type", "application/json");
         response.end(JSON.stringify({ length, sha256: hash.digest("hex") }));
       });
+      return;
+    }
+    case "sse": {
+      const count = Number(url.searchParams.get("count") ?? 5);
+      const interval = Number(url.searchParams.get("interval") ?? 200);
+      response.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+      let sent = 0;
+      const send = () => {
+        if (response.destroyed) return;
+        response.write(`data: ${++sent}\n\n`);
+        if (sent >= count) response.end();
+        else setTimeout(send, interval);
+      };
+      send();
       return;
     }
     case "hang":

@@ -17,6 +17,11 @@ export interface RelayOptions {
   launcher?: "wrangler" | "workerd";
   /** Another Worker to run the same way (the benchmark's Durable Object floor). */
   config?: string;
+  /**
+   * workerd only: a second socket serving the same Worker over TLS on `address` (e.g.
+   * "10.201.0.1:443"), with the PEM files `cert` (chain) and `key`, besides the plain-http one.
+   */
+  tls?: { address: string; cert: string; key: string };
 }
 
 /** A real relay: the Worker and its Durable Objects on workerd, through `wrangler dev`. */
@@ -85,6 +90,7 @@ export class Relay {
 
   private async launch(): Promise<void> {
     if (this.options.launcher === "workerd") return this.launchWorkerd();
+    if (this.options.tls) throw new Error('a relay with tls needs launcher: "workerd"');
     const vars = Object.entries(this.options.vars ?? {}).flatMap(([key, value]) => ["--var", `${key}:${value}`]);
     this.child = new Child(
       "relay",
@@ -111,11 +117,22 @@ export class Relay {
     mkdirSync(storage, { recursive: true });
     const toml = readFileSync(this.config, "utf8");
     copyFileSync(bundle(this.config), join(this.persist, "index.js")); // capnp embeds paths relative to the config
-    writeFileSync(config, workerdConfig(toml, "index.js", this.port, storage, { ...wranglerVars(toml), ...this.options.vars }));
+    const { tls } = this.options;
+    if (tls) {
+      copyFileSync(tls.cert, join(this.persist, "tls-cert.pem"));
+      copyFileSync(tls.key, join(this.persist, "tls-key.pem"));
+    }
+    const vars = { ...wranglerVars(toml), ...this.options.vars };
+    writeFileSync(config, workerdConfig(toml, "index.js", this.port, storage, vars, tls?.address));
     this.child = new Child("relay", join(ROOT, "node_modules/.bin/workerd"), ["serve", "--experimental", config], {
       cwd: this.persist,
     });
     await waitForPort(this.port, this.child);
+    if (tls) {
+      const match = /^(.*):(\d+)$/.exec(tls.address);
+      const host = (match?.[1] ?? tls.address).replace(/^\[|\]$/g, "");
+      await waitForPort(Number(match?.[2] ?? 443), this.child, host);
+    }
   }
 }
 
@@ -153,8 +170,18 @@ function wranglerCompatibility(toml: string): { date: string; flags: string[] } 
   return { date, flags };
 }
 
-/** A workerd config serving the relay bundle with its Durable Objects on local disk. */
-function workerdConfig(toml: string, bundlePath: string, port: number, storage: string, vars: Record<string, string>): string {
+/**
+ * A workerd config serving the relay bundle with its Durable Objects on local disk, and over TLS
+ * on `tlsAddress` too when given (with tls-cert.pem and tls-key.pem beside the config).
+ */
+function workerdConfig(
+  toml: string,
+  bundlePath: string,
+  port: number,
+  storage: string,
+  vars: Record<string, string>,
+  tlsAddress?: string,
+): string {
   const { date, flags } = wranglerCompatibility(toml);
   // The one Durable Object binding of the wrangler.toml.
   const binding = /^\[\[durable_objects\.bindings\]\]\s*\nname\s*=\s*"(\w+)"\s*\nclass_name\s*=\s*"(\w+)"/m.exec(toml);
@@ -163,10 +190,17 @@ function workerdConfig(toml: string, bundlePath: string, port: number, storage: 
     ([name, value]) => `(name = ${JSON.stringify(name)}, text = ${JSON.stringify(value)})`,
   );
   bindings.push(`(name = "${name}", durableObjectNamespace = "${className}")`);
+  const sockets = [`(name = "http", address = "127.0.0.1:${port}", http = (), service = "relay")`];
+  if (tlsAddress) {
+    const keypair = `keypair = (privateKey = embed "tls-key.pem", certificateChain = embed "tls-cert.pem")`;
+    sockets.push(
+      `(name = "https", address = ${JSON.stringify(tlsAddress)}, https = (options = (), tlsOptions = (${keypair})), service = "relay")`,
+    );
+  }
   return `using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [ (name = "relay", worker = .relay), (name = "storage", disk = (path = ${JSON.stringify(storage)}, writable = true)) ],
-  sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "relay") ],
+  sockets = [ ${sockets.join(", ")} ],
 );
 const relay :Workerd.Worker = (
   modules = [ (name = "index.js", esModule = embed ${JSON.stringify(bundlePath)}) ],
@@ -179,12 +213,12 @@ const relay :Workerd.Worker = (
 `;
 }
 
-/** Resolves once something accepts connections on `port`. */
-async function waitForPort(port: number, child: Child): Promise<void> {
+/** Resolves once something accepts connections on `host`:`port`. */
+async function waitForPort(port: number, child: Child, host = "127.0.0.1"): Promise<void> {
   const deadline = Date.now() + 30_000;
   for (;;) {
     const open = await new Promise<boolean>((resolve) => {
-      const socket = net.connect(port, "127.0.0.1", () => {
+      const socket = net.connect(port, host, () => {
         socket.destroy();
         resolve(true);
       });
@@ -192,7 +226,7 @@ async function waitForPort(port: number, child: Child): Promise<void> {
     });
     if (open) return;
     if (Date.now() > deadline || child.exitCode !== null)
-      throw new Error(`the relay did not listen on ${port}:\n${child.output}`);
+      throw new Error(`the relay did not listen on ${host}:${port}:\n${child.output}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
