@@ -1,0 +1,161 @@
+import { execFileSync } from "node:child_process";
+import net from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CorpNetwork, CorpOrigin, CorpRelay, skipCorp } from "../_corp.ts";
+
+// The simulated corporate networks themselves (test/_corp.ts), checked with curl from inside
+// the namespace, so that a scenario failing in corp.test.ts is the agent's doing, not the
+// simulation's. Skipped, loudly, where corp.test.ts is (see there).
+
+const curl = (() => {
+  try {
+    execFileSync("curl", ["--version"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+const skip = skipCorp("the corp network checks");
+if (!skip && !curl) console.warn("\n!!! SKIPPING the corp network checks: they need curl\n");
+
+/** Holds a CONNECT tunnel through a proxy open, talking, and says how it ended (run inside a namespace). */
+const HOLD = `
+const net = require("node:net");
+const [host, port, target, idle] = process.argv.slice(1);
+const socket = net.connect(Number(port), host, () => socket.write("CONNECT " + target + " HTTP/1.1\\r\\nHost: " + target + "\\r\\n\\r\\n"));
+let opened = 0, timer;
+socket.once("data", (head) => {
+  console.log(head.toString().split("\\r\\n")[0]);
+  opened = Date.now();
+  if (!idle) timer = setInterval(() => socket.write("ping\\n"), 200);
+  socket.on("data", () => {});
+});
+socket.on("end", () => { console.log("ended after " + (Date.now() - opened)); clearInterval(timer); });
+socket.on("error", (error) => { console.log(error.code + " after " + (Date.now() - opened)); clearInterval(timer); });
+`;
+
+describe.skipIf(skip || !curl)("simulated corporate networks", () => {
+  let relay: CorpRelay;
+  const networks: CorpNetwork[] = [];
+  const servers: net.Server[] = [];
+
+  async function network(options: Parameters<typeof CorpNetwork.create>[0]): Promise<CorpNetwork> {
+    const created = await CorpNetwork.create(options);
+    networks.push(created);
+    // Something listening on the host side of the veth: a refused connection is the firewall's doing.
+    const server = net.createServer((socket) => socket.on("error", () => {}).end("hello\n"));
+    await new Promise<void>((resolve) => server.listen(9999, created.hostIp, resolve));
+    servers.push(server);
+    return created;
+  }
+
+  async function curlIn(network: CorpNetwork, ...args: string[]) {
+    return network.run(["curl", "-sS", "--max-time", "10", ...args]);
+  }
+
+  beforeAll(async () => {
+    relay = await CorpRelay.start();
+  }, 90_000);
+
+  afterAll(async () => {
+    for (const server of servers) server.close();
+    await Promise.all(networks.map((created) => created.dispose()));
+    await relay?.dispose();
+  });
+
+  it("direct443: reaches the relay over TLS with its CA, and nothing but port 443", async () => {
+    const corp = await network({ egress: "direct443" });
+    expect(await curlIn(corp, "--cacert", relay.caFile, `${relay.url}/`)).toMatchObject({
+      status: 0,
+      output: expect.stringContaining("Burrow relay"),
+    });
+    expect((await curlIn(corp, `${relay.url}/`)).status).toBe(60); // unknown CA
+    const refused = await curlIn(corp, `http://${corp.hostIp}:9999/`);
+    expect(refused.status, refused.output).toBe(7);
+    // The origin inside answers on the namespace's own localhost.
+    const origin = await CorpOrigin.start(corp);
+    expect(await curlIn(corp, `http://localhost:${origin.port}/status/201`)).toMatchObject({ status: 0, output: "status 201" });
+  });
+
+  it("direct443 with block: drop: other egress hangs instead of failing fast", async () => {
+    const corp = await network({ egress: "direct443", block: "drop" });
+    const dropped = await curlIn(corp, "--connect-timeout", "1", `http://${corp.hostIp}:9999/`);
+    expect(dropped.status, dropped.output).toBe(28); // timed out
+    expect((await curlIn(corp, "--cacert", relay.caFile, `${relay.url}/`)).status).toBe(0);
+  });
+
+  it("squid: CONNECT to 443 with Basic auth only; no way around it", async () => {
+    const corp = await network({ egress: "squid", squid: { auth: { user: "corp user", password: "p@ss:w/rd" } } });
+    expect(corp.proxyUrl).toBe(`http://corp%20user:p%40ss%3Aw%2Frd@${corp.hostIp}:3128`);
+    const through = await curlIn(corp, "--cacert", relay.caFile, "--proxy", corp.proxyUrl, `${relay.url}/`);
+    expect(through).toMatchObject({ status: 0, output: expect.stringContaining("Burrow relay") });
+    const wrong = await curlIn(corp, "--proxy", corp.proxyUrl.replace("p%40ss", "wrong"), `${relay.url}/`);
+    expect(wrong.output).toContain("407");
+    const port = await curlIn(corp, "--proxy", corp.proxyUrl, `https://${relay.ip}:9999/`);
+    expect(port.output).toContain("403");
+    expect((await curlIn(corp, "--cacert", relay.caFile, `${relay.url}/`)).status).toBe(7); // direct: refused
+    expect(corp.squidLog().join("\n")).toMatch(/TCP_TUNNEL\/200 \d+ CONNECT \S+:443 corp user /);
+  });
+
+  it("mitm: re-signs TLS with its CA (CN mitmproxy), verifies the relay upstream, and can block WebSockets", async () => {
+    const corp = await network({ egress: "mitm", mitm: { blockWebSockets: true } });
+    const seen = await curlIn(corp, "-v", "--cacert", corp.proxyCaFile, "--proxy", corp.proxyUrl, `${relay.url}/`);
+    expect(seen.status, seen.output).toBe(0);
+    expect(seen.output).toMatch(/issuer: .*CN=mitmproxy/);
+    expect((await curlIn(corp, "--cacert", relay.caFile, "--proxy", corp.proxyUrl, `${relay.url}/`)).status).toBe(60);
+    const upgrade = await curlIn(
+      corp,
+      ...["-i", "--cacert", corp.proxyCaFile, "--proxy", corp.proxyUrl],
+      ...["-H", "Upgrade: websocket", "-H", "Connection: Upgrade", "-H", "Sec-WebSocket-Version: 13"],
+      ...["-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", `${relay.url}/connect?name=x`],
+    );
+    expect(upgrade.output).toMatch(/HTTP\/1\.1 403[\s\S]*WebSockets are blocked by policy/);
+    expect((await curlIn(corp, "--cacert", relay.caFile, `${relay.url}/`)).status).toBe(7); // direct: refused
+  });
+
+  it("mitm: refuses a relay whose certificate it cannot verify", async () => {
+    const other = await network({ egress: "mitm" });
+    // Trusting another CA (the first mitmproxy's) for upstream instead of the relay's.
+    const corp = await network({ egress: "mitm", upstreamCaFile: other.proxyCaFile });
+    const answer = await curlIn(corp, "-i", "--cacert", corp.proxyCaFile, "--proxy", corp.proxyUrl, `${relay.url}/`);
+    expect(answer.output).toMatch(/HTTP\/[\d.]+ 502/);
+    expect(answer.output).toContain("Certificate verify failed");
+  });
+
+  it("squid with cut: ends each tunnel that long after it opened, with a close, then a reset", async () => {
+    const corp = await network({ egress: "squid", squid: { cut: { everySeconds: 1, how: "alternate" } } });
+    // An echo server on port 443 for the tunnels to talk to.
+    const echo = net.createServer((socket) => socket.on("error", () => {}).pipe(socket));
+    await new Promise<void>((resolve) => echo.listen(443, corp.hostIp, resolve));
+    servers.push(echo);
+    const hold = () => corp.run([process.execPath, "-e", HOLD, corp.hostIp, "3128", `${corp.hostIp}:443`], { timeoutMs: 10_000 });
+    const first = await hold();
+    const second = await hold();
+    expect(first.output).toMatch(/^HTTP\/1\.1 200 .*\nended after (\d+)$/);
+    expect(second.output).toMatch(/^HTTP\/1\.1 200 .*\nECONNRESET after (\d+)$/);
+    for (const { output } of [first, second]) {
+      const after = Number(/after (\d+)/.exec(output)![1]);
+      expect(after).toBeGreaterThanOrEqual(1000);
+      expect(after).toBeLessThan(1600);
+    }
+    expect(corp.cuts.map((cut) => cut.how)).toEqual(["close", "reset"]);
+  });
+
+  it("squid with idleTimeoutSeconds: ends a tunnel idle that long, not a busy one", async () => {
+    const corp = await network({ egress: "squid", squid: { idleTimeoutSeconds: 2 } });
+    const echo = net.createServer((socket) => socket.on("error", () => {}).pipe(socket));
+    await new Promise<void>((resolve) => echo.listen(443, corp.hostIp, resolve));
+    servers.push(echo);
+    const argv = [process.execPath, "-e", HOLD, corp.hostIp, "3128", `${corp.hostIp}:443`];
+    const busy = corp.exec(argv);
+    const idle = await corp.run([...argv, "idle"], { timeoutMs: 15_000 });
+    expect(idle.output).toMatch(/^HTTP\/1\.1 200 .*\nended after \d+$/);
+    // squid keeps time in whole seconds: an idle tunnel ends within a second or two of read_timeout.
+    const after = Number(/after (\d+)/.exec(idle.output)![1]);
+    expect(after).toBeGreaterThan(900);
+    expect(after).toBeLessThan(6000);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    expect(busy.output, "the busy tunnel, opened with the idle one").toMatch(/^HTTP\/1\.1 200 [^\n]*$/);
+    await busy.stop("SIGKILL");
+  });
+});
