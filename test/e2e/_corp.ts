@@ -1,0 +1,317 @@
+import { readFileSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AgentProcess, type RuntimeName } from "../_agent.ts";
+import { patternHash } from "../_bytes.ts";
+import { CorpNetwork, type CorpOptions, CorpOrigin, CorpRelay, networkEnv, skipCorp } from "../_corp.ts";
+import { download, upload } from "../_transfer.ts";
+import { at, dialOptions, visit } from "../_visit.ts";
+
+const MB = 1024 * 1024;
+const SIZE = 20 * MB;
+/** Seconds between the proxy's cuts in the reconnection scenario (real proxies: often 30). */
+const CUT_EVERY = 5;
+const CUTS = 3;
+
+const skip = skipCorp("the corporate-network tests");
+
+let expectedHash: string | undefined;
+const sizeHash = () => {
+  expectedHash ??= patternHash(SIZE);
+  return expectedHash;
+};
+
+/** Server-sent events as they arrive: each event's data and when it arrived. */
+function events(url: string): Promise<{ status: number; events: { data: string; at: number }[] }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(dialOptions(url), (response) => {
+        const seen: { data: string; at: number }[] = [];
+        let buffer = "";
+        response.setEncoding("utf8");
+        response.on("data", (text: string) => {
+          buffer += text;
+          for (let end = buffer.indexOf("\n\n"); end >= 0; end = buffer.indexOf("\n\n")) {
+            seen.push({ data: buffer.slice(0, end).replace(/^data: /, ""), at: performance.now() });
+            buffer = buffer.slice(end + 2);
+          }
+        });
+        response.on("error", reject);
+        response.on("end", () => resolve({ status: response.statusCode!, events: seen }));
+      })
+      .on("error", reject);
+  });
+}
+
+/** The transport the agent announced first (`transport: websocket` or `transport: https (...)`). */
+function transportOf(agent: AgentProcess): string | undefined {
+  return agent.lines.map((line) => /^transport: (\S+)/.exec(line)?.[1]).find(Boolean);
+}
+
+/** Waits for `agent` to exit (it is expected to); fails if it keeps running. */
+async function exitOf(agent: AgentProcess, timeoutMs = 30_000): Promise<number | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the agent was still running after ${timeoutMs}ms:\n${agent.output}`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([agent.exited, timeout]);
+  } finally {
+    clearTimeout(timer);
+    await agent.stop("SIGKILL");
+  }
+}
+
+/**
+ * The agent behind simulated corporate networks, run once per agent runtime: a network
+ * namespace whose firewall lets out only port 443, or only a proxy (squid with Basic auth,
+ * mitmproxy inspecting TLS, mitmproxy refusing WebSockets, squid cutting connections), with the
+ * agent and the origin inside it and the relay (workerd, TLS on :443) outside. Visitors reach
+ * the tunnel from the test process at the relay's plain-http port, by path.
+ */
+export function corpSuite(runtime: RuntimeName): void {
+  describe.skipIf(skip)(`a ${runtime} agent in corporate networks`, () => {
+    let relay: CorpRelay;
+
+    beforeAll(async () => {
+      relay = await CorpRelay.start();
+    }, 90_000);
+
+    afterAll(async () => {
+      await relay?.dispose();
+    });
+
+    /** A network with an origin inside, and agents started in it (all torn down after the block). */
+    function corp(options: CorpOptions) {
+      const context = {
+        network: undefined as unknown as CorpNetwork,
+        origin: undefined as unknown as CorpOrigin,
+        agents: [] as AgentProcess[],
+        /** An agent in the network for the origin, as tunnel `name`. Not yet waited for. */
+        spawn(name: string, args: string[], env: Record<string, string> = {}): AgentProcess {
+          const argv = ["--port", String(context.origin.port), "--relay", relay.url, "--name", name, ...args];
+          const agent = new AgentProcess(runtime, argv, networkEnv(env), { netns: context.network.ns });
+          context.agents.push(agent);
+          return agent;
+        },
+        /** Like spawn, and resolves once the tunnel is up. */
+        async start(name: string, args: string[], env?: Record<string, string>): Promise<AgentProcess> {
+          const agent = context.spawn(name, args, env);
+          await agent.ready();
+          return agent;
+        },
+        /** `agent doctor` in the network, to its end. */
+        async doctor(args: string[], env: Record<string, string> = {}): Promise<{ status: number | null; output: string }> {
+          const agent = new AgentProcess(runtime, ["doctor", "--relay", relay.url, ...args], networkEnv(env), {
+            netns: context.network.ns,
+          });
+          context.agents.push(agent);
+          return { status: await exitOf(agent), output: agent.output };
+        },
+      };
+      beforeAll(async () => {
+        context.network = await CorpNetwork.create(options);
+        context.origin = await CorpOrigin.start(context.network);
+      }, 60_000);
+      afterAll(async () => {
+        await Promise.all(context.agents.map((agent) => agent.stop("SIGINT")));
+        await context.network?.dispose();
+      });
+      return context;
+    }
+
+    /**
+     * What a visitor does through the tunnel `name`: a 20 MB download and a 20 MB upload, both
+     * checked by sha256, and server-sent events that arrive one by one, not all at the end.
+     */
+    async function serves(name: string, agent: AgentProcess): Promise<void> {
+      const base = relay.visitorUrl(name);
+      const tail = () => `\nagent said:\n${agent.lines.slice(-15).join("\n")}`;
+      const down = await download(at(base, `/pattern/${SIZE}`));
+      expect(down, `download${tail()}`).toMatchObject({ status: 200, length: SIZE, sha256: sizeHash() });
+      const up = await upload(at(base, "/sink"), SIZE);
+      expect(up.status, `upload: ${up.body.slice(0, 300)}${tail()}`).toBe(200);
+      expect(JSON.parse(up.body)).toEqual({ length: SIZE, sha256: sizeHash() });
+      const interval = 400;
+      const stream = await events(at(base, `/sse?count=5&interval=${interval}`));
+      expect(stream.status).toBe(200);
+      expect(stream.events.map((event) => event.data)).toEqual(["1", "2", "3", "4", "5"]);
+      // The origin writes one event every 400 ms: the first must reach the visitor well before
+      // the last (a buffered stream would deliver all five together when it ends).
+      const spread = stream.events.at(-1)!.at - stream.events[0]!.at;
+      expect(spread, "ms between the first and the last event's arrival").toBeGreaterThan(interval * 2);
+    }
+
+    describe("egress to port 443 only, no proxy", () => {
+      const corpnet = corp({ egress: "direct443" });
+
+      it("connects over WebSocket with the relay's CA from --ca, and serves downloads, uploads and events", async () => {
+        const name = `direct-${runtime}`;
+        const agent = await corpnet.start(name, ["--ca", relay.caFile]);
+        expect(transportOf(agent)).toBe("websocket");
+        await serves(name, agent);
+      }, 90_000);
+
+      it("goes direct to a relay listed in NO_PROXY, whatever HTTPS_PROXY says", async () => {
+        const name = `noproxy-${runtime}`;
+        const nowhere = `http://${corpnet.network.hostIp}:3128`; // nothing listens, and the firewall refuses it
+        const agent = await corpnet.start(name, ["--ca", relay.caFile], {
+          HTTPS_PROXY: nowhere,
+          NO_PROXY: `localhost,${relay.ip}`,
+        });
+        expect(transportOf(agent)).toBe("websocket");
+        expect((await visit(at(relay.visitorUrl(name), "/status/201"))).status).toBe(201);
+      }, 30_000);
+    });
+
+    describe("squid with Basic auth, CONNECT to 443 only", () => {
+      const corpnet = corp({ egress: "squid", squid: { auth: { user: "corp user", password: "p@ss:w/rd" } } });
+
+      it("goes through HTTPS_PROXY with percent-encoded credentials, over WebSocket", async () => {
+        expect(corpnet.network.proxyUrl).toContain("corp%20user:p%40ss%3Aw%2Frd@");
+        const name = `squid-${runtime}`;
+        const agent = await corpnet.start(name, ["--ca", relay.caFile], { HTTPS_PROXY: corpnet.network.proxyUrl });
+        expect(transportOf(agent)).toBe("websocket");
+        await serves(name, agent);
+        // squid logs a tunnel when it ends: stop the agent, and wait for squid to see it go.
+        await agent.stop("SIGINT");
+        const tunnel = new RegExp(`TCP_TUNNEL/200 \\d+ CONNECT ${relay.ip.replaceAll(".", "\\.")}:443 corp user `);
+        for (let i = 0; i < 40 && !tunnel.test(corpnet.network.squidLog().join("\n")); i++) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        expect(corpnet.network.squidLog().join("\n")).toMatch(tunnel);
+      }, 90_000);
+
+      it("exits 5 on wrong proxy credentials, saying 407 and credentials", async () => {
+        const wrong = corpnet.network.proxyUrl.replace("p%40ss%3Aw%2Frd", "wrong");
+        const agent = corpnet.spawn(`squid-wrong-${runtime}`, ["--ca", relay.caFile], { HTTPS_PROXY: wrong });
+        expect(await exitOf(agent)).toBe(5);
+        expect(agent.output).toMatch(/^error: .*407/m);
+        expect(agent.output).toMatch(/credentials/i);
+        expect(agent.output).toMatch(/^ {2}hint: /m);
+        expect(agent.output).not.toContain("p@ss:w/rd");
+      }, 40_000);
+
+      it("passes every step of agent doctor", async () => {
+        const { status, output } = await corpnet.doctor(["--ca", relay.caFile], { HTTPS_PROXY: corpnet.network.proxyUrl });
+        expect(status, output).toBe(0);
+        expect(output).toMatch(/^ok\s+proxy\b/m);
+        expect(output).toMatch(/^ok\s+websocket\b/m);
+        expect(output).not.toMatch(/^FAIL/m);
+      }, 40_000);
+    });
+
+    describe("mitmproxy inspecting TLS", () => {
+      const corpnet = corp({ egress: "mitm" });
+
+      it("works with the proxy's CA in --ca (a bundle with the relay's), over WebSocket", async () => {
+        const bundle = join(corpnet.network.dir, "bundle.pem");
+        writeFileSync(bundle, readFileSync(relay.caFile, "utf8") + readFileSync(corpnet.network.proxyCaFile, "utf8"));
+        const name = `mitm-${runtime}`;
+        const agent = await corpnet.start(name, ["--ca", bundle], { HTTPS_PROXY: corpnet.network.proxyUrl });
+        expect(transportOf(agent)).toBe("websocket");
+        await serves(name, agent);
+      }, 120_000);
+
+      it("works with the proxy's CA in NODE_EXTRA_CA_CERTS", async () => {
+        const name = `mitm-env-${runtime}`;
+        const agent = await corpnet.start(name, [], {
+          HTTPS_PROXY: corpnet.network.proxyUrl,
+          NODE_EXTRA_CA_CERTS: corpnet.network.proxyCaFile,
+        });
+        expect(transportOf(agent)).toBe("websocket");
+        expect((await visit(at(relay.visitorUrl(name), "/status/201"))).status).toBe(201);
+      }, 30_000);
+
+      it("exits 5 without the proxy's CA, naming its issuer mitmproxy and hinting at --ca", async () => {
+        const agent = corpnet.spawn(`mitm-noca-${runtime}`, ["--ca", relay.caFile], { HTTPS_PROXY: corpnet.network.proxyUrl });
+        expect(await exitOf(agent)).toBe(5);
+        expect(agent.output).toMatch(/^error: .*mitmproxy/m);
+        expect(agent.output).toMatch(/^ {2}hint: .*--ca/m);
+      }, 40_000);
+
+      it("connects anyway with --insecure, and warns", async () => {
+        const name = `mitm-insecure-${runtime}`;
+        const agent = await corpnet.start(name, ["--insecure"], { HTTPS_PROXY: corpnet.network.proxyUrl });
+        expect(agent.output).toMatch(/^warning: .*insecure/im);
+        expect((await visit(at(relay.visitorUrl(name), "/status/201"))).status).toBe(201);
+      }, 30_000);
+    });
+
+    describe("mitmproxy refusing WebSocket upgrades", () => {
+      const corpnet = corp({ egress: "mitm", mitm: { blockWebSockets: true } });
+
+      it("falls back to the HTTPS transport by itself, and serves downloads, uploads and events", async () => {
+        const name = `nows-${runtime}`;
+        const agent = await corpnet.start(name, ["--ca", corpnet.network.proxyCaFile], {
+          HTTPS_PROXY: corpnet.network.proxyUrl,
+        });
+        expect(transportOf(agent)).toBe("https");
+        expect(agent.output).toMatch(/^transport: https \(.+\)$/m);
+        await serves(name, agent);
+      }, 180_000);
+
+      it("has agent doctor fail the WebSocket step and pass the HTTPS one", async () => {
+        const { status, output } = await corpnet.doctor(["--ca", corpnet.network.proxyCaFile], {
+          HTTPS_PROXY: corpnet.network.proxyUrl,
+        });
+        expect(status, output).toBe(0);
+        expect(output).toMatch(/^FAIL\s+websocket\b/m);
+        expect(output).toMatch(/^ok\s+https\b/m);
+      }, 40_000);
+    });
+
+    describe(`squid cutting every connection after ${CUT_EVERY} s`, () => {
+      const corpnet = corp({ egress: "squid", squid: { cut: { everySeconds: CUT_EVERY, how: "alternate" } } });
+
+      it(
+        "reconnects under the same name each time, and visitors keep being served",
+        async () => {
+          const name = `cut-${runtime}`;
+          const agent = await corpnet.start(name, ["--ca", relay.caFile], { HTTPS_PROXY: corpnet.network.proxyUrl });
+          const { cuts } = corpnet.network;
+          const base = relay.visitorUrl(name);
+          type Outcome = { i: number; start: number; end: number; status: number; error?: string };
+          const pending: Promise<Outcome>[] = [];
+          const deadline = Date.now() + (CUTS + 1) * CUT_EVERY * 1000 + 10_000;
+          for (let i = 0; Date.now() < deadline; i++) {
+            if (cuts.length >= CUTS && Date.now() - cuts[CUTS - 1]!.at > 2000) break;
+            const start = Date.now();
+            const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error("no answer in 20 s")), 20_000));
+            pending.push(
+              Promise.race([visit(at(base, `/echo?i=${i}`)), timeout]).then(
+                (response) => ({
+                  i,
+                  start,
+                  end: Date.now(),
+                  status: response.status,
+                  error: response.status === 200 ? undefined : response.body.toString().slice(0, 200),
+                }),
+                (error: Error) => ({ i, start, end: Date.now(), status: 0, error: error.message }),
+              ),
+            );
+            await new Promise((resolve) => setTimeout(resolve, 200));
+          }
+          const outcomes = await Promise.all(pending);
+          const failed = outcomes.filter((outcome) => outcome.status !== 200);
+          // A request the relay had handed to the agent when the connection was cut may fail;
+          // one that arrives while the agent reconnects must wait for it and be served.
+          const atCut = (o: Outcome) => cuts.some((cut) => cut.at >= o.start - 250 && cut.at <= o.end + 250);
+          const unexplained = failed.filter((outcome) => !atCut(outcome));
+          console.log(
+            `[corp ${runtime}] ${cuts.length} cuts (${cuts.map((cut) => cut.how).join(", ")}), ${outcomes.length} requests, ` +
+              `${failed.length} failed (${failed.length - unexplained.length} in flight at a cut)` +
+              (failed.length ? `: ${failed.map((o) => `#${o.i} ${o.status} ${o.error}`).join("; ")}` : ""),
+          );
+          expect(cuts.length).toBeGreaterThanOrEqual(CUTS);
+          expect(unexplained, `failed requests:\nagent said:\n${agent.output}`).toEqual([]);
+          const ups = agent.lines.map((line) => /^tunnel (\S+) is up: /.exec(line)?.[1]).filter(Boolean);
+          expect(ups.length, agent.output).toBeGreaterThanOrEqual(CUTS);
+          expect(new Set(ups)).toEqual(new Set([name]));
+        },
+        (CUTS + 1) * CUT_EVERY * 1000 + 60_000,
+      );
+    });
+  });
+}
