@@ -372,11 +372,18 @@ export interface SquidOptions {
    * keeps time in whole seconds, so give or take one or two.
    */
   idleTimeoutSeconds?: number;
+  /** Destination addresses the proxy's policy refuses to CONNECT to (squid answers 403). */
+  deny?: string[];
 }
 
 export interface MitmOptions {
   /** An addon answers requests with `Upgrade: websocket` with 403 "WebSockets are blocked by policy". */
   blockWebSockets?: boolean;
+  /**
+   * An addon removes `Upgrade` and `Connection` from every request, as proxies that do not know
+   * WebSocket do: the relay receives a plain GET.
+   */
+  stripUpgrade?: boolean;
   /**
    * mitmproxy's stream_large_bodies (e.g. "1m"): bodies above it stream. Unset (the default),
    * mitmproxy buffers every body whole, as many inspecting proxies do.
@@ -569,6 +576,7 @@ export class CorpNetwork {
       "acl CONNECT method CONNECT",
       "http_access deny !Safe_ports",
       "http_access deny CONNECT !SSL_ports",
+      ...(options.deny?.length ? [`acl denied dst ${options.deny.join(" ")}`, "http_access deny denied"] : []),
       ...auth,
       "http_access allow all",
       "",
@@ -665,6 +673,11 @@ export class CorpNetwork {
       writeFileSync(addon, BLOCK_WEBSOCKETS);
       args.push("-s", addon);
     }
+    if (options.stripUpgrade) {
+      const addon = join(this.dir, "strip_upgrade.py");
+      writeFileSync(addon, STRIP_UPGRADE);
+      args.push("-s", addon);
+    }
     this.proxy = new Child(`mitmdump:${this.ns}`, "mitmdump", args, { cwd: this.dir });
     await waitForListen(this.hostIp, MITM_PORT, this.proxy);
     this.proxyCaFile = join(confdir, "mitmproxy-ca-cert.pem");
@@ -696,6 +709,19 @@ class BlockWebSockets:
 
 
 addons = [BlockWebSockets()]
+`;
+
+/** A mitmproxy addon: hop-by-hop upgrade headers dropped, as by a proxy that knows only HTTP/1.1. */
+const STRIP_UPGRADE = `from mitmproxy import http
+
+
+class StripUpgrade:
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        flow.request.headers.pop("upgrade", None)
+        flow.request.headers.pop("connection", None)
+
+
+addons = [StripUpgrade()]
 `;
 
 // ---------------------------------------------------------------------------------------------

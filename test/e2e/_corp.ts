@@ -83,7 +83,7 @@ export function corpSuite(runtime: RuntimeName): void {
     });
 
     /** A network with an origin inside, and agents started in it (all torn down after the block). */
-    function corp(options: CorpOptions) {
+    function corp(options: CorpOptions | (() => CorpOptions)) {
       const context = {
         network: undefined as unknown as CorpNetwork,
         origin: undefined as unknown as CorpOrigin,
@@ -111,7 +111,7 @@ export function corpSuite(runtime: RuntimeName): void {
         },
       };
       beforeAll(async () => {
-        context.network = await CorpNetwork.create(options);
+        context.network = await CorpNetwork.create(typeof options === "function" ? options() : options);
         context.origin = await CorpOrigin.start(context.network);
       }, 60_000);
       afterAll(async () => {
@@ -163,6 +163,29 @@ export function corpSuite(runtime: RuntimeName): void {
         expect(transportOf(agent)).toBe("websocket");
         expect((await visit(at(relay.visitorUrl(name), "/status/201"))).status).toBe(201);
       }, 30_000);
+
+      it("says the proxy is unreachable, with a hint, and keeps retrying", async () => {
+        const nowhere = `http://${corpnet.network.hostIp}:3128`;
+        const agent = corpnet.spawn(`noproxy-at-${runtime}`, ["--ca", relay.caFile], { HTTPS_PROXY: nowhere });
+        await agent.waitFor(/^error: cannot reach the proxy /, { timeoutMs: 20_000 });
+        expect(agent.output).toContain(`${corpnet.network.hostIp}:3128 (from HTTPS_PROXY)`);
+        expect(agent.output).toMatch(/^ {2}hint: check the proxy's host and port/m);
+        expect(agent.exitCode).toBeNull(); // a proxy may come back: it retries
+      }, 30_000);
+
+      it("says the relay is unreachable, with a hint, and keeps retrying", async () => {
+        const agent = new AgentProcess(
+          runtime,
+          ["--port", String(corpnet.origin.port), "--relay", `https://${corpnet.network.hostIp}`, "--ca", relay.caFile],
+          networkEnv(),
+          { netns: corpnet.network.ns },
+        );
+        corpnet.agents.push(agent);
+        await agent.waitFor(/^error: cannot reach the relay at /, { timeoutMs: 20_000 });
+        expect(agent.output).toMatch(/connection refused/i);
+        expect(agent.output).toMatch(/^ {2}hint: .*HTTPS_PROXY/m);
+        expect(agent.exitCode).toBeNull();
+      }, 30_000);
     });
 
     describe("squid with Basic auth, CONNECT to 443 only", () => {
@@ -199,6 +222,39 @@ export function corpSuite(runtime: RuntimeName): void {
         expect(output).toMatch(/^ok\s+proxy\b/m);
         expect(output).toMatch(/^ok\s+websocket\b/m);
         expect(output).not.toMatch(/^FAIL/m);
+      }, 40_000);
+    });
+
+    describe("squid whose policy refuses CONNECT to the relay", () => {
+      // A function: the relay's address is known once it started.
+      const corpnet = corp(() => ({ egress: "squid", squid: { deny: [relay.ip] } }));
+
+      it("exits 5, saying the proxy refused the tunnel and who can allow it", async () => {
+        const agent = corpnet.spawn(`squid-deny-${runtime}`, ["--ca", relay.caFile], { HTTPS_PROXY: corpnet.network.proxyUrl });
+        expect(await exitOf(agent)).toBe(5);
+        expect(agent.output).toMatch(
+          new RegExp(`^error: .*refused to open a tunnel to ${relay.ip.replaceAll(".", "\\.")}:443 \\(403`, "m"),
+        );
+        expect(agent.output).toMatch(/^ {2}hint: .*administrators/m);
+      }, 40_000);
+    });
+
+    describe("squid cutting connections idle for 3 s", () => {
+      const corpnet = corp({ egress: "squid", squid: { idleTimeoutSeconds: 3 } });
+
+      it("keeps its one connection open with heartbeats", async () => {
+        const name = `idle-${runtime}`;
+        const agent = await corpnet.start(name, ["--ca", relay.caFile, "--heartbeat", "1"], {
+          HTTPS_PROXY: corpnet.network.proxyUrl,
+        });
+        // Idle more than twice the proxy's limit, but for the heartbeats.
+        await new Promise((resolve) => setTimeout(resolve, 7_000));
+        expect((await visit(at(relay.visitorUrl(name), "/status/201"))).status).toBe(201);
+        expect(
+          agent.lines.filter((line) => /^tunnel \S+ is up: /.test(line)),
+          agent.output,
+        ).toHaveLength(1);
+        expect(agent.output).not.toMatch(/connection lost/);
       }, 40_000);
     });
 
@@ -259,6 +315,20 @@ export function corpSuite(runtime: RuntimeName): void {
         expect(status, output).toBe(0);
         expect(output).toMatch(/^FAIL\s+websocket\b/m);
         expect(output).toMatch(/^ok\s+https\b/m);
+      }, 40_000);
+    });
+
+    describe("mitmproxy stripping Upgrade headers", () => {
+      const corpnet = corp({ egress: "mitm", mitm: { stripUpgrade: true } });
+
+      it("falls back to the HTTPS transport, saying the upgrade was stripped", async () => {
+        const name = `strip-${runtime}`;
+        const agent = await corpnet.start(name, ["--ca", corpnet.network.proxyCaFile], {
+          HTTPS_PROXY: corpnet.network.proxyUrl,
+        });
+        expect(transportOf(agent)).toBe("https");
+        expect(agent.output).toMatch(/^transport: https \(.*without its Upgrade header \(a proxy stripped it\)\)$/m);
+        expect((await visit(at(relay.visitorUrl(name), "/status/201"))).status).toBe(201);
       }, 40_000);
     });
 
