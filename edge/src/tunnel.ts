@@ -51,6 +51,12 @@ export class TunnelObject extends DurableObject<Env> {
   private readonly batches = new WeakMap<AgentLink, FrameBatch>();
   /** Visitors waiting for a dropped agent to come back (see agentBack). */
   private readonly returning = new Set<(agent: AgentLink) => void>();
+  /**
+   * The ready agent link, once found: agent() is asked on every visitor request and message,
+   * and finding it means deserializing every socket's attachment. Set by hello(), unset when
+   * that link drops; empty after a wake from hibernation until agent() looks again.
+   */
+  private ready: AgentLink | undefined;
   /** Agents on the HTTPS transport, by session id (in memory: see PollingLink). */
   private readonly sessions = new Map<string, PollingLink>();
 
@@ -192,10 +198,14 @@ export class TunnelObject extends DurableObject<Env> {
   private async fromAgent(link: AgentLink, message: Uint8Array): Promise<void> {
     const attachment = link.deserializeAttachment() as Exclude<Attachment, VisitorAttachment>;
     try {
+      let phase: Attachment["phase"] = attachment.phase;
       for (const frame of decodeFrames(message)) {
-        const phase = (link.deserializeAttachment() as Attachment).phase;
-        if (phase === "hello") await this.hello(link, frame, link.deserializeAttachment() as HelloAttachment);
-        else if (phase === "ready") this.receive(link, frame);
+        if (phase === "ready") {
+          this.receive(link, frame);
+        } else if (phase === "hello") {
+          await this.hello(link, frame, link.deserializeAttachment() as HelloAttachment);
+          phase = (link.deserializeAttachment() as Attachment).phase;
+        }
       }
     } catch (error) {
       if (error instanceof ProtocolError) {
@@ -294,6 +304,7 @@ export class TunnelObject extends DurableObject<Env> {
       this.sockets.closeAll("the tunnel's agent reconnected");
     }
     socket.serializeAttachment({ phase: "ready", name: hello.name, url: attachment.url, claim } satisfies Attachment);
+    this.ready = socket;
     await this.ctx.storage.put("claim", { claim, until: 0 });
     this.sendFrame(socket, { type: FrameType.Ready, name: hello.name, url: attachment.url });
     for (const waiter of this.returning) waiter(socket);
@@ -346,6 +357,7 @@ export class TunnelObject extends DurableObject<Env> {
   private dropped(socket: AgentLink, code: number, reason: string): void {
     const attachment = socket.deserializeAttachment() as Attachment | null;
     this.close(socket, 1000, "closed");
+    if (this.ready === socket) this.ready = undefined;
     if (attachment?.phase !== "ready") return;
     const why = code === CloseCode.Normal ? "stopped" : `disconnected (${code}${reason ? ` ${reason}` : ""})`;
     this.streams.failSocket(socket, 502, "agent-disconnected", `The agent for tunnel "${attachment.name}" ${why}.`);
@@ -357,7 +369,8 @@ export class TunnelObject extends DurableObject<Env> {
 
   /** The connected agent, if any. At most one link is ready at a time. */
   private agent(): AgentLink | undefined {
-    return this.links().find((s) => (s.deserializeAttachment() as Attachment).phase === "ready");
+    this.ready ??= this.links().find((s) => (s.deserializeAttachment() as Attachment).phase === "ready");
+    return this.ready;
   }
 
   /** Every connection: agents' WebSockets and HTTPS sessions, and visitors' WebSockets. */
