@@ -51,6 +51,12 @@ interface SessionEnd {
 
 /** A WebSocket that dies sooner than this after opening, twice in a row, counts as blocked. */
 const EARLY_DEATH_MS = 10_000;
+/**
+ * How long the relay has to answer the hello. A connection that opens but carries nothing (a
+ * proxy that passes the upgrade, then no messages) is given up then, early enough to count as
+ * an early death, instead of after 2.5 heartbeat periods.
+ */
+const READY_TIMEOUT_MS = 8_000;
 const EARLY_DEATHS_TO_FALL_BACK = 2;
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_CAP_MS = 30_000;
@@ -206,6 +212,11 @@ export class Agent {
       this.link = link;
 
       send({ type: FrameType.Hello, version: PROTOCOL_VERSION, agent: version, name, token, claim: this.claim });
+      const readyTimer = setTimeout(() => {
+        if (ready || refused) return;
+        link.close(CloseCode.HeartbeatTimeout, "no answer to hello");
+        finish(`the relay did not answer within ${READY_TIMEOUT_MS / 1000}s`);
+      }, READY_TIMEOUT_MS);
       const heartbeat = setInterval(() => {
         if (performance.now() - lastHeard > heartbeatMs * 2.5) {
           this.log.debug("no heartbeat answer; closing the connection");
@@ -249,6 +260,7 @@ export class Agent {
         if (finished) return;
         finished = true;
         clearInterval(heartbeat);
+        clearTimeout(readyTimer);
         forwarder.abortAll();
         resolve({ ready, refused, why });
       }
