@@ -385,6 +385,12 @@ export interface MitmOptions {
    */
   stripUpgrade?: boolean;
   /**
+   * An addon lets WebSocket upgrades through, then drops every message both ways, as proxies
+   * do that accept the upgrade but not the traffic after it. (mitmproxy 8 cannot kill a
+   * WebSocket flow in transit: mitmproxy/mitmproxy#4711.)
+   */
+  dropWebSockets?: boolean;
+  /**
    * mitmproxy's stream_large_bodies (e.g. "1m"): bodies above it stream. Unset (the default),
    * mitmproxy buffers every body whole, as many inspecting proxies do.
    */
@@ -678,6 +684,11 @@ export class CorpNetwork {
       writeFileSync(addon, STRIP_UPGRADE);
       args.push("-s", addon);
     }
+    if (options.dropWebSockets) {
+      const addon = join(this.dir, "drop_websockets.py");
+      writeFileSync(addon, DROP_WEBSOCKETS);
+      args.push("-s", addon);
+    }
     this.proxy = new Child(`mitmdump:${this.ns}`, "mitmdump", args, { cwd: this.dir });
     await waitForListen(this.hostIp, MITM_PORT, this.proxy);
     this.proxyCaFile = join(confdir, "mitmproxy-ca-cert.pem");
@@ -722,6 +733,18 @@ class StripUpgrade:
 
 
 addons = [StripUpgrade()]
+`;
+
+/** A mitmproxy addon: WebSockets upgraded, then every message dropped. */
+const DROP_WEBSOCKETS = `from mitmproxy import http
+
+
+class DropWebSockets:
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        flow.websocket.messages[-1].drop()
+
+
+addons = [DropWebSockets()]
 `;
 
 // ---------------------------------------------------------------------------------------------

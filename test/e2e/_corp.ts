@@ -332,6 +332,24 @@ export function corpSuite(runtime: RuntimeName): void {
       }, 40_000);
     });
 
+    describe("mitmproxy passing WebSocket upgrades but none of their messages", () => {
+      const corpnet = corp({ egress: "mitm", mitm: { dropWebSockets: true } });
+
+      it("falls back to the HTTPS transport after two silent WebSockets", async () => {
+        const name = `drop-${runtime}`;
+        // The default heartbeat (20 s): each silent WebSocket is given up when the relay has
+        // not answered the hello within 8 s.
+        const agent = await corpnet.start(name, ["--ca", corpnet.network.proxyCaFile], {
+          HTTPS_PROXY: corpnet.network.proxyUrl,
+        });
+        expect(transportOf(agent)).toBe("websocket");
+        expect(agent.output).toMatch(
+          /^transport: https \(the WebSocket connection died 2 times before the relay answered \(the relay did not answer within 8s\)\)$/m,
+        );
+        expect((await visit(at(relay.visitorUrl(name), "/status/201"))).status).toBe(201);
+      }, 60_000);
+    });
+
     describe(`squid cutting every connection after ${CUT_EVERY} s`, () => {
       const corpnet = corp({ egress: "squid", squid: { cut: { everySeconds: CUT_EVERY, how: "alternate" } } });
 
