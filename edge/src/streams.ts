@@ -59,11 +59,11 @@ export class StreamTable {
    * the agent's credit ahead, then End. Resolves when done or when the stream went away.
    */
   async forwardBody(id: number, body: ReadableStream<Uint8Array> | null): Promise<void> {
-    const reader = body?.getReader();
+    const reader = body ? chunkReader(body) : undefined;
     try {
       while (reader) {
-        const { done, value } = await reader.read();
-        if (done) break;
+        const value = await reader.read();
+        if (!value) break;
         for (let offset = 0; offset < value.byteLength; ) {
           const allowed = await this.credit(id, Math.min(MAX_DATA_CHUNK, value.byteLength - offset));
           if (!allowed) {
@@ -234,4 +234,38 @@ export class StreamTable {
     stream.wake?.();
     return stream;
   }
+}
+
+/**
+ * Reads a body in chunks of up to MAX_DATA_CHUNK. workerd's default reader hands a request body
+ * over in chunks of about 4 KiB, and each costs a read, a frame and a credit check (uploads
+ * measured 53 MB/s); a BYOB read into a 64 KiB buffer takes what the connection has, about
+ * 62 KiB a read (160-220 MB/s). Bodies that are not byte streams get the default reader.
+ */
+function chunkReader(body: ReadableStream<Uint8Array>): { read(): Promise<Uint8Array | undefined>; cancel(): Promise<void> } {
+  let byob: ReadableStreamBYOBReader | undefined;
+  try {
+    byob = body.getReader({ mode: "byob" });
+  } catch {
+    // not a byte stream
+  }
+  if (byob) {
+    const reader = byob;
+    return {
+      // A fresh buffer each time: the read transfers it, and the frame keeps a view of it.
+      read: async () => {
+        const { done, value } = await reader.read(new Uint8Array(MAX_DATA_CHUNK));
+        return done ? undefined : value;
+      },
+      cancel: () => reader.cancel(),
+    };
+  }
+  const reader = body.getReader();
+  return {
+    read: async () => {
+      const { done, value } = await reader.read();
+      return done ? undefined : value;
+    },
+    cancel: () => reader.cancel(),
+  };
 }
