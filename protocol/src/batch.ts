@@ -1,12 +1,12 @@
 import { encodeFrame } from "./codec.ts";
 import type { Frame } from "./frames.ts";
-import { MAX_DATA_CHUNK, MAX_MESSAGE_BYTES } from "./limits.ts";
+import { BATCH_FLUSH_BYTES, MAX_MESSAGE_BYTES } from "./limits.ts";
 
 /**
  * Coalesces the frames a side sends in one turn into one WebSocket message: a small response
  * (ResponseHead, Data, End) costs the relay one message event instead of three, and small
  * frames never wait behind each other for a TCP acknowledgement. Order is kept. A batch goes
- * out once it holds MAX_DATA_CHUNK bytes, so bulk data is not delayed or copied much.
+ * out once it holds BATCH_FLUSH_BYTES, so bulk data is not delayed or copied much.
  */
 export class FrameBatch {
   private parts: Uint8Array[] = [];
@@ -31,7 +31,7 @@ export class FrameBatch {
     if (this.size + bytes.byteLength > MAX_MESSAGE_BYTES) this.flush();
     this.parts.push(bytes);
     this.size += bytes.byteLength;
-    if (this.size >= MAX_DATA_CHUNK) {
+    if (this.size >= BATCH_FLUSH_BYTES) {
       this.flush();
     } else if (!this.scheduled) {
       this.scheduled = true;

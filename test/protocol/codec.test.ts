@@ -1,4 +1,5 @@
 import {
+  BATCH_FLUSH_BYTES,
   decodeFrame,
   decodeFrames,
   decodePollAnswer,
@@ -219,8 +220,13 @@ describe("frames batched into one message", () => {
     await Promise.resolve();
     expect(sent).toHaveLength(1);
     expect(decodeFrames(sent[0]!).map((f) => f.type)).toEqual([FrameType.ResponseHead, FrameType.Data, FrameType.End]);
+    // Bulk data leaves once a batch holds BATCH_FLUSH_BYTES, without waiting for the turn's end.
+    const chunks = Math.ceil(BATCH_FLUSH_BYTES / MAX_DATA_CHUNK);
+    for (let i = 0; i < chunks - 1; i++) batch.push({ type: FrameType.Data, stream: 1, bytes: new Uint8Array(MAX_DATA_CHUNK) });
+    expect(sent).toHaveLength(1);
     batch.push({ type: FrameType.Data, stream: 1, bytes: new Uint8Array(MAX_DATA_CHUNK) });
-    expect(sent).toHaveLength(2); // a full chunk does not wait
+    expect(sent).toHaveLength(2);
+    expect(decodeFrames(sent[1]!)).toHaveLength(chunks);
   });
 });
 
