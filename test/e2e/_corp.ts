@@ -348,6 +348,15 @@ export function corpSuite(runtime: RuntimeName): void {
         );
         expect((await visit(at(relay.visitorUrl(name), "/status/201"))).status).toBe(201);
       }, 60_000);
+
+      it("has agent doctor say the upgrade passes but no message comes back", async () => {
+        const { status, output } = await corpnet.doctor(["--ca", corpnet.network.proxyCaFile], {
+          HTTPS_PROXY: corpnet.network.proxyUrl,
+        });
+        expect(status, output).toBe(0);
+        expect(output).toMatch(/^FAIL\s+websocket\s+the upgrade was accepted but no message came back/m);
+        expect(output).toMatch(/^ok\s+https\b/m);
+      }, 40_000);
     });
 
     describe(`squid cutting every connection after ${CUT_EVERY} s`, () => {
