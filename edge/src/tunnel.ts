@@ -57,6 +57,8 @@ export class TunnelObject extends DurableObject<Env> {
    * that link drops; empty after a wake from hibernation until agent() looks again.
    */
   private ready: AgentLink | undefined;
+  /** Links the relay closed or saw close, whose attachments may still say "ready". */
+  private readonly ended = new WeakSet<AgentLink>();
   /** Agents on the HTTPS transport, by session id (in memory: see PollingLink). */
   private readonly sessions = new Map<string, PollingLink>();
 
@@ -304,7 +306,8 @@ export class TunnelObject extends DurableObject<Env> {
       this.sockets.closeAll("the tunnel's agent reconnected");
     }
     socket.serializeAttachment({ phase: "ready", name: hello.name, url: attachment.url, claim } satisfies Attachment);
-    this.ready = socket;
+    // The link may have dropped while this hello awaited.
+    if (!this.ended.has(socket)) this.ready = socket;
     await this.ctx.storage.put("claim", { claim, until: 0 });
     this.sendFrame(socket, { type: FrameType.Ready, name: hello.name, url: attachment.url });
     for (const waiter of this.returning) waiter(socket);
@@ -357,19 +360,20 @@ export class TunnelObject extends DurableObject<Env> {
   private dropped(socket: AgentLink, code: number, reason: string): void {
     const attachment = socket.deserializeAttachment() as Attachment | null;
     this.close(socket, 1000, "closed");
-    if (this.ready === socket) this.ready = undefined;
     if (attachment?.phase !== "ready") return;
     const why = code === CloseCode.Normal ? "stopped" : `disconnected (${code}${reason ? ` ${reason}` : ""})`;
     this.streams.failSocket(socket, 502, "agent-disconnected", `The agent for tunnel "${attachment.name}" ${why}.`);
+    // A link that a newer connection of the same agent replaced: the visitors' WebSockets and
+    // the name are the new one's now.
+    if (this.agent()) return;
     this.sockets.closeAll(`the tunnel's agent ${why}`);
-    if (this.links().some((s) => s !== socket && (s.deserializeAttachment() as Attachment).phase === "ready")) return;
     const until = code === CloseCode.Normal ? 0 : Date.now() + NAME_GRACE_MS;
     this.ctx.waitUntil(this.ctx.storage.put("claim", { claim: attachment.claim, until }));
   }
 
   /** The connected agent, if any. At most one link is ready at a time. */
   private agent(): AgentLink | undefined {
-    this.ready ??= this.links().find((s) => (s.deserializeAttachment() as Attachment).phase === "ready");
+    this.ready ??= this.links().find((s) => !this.ended.has(s) && (s.deserializeAttachment() as Attachment).phase === "ready");
     return this.ready;
   }
 
@@ -397,6 +401,8 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   private close(socket: AgentLink, code: number, reason: string): void {
+    this.ended.add(socket);
+    if (this.ready === socket) this.ready = undefined;
     try {
       // Close reasons are limited to 123 bytes (RFC 6455 section 5.5).
       socket.close(code, truncateUtf8(reason, 123));

@@ -1,7 +1,7 @@
 import {
   CloseCode,
   CONNECT_PATH,
-  decodeFrame,
+  decodeFrames,
   encodeFrame,
   type Frame,
   FrameType,
@@ -22,7 +22,8 @@ class RawAgent {
   readonly closed: Promise<{ code: number; reason: string }>;
   private constructor(readonly socket: WebSocket) {
     socket.on("message", (data, isBinary) => {
-      if (isBinary) this.frames.push(decodeFrame(new Uint8Array(data as Buffer))!);
+      // The relay sends the frames of one turn as one message.
+      if (isBinary) this.frames.push(...decodeFrames(new Uint8Array(data as Buffer)));
     });
     this.closed = new Promise((resolve) => socket.on("close", (code, reason) => resolve({ code, reason: reason.toString() })));
   }
@@ -156,6 +157,28 @@ describe("relay", () => {
       const second = await RawAgent.hello(relay, "same", { claim: "one" });
       expect(second.frames).toEqual([]);
       expect((await first.closed).code).toBe(CloseCode.Replaced);
+      second.socket.close(1000);
+    });
+
+    it("keeps a newer connection's visitor WebSockets when the replaced one's close comes late", async () => {
+      const first = await RawAgent.hello(relay, "late", { claim: "one" });
+      first.socket.pause(); // it does not read the relay's close yet: the relay hears of it later
+      const second = await RawAgent.hello(relay, "late", { claim: "one" });
+      const visitor = new WebSocket(`ws://127.0.0.1:${relay.port}/chat`, { headers: { host: `late.localhost:${relay.port}` } });
+      const closed = new Promise<number>((resolve) => visitor.on("close", (code) => resolve(code)));
+      const head = await second.next();
+      expect(head).toMatchObject({ type: FrameType.RequestHead, path: "/chat" });
+      second.send({ type: FrameType.ResponseHead, stream: (head as { stream: number }).stream, status: 101, headers: [] });
+      await new Promise((resolve, reject) => visitor.once("open", resolve).once("error", reject));
+      first.socket.resume();
+      expect((await first.closed).code).toBe(CloseCode.Replaced);
+      // The relay has handled the old connection's close: the visitor's socket is still open.
+      visitor.send("still here");
+      let frame = await second.next();
+      while (frame.type !== FrameType.WsMessage) frame = await second.next();
+      expect(new TextDecoder().decode((frame as { bytes: Uint8Array }).bytes)).toBe("still here");
+      visitor.close(1000);
+      expect(await closed).toBe(1000);
       second.socket.close(1000);
     });
 
