@@ -212,8 +212,10 @@ export class Agent {
       this.link = link;
 
       send({ type: FrameType.Hello, version: PROTOCOL_VERSION, agent: version, name, token, claim: this.claim });
+      // WebSocket only: the HTTPS transport opens a second connection for the poll that brings
+      // the answer, retries what a proxy cuts, and has no transport to fall back to.
       const readyTimer = setTimeout(() => {
-        if (ready || refused) return;
+        if (ready || refused || this.transport !== "websocket") return;
         link.close(CloseCode.HeartbeatTimeout, "no answer to hello");
         finish(`the relay did not answer within ${READY_TIMEOUT_MS / 1000}s`);
       }, READY_TIMEOUT_MS);
@@ -228,6 +230,9 @@ export class Agent {
       }, heartbeatMs);
 
       link.onmessage = (data) => {
+        // A link being closed may still deliver what was on its way (the HTTPS transport's
+        // poll): the session is over, and its forwarder aborted.
+        if (finished) return;
         lastHeard = performance.now();
         if (typeof data === "string") return; // a heartbeat answer
         let frames: Frame[];

@@ -37,7 +37,7 @@ export const MAX_FRAME_BYTES = 256 * 1024;
 
 /**
  * Largest WebSocket message either side accepts: frames sent in the same turn travel together
- * (see FrameBatch), a batch is flushed once it reaches MAX_DATA_CHUNK, and no single frame
+ * (see FrameBatch), a batch is flushed once it reaches BATCH_FLUSH_BYTES, and no single frame
  * exceeds MAX_FRAME_BYTES. Far below the 32 MiB a Durable Object accepts per message.
  */
 export const MAX_MESSAGE_BYTES = 1024 * 1024;
