@@ -204,7 +204,7 @@ export class Agent {
       let refused: RefusedFrame | undefined;
       let lastHeard = performance.now();
       const batch = new FrameBatch(
-        (message) => link.send(message),
+        (parts) => link.send(parts),
         (flush) => setImmediate(flush),
       );
       const send = (frame: Frame) => batch.push(frame);

@@ -2,6 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import {
   CloseCode,
   CONNECT_PATH,
+  concatBytes,
   decodeFrames,
   type Frame,
   FrameBatch,
@@ -386,9 +387,9 @@ export class TunnelObject extends DurableObject<Env> {
     let batch = this.batches.get(socket);
     if (!batch) {
       batch = new FrameBatch(
-        (message) => {
+        (parts, size) => {
           try {
-            socket.send(message);
+            socket.send(parts.length === 1 ? parts[0]! : concatBytes(parts, size));
           } catch (error) {
             if (!isTeardownNoise(error)) console.error("sending frames to the agent failed", error);
           }

@@ -1,12 +1,14 @@
-import { encodeFrame } from "./codec.ts";
-import type { Frame } from "./frames.ts";
+import { encodeDataHeader, encodeFrame } from "./codec.ts";
+import { type Frame, FrameType } from "./frames.ts";
 import { BATCH_FLUSH_BYTES, MAX_MESSAGE_BYTES } from "./limits.ts";
 
 /**
  * Coalesces the frames a side sends in one turn into one WebSocket message: a small response
  * (ResponseHead, Data, End) costs the relay one message event instead of three, and small
  * frames never wait behind each other for a TCP acknowledgement. Order is kept. A batch goes
- * out once it holds BATCH_FLUSH_BYTES, so bulk data is not delayed or copied much.
+ * out once it holds BATCH_FLUSH_BYTES, so bulk data is not delayed or copied much: a Data
+ * frame's payload is not copied here but handed to `write` as one of the message's parts, and
+ * must not change until then (the runtimes' socket and stream reads hand out fresh buffers).
  */
 export class FrameBatch {
   private parts: Uint8Array[] = [];
@@ -14,11 +16,12 @@ export class FrameBatch {
   private scheduled = false;
 
   /**
-   * @param write sends one binary message (may throw if the socket is closed).
+   * @param write sends one binary message made of `parts` in order, `size` bytes in all (may
+   *   throw if the socket is closed); {@link concatBytes} joins them where one buffer is needed.
    * @param schedule runs the flush later in this turn (a microtask, or setImmediate).
    */
   constructor(
-    private readonly write: (message: Uint8Array) => void,
+    private readonly write: (parts: Uint8Array[], size: number) => void,
     private readonly schedule: (flush: () => void) => void,
   ) {}
 
@@ -27,10 +30,13 @@ export class FrameBatch {
    * @throws {ProtocolError} as {@link encodeFrame} does.
    */
   push(frame: Frame): void {
-    const bytes = encodeFrame(frame);
-    if (this.size + bytes.byteLength > MAX_MESSAGE_BYTES) this.flush();
-    this.parts.push(bytes);
-    this.size += bytes.byteLength;
+    const head = frame.type === FrameType.Data ? encodeDataHeader(frame.stream, frame.bytes.byteLength) : encodeFrame(frame);
+    const payload = frame.type === FrameType.Data ? frame.bytes : undefined;
+    const size = head.byteLength + (payload?.byteLength ?? 0);
+    if (this.size + size > MAX_MESSAGE_BYTES) this.flush();
+    this.parts.push(head);
+    if (payload) this.parts.push(payload);
+    this.size += size;
     if (this.size >= BATCH_FLUSH_BYTES) {
       this.flush();
     } else if (!this.scheduled) {
@@ -45,11 +51,10 @@ export class FrameBatch {
   /** Sends what is queued now. */
   flush(): void {
     if (this.parts.length === 0) return;
-    const parts = this.parts;
-    const message = parts.length === 1 ? parts[0]! : concatBytes(parts, this.size);
+    const { parts, size } = this;
     this.parts = [];
     this.size = 0;
-    this.write(message);
+    this.write(parts, size);
   }
 }
 

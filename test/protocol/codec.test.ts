@@ -1,5 +1,6 @@
 import {
   BATCH_FLUSH_BYTES,
+  concatBytes,
   decodeFrame,
   decodeFrames,
   decodePollAnswer,
@@ -210,16 +211,21 @@ describe("frames batched into one message", () => {
   it("sends the frames of one turn as one message, and a full batch at once", async () => {
     const sent: Uint8Array[] = [];
     const batch = new FrameBatch(
-      (message) => sent.push(message),
+      (parts, size) => sent.push(concatBytes(parts, size)),
       (flush) => queueMicrotask(flush),
     );
     batch.push({ type: FrameType.ResponseHead, stream: 1, status: 200, headers: [] });
-    batch.push({ type: FrameType.Data, stream: 1, bytes: new Uint8Array(10) });
+    batch.push({ type: FrameType.Data, stream: 1, bytes: new Uint8Array([1, 2, 3]) });
     batch.push({ type: FrameType.End, stream: 1 });
     expect(sent).toHaveLength(0);
     await Promise.resolve();
     expect(sent).toHaveLength(1);
     expect(decodeFrames(sent[0]!).map((f) => f.type)).toEqual([FrameType.ResponseHead, FrameType.Data, FrameType.End]);
+    // A Data frame's payload travels as its own part, and decodes as the same bytes.
+    expect(decodeFrames(sent[0]!)[1]).toEqual({ type: FrameType.Data, stream: 1, bytes: new Uint8Array([1, 2, 3]) });
+    expect(() => batch.push({ type: FrameType.Data, stream: 1, bytes: new Uint8Array(MAX_DATA_CHUNK + 1) })).toThrow(
+      ProtocolError,
+    );
     // Bulk data leaves once a batch holds BATCH_FLUSH_BYTES, without waiting for the turn's end.
     const chunks = Math.ceil(BATCH_FLUSH_BYTES / MAX_DATA_CHUNK);
     for (let i = 0; i < chunks - 1; i++) batch.push({ type: FrameType.Data, stream: 1, bytes: new Uint8Array(MAX_DATA_CHUNK) });

@@ -71,10 +71,17 @@ export class HttpsLink implements Link {
     return link;
   }
 
-  send(message: Uint8Array | string): void {
+  send(message: Uint8Array | Uint8Array[] | string): void {
     // Heartbeats are not needed here: every poll is one, answered within waitMs.
     if (this.finished || typeof message === "string") return;
-    this.queue.push(message);
+    this.queue.push(
+      Array.isArray(message)
+        ? concatBytes(
+            message,
+            message.reduce((n, part) => n + part.byteLength, 0),
+          )
+        : message,
+    );
     if (!this.sending) void this.flush();
   }
 

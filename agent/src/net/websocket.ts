@@ -5,8 +5,11 @@ import { parseHead, SocketReader } from "./reader.ts";
 
 /** A message-oriented connection to the relay, whichever transport carries it. */
 export interface Link {
-  /** Binary messages are protocol frames; text is a heartbeat (transports without one ignore it). */
-  send(message: Uint8Array | string): void;
+  /**
+   * Binary messages are protocol frames, given whole or as parts to send as one message; text
+   * is a heartbeat (transports without one ignore it).
+   */
+  send(message: Uint8Array | Uint8Array[] | string): void;
   close(code: number, reason: string): void;
   onmessage: (message: Uint8Array | string) => void;
   /** Called once, however the link ended. */
@@ -129,10 +132,10 @@ export class WebSocketLink implements Link {
     }
   }
 
-  send(message: Uint8Array | string): void {
+  send(message: Uint8Array | Uint8Array[] | string): void {
     if (this.closeSent || this.finished) return;
-    if (typeof message === "string") this.write(Opcode.Text, Buffer.from(message));
-    else this.write(Opcode.Binary, message);
+    if (typeof message === "string") this.write(Opcode.Text, [Buffer.from(message)]);
+    else this.write(Opcode.Binary, Array.isArray(message) ? message : [message]);
   }
 
   close(code: number, reason: string): void {
@@ -140,14 +143,16 @@ export class WebSocketLink implements Link {
     const payload = Buffer.alloc(2 + Buffer.byteLength(reason));
     payload.writeUInt16BE(code, 0);
     payload.write(reason, 2);
-    this.write(Opcode.Close, payload);
+    this.write(Opcode.Close, [payload]);
     this.closeSent = true;
     // The relay answers with its own close frame; a silent one does not hold us.
     setTimeout(() => this.socket.destroy(), 2000).unref?.();
   }
 
-  private write(opcode: Opcode, payload: Uint8Array): void {
-    const length = payload.byteLength;
+  /** Sends one frame whose payload is `parts` joined: copied once, into the masked frame. */
+  private write(opcode: Opcode, parts: Uint8Array[]): void {
+    let length = 0;
+    for (const part of parts) length += part.byteLength;
     const lengthBytes = length < 126 ? 0 : length < 65536 ? 2 : 8;
     const headerSize = 2 + lengthBytes + 4;
     // The payload starts at a multiple of 4 so the mask is applied a 32-bit word at a time.
@@ -166,7 +171,11 @@ export class WebSocketLink implements Link {
     }
     const mask = randomBytes(4);
     mask.copy(frame, start - 4);
-    frame.set(payload, start);
+    let offset = start;
+    for (const part of parts) {
+      frame.set(part, offset);
+      offset += part.byteLength;
+    }
     const words = length >>> 2;
     const view = new Uint32Array(frame.buffer, frame.byteOffset + start, words);
     const word = mask.readUInt32LE(0);
@@ -220,7 +229,7 @@ export class WebSocketLink implements Link {
   private frame(fin: boolean, opcode: Opcode, payload: Buffer): void {
     switch (opcode) {
       case Opcode.Ping:
-        this.write(Opcode.Pong, payload);
+        this.write(Opcode.Pong, [payload]);
         return;
       case Opcode.Pong:
         return;
@@ -228,7 +237,7 @@ export class WebSocketLink implements Link {
         const code = payload.byteLength >= 2 ? payload.readUInt16BE(0) : 1005;
         const reason = payload.subarray(2).toString("utf8");
         if (!this.closeSent) {
-          this.write(Opcode.Close, payload.subarray(0, 2));
+          this.write(Opcode.Close, [payload.subarray(0, 2)]);
           this.closeSent = true;
         }
         this.socket.end();
