@@ -12,12 +12,11 @@
 
 import { execFile, execFileSync } from "node:child_process";
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { PROXY_ENV_VARS } from "../agent/src/net/proxy.ts";
-import { Child } from "./_process.ts";
+import { Child, waitForListen } from "./_process.ts";
 import { Relay, type RelayOptions, ROOT } from "./_relay.ts";
 
 const run = promisify(execFile);
@@ -51,24 +50,6 @@ function childIn(ns: string, label: string, argv: string[], options: { env?: Nod
 
 async function sleep(ms: number): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Resolves once `host:port` accepts connections (from the host namespace). */
-async function waitForListen(host: string, port: number, child: Child, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const open = await new Promise<boolean>((resolve) => {
-      const socket = net.connect(port, host, () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.on("error", () => resolve(false));
-    });
-    if (open) return;
-    if (child.exitCode !== null) throw new Error(`${child.label} exited (${child.exitCode}) before listening:\n${child.output}`);
-    if (Date.now() > deadline) throw new Error(`${child.label} did not listen on ${host}:${port}:\n${child.output}`);
-    await sleep(50);
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -595,7 +576,7 @@ export class CorpNetwork {
     const service = `burrow${process.pid}x${this.ns.split("-").at(-1)}`;
     this.shm = service;
     this.proxy = new Child(`squid:${this.ns}`, "squid", ["-N", "-f", file("squid.conf"), "-n", service], { cwd: this.dir });
-    await waitForListen(this.hostIp, SQUID_PORT, this.proxy);
+    await waitForListen(this.proxy, SQUID_PORT, this.hostIp, 20_000);
     const encode = (text: string) => encodeURIComponent(text);
     const credentials = options.auth ? `${encode(options.auth.user)}:${encode(options.auth.password)}@` : "";
     this.proxyUrl = `http://${credentials}${this.hostIp}:${SQUID_PORT}`;
@@ -690,7 +671,7 @@ export class CorpNetwork {
       args.push("-s", addon);
     }
     this.proxy = new Child(`mitmdump:${this.ns}`, "mitmdump", args, { cwd: this.dir });
-    await waitForListen(this.hostIp, MITM_PORT, this.proxy);
+    await waitForListen(this.proxy, MITM_PORT, this.hostIp, 20_000);
     this.proxyCaFile = join(confdir, "mitmproxy-ca-cert.pem");
     if (!existsSync(this.proxyCaFile)) throw new Error(`mitmproxy made no CA in ${confdir}:\n${this.proxy.output}`);
     this.proxyUrl = `http://${this.hostIp}:${MITM_PORT}`;

@@ -122,3 +122,21 @@ export async function freePort(): Promise<number> {
     });
   });
 }
+
+/** Resolves once `host`:`port` accepts connections; fails if `child` exits or the time runs out. */
+export async function waitForListen(child: Child, port: number, host = "127.0.0.1", timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = net.connect(port, host, () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.on("error", () => resolve(false));
+    });
+    if (open) return;
+    if (child.exitCode !== null) throw new Error(`${child.label} exited (${child.exitCode}) before listening:\n${child.output}`);
+    if (Date.now() > deadline) throw new Error(`${child.label} did not listen on ${host}:${port}:\n${child.output}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

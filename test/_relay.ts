@@ -1,9 +1,8 @@
 import { execFileSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { Child, freePort } from "./_process.ts";
+import { Child, freePort, waitForListen } from "./_process.ts";
 
 export const ROOT = resolve(import.meta.dirname, "..");
 
@@ -127,11 +126,11 @@ export class Relay {
     this.child = new Child("relay", join(ROOT, "node_modules/.bin/workerd"), ["serve", "--experimental", config], {
       cwd: this.persist,
     });
-    await waitForPort(this.port, this.child);
+    await waitForListen(this.child, this.port);
     if (tls) {
       const match = /^(.*):(\d+)$/.exec(tls.address);
       const host = (match?.[1] ?? tls.address).replace(/^\[|\]$/g, "");
-      await waitForPort(Number(match?.[2] ?? 443), this.child, host);
+      await waitForListen(this.child, Number(match?.[2] ?? 443), host);
     }
   }
 }
@@ -211,22 +210,4 @@ const relay :Workerd.Worker = (
   durableObjectStorage = (localDisk = "storage"),
 );
 `;
-}
-
-/** Resolves once something accepts connections on `host`:`port`. */
-async function waitForPort(port: number, child: Child, host = "127.0.0.1"): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const open = await new Promise<boolean>((resolve) => {
-      const socket = net.connect(port, host, () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.on("error", () => resolve(false));
-    });
-    if (open) return;
-    if (Date.now() > deadline || child.exitCode !== null)
-      throw new Error(`the relay did not listen on ${host}:${port}:\n${child.output}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
