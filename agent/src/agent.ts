@@ -211,7 +211,15 @@ export class Agent {
       const forwarder = new Forwarder(this.origin, send, this.log);
       this.link = link;
 
-      send({ type: FrameType.Hello, version: PROTOCOL_VERSION, agent: version, name, token, claim: this.claim });
+      send({
+        type: FrameType.Hello,
+        version: PROTOCOL_VERSION,
+        agent: version,
+        name,
+        token,
+        claim: this.claim,
+        rules: { basicAuth: [], allowIp: [], webhooks: [] },
+      });
       // WebSocket only: the HTTPS transport opens a second connection for the poll that brings
       // the answer, retries what a proxy cuts, and has no transport to fall back to.
       const readyTimer = setTimeout(() => {

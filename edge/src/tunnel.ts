@@ -310,7 +310,7 @@ export class TunnelObject extends DurableObject<Env> {
     // The link may have dropped while this hello awaited.
     if (!this.ended.has(socket)) this.ready = socket;
     await this.ctx.storage.put("claim", { claim, until: 0 });
-    this.sendFrame(socket, { type: FrameType.Ready, name: hello.name, url: attachment.url });
+    this.sendFrame(socket, { type: FrameType.Ready, name: hello.name, url: attachment.url, open: !this.env.BURROW_TOKEN });
     for (const waiter of this.returning) waiter(socket);
     this.returning.clear();
   }

@@ -1,6 +1,14 @@
 import { Decoder, Encoder } from "@msgpack/msgpack";
 import { malformed, ProtocolError } from "./errors.ts";
-import { type Frame, FrameType, type HeaderList, type RefusalCode, type ResetCode } from "./frames.ts";
+import {
+  type Frame,
+  FrameType,
+  type HeaderList,
+  type RefusalCode,
+  type ResetCode,
+  type VisitorRules,
+  type WebhookRule,
+} from "./frames.ts";
 import {
   MAX_DATA_CHUNK,
   MAX_FRAME_BYTES,
@@ -8,6 +16,7 @@ import {
   MAX_HEADERS,
   MAX_MESSAGE_BYTES,
   MAX_MESSAGE_LENGTH,
+  MAX_RULES,
   MAX_STREAM_ID,
 } from "./limits.ts";
 
@@ -16,13 +25,26 @@ import {
 // and receivers ignore extra trailing elements.
 
 const encoder = new Encoder();
+// The decoder's own limits only bound what one message can make it allocate; the protocol's
+// limits (MAX_HEADER_BYTES, MAX_HEADERS...) are checked per frame by the guards below, so that
+// a frame over them is that frame's stream's problem (it is reset), not the whole connection's.
 const decoder = new Decoder({
-  maxStrLength: MAX_HEADER_BYTES,
+  maxStrLength: MAX_FRAME_BYTES,
   maxBinLength: MAX_DATA_CHUNK,
-  maxArrayLength: MAX_HEADERS,
+  maxArrayLength: 4 * MAX_HEADERS,
   maxMapLength: 64,
   maxExtLength: 64,
 });
+
+/**
+ * A frame of a known type for a readable stream whose other fields broke the protocol (a
+ * header over MAX_HEADER_BYTES, say): the receiver resets that stream and keeps the connection.
+ */
+export interface InvalidFrame {
+  type: "invalid";
+  stream: number;
+  error: ProtocolError;
+}
 
 /**
  * Encodes one frame as a binary WebSocket message.
@@ -31,9 +53,17 @@ const decoder = new Decoder({
 export function encodeFrame(frame: Frame): Uint8Array {
   switch (frame.type) {
     case FrameType.Hello:
-      return encoder.encode([frame.type, frame.version, frame.agent, frame.name, frame.token, frame.claim]);
+      return encoder.encode([
+        frame.type,
+        frame.version,
+        frame.agent,
+        frame.name,
+        frame.token,
+        frame.claim,
+        [frame.rules.basicAuth, frame.rules.allowIp, frame.rules.webhooks.map((w) => [w.kind, w.header, w.secret])],
+      ]);
     case FrameType.Ready:
-      return encoder.encode([frame.type, frame.name, frame.url]);
+      return encoder.encode([frame.type, frame.name, frame.url, frame.open]);
     case FrameType.Refused:
       return encoder.encode([frame.type, frame.code, frame.message]);
     case FrameType.RequestHead:
@@ -120,6 +150,36 @@ export function decodeFrame(bytes: Uint8Array): Frame | undefined {
  *   "malformed-frame" as {@link decodeFrame} does, for the first bad frame.
  */
 export function decodeFrames(bytes: Uint8Array): Frame[] {
+  const frames: Frame[] = [];
+  for (const value of decodeValues(bytes)) {
+    const frame = checkFrame(value);
+    if (frame) frames.push(frame);
+  }
+  return frames;
+}
+
+/**
+ * Decodes one message as {@link decodeFrames} does, but a frame that names a readable stream and
+ * breaks the protocol in its other fields comes out in its place as an {@link InvalidFrame}, so
+ * that the receiver resets that one stream, in order with the frames around it.
+ * @throws {ProtocolError} for a message that is not msgpack, too large, or holds a bad frame
+ *   that names no stream (a Hello, say).
+ */
+export function decodeMessage(bytes: Uint8Array): (Frame | InvalidFrame)[] {
+  const frames: (Frame | InvalidFrame)[] = [];
+  for (const value of decodeValues(bytes)) {
+    try {
+      const frame = checkFrame(value);
+      if (frame) frames.push(frame);
+    } catch (error) {
+      if (!(error instanceof ProtocolError) || error.stream === undefined) throw error;
+      frames.push({ type: "invalid", stream: error.stream, error });
+    }
+  }
+  return frames;
+}
+
+function decodeValues(bytes: Uint8Array): unknown[] {
   if (bytes.byteLength > MAX_MESSAGE_BYTES) {
     throw new ProtocolError("frame-too-large", `message is ${bytes.byteLength} bytes; the limit is ${MAX_MESSAGE_BYTES}`);
   }
@@ -130,13 +190,20 @@ export function decodeFrames(bytes: Uint8Array): Frame[] {
     malformed(`frame is not valid msgpack: ${(error as Error).message}`);
   }
   if (values.length === 0) malformed("message holds no frame");
-  const frames: Frame[] = [];
-  for (const value of values) {
-    const frame = checkFrame(value);
-    if (frame) frames.push(frame);
-  }
-  return frames;
+  return values;
 }
+
+/** Frame types that carry a stream id in field 1. */
+const STREAM_FRAMES: ReadonlySet<number> = new Set([
+  FrameType.RequestHead,
+  FrameType.ResponseHead,
+  FrameType.Data,
+  FrameType.End,
+  FrameType.Reset,
+  FrameType.Credit,
+  FrameType.WsMessage,
+  FrameType.WsClose,
+]);
 
 /** Validates one decoded msgpack value as a frame (undefined for an unknown type). */
 function checkFrame(value: unknown): Frame | undefined {
@@ -144,6 +211,18 @@ function checkFrame(value: unknown): Frame | undefined {
   const type = value[0];
   if (typeof type !== "number" || !Number.isInteger(type)) malformed(`frame type is ${describe(type)}, not an integer`);
   const at = new Fields(value, type);
+  if (!STREAM_FRAMES.has(type)) return checkOther(at, type);
+  const stream = at.stream();
+  try {
+    return checkStreamFrame(at, type, stream);
+  } catch (error) {
+    // The stream id was readable: the error is that stream's, and the connection may go on.
+    if (error instanceof ProtocolError) error.stream = stream;
+    throw error;
+  }
+}
+
+function checkOther(at: Fields, type: number): Frame | undefined {
   switch (type) {
     case FrameType.Hello:
       return {
@@ -153,33 +232,42 @@ function checkFrame(value: unknown): Frame | undefined {
         name: at.text(3, "name", 63),
         token: at.text(4, "token", 512),
         claim: at.text(5, "claim", 128),
+        // Absent in a protocol 1 hello: the relay reads its version and refuses it.
+        rules: at.has(6) ? at.rules(6) : { basicAuth: [], allowIp: [], webhooks: [] },
       };
     case FrameType.Ready:
-      return { type, name: at.text(1, "name", 63), url: at.text(2, "url", 2048) };
+      return { type, name: at.text(1, "name", 63), url: at.text(2, "url", 2048), open: at.bool(3, "open") };
     case FrameType.Refused:
       return { type, code: at.code(1) as RefusalCode, message: at.message(2) };
+    default:
+      return undefined;
+  }
+}
+
+function checkStreamFrame(at: Fields, type: number, stream: number): Frame | undefined {
+  switch (type) {
     case FrameType.RequestHead:
       return {
         type,
-        stream: at.stream(),
+        stream,
         method: at.token(2, "method"),
         path: at.path(3),
         headers: at.headers(4),
       };
     case FrameType.ResponseHead:
-      return { type, stream: at.stream(), status: at.int(2, "status", 100, 599), headers: at.headers(3) };
+      return { type, stream, status: at.int(2, "status", 100, 599), headers: at.headers(3) };
     case FrameType.Data:
-      return { type, stream: at.stream(), bytes: at.bytes(2) };
+      return { type, stream, bytes: at.bytes(2) };
     case FrameType.End:
-      return { type, stream: at.stream() };
+      return { type, stream };
     case FrameType.Reset:
-      return { type, stream: at.stream(), code: at.code(2) as ResetCode, message: at.message(3) };
+      return { type, stream, code: at.code(2) as ResetCode, message: at.message(3) };
     case FrameType.Credit:
-      return { type, stream: at.stream(), bytes: at.int(2, "bytes", 1, MAX_CREDIT) };
+      return { type, stream, bytes: at.int(2, "bytes", 1, MAX_CREDIT) };
     case FrameType.WsMessage:
-      return { type, stream: at.stream(), binary: at.bool(2, "binary"), final: at.bool(3, "final"), bytes: at.bytes(4) };
+      return { type, stream, binary: at.bool(2, "binary"), final: at.bool(3, "final"), bytes: at.bytes(4) };
     case FrameType.WsClose:
-      return { type, stream: at.stream(), code: at.int(2, "code", 1000, 4999), reason: at.text(3, "reason", 123) };
+      return { type, stream, code: at.int(2, "code", 1000, 4999), reason: at.text(3, "reason", 123) };
     default:
       return undefined;
   }
@@ -201,6 +289,10 @@ class Fields {
     private readonly value: unknown[],
     private readonly type: number,
   ) {}
+
+  has(index: number): boolean {
+    return index < this.value.length;
+  }
 
   private get(index: number, field: string): unknown {
     if (index >= this.value.length) malformed(`${this.frame()} has no ${field}`);
@@ -272,12 +364,18 @@ class Fields {
   headers(index: number): HeaderList {
     const v = this.get(index, "headers");
     if (!Array.isArray(v)) malformed(`${this.frame()} headers is ${describe(v)}, not an array`);
+    if (v.length > MAX_HEADERS) malformed(`${this.frame()} has ${v.length} header fields; the limit is ${MAX_HEADERS}`);
     const list: HeaderList = [];
     for (const entry of v) {
       if (!Array.isArray(entry) || entry.length !== 2 || typeof entry[0] !== "string" || typeof entry[1] !== "string") {
         malformed(`${this.frame()} header ${list.length} is not a [name, value] pair of strings`);
       }
       const [name, value] = entry as [string, string];
+      if (name.length + value.length > MAX_HEADER_BYTES) {
+        malformed(
+          `${this.frame()} header ${JSON.stringify(name.slice(0, 80))} is ${name.length + value.length} characters; the limit is ${MAX_HEADER_BYTES}`,
+        );
+      }
       if (!TOKEN.test(name)) malformed(`${this.frame()} header name ${JSON.stringify(name.slice(0, 80))} is not an HTTP token`);
       if (!FIELD_VALUE.test(value)) {
         malformed(`${this.frame()} header ${name} holds a control character (CR, LF or NUL are never allowed)`);
@@ -285,6 +383,35 @@ class Fields {
       list.push([name, value]);
     }
     return list;
+  }
+
+  rules(index: number): VisitorRules {
+    const v = this.get(index, "rules");
+    if (!Array.isArray(v) || v.length < 3)
+      malformed(`${this.frame()} rules is ${describe(v)}, not [basicAuth, allowIp, webhooks]`);
+    const list = (i: number, field: string): unknown[] => {
+      const l = v[i];
+      if (!Array.isArray(l)) malformed(`${this.frame()} rules.${field} is ${describe(l)}, not an array`);
+      if (l.length > MAX_RULES) malformed(`${this.frame()} has ${l.length} ${field} rules; the limit is ${MAX_RULES}`);
+      return l;
+    };
+    const text = (x: unknown, field: string, max: number): string => {
+      if (typeof x !== "string" || x.length === 0 || x.length > max) {
+        malformed(`${this.frame()} rules.${field} entry is ${describe(x)}; expected a string of 1 to ${max} characters`);
+      }
+      return x;
+    };
+    const basicAuth = list(0, "basicAuth").map((x) => text(x, "basicAuth", 128));
+    const allowIp = list(1, "allowIp").map((x) => text(x, "allowIp", 64));
+    const webhooks = list(2, "webhooks").map((x): WebhookRule => {
+      if (!Array.isArray(x) || x.length !== 3) malformed(`${this.frame()} rules.webhooks entry is not [kind, header, secret]`);
+      const kind = x[0];
+      if (kind !== "github" && kind !== "hmac-sha256") malformed(`${this.frame()} webhook kind ${describe(kind)} is unknown`);
+      const header = text(x[1], "webhooks.header", 128);
+      if (!TOKEN.test(header)) malformed(`${this.frame()} webhook header ${JSON.stringify(header)} is not an HTTP token`);
+      return { kind, header: header.toLowerCase(), secret: text(x[2], "webhooks.secret", 512) };
+    });
+    return { basicAuth, allowIp, webhooks };
   }
 }
 

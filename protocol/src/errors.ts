@@ -8,6 +8,8 @@ export type ProtocolErrorCode = "malformed-frame" | "frame-too-large";
 export class ProtocolError extends Error {
   override readonly name = "ProtocolError";
   readonly code: ProtocolErrorCode;
+  /** Set when the bad frame named a readable stream: the error is that stream's alone. */
+  stream?: number;
 
   constructor(code: ProtocolErrorCode, message: string) {
     super(message);

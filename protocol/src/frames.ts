@@ -31,6 +31,10 @@ export const CloseCode = {
   ProtocolError: 4002,
   /** The agent heard nothing from the relay for too long and gave up on this connection. */
   HeartbeatTimeout: 4003,
+  /** The connection never said hello within HELLO_TIMEOUT_MS. */
+  HelloTimeout: 4004,
+  /** The agent sent more frames or bytes per second than the relay allows (MAX_FRAMES_PER_SECOND...). */
+  RateLimited: 4005,
 } as const;
 
 /** One of the values of {@link FrameType}. */
@@ -51,10 +55,39 @@ export interface HelloFrame {
   agent: string;
   /** Requested tunnel name (a DNS label). */
   name: string;
-  /** The relay's shared token when it requires one, else "". */
+  /** The agent's token when the relay requires one, else "". Compared in constant time, stored only as a hash. */
   token: string;
-  /** A secret the agent keeps for its whole life: the relay gives the name back to whoever holds it. */
+  /**
+   * On a relay without tokens: a secret the agent keeps (in a file per relay and name), so the
+   * relay gives the name back to whoever holds it. Relays with tokens give a name to its token.
+   */
   claim: string;
+  /** Who may visit: enforced by the relay before a visitor's request costs the agent a frame. */
+  rules: VisitorRules;
+}
+
+/**
+ * Visitor rules an agent sets for its tunnel (protocol 2). Each kind that is set must pass;
+ * within a kind, any entry may match. Empty lists: no rule of that kind.
+ */
+export interface VisitorRules {
+  /** {@link hashBasicCredentials} of each allowed user:password; the relay never sees a password. */
+  basicAuth: string[];
+  /** CIDR ranges (IPv4 or IPv6, a bare address is /32 or /128) a visitor's address must fall in. */
+  allowIp: string[];
+  /** Request signatures: a request must carry a valid HMAC-SHA256 of its raw body in one of these. */
+  webhooks: WebhookRule[];
+}
+
+/**
+ * An HMAC-SHA256 signature over the raw body, hex, in `header`; "github" is `X-Hub-Signature-256`
+ * with its `sha256=` prefix. The relay holds `secret` while the agent is connected.
+ */
+export interface WebhookRule {
+  kind: "github" | "hmac-sha256";
+  /** Lowercase header name. */
+  header: string;
+  secret: string;
 }
 
 /** Relay -> agent: the tunnel is up. */
@@ -63,13 +96,31 @@ export interface ReadyFrame {
   name: string;
   /** The public URL visitors use. */
   url: string;
+  /** The relay has no tokens: anyone who can reach it may open tunnels (the agent says so). */
+  open: boolean;
 }
 
 /**
  * Why a relay refused an agent. Stable strings; the agent decides from them whether to retry.
  * A newer relay may send codes not listed here: agents treat those as final.
  */
-export type RefusalCode = "version-mismatch" | "unauthorized" | "name-taken" | "bad-hello";
+export type RefusalCode =
+  /** The two sides speak different protocol versions; the message says which to upgrade. */
+  | "version-mismatch"
+  /** Missing or wrong token. */
+  | "unauthorized"
+  /** Open relay: another agent holds the name, for the seconds the message gives (retry if it was ours). */
+  | "name-taken"
+  /** The name belongs to another token (for NAME_TTL_DAYS after its last use). */
+  | "name-owned"
+  /** The name is one the relay keeps for itself (see RESERVED_NAMES). */
+  | "name-reserved"
+  /** This token already holds as many tunnels as the relay allows. */
+  | "too-many-tunnels"
+  /** Too many connection attempts from this address; retry later. */
+  | "rate-limited"
+  /** The hello itself is wrong (first frame, name, rules). */
+  | "bad-hello";
 
 /** Relay -> agent: the tunnel was refused; the relay closes the socket after sending it. */
 export interface RefusedFrame {

@@ -4,9 +4,10 @@
  * @module
  */
 export { concatBytes, FrameBatch } from "./batch.ts";
-export { decodeFrame, decodeFrames, encodeFrame } from "./codec.ts";
+export { decodeFrame, decodeFrames, decodeMessage, encodeFrame, type InvalidFrame } from "./codec.ts";
 export { ProtocolError, type ProtocolErrorCode } from "./errors.ts";
 export * from "./frames.ts";
 export { HOP_BY_HOP } from "./http.ts";
 export * from "./limits.ts";
 export { decodePollAnswer, encodePollAnswer, MAX_POLL_ANSWER, type PollAnswer } from "./poll.ts";
+export { hashBasicCredentials, sameBytes } from "./secrets.ts";

@@ -1,5 +1,7 @@
 /** The protocol version both sides speak. Bumped only for changes an older peer cannot ignore. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
+// 2: Hello carries visitor rules and Ready says whether the relay is open. A relay of
+// protocol 1 would ignore the rules, so it must refuse a protocol 2 agent (it does).
 
 /**
  * Largest body chunk carried by one Data frame. Bodies always travel as many bounded chunks so
@@ -59,6 +61,48 @@ export const MAX_STREAM_ID = 0xffff_ffff;
  * lowercase letters, digits and inner hyphens, 1 to 63 characters (RFC 1035 section 2.3.4).
  */
 export const TUNNEL_NAME_PATTERN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/**
+ * Names the relay keeps for itself: its own paths and the labels people expect a service to
+ * own, which a tunnel could otherwise use to impersonate it (`admin.<base>`, `api.<base>`).
+ */
+export const RESERVED_NAMES: ReadonlySet<string> = new Set([
+  "_burrow",
+  "burrow",
+  "relay",
+  "t",
+  "www",
+  "api",
+  "admin",
+  "administrator",
+  "root",
+  "mail",
+  "smtp",
+  "ftp",
+  "ns",
+  "ns1",
+  "ns2",
+  "dns",
+  "status",
+  "health",
+  "login",
+  "auth",
+  "account",
+  "accounts",
+  "billing",
+  "dashboard",
+  "console",
+  "support",
+  "help",
+  "docs",
+  "static",
+  "cdn",
+  "assets",
+  "localhost",
+]);
+
+/** Most rules of each kind in a Hello (Basic credentials, CIDR ranges, webhook secrets). */
+export const MAX_RULES = 16;
 
 /** Path on the relay where agents open their WebSocket, with `?name=<tunnel name>`. */
 export const CONNECT_PATH = "/_burrow/connect";

@@ -16,6 +16,8 @@ import { Origin } from "../_origin.ts";
 import { Relay } from "../_relay.ts";
 import { at, visit } from "../_visit.ts";
 
+const NO_RULES = { basicAuth: [], allowIp: [], webhooks: [] };
+
 /** A hand-driven agent connection, for what a well-behaved agent never sends. */
 class RawAgent {
   readonly frames: Frame[] = [];
@@ -46,6 +48,7 @@ class RawAgent {
       name,
       token: "",
       claim: `claim-${name}`,
+      rules: NO_RULES,
       ...fields,
     });
     expect(await agent.next()).toMatchObject({ type: FrameType.Ready, name });
@@ -119,7 +122,7 @@ describe("relay", () => {
       [PROTOCOL_VERSION + 1, /redeploy the relay/],
     ])("refuses protocol version %i, saying which side to upgrade", async (version, advice) => {
       const agent = await RawAgent.open(relay, "versions");
-      agent.send({ type: FrameType.Hello, version, agent: "test", name: "versions", token: "", claim: "x" });
+      agent.send({ type: FrameType.Hello, version, agent: "test", name: "versions", token: "", claim: "x", rules: NO_RULES });
       const frame = await agent.next();
       expect(frame).toMatchObject({ type: FrameType.Refused, code: "version-mismatch", message: expect.stringMatching(advice) });
       expect((await agent.closed).code).toBe(CloseCode.Refused);
@@ -130,7 +133,15 @@ describe("relay", () => {
       first.send({ type: FrameType.End, stream: 1 });
       expect(await first.next()).toMatchObject({ type: FrameType.Refused, code: "bad-hello" });
       const other = await RawAgent.open(relay, "mine");
-      other.send({ type: FrameType.Hello, version: PROTOCOL_VERSION, agent: "t", name: "theirs", token: "", claim: "x" });
+      other.send({
+        type: FrameType.Hello,
+        version: PROTOCOL_VERSION,
+        agent: "t",
+        name: "theirs",
+        token: "",
+        claim: "x",
+        rules: NO_RULES,
+      });
       expect(await other.next()).toMatchObject({
         type: FrameType.Refused,
         code: "bad-hello",
@@ -201,7 +212,15 @@ describe("relay", () => {
       dropped.socket.terminate();
       await dropped.closed;
       const squatter = await RawAgent.open(relay, "keep");
-      squatter.send({ type: FrameType.Hello, version: PROTOCOL_VERSION, agent: "t", name: "keep", token: "", claim: "other" });
+      squatter.send({
+        type: FrameType.Hello,
+        version: PROTOCOL_VERSION,
+        agent: "t",
+        name: "keep",
+        token: "",
+        claim: "other",
+        rules: NO_RULES,
+      });
       expect(await squatter.next()).toMatchObject({
         code: "name-taken",
         message: expect.stringMatching(/kept for its agent for \d+s more/),
@@ -210,7 +229,7 @@ describe("relay", () => {
       expect(back.frames).toEqual([]);
       back.socket.close(1000, "agent stopped");
       await back.closed;
-      const next = await RawAgent.hello(relay, "keep", { claim: "other" });
+      const next = await RawAgent.hello(relay, "keep", { claim: "other", rules: NO_RULES });
       expect(next.socket.readyState).toBe(WebSocket.OPEN);
       next.socket.close(1000);
     });

@@ -3,6 +3,7 @@ import {
   concatBytes,
   decodeFrame,
   decodeFrames,
+  decodeMessage,
   decodePollAnswer,
   encodeFrame,
   encodePollAnswer,
@@ -11,14 +12,28 @@ import {
   FrameType,
   MAX_DATA_CHUNK,
   MAX_FRAME_BYTES,
+  MAX_HEADER_BYTES,
+  MAX_HEADERS,
   ProtocolError,
 } from "@burrow/protocol";
 import { encode } from "@msgpack/msgpack";
 import { describe, expect, it } from "vitest";
 
 const FRAMES: Frame[] = [
-  { type: FrameType.Hello, version: 1, agent: "0.1.0", name: "demo", token: "", claim: "c2VjcmV0" },
-  { type: FrameType.Ready, name: "demo", url: "https://demo.example.com" },
+  {
+    type: FrameType.Hello,
+    version: 2,
+    agent: "0.1.0",
+    name: "demo",
+    token: "",
+    claim: "c2VjcmV0",
+    rules: {
+      basicAuth: ["ab".repeat(32)],
+      allowIp: ["10.0.0.0/8", "::1"],
+      webhooks: [{ kind: "github", header: "x-hub-signature-256", secret: "s" }],
+    },
+  },
+  { type: FrameType.Ready, name: "demo", url: "https://demo.example.com", open: true },
   { type: FrameType.Refused, code: "name-taken", message: 'the tunnel name "demo" is in use' },
   {
     type: FrameType.RequestHead,
@@ -206,6 +221,37 @@ describe("frames batched into one message", () => {
     const message = new Uint8Array([...encodeFrame({ type: FrameType.End, stream: 1 }), ...encode([FrameType.End, -1])]);
     expect(() => decodeFrames(message)).toThrow(/End frame stream is -1/);
     expect(() => decodeFrames(new Uint8Array(0))).toThrow(ProtocolError);
+  });
+
+  it("marks a frame over a limit as its stream's problem, in order, and keeps the others", () => {
+    const big = "x".repeat(MAX_HEADER_BYTES + 1);
+    const many = Array.from({ length: MAX_HEADERS + 1 }, (_, i) => [`h${i}`, "v"]);
+    const parts = [
+      encodeFrame({ type: FrameType.End, stream: 1 }),
+      encode([FrameType.RequestHead, 2, "GET", "/", [["cookie", big]]]),
+      encode([FrameType.RequestHead, 3, "GET", `/${big}`, []]),
+      encode([FrameType.ResponseHead, 4, 200, many]),
+      encodeFrame({ type: FrameType.End, stream: 5 }),
+    ];
+    const message = concatBytes(
+      parts,
+      parts.reduce((sum, p) => sum + p.byteLength, 0),
+    );
+    const frames = decodeMessage(message);
+    expect(frames.map((f) => [f.type, f.stream])).toEqual([
+      [FrameType.End, 1],
+      ["invalid", 2],
+      ["invalid", 3],
+      ["invalid", 4],
+      [FrameType.End, 5],
+    ]);
+    const messages = frames.flatMap((f) => (f.type === "invalid" ? [f.error.message] : []));
+    expect(messages[0]).toMatch(/header "cookie" is 32775 characters; the limit is 32768/);
+    expect(messages[1]).toMatch(/path .* must start|path is 32770 characters; the limit is 32768/);
+    expect(messages[2]).toMatch(/has 257 header fields; the limit is 256/);
+    // The strict form still refuses the whole message, and a bad frame without a stream always does.
+    expect(() => decodeFrames(message)).toThrow(/limit is 32768/);
+    expect(() => decodeMessage(encode([FrameType.Hello, "two"]))).toThrow(/Hello frame version/);
   });
 
   it("sends the frames of one turn as one message, and a full batch at once", async () => {

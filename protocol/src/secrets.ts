@@ -1,0 +1,36 @@
+// Secrets both sides handle the same way. Web Crypto is in every runtime the protocol runs in
+// (workerd, Node 20, Bun, Deno); see web.d.ts for what this package declares of it.
+
+const encoder = new TextEncoder();
+
+/**
+ * What an agent sends the relay for `--basic-auth user:password`, and what the relay computes
+ * from a visitor's `Authorization: Basic` header to compare: SHA-256 over the tunnel name and
+ * the credentials, hex. The relay never sees a password; the name salts the hash so that one
+ * password gives different hashes on different tunnels.
+ */
+export async function hashBasicCredentials(tunnel: string, user: string, password: string): Promise<string> {
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    encoder.encode(`burrow-basic-auth\u0000${tunnel}\u0000${user}:${password}`),
+  );
+  return toHex(new Uint8Array(digest));
+}
+
+/**
+ * Compares two byte strings in time that depends on their length only, in plain JavaScript (not
+ * workerd's `crypto.subtle.timingSafeEqual`, so it runs on any runtime). Callers compare
+ * fixed-length digests, so the length says nothing.
+ */
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  let diff = 0;
+  for (let i = 0; i < a.byteLength; i++) diff |= a[i]! ^ b[i]!;
+  return diff === 0;
+}
+
+function toHex(bytes: Uint8Array): string {
+  let out = "";
+  for (const byte of bytes) out += byte.toString(16).padStart(2, "0");
+  return out;
+}
