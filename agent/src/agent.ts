@@ -185,8 +185,10 @@ export class Agent {
 
   /** Dials the relay on the current transport (through the proxy and TLS of `options.net`). */
   private async connect(): Promise<Link> {
-    const { relay, name, net, heartbeatMs } = this.options;
-    if (this.transport === "https") return HttpsLink.open(relay, name, net, Math.min(heartbeatMs, MAX_POLL_WAIT_MS));
+    const { relay, name, net, heartbeatMs, token } = this.options;
+    if (this.transport === "https") {
+      return HttpsLink.open(relay, name, net, Math.min(heartbeatMs, MAX_POLL_WAIT_MS), undefined, token);
+    }
     const url = new URL(this.connectUrl);
     return openWebSocket(await dial(url, net), url, net.timeoutMs);
   }

@@ -124,7 +124,9 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       return 0;
     }
     const settings = options(args, runtime, log);
-    if (diagnose) return await doctor(settings.relay, settings.name, settings.net, (line) => console.log(line));
+    if (diagnose) {
+      return await doctor(settings.relay, settings.name, settings.net, (line) => console.log(line), settings.token);
+    }
     const agent = new Agent(settings, new Origin(args.host ?? "localhost", port(args.port)), runtime, log);
     let stoppingSince = 0;
     runtime.onStop(() => {

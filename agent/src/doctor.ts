@@ -1,4 +1,4 @@
-import { CONNECT_PATH, HEARTBEAT, SESSION_PATH } from "@burrow/protocol";
+import { CONNECT_PATH, HEARTBEAT, SESSION_HEADER, SESSION_PATH } from "@burrow/protocol";
 import { type DialReport, describe, dial, type NetConfig, NetworkError, type Step } from "./net/dial.ts";
 import { HttpConnection } from "./net/http.ts";
 import { openWebSocket } from "./net/websocket.ts";
@@ -10,7 +10,13 @@ type Outcome = { ok: true; detail: string } | { ok: false; detail: string; hint:
  * WebSocket, HTTPS transport), prints what works and what to do about what does not, and
  * says which transport the agent would use. Exit status 0 when some transport works, else 5.
  */
-export async function doctor(relay: URL, name: string, net: NetConfig, print: (line: string) => void): Promise<number> {
+export async function doctor(
+  relay: URL,
+  name: string,
+  net: NetConfig,
+  print: (line: string) => void,
+  token = "",
+): Promise<number> {
   const show = (step: string, outcome: Outcome) => {
     const mark = outcome.ok === true ? "ok  " : outcome.ok === false ? "FAIL" : "--  ";
     print(`${mark} ${step.padEnd(10)} ${outcome.detail}`);
@@ -64,7 +70,7 @@ export async function doctor(relay: URL, name: string, net: NetConfig, print: (l
 
   const websocket = await probeWebSocket(relay, name, net);
   show("websocket", websocket);
-  const https = await probeHttps(relay, name, net);
+  const https = await probeHttps(relay, name, net, token);
   show("https", https);
   if (websocket.ok === true) {
     print("verdict: the agent will use the WebSocket transport");
@@ -112,7 +118,7 @@ async function probeWebSocket(relay: URL, name: string, net: NetConfig): Promise
   }
 }
 
-async function probeHttps(relay: URL, name: string, net: NetConfig): Promise<Outcome> {
+async function probeHttps(relay: URL, name: string, net: NetConfig, token: string): Promise<Outcome> {
   let connection: HttpConnection | undefined;
   try {
     connection = await HttpConnection.open(relay, net);
@@ -120,6 +126,7 @@ async function probeHttps(relay: URL, name: string, net: NetConfig): Promise<Out
     const opened = await connection.request("POST", `${SESSION_PATH}?name=${encodeURIComponent(name)}`, {
       timeoutMs: net.timeoutMs,
       maxBody: 64 * 1024,
+      headers: token ? { Authorization: `Bearer ${token}` } : {},
     });
     if (opened.status !== 201) {
       return {
@@ -131,9 +138,18 @@ async function probeHttps(relay: URL, name: string, net: NetConfig): Promise<Out
       };
     }
     const { session } = JSON.parse(opened.body.toString("utf8")) as { session: string };
-    const base = `${SESSION_PATH}/${encodeURIComponent(session)}?name=${encodeURIComponent(name)}`;
-    const poll = await connection.request("GET", `${base}&ack=0&wait=0`, { timeoutMs: net.timeoutMs, maxBody: 1024 * 1024 });
-    await connection.request("DELETE", `${base}&code=1000&reason=doctor`, { timeoutMs: net.timeoutMs, maxBody: 64 * 1024 });
+    const base = `${SESSION_PATH}?name=${encodeURIComponent(name)}`;
+    const headers = { [SESSION_HEADER]: session };
+    const poll = await connection.request("GET", `${base}&ack=0&wait=0`, {
+      timeoutMs: net.timeoutMs,
+      maxBody: 1024 * 1024,
+      headers,
+    });
+    await connection.request("DELETE", `${base}&code=1000&reason=doctor`, {
+      timeoutMs: net.timeoutMs,
+      maxBody: 64 * 1024,
+      headers,
+    });
     if (poll.status !== 200) return { ok: false, detail: `a poll was answered ${poll.status} ${poll.statusText}`, hint: "" };
     return { ok: true, detail: `session opened and polled in ${Math.round(performance.now() - started)}ms` };
   } catch (error) {

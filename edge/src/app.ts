@@ -37,19 +37,14 @@ app.get(CONNECT_PATH, (c) => {
   return tunnel(c, name).fetch(new Request(c.req.raw, { headers }));
 });
 
-// The HTTPS transport, for agents whose network blocks WebSockets (see SESSION_PATH).
-app.post(SESSION_PATH, (c) => {
+// The HTTPS transport, for agents whose network blocks WebSockets (see SESSION_PATH): a POST
+// without a session header opens one; the others name theirs in SESSION_HEADER.
+app.on(["GET", "POST", "DELETE"], SESSION_PATH, (c) => {
   const name = c.req.query("name") ?? "";
   checkName(name);
   const headers = new Headers(c.req.raw.headers);
   headers.set(INTERNAL.publicUrl, publicUrl(new URL(c.req.url), name, c.env.BASE_DOMAIN));
   return tunnel(c, name).fetch(new Request(c.req.raw, { headers }));
-});
-
-app.on(["GET", "POST", "DELETE"], `${SESSION_PATH}/:session`, (c) => {
-  const name = c.req.query("name") ?? "";
-  checkName(name);
-  return tunnel(c, name).fetch(c.req.raw);
 });
 
 app.all("/t/:name{[^/]+}", (c) => {
@@ -91,6 +86,8 @@ async function visit(c: Context<App>, name: string, path: string, prefix: string
   );
   headers.set(INTERNAL.tunnel, name);
   headers.set(INTERNAL.path, path);
+  const clientIp = request.headers.get("cf-connecting-ip");
+  if (clientIp) headers.set(INTERNAL.clientIp, clientIp);
   // Hop-by-hop, so dropped above; the Durable Object needs it to answer with a WebSocket.
   if (request.headers.get("upgrade")?.toLowerCase() === "websocket") headers.set("upgrade", "websocket");
   const response = await tunnel(c, name).fetch("https://tunnel.internal/visit", {

@@ -5,8 +5,17 @@ export interface Env {
   TUNNELS: DurableObjectNamespace<TunnelObject>;
   /** Tunnels are served at `<name>.<BASE_DOMAIN>`; "localhost" locally. Empty: path URLs only. */
   BASE_DOMAIN: string;
-  /** When set, agents must present this token in their hello. */
+  /** Secret: "label:token,label:token", one token per person or machine (see admission.ts). */
+  BURROW_TOKENS?: string;
+  /** Secret: one token, the simple form of BURROW_TOKENS (labelled "default"). */
   BURROW_TOKEN?: string;
   /** How long a visitor waits for the origin's response head before a 504 (default 600). */
   RESPONSE_TIMEOUT_SECONDS?: string;
+  /** The limits of limits.ts; each has a default. */
+  MAX_STREAMS_PER_TUNNEL?: string;
+  HELLO_TIMEOUT_SECONDS?: string;
+  MAX_AGENT_FRAMES_PER_SECOND?: string;
+  MAX_AGENT_BYTES_PER_SECOND?: string;
+  MAX_SIGNED_BODY_BYTES?: string;
+  NAME_TTL_DAYS?: string;
 }

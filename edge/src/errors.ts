@@ -6,6 +6,9 @@ export type EdgeErrorCode =
   | "not-found"
   | "bad-request"
   | "unauthorized"
+  | "forbidden"
+  | "body-too-large"
+  | "too-many-streams"
   | "agent-offline"
   | "agent-timeout"
   | "agent-disconnected"
@@ -19,6 +22,8 @@ export const ERROR_HEADER = "X-Burrow-Error";
 /** An error that becomes a plain-text page for the visitor (or the agent, for connect errors). */
 export class EdgeError extends Error {
   override readonly name = "EdgeError";
+  /** Extra response headers: WWW-Authenticate, Retry-After. */
+  headers: Record<string, string> = {};
 
   constructor(
     readonly status: number,
@@ -35,6 +40,7 @@ export class EdgeError extends Error {
         "Content-Type": "text/plain; charset=utf-8",
         "Cache-Control": "no-store",
         [ERROR_HEADER]: this.code,
+        ...this.headers,
       },
     });
   }

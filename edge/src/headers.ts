@@ -5,6 +5,8 @@ export const INTERNAL = {
   tunnel: "x-burrow-tunnel",
   path: "x-burrow-path",
   publicUrl: "x-burrow-public-url",
+  /** The visitor's address, when the relay can know it (see app.ts). */
+  clientIp: "x-burrow-client-ip",
 } as const;
 
 const INTERNAL_NAMES = new Set<string>(Object.values(INTERNAL));

@@ -10,7 +10,10 @@ import {
 } from "@burrow/protocol";
 import { isTeardownNoise } from "./errors.ts";
 import type { AgentLink } from "./polling.ts";
-import type { SendFrame } from "./streams.ts";
+import type { SendFrame, Verdict } from "./streams.ts";
+
+/** The hibernation tag every visitor socket carries, so they are counted without reading attachments. */
+const VISITOR_TAG = "visitor";
 
 /** What a visitor's WebSocket remembers across hibernation. */
 export interface VisitorAttachment {
@@ -58,7 +61,7 @@ export class SocketRelay {
   /** The origin accepted the upgrade: hand the visitor its end of a new WebSocket. */
   accept(id: number, protocol: string | null): Response {
     const { 0: client, 1: server } = new WebSocketPair();
-    this.ctx.acceptWebSocket(server, [tag(id)]);
+    this.ctx.acceptWebSocket(server, [VISITOR_TAG, tag(id)]);
     server.serializeAttachment({ phase: "visitor", stream: id } satisfies VisitorAttachment);
     const headers = protocol ? { "Sec-WebSocket-Protocol": protocol } : undefined;
     return new Response(null, { status: 101, webSocket: client, headers });
@@ -84,11 +87,22 @@ export class SocketRelay {
     this.flush(agent, out);
   }
 
+  /** Visitor WebSockets open now (for the per-tunnel stream limit). */
+  get count(): number {
+    return this.ctx.getWebSockets(VISITOR_TAG).length;
+  }
+
   /** The agent may send `bytes` more of the visitor's messages. */
-  granted(agent: AgentLink, id: number, bytes: number): void {
+  granted(agent: AgentLink, id: number, bytes: number): Verdict {
+    // Only for a socket that exists: credit for made-up ids must not leave entries behind.
+    if (!this.visitor(id)) return "gone";
     const out = this.outboundOf(id);
+    if (out.credit + bytes > INITIAL_WINDOW) {
+      return { violation: `credit of ${bytes} bytes would exceed the ${INITIAL_WINDOW}-byte window` };
+    }
     out.credit += bytes;
     this.flush(agent, out);
+    return "ok";
   }
 
   /** A piece of the origin's message: the visitor gets it once it is whole. */
@@ -146,7 +160,7 @@ export class SocketRelay {
 
   /** The agent is gone: every visitor socket it carried closes. */
   closeAll(reason: string): void {
-    for (const socket of this.ctx.getWebSockets()) {
+    for (const socket of this.ctx.getWebSockets(VISITOR_TAG)) {
       const attachment = socket.deserializeAttachment() as { phase: string } | null;
       if (attachment?.phase !== "visitor") continue;
       this.forget((attachment as VisitorAttachment).stream);

@@ -6,6 +6,13 @@ import type { AgentLink } from "./polling.ts";
 // Statuses whose responses never carry a body (Fetch standard, "null body status").
 const NULL_BODY_STATUS = new Set([101, 204, 205, 304]);
 
+/**
+ * What a frame from the agent meant for its stream: applied, for a stream that is gone (the
+ * visitor left, or it never existed: the agent may be catching up with a Reset), or a breach of
+ * the protocol by the agent, which resets that stream.
+ */
+export type Verdict = "ok" | "gone" | { violation: string };
+
 /** A visitor request in flight on the agent's socket. */
 interface Stream {
   readonly socket: AgentLink;
@@ -20,6 +27,8 @@ interface Stream {
   wake?: () => void;
   /** Response body bytes the visitor consumed that the agent has not been credited for. */
   consumed: number;
+  /** Response body bytes the agent may still send: its window, less what came, plus credit sent. */
+  allowance: number;
   /** Set once the response head arrived and the body is streaming to the visitor. */
   writer?: WritableStreamDefaultWriter<Uint8Array>;
 }
@@ -47,10 +56,24 @@ export class StreamTable {
     return this.streams.has(id);
   }
 
+  /** Requests in flight (for the per-tunnel limit). */
+  get size(): number {
+    return this.streams.size;
+  }
+
   /** Registers stream `id` and returns the promise of the visitor's Response. */
   open(id: number, socket: AgentLink, method: string, upgrade: boolean): Promise<Response> {
     return new Promise<Response>((resolve) => {
-      this.streams.set(id, { socket, method, upgrade, resolve, timer: null, credit: INITIAL_WINDOW, consumed: 0 });
+      this.streams.set(id, {
+        socket,
+        method,
+        upgrade,
+        resolve,
+        timer: null,
+        credit: INITIAL_WINDOW,
+        consumed: 0,
+        allowance: INITIAL_WINDOW,
+      });
     });
   }
 
@@ -58,8 +81,8 @@ export class StreamTable {
    * Streams the visitor's request body to the agent in bounded Data frames, never more than
    * the agent's credit ahead, then End. Resolves when done or when the stream went away.
    */
-  async forwardBody(id: number, body: ReadableStream<Uint8Array> | null): Promise<void> {
-    const reader = body ? chunkReader(body) : undefined;
+  async forwardBody(id: number, body: ReadableStream<Uint8Array> | Uint8Array | null): Promise<void> {
+    const reader = body instanceof Uint8Array ? bytesReader(body) : body ? chunkReader(body) : undefined;
     try {
       while (reader) {
         const value = await reader.read();
@@ -99,14 +122,18 @@ export class StreamTable {
     }
   }
 
-  /** The agent consumed more of the request body. Returns false for an unknown stream. */
-  granted(id: number, bytes: number): boolean {
+  /** The agent consumed more of the request body. */
+  granted(id: number, socket: AgentLink, bytes: number): Verdict {
     const stream = this.streams.get(id);
-    if (!stream) return false;
+    if (stream?.socket !== socket) return "gone";
+    // The agent can only grant what it received: more than the window is a bug or an attack.
+    if (stream.credit + bytes > INITIAL_WINDOW) {
+      return { violation: `credit of ${bytes} bytes would exceed the ${INITIAL_WINDOW}-byte window` };
+    }
     stream.credit += bytes;
     stream.wake?.();
     stream.wake = undefined;
-    return true;
+    return "ok";
   }
 
   /**
@@ -123,10 +150,11 @@ export class StreamTable {
     }, timeoutMs);
   }
 
-  /** The agent answered: start the visitor's response. Returns false for an unknown stream. */
-  head(frame: ResponseHeadFrame): boolean {
+  /** The agent answered: start the visitor's response. */
+  head(frame: ResponseHeadFrame, socket: AgentLink): Verdict {
     const stream = this.streams.get(frame.stream);
-    if (!stream || stream.writer) return false;
+    if (stream?.socket !== socket) return "gone";
+    if (stream.writer) return { violation: "a second response head" };
     clearTimeout(stream.timer);
     const headers = responseHeaders(frame.headers);
     if (frame.status === 101) {
@@ -136,13 +164,13 @@ export class StreamTable {
         stream.resolve(
           new EdgeError(502, "stream-reset", "The agent answered 101 to a request that asked for no upgrade.").toResponse(),
         );
-      return true;
+      return "ok";
     }
     if (NULL_BODY_STATUS.has(frame.status) || stream.method === "HEAD") {
       this.streams.delete(frame.stream);
       stream.wake?.();
       stream.resolve(new Response(null, { status: frame.status, headers }));
-      return true;
+      return "ok";
     }
     // A declared length makes the runtime send Content-Length and fail the response if the
     // agent ends early: a truncated body is never delivered as a clean end.
@@ -156,40 +184,58 @@ export class StreamTable {
     // `encodeBody: "manual"`: the origin's bytes are already encoded as its Content-Encoding
     // says; without it the runtime would compress them a second time.
     stream.resolve(new Response(readable, { status: frame.status, headers, encodeBody: "manual" }));
-    return true;
+    return "ok";
   }
 
   /**
    * A body chunk for the visitor. The write settles once the visitor's connection took the
    * bytes, and only then does the agent get credit for them: a slow visitor slows the origin
-   * instead of filling the relay's memory. Returns false for an unknown stream.
+   * instead of filling the relay's memory. An agent that sends more than its credit breaks
+   * the protocol (the relay would have to buffer what it never allowed).
    */
-  data(id: number, bytes: Uint8Array): boolean {
+  data(id: number, socket: AgentLink, bytes: Uint8Array): Verdict {
     const stream = this.streams.get(id);
-    if (!stream?.writer) return false;
+    if (stream?.socket !== socket) return "gone";
+    if (!stream.writer) return { violation: "body data before the response head" };
+    stream.allowance -= bytes.byteLength;
+    if (stream.allowance < 0) return { violation: "more response body than its credit allows" };
     stream.writer.write(bytes).then(
       () => {
         stream.consumed += bytes.byteLength;
         if (stream.consumed < CREDIT_BATCH || !this.streams.has(id)) return;
         this.send(stream.socket, { type: FrameType.Credit, stream: id, bytes: stream.consumed });
+        stream.allowance += stream.consumed;
         stream.consumed = 0;
       },
       () => this.cancel(id, "the visitor went away"),
     );
-    return true;
+    return "ok";
   }
 
   /** The body is complete. */
-  end(id: number): boolean {
+  end(id: number, socket: AgentLink): Verdict {
     const stream = this.streams.get(id);
-    if (!stream?.writer) return false;
+    if (stream?.socket !== socket) return "gone";
+    if (!stream.writer) return { violation: "End before the response head" };
     this.streams.delete(id);
     stream.writer.close().catch(() => {});
-    return true;
+    return "ok";
+  }
+
+  /**
+   * The agent broke the protocol on this stream: the visitor gets a 502 (or a broken body), the
+   * agent a Reset, and no other stream is touched.
+   */
+  violated(id: number, why: string): void {
+    const stream = this.streams.get(id);
+    if (!stream) return;
+    this.send(stream.socket, { type: FrameType.Reset, stream: id, code: "protocol-error", message: why });
+    this.fail(id, 502, "stream-reset", `The agent broke the protocol on this request (${why}).`);
   }
 
   /** The agent reset the stream: a 502 page before the head, a failed body after it. */
-  reset(id: number, code: string, message: string): void {
+  reset(id: number, socket: AgentLink, code: string, message: string): void {
+    if (this.streams.get(id)?.socket !== socket) return;
     const page: EdgeErrorCode =
       code === "origin-unreachable" ? "origin-unreachable" : code === "origin-error" ? "origin-error" : "stream-reset";
     this.fail(id, 502, page, message);
@@ -234,6 +280,20 @@ export class StreamTable {
     stream.wake?.();
     return stream;
   }
+}
+
+/** A body the relay already holds whole (it checked a signature over it), in MAX_DATA_CHUNK reads. */
+function bytesReader(bytes: Uint8Array): { read(): Promise<Uint8Array | undefined>; cancel(): Promise<void> } {
+  let offset = 0;
+  return {
+    read: async () => {
+      if (offset >= bytes.byteLength) return undefined;
+      const chunk = bytes.subarray(offset, offset + MAX_DATA_CHUNK);
+      offset += chunk.byteLength;
+      return chunk;
+    },
+    cancel: async () => {},
+  };
 }
 
 /**

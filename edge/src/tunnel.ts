@@ -3,32 +3,36 @@ import {
   CloseCode,
   CONNECT_PATH,
   concatBytes,
-  decodeFrames,
+  decodeMessage,
   type Frame,
   FrameBatch,
   FrameType,
   HEARTBEAT,
   type HelloFrame,
-  PROTOCOL_VERSION,
+  type InvalidFrame,
   ProtocolError,
-  type RefusalCode,
+  SESSION_HEADER,
   SESSION_PATH,
 } from "@burrow/protocol";
+import { type Admission, admit, identify, type NameRecord, parseTokens, type Tokens } from "./admission.ts";
 import type { Env } from "./env.ts";
 import { EdgeError, isTeardownNoise } from "./errors.ts";
 import { INTERNAL, isInternal, withoutHopByHop } from "./headers.ts";
+import { RateMeter, type RelayLimits, readLimits } from "./limits.ts";
 import { type AgentLink, PollingLink } from "./polling.ts";
+import { RuleSet } from "./rules.ts";
 import { SocketRelay, type VisitorAttachment } from "./sockets.ts";
-import { StreamTable } from "./streams.ts";
+import { StreamTable, type Verdict } from "./streams.ts";
 
 /** What each agent socket remembers across hibernation (`serializeAttachment`, max 2 KiB). */
 type Attachment =
   | { phase: "hello"; name: string; url: string }
-  | { phase: "ready"; name: string; url: string; claim: string }
+  | { phase: "ready"; name: string; url: string; owner: string; label: string }
   | VisitorAttachment;
 type HelloAttachment = Extract<Attachment, { phase: "hello" }>;
+type ReadyAttachment = Extract<Attachment, { phase: "ready" }>;
 
-/** After an agent drops without saying goodbye, its name stays reserved for it this long. */
+/** On an open relay, a name stays reserved this long for an agent that dropped uncleanly. */
 const NAME_GRACE_MS = 60_000;
 /**
  * A visitor who arrives while the agent reconnects (a proxy cut its connection, say) waits
@@ -36,10 +40,19 @@ const NAME_GRACE_MS = 60_000;
  */
 const AGENT_RETURN_WAIT_MS = 10_000;
 const DEFAULT_RESPONSE_TIMEOUT_S = 600;
+/** While an agent is connected its name's last use is refreshed this often (an alarm). */
+const REFRESH_MS = 86_400_000;
+const AGENT_TAG = "agent";
+
+/** Storage keys: the name's owner (a hash) and the visitor rules of its connected agent. */
+const NAME_KEY = "name";
+const RULES_KEY = "rules";
 
 /**
  * One tunnel: holds its agent's WebSocket (Hibernation API, so an idle tunnel costs nothing)
- * and turns each visitor request into a stream of frames on it.
+ * and turns each visitor request into a stream of frames on it. Who may connect and who owns
+ * the name is decided in admission.ts, who may visit in rules.ts, with the limits of limits.ts;
+ * this class adapts them to the Durable Object's storage, sockets and alarms.
  */
 export class TunnelObject extends DurableObject<Env> {
   private readonly sockets = new SocketRelay(this.ctx, (socket, frame) => this.sendFrame(socket, frame));
@@ -47,21 +60,28 @@ export class TunnelObject extends DurableObject<Env> {
     (socket, frame) => this.sendFrame(socket, frame),
     (id, protocol) => this.sockets.accept(id, protocol),
   );
+  private readonly limits: RelayLimits = readLimits(this.env);
+  private readonly bootedAt = Date.now();
+  private tokens: Promise<Tokens> | undefined;
   private lastStreamId = Math.floor(Math.random() * 0x7fff_ffff);
   /** Frames sent to an agent in one turn leave as one message (a microtask later). */
   private readonly batches = new WeakMap<AgentLink, FrameBatch>();
+  /** How fast each agent link sends (frames, bytes), against the limits. */
+  private readonly meters = new WeakMap<AgentLink, { frames: RateMeter; bytes: RateMeter }>();
   /** Visitors waiting for a dropped agent to come back (see agentBack). */
   private readonly returning = new Set<(agent: AgentLink) => void>();
   /**
    * The ready agent link, once found: agent() is asked on every visitor request and message,
-   * and finding it means deserializing every socket's attachment. Set by hello(), unset when
-   * that link drops; empty after a wake from hibernation until agent() looks again.
+   * and finding it means deserializing every agent socket's attachment. Set by hello(), unset
+   * when that link drops; empty after a wake from hibernation until agent() looks again.
    */
   private ready: AgentLink | undefined;
   /** Links the relay closed or saw close, whose attachments may still say "ready". */
   private readonly ended = new WeakSet<AgentLink>();
   /** Agents on the HTTPS transport, by session id (in memory: see PollingLink). */
   private readonly sessions = new Map<string, PollingLink>();
+  /** The visitor rules of the connected agent; undefined until read from storage. */
+  private rules: RuleSet | null | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -73,7 +93,7 @@ export class TunnelObject extends DurableObject<Env> {
     const url = new URL(request.url);
     try {
       if (url.pathname === CONNECT_PATH) return this.accept(request, url);
-      if (url.pathname.startsWith(SESSION_PATH)) return await this.session(request, url);
+      if (url.pathname === SESSION_PATH) return await this.session(request, url);
       return await this.visit(request);
     } catch (error) {
       if (error instanceof EdgeError) return error.toResponse();
@@ -84,16 +104,40 @@ export class TunnelObject extends DurableObject<Env> {
 
   /** The Worker validated the name and the upgrade; the hello decides whether the agent stays. */
   private accept(request: Request, url: URL): Response {
-    const name = url.searchParams.get("name") ?? "";
     const { 0: client, 1: server } = new WebSocketPair();
-    this.ctx.acceptWebSocket(server);
-    server.serializeAttachment({ phase: "hello", name, url: request.headers.get(INTERNAL.publicUrl) ?? "" } satisfies Attachment);
+    this.ctx.acceptWebSocket(server, [AGENT_TAG]);
+    server.serializeAttachment({
+      phase: "hello",
+      name: url.searchParams.get("name") ?? "",
+      url: request.headers.get(INTERNAL.publicUrl) ?? "",
+    } satisfies Attachment);
+    this.helloDeadline(server);
     return new Response(null, { status: 101, webSocket: client });
+  }
+
+  /**
+   * A connection that never says hello is closed: it would hold a socket (and its memory in
+   * the runtime) for nothing. The timer keeps this object awake that long, no longer.
+   */
+  private helloDeadline(link: AgentLink): void {
+    setTimeout(() => {
+      if (this.ended.has(link) || (link.deserializeAttachment() as Attachment | null)?.phase !== "hello") return;
+      this.close(link, CloseCode.HelloTimeout, `no hello within ${this.limits.helloTimeoutMs / 1000}s`);
+    }, this.limits.helloTimeoutMs);
   }
 
   /** The HTTPS transport: open a session, carry frames both ways, close it. */
   private async session(request: Request, url: URL): Promise<Response> {
-    if (url.pathname === SESSION_PATH && request.method === "POST") {
+    const id = request.headers.get(SESSION_HEADER);
+    if (request.method === "POST" && id === null) {
+      // A relay with tokens opens sessions for its agents only (the hello checks again).
+      const tokens = await this.tokenList();
+      if (tokens.entries.length > 0 || tokens.error) {
+        const bearer = /^Bearer\s+(\S+)$/i.exec(request.headers.get("authorization") ?? "")?.[1] ?? "";
+        if (!(await identify(tokens, bearer))) {
+          throw new EdgeError(401, "unauthorized", "This relay requires a token: pass --token-file, --token or BURROW_TOKEN.");
+        }
+      }
       const link = new PollingLink((ended, code, reason) => {
         this.sessions.delete(ended.id);
         this.closed(ended, code, reason);
@@ -104,9 +148,10 @@ export class TunnelObject extends DurableObject<Env> {
         url: request.headers.get(INTERNAL.publicUrl) ?? "",
       } satisfies Attachment);
       this.sessions.set(link.id, link);
+      this.helloDeadline(link);
       return Response.json({ session: link.id }, { status: 201, headers: { "Cache-Control": "no-store" } });
     }
-    const link = this.sessions.get(decodeURIComponent(url.pathname.slice(SESSION_PATH.length + 1)));
+    const link = id === null ? undefined : this.sessions.get(id);
     if (!link) {
       throw new EdgeError(404, "not-found", "No such session: it ended, or the relay restarted. Open a new one.");
     }
@@ -134,41 +179,84 @@ export class TunnelObject extends DurableObject<Env> {
   private async visit(request: Request): Promise<Response> {
     const tunnel = request.headers.get(INTERNAL.tunnel) ?? "";
     const path = request.headers.get(INTERNAL.path) ?? "/";
+    const upgrade = request.headers.get("upgrade")?.toLowerCase() === "websocket";
+    let headers = withoutHopByHop(request.headers).filter(([name]) => !isInternal(name));
+    let body: ReadableStream<Uint8Array> | Uint8Array | null = request.body;
+    // The agent's rules first: a visitor they turn away never costs the agent a frame.
+    const rules = await this.visitorRules();
+    if (rules) {
+      const length = request.headers.get("content-length");
+      const checked = await rules.check(
+        {
+          tunnel,
+          headers,
+          clientIp: request.headers.get(INTERNAL.clientIp),
+          body,
+          contentLength: length === null ? undefined : Number(length),
+        },
+        this.limits.maxSignedBody,
+      );
+      headers = checked.headers;
+      body = checked.body;
+    }
     const agent = this.agent() ?? (await this.agentBack());
     if (!agent) {
       throw new EdgeError(
         502,
         "agent-offline",
-        `No agent is connected for tunnel "${tunnel}". Start one next to your server: npx agent --port 8000 --name ${tunnel}`,
+        `No agent is connected for tunnel "${tunnel}". Start one next to your server: npx -p burrow-agent agent --port 8000 --name ${tunnel}`,
       );
     }
+    const open = this.streams.size + this.sockets.count;
+    if (open >= this.limits.maxStreams) {
+      const error = new EdgeError(
+        503,
+        "too-many-streams",
+        `This tunnel has ${open} requests and WebSockets open, its limit (MAX_STREAMS_PER_TUNNEL); retry in a moment.`,
+      );
+      error.headers = { "Retry-After": "1" };
+      throw error;
+    }
     const id = this.nextStreamId();
-    const upgrade = request.headers.get("upgrade")?.toLowerCase() === "websocket";
     const response = this.streams.open(id, agent, request.method, upgrade);
     // Before the head, only the signal tells that the visitor left (compatibility flag
     // enable_request_signal); after it, the response body's writer does.
     request.signal.addEventListener("abort", () => this.streams.abandon(id, "the visitor went away"));
-    const headers = withoutHopByHop(request.headers).filter(([name]) => !isInternal(name));
     // The agent opens its own WebSocket to the origin when it sees this.
     if (upgrade) headers.push(["upgrade", "websocket"]);
     this.sendFrame(agent, { type: FrameType.RequestHead, stream: id, method: request.method, path, headers });
     const timeoutMs = 1000 * (Number(this.env.RESPONSE_TIMEOUT_SECONDS) || DEFAULT_RESPONSE_TIMEOUT_S);
-    this.ctx.waitUntil(this.streams.forwardBody(id, request.body).then(() => this.streams.awaitHead(id, timeoutMs, tunnel)));
+    this.ctx.waitUntil(this.streams.forwardBody(id, body).then(() => this.streams.awaitHead(id, timeoutMs, tunnel)));
     return response;
   }
 
+  /** The connected agent's rules, from memory or (after a wake from hibernation) storage. */
+  private async visitorRules(): Promise<RuleSet | null> {
+    if (this.rules === undefined) {
+      const stored = await this.ctx.storage.get<HelloFrame["rules"]>(RULES_KEY);
+      this.rules = stored ? new RuleSet(stored) : null;
+    }
+    return this.rules;
+  }
+
   /**
-   * The agent, once it is back, if it dropped without saying goodbye moments ago (its name is
-   * still reserved for it); undefined if it does not return within AGENT_RETURN_WAIT_MS.
+   * The agent, once it is back, if it dropped without saying goodbye moments ago (or was
+   * connected when this relay restarted); undefined if it does not return within
+   * AGENT_RETURN_WAIT_MS.
    */
   private async agentBack(): Promise<AgentLink | undefined> {
-    const lease = await this.ctx.storage.get<{ claim: string; until: number }>("claim");
-    if (!lease || lease.until < Date.now() + NAME_GRACE_MS - AGENT_RETURN_WAIT_MS) return undefined;
+    const record = await this.ctx.storage.get<NameRecord & { dropped?: boolean }>(NAME_KEY);
+    const now = Date.now();
+    const since = record?.connected ? this.bootedAt : record?.dropped ? record.lastUsed : undefined;
+    if (since === undefined || now > since + AGENT_RETURN_WAIT_MS) return undefined;
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.returning.delete(waiter);
-        resolve(undefined);
-      }, AGENT_RETURN_WAIT_MS);
+      const timer = setTimeout(
+        () => {
+          this.returning.delete(waiter);
+          resolve(undefined);
+        },
+        since + AGENT_RETURN_WAIT_MS - now,
+      );
       const waiter = (agent: AgentLink) => {
         clearTimeout(timer);
         resolve(agent);
@@ -199,17 +287,20 @@ export class TunnelObject extends DurableObject<Env> {
 
   /** One message of frames from an agent, on either transport. */
   private async fromAgent(link: AgentLink, message: Uint8Array): Promise<void> {
+    if (this.ended.has(link)) return;
     const attachment = link.deserializeAttachment() as Exclude<Attachment, VisitorAttachment>;
     try {
-      let phase: Attachment["phase"] = attachment.phase;
-      for (const frame of decodeFrames(message)) {
-        if (phase === "ready") {
-          this.receive(link, frame);
-        } else if (phase === "hello") {
-          await this.hello(link, frame, link.deserializeAttachment() as HelloAttachment);
-          phase = (link.deserializeAttachment() as Attachment).phase;
-        }
+      const frames = decodeMessage(message);
+      if (!this.withinRate(link, frames.length, message.byteLength)) return;
+      if (attachment.phase === "ready") {
+        for (const frame of frames) this.receive(link, frame);
+        return;
       }
+      // Only the first frame is a hello; what follows it in the same message is served if the
+      // hello was accepted and dropped unread if not (a message packed with hellos costs one).
+      const [first, ...rest] = frames;
+      if (!(await this.hello(link, first, attachment))) return;
+      for (const frame of rest) this.receive(link, frame);
     } catch (error) {
       if (error instanceof ProtocolError) {
         console.warn(`tunnel ${attachment.name}: closing the agent's connection: ${error.message}`);
@@ -226,6 +317,30 @@ export class TunnelObject extends DurableObject<Env> {
     }
   }
 
+  /** Counts an agent's message against the frame and byte rates; closes the link past them. */
+  private withinRate(link: AgentLink, frames: number, bytes: number): boolean {
+    const now = Date.now();
+    let meter = this.meters.get(link);
+    if (!meter) {
+      meter = {
+        frames: new RateMeter(this.limits.maxFramesPerSecond, 2, now),
+        bytes: new RateMeter(this.limits.maxBytesPerSecond, 2, now),
+      };
+      this.meters.set(link, meter);
+    }
+    const framesOk = meter.frames.take(frames, now);
+    const bytesOk = meter.bytes.take(bytes, now);
+    if (framesOk && bytesOk) return true;
+    const what = framesOk
+      ? `${this.limits.maxBytesPerSecond} bytes a second (MAX_AGENT_BYTES_PER_SECOND)`
+      : `${this.limits.maxFramesPerSecond} frames a second (MAX_AGENT_FRAMES_PER_SECOND)`;
+    const attachment = link.deserializeAttachment() as { name?: string } | null;
+    console.warn(`tunnel ${attachment?.name}: closing the agent's connection: it sent more than ${what}`);
+    this.close(link, CloseCode.RateLimited, `sent more than ${what}`);
+    this.streams.failSocket(link, 502, "agent-disconnected", "The tunnel's agent sent faster than the relay allows.");
+    return false;
+  }
+
   override async webSocketClose(socket: WebSocket, code: number, reason: string): Promise<void> {
     this.closed(socket, code, reason);
   }
@@ -233,6 +348,21 @@ export class TunnelObject extends DurableObject<Env> {
   override async webSocketError(socket: WebSocket, error: unknown): Promise<void> {
     if (!isTeardownNoise(error)) console.warn("socket error", error);
     this.closed(socket, 1006, "socket error");
+  }
+
+  /** While an agent is connected, its name's last use moves forward; unused names expire. */
+  override async alarm(): Promise<void> {
+    const record = await this.ctx.storage.get<NameRecord>(NAME_KEY);
+    if (!record) return;
+    const now = Date.now();
+    if (this.agent()) {
+      await this.ctx.storage.put(NAME_KEY, { ...record, lastUsed: now });
+      await this.ctx.storage.setAlarm(now + REFRESH_MS);
+    } else if (!record.connected && now >= record.lastUsed + this.limits.nameTtlMs) {
+      await this.ctx.storage.deleteAll();
+    } else {
+      await this.ctx.storage.setAlarm(Math.max(now + 1000, record.lastUsed + this.limits.nameTtlMs));
+    }
   }
 
   private closed(socket: AgentLink, code: number, reason: string): void {
@@ -245,26 +375,33 @@ export class TunnelObject extends DurableObject<Env> {
     this.close(socket, code === 1005 || code === 1006 ? 1000 : code, reason);
   }
 
-  private receive(socket: AgentLink, frame: Frame): void {
-    let known: boolean;
+  /** One frame from a ready agent; a frame that breaks the protocol resets its stream only. */
+  private receive(socket: AgentLink, frame: Frame | InvalidFrame): void {
+    let verdict: Verdict;
     switch (frame.type) {
+      case "invalid":
+        verdict = { violation: frame.error.message };
+        break;
       case FrameType.ResponseHead:
-        known = this.streams.head(frame);
+        verdict = this.streams.head(frame, socket);
         break;
       case FrameType.Data:
-        known = this.streams.data(frame.stream, frame.bytes);
+        verdict = this.streams.data(frame.stream, socket, frame.bytes);
         break;
       case FrameType.End:
-        known = this.streams.end(frame.stream);
+        verdict = this.streams.end(frame.stream, socket);
         break;
       case FrameType.Reset:
-        this.streams.reset(frame.stream, frame.code, frame.message);
+        this.streams.reset(frame.stream, socket, frame.code, frame.message);
         return; // a reset of a stream already gone needs no answer
-      case FrameType.Credit:
-        if (!this.streams.granted(frame.stream, frame.bytes)) this.sockets.granted(socket, frame.stream, frame.bytes);
-        return; // credit may trail a stream that just ended
+      case FrameType.Credit: {
+        verdict = this.streams.granted(frame.stream, socket, frame.bytes);
+        if (verdict === "gone") verdict = this.sockets.granted(socket, frame.stream, frame.bytes);
+        if (verdict === "gone") return; // credit may trail a stream that just ended
+        break;
+      }
       case FrameType.WsMessage:
-        known = this.sockets.fromAgent(socket, frame);
+        verdict = this.sockets.fromAgent(socket, frame) ? "ok" : "gone";
         break;
       case FrameType.WsClose:
         this.sockets.closedByOrigin(frame);
@@ -272,115 +409,152 @@ export class TunnelObject extends DurableObject<Env> {
       default:
         throw new ProtocolError("malformed-frame", `the relay does not accept a frame of type ${frame.type} from an agent`);
     }
-    // Frames for a stream the relay already finished (the visitor left) are expected while the
-    // agent catches up with the Reset it was sent; anything else is the agent's bug.
-    if (!known) {
+    if (verdict === "ok") return;
+    if (verdict === "gone") {
+      // Frames for a stream the relay already finished (the visitor left) are expected while the
+      // agent catches up with the Reset it was sent.
       this.sendFrame(socket, {
         type: FrameType.Reset,
         stream: frame.stream,
         code: "cancelled",
         message: "this stream is no longer open",
       });
+      return;
+    }
+    const name = (socket.deserializeAttachment() as { name?: string } | null)?.name;
+    console.warn(`tunnel ${name}: stream ${frame.stream}: the agent broke the protocol: ${verdict.violation}`);
+    if (this.streams.has(frame.stream)) this.streams.violated(frame.stream, verdict.violation);
+    else {
+      this.sockets.closedByOrigin({ type: FrameType.WsClose, stream: frame.stream, code: 1011, reason: "protocol error" });
+      this.sendFrame(socket, { type: FrameType.Reset, stream: frame.stream, code: "protocol-error", message: verdict.violation });
     }
   }
 
-  private async hello(socket: AgentLink, frame: Frame, attachment: HelloAttachment): Promise<void> {
-    const refusal = await this.judge(frame, attachment);
-    if (refusal) {
-      this.sendFrame(socket, { type: FrameType.Refused, code: refusal[0], message: refusal[1] });
+  /** Judges the hello; returns whether the link is now the tunnel's agent. */
+  private async hello(socket: AgentLink, frame: Frame | InvalidFrame | undefined, attachment: HelloAttachment): Promise<boolean> {
+    const tokens = await this.tokenList();
+    const live = this.agent();
+    const liveOwner = live && live !== socket ? (live.deserializeAttachment() as ReadyAttachment).owner : undefined;
+    let verdict: Admission;
+    if (frame?.type !== FrameType.Hello) {
+      verdict = { ok: false, code: "bad-hello", message: "the first frame on a connection must be a Hello" };
+    } else if (RuleSet.invalid(frame.rules).length > 0) {
+      verdict = {
+        ok: false,
+        code: "bad-hello",
+        message: `--allow-ip ${RuleSet.invalid(frame.rules)[0]} is not an address or CIDR range`,
+      };
+    } else {
+      verdict = await admit({
+        hello: frame,
+        requested: attachment.name,
+        tokens,
+        record: await this.ctx.storage.get<NameRecord>(NAME_KEY),
+        liveOwner,
+        now: Date.now(),
+        bootedAt: this.bootedAt,
+        policy: { nameTtlMs: this.limits.nameTtlMs, graceMs: NAME_GRACE_MS },
+      });
+    }
+    // The link may have dropped while the hello was judged.
+    if (this.ended.has(socket)) return false;
+    if (!verdict.ok) {
+      this.sendFrame(socket, { type: FrameType.Refused, code: verdict.code, message: verdict.message });
       this.batches.get(socket)?.flush();
-      this.close(socket, CloseCode.Refused, refusal[0]);
-      return;
+      this.close(socket, CloseCode.Refused, verdict.code);
+      return false;
     }
     const hello = frame as HelloFrame;
-    const claim = await sha256(hello.claim);
-    for (const other of this.links()) {
-      if (other === socket || (other.deserializeAttachment() as Attachment).phase !== "ready") continue;
-      // judge() refused other claims, so a ready socket left is this agent's previous connection.
-      this.close(other, CloseCode.Replaced, "replaced by a newer connection from the same agent");
+    if (verdict.replaces && live) {
+      const why = verdict.owner.startsWith("token:")
+        ? "replaced by a newer connection holding the same token"
+        : "replaced by a newer connection of the same agent";
+      this.close(live, CloseCode.Replaced, why);
       this.streams.failSocket(
-        other,
+        live,
         502,
         "agent-disconnected",
         `The agent for tunnel "${hello.name}" reconnected; retry the request.`,
       );
       this.sockets.closeAll("the tunnel's agent reconnected");
     }
-    socket.serializeAttachment({ phase: "ready", name: hello.name, url: attachment.url, claim } satisfies Attachment);
-    // The link may have dropped while this hello awaited.
-    if (!this.ended.has(socket)) this.ready = socket;
-    await this.ctx.storage.put("claim", { claim, until: 0 });
-    this.sendFrame(socket, { type: FrameType.Ready, name: hello.name, url: attachment.url, open: !this.env.BURROW_TOKEN });
+    socket.serializeAttachment({
+      phase: "ready",
+      name: hello.name,
+      url: attachment.url,
+      owner: verdict.owner,
+      label: verdict.label,
+    } satisfies Attachment);
+    this.ready = socket;
+    const now = Date.now();
+    const rules = new RuleSet(hello.rules);
+    this.rules = rules.empty ? null : rules;
+    await Promise.all([
+      this.ctx.storage.put(NAME_KEY, {
+        owner: verdict.owner,
+        label: verdict.label,
+        lastUsed: now,
+        connected: true,
+      } satisfies NameRecord),
+      rules.empty ? this.ctx.storage.delete(RULES_KEY) : this.ctx.storage.put(RULES_KEY, hello.rules),
+      this.ctx.storage.setAlarm(now + REFRESH_MS),
+    ]);
+    this.sendFrame(socket, { type: FrameType.Ready, name: hello.name, url: attachment.url, open: tokens.entries.length === 0 });
     for (const waiter of this.returning) waiter(socket);
     this.returning.clear();
+    return true;
   }
 
-  /** Returns why the hello is refused, or undefined to accept it. */
-  private async judge(frame: Frame, attachment: HelloAttachment): Promise<[RefusalCode, string] | undefined> {
-    if (frame.type !== FrameType.Hello) return ["bad-hello", "the first frame on a connection must be a Hello"];
-    if (frame.version < PROTOCOL_VERSION) {
-      return [
-        "version-mismatch",
-        `this relay speaks protocol ${PROTOCOL_VERSION} and the agent speaks ${frame.version}: upgrade the agent`,
-      ];
-    }
-    if (frame.version > PROTOCOL_VERSION) {
-      return [
-        "version-mismatch",
-        `this relay speaks protocol ${PROTOCOL_VERSION} and the agent speaks ${frame.version}: redeploy the relay with a newer Burrow (npm run deploy), or use an older agent`,
-      ];
-    }
-    const expected = this.env.BURROW_TOKEN;
-    if (expected && !(await sameSecret(frame.token, expected))) {
-      return [
-        "unauthorized",
-        frame.token
-          ? "the token is not the one this relay was given: check --token or BURROW_TOKEN"
-          : "this relay requires a token: pass --token or set BURROW_TOKEN",
-      ];
-    }
-    if (frame.name !== attachment.name) {
-      return ["bad-hello", `the hello asks for tunnel "${frame.name}" but the connection was opened for "${attachment.name}"`];
-    }
-    const claim = await sha256(frame.claim);
-    const held = this.links().some((other) => {
-      const a = other.deserializeAttachment() as Attachment;
-      return a.phase === "ready" && a.claim !== claim;
-    });
-    const lease = await this.ctx.storage.get<{ claim: string; until: number }>("claim");
-    const reserved = lease && lease.claim !== claim && lease.until > Date.now();
-    if (held || reserved) {
-      const wait =
-        reserved && !held ? ` (it is kept for its agent for ${Math.ceil((lease.until - Date.now()) / 1000)}s more)` : "";
-      return ["name-taken", `the tunnel name "${frame.name}" is in use by another agent${wait}: choose another --name`];
-    }
-    return undefined;
+  private tokenList(): Promise<Tokens> {
+    this.tokens ??= parseTokens(this.env.BURROW_TOKENS, this.env.BURROW_TOKEN);
+    return this.tokens;
   }
 
-  /** The agent socket left: fail its streams, and keep its name for it unless it said goodbye. */
+  /** The agent link left: fail its streams, and keep its name as its owner's. */
   private dropped(socket: AgentLink, code: number, reason: string): void {
     const attachment = socket.deserializeAttachment() as Attachment | null;
     this.close(socket, 1000, "closed");
     if (attachment?.phase !== "ready") return;
     const why = code === CloseCode.Normal ? "stopped" : `disconnected (${code}${reason ? ` ${reason}` : ""})`;
     this.streams.failSocket(socket, 502, "agent-disconnected", `The agent for tunnel "${attachment.name}" ${why}.`);
-    // A link that a newer connection of the same agent replaced: the visitors' WebSockets and
+    // A link that a newer connection of the same owner replaced: the visitors' WebSockets and
     // the name are the new one's now.
     if (this.agent()) return;
     this.sockets.closeAll(`the tunnel's agent ${why}`);
-    const until = code === CloseCode.Normal ? 0 : Date.now() + NAME_GRACE_MS;
-    this.ctx.waitUntil(this.ctx.storage.put("claim", { claim: attachment.claim, until }));
+    const now = Date.now();
+    const clean = code === CloseCode.Normal;
+    this.ctx.waitUntil(
+      (async () => {
+        if (clean) {
+          // Its rules leave with it; on an open relay the name is free at once.
+          this.rules = null;
+          await this.ctx.storage.delete(RULES_KEY);
+          if (!attachment.owner.startsWith("token:")) return void (await this.ctx.storage.delete(NAME_KEY));
+        }
+        const record: NameRecord & { dropped: boolean } = {
+          owner: attachment.owner,
+          label: attachment.label,
+          lastUsed: now,
+          connected: false,
+          dropped: !clean,
+        };
+        await this.ctx.storage.put(NAME_KEY, record);
+        await this.ctx.storage.setAlarm(now + this.limits.nameTtlMs);
+      })(),
+    );
   }
 
   /** The connected agent, if any. At most one link is ready at a time. */
   private agent(): AgentLink | undefined {
-    this.ready ??= this.links().find((s) => !this.ended.has(s) && (s.deserializeAttachment() as Attachment).phase === "ready");
+    this.ready ??= this.agentLinks().find(
+      (s) => !this.ended.has(s) && (s.deserializeAttachment() as Attachment).phase === "ready",
+    );
     return this.ready;
   }
 
-  /** Every connection: agents' WebSockets and HTTPS sessions, and visitors' WebSockets. */
-  private links(): AgentLink[] {
-    return [...this.ctx.getWebSockets(), ...this.sessions.values()];
+  /** Agents' WebSockets and HTTPS sessions (visitors' WebSockets carry another tag). */
+  private agentLinks(): AgentLink[] {
+    return [...this.ctx.getWebSockets(AGENT_TAG), ...this.sessions.values()];
   }
 
   private sendFrame(socket: AgentLink, frame: Frame): void {
@@ -411,17 +585,6 @@ export class TunnelObject extends DurableObject<Env> {
       if (!isTeardownNoise(error)) console.warn("closing a socket failed", error);
     }
   }
-}
-
-async function sha256(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return btoa(String.fromCharCode(...new Uint8Array(digest)));
-}
-
-/** Constant-time comparison of two secrets (hashed first, so lengths do not leak). */
-async function sameSecret(given: string, expected: string): Promise<boolean> {
-  const [a, b] = await Promise.all([given, expected].map((s) => crypto.subtle.digest("SHA-256", new TextEncoder().encode(s))));
-  return crypto.subtle.timingSafeEqual(a as ArrayBuffer, b as ArrayBuffer);
 }
 
 function truncateUtf8(text: string, maxBytes: number): string {

@@ -109,13 +109,18 @@ export const CONNECT_PATH = "/_burrow/connect";
 
 /**
  * The HTTPS transport, for networks that block WebSockets: `POST SESSION_PATH?name=<tunnel>`
- * opens a session (answer: `{"session": id}`); then `POST SESSION_PATH/<id>?seq=<n>` carries
- * agent -> relay frames in bounded bodies (at most MAX_MESSAGE_BYTES, numbered so that a
- * retried POST is applied once), `GET SESSION_PATH/<id>?ack=<n>&wait=<ms>` long-polls relay ->
- * agent frames (a PollAnswer, numbered: acknowledging n releases batch n, asking again with
- * n - 1 gets it again), and `DELETE SESSION_PATH/<id>?code=<c>&reason=<r>` closes it.
+ * opens a session (with `Authorization: Bearer <token>` on a relay with tokens; answer:
+ * `{"session": id}`). Every later request names the session in the SESSION_HEADER header, never
+ * in the URL (URLs end up in logs, and the id is as good as the connection): `POST` carries
+ * agent -> relay frames in bounded bodies (at most MAX_MESSAGE_BYTES, `?seq=<n>` numbered so
+ * that a retried POST is applied once), `GET ?ack=<n>&wait=<ms>` long-polls relay -> agent
+ * frames (a PollAnswer, numbered: acknowledging n releases batch n, asking again with n - 1
+ * gets it again), and `DELETE ?code=<c>&reason=<r>` closes it.
  */
 export const SESSION_PATH = "/_burrow/session";
+
+/** The request header that names an HTTPS-transport session (see SESSION_PATH). */
+export const SESSION_HEADER = "burrow-session";
 
 /** Longest the relay holds a poll open with nothing to send (below common proxy idle limits). */
 export const MAX_POLL_WAIT_MS = 25_000;

@@ -47,7 +47,7 @@ class RawAgent {
       agent: "test",
       name,
       token: "",
-      claim: `claim-${name}`,
+      claim: `claim-of-${name}-0123456789`,
       rules: NO_RULES,
       ...fields,
     });
@@ -139,7 +139,7 @@ describe("relay", () => {
         agent: "t",
         name: "theirs",
         token: "",
-        claim: "x",
+        claim: "claim-of-some-agent",
         rules: NO_RULES,
       });
       expect(await other.next()).toMatchObject({
@@ -149,14 +149,21 @@ describe("relay", () => {
       });
     });
 
-    it("closes a connection that sends a malformed frame, and disturbs no other tunnel", async () => {
+    it("resets only the stream a bad frame names, and closes a connection whose bytes are not frames", async () => {
       const good = await AgentProcess.start("node", tunnelArgs(origin.port, relay, "bystander"));
       try {
         const bad = await RawAgent.hello(relay, "breaker");
         bad.socket.send(encode([FrameType.ResponseHead, 1, 999, []]));
+        expect(await bad.next()).toMatchObject({
+          type: FrameType.Reset,
+          stream: 1,
+          code: "protocol-error",
+          message: expect.stringContaining("ResponseHead frame status is 999"),
+        });
+        bad.socket.send(new Uint8Array([0xc1]));
         const { code, reason } = await bad.closed;
         expect(code).toBe(CloseCode.ProtocolError);
-        expect(reason).toContain("ResponseHead frame status is 999");
+        expect(reason).toContain("not valid msgpack");
         expect((await visit(at(good.url, "/echo"))).status).toBe(200);
       } finally {
         await good.stop("SIGINT");
@@ -164,17 +171,17 @@ describe("relay", () => {
     });
 
     it("hands the tunnel to a newer connection from the same agent", async () => {
-      const first = await RawAgent.hello(relay, "same", { claim: "one" });
-      const second = await RawAgent.hello(relay, "same", { claim: "one" });
+      const first = await RawAgent.hello(relay, "same", { claim: "claim-number-one" });
+      const second = await RawAgent.hello(relay, "same", { claim: "claim-number-one" });
       expect(second.frames).toEqual([]);
       expect((await first.closed).code).toBe(CloseCode.Replaced);
       second.socket.close(1000);
     });
 
     it("keeps a newer connection's visitor WebSockets when the replaced one's close comes late", async () => {
-      const first = await RawAgent.hello(relay, "late", { claim: "one" });
+      const first = await RawAgent.hello(relay, "late", { claim: "claim-number-one" });
       first.socket.pause(); // it does not read the relay's close yet: the relay hears of it later
-      const second = await RawAgent.hello(relay, "late", { claim: "one" });
+      const second = await RawAgent.hello(relay, "late", { claim: "claim-number-one" });
       const visitor = new WebSocket(`ws://127.0.0.1:${relay.port}/chat`, { headers: { host: `late.localhost:${relay.port}` } });
       const closed = new Promise<number>((resolve) => visitor.on("close", (code) => resolve(code)));
       const head = await second.next();
@@ -208,7 +215,7 @@ describe("relay", () => {
     });
 
     it("keeps a dropped agent's name for it for a while, and frees it at once after a clean stop", async () => {
-      const dropped = await RawAgent.hello(relay, "keep", { claim: "mine" });
+      const dropped = await RawAgent.hello(relay, "keep", { claim: "claim-that-is-mine" });
       dropped.socket.terminate();
       await dropped.closed;
       const squatter = await RawAgent.open(relay, "keep");
@@ -218,18 +225,18 @@ describe("relay", () => {
         agent: "t",
         name: "keep",
         token: "",
-        claim: "other",
+        claim: "claim-of-another",
         rules: NO_RULES,
       });
       expect(await squatter.next()).toMatchObject({
         code: "name-taken",
         message: expect.stringMatching(/kept for its agent for \d+s more/),
       });
-      const back = await RawAgent.hello(relay, "keep", { claim: "mine" });
+      const back = await RawAgent.hello(relay, "keep", { claim: "claim-that-is-mine" });
       expect(back.frames).toEqual([]);
       back.socket.close(1000, "agent stopped");
       await back.closed;
-      const next = await RawAgent.hello(relay, "keep", { claim: "other", rules: NO_RULES });
+      const next = await RawAgent.hello(relay, "keep", { claim: "claim-of-another", rules: NO_RULES });
       expect(next.socket.readyState).toBe(WebSocket.OPEN);
       next.socket.close(1000);
     });
@@ -250,8 +257,8 @@ describe("relay with a token", () => {
   });
 
   it.each([
-    ["no token", [], /this relay requires a token: pass --token or set BURROW_TOKEN/],
-    ["a wrong token", ["--token", "guess"], /the token is not the one this relay was given/],
+    ["no token", [], /this relay requires a token: pass --token-file, --token or BURROW_TOKEN/],
+    ["a wrong token", ["--token", "guess"], /the token is not one this relay was given/],
   ])("refuses an agent with %s; it exits 3 and says what to do", async (_, extra, message) => {
     const agent = new AgentProcess("node", [...tunnelArgs(origin.port, relay), ...extra]);
     expect(await agent.exited).toBe(3);

@@ -1,4 +1,12 @@
-import { concatBytes, decodePollAnswer, HEARTBEAT, MAX_MESSAGE_BYTES, MAX_POLL_ANSWER, SESSION_PATH } from "@burrow/protocol";
+import {
+  concatBytes,
+  decodePollAnswer,
+  HEARTBEAT,
+  MAX_MESSAGE_BYTES,
+  MAX_POLL_ANSWER,
+  SESSION_HEADER,
+  SESSION_PATH,
+} from "@burrow/protocol";
 import { type DialReport, describe, type NetConfig, NetworkError } from "./dial.ts";
 import { HttpConnection, type HttpResponse } from "./http.ts";
 import type { Link } from "./websocket.ts";
@@ -18,6 +26,8 @@ export class HttpsLink implements Link {
   onmessage: (message: Uint8Array | string) => void = () => {};
   onclose: (code: number, reason: string) => void = () => {};
   private readonly base: string;
+  /** Names the session in every request, outside the URL (see SESSION_PATH). */
+  private readonly session: Record<string, string>;
   private down: HttpConnection | undefined;
   private up: HttpConnection | undefined;
   private queue: Uint8Array[] = [];
@@ -33,21 +43,31 @@ export class HttpsLink implements Link {
     private readonly waitMs: number,
     first: HttpConnection,
   ) {
-    this.base = `${SESSION_PATH}/${encodeURIComponent(session)}?name=${encodeURIComponent(relay.searchParams.get("name") ?? "")}`;
+    this.base = `${SESSION_PATH}?name=${encodeURIComponent(relay.searchParams.get("name") ?? "")}`;
+    this.session = { [SESSION_HEADER]: session };
     this.up = first;
   }
 
   /**
-   * Opens a session for tunnel `name` and starts polling.
+   * Opens a session for tunnel `name` and starts polling. A relay with tokens wants `token`
+   * before it opens a session; the hello carries it again.
    * @throws {NetworkError} when the relay or the path to it refuses.
    */
-  static async open(relay: URL, name: string, config: NetConfig, waitMs: number, report?: DialReport): Promise<HttpsLink> {
+  static async open(
+    relay: URL,
+    name: string,
+    config: NetConfig,
+    waitMs: number,
+    report?: DialReport,
+    token = "",
+  ): Promise<HttpsLink> {
     const connection = await HttpConnection.open(relay, config, report);
     let response: HttpResponse;
     try {
       response = await connection.request("POST", `${SESSION_PATH}?name=${encodeURIComponent(name)}`, {
         timeoutMs: config.timeoutMs,
         maxBody: SMALL_ANSWER,
+        headers: token ? { Authorization: `Bearer ${token}` } : {},
       });
     } catch (error) {
       connection.close();
@@ -90,7 +110,9 @@ export class HttpsLink implements Link {
     const path = `${this.base}&code=${code}&reason=${encodeURIComponent(reason.slice(0, 120))}`;
     const goodbye = HttpConnection.open(this.relay, this.config)
       .then((connection) =>
-        connection.request("DELETE", path, { timeoutMs: 2000, maxBody: SMALL_ANSWER }).finally(() => connection.close()),
+        connection
+          .request("DELETE", path, { timeoutMs: 2000, maxBody: SMALL_ANSWER, headers: this.session })
+          .finally(() => connection.close()),
       )
       .catch(() => undefined);
     void goodbye.then(() => this.finish(code, reason));
@@ -104,6 +126,7 @@ export class HttpsLink implements Link {
         const response = await this.down.request("GET", `${this.base}&ack=${this.ack}&wait=${this.waitMs}`, {
           timeoutMs: this.waitMs + this.config.timeoutMs,
           maxBody: MAX_POLL_ANSWER,
+          headers: this.session,
         });
         if (this.finished) return;
         if (response.status === 404) return this.finish(1006, "the relay no longer knows this session (it restarted)");
@@ -140,7 +163,7 @@ export class HttpsLink implements Link {
           this.up = this.up?.usable ? this.up : await HttpConnection.open(this.relay, this.config);
           const response = await this.up.request("POST", `${this.base}&seq=${seq}`, {
             body,
-            headers: { "Content-Type": "application/octet-stream" },
+            headers: { "Content-Type": "application/octet-stream", ...this.session },
             timeoutMs: 30_000,
             maxBody: SMALL_ANSWER,
           });

@@ -1,0 +1,78 @@
+// The relay's limits on what agents and visitors may make it do, each with a default and the
+// variable that changes it (wrangler.toml [vars], `--var`, or the dashboard). Runtime-free.
+
+/** Limits in force for one tunnel, read from the Worker's environment. */
+export interface RelayLimits {
+  /** Requests and visitor WebSockets open at once on one tunnel; more get 503 with Retry-After. */
+  maxStreams: number;
+  /** A connection that has not said hello by then is closed (4004). */
+  helloTimeoutMs: number;
+  /** Frames per second an agent may send, averaged over two seconds; more closes it (4005). */
+  maxFramesPerSecond: number;
+  /** Bytes per second an agent may send, averaged over two seconds; more closes it (4005). */
+  maxBytesPerSecond: number;
+  /** Largest body of a request whose signature the relay checks (it reads it whole first). */
+  maxSignedBody: number;
+  /** A name goes unused this long before another token may take it. */
+  nameTtlMs: number;
+}
+
+type LimitVars = Partial<
+  Record<
+    | "MAX_STREAMS_PER_TUNNEL"
+    | "HELLO_TIMEOUT_SECONDS"
+    | "MAX_AGENT_FRAMES_PER_SECOND"
+    | "MAX_AGENT_BYTES_PER_SECOND"
+    | "MAX_SIGNED_BODY_BYTES"
+    | "NAME_TTL_DAYS",
+    string
+  >
+>;
+
+/**
+ * Defaults: 200 streams (a Durable Object has 128 MB; a stalled stream holds up to its 1 MiB
+ * window), 10 s for the hello, 100,000 frames and 1 GiB per second (far above what one Durable
+ * Object can carry, so only a runaway agent meets them), 25 MiB signed bodies (GitHub's
+ * largest webhook payload), names kept 7 days.
+ */
+export function readLimits(env: LimitVars): RelayLimits {
+  const number = (value: string | undefined, fallback: number) => {
+    const parsed = Number(value);
+    return value !== undefined && value !== "" && Number.isFinite(parsed) && parsed > 0 ? parsed : fallback;
+  };
+  return {
+    maxStreams: number(env.MAX_STREAMS_PER_TUNNEL, 200),
+    helloTimeoutMs: 1000 * number(env.HELLO_TIMEOUT_SECONDS, 10),
+    maxFramesPerSecond: number(env.MAX_AGENT_FRAMES_PER_SECOND, 100_000),
+    maxBytesPerSecond: number(env.MAX_AGENT_BYTES_PER_SECOND, 1024 ** 3),
+    maxSignedBody: number(env.MAX_SIGNED_BODY_BYTES, 25 * 1024 * 1024),
+    nameTtlMs: 86_400_000 * number(env.NAME_TTL_DAYS, 7),
+  };
+}
+
+/**
+ * A token bucket: `rate` units a second, with room for `burstSeconds` of them, so a burst is
+ * allowed and a sustained excess is not. The clock is passed in.
+ */
+export class RateMeter {
+  private level: number;
+  private last: number;
+
+  constructor(
+    private readonly rate: number,
+    private readonly burstSeconds: number,
+    now: number,
+  ) {
+    this.level = rate * burstSeconds;
+    this.last = now;
+  }
+
+  /** Takes `amount` units; false when the bucket is empty (the caller enforces). */
+  take(amount: number, now: number): boolean {
+    const capacity = this.rate * this.burstSeconds;
+    this.level = Math.min(capacity, this.level + ((now - this.last) / 1000) * this.rate);
+    this.last = now;
+    this.level -= amount;
+    return this.level >= 0;
+  }
+}

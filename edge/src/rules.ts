@@ -1,0 +1,161 @@
+import { hashBasicCredentials, sameBytes, type VisitorRules } from "@burrow/protocol";
+import { type Cidr, inCidr, parseCidr, parseIp } from "./cidr.ts";
+import { EdgeError } from "./errors.ts";
+
+// Who may visit a tunnel: the rules its agent set (--basic-auth, --allow-ip, --verify-webhook),
+// checked by the relay before the request costs the agent a single frame. Runtime-free.
+
+/** The rules of a tunnel, parsed once per hello. */
+export class RuleSet {
+  private readonly ranges: Cidr[];
+
+  constructor(readonly rules: VisitorRules) {
+    this.ranges = rules.allowIp.flatMap((text) => {
+      const range = parseCidr(text);
+      return range ? [range] : [];
+    });
+  }
+
+  /** Rules whose text does not parse (the hello is refused for them). */
+  static invalid(rules: VisitorRules): string[] {
+    return rules.allowIp.filter((text) => !parseCidr(text));
+  }
+
+  get empty(): boolean {
+    return this.rules.basicAuth.length === 0 && this.rules.allowIp.length === 0 && this.rules.webhooks.length === 0;
+  }
+
+  /**
+   * Checks a visitor's request. Returns the body to forward (read whole when a signature had to
+   * be checked, else the stream as it came) and the headers without the relay's own credentials.
+   * @throws {EdgeError} 403 forbidden, 401 unauthorized (with WWW-Authenticate for Basic), 413
+   *   body-too-large for a signed request over `maxSignedBody`.
+   */
+  async check(visitor: VisitorRequest, maxSignedBody: number): Promise<CheckedRequest> {
+    const { rules } = this;
+    let headers = visitor.headers;
+    if (this.ranges.length > 0) {
+      const address = visitor.clientIp ? parseIp(visitor.clientIp) : undefined;
+      if (!address) {
+        throw new EdgeError(403, "forbidden", "This tunnel admits listed addresses only, and the relay cannot tell yours.");
+      }
+      if (!this.ranges.some((range) => inCidr(address, range))) {
+        throw new EdgeError(403, "forbidden", "This tunnel does not admit visitors from your address.");
+      }
+    }
+    if (rules.basicAuth.length > 0) {
+      const given = await basicHash(visitor.tunnel, header(headers, "authorization"));
+      // Every entry is compared, so the time does not tell which (if any) matched.
+      let ok = false;
+      for (const hash of rules.basicAuth) ok = (given !== undefined && sameText(given, hash)) || ok;
+      if (!ok) {
+        const error = new EdgeError(401, "unauthorized", "This tunnel asks for a user name and password.");
+        error.headers = { "WWW-Authenticate": `Basic realm="${visitor.tunnel}", charset="UTF-8"` };
+        throw error;
+      }
+      // The credentials were for the relay; the origin never sees the password.
+      headers = headers.filter(([name]) => name !== "authorization");
+    }
+    if (rules.webhooks.length === 0) return { headers, body: visitor.body };
+    const body = await readAll(visitor.body, visitor.contentLength, maxSignedBody);
+    for (const webhook of rules.webhooks) {
+      const value = header(headers, webhook.header);
+      if (value === undefined) continue;
+      const hex = value.startsWith("sha256=") ? value.slice(7) : webhook.kind === "github" ? undefined : value;
+      if (!hex || !/^[0-9a-fA-F]{64}$/.test(hex)) continue;
+      if (sameBytes(fromHex(hex), await hmac(webhook.secret, body))) return { headers, body };
+    }
+    const names = [...new Set(rules.webhooks.map((w) => w.header))].join(" or ");
+    throw new EdgeError(401, "unauthorized", `This tunnel accepts signed requests only: ${names} does not match the body.`);
+  }
+}
+
+export interface VisitorRequest {
+  tunnel: string;
+  headers: [string, string][];
+  clientIp: string | null;
+  body: ReadableStream<Uint8Array> | null;
+  contentLength: number | undefined;
+}
+
+export interface CheckedRequest {
+  headers: [string, string][];
+  body: ReadableStream<Uint8Array> | Uint8Array | null;
+}
+
+function header(headers: [string, string][], name: string): string | undefined {
+  return headers.find(([n]) => n === name)?.[1];
+}
+
+async function basicHash(tunnel: string, authorization: string | undefined): Promise<string | undefined> {
+  const match = authorization ? /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(authorization) : null;
+  if (!match) return undefined;
+  let decoded: string;
+  try {
+    decoded = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(
+      Uint8Array.from(atob(match[1]!), (c) => c.charCodeAt(0)),
+    );
+  } catch {
+    return undefined;
+  }
+  const colon = decoded.indexOf(":");
+  if (colon < 0) return undefined;
+  return hashBasicCredentials(tunnel, decoded.slice(0, colon), decoded.slice(colon + 1));
+}
+
+function sameText(a: string, b: string): boolean {
+  const encoder = new TextEncoder();
+  return sameBytes(encoder.encode(a), encoder.encode(b));
+}
+
+/**
+ * Reads a body that must be checked whole before any of it goes on.
+ * @throws {EdgeError} 413 when it is longer than `limit`, said before reading when declared.
+ */
+async function readAll(
+  body: ReadableStream<Uint8Array> | null,
+  declared: number | undefined,
+  limit: number,
+): Promise<Uint8Array> {
+  const tooLarge = (size: string) =>
+    new EdgeError(
+      413,
+      "body-too-large",
+      `This tunnel checks request signatures, so it reads bodies whole first: this one is ${size}; the limit is ${limit} bytes.`,
+    );
+  if (declared !== undefined && declared > limit) throw tooLarge(`${declared} bytes`);
+  if (!body) return new Uint8Array(0);
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  const reader = body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel();
+      throw tooLarge(`over ${limit} bytes`);
+    }
+    parts.push(value);
+  }
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.byteLength;
+  }
+  return out;
+}
+
+async function hmac(secret: string, body: Uint8Array): Promise<Uint8Array> {
+  const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(secret), { name: "HMAC", hash: "SHA-256" }, false, [
+    "sign",
+  ]);
+  return new Uint8Array(await crypto.subtle.sign("HMAC", key, body));
+}
+
+function fromHex(hex: string): Uint8Array {
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
