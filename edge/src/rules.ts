@@ -123,7 +123,12 @@ async function readAll(
       "body-too-large",
       `This tunnel checks request signatures, so it reads bodies whole first: this one is ${size}; the limit is ${limit} bytes.`,
     );
-  if (declared !== undefined && declared > limit) throw tooLarge(`${declared} bytes`);
+  if (declared !== undefined && declared > limit) {
+    // Said without reading it; cancelling lets the runtime close the visitor's connection
+    // instead of leaving the unread body in the way of its next request.
+    await body?.cancel().catch(() => {});
+    throw tooLarge(`${declared} bytes`);
+  }
   if (!body) return new Uint8Array(0);
   const parts: Uint8Array[] = [];
   let size = 0;

@@ -13,61 +13,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { AgentProcess, tunnelArgs } from "../_agent.ts";
 import { Origin } from "../_origin.ts";
+import { NO_RULES, RawAgent } from "../_raw-agent.ts";
 import { Relay } from "../_relay.ts";
 import { at, visit } from "../_visit.ts";
-
-const NO_RULES = { basicAuth: [], allowIp: [], webhooks: [] };
-
-/** A hand-driven agent connection, for what a well-behaved agent never sends. */
-class RawAgent {
-  readonly frames: Frame[] = [];
-  readonly closed: Promise<{ code: number; reason: string }>;
-  private constructor(readonly socket: WebSocket) {
-    socket.on("message", (data, isBinary) => {
-      // The relay sends the frames of one turn as one message.
-      if (isBinary) this.frames.push(...decodeFrames(new Uint8Array(data as Buffer)));
-    });
-    this.closed = new Promise((resolve) => socket.on("close", (code, reason) => resolve({ code, reason: reason.toString() })));
-  }
-
-  static async open(relay: Relay, name: string): Promise<RawAgent> {
-    const socket = new WebSocket(`ws://127.0.0.1:${relay.port}${CONNECT_PATH}?name=${name}`, {
-      headers: { host: `localhost:${relay.port}` },
-    });
-    await new Promise((resolve, reject) => socket.once("open", resolve).once("error", reject));
-    return new RawAgent(socket);
-  }
-
-  /** Opens a connection and says hello; resolves once the relay answers Ready. */
-  static async hello(relay: Relay, name: string, fields: Partial<HelloFrame> = {}): Promise<RawAgent> {
-    const agent = await RawAgent.open(relay, name);
-    agent.send({
-      type: FrameType.Hello,
-      version: PROTOCOL_VERSION,
-      agent: "test",
-      name,
-      token: "",
-      claim: `claim-of-${name}-0123456789`,
-      rules: NO_RULES,
-      ...fields,
-    });
-    expect(await agent.next()).toMatchObject({ type: FrameType.Ready, name });
-    return agent;
-  }
-
-  send(frame: Frame): void {
-    this.socket.send(encodeFrame(frame));
-  }
-
-  async next(): Promise<Frame> {
-    const deadline = Date.now() + 10_000;
-    while (this.frames.length === 0) {
-      if (Date.now() > deadline) throw new Error("no frame from the relay within 10s");
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    return this.frames.shift()!;
-  }
-}
 
 describe("relay", () => {
   let relay: Relay;

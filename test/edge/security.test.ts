@@ -1,0 +1,298 @@
+import { createHmac } from "node:crypto";
+import { CloseCode, encodeFrame, FrameType, hashBasicCredentials, SESSION_HEADER, SESSION_PATH } from "@burrow/protocol";
+import { encode } from "@msgpack/msgpack";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AgentProcess, tunnelArgs } from "../_agent.ts";
+import { Origin } from "../_origin.ts";
+import { RawAgent } from "../_raw-agent.ts";
+import { Relay } from "../_relay.ts";
+import { at, visit } from "../_visit.ts";
+
+// Who may open a tunnel, who owns a name, who may visit, and the limits: each against the real
+// relay on workerd, with hand-driven agent connections where a real agent would never misbehave.
+
+const ALICE = "alice-token-0123456789";
+const BOB = "bob-token-0123456789";
+
+describe("a relay with tokens", () => {
+  let relay: Relay;
+  let origin: Origin;
+
+  beforeAll(async () => {
+    [relay, origin] = await Promise.all([Relay.start({ vars: { BURROW_TOKENS: `alice:${ALICE}, bob:${BOB}` } }), Origin.start()]);
+  });
+
+  afterAll(async () => {
+    await relay?.dispose();
+    await origin?.close();
+  });
+
+  it("refuses a missing or wrong token and admits each listed one, saying the relay is not open", async () => {
+    for (const token of ["", "not-a-token-of-this-relay"]) {
+      const [, answer] = await RawAgent.say(relay, "door", { token });
+      expect(answer).toMatchObject({ type: FrameType.Refused, code: "unauthorized" });
+    }
+    for (const token of [ALICE, BOB]) {
+      const [agent, answer] = await RawAgent.say(relay, `door-${token.slice(0, 3)}`, { token });
+      expect(answer).toMatchObject({ type: FrameType.Ready, open: false });
+      agent.socket.close(1000);
+    }
+  });
+
+  it("gives a name back to its token at once after a crash, from a new process, and never to another token", async () => {
+    const args = [...tunnelArgs(origin.port, relay, "owned"), "--token", ALICE];
+    const first = await AgentProcess.start("node", args);
+    await first.stop("SIGKILL");
+    const started = performance.now();
+    const second = await AgentProcess.start("node", args);
+    // No grace to wait out: the token proves the owner.
+    expect(performance.now() - started).toBeLessThan(5000);
+    expect((await visit(at(second.url, "/echo"))).status).toBe(200);
+    await second.stop("SIGKILL");
+
+    const other = new AgentProcess("node", [...tunnelArgs(origin.port, relay, "owned"), "--token", BOB]);
+    expect(await other.exited).toBe(3);
+    expect(other.output).toContain('the name "owned" belongs to another token');
+  });
+
+  it("hands the tunnel to the newer connection of the same token and tells the older one why", async () => {
+    const older = await RawAgent.hello(relay, "shared", { token: BOB, claim: "claim-of-machine-one" });
+    await RawAgent.hello(relay, "shared", { token: BOB, claim: "claim-of-machine-two" });
+    expect(await older.closed).toEqual({
+      code: CloseCode.Replaced,
+      reason: "replaced by a newer connection holding the same token",
+    });
+  });
+
+  it("opens HTTPS-transport sessions only for a token, and keeps session ids out of URLs", async () => {
+    const base = `http://127.0.0.1:${relay.port}${SESSION_PATH}?name=polled`;
+    const host = { host: `localhost:${relay.port}` };
+    const refused = await visit(base, { method: "POST", headers: host });
+    expect(refused.status).toBe(401);
+    const opened = await visit(base, { method: "POST", headers: { ...host, authorization: `Bearer ${ALICE}` } });
+    expect(opened.status).toBe(201);
+    const { session } = JSON.parse(opened.body.toString()) as { session: string };
+    const poll = await visit(`${base}&ack=0&wait=0`, { headers: { ...host, [SESSION_HEADER]: session } });
+    expect(poll.status).toBe(200);
+    expect(
+      (await visit(`http://127.0.0.1:${relay.port}${SESSION_PATH}/${session}?name=polled&ack=0&wait=0`, { headers: host }))
+        .status,
+    ).toBe(404);
+
+    const agent = await AgentProcess.start("node", [
+      ...tunnelArgs(origin.port, relay, "polled"),
+      "--transport",
+      "https",
+      "--token",
+      ALICE,
+    ]);
+    expect((await visit(at(agent.url, "/echo"))).status).toBe(200);
+    await agent.stop("SIGINT");
+  });
+});
+
+describe("an open relay", () => {
+  let relay: Relay;
+  let origin: Origin;
+
+  beforeAll(async () => {
+    [relay, origin] = await Promise.all([
+      Relay.start({
+        vars: {
+          HELLO_TIMEOUT_SECONDS: "1",
+          MAX_STREAMS_PER_TUNNEL: "3",
+          MAX_AGENT_FRAMES_PER_SECOND: "500",
+          MAX_SIGNED_BODY_BYTES: "4096",
+        },
+      }),
+      Origin.start(),
+    ]);
+  });
+
+  afterAll(async () => {
+    await relay?.dispose();
+    await origin?.close();
+  });
+
+  it("says it is open, and refuses the names it keeps for itself", async () => {
+    const [agent, answer] = await RawAgent.say(relay, "anyone");
+    expect(answer).toMatchObject({ type: FrameType.Ready, open: true });
+    agent.socket.close(1000);
+    for (const name of ["www", "api", "admin"]) {
+      const [, refused] = await RawAgent.say(relay, name);
+      expect(refused).toMatchObject({ type: FrameType.Refused, code: "name-reserved" });
+    }
+  });
+
+  it("keeps a name through a relay restart for the agent that held it, not for whoever says hello first", async () => {
+    await RawAgent.hello(relay, "held", { claim: "claim-of-the-holder" });
+    await relay.restart();
+    const [, squatter] = await RawAgent.say(relay, "held", { claim: "claim-of-a-squatter" });
+    expect(squatter).toMatchObject({ type: FrameType.Refused, code: "name-taken" });
+    expect((squatter as { message: string }).message).toMatch(/kept for its agent for \d+s more/);
+    const [, holder] = await RawAgent.say(relay, "held", { claim: "claim-of-the-holder" });
+    expect(holder).toMatchObject({ type: FrameType.Ready });
+  });
+
+  it("closes a connection that never says hello", async () => {
+    const started = performance.now();
+    const silent = await RawAgent.open(relay, "silent");
+    const { code, reason } = await silent.closed;
+    expect(code).toBe(CloseCode.HelloTimeout);
+    expect(reason).toBe("no hello within 1s");
+    expect(performance.now() - started).toBeLessThan(5000);
+  });
+
+  it("reads nothing after a refused hello in the same message", async () => {
+    const agent = await RawAgent.open(relay, "www");
+    const hello = encodeFrame(RawAgent.helloFrame("www"));
+    const packed = new Uint8Array(hello.byteLength * 200);
+    for (let i = 0; i < 200; i++) packed.set(hello, i * hello.byteLength);
+    agent.socket.send(packed);
+    expect((await agent.closed).code).toBe(CloseCode.Refused);
+    expect(agent.frames.filter((f) => f.type === FrameType.Refused)).toHaveLength(1);
+  });
+
+  it("closes an agent that sends more frames a second than the relay allows, and no other", async () => {
+    const bystander = await AgentProcess.start("node", tunnelArgs(origin.port, relay, "calm"));
+    const flood = await RawAgent.hello(relay, "flood");
+    // Credit for streams that do not exist: each is ignored, but each is counted.
+    const credit = encodeFrame({ type: FrameType.Credit, stream: 12345, bytes: 1 });
+    const message = new Uint8Array(credit.byteLength * 1500);
+    for (let i = 0; i < 1500; i++) message.set(credit, i * credit.byteLength);
+    flood.socket.send(message);
+    const { code, reason } = await flood.closed;
+    expect(code).toBe(CloseCode.RateLimited);
+    expect(reason).toContain("MAX_AGENT_FRAMES_PER_SECOND");
+    expect((await visit(at(bystander.url, "/echo"))).status).toBe(200);
+    await bystander.stop("SIGINT");
+  });
+
+  it("answers 503 with Retry-After past the streams a tunnel may have open, and serves again once one ends", async () => {
+    const agent = await RawAgent.hello(relay, "busy");
+    const url = `http://busy.localhost:${relay.port}/`;
+    const pending = [visit(url), visit(url), visit(url)];
+    const heads = [];
+    for (let i = 0; i < 3; i++) heads.push(await agent.nextOf(FrameType.RequestHead));
+    const refused = await visit(url);
+    expect(refused.status).toBe(503);
+    expect(refused.headers["retry-after"]).toBe("1");
+    expect(refused.headers["x-burrow-error"]).toBe("too-many-streams");
+    for (const head of heads) {
+      agent.send({ type: FrameType.ResponseHead, stream: head.stream, status: 204, headers: [] });
+    }
+    expect((await Promise.all(pending)).map((v) => v.status)).toEqual([204, 204, 204]);
+    const again = visit(url);
+    const head = await agent.nextOf(FrameType.RequestHead);
+    agent.send({ type: FrameType.ResponseHead, stream: head.stream, status: 204, headers: [] });
+    expect((await again).status).toBe(204);
+  });
+
+  it("resets only the stream an agent's frame breaks the protocol on: a second head, data before a head, too much credit", async () => {
+    const agent = await RawAgent.hello(relay, "sloppy");
+    const url = `http://sloppy.localhost:${relay.port}/`;
+    const cases: [string, (stream: number) => void, number | "broken"][] = [
+      [
+        "a second response head",
+        (stream) => {
+          // With a declared length the visitor can tell a broken body (workerd#6818).
+          agent.send({ type: FrameType.ResponseHead, stream, status: 200, headers: [["content-length", "10"]] });
+          agent.send({ type: FrameType.ResponseHead, stream, status: 200, headers: [] });
+        },
+        "broken",
+      ],
+      [
+        "body data before the response head",
+        (stream) => agent.send({ type: FrameType.Data, stream, bytes: new Uint8Array(3) }),
+        502,
+      ],
+      ["would exceed the 1048576-byte window", (stream) => agent.send({ type: FrameType.Credit, stream, bytes: 11 }), 502],
+    ];
+    for (const [why, misbehave, outcome] of cases) {
+      const visitor = visit(url, { method: "POST", body: new Uint8Array(10) }).then(
+        (v) => v.status,
+        () => "broken" as const,
+      );
+      const head = await agent.nextOf(FrameType.RequestHead);
+      misbehave(head.stream);
+      const reset = await agent.nextOf(FrameType.Reset);
+      expect(reset).toMatchObject({ stream: head.stream, code: "protocol-error", message: expect.stringContaining(why) });
+      expect(await visitor).toBe(outcome);
+    }
+    // The connection and the tunnel are fine.
+    const visitor = visit(url);
+    const head = await agent.nextOf(FrameType.RequestHead);
+    agent.send({ type: FrameType.ResponseHead, stream: head.stream, status: 204, headers: [] });
+    expect((await visitor).status).toBe(204);
+    // A frame for a stream that ended is answered with a Reset, not a disconnect.
+    agent.socket.send(encode([FrameType.End, head.stream]));
+    expect(await agent.nextOf(FrameType.Reset)).toMatchObject({ stream: head.stream, code: "cancelled" });
+  });
+
+  describe("visitor rules, enforced before the agent sees a frame", () => {
+    it("asks for Basic credentials, and keeps the password from the origin", async () => {
+      const basicAuth = [await hashBasicCredentials("guarded", "alice", "pa:ss wörd")];
+      const agent = await RawAgent.hello(relay, "guarded", { rules: { basicAuth, allowIp: [], webhooks: [] } });
+      const url = `http://guarded.localhost:${relay.port}/private`;
+      const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
+      for (const authorization of [undefined, basic("alice", "wrong"), basic("mallory", "pa:ss wörd"), "Bearer x"]) {
+        const refused = await visit(url, { headers: authorization ? { authorization } : {} });
+        expect(refused.status).toBe(401);
+        expect(refused.headers["www-authenticate"]).toBe('Basic realm="guarded", charset="UTF-8"');
+      }
+      expect(agent.frames).toEqual([]);
+      const admitted = visit(url, { headers: { authorization: basic("alice", "pa:ss wörd") } });
+      const head = await agent.nextOf(FrameType.RequestHead);
+      expect(head.headers.find(([name]) => name === "authorization")).toBeUndefined();
+      agent.send({ type: FrameType.ResponseHead, stream: head.stream, status: 204, headers: [] });
+      expect((await admitted).status).toBe(204);
+    });
+
+    it("admits only the listed addresses", async () => {
+      const closed = await RawAgent.hello(relay, "lan-only", { rules: { basicAuth: [], allowIp: ["10.0.0.0/8"], webhooks: [] } });
+      const refused = await visit(`http://lan-only.localhost:${relay.port}/`);
+      expect(refused.status).toBe(403);
+      expect(closed.frames).toEqual([]);
+      const local = await RawAgent.hello(relay, "loopback", {
+        rules: { basicAuth: [], allowIp: ["2001:db8::/32", "127.0.0.0/8", "::1"], webhooks: [] },
+      });
+      const admitted = visit(`http://loopback.localhost:${relay.port}/`);
+      const head = await local.nextOf(FrameType.RequestHead);
+      local.send({ type: FrameType.ResponseHead, stream: head.stream, status: 204, headers: [] });
+      expect((await admitted).status).toBe(204);
+    });
+
+    it("passes only webhooks whose signature matches the raw body, byte for byte, and refuses bodies past the limit", async () => {
+      const secret = "hook-secret";
+      const agent = await RawAgent.hello(relay, "hooks", {
+        rules: { basicAuth: [], allowIp: [], webhooks: [{ kind: "github", header: "x-hub-signature-256", secret }] },
+      });
+      const url = `http://hooks.localhost:${relay.port}/github`;
+      const body = new Uint8Array([...Buffer.from('{"action":"opened"}'), 0, 255, 13, 10]);
+      const sign = (bytes: Uint8Array, key = secret) => `sha256=${createHmac("sha256", key).update(bytes).digest("hex")}`;
+      for (const signature of [undefined, sign(body, "other-secret"), sign(new Uint8Array([1])), "sha256=zz"]) {
+        const refused = await visit(url, {
+          method: "POST",
+          body,
+          headers: signature ? { "x-hub-signature-256": signature } : {},
+        });
+        expect(refused.status).toBe(401);
+      }
+      expect(agent.frames).toEqual([]);
+
+      const admitted = visit(url, { method: "POST", body, headers: { "x-hub-signature-256": sign(body) } });
+      const head = await agent.nextOf(FrameType.RequestHead);
+      const data = await agent.nextOf(FrameType.Data);
+      expect(Buffer.from(data.bytes)).toEqual(Buffer.from(body));
+      await agent.nextOf(FrameType.End);
+      agent.send({ type: FrameType.ResponseHead, stream: head.stream, status: 204, headers: [] });
+      expect((await admitted).status).toBe(204);
+
+      const big = new Uint8Array(4097);
+      const tooBig = await visit(url, { method: "POST", body: big, headers: { "x-hub-signature-256": sign(big) } });
+      expect(tooBig.status).toBe(413);
+      expect(tooBig.body.toString()).toContain("the limit is 4096 bytes");
+      expect(agent.frames).toEqual([]);
+    });
+  });
+});
