@@ -64,6 +64,21 @@ export const TUNNEL_NAME_PATTERN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 export const CONNECT_PATH = "/_burrow/connect";
 
 /**
+ * Path on the relay that says what it is, for `agent doctor`: `GET INFO_PATH` answers a
+ * {@link RelayInfo} as JSON. Something else at the relay's URL (a login page, another site)
+ * answers otherwise, and an agent can tell before it dials in.
+ */
+export const INFO_PATH = "/_burrow/info";
+
+/** The answer at {@link INFO_PATH}. Fields are only ever added. */
+export interface RelayInfo {
+  /** Always true: marks the answer as a Burrow relay's. */
+  burrow: true;
+  /** The {@link PROTOCOL_VERSION} the relay speaks; it refuses agents of any other. */
+  protocol: number;
+}
+
+/**
  * The HTTPS transport, for networks that block WebSockets: `POST SESSION_PATH?name=<tunnel>`
  * opens a session (answer: `{"session": id}`); then `POST SESSION_PATH/<id>?seq=<n>` carries
  * agent -> relay frames in bounded bodies (at most MAX_MESSAGE_BYTES, numbered so that a
