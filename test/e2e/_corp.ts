@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -89,6 +89,7 @@ export function corpSuite(runtime: RuntimeName | "executable"): void {
 
     afterAll(async () => {
       await relay?.dispose();
+      if (agentRuntime && typeof agentRuntime !== "string") rmSync(agentRuntime.cwd, { recursive: true, force: true });
     });
 
     /** A network with an origin inside, and agents started in it (all torn down after the block). */

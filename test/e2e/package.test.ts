@@ -1,5 +1,5 @@
-import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { AgentProcess, type AgentRuntime, type Launcher, type RuntimeName, tunnelArgs } from "../_agent.ts";
 import { Origin } from "../_origin.ts";
@@ -44,6 +44,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await relay?.dispose();
   await origin?.close();
+  if (installed) rmSync(dirname(installed.tarball), { recursive: true, force: true });
 });
 
 /** Starts an agent, checks a visitor gets the origin's answer through it, and stops it. */
@@ -123,6 +124,10 @@ describe("the agent executable", () => {
 
   beforeAll(() => {
     alone = executableLauncher(inject("agentExecutable"));
+  });
+
+  afterAll(() => {
+    if (alone) rmSync(alone.cwd, { recursive: true, force: true });
   });
 
   it("serves a tunnel from an empty directory with no Node, Bun or Deno on PATH, on both transports", async () => {
