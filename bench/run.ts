@@ -12,7 +12,7 @@ import { Child } from "../test/_process.ts";
 import { Relay, ROOT } from "../test/_relay.ts";
 import { download, echo, firstEvent, type Load, load, median, sequential, type Target, upload } from "./_measure.ts";
 import { startNginx } from "./_nginx.ts";
-import { measureStartup } from "./startup.ts";
+import { measureStartup, printStartup } from "./startup.ts";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const BYTES = Number(process.env.BENCH_BYTES ?? 1024 ** 3);
@@ -208,16 +208,8 @@ try {
   console.log("\ngoals (issue 4)");
   console.table(goals);
 
-  console.log(`\nagent startup to ready line, ${process.env.BENCH_RUNS ?? 10} runs per runtime (goal: under 1000 ms)`);
   const startup = await measureStartup(Number(process.env.BENCH_RUNS ?? 10));
-  console.table(
-    startup.map((r) => ({
-      runtime: r.runtime,
-      "median ms": fixed(r.medianMs),
-      "p90 ms": fixed(r.p90Ms),
-      "max ms": fixed(r.maxMs),
-    })),
-  );
+  printStartup(startup);
 
   const dir = join(ROOT, "bench/results");
   mkdirSync(dir, { recursive: true });

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `npm run dev -- --port 8000`: Burrow on one machine. Starts the relay on local workerd
 // (wrangler dev, http://localhost:8787) and, once it is ready, an agent for the local server;
-// the agent prints the public URL. Arguments go to the agent (see `npx agent --help`).
+// the agent prints the public URL. Arguments go to the agent (see `npx agent --help`, run from this clone).
 import { spawn } from "node:child_process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";

@@ -5,6 +5,21 @@ import { ROOT } from "./_relay.ts";
 
 export type RuntimeName = "node" | "bun" | "deno";
 
+/**
+ * An agent started otherwise than from this clone's sources: the installed package, the
+ * executable. `command` turns the agent's arguments into the argv a user would type.
+ */
+export interface Launcher {
+  /** For output labels and tunnel names: "package-node", "executable". */
+  name: string;
+  command(args: string[]): [string, string[]];
+  cwd: string;
+  /** Replaces the test's variables of the same name (PATH, for a machine without runtimes). */
+  env?: NodeJS.ProcessEnv;
+}
+
+export type AgentRuntime = RuntimeName | Launcher;
+
 const BIN = join(ROOT, "node_modules/.bin");
 
 /** The command a user types for each runtime (README), as argv. */
@@ -52,18 +67,22 @@ export class AgentProcess extends Child {
   url = "";
 
   /** `env` is added to the test's environment; a variable set to undefined is removed. */
-  constructor(runtime: RuntimeName, args: string[], env: NodeJS.ProcessEnv = {}, options: AgentOptions = {}) {
-    const [command, argv] = agentCommand(runtime, args);
+  constructor(runtime: AgentRuntime, args: string[], env: NodeJS.ProcessEnv = {}, options: AgentOptions = {}) {
+    const launcher = typeof runtime === "string" ? undefined : runtime;
+    const [command, argv] = launcher ? launcher.command(args) : agentCommand(runtime as RuntimeName, args);
     // Only what a user's shell would pass; no BURROW_* leaks in from the test's environment.
     const base = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("BURROW_")));
     // `ip netns exec` execs the command in place: the pid, its group and runtimePid stay the agent's.
     const [program, programArgs] = options.netns ? ["ip", ["netns", "exec", options.netns, command, ...argv]] : [command, argv];
-    super(`agent:${runtime}`, program, programArgs, { cwd: ROOT, env: { ...base, ...env } });
+    super(`agent:${launcher?.name ?? runtime}`, program, programArgs, {
+      cwd: launcher?.cwd ?? ROOT,
+      env: { ...base, ...launcher?.env, ...env },
+    });
   }
 
   /** Starts an agent and resolves once it prints its public URL. */
   static async start(
-    runtime: RuntimeName,
+    runtime: AgentRuntime,
     args: string[],
     env?: NodeJS.ProcessEnv,
     options?: AgentOptions,

@@ -2,12 +2,17 @@
 // The `agent` bin, in plain JavaScript because Node 20 cannot run TypeScript. `npx agent`
 // runs it under Node and `bunx --bun agent` under Bun; it hands over to that runtime's entry.
 // This is the one place that asks which runtime it is on.
-if (globalThis.Bun) {
-  await import("./bun.ts");
-} else if (globalThis.Deno) {
-  await import("./deno.ts");
-} else {
+import { existsSync } from "node:fs";
+
+const runtime = globalThis.Bun ? "bun" : globalThis.Deno ? "deno" : "node";
+// The published package holds the bundles in dist/ (made by `npm pack`) and no sources. A clone
+// has the sources, and runs them even when a dist/ is left over from a pack.
+if (!existsSync(new URL("../src/cli.ts", import.meta.url))) {
+  await import(`../dist/${runtime}.js`);
+} else if (runtime === "node") {
   const { register } = await import("node:module");
   register("./_ts-hooks.js", import.meta.url);
   await import("./node.ts");
+} else {
+  await import(`./${runtime}.ts`);
 }

@@ -1,4 +1,4 @@
-import { CONNECT_PATH, SESSION_PATH, TUNNEL_NAME_PATTERN } from "@burrow/protocol";
+import { CONNECT_PATH, INFO_PATH, PROTOCOL_VERSION, type RelayInfo, SESSION_PATH, TUNNEL_NAME_PATTERN } from "@burrow/protocol";
 import { type Context, Hono } from "hono";
 import type { Env } from "./env.ts";
 import { EdgeError } from "./errors.ts";
@@ -36,6 +36,9 @@ app.get(CONNECT_PATH, (c) => {
   headers.set(INTERNAL.publicUrl, publicUrl(new URL(c.req.url), name, c.env.BASE_DOMAIN));
   return tunnel(c, name).fetch(new Request(c.req.raw, { headers }));
 });
+
+// `agent doctor` asks whether this is a Burrow relay, and which protocol it speaks.
+app.get(INFO_PATH, (c) => c.json({ burrow: true, protocol: PROTOCOL_VERSION } satisfies RelayInfo));
 
 // The HTTPS transport, for agents whose network blocks WebSockets (see SESSION_PATH): a POST
 // without a session header opens one; the others name theirs in SESSION_HEADER.

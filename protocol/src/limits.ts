@@ -108,6 +108,21 @@ export const MAX_RULES = 16;
 export const CONNECT_PATH = "/_burrow/connect";
 
 /**
+ * Path on the relay that says what it is, for `agent doctor`: `GET INFO_PATH` answers a
+ * {@link RelayInfo} as JSON. Something else at the relay's URL (a login page, another site)
+ * answers otherwise, and an agent can tell before it dials in.
+ */
+export const INFO_PATH = "/_burrow/info";
+
+/** The answer at {@link INFO_PATH}. Fields are only ever added. */
+export interface RelayInfo {
+  /** Always true: marks the answer as a Burrow relay's. */
+  burrow: true;
+  /** The {@link PROTOCOL_VERSION} the relay speaks; it refuses agents of any other. */
+  protocol: number;
+}
+
+/**
  * The HTTPS transport, for networks that block WebSockets: `POST SESSION_PATH?name=<tunnel>`
  * opens a session (with `Authorization: Bearer <token>` on a relay with tokens; answer:
  * `{"session": id}`). Every later request names the session in the SESSION_HEADER header, never

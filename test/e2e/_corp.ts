@@ -1,10 +1,11 @@
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AgentProcess, type RuntimeName } from "../_agent.ts";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { AgentProcess, type AgentRuntime, type RuntimeName } from "../_agent.ts";
 import { patternHash } from "../_bytes.ts";
 import { CorpNetwork, type CorpOptions, CorpOrigin, CorpRelay, networkEnv, skipCorp } from "../_corp.ts";
+import { executableLauncher } from "../_package.ts";
 import { download, upload } from "../_transfer.ts";
 import { at, dialOptions, visit } from "../_visit.ts";
 
@@ -68,18 +69,27 @@ async function exitOf(agent: AgentProcess, timeoutMs = 30_000): Promise<number |
  * namespace whose firewall lets out only port 443, or only a proxy (squid with Basic auth,
  * mitmproxy inspecting TLS, mitmproxy refusing WebSockets, squid cutting connections), with the
  * agent and the origin inside it and the relay (workerd, TLS on :443) outside. Visitors reach
- * the tunnel from the test process at the relay's plain-http port, by path.
+ * the tunnel from the test process at the relay's plain-http port, by path. The executable
+ * (`npm run build:binary`) gets the blocks marked `shared` only (proxies, --ca, both transports,
+ * doctor): it is the Bun agent's code, which the whole suite covers.
  */
-export function corpSuite(runtime: RuntimeName): void {
+export function corpSuite(runtime: RuntimeName | "executable"): void {
+  const full = runtime !== "executable";
+  const shared = describe;
+  const block = full ? describe : describe.skip;
   describe.skipIf(skip)(`a ${runtime} agent in corporate networks`, () => {
     let relay: CorpRelay;
+    let agentRuntime: AgentRuntime;
 
     beforeAll(async () => {
       relay = await CorpRelay.start();
+      // The executable alone in a directory; the PATH stays, for `ip netns exec` to be found.
+      agentRuntime = full ? runtime : executableLauncher(inject("agentExecutable"), { keepPath: true });
     }, 90_000);
 
     afterAll(async () => {
       await relay?.dispose();
+      if (agentRuntime && typeof agentRuntime !== "string") rmSync(agentRuntime.cwd, { recursive: true, force: true });
     });
 
     /** A network with an origin inside, and agents started in it (all torn down after the block). */
@@ -91,7 +101,7 @@ export function corpSuite(runtime: RuntimeName): void {
         /** An agent in the network for the origin, as tunnel `name`. Not yet waited for. */
         spawn(name: string, args: string[], env: Record<string, string> = {}): AgentProcess {
           const argv = ["--port", String(context.origin.port), "--relay", relay.url, "--name", name, ...args];
-          const agent = new AgentProcess(runtime, argv, networkEnv(env), { netns: context.network.ns });
+          const agent = new AgentProcess(agentRuntime, argv, networkEnv(env), { netns: context.network.ns });
           context.agents.push(agent);
           return agent;
         },
@@ -103,7 +113,7 @@ export function corpSuite(runtime: RuntimeName): void {
         },
         /** `agent doctor` in the network, to its end. */
         async doctor(args: string[], env: Record<string, string> = {}): Promise<{ status: number | null; output: string }> {
-          const agent = new AgentProcess(runtime, ["doctor", "--relay", relay.url, ...args], networkEnv(env), {
+          const agent = new AgentProcess(agentRuntime, ["doctor", "--relay", relay.url, ...args], networkEnv(env), {
             netns: context.network.ns,
           });
           context.agents.push(agent);
@@ -143,7 +153,7 @@ export function corpSuite(runtime: RuntimeName): void {
       expect(spread, "ms between the first and the last event's arrival").toBeGreaterThan(interval * 2);
     }
 
-    describe("egress to port 443 only, no proxy", () => {
+    block("egress to port 443 only, no proxy", () => {
       const corpnet = corp({ egress: "direct443" });
 
       it("connects over WebSocket with the relay's CA from --ca, and serves downloads, uploads and events", async () => {
@@ -175,7 +185,7 @@ export function corpSuite(runtime: RuntimeName): void {
 
       it("says the relay is unreachable, with a hint, and keeps retrying", async () => {
         const agent = new AgentProcess(
-          runtime,
+          agentRuntime,
           ["--port", String(corpnet.origin.port), "--relay", `https://${corpnet.network.hostIp}`, "--ca", relay.caFile],
           networkEnv(),
           { netns: corpnet.network.ns },
@@ -188,7 +198,7 @@ export function corpSuite(runtime: RuntimeName): void {
       }, 30_000);
     });
 
-    describe("squid with Basic auth, CONNECT to 443 only", () => {
+    shared("squid with Basic auth, CONNECT to 443 only", () => {
       const corpnet = corp({ egress: "squid", squid: { auth: { user: "corp user", password: "p@ss:w/rd" } } });
 
       it("goes through HTTPS_PROXY with percent-encoded credentials, over WebSocket", async () => {
@@ -225,7 +235,7 @@ export function corpSuite(runtime: RuntimeName): void {
       }, 40_000);
     });
 
-    describe("squid whose policy refuses CONNECT to the relay", () => {
+    block("squid whose policy refuses CONNECT to the relay", () => {
       // A function: the relay's address is known once it started.
       const corpnet = corp(() => ({ egress: "squid", squid: { deny: [relay.ip] } }));
 
@@ -239,7 +249,7 @@ export function corpSuite(runtime: RuntimeName): void {
       }, 40_000);
     });
 
-    describe("squid cutting connections idle for 3 s", () => {
+    block("squid cutting connections idle for 3 s", () => {
       const corpnet = corp({ egress: "squid", squid: { idleTimeoutSeconds: 3 } });
 
       it("keeps its one connection open with heartbeats", async () => {
@@ -258,7 +268,7 @@ export function corpSuite(runtime: RuntimeName): void {
       }, 40_000);
     });
 
-    describe("mitmproxy inspecting TLS", () => {
+    shared("mitmproxy inspecting TLS", () => {
       const corpnet = corp({ egress: "mitm" });
 
       it("works with the proxy's CA in --ca (a bundle with the relay's), over WebSocket", async () => {
@@ -295,7 +305,7 @@ export function corpSuite(runtime: RuntimeName): void {
       }, 30_000);
     });
 
-    describe("mitmproxy refusing WebSocket upgrades", () => {
+    shared("mitmproxy refusing WebSocket upgrades", () => {
       const corpnet = corp({ egress: "mitm", mitm: { blockWebSockets: true } });
 
       it("falls back to the HTTPS transport by itself, and serves downloads, uploads and events", async () => {
@@ -318,7 +328,7 @@ export function corpSuite(runtime: RuntimeName): void {
       }, 40_000);
     });
 
-    describe("mitmproxy stripping Upgrade headers", () => {
+    block("mitmproxy stripping Upgrade headers", () => {
       const corpnet = corp({ egress: "mitm", mitm: { stripUpgrade: true } });
 
       it("falls back to the HTTPS transport, saying the upgrade was stripped", async () => {
@@ -332,7 +342,7 @@ export function corpSuite(runtime: RuntimeName): void {
       }, 40_000);
     });
 
-    describe("mitmproxy passing WebSocket upgrades but none of their messages", () => {
+    block("mitmproxy passing WebSocket upgrades but none of their messages", () => {
       const corpnet = corp({ egress: "mitm", mitm: { dropWebSockets: true } });
 
       it("falls back to the HTTPS transport after two silent WebSockets", async () => {
@@ -359,7 +369,7 @@ export function corpSuite(runtime: RuntimeName): void {
       }, 40_000);
     });
 
-    describe(`squid cutting every connection after ${CUT_EVERY} s`, () => {
+    block(`squid cutting every connection after ${CUT_EVERY} s`, () => {
       const corpnet = corp({ egress: "squid", squid: { cut: { everySeconds: CUT_EVERY, how: "alternate" } } });
 
       it(

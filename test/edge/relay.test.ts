@@ -1,13 +1,4 @@
-import {
-  CloseCode,
-  CONNECT_PATH,
-  decodeFrames,
-  encodeFrame,
-  type Frame,
-  FrameType,
-  type HelloFrame,
-  PROTOCOL_VERSION,
-} from "@burrow/protocol";
+import { CloseCode, CONNECT_PATH, FrameType, PROTOCOL_VERSION } from "@burrow/protocol";
 import { encode } from "@msgpack/msgpack";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";

@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+// `npm pack -w agent` runs this (prepack): one self-contained ESM file per runtime entry in
+// dist/, with @burrow/protocol, @msgpack/msgpack and ws inside, so that the published package
+// has no dependencies and needs neither TypeScript nor esbuild when it runs. postpack removes
+// dist/ again; in a clone the sources run (bin/agent.js), never a stale bundle.
+import { rmSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { build } from "esbuild";
+
+const agent = join(dirname(fileURLToPath(import.meta.url)), "..");
+const outdir = join(agent, "dist");
+
+if (process.argv[2] === "--clean") {
+  rmSync(outdir, { recursive: true, force: true });
+  process.exit(0);
+}
+
+rmSync(outdir, { recursive: true, force: true });
+await build({
+  entryPoints: ["node", "bun", "deno"].map((runtime) => join(agent, `bin/${runtime}.ts`)),
+  outdir,
+  bundle: true,
+  format: "esm",
+  platform: "node",
+  // Node 20.6 is the oldest runtime the package supports (engines); Bun and Deno run ES2022.
+  target: ["node20.6", "es2022"],
+  // ws loads these native helpers with require() inside a try/catch and runs without them;
+  // left out, the require fails and ws uses its JavaScript fallbacks.
+  external: ["bufferutil", "utf-8-validate"],
+  // ws is CommonJS: its require("events") etc. need a real require in an ES module, on
+  // Node, Bun and Deno alike.
+  banner: {
+    js: 'import { createRequire as __burrowRequire } from "node:module";\nconst require = __burrowRequire(import.meta.url);',
+  },
+  legalComments: "eof",
+  logLevel: "warning",
+});

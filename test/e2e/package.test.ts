@@ -1,0 +1,148 @@
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { AgentProcess, type AgentRuntime, type Launcher, type RuntimeName, tunnelArgs } from "../_agent.ts";
+import { Origin } from "../_origin.ts";
+import {
+  DENO_ENTRY,
+  denoFlags,
+  executableLauncher,
+  type InstalledPackage,
+  installPackage,
+  PACKAGE_NAME,
+  packageLaunchers,
+} from "../_package.ts";
+import { Relay, ROOT } from "../_relay.ts";
+import { at, visit } from "../_visit.ts";
+
+const MB = 1e6;
+const VERSION = JSON.parse(readFileSync(join(ROOT, "agent/package.json"), "utf8")).version as string;
+
+/** Runs an agent command to its end. */
+async function run(runtime: AgentRuntime, args: string[]): Promise<{ status: number | null; output: string }> {
+  const agent = new AgentProcess(runtime, args);
+  return { status: await agent.exited, output: agent.output };
+}
+
+let relay: Relay;
+let origin: Origin;
+let installed: InstalledPackage;
+let launchers: Record<RuntimeName, Launcher>;
+let sourcesHelp: string;
+
+beforeAll(async () => {
+  const started = performance.now();
+  [relay, origin, installed] = await Promise.all([Relay.start(), Origin.start(), installPackage()]);
+  console.log(
+    `[package] packed and installed offline in ${Math.round(performance.now() - started)}ms (with the relay's start); ` +
+      `installed size ${(installed.installedBytes / MB).toFixed(2)} MB`,
+  );
+  launchers = packageLaunchers(installed.project);
+  sourcesHelp = (await run("node", ["--help"])).output;
+}, 120_000);
+
+afterAll(async () => {
+  await relay?.dispose();
+  await origin?.close();
+  if (installed) rmSync(dirname(installed.tarball), { recursive: true, force: true });
+});
+
+/** Starts an agent, checks a visitor gets the origin's answer through it, and stops it. */
+async function serves(runtime: AgentRuntime, name: string, extra: string[] = []): Promise<AgentProcess> {
+  const agent = await AgentProcess.start(runtime, [...tunnelArgs(origin.port, relay, name), ...extra]);
+  try {
+    const response = await visit(at(agent.url, "/status/201"));
+    expect(response.status, agent.output).toBe(201);
+  } finally {
+    await agent.stop("SIGINT");
+  }
+  return agent;
+}
+
+describe("the burrow-agent package", () => {
+  it("packs the bundles, the bin, README and licence, and no sources", () => {
+    expect(installed.files).toEqual([
+      "LICENSE",
+      "README.md",
+      "bin/agent.js",
+      "dist/bun.js",
+      "dist/deno.js",
+      "dist/node.js",
+      "package.json",
+    ]);
+    // postpack removed the bundles: in the clone, the sources run.
+    expect(existsSync(join(ROOT, "agent/dist"))).toBe(false);
+  });
+
+  it("installs offline with nothing from the registry, in under 10 MB", () => {
+    const manifest = JSON.parse(readFileSync(join(installed.project, "node_modules", PACKAGE_NAME, "package.json"), "utf8"));
+    expect(manifest.dependencies ?? {}).toEqual({});
+    expect(manifest.bin).toEqual({ agent: "./bin/agent.js" });
+    const lock = JSON.parse(readFileSync(join(installed.project, "package-lock.json"), "utf8"));
+    expect(Object.keys(lock.packages).filter(Boolean)).toEqual([`node_modules/${PACKAGE_NAME}`]);
+    expect(installed.installedBytes).toBeLessThan(10 * MB);
+  });
+
+  it.each(["node", "bun", "deno"] as const)("serves a tunnel when installed, on %s", async (runtime) => {
+    const agent = await serves(launchers[runtime], `package-${runtime}`);
+    expect(agent.output).not.toMatch(/^(error|warning):/m);
+  });
+
+  it.each(["node", "bun", "deno"] as const)("prints the sources' --help and the package version on %s", async (runtime) => {
+    const help = await run(launchers[runtime], ["--help"]);
+    expect(help.status).toBe(0);
+    expect(help.output).toBe(sourcesHelp);
+    const version = await run(launchers[runtime], ["--version"]);
+    expect(version.output).toMatch(new RegExp(`^agent ${VERSION.replaceAll(".", "\\.")} \\(${runtime} \\d+\\.\\d+\\.\\d+\\)$`));
+  });
+
+  it("runs under Node with plain `bunx agent`, as its README says", async () => {
+    const agent = await run({ ...launchers.bun, command: (args) => [join(ROOT, "node_modules/.bin/bunx"), ["agent", ...args]] }, [
+      "--version",
+    ]);
+    expect(agent.output).toMatch(/^agent \S+ \(node /);
+  });
+
+  it("documents in both READMEs the Deno command the tests run, with deno task's permissions", () => {
+    const command = `deno run ${denoFlags().join(" ")} ${DENO_ENTRY} --port 8000`;
+    expect(readFileSync(join(ROOT, "README.md"), "utf8")).toContain(command);
+    const readme = readFileSync(join(ROOT, "agent/README.md"), "utf8");
+    expect(readme).toContain(command);
+    expect(readme).toContain("npx -p burrow-agent agent --port 8000");
+    expect(readme).toContain("bunx --bun --package burrow-agent agent --port 8000");
+  });
+
+  it("tells visitors of a tunnel without an agent to start the package's agent", async () => {
+    const response = await visit(`${relay.url}/t/nobody-home/`);
+    expect(response.status).toBe(502);
+    expect(response.body.toString()).toContain("npx -p burrow-agent agent --port 8000 --name nobody-home --relay");
+  });
+});
+
+describe("the agent executable", () => {
+  let alone: Launcher;
+
+  beforeAll(() => {
+    alone = executableLauncher(inject("agentExecutable"));
+  });
+
+  afterAll(() => {
+    if (alone) rmSync(alone.cwd, { recursive: true, force: true });
+  });
+
+  it("serves a tunnel from an empty directory with no Node, Bun or Deno on PATH, on both transports", async () => {
+    await serves(alone, "executable-ws", ["--transport", "websocket"]);
+    await serves(alone, "executable-https", ["--transport", "https"]);
+  });
+
+  it("prints the sources' --help and the package version", async () => {
+    expect((await run(alone, ["--help"])).output).toBe(sourcesHelp);
+    expect((await run(alone, ["--version"])).output).toMatch(new RegExp(`^agent ${VERSION.replaceAll(".", "\\.")} \\(bun `));
+  });
+
+  it("passes agent doctor against the relay", async () => {
+    const { status, output } = await run(alone, ["doctor", "--relay", relay.url]);
+    expect(status, output).toBe(0);
+    expect(output).toMatch(/^ok\s+relay\s+a Burrow relay speaking protocol \d+/m);
+  });
+});
