@@ -597,20 +597,23 @@ export class CorpNetwork {
       return run("ss", ["-K", "-tnH", "state", "established", "src", local, "dst", peer]).catch(() => undefined);
     };
     const tick = async () => {
-      const { stdout } = await run("ss", ["-tnpH", "state", "established"]).catch(() => ({ stdout: "" }));
+      // -e adds each socket's inode: a client port the kernel reuses at once for the next
+      // connection is another connection, and must not inherit the cut of the last one.
+      const { stdout } = await run("ss", ["-tnpeH", "state", "established"]).catch(() => ({ stdout: "" }));
       const now = Date.now();
       const current = new Set<string>();
       for (const line of stdout.split("\n")) {
         if (!line.includes(`pid=${pid},`)) continue;
         const [, , local, peer] = line.trim().split(/\s+/);
-        if (!local || !peer) continue;
-        const key = `${local} ${peer}`;
+        const inode = /\bino:(\d+)/.exec(line)?.[1];
+        if (!local || !peer || !inode) continue;
+        const key = `${local} ${peer} ${inode}`;
         current.add(key);
         if (!seen.has(key)) seen.set(key, now);
       }
       for (const key of seen.keys()) if (!current.has(key)) seen.delete(key);
       for (const key of cut.keys()) if (!current.has(key)) cut.delete(key);
-      const upstreams = [...seen].filter(([key]) => key.endsWith(":443"));
+      const upstreams = [...seen].filter(([key]) => key.split(" ")[1]!.endsWith(":443"));
       for (const [key, since] of seen) {
         if (!key.startsWith(`${client} `)) continue;
         const done = cut.get(key);
