@@ -91,6 +91,31 @@ describe("a relay with tokens", () => {
   });
 });
 
+describe("names on a relay with tokens, over time", () => {
+  let relay: Relay;
+
+  beforeAll(async () => {
+    // 0.00003 days: a name goes unused for 2.6 s before another token may take it.
+    relay = await Relay.start({ vars: { BURROW_TOKENS: `alice:${ALICE},bob:${BOB}`, NAME_TTL_DAYS: "0.00003" } });
+  });
+
+  afterAll(async () => {
+    await relay?.dispose();
+  });
+
+  it("lets another token take a name only once it has gone unused for NAME_TTL_DAYS", async () => {
+    const alice = await RawAgent.hello(relay, "lapsing", { token: ALICE });
+    alice.socket.close(1000, "agent stopped");
+    await alice.closed;
+    const stoppedAt = performance.now();
+    const [, early] = await RawAgent.say(relay, "lapsing", { token: BOB });
+    expect(early).toMatchObject({ type: FrameType.Refused, code: "name-owned" });
+    await new Promise((resolve) => setTimeout(resolve, 2600 - (performance.now() - stoppedAt) + 200));
+    const [, late] = await RawAgent.say(relay, "lapsing", { token: BOB });
+    expect(late).toMatchObject({ type: FrameType.Ready });
+  });
+});
+
 describe("an open relay", () => {
   let relay: Relay;
   let origin: Origin;
@@ -132,6 +157,14 @@ describe("an open relay", () => {
     expect((squatter as { message: string }).message).toMatch(/kept for its agent for \d+s more/);
     const [, holder] = await RawAgent.say(relay, "held", { claim: "claim-of-the-holder" });
     expect(holder).toMatchObject({ type: FrameType.Ready });
+  });
+
+  it("keeps a tunnel's visitor rules through a relay restart, while its agent is on the way back", async () => {
+    const basicAuth = [await hashBasicCredentials("kept", "alice", "secret")];
+    await RawAgent.hello(relay, "kept", { rules: { basicAuth, allowIp: [], webhooks: [] } });
+    await relay.restart();
+    // Read from storage by a new instance, as after hibernation: no agent yet, the rules hold.
+    expect((await visit(`http://kept.localhost:${relay.port}/`)).status).toBe(401);
   });
 
   it("closes a connection that never says hello", async () => {
