@@ -1,13 +1,5 @@
 import type { AddressInfo } from "node:net";
-import {
-  CONNECT_PATH,
-  decodeFrames,
-  encodeFrame,
-  type Frame,
-  FrameType,
-  HEARTBEAT,
-  type HelloFrame,
-} from "@burrow/protocol";
+import { CONNECT_PATH, decodeFrames, encodeFrame, type Frame, FrameType, HEARTBEAT, type HelloFrame } from "@burrow/protocol";
 import { type WebSocket, WebSocketServer } from "ws";
 
 /**

@@ -61,7 +61,10 @@ describe("agent, against a scripted relay", () => {
     const hello = await (await relay.connection(0)).hello;
     expect(hello.token).toBe("s3cret-token");
     expect(hello.rules).toEqual({
-      basicAuth: [await hashBasicCredentials("rules-app", "alice", "pa:ss"), await hashBasicCredentials("rules-app", "bob", "hunter2")],
+      basicAuth: [
+        await hashBasicCredentials("rules-app", "alice", "pa:ss"),
+        await hashBasicCredentials("rules-app", "bob", "hunter2"),
+      ],
       allowIp: ["10.0.0.0/8", "::1"],
       webhooks: [
         { kind: "github", header: "x-hub-signature-256", secret: "gh-secret" },
@@ -71,7 +74,8 @@ describe("agent, against a scripted relay", () => {
     expect(process.lines.filter((line) => line.startsWith("visitors:"))).toEqual([
       "visitors: basic auth for alice, bob; from 10.0.0.0/8, ::1; webhook signatures github (x-hub-signature-256), hmac-sha256 (x-signature)",
     ]);
-    for (const secret of ["pa:ss", "hunter2", "gh-secret", "other-secret", "s3cret-token"]) expect(process.output).not.toContain(secret);
+    for (const secret of ["pa:ss", "hunter2", "gh-secret", "other-secret", "s3cret-token"])
+      expect(process.output).not.toContain(secret);
   });
 
   it("says anyone with the URL may visit, and warns once that the relay is open across reconnects", async () => {
@@ -93,14 +97,17 @@ describe("agent, against a scripted relay", () => {
     ["name-reserved", 'the tunnel name "mine" is reserved', "the relay keeps this name for itself: choose another --name"],
     ["too-many-tunnels", "this token holds 5 tunnels; the limit is 5", "stop one of this token's other tunnels"],
     ["name-taken", 'the tunnel name "mine" is in use by another agent', "pick another name with --name"],
-  ])("exits 3 when the relay refuses with %s on the first attempt, with the relay's message and a hint", async (code, message, hint) => {
-    const relay = await scripted((connection) => connection.refuse(code, message));
-    const process = agent("node", relay.url, ["--name", "mine"]);
-    expect(await process.exited).toBe(3);
-    expect(process.output).toContain(`error: the relay refused the tunnel: ${message}`);
-    expect(process.output).toContain(`  hint: ${hint}`);
-    expect(relay.connections).toHaveLength(1);
-  });
+  ])(
+    "exits 3 when the relay refuses with %s on the first attempt, with the relay's message and a hint",
+    async (code, message, hint) => {
+      const relay = await scripted((connection) => connection.refuse(code, message));
+      const process = agent("node", relay.url, ["--name", "mine"]);
+      expect(await process.exited).toBe(3);
+      expect(process.output).toContain(`error: the relay refused the tunnel: ${message}`);
+      expect(process.output).toContain(`  hint: ${hint}`);
+      expect(relay.connections).toHaveLength(1);
+    },
+  );
 
   it("backs off and tries again when the relay says it is rate-limited", async () => {
     const relay = await scripted((connection, index) => {
@@ -119,7 +126,10 @@ describe("agent, against a scripted relay", () => {
       if (index === 0) {
         void connection.ready().then(() => connection.socket.close(1011, "relay restarting"));
       } else if (index < 3) {
-        connection.refuse("name-taken", 'the tunnel name "comeback" is in use by another agent (it is kept for its agent for 58s more)');
+        connection.refuse(
+          "name-taken",
+          'the tunnel name "comeback" is in use by another agent (it is kept for its agent for 58s more)',
+        );
       } else {
         void connection.ready();
       }
@@ -139,9 +149,7 @@ describe("agent, against a scripted relay", () => {
     });
     const process = agent("node", relay.url, ["--name", "shared"]);
     expect(await process.exited).toBe(3);
-    expect(process.output).toContain(
-      "error: the tunnel shared was taken over by a newer agent with the same token; stopping",
-    );
+    expect(process.output).toContain("error: the tunnel shared was taken over by a newer agent with the same token; stopping");
     expect(relay.connections).toHaveLength(1);
   });
 
@@ -201,7 +209,9 @@ describe("agent, against the real relay", () => {
     const process = agent("node", relay.url, ["--name", "no-claim-file"], { XDG_CONFIG_HOME: readOnly });
     await process.ready();
     expect(process.lines.filter((line) => line.includes("cannot keep the claim"))).toHaveLength(1);
-    expect(process.output).toMatch(/warning: cannot keep the claim to the name no-claim-file \(.*\); using one for this run only/);
+    expect(process.output).toMatch(
+      /warning: cannot keep the claim to the name no-claim-file \(.*\); using one for this run only/,
+    );
   });
 
   it.each(["node", "bun", "deno"] as const)(
