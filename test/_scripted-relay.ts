@@ -56,6 +56,8 @@ export class ScriptedRelay {
 /** One agent connection: every frame it sent, in order. */
 export class RelayConnection {
   readonly frames: Frame[] = [];
+  /** Why a message from the agent could not be decoded, if one could not. */
+  readonly errors: Error[] = [];
   readonly hello: Promise<HelloFrame>;
   readonly closed: Promise<{ code: number; reason: string }>;
   private readonly waiters = new Set<() => void>();
@@ -69,7 +71,12 @@ export class RelayConnection {
         if (data.toString() === HEARTBEAT.ping) socket.send(HEARTBEAT.pong);
         return;
       }
-      this.frames.push(...decodeFrames(new Uint8Array(data)));
+      try {
+        this.frames.push(...decodeFrames(new Uint8Array(data)));
+      } catch (error) {
+        // The agent broke the protocol: tests check `errors` is empty.
+        this.errors.push(error as Error);
+      }
       this.notify();
     });
     this.hello = this.next((frame): frame is HelloFrame => frame.type === FrameType.Hello);

@@ -126,6 +126,17 @@ export class Forwarder {
       this.send({ type: FrameType.Reset, stream: id, code: "protocol-error", message: `stream ${id} is already open` });
       return;
     }
+    if (head.method.toUpperCase() === "CONNECT") {
+      // CONNECT names a host to tunnel to (RFC 9110 section 9.3.6), not a path: node:http would
+      // wait for a 'connect' that never comes, and the agent only ever talks to its own origin.
+      this.send({
+        type: FrameType.Reset,
+        stream: id,
+        code: "protocol-error",
+        message: "CONNECT is not forwarded to the local server",
+      });
+      return;
+    }
     if (isUpgrade(head)) {
       this.sockets.open(head);
       return;
