@@ -172,8 +172,9 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
     }
     const settings = await options(args, lists, runtime, log, !diagnose);
     if (diagnose) return await doctor(settings.relay, settings.name, settings.net, (line) => console.log(line));
+    const origin = new Origin(args.host ?? "localhost", port(args.port));
     log.info(settings.summary);
-    const agent = new Agent(settings, new Origin(args.host ?? "localhost", port(args.port)), runtime, log);
+    const agent = new Agent(settings, origin, runtime, log);
     let stoppingSince = 0;
     runtime.onStop(() => {
       if (!stoppingSince) {
