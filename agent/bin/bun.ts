@@ -9,6 +9,7 @@ const runtime: Runtime = {
   onStop(handler) {
     process.on("SIGINT", handler);
     process.on("SIGTERM", handler);
+    process.on("SIGHUP", handler);
   },
   exit: (code) => process.exit(code),
 };

@@ -10,6 +10,8 @@ const runtime: Runtime = {
   onStop(handler) {
     Deno.addSignalListener("SIGINT", handler);
     Deno.addSignalListener("SIGTERM", handler);
+    // Windows has no SIGHUP, and Deno throws for a signal the platform lacks.
+    if (Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", handler);
   },
   exit: (code) => Deno.exit(code),
   explain(error) {

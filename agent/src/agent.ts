@@ -1,15 +1,16 @@
 import {
   CloseCode,
   CONNECT_PATH,
-  decodeFrames,
+  decodeMessage,
   type Frame,
   FrameBatch,
   FrameType,
   HEARTBEAT,
+  type InvalidFrame,
   MAX_POLL_WAIT_MS,
   PROTOCOL_VERSION,
-  ProtocolError,
   type RefusedFrame,
+  type VisitorRules,
 } from "@burrow/protocol";
 import { AgentError } from "./errors.ts";
 import { Forwarder } from "./forward.ts";
@@ -28,6 +29,10 @@ export interface AgentOptions {
   relay: URL;
   name: string;
   token: string;
+  /** The secret that proves on an open relay that the name is ours (claims.ts); else one per process. */
+  claim?: string;
+  /** Who may visit; the relay enforces them. */
+  rules: VisitorRules;
   /** Milliseconds between heartbeats; the connection is declared dead after 2.5 silent periods. */
   heartbeatMs: number;
   /** The agent's version, sent in the hello. */
@@ -47,6 +52,8 @@ interface SessionEnd {
   failure?: NetworkError;
   /** The transport just changed: try again at once. */
   fallback?: boolean;
+  /** The link's close code, when the relay closed it. */
+  closeCode?: number;
 }
 
 /** A WebSocket that dies sooner than this after opening, twice in a row, counts as blocked. */
@@ -61,13 +68,22 @@ const EARLY_DEATHS_TO_FALL_BACK = 2;
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_CAP_MS = 30_000;
 const STOP_GRACE_MS = 2_000;
+/**
+ * How long a reconnecting agent keeps asking for its own name while the relay says it is taken:
+ * longer than the relay's 60 s grace, since a relay that restarted can still count this agent's
+ * previous connection as alive until that grace runs out.
+ */
+const NAME_RETURN_WAIT_MS = 90_000;
+/** After a close for sending too much (4005), the next attempt waits at least this long. */
+const RATE_LIMITED_MIN_ATTEMPT = 4;
 
 /**
  * Keeps one tunnel up: connects, says hello, serves streams, and after any drop reconnects
  * with capped, jittered exponential backoff under the same name (the claim proves it is us).
  */
 export class Agent {
-  private readonly claim = randomClaim();
+  private readonly claim: string;
+  private warnedOpen = false;
   private link: Link | undefined;
   private stopped = false;
   /** The transport in use; "auto" starts on WebSocket and may move to HTTPS for good. */
@@ -85,6 +101,7 @@ export class Agent {
     private readonly log: Log,
   ) {
     this.transport = options.transport === "https" ? "https" : "websocket";
+    this.claim = options.claim ?? randomClaim();
   }
 
   /** The URL the agent dials: ws(s)://relay/_burrow/connect?name=... */
@@ -102,14 +119,42 @@ export class Agent {
   async run(): Promise<void> {
     let attempt = 0;
     let everReady = false;
+    /** When the relay first said our name was taken since the tunnel was last up. */
+    let takenSince: number | undefined;
     while (!this.stopped) {
       const end = await this.session();
       if (this.stopped) break;
-      if (end.refused) throw refusal(end.refused);
+      if (end.closeCode === CloseCode.Replaced) {
+        // Another process with the same token (or claim file) took the tunnel over. Taking it
+        // back would start two agents stealing it from each other forever.
+        throw new AgentError(
+          "refused",
+          `the tunnel ${this.options.name} was taken over by a newer agent with the same token; stopping`,
+          "stop the other agent first, or give this one another --name",
+        );
+      }
       if (end.ready) {
         attempt = 0;
         everReady = true;
+        takenSince = undefined;
       }
+      if (end.refused?.code === "rate-limited") {
+        attempt = Math.max(attempt, RATE_LIMITED_MIN_ATTEMPT);
+        this.log.warn(`the relay is limiting connection attempts (${end.refused.message}); backing off`);
+      } else if (end.refused?.code === "name-taken" && everReady) {
+        const now = performance.now();
+        if (takenSince === undefined) {
+          takenSince = now;
+          this.log.warn(
+            `the relay says the name ${this.options.name} is taken (${end.refused.message}); it may still count this agent's previous connection as alive, so the agent keeps asking for up to ${NAME_RETURN_WAIT_MS / 1000}s`,
+          );
+        } else if (now - takenSince > NAME_RETURN_WAIT_MS) {
+          throw refusal(end.refused);
+        }
+      } else if (end.refused) {
+        throw refusal(end.refused);
+      }
+      if (end.closeCode === CloseCode.RateLimited) attempt = Math.max(attempt, RATE_LIMITED_MIN_ATTEMPT);
       const delay = end.fallback ? 0 : Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt++) * (0.5 + Math.random() / 2);
       if (!everReady && attempt === 1 && end.failure) {
         const local = end.failure.step === "relay" && /^(localhost|127\.|\[::1\])/.test(this.options.relay.host);
@@ -220,7 +265,7 @@ export class Agent {
         name,
         token,
         claim: this.claim,
-        rules: { basicAuth: [], allowIp: [], webhooks: [] },
+        rules: this.options.rules,
       });
       // WebSocket only: the HTTPS transport opens a second connection for the poll that brings
       // the answer, retries what a proxy cuts, and has no transport to fall back to.
@@ -245,20 +290,28 @@ export class Agent {
         if (finished) return;
         lastHeard = performance.now();
         if (typeof data === "string") return; // a heartbeat answer
-        let frames: Frame[];
+        let frames: (Frame | InvalidFrame)[];
         try {
-          frames = decodeFrames(data);
+          frames = decodeMessage(data);
         } catch (error) {
-          if (!(error instanceof ProtocolError)) throw error;
-          this.log.warn(`the relay sent a malformed frame (${error.message}); reconnecting`);
+          // No stream to blame (not msgpack, or a bad frame that names none): the whole link.
+          const message = (error as Error)?.message ?? String(error);
+          this.log.warn(`the relay sent a malformed frame (${message}); reconnecting`);
           link.close(CloseCode.ProtocolError, "malformed frame");
-          finish(`malformed frame: ${error.message}`);
+          finish(`malformed frame: ${message}`);
           return;
         }
         for (const frame of frames) {
           if (frame.type === FrameType.Ready) {
+            if (ready) continue;
             ready = true;
             this.log.info(`tunnel ${frame.name} is up: ${frame.url} -> ${this.origin.url}`);
+            if (frame.open && !this.warnedOpen) {
+              this.warnedOpen = true;
+              this.log.warn(
+                "this relay is open: anyone who can reach it can open tunnels and claim names (its owner can require tokens; see the README's Security section)",
+              );
+            }
           } else if (frame.type === FrameType.Refused) {
             refused = frame;
           } else if (ready) {
@@ -267,9 +320,13 @@ export class Agent {
         }
       };
 
-      link.onclose = (code, reason) => finish(reason ? `${code} ${reason}` : `code ${code}`);
+      link.onclose = (code, reason) => {
+        closeCode = code;
+        finish(reason ? `${code} ${reason}` : `code ${code}`);
+      };
 
       let finished = false;
+      let closeCode: number | undefined;
       this.endSession = finish;
       function finish(why: string) {
         if (finished) return;
@@ -277,7 +334,7 @@ export class Agent {
         clearInterval(heartbeat);
         clearTimeout(readyTimer);
         forwarder.abortAll();
-        resolve({ ready, refused, why });
+        resolve({ ready, refused, why, closeCode });
       }
     });
   }
@@ -286,6 +343,9 @@ export class Agent {
 function refusal(frame: RefusedFrame): AgentError {
   const hints: Record<string, string> = {
     "name-taken": "pick another name with --name, or leave it out for a random one",
+    "name-owned": "pass the token that owns this name (--token-file or BURROW_TOKEN), or choose another --name",
+    "name-reserved": "the relay keeps this name for itself: choose another --name",
+    "too-many-tunnels": "stop one of this token's other tunnels, or ask the relay's owner for a higher limit",
     unauthorized: "ask the relay's owner for its token and pass it with --token (or BURROW_TOKEN)",
     "version-mismatch": "the agent and relay must speak the same protocol version",
   };

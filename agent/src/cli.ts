@@ -1,7 +1,8 @@
 import { readFileSync } from "node:fs";
-import { TUNNEL_NAME_PATTERN } from "@burrow/protocol";
+import { MAX_RULES, RESERVED_NAMES, TUNNEL_NAME_PATTERN } from "@burrow/protocol";
 import pkg from "../package.json" with { type: "json" };
 import { Agent, type AgentOptions, type TransportChoice } from "./agent.ts";
+import { CLAIM_ENV_VARS, loadClaim } from "./claims.ts";
 import { doctor } from "./doctor.ts";
 import { AgentError } from "./errors.ts";
 import { Log } from "./log.ts";
@@ -9,6 +10,7 @@ import { randomName } from "./names.ts";
 import type { NetConfig } from "./net/dial.ts";
 import { PROXY_ENV_VARS, proxyFor } from "./net/proxy.ts";
 import { Origin } from "./origin.ts";
+import { visitorRules } from "./rules.ts";
 import type { Runtime } from "./runtime.ts";
 
 interface Flag {
@@ -17,6 +19,10 @@ interface Flag {
   value?: string;
   default?: string;
   help: string;
+  /** May be given more than once; every value is kept. */
+  repeat?: true;
+  /** The environment fallback does not apply when this other flag is given. */
+  yieldsTo?: string;
 }
 
 /** Every flag, once: parsing, environment fallbacks and --help all come from this table. */
@@ -25,7 +31,33 @@ const FLAGS: Flag[] = [
   { name: "host", env: "BURROW_HOST", value: "HOST", default: "localhost", help: "host of the local server" },
   { name: "relay", env: "BURROW_RELAY", value: "URL", default: "http://localhost:8787", help: "the Burrow relay to connect to" },
   { name: "name", env: "BURROW_NAME", value: "NAME", default: "a random name", help: "tunnel name: the subdomain visitors use" },
-  { name: "token", env: "BURROW_TOKEN", value: "TOKEN", default: "none", help: "the relay's token, if it requires one" },
+  {
+    name: "token",
+    env: "BURROW_TOKEN",
+    value: "TOKEN",
+    default: "none",
+    help: "the relay's token, if it requires one; other users see it in `ps`: prefer --token-file or the variable",
+    yieldsTo: "token-file",
+  },
+  { name: "token-file", value: "FILE", help: "read the token from the first line of this file" },
+  {
+    name: "basic-auth",
+    value: "USER:PASSWORD",
+    repeat: true,
+    help: `let in only visitors who log in as one of these users (the relay sees a hash, not the password; up to ${MAX_RULES})`,
+  },
+  {
+    name: "allow-ip",
+    value: "CIDR",
+    repeat: true,
+    help: `let in only visitors from these addresses: 203.0.113.0/24, 2001:db8::/32, 198.51.100.7 (up to ${MAX_RULES})`,
+  },
+  {
+    name: "verify-webhook",
+    value: "KIND:SECRET",
+    repeat: true,
+    help: "let in only requests signed with this secret: github:SECRET (X-Hub-Signature-256) or hmac-sha256:HEADER:SECRET",
+  },
   {
     name: "heartbeat",
     env: "BURROW_HEARTBEAT",
@@ -54,15 +86,22 @@ const FLAGS: Flag[] = [
 ];
 
 /** Every environment variable the agent reads (Deno's task grants exactly these). */
-export const ENV_VARS = [...FLAGS.flatMap((flag) => (flag.env ? [flag.env] : [])), ...PROXY_ENV_VARS, "NODE_EXTRA_CA_CERTS"];
+export const ENV_VARS = [
+  ...FLAGS.flatMap((flag) => (flag.env ? [flag.env] : [])),
+  ...PROXY_ENV_VARS,
+  "NODE_EXTRA_CA_CERTS",
+  ...CLAIM_ENV_VARS,
+];
 
 export const VERSION: string = pkg.version;
 
 function help(): string {
   const rows = FLAGS.map((flag) => {
     const left = `  --${flag.name}${flag.value ? ` ${flag.value}` : ""}`;
-    const extra = [flag.env && `env ${flag.env}`, flag.default && `default: ${flag.default}`].filter(Boolean).join("; ");
-    return `${left.padEnd(26)}${flag.help}${extra ? ` (${extra})` : ""}`;
+    const extra = [flag.repeat && "repeatable", flag.env && `env ${flag.env}`, flag.default && `default: ${flag.default}`]
+      .filter(Boolean)
+      .join("; ");
+    return `${left.padEnd(32)}${flag.help}${extra ? ` (${extra})` : ""}`;
   });
   return [
     "Burrow agent: expose a local server through a Burrow relay.",
@@ -76,12 +115,19 @@ function help(): string {
   ].join("\n");
 }
 
+/** Parsed flags: the last value of each flag, and every value of the repeatable ones. */
+export interface Args {
+  values: Record<string, string>;
+  lists: Record<string, string[]>;
+}
+
 /**
  * Reads flags, then environment variables, then defaults.
  * @throws {AgentError} "usage" for an unknown flag or a bad value.
  */
-export function parseArgs(argv: string[], env: (name: string) => string | undefined): Record<string, string> {
+export function parseArgs(argv: string[], env: (name: string) => string | undefined): Args {
   const values: Record<string, string> = {};
+  const lists: Record<string, string[]> = {};
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const match = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
@@ -98,14 +144,15 @@ export function parseArgs(argv: string[], env: (name: string) => string | undefi
       throw new AgentError("usage", `--${flag.name} needs a value`, `for example --${flag.name} ${flag.value}`);
     }
     values[flag.name] = value;
+    if (flag.repeat) lists[flag.name] = [...(lists[flag.name] ?? []), value];
   }
   for (const flag of FLAGS) {
-    if (values[flag.name] === undefined && flag.env) {
+    if (values[flag.name] === undefined && flag.env && !(flag.yieldsTo && values[flag.yieldsTo] !== undefined)) {
       const fromEnv = env(flag.env);
       if (fromEnv) values[flag.name] = fromEnv;
     }
   }
-  return values;
+  return { values, lists };
 }
 
 /** The whole CLI. Returns the exit status; the runtime's entry exits with it. */
@@ -113,7 +160,7 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
   let log = new Log(false);
   try {
     const diagnose = argv[0] === "doctor";
-    const args = parseArgs(diagnose ? argv.slice(1) : argv, (name) => runtime.env(name));
+    const { values: args, lists } = parseArgs(diagnose ? argv.slice(1) : argv, (name) => runtime.env(name));
     log = new Log(args.debug === "true");
     if (args.help) {
       console.log(help());
@@ -123,11 +170,13 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       console.log(`agent ${VERSION} (${runtime.description})`);
       return 0;
     }
-    const settings = options(args, runtime, log);
+    const settings = await options(args, lists, runtime, log, !diagnose);
     if (diagnose) {
       return await doctor(settings.relay, settings.name, settings.net, (line) => console.log(line), settings.token);
     }
-    const agent = new Agent(settings, new Origin(args.host ?? "localhost", port(args.port)), runtime, log);
+    const origin = new Origin(args.host ?? "localhost", port(args.port));
+    log.info(settings.summary);
+    const agent = new Agent(settings, origin, runtime, log);
     let stoppingSince = 0;
     runtime.onStop(() => {
       if (!stoppingSince) {
@@ -157,7 +206,13 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
   }
 }
 
-function options(args: Record<string, string>, runtime: Runtime, log: Log): AgentOptions {
+async function options(
+  args: Record<string, string>,
+  lists: Record<string, string[]>,
+  runtime: Runtime,
+  log: Log,
+  serving: boolean,
+): Promise<AgentOptions & { summary: string }> {
   const name = args.name ?? randomName();
   if (!TUNNEL_NAME_PATTERN.test(name)) {
     throw new AgentError(
@@ -166,6 +221,18 @@ function options(args: Record<string, string>, runtime: Runtime, log: Log): Agen
       "use 1 to 63 lowercase letters, digits and inner hyphens, like my-app",
     );
   }
+  if (RESERVED_NAMES.has(name)) {
+    throw new AgentError(
+      "usage",
+      `"${name}" is a reserved name`,
+      "relays keep names such as www, api, admin and login for themselves, so that no tunnel can pose as the relay's own service: choose another --name",
+    );
+  }
+  const { rules, summary } = await visitorRules(name, {
+    basicAuth: lists["basic-auth"] ?? [],
+    allowIp: lists["allow-ip"] ?? [],
+    verifyWebhook: lists["verify-webhook"] ?? [],
+  });
   const relayText = args.relay ?? "http://localhost:8787";
   let relay: URL;
   try {
@@ -209,7 +276,41 @@ function options(args: Record<string, string>, runtime: Runtime, log: Log): Agen
   }
   const ca = [args.ca, env("NODE_EXTRA_CA_CERTS")].flatMap((file) => (file ? [readCa(file, runtime)] : []));
   const net: NetConfig = { proxy, ca, insecure, timeoutMs: CONNECT_TIMEOUT_MS };
-  return { relay, name, token: args.token ?? "", heartbeatMs: heartbeat * 1000, version: VERSION, net, transport };
+  const token = args["token-file"] !== undefined ? readToken(args["token-file"], args.token, runtime) : (args.token ?? "");
+  // Random names are new each run, so only a chosen name has a claim worth keeping.
+  const claim = serving && args.name !== undefined ? loadClaim(relay, name, env, log) : undefined;
+  return { relay, name, token, claim, rules, summary, heartbeatMs: heartbeat * 1000, version: VERSION, net, transport };
+}
+
+/** The first line of --token-file, trimmed. */
+function readToken(file: string, flag: string | undefined, runtime: Runtime): string {
+  if (flag !== undefined) {
+    throw new AgentError(
+      "usage",
+      "--token and --token-file are both given",
+      "pass the token one way: --token-file keeps it out of `ps`",
+    );
+  }
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (error) {
+    if (runtime.explain?.(error)) throw error;
+    throw new AgentError(
+      "usage",
+      `cannot read the token file ${file}: ${(error as Error).message}`,
+      "give the path of a file whose first line is the relay's token",
+    );
+  }
+  const token = text.split(/\r?\n/, 1)[0]!.trim();
+  if (!token) {
+    throw new AgentError(
+      "usage",
+      `the token file ${file} is empty (its first line holds no token)`,
+      "put the relay's token on the file's first line",
+    );
+  }
+  return token;
 }
 
 const CONNECT_TIMEOUT_MS = 10_000;

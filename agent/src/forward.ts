@@ -3,6 +3,7 @@ import {
   type Frame,
   FrameType,
   INITIAL_WINDOW,
+  type InvalidFrame,
   MAX_DATA_CHUNK,
   type RequestHeadFrame,
   type ResetCode,
@@ -46,8 +47,39 @@ export class Forwarder {
     this.sockets = new OriginSockets(origin, send, log);
   }
 
-  /** Handles a stream frame from the relay; returns false if it is not one of this forwarder's. */
-  receive(frame: Frame): boolean {
+  /**
+   * Handles a stream frame from the relay; returns false if it is not one of this forwarder's.
+   * A frame that breaks the protocol, or that this code fails on, costs its own stream only:
+   * that stream is reset, and every other stream on the connection carries on.
+   */
+  receive(frame: Frame | InvalidFrame): boolean {
+    if (frame.type === "invalid") {
+      this.reset(frame.stream, `the relay sent a frame that breaks the protocol (${frame.error.message})`);
+      return true;
+    }
+    try {
+      return this.handle(frame);
+    } catch (error) {
+      if (!("stream" in frame)) throw error;
+      const type = Object.entries(FrameType).find(([, value]) => value === frame.type)?.[0] ?? frame.type;
+      this.reset(frame.stream, `the agent failed on a ${type} frame (${(error as Error)?.message ?? error})`);
+      return true;
+    }
+  }
+
+  /** Abandons stream `id` on both sides, with one warning line. */
+  private reset(id: number, message: string): void {
+    const stream = this.streams.get(id);
+    if (stream) {
+      this.streams.delete(id);
+      stream.exchange.abort();
+    }
+    this.sockets.abort(id);
+    this.send({ type: FrameType.Reset, stream: id, code: "protocol-error", message: message.slice(0, 1000) });
+    this.log.warn(`stream ${id}: ${message}; reset that stream`);
+  }
+
+  private handle(frame: Frame): boolean {
     if (this.sockets.receive(frame)) return true;
     switch (frame.type) {
       case FrameType.RequestHead:
@@ -92,6 +124,17 @@ export class Forwarder {
     const id = head.stream;
     if (this.streams.has(id) || this.sockets.has(id)) {
       this.send({ type: FrameType.Reset, stream: id, code: "protocol-error", message: `stream ${id} is already open` });
+      return;
+    }
+    if (head.method.toUpperCase() === "CONNECT") {
+      // CONNECT names a host to tunnel to (RFC 9110 section 9.3.6), not a path: node:http would
+      // wait for a 'connect' that never comes, and the agent only ever talks to its own origin.
+      this.send({
+        type: FrameType.Reset,
+        stream: id,
+        code: "protocol-error",
+        message: "CONNECT is not forwarded to the local server",
+      });
       return;
     }
     if (isUpgrade(head)) {

@@ -7,7 +7,7 @@ export interface Runtime {
   readonly description: string;
   /** Reads an environment variable (Deno asks for permission). */
   env(name: string): string | undefined;
-  /** Calls `handler` on every SIGINT and SIGTERM. */
+  /** Calls `handler` on every SIGINT, SIGTERM and SIGHUP (a closed terminal, or `kill -HUP`). */
   onStop(handler: () => void): void;
   /** Ends the process. Only the CLI calls this, never library code. */
   exit(code: number): never;

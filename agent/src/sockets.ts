@@ -84,12 +84,22 @@ export class OriginSockets {
       if (OWN_FIELDS.has(name.toLowerCase())) continue;
       headers[name] = headers[name] ? `${headers[name]}, ${value}` : value;
     }
-    const ws = new WebSocket(`${this.origin.url.replace(/^http/, "ws")}${head.path}`, protocols, {
-      headers,
-      perMessageDeflate: false,
-      followRedirects: false,
-      maxPayload: MAX_WS_MESSAGE,
-    });
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(`${this.origin.url.replace(/^http/, "ws")}${head.path}`, protocols, {
+        headers,
+        perMessageDeflate: false,
+        followRedirects: false,
+        maxPayload: MAX_WS_MESSAGE,
+      });
+    } catch (error) {
+      // `ws` throws at once for what it cannot put in a handshake: a URL with a fragment
+      // (`/ws#x`), an invalid or repeated subprotocol, a header value node:http refuses.
+      const message = `the WebSocket request could not be sent to the local server: ${(error as Error).message}`;
+      this.send({ type: FrameType.Reset, stream: id, code: "protocol-error", message });
+      this.log.request(head.method, head.path, "protocol-error", performance.now());
+      return;
+    }
     const stream: SocketStream = {
       id,
       head,
@@ -157,6 +167,15 @@ export class OriginSockets {
     }
   }
 
+  /** Abandons stream `id` (it broke the protocol); returns whether it was one of these. */
+  abort(id: number): boolean {
+    const stream = this.streams.get(id);
+    if (!stream) return false;
+    this.streams.delete(id);
+    stream.ws.terminate();
+    return true;
+  }
+
   abortAll(): void {
     for (const stream of this.streams.values()) stream.ws.terminate();
     this.streams.clear();
@@ -213,6 +232,16 @@ export class OriginSockets {
    * piece once the origin's connection took it.
    */
   private fromRelay(stream: SocketStream, frame: WsMessageFrame): void {
+    if (!stream.open) {
+      this.abort(stream.id);
+      this.send({
+        type: FrameType.Reset,
+        stream: stream.id,
+        code: "protocol-error",
+        message: "a WebSocket message arrived before the local server accepted the WebSocket",
+      });
+      return;
+    }
     const size = frame.bytes.byteLength;
     stream.ws.send(frame.bytes, { binary: frame.binary, fin: frame.final }, () => {
       stream.flushed += size;
@@ -224,10 +253,37 @@ export class OriginSockets {
 
   private closeByRelay(stream: SocketStream, frame: WsCloseFrame): void {
     this.streams.delete(stream.id);
-    // 1005 and 1006 are never sent on the wire (RFC 6455 section 7.4.1).
+    if (!stream.open) {
+      // The visitor's side closed before the origin answered: nothing of this stream goes on.
+      stream.ws.terminate();
+      this.send({ type: FrameType.Reset, stream: stream.id, code: "cancelled", message: "the visitor closed the WebSocket" });
+      return;
+    }
+    // 1005 and 1006 are never sent on the wire (RFC 6455 section 7.4.1): a close without a code,
+    // or no close frame at all, tells the origin the same.
     if (frame.code === 1006) stream.ws.terminate();
     else if (frame.code === 1005) stream.ws.close();
-    else stream.ws.close(frame.code, frame.reason);
+    else stream.ws.close(sendableCode(frame.code), utf8Prefix(frame.reason, 123));
     this.log.request(stream.head.method, stream.head.path, `101 closed ${frame.code}`, stream.startedAt);
   }
+}
+
+/**
+ * A close code `ws` agrees to send (RFC 6455 section 7.4: 1004 and 1015 are reserved, 1016-2999
+ * are for future RFCs): the others become 1011, "unexpected condition".
+ */
+export function sendableCode(code: number): number {
+  return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999)
+    ? code
+    : 1011;
+}
+
+/** The longest prefix of `text` within `bytes` bytes of UTF-8 (a close reason's limit is 123). */
+export function utf8Prefix(text: string, bytes: number): string {
+  const encoded = new TextEncoder().encode(text);
+  if (encoded.byteLength <= bytes) return text;
+  let end = bytes;
+  // Back up to the start of a UTF-8 sequence (continuation bytes are 10xxxxxx).
+  while (end > 0 && (encoded[end]! & 0xc0) === 0x80) end--;
+  return new TextDecoder().decode(encoded.subarray(0, end));
 }

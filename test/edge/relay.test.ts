@@ -1,3 +1,6 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { CloseCode, CONNECT_PATH, FrameType, PROTOCOL_VERSION } from "@burrow/protocol";
 import { encode } from "@msgpack/msgpack";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -142,7 +145,11 @@ describe("relay", () => {
     it("refuses a name in use by another agent process, which exits 3 with a hint", async () => {
       const holder = await AgentProcess.start("node", tunnelArgs(origin.port, relay, "taken"));
       try {
-        const second = new AgentProcess("node", tunnelArgs(origin.port, relay, "taken"));
+        // Its own config directory: an agent of this user on this machine would share the
+        // holder's claim file and take the tunnel over instead (agent/src/claims.ts).
+        const second = new AgentProcess("node", tunnelArgs(origin.port, relay, "taken"), {
+          XDG_CONFIG_HOME: mkdtempSync(join(tmpdir(), "burrow-config-")),
+        });
         expect(await second.exited).toBe(3);
         expect(second.output).toContain(
           'error: the relay refused the tunnel: the tunnel name "taken" is in use by another agent',

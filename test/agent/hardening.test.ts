@@ -1,0 +1,176 @@
+import {
+  CloseCode,
+  encodeFrame,
+  type Frame,
+  FrameType,
+  MAX_HEADER_BYTES,
+  MAX_HEADERS,
+  type RequestHeadFrame,
+  type ResetFrame,
+} from "@burrow/protocol";
+import { encode } from "@msgpack/msgpack";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { WebSocket } from "ws";
+import { AgentProcess } from "../_agent.ts";
+import { Origin } from "../_origin.ts";
+import { type RelayConnection, ScriptedRelay } from "../_scripted-relay.ts";
+
+let relay: ScriptedRelay;
+let origin: Origin;
+let agent: AgentProcess;
+let stream = 100;
+
+beforeAll(async () => {
+  [relay, origin] = await Promise.all([ScriptedRelay.start(), Origin.start()]);
+  agent = await AgentProcess.start("node", ["--port", String(origin.port), "--relay", relay.url, "--name", "hardened"]);
+});
+
+afterAll(async () => {
+  await agent?.stop();
+  await relay?.close();
+  await origin?.close();
+});
+
+/** The connection the agent is on now. */
+function current(): RelayConnection {
+  return relay.connections.at(-1)!;
+}
+
+function head(path: string, headers: [string, string][] = []): RequestHeadFrame {
+  return { type: FrameType.RequestHead, stream: ++stream, method: "GET", path, headers };
+}
+
+const upgrade: [string, string][] = [
+  ["upgrade", "websocket"],
+  ["connection", "Upgrade"],
+];
+
+/** Waits for the frame of `type` on stream `id`. */
+function answer<T extends Frame>(id: number, type: T["type"]): Promise<T> {
+  return current().next((frame): frame is T => frame.type === type && "stream" in frame && frame.stream === id);
+}
+
+/** Resolves once stream `id` got a ResponseHead or a Reset. */
+function answered(id: number): Promise<Frame> {
+  return current().next(
+    (frame) =>
+      (frame.type === FrameType.ResponseHead || frame.type === FrameType.Reset) && "stream" in frame && frame.stream === id,
+  );
+}
+
+/** Sends a good request and checks that the agent still serves it to the end. */
+async function stillServes(): Promise<void> {
+  const good = head("/echo");
+  current().send(good, { type: FrameType.End, stream: good.stream });
+  expect(await answer(good.stream, FrameType.ResponseHead)).toMatchObject({ status: 200 });
+  await answer(good.stream, FrameType.End);
+}
+
+/** Opens a visitor WebSocket to the origin's /ws/echo through the agent; returns the origin's side. */
+async function openSocket(): Promise<{ id: number; originSide: WebSocket }> {
+  const before = origin.sockets.length;
+  const frame = head("/ws/echo", upgrade);
+  current().send(frame);
+  expect(await answer(frame.stream, FrameType.ResponseHead)).toMatchObject({ status: 101 });
+  await current().until(() => origin.sockets.length > before);
+  return { id: frame.stream, originSide: origin.sockets[before]! };
+}
+
+describe("agent frame handling", () => {
+  it("resets only the stream whose frame breaks a limit, and keeps serving the others", async () => {
+    const good = head("/echo");
+    const bad = ++stream;
+    const worse = ++stream;
+    const tooLong = encode([FrameType.RequestHead, bad, "GET", "/", [["x-big", "a".repeat(MAX_HEADER_BYTES)]]]);
+    const tooMany = encode([
+      FrameType.RequestHead,
+      worse,
+      "GET",
+      "/",
+      Array.from({ length: MAX_HEADERS + 1 }, (_, i) => [`x-${i}`, "1"]),
+    ]);
+    current().sendBytes(
+      Buffer.concat([encodeFrame(good), tooLong, tooMany, encodeFrame({ type: FrameType.End, stream: good.stream })]),
+    );
+    for (const id of [bad, worse]) {
+      expect(await answer<ResetFrame>(id, FrameType.Reset)).toMatchObject({ code: "protocol-error" });
+    }
+    expect(await answer(good.stream, FrameType.ResponseHead)).toMatchObject({ status: 200 });
+    await answer(good.stream, FrameType.End);
+    expect(agent.output).toMatch(
+      new RegExp(`warning: stream ${bad}: the relay sent a frame that breaks the protocol .*; reset that stream`),
+    );
+    expect(relay.connections).toHaveLength(1);
+  });
+
+  it.each([
+    [1004, 1011],
+    [1015, 1011],
+    [2000, 1011],
+    [1001, 1001],
+    [3001, 3001],
+  ])("passes a visitor's close code %i on to the origin as %i, without failing", async (code, expected) => {
+    const { id, originSide } = await openSocket();
+    const closed = new Promise<number>((resolve) => originSide.once("close", (c: number) => resolve(c)));
+    current().send({ type: FrameType.WsClose, stream: id, code, reason: "bye" });
+    expect(await closed).toBe(expected);
+    await stillServes();
+  });
+
+  it("cuts a close reason to the 123 bytes a close frame holds, at a character boundary", async () => {
+    const { id, originSide } = await openSocket();
+    const closed = new Promise<string>((resolve) =>
+      originSide.once("close", (_c: number, reason: Buffer) => resolve(reason.toString())),
+    );
+    current().send({ type: FrameType.WsClose, stream: id, code: 1000, reason: "é".repeat(100) });
+    expect(await closed).toBe("é".repeat(61));
+    await stillServes();
+  });
+
+  it.each([
+    ["a WebSocket path with a fragment", "/ws/echo#x", upgrade],
+    ["an invalid subprotocol list", "/ws/echo", [...upgrade, ["sec-websocket-protocol", "chat v2, chat v2"]]],
+    ["a request path node:http refuses", "/caf\u0100", []],
+  ] as [string, string, [string, string][]][])("answers %s with a Reset, and keeps serving", async (_what, path, headers) => {
+    const frame = head(path, headers);
+    current().send(frame);
+    expect(await answered(frame.stream)).toMatchObject({ type: FrameType.Reset, code: "protocol-error" });
+    await stillServes();
+  });
+
+  it("resets a WebSocket stream whose messages come before the origin accepted it", async () => {
+    const frame = head("/ws/echo", upgrade);
+    current().send(frame, {
+      type: FrameType.WsMessage,
+      stream: frame.stream,
+      binary: false,
+      final: true,
+      bytes: new Uint8Array([104]),
+    });
+    const first = await answered(frame.stream);
+    expect(first.type === FrameType.Reset || (first.type === FrameType.ResponseHead && first.status === 101)).toBe(true);
+    await stillServes();
+  });
+
+  it("ignores Data, End, Credit and Reset for streams it does not know", async () => {
+    current().send(
+      { type: FrameType.Data, stream: 999_999, bytes: new Uint8Array(10) },
+      { type: FrameType.End, stream: 999_999 },
+      { type: FrameType.Credit, stream: 999_998, bytes: 1000 },
+      { type: FrameType.Reset, stream: 999_997, code: "cancelled", message: "gone" },
+    );
+    await stillServes();
+    expect(relay.connections).toHaveLength(1);
+  });
+
+  it("closes the connection with 4002 for bytes that are not msgpack, and reconnects", async () => {
+    const before = relay.connections.length;
+    const connection = current();
+    connection.sendBytes(new Uint8Array([0xc1, 0x00, 0x01]));
+    expect((await connection.closed).code).toBe(CloseCode.ProtocolError);
+    await relay.connection(before);
+    await agent.ready(agent.lines.findLastIndex((line) => line.includes("malformed frame")) + 1);
+    await stillServes();
+    expect(agent.exitCode).toBeNull();
+  });
+});
