@@ -1,12 +1,19 @@
+import type { GateObject } from "./gate.ts";
 import type { TunnelObject } from "./tunnel.ts";
 
 /** Bindings and vars from wrangler.toml (and secrets set with `wrangler secret put`). */
 export interface Env {
   TUNNELS: DurableObjectNamespace<TunnelObject>;
+  /** One GateObject per client address: counts agents' connection attempts. */
+  GATES: DurableObjectNamespace<GateObject>;
   /** Tunnels are served at `<name>.<BASE_DOMAIN>`; "localhost" locally. Empty: path URLs only. */
   BASE_DOMAIN: string;
   /** When set, agents must present this token in their hello. */
   BURROW_TOKEN?: string;
   /** How long a visitor waits for the origin's response head before a 504 (default 600). */
   RESPONSE_TIMEOUT_SECONDS?: string;
+  /** Agents' connects and HTTPS sessions per client address per minute (default 60). */
+  CONNECTS_PER_MINUTE?: string;
+  /** Largest visitor request head (request line and fields), in bytes (default 65536). */
+  MAX_REQUEST_HEAD_BYTES?: string;
 }
