@@ -238,7 +238,7 @@ describe("frames batched into one message", () => {
       parts.reduce((sum, p) => sum + p.byteLength, 0),
     );
     const frames = decodeMessage(message);
-    expect(frames.map((f) => [f.type, f.stream])).toEqual([
+    expect(frames.map((f) => [f.type, "stream" in f ? f.stream : undefined])).toEqual([
       [FrameType.End, 1],
       ["invalid", 2],
       ["invalid", 3],
