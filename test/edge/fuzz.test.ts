@@ -4,6 +4,7 @@ import {
   decodeFrames,
   encodeFrame,
   FrameType,
+  type HelloFrame,
   MAX_HEADER_BYTES,
   PROTOCOL_VERSION,
   ProtocolError,
@@ -140,7 +141,7 @@ describe("the relay under random requests", () => {
   });
 
   it("ends every connection that sends random messages with a 4000-4999 close, or keeps it after a valid hello", async () => {
-    const hello = (name: string) =>
+    const hello = (name: string): fc.Arbitrary<HelloFrame> =>
       fc.record({
         type: fc.constant(FrameType.Hello),
         version: fc.oneof(fc.constant(PROTOCOL_VERSION), fc.integer({ min: 0, max: 0xffff })),
@@ -148,7 +149,7 @@ describe("the relay under random requests", () => {
         name: fc.oneof(fc.constant(name), fc.string({ maxLength: 63 })),
         token: fc.string({ maxLength: 40 }),
         claim: fc.string({ maxLength: 128 }),
-        rules: fc.constant({ basicAuth: [], allowIp: [], webhooks: [] }),
+        rules: fc.constant<HelloFrame["rules"]>({ basicAuth: [], allowIp: [], webhooks: [] }),
       });
     const message = (name: string) =>
       fc.oneof(
