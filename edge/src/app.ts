@@ -2,7 +2,7 @@ import { CONNECT_PATH, RESERVED_NAMES, SESSION_PATH, TUNNEL_NAME_PATTERN } from 
 import { type Context, Hono } from "hono";
 import { withScopedCookies } from "./cookies.ts";
 import type { Env } from "./env.ts";
-import { EdgeError, RELAY_PAGE_HEADERS } from "./errors.ts";
+import { EdgeError, ERROR_HEADER, RELAY_PAGE_HEADERS } from "./errors.ts";
 import { connectLimit } from "./gate.ts";
 import { clientAddress, forwardedRequestHeaders, INTERNAL, withoutSpoofable } from "./headers.ts";
 import { checkVisitorRequest, headLimit } from "./visitor.ts";
@@ -129,13 +129,31 @@ async function visit(c: Context<App>, name: string, path: string, prefix: string
   headers.set(INTERNAL.tunnel, name);
   headers.set(INTERNAL.path, path);
   if (clientIp) headers.set(INTERNAL.clientIp, clientIp);
-  const response = await tunnel(c, name).fetch("https://tunnel.internal/visit", {
-    method: request.method,
-    headers,
-    body: request.body,
-    redirect: "manual",
-  });
+  let response: Response;
+  try {
+    response = await tunnel(c, name).fetch("https://tunnel.internal/visit", {
+      method: request.method,
+      headers,
+      body: request.body,
+      redirect: "manual",
+    });
+  } catch (error) {
+    console.warn(`tunnel ${name}: the request to its Durable Object failed`, error);
+    throw hopTooLarge();
+  }
+  // workerd 1.20260426 answers a bare 431 itself, or throws, when the Worker -> Durable Object
+  // request's head is over a limit of its own (below MAX_HEADER_BYTES: a 20000-byte field
+  // or path already fails): the request never reached the tunnel.
+  if (response.status === 431 && !response.headers.has(ERROR_HEADER)) throw hopTooLarge();
   return prefix ? underPrefix(response, prefix) : response;
+}
+
+function hopTooLarge(): EdgeError {
+  return new EdgeError(
+    431,
+    "request-header-too-large",
+    "The request's path and header fields are too large for the relay to hand to the tunnel; send fewer or smaller fields (cookies, say).",
+  );
 }
 
 /** Reached by path: root-relative redirects stay inside the prefix, and cookies too (see scopeCookie). */

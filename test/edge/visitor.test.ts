@@ -116,6 +116,14 @@ describe.each(["wrangler", "workerd"] as const)("visitor requests on %s", (launc
         /The request's head is 90\d\d\d bytes \(\d+ header fields\); the limit is 65536 \(MAX_REQUEST_HEAD_BYTES\)/,
       ],
       [
+        // Under the protocol's limits, but over workerd's own for the Worker -> Durable Object hop.
+        "a 20000-byte header on the path form",
+        () => visit(`${base}/t/demo/never`, { headers: { "x-mid": "m".repeat(20_000) } }),
+        431,
+        "request-header-too-large",
+        /too large for the relay to hand to the tunnel/,
+      ],
+      [
         "a path over 32 KiB",
         () => visit(`${base}/t/demo/never/${"p".repeat(MAX_HEADER_BYTES)}`),
         414,
