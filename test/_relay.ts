@@ -39,7 +39,11 @@ export class Relay {
   }
 
   static async start(options: RelayOptions = {}): Promise<Relay> {
-    const relay = new Relay(await freePort(), await freePort(), options);
+    // Test files start agents by the dozen a minute, all from 127.0.0.1 (or, under plain
+    // workerd in a network namespace, from one address): far above the relay's default of 60
+    // connection attempts a minute. A test of the limit sets the var itself.
+    const vars = { CONNECTS_PER_MINUTE: "100000", ...options.vars };
+    const relay = new Relay(await freePort(), await freePort(), { ...options, vars });
     await relay.launch();
     return relay;
   }
@@ -182,13 +186,14 @@ function workerdConfig(
   tlsAddress?: string,
 ): string {
   const { date, flags } = wranglerCompatibility(toml);
-  // The one Durable Object binding of the wrangler.toml.
-  const binding = /^\[\[durable_objects\.bindings\]\]\s*\nname\s*=\s*"(\w+)"\s*\nclass_name\s*=\s*"(\w+)"/m.exec(toml);
-  const [name, className] = [binding![1]!, binding![2]!];
+  // The Durable Object bindings of the wrangler.toml.
+  const classes = [
+    ...toml.matchAll(/^\[\[durable_objects\.bindings\]\]\s*\nname\s*=\s*"(\w+)"\s*\nclass_name\s*=\s*"(\w+)"/gm),
+  ].map((m) => [m[1]!, m[2]!] as const);
   const bindings = Object.entries(vars).map(
     ([name, value]) => `(name = ${JSON.stringify(name)}, text = ${JSON.stringify(value)})`,
   );
-  bindings.push(`(name = "${name}", durableObjectNamespace = "${className}")`);
+  for (const [name, className] of classes) bindings.push(`(name = "${name}", durableObjectNamespace = "${className}")`);
   const sockets = [`(name = "http", address = "127.0.0.1:${port}", http = (), service = "relay")`];
   if (tlsAddress) {
     const keypair = `keypair = (privateKey = embed "tls-key.pem", certificateChain = embed "tls-cert.pem")`;
@@ -206,7 +211,7 @@ const relay :Workerd.Worker = (
   compatibilityDate = ${JSON.stringify(date)},
   compatibilityFlags = [${flags.map((f) => JSON.stringify(f)).join(", ")}],
   bindings = [ ${bindings.join(", ")} ],
-  durableObjectNamespaces = [ (className = "${className}", uniqueKey = "${className}", enableSql = true) ],
+  durableObjectNamespaces = [ ${classes.map(([, className]) => `(className = "${className}", uniqueKey = "${className}", enableSql = true)`).join(", ")} ],
   durableObjectStorage = (localDisk = "storage"),
 );
 `;

@@ -1,17 +1,42 @@
-import { CONNECT_PATH, INFO_PATH, PROTOCOL_VERSION, type RelayInfo, SESSION_PATH, TUNNEL_NAME_PATTERN } from "@burrow/protocol";
+import {
+  CONNECT_PATH,
+  INFO_PATH,
+  PROTOCOL_VERSION,
+  RESERVED_NAMES,
+  type RelayInfo,
+  SESSION_HEADER,
+  SESSION_PATH,
+  TUNNEL_NAME_PATTERN,
+} from "@burrow/protocol";
 import { type Context, Hono } from "hono";
+import { withScopedCookies } from "./cookies.ts";
 import type { Env } from "./env.ts";
-import { EdgeError } from "./errors.ts";
-import { forwardedRequestHeaders, INTERNAL } from "./headers.ts";
+import { EdgeError, ERROR_HEADER, RELAY_PAGE_HEADERS } from "./errors.ts";
+import { connectLimit } from "./gate.ts";
+import { clientAddress, forwardedRequestHeaders, INTERNAL, withoutSpoofable } from "./headers.ts";
+import { checkVisitorRequest, headLimit } from "./visitor.ts";
 
-type App = { Bindings: Env };
+type App = {
+  Bindings: Env;
+  Variables: {
+    /** The request without the fields clients may not send (see withoutSpoofable). */
+    request: Request;
+    /** The client's address (see clientAddress), or undefined. */
+    clientIp: string | undefined;
+  };
+};
 
 /**
  * The Worker's routes. A request whose Host is `<name>.<BASE_DOMAIN>` belongs to that tunnel
  * whatever its path; on the base host, `/t/<name>/...` reaches a tunnel by path (workers.dev
  * has no wildcard subdomains) and CONNECT_PATH is where agents dial in.
  */
-export const app = new Hono<App>();
+export const app = new Hono<App>({
+  // Routes see the path as the WHATWG URL parser resolves it, as a browser would send it: dot
+  // segments, "%2e%2e" included, are gone. wrangler dev hands the Worker such a URL already;
+  // plain workerd passes the raw target, on which `/t/a/%2e%2e/_burrow/x` would match `/t/a/*`.
+  getPath: (request) => new URL(request.url).pathname,
+});
 
 app.onError((error) => {
   if (error instanceof EdgeError) return error.toResponse();
@@ -19,35 +44,48 @@ app.onError((error) => {
   return new EdgeError(500, "relay-error", "The relay failed to handle this request; it has been logged.").toResponse();
 });
 
+// On every route, agents' included: the Durable Object and the origin never see a client's
+// x-burrow-* or cf-* fields, only what the Worker determined.
 app.use("*", async (c, next) => {
-  const name = tunnelFromHost(new URL(c.req.url).hostname, c.env.BASE_DOMAIN);
-  if (!name) return next();
-  const url = new URL(c.req.url);
-  return visit(c, name, url.pathname + url.search, "");
+  const clientIp = clientAddress(c.req.raw.headers, c.req.raw.cf);
+  c.set("clientIp", clientIp);
+  c.set("request", withoutSpoofable(c.req.raw, clientIp));
+  return next();
 });
 
-app.get(CONNECT_PATH, (c) => {
+app.use("*", async (c, next) => {
+  const url = new URL(c.req.url);
+  const label = subdomainOf(url.hostname, c.env.BASE_DOMAIN);
+  if (label === undefined) return next();
+  checkVisitorName(label);
+  return visit(c, label, url.pathname + url.search, "");
+});
+
+app.get(CONNECT_PATH, async (c) => {
   const name = c.req.query("name") ?? "";
   checkName(name);
   if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
     throw new EdgeError(426, "bad-request", `${CONNECT_PATH} is where Burrow agents connect, with a WebSocket upgrade.`);
   }
-  const headers = new Headers(c.req.raw.headers);
+  await admitConnection(c);
+  const headers = new Headers(c.var.request.headers);
   headers.set(INTERNAL.publicUrl, publicUrl(new URL(c.req.url), name, c.env.BASE_DOMAIN));
-  return tunnel(c, name).fetch(new Request(c.req.raw, { headers }));
+  return tunnel(c, name).fetch(new Request(c.var.request, { headers }));
 });
 
 // `agent doctor` asks whether this is a Burrow relay, and which protocol it speaks.
-app.get(INFO_PATH, (c) => c.json({ burrow: true, protocol: PROTOCOL_VERSION } satisfies RelayInfo));
+app.get(INFO_PATH, (c) => c.json({ burrow: true, protocol: PROTOCOL_VERSION } satisfies RelayInfo, 200, RELAY_PAGE_HEADERS));
 
 // The HTTPS transport, for agents whose network blocks WebSockets (see SESSION_PATH): a POST
-// without a session header opens one; the others name theirs in SESSION_HEADER.
-app.on(["GET", "POST", "DELETE"], SESSION_PATH, (c) => {
+// without a session header opens one (counted like a connect); the others name theirs in
+// SESSION_HEADER.
+app.on(["GET", "POST", "DELETE"], SESSION_PATH, async (c) => {
   const name = c.req.query("name") ?? "";
   checkName(name);
-  const headers = new Headers(c.req.raw.headers);
+  if (c.req.method === "POST" && !c.req.header(SESSION_HEADER)) await admitConnection(c);
+  const headers = new Headers(c.var.request.headers);
   headers.set(INTERNAL.publicUrl, publicUrl(new URL(c.req.url), name, c.env.BASE_DOMAIN));
-  return tunnel(c, name).fetch(new Request(c.req.raw, { headers }));
+  return tunnel(c, name).fetch(new Request(c.var.request, { headers }));
 });
 
 app.all("/t/:name{[^/]+}", (c) => {
@@ -57,11 +95,15 @@ app.all("/t/:name{[^/]+}", (c) => {
 });
 
 app.all("/t/:name{[^/]+}/*", (c) => {
-  const name = c.req.param("name");
-  checkName(name);
   const url = new URL(c.req.url);
-  const prefix = `/t/${name}`;
-  return visit(c, name, url.pathname.slice(prefix.length) + url.search, prefix);
+  // The segment as sent: the forwarded path is cut after it, not after the decoded name.
+  const segment = url.pathname.split("/")[2]!;
+  const name = decoded(segment);
+  checkVisitorName(name);
+  const rest = url.pathname.slice(`/t/${segment}`.length);
+  // One URL per tunnel: `/t/%64emo/x` is `/t/demo/x`, and cookies scoped to the one are not the other's.
+  if (segment !== name) return c.redirect(`/t/${name}${rest}${url.search}`, 308);
+  return visit(c, name, rest + url.search, `/t/${name}`);
 });
 
 app.get("/", (c) => {
@@ -69,63 +111,131 @@ app.get("/", (c) => {
   const byName = publicUrl(url, "<name>", c.env.BASE_DOMAIN);
   const byPath = `${url.origin}/t/<name>/`;
   const where = byName.endsWith("/") ? byPath : `${byName}/ and ${byPath}`;
-  return c.text(`Burrow relay. Tunnels are served at ${where}\n`);
+  return c.text(`Burrow relay. Tunnels are served at ${where}\n`, 200, RELAY_PAGE_HEADERS);
 });
 
-app.notFound((c) =>
-  new EdgeError(404, "not-found", `Nothing here: ${new URL(c.req.url).pathname}. Tunnels are served at /t/<name>/.`).toResponse(),
+app.notFound(() =>
+  new EdgeError(404, "not-found", "Nothing here on the relay itself. Tunnels are served at /t/<name>/.").toResponse(),
 );
 
 async function visit(c: Context<App>, name: string, path: string, prefix: string): Promise<Response> {
-  const request = c.req.raw;
+  const request = c.var.request;
   const url = new URL(request.url);
-  const headers = new Headers(
-    forwardedRequestHeaders(request.headers, {
-      clientIp: request.headers.get("cf-connecting-ip"),
-      proto: url.protocol.slice(0, -1),
-      host: request.headers.get("host") ?? url.host,
-      prefix,
-    }),
-  );
+  const clientIp = c.var.clientIp;
+  const list = forwardedRequestHeaders(request.headers, {
+    clientIp,
+    proto: url.protocol.slice(0, -1),
+    host: request.headers.get("host") ?? url.host,
+    prefix,
+  });
+  // Hop-by-hop, so dropped above; the Durable Object needs it to answer with a WebSocket.
+  if (request.headers.get("upgrade")?.toLowerCase() === "websocket") list.push(["upgrade", "websocket"]);
+  // The Durable Object reads the fields from a Headers, which joins repeats (but Set-Cookie):
+  // checked as the RequestHead frame will carry them.
+  const headers = new Headers(list);
+  checkVisitorRequest({ method: request.method, path, headers: [...headers] }, headLimit(c.env.MAX_REQUEST_HEAD_BYTES));
   headers.set(INTERNAL.tunnel, name);
   headers.set(INTERNAL.path, path);
-  const clientIp = request.headers.get("cf-connecting-ip");
   if (clientIp) headers.set(INTERNAL.clientIp, clientIp);
-  // Hop-by-hop, so dropped above; the Durable Object needs it to answer with a WebSocket.
-  if (request.headers.get("upgrade")?.toLowerCase() === "websocket") headers.set("upgrade", "websocket");
-  const response = await tunnel(c, name).fetch("https://tunnel.internal/visit", {
-    method: request.method,
-    headers,
-    body: request.body,
-    redirect: "manual",
-  });
+  let response: Response;
+  try {
+    response = await tunnel(c, name).fetch("https://tunnel.internal/visit", {
+      method: request.method,
+      headers,
+      body: request.body,
+      redirect: "manual",
+    });
+  } catch (error) {
+    console.warn(`tunnel ${name}: the request to its Durable Object failed`, error);
+    throw hopTooLarge();
+  }
+  // workerd 1.20260426 answers a bare 431 itself, or throws, when the Worker -> Durable Object
+  // request's head is over a limit of its own (below MAX_HEADER_BYTES: a 20000-byte field
+  // or path already fails): the request never reached the tunnel.
+  if (response.status === 431 && !response.headers.has(ERROR_HEADER)) throw hopTooLarge();
+  return prefix ? underPrefix(response, prefix) : response;
+}
+
+function hopTooLarge(): EdgeError {
+  return new EdgeError(
+    431,
+    "request-header-too-large",
+    "The request's path and header fields are too large for the relay to hand to the tunnel; send fewer or smaller fields (cookies, say).",
+  );
+}
+
+/** Reached by path: root-relative redirects stay inside the prefix, and cookies too (see scopeCookie). */
+function underPrefix(response: Response, prefix: string): Response {
   const location = response.headers.get("location");
-  if (!prefix || !location?.startsWith("/") || location.startsWith("//")) return response;
-  // Reached by path: keep root-relative redirects inside the tunnel's prefix.
+  const relocate = location?.startsWith("/") && !location.startsWith("//");
+  if (!relocate && !response.headers.has("set-cookie")) return response;
+  if (response.webSocket) {
+    const headers = new Headers(response.headers);
+    withScopedCookies(headers, prefix);
+    return new Response(null, { status: 101, webSocket: response.webSocket, headers });
+  }
   const rewritten = new Response(response.body, response);
-  rewritten.headers.set("location", prefix + location);
+  if (relocate) rewritten.headers.set("location", prefix + location);
+  withScopedCookies(rewritten.headers, prefix);
   return rewritten;
+}
+
+/**
+ * Agents' connection attempts per client address per minute, counted before any tunnel's
+ * Durable Object is touched. Unknown addresses (see clientAddress) share one count.
+ * @throws {EdgeError} 429 rate-limited, with Retry-After.
+ */
+async function admitConnection(c: Context<App>): Promise<void> {
+  const key = c.var.clientIp ?? "unknown";
+  const limit = connectLimit(c.env.CONNECTS_PER_MINUTE);
+  const admission = await c.env.GATES.get(c.env.GATES.idFromName(key)).admit(limit);
+  if (admission.ok) return;
+  const from = c.var.clientIp ? "this address" : "clients whose address the relay cannot see";
+  throw new EdgeError(
+    429,
+    "rate-limited",
+    `Too many connection attempts from ${from}: the limit is ${limit} a minute (CONNECTS_PER_MINUTE). Retry in ${admission.retryAfterSeconds}s.`,
+    { "Retry-After": String(admission.retryAfterSeconds) },
+  );
 }
 
 function tunnel(c: Context<App>, name: string): DurableObjectStub {
   return c.env.TUNNELS.get(c.env.TUNNELS.idFromName(name));
 }
 
+/** Echoes no client input: a name that fails the pattern is "that name". */
 function checkName(name: string): void {
   if (!TUNNEL_NAME_PATTERN.test(name)) {
     throw new EdgeError(
       400,
       "bad-request",
-      `"${name.slice(0, 80)}" is not a tunnel name: use 1 to 63 lowercase letters, digits and inner hyphens.`,
+      "That name is not a tunnel name: use 1 to 63 lowercase letters, digits and inner hyphens.",
     );
   }
 }
 
-/** `demo.localhost` with base `localhost` -> "demo". Only one label deep, only valid names. */
-export function tunnelFromHost(hostname: string, base: string): string | undefined {
+/** For visitors: reserved names (RESERVED_NAMES) are nobody's tunnel, then checkName. */
+function checkVisitorName(name: string): void {
+  if (RESERVED_NAMES.has(name)) {
+    const shown = TUNNEL_NAME_PATTERN.test(name) ? `the name "${name}"` : "that name";
+    throw new EdgeError(404, "not-found", `No tunnel here: ${shown} is reserved by the relay.`);
+  }
+  checkName(name);
+}
+
+/** The percent-decoded path segment, or the segment itself when it does not decode. */
+function decoded(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
+/** `demo.localhost` with base `localhost` -> "demo"; `a.b.localhost` -> "a.b"; else undefined. */
+function subdomainOf(hostname: string, base: string): string | undefined {
   if (!base || !hostname.endsWith(`.${base}`)) return undefined;
-  const label = hostname.slice(0, -base.length - 1);
-  return TUNNEL_NAME_PATTERN.test(label) ? label : undefined;
+  return hostname.slice(0, -base.length - 1);
 }
 
 /** The URL visitors use: a subdomain when the agent reached the relay on its base domain. */

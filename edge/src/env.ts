@@ -1,8 +1,11 @@
+import type { GateObject } from "./gate.ts";
 import type { TunnelObject } from "./tunnel.ts";
 
 /** Bindings and vars from wrangler.toml (and secrets set with `wrangler secret put`). */
 export interface Env {
   TUNNELS: DurableObjectNamespace<TunnelObject>;
+  /** One GateObject per client address: counts agents' connection attempts. */
+  GATES: DurableObjectNamespace<GateObject>;
   /** Tunnels are served at `<name>.<BASE_DOMAIN>`; "localhost" locally. Empty: path URLs only. */
   BASE_DOMAIN: string;
   /** Secret: "label:token,label:token", one token per person or machine (see admission.ts). */
@@ -18,4 +21,8 @@ export interface Env {
   MAX_AGENT_BYTES_PER_SECOND?: string;
   MAX_SIGNED_BODY_BYTES?: string;
   NAME_TTL_DAYS?: string;
+  /** Agents' connects and HTTPS sessions per client address per minute (default 60). */
+  CONNECTS_PER_MINUTE?: string;
+  /** Largest visitor request head (request line and fields), in bytes (default 65536). */
+  MAX_REQUEST_HEAD_BYTES?: string;
 }

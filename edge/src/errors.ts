@@ -15,20 +15,29 @@ export type EdgeErrorCode =
   | "origin-unreachable"
   | "origin-error"
   | "stream-reset"
+  | "uri-too-long"
+  | "request-header-too-large"
+  | "rate-limited"
   | "relay-error";
 
 export const ERROR_HEADER = "X-Burrow-Error";
 
+/**
+ * On every page the relay writes itself. nosniff: a browser never runs a relay page that
+ * quotes a request as HTML or script, whatever it contains.
+ */
+export const RELAY_PAGE_HEADERS = { "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff" } as const;
+
 /** An error that becomes a plain-text page for the visitor (or the agent, for connect errors). */
 export class EdgeError extends Error {
   override readonly name = "EdgeError";
-  /** Extra response headers: WWW-Authenticate, Retry-After. */
-  headers: Record<string, string> = {};
 
   constructor(
     readonly status: number,
     readonly code: EdgeErrorCode,
     message: string,
+    /** Extra response fields, e.g. Retry-After for 429 rate-limited. */
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
   }
@@ -36,12 +45,7 @@ export class EdgeError extends Error {
   toResponse(): Response {
     return new Response(`${this.status} ${this.code}\n\n${this.message}\n`, {
       status: this.status,
-      headers: {
-        "Content-Type": "text/plain; charset=utf-8",
-        "Cache-Control": "no-store",
-        [ERROR_HEADER]: this.code,
-        ...this.headers,
-      },
+      headers: { ...RELAY_PAGE_HEADERS, "Content-Type": "text/plain; charset=utf-8", [ERROR_HEADER]: this.code, ...this.headers },
     });
   }
 }

@@ -1,19 +1,71 @@
 import { type HeaderList, HOP_BY_HOP } from "@burrow/protocol";
+import { ERROR_HEADER } from "./errors.ts";
 
 /** Internal headers the Worker sets on the request it hands to a tunnel's Durable Object. */
 export const INTERNAL = {
   tunnel: "x-burrow-tunnel",
   path: "x-burrow-path",
   publicUrl: "x-burrow-public-url",
-  /** The visitor's address, when the relay can know it (see app.ts). */
+  /**
+   * The visitor's (or agent's) address as the Worker determined it (see clientAddress), for
+   * the Durable Object's --allow-ip rules. Absent when the relay cannot know the address.
+   */
   clientIp: "x-burrow-client-ip",
 } as const;
 
+const ORIGIN_DROPPED = ERROR_HEADER.toLowerCase();
 const INTERNAL_NAMES = new Set<string>(Object.values(INTERNAL));
 // The visitor's WebSocket handshake ends at the relay; the agent makes its own to the origin
 // (Sec-WebSocket-Protocol, the offered subprotocols, does travel on).
 const HANDSHAKE = ["sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-accept"];
-const DROPPED_FROM_VISITOR = new Set<string>(["host", ...HANDSHAKE, ...INTERNAL_NAMES]);
+// Forwarded (RFC 7239) and X-Real-IP are proxy statements about the client: a visitor's own
+// would reach the origin as if the relay had made them. The relay sends its own X-Real-IP.
+const DROPPED_FROM_VISITOR = new Set<string>(["host", "forwarded", "x-real-ip", ...HANDSHAKE, ...INTERNAL_NAMES]);
+
+/**
+ * True for the fields a client may not send through the relay: the relay's own (`x-burrow-*`,
+ * read by the Durable Object and by origins that trust the relay) and Cloudflare's (`cf-*`,
+ * which only Cloudflare's edge may set; CF-Connecting-IP is read before they are dropped).
+ */
+export function isSpoofable(name: string): boolean {
+  return name.startsWith("x-burrow-") || name.startsWith("cf-");
+}
+
+/**
+ * A client's request as the Worker hands it on: without the fields of {@link isSpoofable},
+ * and with INTERNAL.clientIp when the address is known.
+ */
+export function withoutSpoofable(request: Request, clientIp: string | undefined): Request {
+  const headers = new Headers();
+  for (const [name, value] of request.headers) if (!isSpoofable(name)) headers.append(name, value);
+  if (clientIp) headers.set(INTERNAL.clientIp, clientIp);
+  return new Request(request, { headers });
+}
+
+/**
+ * The client's address, or undefined when the relay cannot know it.
+ * - Cloudflare's edge sets CF-Connecting-IP on every request, replacing any a client sent, and
+ *   `request.cf` carries `colo`. wrangler dev (4.86) also fills `request.cf` (a fixed sample
+ *   with `colo: "DFW"`) and sets CF-Connecting-IP to the peer's address, but only when the
+ *   client sent none: locally the header can be spoofed, which only matters to local tests.
+ * - Plain `workerd serve` (1.20260426) sets no CF-Connecting-IP; its `request.cf` is
+ *   `{ clientIp: "<peer address>:<port>" }`, the TCP peer, which no client can forge.
+ */
+export function clientAddress(headers: Headers, cf: unknown): string | undefined {
+  const properties = (cf ?? {}) as Record<string, unknown>;
+  if (typeof properties.colo === "string") return headers.get("cf-connecting-ip")?.trim() || undefined;
+  if (typeof properties.clientIp === "string") return withoutPort(properties.clientIp);
+  return undefined;
+}
+
+/** "127.0.0.1:5000" -> "127.0.0.1", "[::1]:5000" -> "::1"; a bare IPv6 address is kept. */
+function withoutPort(address: string): string | undefined {
+  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(address);
+  if (bracketed) return bracketed[1];
+  const v4 = /^([^:]+)(?::\d+)?$/.exec(address);
+  if (v4) return v4[1];
+  return address.includes(":") ? address : undefined;
+}
 
 /** True for the Worker -> Durable Object headers, which never reach an origin. */
 export function isInternal(name: string): boolean {
@@ -37,8 +89,8 @@ export function withoutHopByHop(headers: Headers): HeaderList {
 }
 
 export interface VisitorContext {
-  /** The visitor's address, from CF-Connecting-IP (set by Cloudflare and by wrangler dev). */
-  clientIp: string | null;
+  /** The visitor's address (see clientAddress), or undefined. */
+  clientIp: string | undefined;
   /** "http" or "https", as the visitor reached the relay. */
   proto: string;
   /** The Host the visitor asked for. */
@@ -56,16 +108,20 @@ export function forwardedRequestHeaders(incoming: Headers, visitor: VisitorConte
   // Append rather than replace, as every proxy does: the origin trusts only the last entry.
   const chain = [forwardedFor, visitor.clientIp].filter(Boolean).join(", ");
   if (chain) others.push(["x-forwarded-for", chain]);
+  if (visitor.clientIp) others.push(["x-real-ip", visitor.clientIp]);
   if (visitor.prefix) others.push(["x-forwarded-prefix", visitor.prefix]);
   return others;
 }
 
-/** The header list sent back to the visitor: hop-by-hop fields removed, repeats kept. */
+/**
+ * The header list sent back to the visitor: hop-by-hop fields removed, repeats kept, and no
+ * X-Burrow-Error from the origin, so that the header marks the relay's own error pages only.
+ */
 export function responseHeaders(list: HeaderList): Headers {
   const headers = new Headers();
   for (const [name, value] of list) {
     const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower)) continue;
+    if (HOP_BY_HOP.has(lower) || lower === ORIGIN_DROPPED) continue;
     headers.append(name, value);
   }
   return headers;

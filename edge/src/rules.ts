@@ -49,9 +49,9 @@ export class RuleSet {
       let ok = false;
       for (const hash of rules.basicAuth) ok = (given !== undefined && sameText(given, hash)) || ok;
       if (!ok) {
-        const error = new EdgeError(401, "unauthorized", "This tunnel asks for a user name and password.");
-        error.headers = { "WWW-Authenticate": `Basic realm="${visitor.tunnel}", charset="UTF-8"` };
-        throw error;
+        throw new EdgeError(401, "unauthorized", "This tunnel asks for a user name and password.", {
+          "WWW-Authenticate": `Basic realm="${visitor.tunnel}", charset="UTF-8"`,
+        });
       }
       // The credentials were for the relay; the origin never sees the password.
       headers = headers.filter(([name]) => name !== "authorization");

@@ -209,13 +209,12 @@ export class TunnelObject extends DurableObject<Env> {
     }
     const open = this.streams.size + this.sockets.count;
     if (open >= this.limits.maxStreams) {
-      const error = new EdgeError(
+      throw new EdgeError(
         503,
         "too-many-streams",
         `This tunnel has ${open} requests and WebSockets open, its limit (MAX_STREAMS_PER_TUNNEL); retry in a moment.`,
+        { "Retry-After": "1" },
       );
-      error.headers = { "Retry-After": "1" };
-      throw error;
     }
     const id = this.nextStreamId();
     const response = this.streams.open(id, agent, request.method, upgrade);
