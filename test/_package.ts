@@ -3,7 +3,7 @@
 // `npm run build:binary` makes, alone in an empty directory.
 import { execFile } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import type { Launcher } from "./_agent.ts";
@@ -80,7 +80,11 @@ export function packageLaunchers(project: string): Record<"node" | "bun" | "deno
       name: "package-deno",
       cwd: project,
       env,
-      command: (args) => [join(BIN, "deno"), ["run", ...denoFlags(), DENO_ENTRY, ...args]],
+      // As a shell would run the documented command: $HOME expanded.
+      command: (args) => [
+        join(BIN, "deno"),
+        ["run", ...denoFlags().map((flag) => flag.replaceAll("$HOME", homedir())), DENO_ENTRY, ...args],
+      ],
     },
   };
 }

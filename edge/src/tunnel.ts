@@ -17,6 +17,7 @@ import {
 import { type Admission, admit, identify, type NameRecord, parseTokens, type Tokens } from "./admission.ts";
 import type { Env } from "./env.ts";
 import { EdgeError, isTeardownNoise } from "./errors.ts";
+import { tunnelLimit } from "./gate.ts";
 import { INTERNAL, isInternal, withoutHopByHop } from "./headers.ts";
 import { RateMeter, type RelayLimits, readLimits } from "./limits.ts";
 import { type AgentLink, PollingLink } from "./polling.ts";
@@ -455,8 +456,14 @@ export class TunnelObject extends DurableObject<Env> {
         policy: { nameTtlMs: this.limits.nameTtlMs, graceMs: NAME_GRACE_MS },
       });
     }
+    if (verdict.ok && !verdict.replaces && verdict.owner.startsWith("token:") && frame?.type === FrameType.Hello) {
+      verdict = await this.holdForToken(verdict, frame.name);
+    }
     // The link may have dropped while the hello was judged.
-    if (this.ended.has(socket)) return false;
+    if (this.ended.has(socket)) {
+      if (verdict.ok && !verdict.replaces) this.ctx.waitUntil(this.releaseForToken(verdict.owner, attachment.name));
+      return false;
+    }
     if (!verdict.ok) {
       this.sendFrame(socket, { type: FrameType.Refused, code: verdict.code, message: verdict.message });
       this.batches.get(socket)?.flush();
@@ -504,6 +511,45 @@ export class TunnelObject extends DurableObject<Env> {
     return true;
   }
 
+  /**
+   * Counts this tunnel among its token's (TUNNELS_PER_TOKEN), in the token's gate. Names the
+   * gate lists whose tunnels no longer have that token's agent (their relay restarted, say)
+   * are dropped from the count before the token is refused.
+   */
+  private async holdForToken(admission: Extract<Admission, { ok: true }>, name: string): Promise<Admission> {
+    const gate = this.env.GATES.get(this.env.GATES.idFromName(admission.owner));
+    const limit = tunnelLimit(this.env.TUNNELS_PER_TOKEN);
+    let answer = await gate.hold(name, limit);
+    if (answer.ok) return admission;
+    const stale: string[] = [];
+    for (const other of answer.held) {
+      const tunnel = this.env.TUNNELS.get(this.env.TUNNELS.idFromName(other));
+      if ((await tunnel.connectedOwner()) !== admission.owner) stale.push(other);
+    }
+    if (stale.length > 0) {
+      await gate.release(...stale);
+      answer = await gate.hold(name, limit);
+      if (answer.ok) return admission;
+    }
+    const held = answer.held.filter((n) => !stale.includes(n));
+    return {
+      ok: false,
+      code: "too-many-tunnels",
+      message: `the token "${admission.label}" already holds ${held.length} tunnels, the relay's limit (TUNNELS_PER_TOKEN): ${held.join(", ")}`,
+    };
+  }
+
+  private async releaseForToken(owner: string, name: string): Promise<void> {
+    if (!owner.startsWith("token:")) return;
+    await this.env.GATES.get(this.env.GATES.idFromName(owner)).release(name);
+  }
+
+  /** The owner (a hash) of the agent connected here now, if any: asked by a token's gate count. */
+  async connectedOwner(): Promise<string | undefined> {
+    const live = this.agent();
+    return live ? (live.deserializeAttachment() as ReadyAttachment).owner : undefined;
+  }
+
   private tokenList(): Promise<Tokens> {
     this.tokens ??= parseTokens(this.env.BURROW_TOKENS, this.env.BURROW_TOKEN);
     return this.tokens;
@@ -524,6 +570,7 @@ export class TunnelObject extends DurableObject<Env> {
     const clean = code === CloseCode.Normal;
     this.ctx.waitUntil(
       (async () => {
+        await this.releaseForToken(attachment.owner, attachment.name);
         if (clean) {
           // Its rules leave with it; on an open relay the name is free at once.
           this.rules = null;

@@ -85,7 +85,8 @@ describe("the burrow-agent package", () => {
 
   it.each(["node", "bun", "deno"] as const)("serves a tunnel when installed, on %s", async (runtime) => {
     const agent = await serves(launchers[runtime], `package-${runtime}`);
-    expect(agent.output).not.toMatch(/^(error|warning):/m);
+    // The only warning: the test relay has no tokens, and the agent says so.
+    expect(agent.output.replace(/^warning: this relay is open: .*$/m, "")).not.toMatch(/^(error|warning):/m);
   });
 
   it.each(["node", "bun", "deno"] as const)("prints the sources' --help and the package version on %s", async (runtime) => {

@@ -13,6 +13,16 @@ import { at, visit } from "../_visit.ts";
 
 const ALICE = "alice-token-0123456789";
 const BOB = "bob-token-0123456789";
+const CAROL = "carol-token-0123456789";
+
+/** Retries `check` (for what the relay finishes after answering) until it holds, for up to 5 s. */
+async function expectEventually(check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error("the condition did not hold within 5s");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
 
 describe("a relay with tokens", () => {
   let relay: Relay;
@@ -62,6 +72,26 @@ describe("a relay with tokens", () => {
       code: CloseCode.Replaced,
       reason: "replaced by a newer connection holding the same token",
     });
+  });
+
+  it("holds open at most TUNNELS_PER_TOKEN tunnels per token, and counts one whose relay restarted as closed", async () => {
+    const first = await RawAgent.hello(relay, "carol-one", { token: CAROL });
+    await RawAgent.hello(relay, "carol-two", { token: CAROL });
+    const [, refused] = await RawAgent.say(relay, "carol-three", { token: CAROL });
+    expect(refused).toMatchObject({
+      type: FrameType.Refused,
+      code: "too-many-tunnels",
+      message: 'the token "carol" already holds 2 tunnels, the relay\'s limit (TUNNELS_PER_TOKEN): carol-one, carol-two',
+    });
+    // Other tokens are not limited by carol's count.
+    await RawAgent.hello(relay, "not-carol", { token: BOB });
+    first.socket.close(1000, "agent stopped");
+    await first.closed;
+    await expectEventually(async () => (await RawAgent.say(relay, "carol-three", { token: CAROL }))[1].type === FrameType.Ready);
+    // A restart drops every agent without a word to the count; the next hello finds them gone.
+    await relay.restart();
+    await RawAgent.hello(relay, "carol-four", { token: CAROL });
+    await RawAgent.hello(relay, "carol-five", { token: CAROL });
   });
 
   it("opens HTTPS-transport sessions only for a token, and keeps session ids out of URLs", async () => {
