@@ -82,6 +82,11 @@ export class Origin {
     // Node's http turns Nagle's algorithm off for its sockets; Deno's node:http does not, and a
     // small request then waits ~40 ms for a delayed ACK.
     request.on("socket", (socket) => socket.setNoDelay(true));
+    // The head goes at once, not with the first body chunk (node:http waits for a write or
+    // end() otherwise): the origin sees a request whose body is slow to come, or never comes,
+    // and may answer it early (a 401 before an upload, a 431 for a head too large). Found by
+    // fuzzing: a head whose End never came was never answered.
+    request.flushHeaders();
     let response: http.IncomingMessage | undefined;
     request.on("response", (incoming) => {
       response = incoming;

@@ -56,8 +56,9 @@ const oddText = fc.oneof(
 );
 
 /**
- * Open finding (see the report of issue 10's agent work): some runs are answered only seconds
- * late, so the first property fails intermittently at its 5 s deadline; not yet understood.
+ * Paths and values at the protocol's limits. (They once seemed to make runs fail at random: the
+ * cause was a head without End, which node:http never sent to the origin; the agent now sends
+ * every head at once. Replay a failing run with FUZZ_SEED and FUZZ_PATH.)
  */
 const LONG_FIELDS = true;
 
@@ -200,7 +201,11 @@ describe("agent frame handling, fuzzed", () => {
         expect(connection.errors).toEqual([]);
         expect(relay.connections).toHaveLength(1);
       }),
-      { numRuns: 60, endOnFailure: true },
+      {
+        numRuns: 60,
+        endOnFailure: true,
+        ...(process.env.FUZZ_SEED ? { seed: Number(process.env.FUZZ_SEED), path: process.env.FUZZ_PATH } : {}),
+      },
     );
     expect(agent.exitCode).toBeNull();
     expect(agent.output).not.toMatch(/unexpected failure|^error:/m);

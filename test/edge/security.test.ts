@@ -29,7 +29,10 @@ describe("a relay with tokens", () => {
   let origin: Origin;
 
   beforeAll(async () => {
-    [relay, origin] = await Promise.all([Relay.start({ vars: { BURROW_TOKENS: `alice:${ALICE}, bob:${BOB}` } }), Origin.start()]);
+    [relay, origin] = await Promise.all([
+      Relay.start({ vars: { BURROW_TOKENS: `alice:${ALICE}, bob:${BOB}, carol:${CAROL}`, TUNNELS_PER_TOKEN: "2" } }),
+      Origin.start(),
+    ]);
   });
 
   afterAll(async () => {
