@@ -111,7 +111,11 @@ app.get("/", (c) => {
   const byName = publicUrl(url, "<name>", c.env.BASE_DOMAIN);
   const byPath = `${url.origin}/t/<name>/`;
   const where = byName.endsWith("/") ? byPath : `${byName}/ and ${byPath}`;
-  return c.text(`Burrow relay. Tunnels are served at ${where}\n`, 200, RELAY_PAGE_HEADERS);
+  const open = !(c.env.BURROW_TOKENS?.trim() || c.env.BURROW_TOKEN?.trim());
+  const who = open
+    ? "This relay is open: anyone who can reach it can open tunnels and claim names (its owner can require tokens with BURROW_TOKENS).\n"
+    : "Agents need a token to open tunnels here.\n";
+  return c.text(`Burrow relay. Tunnels are served at ${where}\n${who}`, 200, RELAY_PAGE_HEADERS);
 });
 
 app.notFound(() =>

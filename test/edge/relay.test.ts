@@ -52,9 +52,9 @@ describe("relay", () => {
 
     it("answers 404 not-found elsewhere on the base domain, and describes itself at /", async () => {
       expect((await visit(`http://localhost:${relay.port}/nothing`)).headers["x-burrow-error"]).toBe("not-found");
-      expect((await visit(`http://localhost:${relay.port}/`)).body.toString()).toContain(
-        `http://<name>.localhost:${relay.port}/`,
-      );
+      const landing = (await visit(`http://localhost:${relay.port}/`)).body.toString();
+      expect(landing).toContain(`http://<name>.localhost:${relay.port}/`);
+      expect(landing).toContain("This relay is open: anyone who can reach it can open tunnels");
     });
   });
 

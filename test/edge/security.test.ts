@@ -41,6 +41,9 @@ describe("a relay with tokens", () => {
   });
 
   it("refuses a missing or wrong token and admits each listed one, saying the relay is not open", async () => {
+    expect((await visit(`http://localhost:${relay.port}/`)).body.toString()).toContain(
+      "Agents need a token to open tunnels here.",
+    );
     for (const token of ["", "not-a-token-of-this-relay"]) {
       const [, answer] = await RawAgent.say(relay, "door", { token });
       expect(answer).toMatchObject({ type: FrameType.Refused, code: "unauthorized" });
