@@ -140,6 +140,7 @@ async function visit(c: Context<App>, name: string, path: string, prefix: string
   checkVisitorRequest({ method: request.method, path, headers: [...headers] }, headLimit(c.env.MAX_REQUEST_HEAD_BYTES));
   headers.set(INTERNAL.tunnel, name);
   headers.set(INTERNAL.path, path);
+  headers.set(INTERNAL.relayUrl, relayUrl(url, c.env.BASE_DOMAIN));
   if (clientIp) headers.set(INTERNAL.clientIp, clientIp);
   let response: Response;
   try {
@@ -240,6 +241,13 @@ function decoded(segment: string): string {
 function subdomainOf(hostname: string, base: string): string | undefined {
   if (!base || !hostname.endsWith(`.${base}`)) return undefined;
   return hostname.slice(0, -base.length - 1);
+}
+
+/** The relay's own URL, what agents pass as --relay: the base domain's, or the host's itself. */
+export function relayUrl(visited: URL, base: string): string {
+  const { hostname, protocol, port } = visited;
+  if (base && hostname.endsWith(`.${base}`)) return `${protocol}//${base}${port ? `:${port}` : ""}`;
+  return visited.origin;
 }
 
 /** The URL visitors use: a subdomain when the agent reached the relay on its base domain. */

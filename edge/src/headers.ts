@@ -6,6 +6,8 @@ export const INTERNAL = {
   tunnel: "x-burrow-tunnel",
   path: "x-burrow-path",
   publicUrl: "x-burrow-public-url",
+  /** The relay's URL as agents name it, for the agent-offline page's command. */
+  relayUrl: "x-burrow-relay-url",
   /**
    * The visitor's (or agent's) address as the Worker determined it (see clientAddress), for
    * the Durable Object's --allow-ip rules. Absent when the relay cannot know the address.

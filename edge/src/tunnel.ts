@@ -205,7 +205,7 @@ export class TunnelObject extends DurableObject<Env> {
       throw new EdgeError(
         502,
         "agent-offline",
-        `No agent is connected for tunnel "${tunnel}". Start one next to your server: npx -p burrow-agent agent --port 8000 --name ${tunnel} --relay <this relay's URL>`,
+        `No agent is connected for tunnel "${tunnel}". Start one next to your server: npx -p burrow-agent agent --port 8000 --name ${tunnel} --relay ${request.headers.get(INTERNAL.relayUrl) ?? "<this relay's URL>"}`,
       );
     }
     const open = this.streams.size + this.sockets.count;

@@ -31,6 +31,10 @@ describe("relay", () => {
       expect(response.headers["x-burrow-error"]).toBe("agent-offline");
       expect(response.headers["content-type"]).toMatch(/^text\/plain/);
       expect(response.body.toString()).toMatch(/^502 agent-offline\n\nNo agent is connected for tunnel "nobody"/);
+      // The command that works, with this relay's URL as agents name it, in both forms.
+      const command = `npx -p burrow-agent agent --port 8000 --name nobody --relay http://localhost:${relay.port}\n`;
+      expect(response.body.toString()).toContain(command);
+      expect((await visit(`http://localhost:${relay.port}/t/nobody/`)).body.toString()).toContain(command);
     });
 
     it("redirects /t/<name> to /t/<name>/ so relative links resolve", async () => {
