@@ -1,4 +1,4 @@
-import { hashBasicCredentials, sameBytes, type VisitorRules } from "@burrow/protocol";
+import { concatBytes, hashBasicCredentials, sameBytes, type VisitorRules } from "@burrow/protocol";
 import { type Cidr, inCidr, parseCidr, parseIp } from "./cidr.ts";
 import { EdgeError } from "./errors.ts";
 
@@ -143,13 +143,7 @@ async function readAll(
     }
     parts.push(value);
   }
-  const out = new Uint8Array(size);
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.byteLength;
-  }
-  return out;
+  return concatBytes(parts, size);
 }
 
 async function hmac(secret: string, body: Uint8Array): Promise<Uint8Array> {
