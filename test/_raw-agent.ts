@@ -52,6 +52,7 @@ export class RawAgent {
       token: "",
       claim: `claim-of-${name}-0123456789`,
       rules: NO_RULES,
+      resume: null,
       ...fields,
     };
   }

@@ -92,7 +92,15 @@ export class RelayConnection {
   /** Says the tunnel is up, as the hello asked. */
   async ready(open = true): Promise<void> {
     const hello = await this.hello;
-    this.send({ type: FrameType.Ready, name: hello.name, url: `http://${hello.name}.localhost:9`, open });
+    this.send({
+      type: FrameType.Ready,
+      name: hello.name,
+      url: `http://${hello.name}.localhost:9`,
+      open,
+      session: "scripted-session",
+      resumed: false,
+      received: 0,
+    });
   }
 
   /** Refuses the hello and closes, as the relay does. */

@@ -2,13 +2,15 @@ import {
   CloseCode,
   CONNECT_PATH,
   decodeMessage,
+  encodeFrame,
   type Frame,
-  FrameBatch,
+  FrameSession,
   FrameType,
   HEARTBEAT,
   type InvalidFrame,
   MAX_POLL_WAIT_MS,
   PROTOCOL_VERSION,
+  type ReadyFrame,
   type RefusedFrame,
   type VisitorRules,
 } from "@burrow/protocol";
@@ -93,6 +95,11 @@ export class Agent {
   private earlyDeaths = 0;
   private wake: (() => void) | undefined;
   private endSession: ((why: string) => void) | undefined;
+  /**
+   * The session the relay gave this agent: its streams, and the frames kept for a resend, which
+   * outlive a cut connection (see FrameSession). A Ready that does not resume it ends it.
+   */
+  private current: { id: string; frames: FrameSession; forwarder: Forwarder } | undefined;
 
   constructor(
     private readonly options: AgentOptions,
@@ -178,6 +185,7 @@ export class Agent {
   /** Closes the connection cleanly (the relay frees the name at once) and ends `run()`. */
   stop(): void {
     this.stopped = true;
+    this.endStreams();
     this.link?.close(CloseCode.Normal, "agent stopped");
     this.wake?.();
     // A relay that never completes the close handshake does not hold the agent up for long.
@@ -250,23 +258,23 @@ export class Agent {
       let ready = false;
       let refused: RefusedFrame | undefined;
       let lastHeard = performance.now();
-      const batch = new FrameBatch(
-        (parts) => link.send(parts),
-        (flush) => setImmediate(flush),
-      );
-      const send = (frame: Frame) => batch.push(frame);
-      const forwarder = new Forwarder(this.origin, send, this.log);
       this.link = link;
 
-      send({
-        type: FrameType.Hello,
-        version: PROTOCOL_VERSION,
-        agent: version,
-        name,
-        token,
-        claim: this.claim,
-        rules: this.options.rules,
-      });
+      // The hello travels outside the session, alone; it asks to go on with the one this agent
+      // had, if any, saying how far it got.
+      const resume = this.current ? { session: this.current.id, received: this.current.frames.received } : null;
+      link.send(
+        encodeFrame({
+          type: FrameType.Hello,
+          version: PROTOCOL_VERSION,
+          agent: version,
+          name,
+          token,
+          claim: this.claim,
+          rules: this.options.rules,
+          resume,
+        }),
+      );
       // WebSocket only: the HTTPS transport opens a second connection for the poll that brings
       // the answer, retries what a proxy cuts, and has no transport to fall back to.
       const readyTimer = setTimeout(() => {
@@ -284,39 +292,55 @@ export class Agent {
         link.send(HEARTBEAT.ping);
       }, heartbeatMs);
 
+      const broken = (message: string) => {
+        this.log.warn(`the relay sent a malformed frame (${message}); reconnecting`);
+        link.close(CloseCode.ProtocolError, "malformed frame");
+        finish(`malformed frame: ${message}`);
+      };
+
       link.onmessage = (data) => {
         // A link being closed may still deliver what was on its way (the HTTPS transport's
-        // poll): the session is over, and its forwarder aborted.
+        // poll): the session has moved on.
         if (finished) return;
         lastHeard = performance.now();
         if (typeof data === "string") return; // a heartbeat answer
+        const counted = { frames: 0 };
         let frames: (Frame | InvalidFrame)[];
         try {
-          frames = decodeMessage(data);
+          frames = decodeMessage(data, counted);
         } catch (error) {
           // No stream to blame (not msgpack, or a bad frame that names none): the whole link.
-          const message = (error as Error)?.message ?? String(error);
-          this.log.warn(`the relay sent a malformed frame (${message}); reconnecting`);
-          link.close(CloseCode.ProtocolError, "malformed frame");
-          finish(`malformed frame: ${message}`);
-          return;
+          return broken((error as Error)?.message ?? String(error));
         }
-        for (const frame of frames) {
-          if (frame.type === FrameType.Ready) {
-            if (ready) continue;
-            ready = true;
-            this.log.info(`tunnel ${frame.name} is up: ${frame.url} -> ${this.origin.url}`);
-            if (frame.open && !this.warnedOpen) {
-              this.warnedOpen = true;
-              this.log.warn(
-                "this relay is open: anyone who can reach it can open tunnels and claim names (its owner can require tokens; see the README's Security section)",
-              );
-            }
-          } else if (frame.type === FrameType.Refused) {
-            refused = frame;
-          } else if (ready) {
-            forwarder.receive(frame);
+        let total = counted.frames;
+        if (!ready) {
+          // Frames before and with Ready are outside the session; the rest of this message is in it.
+          const at = frames.findIndex((frame) => frame.type === FrameType.Ready || frame.type === FrameType.Refused);
+          if (at < 0) return;
+          const first = frames[at]!;
+          if (first.type === FrameType.Refused) {
+            refused = first;
+            return;
           }
+          if (first.type !== FrameType.Ready) return;
+          ready = true;
+          try {
+            this.begin(first, link);
+          } catch (error) {
+            return broken((error as Error)?.message ?? String(error));
+          }
+          frames = frames.slice(at + 1);
+          total -= at + 1;
+        }
+        const session = this.current!;
+        let rest: (Frame | InvalidFrame)[];
+        try {
+          rest = session.frames.take(frames, total);
+        } catch (error) {
+          return broken((error as Error)?.message ?? String(error));
+        }
+        for (const frame of rest) {
+          if (frame.type !== FrameType.Ready && frame.type !== FrameType.Refused) session.forwarder.receive(frame);
         }
       };
 
@@ -327,16 +351,48 @@ export class Agent {
 
       let finished = false;
       let closeCode: number | undefined;
-      this.endSession = finish;
-      function finish(why: string) {
+      const finish = (why: string) => {
         if (finished) return;
         finished = true;
         clearInterval(heartbeat);
         clearTimeout(readyTimer);
-        forwarder.abortAll();
+        // The streams wait for the next connection, which may resume them.
+        if (ready) this.current?.frames.detach();
         resolve({ ready, refused, why, closeCode });
-      }
+      };
+      this.endSession = finish;
     });
+  }
+
+  /**
+   * The relay said Ready on `link`: go on with the session it resumed, or start a new one (the
+   * streams of the previous one end: the relay restarted, or the agent was away too long).
+   * @throws {ProtocolError} when the relay's count does not fit what this agent sent.
+   */
+  private begin(frame: ReadyFrame, link: Link): void {
+    const resumed = frame.resumed && this.current?.id === frame.session;
+    if (!resumed) {
+      this.endStreams();
+      const frames = new FrameSession((flush) => setImmediate(flush));
+      this.current = { id: frame.session, frames, forwarder: new Forwarder(this.origin, (f) => frames.push(f), this.log) };
+    }
+    const session = this.current!;
+    session.frames.attach((parts) => link.send(parts), resumed ? frame.received : 0);
+    const kept = resumed ? `; its streams go on (${session.forwarder.open} open)` : "";
+    this.log.info(`tunnel ${frame.name} is up: ${frame.url} -> ${this.origin.url}${kept}`);
+    if (frame.open && !this.warnedOpen) {
+      this.warnedOpen = true;
+      this.log.warn(
+        "this relay is open: anyone who can reach it can open tunnels and claim names (its owner can require tokens; see the README's Security section)",
+      );
+    }
+  }
+
+  /** Ends the session's streams: their origin requests and WebSockets are abandoned. */
+  private endStreams(): void {
+    this.current?.forwarder.abortAll();
+    this.current?.frames.end();
+    this.current = undefined;
   }
 }
 

@@ -114,6 +114,11 @@ export class Forwarder {
   }
 
   /** The connection to the relay is gone: abandon every request to the origin. */
+  /** Requests and WebSockets in flight. */
+  get open(): number {
+    return this.streams.size + this.sockets.size;
+  }
+
   abortAll(): void {
     this.sockets.abortAll();
     for (const stream of this.streams.values()) stream.exchange.abort();

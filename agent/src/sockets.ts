@@ -67,6 +67,10 @@ export class OriginSockets {
     private readonly log: Log,
   ) {}
 
+  get size(): number {
+    return this.streams.size;
+  }
+
   has(id: number): boolean {
     return this.streams.has(id);
   }

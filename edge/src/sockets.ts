@@ -9,7 +9,7 @@ import {
   type WsMessageFrame,
 } from "@burrow/protocol";
 import { isTeardownNoise } from "./errors.ts";
-import type { AgentLink } from "./polling.ts";
+import type { AgentSession } from "./session.ts";
 import type { SendFrame, Verdict } from "./streams.ts";
 
 /** The hibernation tag every visitor socket carries, so they are counted without reading attachments. */
@@ -68,7 +68,7 @@ export class SocketRelay {
   }
 
   /** A message from the visitor: pieces to the agent, as far as its credit goes. */
-  fromVisitor(agent: AgentLink, visitor: WebSocket, id: number, message: string | ArrayBuffer): void {
+  fromVisitor(agent: AgentSession, visitor: WebSocket, id: number, message: string | ArrayBuffer): void {
     const binary = typeof message !== "string";
     const bytes = binary ? new Uint8Array(message) : encoder.encode(message);
     const out = this.outboundOf(id);
@@ -93,7 +93,7 @@ export class SocketRelay {
   }
 
   /** The agent may send `bytes` more of the visitor's messages. */
-  granted(agent: AgentLink, id: number, bytes: number): Verdict {
+  granted(agent: AgentSession, id: number, bytes: number): Verdict {
     // Only for a socket that exists: credit for made-up ids must not leave entries behind.
     if (!this.visitor(id)) return "gone";
     const out = this.outboundOf(id);
@@ -106,7 +106,7 @@ export class SocketRelay {
   }
 
   /** A piece of the origin's message: the visitor gets it once it is whole. */
-  fromAgent(agent: AgentLink, frame: WsMessageFrame): boolean {
+  fromAgent(agent: AgentSession, frame: WsMessageFrame): boolean {
     const visitor = this.visitor(frame.stream);
     if (!visitor) return false;
     const partial = this.partial.get(frame.stream) ?? { binary: frame.binary, parts: [], size: 0 };
@@ -152,7 +152,7 @@ export class SocketRelay {
   }
 
   /** The visitor closed (or its connection broke): the agent closes the origin's socket. */
-  closedByVisitor(agent: AgentLink | undefined, id: number, code: number, reason: string): void {
+  closedByVisitor(agent: AgentSession | undefined, id: number, code: number, reason: string): void {
     this.forget(id);
     if (agent)
       this.send(agent, { type: FrameType.WsClose, stream: id, code: code >= 1000 && code <= 4999 ? code : 1006, reason });
@@ -181,7 +181,7 @@ export class SocketRelay {
     return out;
   }
 
-  private flush(agent: AgentLink, out: Outbound): void {
+  private flush(agent: AgentSession, out: Outbound): void {
     while (out.queue.length > 0 && out.credit > 0) {
       const piece = out.queue.shift()!;
       out.queued -= piece.bytes.byteLength;

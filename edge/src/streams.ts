@@ -1,7 +1,7 @@
 import { CREDIT_BATCH, type Frame, FrameType, INITIAL_WINDOW, MAX_DATA_CHUNK, type ResponseHeadFrame } from "@burrow/protocol";
 import { EdgeError, type EdgeErrorCode, isTeardownNoise } from "./errors.ts";
 import { responseHeaders } from "./headers.ts";
-import type { AgentLink } from "./polling.ts";
+import type { AgentSession } from "./session.ts";
 
 // Statuses whose responses never carry a body (Fetch standard, "null body status").
 const NULL_BODY_STATUS = new Set([101, 204, 205, 304]);
@@ -15,7 +15,7 @@ export type Verdict = "ok" | "gone" | { violation: string };
 
 /** A visitor request in flight on the agent's socket. */
 interface Stream {
-  readonly socket: AgentLink;
+  readonly socket: AgentSession;
   readonly method: string;
   /** The visitor asked for a WebSocket; a 101 answer hands the stream to `upgrade`. */
   readonly upgrade: boolean;
@@ -34,7 +34,7 @@ interface Stream {
 }
 
 /** Sends a frame to the agent on `socket`; never throws. */
-export type SendFrame = (socket: AgentLink, frame: Frame) => void;
+export type SendFrame = (socket: AgentSession, frame: Frame) => void;
 
 /** Turns an accepted WebSocket upgrade into the visitor's 101 response. */
 export type Upgrade = (id: number, protocol: string | null) => Response;
@@ -62,7 +62,7 @@ export class StreamTable {
   }
 
   /** Registers stream `id` and returns the promise of the visitor's Response. */
-  open(id: number, socket: AgentLink, method: string, upgrade: boolean): Promise<Response> {
+  open(id: number, socket: AgentSession, method: string, upgrade: boolean): Promise<Response> {
     return new Promise<Response>((resolve) => {
       this.streams.set(id, {
         socket,
@@ -123,7 +123,7 @@ export class StreamTable {
   }
 
   /** The agent consumed more of the request body. */
-  granted(id: number, socket: AgentLink, bytes: number): Verdict {
+  granted(id: number, socket: AgentSession, bytes: number): Verdict {
     const stream = this.streams.get(id);
     if (stream?.socket !== socket) return "gone";
     // The agent can only grant what it received: more than the window is a bug or an attack.
@@ -151,7 +151,7 @@ export class StreamTable {
   }
 
   /** The agent answered: start the visitor's response. */
-  head(frame: ResponseHeadFrame, socket: AgentLink): Verdict {
+  head(frame: ResponseHeadFrame, socket: AgentSession): Verdict {
     const stream = this.streams.get(frame.stream);
     if (stream?.socket !== socket) return "gone";
     if (stream.writer) return { violation: "a second response head" };
@@ -193,7 +193,7 @@ export class StreamTable {
    * instead of filling the relay's memory. An agent that sends more than its credit breaks
    * the protocol (the relay would have to buffer what it never allowed).
    */
-  data(id: number, socket: AgentLink, bytes: Uint8Array): Verdict {
+  data(id: number, socket: AgentSession, bytes: Uint8Array): Verdict {
     const stream = this.streams.get(id);
     if (stream?.socket !== socket) return "gone";
     if (!stream.writer) return { violation: "body data before the response head" };
@@ -213,7 +213,7 @@ export class StreamTable {
   }
 
   /** The body is complete. */
-  end(id: number, socket: AgentLink): Verdict {
+  end(id: number, socket: AgentSession): Verdict {
     const stream = this.streams.get(id);
     if (stream?.socket !== socket) return "gone";
     if (!stream.writer) return { violation: "End before the response head" };
@@ -234,7 +234,7 @@ export class StreamTable {
   }
 
   /** The agent reset the stream: a 502 page before the head, a failed body after it. */
-  reset(id: number, socket: AgentLink, code: string, message: string): void {
+  reset(id: number, socket: AgentSession, code: string, message: string): void {
     if (this.streams.get(id)?.socket !== socket) return;
     const page: EdgeErrorCode =
       code === "origin-unreachable" ? "origin-unreachable" : code === "origin-error" ? "origin-error" : "stream-reset";
@@ -242,7 +242,7 @@ export class StreamTable {
   }
 
   /** Fails every stream carried by `socket` (it closed, or another connection replaced it). */
-  failSocket(socket: AgentLink, status: number, code: EdgeErrorCode, message: string): void {
+  failSocket(socket: AgentSession, status: number, code: EdgeErrorCode, message: string): void {
     for (const [id, stream] of this.streams) {
       if (stream.socket === socket) this.fail(id, status, code, message);
     }

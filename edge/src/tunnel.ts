@@ -2,10 +2,9 @@ import { DurableObject } from "cloudflare:workers";
 import {
   CloseCode,
   CONNECT_PATH,
-  concatBytes,
   decodeMessage,
+  encodeFrame,
   type Frame,
-  FrameBatch,
   FrameType,
   HEARTBEAT,
   type HelloFrame,
@@ -22,13 +21,23 @@ import { INTERNAL, isInternal, withoutHopByHop } from "./headers.ts";
 import { RateMeter, type RelayLimits, readLimits } from "./limits.ts";
 import { type AgentLink, PollingLink } from "./polling.ts";
 import { RuleSet } from "./rules.ts";
+import { AgentSession, sessionId } from "./session.ts";
 import { SocketRelay, type VisitorAttachment } from "./sockets.ts";
 import { StreamTable, type Verdict } from "./streams.ts";
 
 /** What each agent socket remembers across hibernation (`serializeAttachment`, max 2 KiB). */
 type Attachment =
   | { phase: "hello"; name: string; url: string }
-  | { phase: "ready"; name: string; url: string; owner: string; label: string }
+  | {
+      phase: "ready";
+      name: string;
+      url: string;
+      owner: string;
+      label: string;
+      session: string;
+      /** The session's counts when it was last quiescent (see FrameSession.snapshot). */
+      counts?: { sent: number; received: number };
+    }
   | VisitorAttachment;
 type HelloAttachment = Extract<Attachment, { phase: "hello" }>;
 type ReadyAttachment = Extract<Attachment, { phase: "ready" }>;
@@ -41,6 +50,15 @@ const NAME_GRACE_MS = 60_000;
  */
 const AGENT_RETURN_WAIT_MS = 10_000;
 const DEFAULT_RESPONSE_TIMEOUT_S = 600;
+/**
+ * How long a session whose connection was cut waits for its agent (RESUME_SECONDS). 30 s: an
+ * agent notices a cut that came with a FIN or RST at once and is back within a second or two
+ * (its first retries are 250 ms to 1 s apart; a proxy and TLS add a few round trips), and within
+ * about 10 s when its WebSocket keeps dying and it moves to the HTTPS transport; while waiting,
+ * a download's visitor sees a pause well inside browsers' and Cloudflare's idle limits (100 s),
+ * and what is kept meanwhile is bounded by the streams' windows.
+ */
+const DEFAULT_RESUME_S = 30;
 /** While an agent is connected its name's last use is refreshed this often (an alarm). */
 const REFRESH_MS = 86_400_000;
 const AGENT_TAG = "agent";
@@ -65,18 +83,16 @@ export class TunnelObject extends DurableObject<Env> {
   private readonly bootedAt = Date.now();
   private tokens: Promise<Tokens> | undefined;
   private lastStreamId = Math.floor(Math.random() * 0x7fff_ffff);
-  /** Frames sent to an agent in one turn leave as one message (a microtask later). */
-  private readonly batches = new WeakMap<AgentLink, FrameBatch>();
   /** How fast each agent link sends (frames, bytes), against the limits. */
   private readonly meters = new WeakMap<AgentLink, { frames: RateMeter; bytes: RateMeter }>();
   /** Visitors waiting for a dropped agent to come back (see agentBack). */
-  private readonly returning = new Set<(agent: AgentLink) => void>();
+  private readonly returning = new Set<(agent: AgentSession) => void>();
   /**
-   * The ready agent link, once found: agent() is asked on every visitor request and message,
-   * and finding it means deserializing every agent socket's attachment. Set by hello(), unset
-   * when that link drops; empty after a wake from hibernation until agent() looks again.
+   * The agent's session: what its streams belong to, carried by one link at a time and waiting
+   * for it after a cut. Set by hello(); after a wake from hibernation, found again from the
+   * ready link's attachment by agent().
    */
-  private ready: AgentLink | undefined;
+  private current: AgentSession | undefined;
   /** Links the relay closed or saw close, whose attachments may still say "ready". */
   private readonly ended = new WeakSet<AgentLink>();
   /** Agents on the HTTPS transport, by session id (in memory: see PollingLink). */
@@ -244,7 +260,7 @@ export class TunnelObject extends DurableObject<Env> {
    * connected when this relay restarted); undefined if it does not return within
    * AGENT_RETURN_WAIT_MS.
    */
-  private async agentBack(): Promise<AgentLink | undefined> {
+  private async agentBack(): Promise<AgentSession | undefined> {
     const record = await this.ctx.storage.get<NameRecord & { dropped?: boolean }>(NAME_KEY);
     const now = Date.now();
     const since = record?.connected ? this.bootedAt : record?.dropped ? record.lastUsed : undefined;
@@ -257,7 +273,7 @@ export class TunnelObject extends DurableObject<Env> {
         },
         since + AGENT_RETURN_WAIT_MS - now,
       );
-      const waiter = (agent: AgentLink) => {
+      const waiter = (agent: AgentSession) => {
         clearTimeout(timer);
         resolve(agent);
       };
@@ -276,7 +292,8 @@ export class TunnelObject extends DurableObject<Env> {
     // Text is only ever a heartbeat, and those are answered by the auto-response.
     const attachment = socket.deserializeAttachment() as Attachment;
     if (attachment.phase === "visitor") {
-      const agent = this.agent();
+      // While the agent is away its session keeps the visitor's messages, within their credit.
+      const agent = this.agent() ?? this.current;
       if (agent) this.sockets.fromVisitor(agent, socket, attachment.stream, message);
       else this.sockets.closeAll("the tunnel's agent is not connected");
       return;
@@ -290,27 +307,29 @@ export class TunnelObject extends DurableObject<Env> {
     if (this.ended.has(link)) return;
     const attachment = link.deserializeAttachment() as Exclude<Attachment, VisitorAttachment>;
     try {
-      const frames = decodeMessage(message);
+      const counted = { frames: 0 };
+      const frames = decodeMessage(message, counted);
       if (!this.withinRate(link, frames.length, message.byteLength)) return;
       if (attachment.phase === "ready") {
-        for (const frame of frames) this.receive(link, frame);
+        const session = this.agent();
+        if (session?.link !== link) return; // a link the session has left
+        for (const frame of session.frames.take(frames, counted.frames)) this.receive(session, frame);
         return;
       }
       // Only the first frame is a hello; what follows it in the same message is served if the
       // hello was accepted and dropped unread if not (a message packed with hellos costs one).
       const [first, ...rest] = frames;
-      if (!(await this.hello(link, first, attachment))) return;
-      for (const frame of rest) this.receive(link, frame);
+      const session = await this.hello(link, first, attachment);
+      if (!session) return;
+      for (const frame of session.frames.take(rest, counted.frames - 1)) this.receive(session, frame);
     } catch (error) {
       if (error instanceof ProtocolError) {
         console.warn(`tunnel ${attachment.name}: closing the agent's connection: ${error.message}`);
         this.close(link, CloseCode.ProtocolError, `protocol error: ${error.message}`);
-        this.streams.failSocket(
-          link,
-          502,
-          "agent-disconnected",
-          `The agent for tunnel "${attachment.name}" broke the protocol: ${error.message}`,
-        );
+        const session = this.current;
+        if (session?.link === link) {
+          this.endSession(session, `The agent for tunnel "${attachment.name}" broke the protocol: ${error.message}`);
+        }
       } else if (!isTeardownNoise(error)) {
         console.error(`tunnel ${attachment.name}: a message from the agent failed`, error);
       }
@@ -337,7 +356,8 @@ export class TunnelObject extends DurableObject<Env> {
     const attachment = link.deserializeAttachment() as { name?: string } | null;
     console.warn(`tunnel ${attachment?.name}: closing the agent's connection: it sent more than ${what}`);
     this.close(link, CloseCode.RateLimited, `sent more than ${what}`);
-    this.streams.failSocket(link, 502, "agent-disconnected", "The tunnel's agent sent faster than the relay allows.");
+    const session = this.current;
+    if (session?.link === link) this.endSession(session, "The tunnel's agent sent faster than the relay allows.");
     return false;
   }
 
@@ -371,12 +391,12 @@ export class TunnelObject extends DurableObject<Env> {
       this.dropped(socket, code, reason);
       return;
     }
-    this.sockets.closedByVisitor(this.agent(), attachment.stream, code, reason);
+    this.sockets.closedByVisitor(this.agent() ?? this.current, attachment.stream, code, reason);
     this.close(socket, code === 1005 || code === 1006 ? 1000 : code, reason);
   }
 
   /** One frame from a ready agent; a frame that breaks the protocol resets its stream only. */
-  private receive(socket: AgentLink, frame: Frame | InvalidFrame): void {
+  private receive(socket: AgentSession, frame: Frame | InvalidFrame): void {
     let verdict: Verdict;
     switch (frame.type) {
       case "invalid":
@@ -421,7 +441,7 @@ export class TunnelObject extends DurableObject<Env> {
       });
       return;
     }
-    const name = (socket.deserializeAttachment() as { name?: string } | null)?.name;
+    const name = (socket.link?.deserializeAttachment() as { name?: string } | null | undefined)?.name;
     console.warn(`tunnel ${name}: stream ${frame.stream}: the agent broke the protocol: ${verdict.violation}`);
     if (this.streams.has(frame.stream)) this.streams.violated(frame.stream, verdict.violation);
     else {
@@ -431,10 +451,19 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   /** Judges the hello; returns whether the link is now the tunnel's agent. */
-  private async hello(socket: AgentLink, frame: Frame | InvalidFrame | undefined, attachment: HelloAttachment): Promise<boolean> {
+  /**
+   * Judges the hello. Accepted, the link carries the agent's session from now on: the one it
+   * asks to resume, when that is still here, its own and where the agent says it got to, or
+   * else a new one (a previous session's streams then end). Returns the session, or undefined.
+   */
+  private async hello(
+    socket: AgentLink,
+    frame: Frame | InvalidFrame | undefined,
+    attachment: HelloAttachment,
+  ): Promise<AgentSession | undefined> {
     const tokens = await this.tokenList();
-    const live = this.agent();
-    const liveOwner = live && live !== socket ? (live.deserializeAttachment() as ReadyAttachment).owner : undefined;
+    const previous = this.agent() ?? this.current;
+    const live = previous?.link && previous.link !== socket ? previous.link : undefined;
     let verdict: Admission;
     if (frame?.type !== FrameType.Hello) {
       verdict = { ok: false, code: "bad-hello", message: "the first frame on a connection must be a Hello" };
@@ -450,48 +479,57 @@ export class TunnelObject extends DurableObject<Env> {
         requested: attachment.name,
         tokens,
         record: await this.ctx.storage.get<NameRecord>(NAME_KEY),
-        liveOwner,
+        liveOwner: live ? previous?.owner : undefined,
         now: Date.now(),
         bootedAt: this.bootedAt,
         policy: { nameTtlMs: this.limits.nameTtlMs, graceMs: NAME_GRACE_MS },
       });
     }
-    if (verdict.ok && !verdict.replaces && verdict.owner.startsWith("token:") && frame?.type === FrameType.Hello) {
+    // A waiting session holds its place in the token's count already.
+    const counted = verdict.ok && previous?.owner === verdict.owner;
+    if (verdict.ok && !counted && verdict.owner.startsWith("token:") && frame?.type === FrameType.Hello) {
       verdict = await this.holdForToken(verdict, frame.name);
     }
     // The link may have dropped while the hello was judged.
     if (this.ended.has(socket)) {
-      if (verdict.ok && !verdict.replaces) this.ctx.waitUntil(this.releaseForToken(verdict.owner, attachment.name));
-      return false;
+      if (verdict.ok && !counted) this.ctx.waitUntil(this.releaseForToken(verdict.owner, attachment.name));
+      return undefined;
     }
     if (!verdict.ok) {
-      this.sendFrame(socket, { type: FrameType.Refused, code: verdict.code, message: verdict.message });
-      this.batches.get(socket)?.flush();
+      this.sendAlone(socket, { type: FrameType.Refused, code: verdict.code, message: verdict.message });
       this.close(socket, CloseCode.Refused, verdict.code);
-      return false;
+      return undefined;
     }
     const hello = frame as HelloFrame;
-    if (verdict.replaces && live) {
-      const why = verdict.owner.startsWith("token:")
-        ? "replaced by a newer connection holding the same token"
-        : "replaced by a newer connection of the same agent";
+    const resume = hello.resume;
+    const resumed =
+      resume !== null &&
+      previous !== undefined &&
+      previous === this.current &&
+      resume.session === previous.id &&
+      previous.owner === verdict.owner &&
+      previous.frames.canResume(resume.received);
+    if (live) {
+      const why = resumed
+        ? "the same agent resumed its session on a newer connection"
+        : verdict.owner.startsWith("token:")
+          ? "replaced by a newer connection holding the same token"
+          : "replaced by a newer connection of the same agent";
       this.close(live, CloseCode.Replaced, why);
-      this.streams.failSocket(
-        live,
-        502,
-        "agent-disconnected",
-        `The agent for tunnel "${hello.name}" reconnected; retry the request.`,
-      );
-      this.sockets.closeAll("the tunnel's agent reconnected");
     }
+    if (previous && !resumed) {
+      this.endSession(previous, `The agent for tunnel "${hello.name}" reconnected as a new session; retry the request.`);
+    }
+    const session = resumed ? previous : new AgentSession(sessionId(), verdict.owner, verdict.label);
+    this.current = session;
     socket.serializeAttachment({
       phase: "ready",
       name: hello.name,
       url: attachment.url,
       owner: verdict.owner,
       label: verdict.label,
+      session: session.id,
     } satisfies Attachment);
-    this.ready = socket;
     const now = Date.now();
     const rules = new RuleSet(hello.rules);
     this.rules = rules.empty ? null : rules;
@@ -505,10 +543,43 @@ export class TunnelObject extends DurableObject<Env> {
       rules.empty ? this.ctx.storage.delete(RULES_KEY) : this.ctx.storage.put(RULES_KEY, hello.rules),
       this.ctx.storage.setAlarm(now + REFRESH_MS),
     ]);
-    this.sendFrame(socket, { type: FrameType.Ready, name: hello.name, url: attachment.url, open: tokens.entries.length === 0 });
-    for (const waiter of this.returning) waiter(socket);
+    if (this.ended.has(socket)) return undefined;
+    // Ready travels outside the session, alone; what the agent had not received follows it.
+    this.sendAlone(socket, {
+      type: FrameType.Ready,
+      name: hello.name,
+      url: attachment.url,
+      open: tokens.entries.length === 0,
+      session: session.id,
+      resumed,
+      received: session.frames.received,
+    });
+    this.use(session, socket, resumed ? resume.received : 0);
+    for (const waiter of this.returning) waiter(session);
     this.returning.clear();
-    return true;
+    return session;
+  }
+
+  /** `link` carries `session` from now on (it had received `peerReceived` of its frames). */
+  private use(session: AgentSession, link: AgentLink, peerReceived: number): void {
+    session.attach(link, peerReceived);
+    // Idle and with nothing kept, the counts are all a wake from hibernation needs.
+    session.frames.onQuiescent = () => {
+      if (session.link !== link || this.ended.has(link)) return;
+      const attachment = link.deserializeAttachment() as ReadyAttachment;
+      link.serializeAttachment({ ...attachment, counts: session.frames.snapshot() } satisfies Attachment);
+    };
+  }
+
+  /** The session is over: its streams fail, its visitors' WebSockets close. */
+  private endSession(session: AgentSession, why: string): void {
+    clearTimeout(session.resumeTimer);
+    session.frames.end();
+    this.streams.failSocket(session, 502, "agent-disconnected", why);
+    if (this.current === session) {
+      this.current = undefined;
+      this.sockets.closeAll(why.slice(0, 120));
+    }
   }
 
   /**
@@ -546,8 +617,7 @@ export class TunnelObject extends DurableObject<Env> {
 
   /** The owner (a hash) of the agent connected here now, if any: asked by a token's gate count. */
   async connectedOwner(): Promise<string | undefined> {
-    const live = this.agent();
-    return live ? (live.deserializeAttachment() as ReadyAttachment).owner : undefined;
+    return (this.agent() ?? this.current)?.owner;
   }
 
   private tokenList(): Promise<Tokens> {
@@ -555,23 +625,39 @@ export class TunnelObject extends DurableObject<Env> {
     return this.tokens;
   }
 
-  /** The agent link left: fail its streams, and keep its name as its owner's. */
+  /**
+   * The agent link left. A clean stop ends its session; a cut leaves the session waiting
+   * RESUME_SECONDS for the agent, its streams paused; either way the name stays its owner's.
+   */
   private dropped(socket: AgentLink, code: number, reason: string): void {
     const attachment = socket.deserializeAttachment() as Attachment | null;
     this.close(socket, 1000, "closed");
     if (attachment?.phase !== "ready") return;
-    const why = code === CloseCode.Normal ? "stopped" : `disconnected (${code}${reason ? ` ${reason}` : ""})`;
-    this.streams.failSocket(socket, 502, "agent-disconnected", `The agent for tunnel "${attachment.name}" ${why}.`);
-    // A link that a newer connection of the same owner replaced: the visitors' WebSockets and
-    // the name are the new one's now.
-    if (this.agent()) return;
-    this.sockets.closeAll(`the tunnel's agent ${why}`);
-    const now = Date.now();
+    const session = this.current;
+    // A link that a newer connection replaced: the session is the newer one's now.
+    if (!session || session.link !== socket) return;
+    session.detach();
     const clean = code === CloseCode.Normal;
+    const why = clean ? "stopped" : `disconnected (${code}${reason ? ` ${reason}` : ""})`;
+    if (clean) {
+      this.endSession(session, `The agent for tunnel "${attachment.name}" ${why}.`);
+    } else {
+      const resumeMs = 1000 * (Number(this.env.RESUME_SECONDS) > 0 ? Number(this.env.RESUME_SECONDS) : DEFAULT_RESUME_S);
+      session.resumeTimer = setTimeout(() => {
+        if (this.current === session && !session.link) {
+          this.endSession(
+            session,
+            `The agent for tunnel "${attachment.name}" ${why} and did not come back within ${resumeMs / 1000}s.`,
+          );
+          this.ctx.waitUntil(this.releaseForToken(attachment.owner, attachment.name));
+        }
+      }, resumeMs);
+    }
+    const now = Date.now();
     this.ctx.waitUntil(
       (async () => {
-        await this.releaseForToken(attachment.owner, attachment.name);
         if (clean) {
+          await this.releaseForToken(attachment.owner, attachment.name);
           // Its rules leave with it; on an open relay the name is free at once.
           this.rules = null;
           await this.ctx.storage.delete(RULES_KEY);
@@ -590,12 +676,20 @@ export class TunnelObject extends DurableObject<Env> {
     );
   }
 
-  /** The connected agent, if any. At most one link is ready at a time. */
-  private agent(): AgentLink | undefined {
-    this.ready ??= this.agentLinks().find(
-      (s) => !this.ended.has(s) && (s.deserializeAttachment() as Attachment).phase === "ready",
-    );
-    return this.ready;
+  /**
+   * The agent's session while a link carries it. After a wake from hibernation the session is
+   * found again from the ready link's attachment, with the counts it had when last quiescent
+   * (the runtime hibernates an object only when nothing is in flight).
+   */
+  private agent(): AgentSession | undefined {
+    if (this.current) return this.current.link ? this.current : undefined;
+    const link = this.agentLinks().find((s) => !this.ended.has(s) && (s.deserializeAttachment() as Attachment).phase === "ready");
+    if (!link) return undefined;
+    const attachment = link.deserializeAttachment() as ReadyAttachment;
+    const session = new AgentSession(attachment.session, attachment.owner, attachment.label, attachment.counts);
+    this.current = session;
+    this.use(session, link, attachment.counts?.sent ?? 0);
+    return session;
   }
 
   /** Agents' WebSockets and HTTPS sessions (visitors' WebSockets carry another tag). */
@@ -603,27 +697,21 @@ export class TunnelObject extends DurableObject<Env> {
     return [...this.ctx.getWebSockets(AGENT_TAG), ...this.sessions.values()];
   }
 
-  private sendFrame(socket: AgentLink, frame: Frame): void {
-    let batch = this.batches.get(socket);
-    if (!batch) {
-      batch = new FrameBatch(
-        (parts, size) => {
-          try {
-            socket.send(parts.length === 1 ? parts[0]! : concatBytes(parts, size));
-          } catch (error) {
-            if (!isTeardownNoise(error)) console.error("sending frames to the agent failed", error);
-          }
-        },
-        (flush) => queueMicrotask(flush),
-      );
-      this.batches.set(socket, batch);
+  private sendFrame(session: AgentSession, frame: Frame): void {
+    session.push(frame);
+  }
+
+  /** A frame outside any session (Ready, Refused), as a message of its own. */
+  private sendAlone(link: AgentLink, frame: Frame): void {
+    try {
+      link.send(encodeFrame(frame));
+    } catch (error) {
+      if (!isTeardownNoise(error)) console.error("sending a frame to the agent failed", error);
     }
-    batch.push(frame);
   }
 
   private close(socket: AgentLink, code: number, reason: string): void {
     this.ended.add(socket);
-    if (this.ready === socket) this.ready = undefined;
     try {
       // Close reasons are limited to 123 bytes (RFC 6455 section 5.5).
       socket.close(code, truncateUtf8(reason, 123));

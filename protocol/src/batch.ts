@@ -13,15 +13,17 @@ import { BATCH_FLUSH_BYTES, MAX_MESSAGE_BYTES } from "./limits.ts";
 export class FrameBatch {
   private parts: Uint8Array[] = [];
   private size = 0;
+  private frames = 0;
   private scheduled = false;
 
   /**
-   * @param write sends one binary message made of `parts` in order, `size` bytes in all (may
-   *   throw if the socket is closed); {@link concatBytes} joins them where one buffer is needed.
+   * @param write sends one binary message made of `parts` in order, `size` bytes in all, holding
+   *   `frames` frames (may throw if the socket is closed); {@link concatBytes} joins them where
+   *   one buffer is needed.
    * @param schedule runs the flush later in this turn (a microtask, or setImmediate).
    */
   constructor(
-    private readonly write: (parts: Uint8Array[], size: number) => void,
+    private readonly write: (parts: Uint8Array[], size: number, frames: number) => void,
     private readonly schedule: (flush: () => void) => void,
   ) {}
 
@@ -37,6 +39,7 @@ export class FrameBatch {
     this.parts.push(head);
     if (payload) this.parts.push(payload);
     this.size += size;
+    this.frames++;
     if (this.size >= BATCH_FLUSH_BYTES) {
       this.flush();
     } else if (!this.scheduled) {
@@ -48,13 +51,19 @@ export class FrameBatch {
     }
   }
 
+  /** True when nothing is queued: the next frame starts a message. */
+  get empty(): boolean {
+    return this.parts.length === 0;
+  }
+
   /** Sends what is queued now. */
   flush(): void {
     if (this.parts.length === 0) return;
-    const { parts, size } = this;
+    const { parts, size, frames } = this;
     this.parts = [];
     this.size = 0;
-    this.write(parts, size);
+    this.frames = 0;
+    this.write(parts, size, frames);
   }
 }
 

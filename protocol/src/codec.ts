@@ -61,9 +61,12 @@ export function encodeFrame(frame: Frame): Uint8Array {
         frame.token,
         frame.claim,
         [frame.rules.basicAuth, frame.rules.allowIp, frame.rules.webhooks.map((w) => [w.kind, w.header, w.secret])],
+        frame.resume ? [frame.resume.session, frame.resume.received] : null,
       ]);
     case FrameType.Ready:
-      return encoder.encode([frame.type, frame.name, frame.url, frame.open]);
+      return encoder.encode([frame.type, frame.name, frame.url, frame.open, frame.session, frame.resumed, frame.received]);
+    case FrameType.Ack:
+      return encoder.encode([frame.type, frame.received]);
     case FrameType.Refused:
       return encoder.encode([frame.type, frame.code, frame.message]);
     case FrameType.RequestHead:
@@ -161,13 +164,17 @@ export function decodeFrames(bytes: Uint8Array): Frame[] {
 /**
  * Decodes one message as {@link decodeFrames} does, but a frame that names a readable stream and
  * breaks the protocol in its other fields comes out in its place as an {@link InvalidFrame}, so
- * that the receiver resets that one stream, in order with the frames around it.
+ * that the receiver resets that one stream, in order with the frames around it. `counted.frames`
+ * is set to the number of frames in the message, whatever their types.
  * @throws {ProtocolError} for a message that is not msgpack, too large, or holds a bad frame
  *   that names no stream (a Hello, say).
  */
-export function decodeMessage(bytes: Uint8Array): (Frame | InvalidFrame)[] {
+export function decodeMessage(bytes: Uint8Array, counted?: { frames: number }): (Frame | InvalidFrame)[] {
   const frames: (Frame | InvalidFrame)[] = [];
-  for (const value of decodeValues(bytes)) {
+  const values = decodeValues(bytes);
+  // Every frame counts for a session (see FrameSession), those of unknown types too.
+  if (counted) counted.frames = values.length;
+  for (const value of values) {
     try {
       const frame = checkFrame(value);
       if (frame) frames.push(frame);
@@ -234,9 +241,20 @@ function checkOther(at: Fields, type: number): Frame | undefined {
         claim: at.text(5, "claim", 128),
         // Absent in a protocol 1 hello: the relay reads its version and refuses it.
         rules: at.has(6) ? at.rules(6) : { basicAuth: [], allowIp: [], webhooks: [] },
+        resume: at.has(7) ? at.resume(7) : null,
       };
     case FrameType.Ready:
-      return { type, name: at.text(1, "name", 63), url: at.text(2, "url", 2048), open: at.bool(3, "open") };
+      return {
+        type,
+        name: at.text(1, "name", 63),
+        url: at.text(2, "url", 2048),
+        open: at.bool(3, "open"),
+        session: at.text(4, "session", 64),
+        resumed: at.bool(5, "resumed"),
+        received: at.int(6, "received", 0, Number.MAX_SAFE_INTEGER),
+      };
+    case FrameType.Ack:
+      return { type, received: at.int(1, "received", 0, Number.MAX_SAFE_INTEGER) };
     case FrameType.Refused:
       return { type, code: at.code(1) as RefusalCode, message: at.message(2) };
     default:
@@ -383,6 +401,14 @@ class Fields {
       list.push([name, value]);
     }
     return list;
+  }
+
+  resume(index: number): { session: string; received: number } | null {
+    const v = this.get(index, "resume");
+    if (v === null) return null;
+    if (!Array.isArray(v) || v.length < 2) malformed(`${this.frame()} resume is ${describe(v)}, not [session, received]`);
+    const at = new Fields(v, this.type);
+    return { session: at.text(0, "resume.session", 64), received: at.int(1, "resume.received", 0, Number.MAX_SAFE_INTEGER) };
   }
 
   rules(index: number): VisitorRules {

@@ -14,6 +14,7 @@ export const FrameType = {
   Credit: 9,
   WsMessage: 10,
   WsClose: 11,
+  Ack: 12,
 } as const;
 
 /**
@@ -64,6 +65,12 @@ export interface HelloFrame {
   claim: string;
   /** Who may visit: enforced by the relay before a visitor's request costs the agent a frame. */
   rules: VisitorRules;
+  /**
+   * Going on with the session a previous connection carried (its streams survive the cut):
+   * the id the relay's Ready gave it, and how many of the relay's frames the agent received.
+   * Null for a new session. See FrameSession.
+   */
+  resume: { session: string; received: number } | null;
 }
 
 /**
@@ -98,6 +105,12 @@ export interface ReadyFrame {
   url: string;
   /** The relay has no tokens: anyone who can reach it may open tunnels (the agent says so). */
   open: boolean;
+  /** The session this connection carries: the id to resume it with after a cut. */
+  session: string;
+  /** True when the hello's resume was accepted: streams go on, frames after `received` are sent again. */
+  resumed: boolean;
+  /** Frames of the session the relay received from the agent (when resumed). */
+  received: number;
 }
 
 /**
@@ -216,6 +229,15 @@ export interface WsCloseFrame {
   reason: string;
 }
 
+/**
+ * Either direction, within a session: the sender has received `received` frames of the
+ * session from the other side, which may stop keeping them for a resend (see FrameSession).
+ */
+export interface AckFrame {
+  type: typeof FrameType.Ack;
+  received: number;
+}
+
 /** Every frame either side sends. */
 export type Frame =
   | HelloFrame
@@ -228,4 +250,5 @@ export type Frame =
   | ResetFrame
   | CreditFrame
   | WsMessageFrame
-  | WsCloseFrame;
+  | WsCloseFrame
+  | AckFrame;

@@ -11,3 +11,4 @@ export { HOP_BY_HOP } from "./http.ts";
 export * from "./limits.ts";
 export { decodePollAnswer, encodePollAnswer, MAX_POLL_ANSWER, type PollAnswer } from "./poll.ts";
 export { hashBasicCredentials, sameBytes } from "./secrets.ts";
+export { ACK_DELAY_MS, FrameSession } from "./session.ts";

@@ -12,3 +12,6 @@ declare const crypto: {
   subtle: { digest(algorithm: "SHA-256", data: Uint8Array): Promise<ArrayBuffer> };
   getRandomValues<T extends Uint8Array>(array: T): T;
 };
+// Timers, present in every runtime the protocol runs in (FrameSession's delayed Ack).
+declare function setTimeout(callback: () => void, ms: number): unknown;
+declare function clearTimeout(timer: unknown): void;

@@ -43,7 +43,8 @@ export function websocketSuite(runtime: RuntimeName): void {
     const at = (path: string) => `${agent.url}${path}`;
 
     beforeAll(async () => {
-      [relay, origin] = await Promise.all([Relay.start(), Origin.start()]);
+      // An agent that is gone for good is noticed RESUME_SECONDS after its connection drops.
+      [relay, origin] = await Promise.all([Relay.start({ vars: { RESUME_SECONDS: "2" } }), Origin.start()]);
       agent = await AgentProcess.start(runtime, tunnelArgs(origin.port, relay, `ws-${runtime}`));
     }, 90_000);
 
@@ -134,7 +135,7 @@ export function websocketSuite(runtime: RuntimeName): void {
       expect(status).toBe(403);
     });
 
-    it("closes the visitor's sockets with 1011 when the agent goes away", async () => {
+    it("closes the visitor's sockets with 1011 when the agent goes away and does not come back", async () => {
       // Heartbeats every second: on the HTTPS transport, the relay notices a dead agent by its missing polls.
       const extra = await AgentProcess.start(runtime, [
         ...tunnelArgs(origin.port, relay, `ws-${runtime}-gone`),

@@ -150,6 +150,7 @@ describe("the relay under random requests", () => {
         token: fc.string({ maxLength: 40 }),
         claim: fc.string({ maxLength: 128 }),
         rules: fc.constant<HelloFrame["rules"]>({ basicAuth: [], allowIp: [], webhooks: [] }),
+        resume: fc.oneof(fc.constant(null), fc.record({ session: fc.string({ maxLength: 64 }), received: fc.nat() })),
       });
     const message = (name: string) =>
       fc.oneof(

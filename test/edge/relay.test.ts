@@ -68,7 +68,16 @@ describe("relay", () => {
       [PROTOCOL_VERSION + 1, /redeploy the relay/],
     ])("refuses protocol version %i, saying which side to upgrade", async (version, advice) => {
       const agent = await RawAgent.open(relay, "versions");
-      agent.send({ type: FrameType.Hello, version, agent: "test", name: "versions", token: "", claim: "x", rules: NO_RULES });
+      agent.send({
+        type: FrameType.Hello,
+        version,
+        agent: "test",
+        name: "versions",
+        token: "",
+        claim: "x",
+        rules: NO_RULES,
+        resume: null,
+      });
       const frame = await agent.next();
       expect(frame).toMatchObject({ type: FrameType.Refused, code: "version-mismatch", message: expect.stringMatching(advice) });
       expect((await agent.closed).code).toBe(CloseCode.Refused);
@@ -87,6 +96,7 @@ describe("relay", () => {
         token: "",
         claim: "claim-of-some-agent",
         rules: NO_RULES,
+        resume: null,
       });
       expect(await other.next()).toMatchObject({
         type: FrameType.Refused,
@@ -177,6 +187,7 @@ describe("relay", () => {
         token: "",
         claim: "claim-of-another",
         rules: NO_RULES,
+        resume: null,
       });
       expect(await squatter.next()).toMatchObject({
         code: "name-taken",
@@ -186,7 +197,7 @@ describe("relay", () => {
       expect(back.frames).toEqual([]);
       back.socket.close(1000, "agent stopped");
       await back.closed;
-      const next = await RawAgent.hello(relay, "keep", { claim: "claim-of-another", rules: NO_RULES });
+      const next = await RawAgent.hello(relay, "keep", { claim: "claim-of-another", rules: NO_RULES, resume: null });
       expect(next.socket.readyState).toBe(WebSocket.OPEN);
       next.socket.close(1000);
     });

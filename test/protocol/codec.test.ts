@@ -27,13 +27,22 @@ const FRAMES: Frame[] = [
     name: "demo",
     token: "",
     claim: "c2VjcmV0",
+    resume: { session: "c2Vzc2lvbg", received: 7 },
     rules: {
       basicAuth: ["ab".repeat(32)],
       allowIp: ["10.0.0.0/8", "::1"],
       webhooks: [{ kind: "github", header: "x-hub-signature-256", secret: "s" }],
     },
   },
-  { type: FrameType.Ready, name: "demo", url: "https://demo.example.com", open: true },
+  {
+    type: FrameType.Ready,
+    name: "demo",
+    url: "https://demo.example.com",
+    open: true,
+    session: "c2Vzc2lvbg",
+    resumed: true,
+    received: 2 ** 40,
+  },
   { type: FrameType.Refused, code: "name-taken", message: 'the tunnel name "demo" is in use' },
   {
     type: FrameType.RequestHead,
@@ -70,6 +79,7 @@ const FRAMES: Frame[] = [
   { type: FrameType.WsMessage, stream: 4, binary: false, final: true, bytes: new TextEncoder().encode("héllo") },
   { type: FrameType.WsMessage, stream: 4, binary: true, final: false, bytes: new Uint8Array(MAX_DATA_CHUNK) },
   { type: FrameType.WsClose, stream: 4, code: 4001, reason: "bye" },
+  { type: FrameType.Ack, received: 123_456 },
 ];
 
 function malformedMessage(bytes: Uint8Array): string {
