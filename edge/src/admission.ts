@@ -162,8 +162,10 @@ export async function admit(context: HelloContext): Promise<Admission> {
   }
   if (record && record.owner !== owner) {
     if (byToken && record.owner.startsWith("token:")) {
-      // A token's name is its own until it has gone unused for the TTL.
-      if (record.connected || now < record.lastUsed + policy.nameTtlMs) return refuse("name-owned", taken);
+      // A token's name is its own until it has gone unused for the TTL. A record still marked
+      // connected with no live link is from before this instance started: used until then.
+      const lastUsed = record.connected ? Math.max(record.lastUsed, context.bootedAt) : record.lastUsed;
+      if (now < lastUsed + policy.nameTtlMs) return refuse("name-owned", taken);
     } else if (!byToken) {
       // Open relay: the name waits for its agent for the grace after an unclean drop. A record
       // still marked connected without a live link is from before this instance started (a

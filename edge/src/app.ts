@@ -9,6 +9,7 @@ import {
   TUNNEL_NAME_PATTERN,
 } from "@burrow/protocol";
 import { type Context, Hono } from "hono";
+import { parseIp } from "./cidr.ts";
 import { withScopedCookies } from "./cookies.ts";
 import type { Env } from "./env.ts";
 import { EdgeError, ERROR_HEADER, RELAY_PAGE_HEADERS } from "./errors.ts";
@@ -191,7 +192,7 @@ function underPrefix(response: Response, prefix: string): Response {
  * @throws {EdgeError} 429 rate-limited, with Retry-After.
  */
 async function admitConnection(c: Context<App>): Promise<void> {
-  const key = c.var.clientIp ?? "unknown";
+  const key = rateKey(c.var.clientIp);
   const limit = connectLimit(c.env.CONNECTS_PER_MINUTE);
   const admission = await c.env.GATES.get(c.env.GATES.idFromName(key)).admit(limit);
   if (admission.ok) return;
@@ -202,6 +203,21 @@ async function admitConnection(c: Context<App>): Promise<void> {
     `Too many connection attempts from ${from}: the limit is ${limit} a minute (CONNECTS_PER_MINUTE). Retry in ${admission.retryAfterSeconds}s.`,
     { "Retry-After": String(admission.retryAfterSeconds) },
   );
+}
+
+/**
+ * Whom connection attempts are counted for: an IPv4 address, or an IPv6 address's /64 (one
+ * subscriber usually holds a whole /64, and would otherwise have 2^64 addresses to spread over).
+ */
+export function rateKey(ip: string | null | undefined): string {
+  if (!ip) return "unknown";
+  const bytes = parseIp(ip);
+  if (!bytes || !ip.includes(":") || (bytes[10] === 0xff && bytes[11] === 0xff && bytes.subarray(0, 10).every((b) => b === 0))) {
+    return ip;
+  }
+  const groups: string[] = [];
+  for (let i = 0; i < 8; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
+  return `${groups.join(":")}::/64`;
 }
 
 function tunnel(c: Context<App>, name: string): DurableObjectStub {

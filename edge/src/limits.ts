@@ -30,7 +30,7 @@ type LimitVars = Partial<
 >;
 
 /**
- * Defaults: 200 streams (a Durable Object has 128 MB; a stalled stream holds up to its 1 MiB
+ * Defaults: 100 streams (a Durable Object has 128 MB; a stalled stream holds up to its 1 MiB
  * window), 10 s for the hello, 100,000 frames and 1 GiB per second (far above what one Durable
  * Object can carry, so only a runaway agent meets them), 25 MiB signed bodies (GitHub's
  * largest webhook payload), names kept 7 days.
@@ -41,7 +41,7 @@ export function readLimits(env: LimitVars): RelayLimits {
     return value !== undefined && value !== "" && Number.isFinite(parsed) && parsed > 0 ? parsed : fallback;
   };
   return {
-    maxStreams: number(env.MAX_STREAMS_PER_TUNNEL, 200),
+    maxStreams: number(env.MAX_STREAMS_PER_TUNNEL, 100),
     helloTimeoutMs: 1000 * number(env.HELLO_TIMEOUT_SECONDS, 10),
     maxFramesPerSecond: number(env.MAX_AGENT_FRAMES_PER_SECOND, 100_000),
     maxBytesPerSecond: number(env.MAX_AGENT_BYTES_PER_SECOND, 1024 ** 3),
@@ -76,3 +76,30 @@ export class RateMeter {
     return this.level >= 0;
   }
 }
+
+/**
+ * Bytes a tunnel's Durable Object may hold at once for one purpose (signed bodies read whole,
+ * visitors' WebSocket messages waiting for the origin), whatever the number of requests: a
+ * Durable Object has 128 MB in all.
+ */
+export class ByteBudget {
+  private used = 0;
+
+  constructor(readonly limit: number) {}
+
+  /** Takes `bytes`; false (and nothing taken) when that would pass the limit. */
+  take(bytes: number): boolean {
+    if (this.used + bytes > this.limit) return false;
+    this.used += bytes;
+    return true;
+  }
+
+  give(bytes: number): void {
+    this.used = Math.max(0, this.used - bytes);
+  }
+}
+
+/** Signed bodies held at once per tunnel while their signatures are checked. */
+export const SIGNED_BODIES_BUDGET = 32 * 1024 * 1024;
+/** Visitors' WebSocket messages held at once per tunnel while the origin is slow to take them. */
+export const VISITOR_MESSAGES_BUDGET = 48 * 1024 * 1024;

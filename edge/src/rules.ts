@@ -1,6 +1,7 @@
 import { concatBytes, hashBasicCredentials, sameBytes, type VisitorRules } from "@burrow/protocol";
 import { type Cidr, inCidr, parseCidr, parseIp } from "./cidr.ts";
 import { EdgeError } from "./errors.ts";
+import type { ByteBudget } from "./limits.ts";
 
 // Who may visit a tunnel: the rules its agent set (--basic-auth, --allow-ip, --verify-webhook),
 // checked by the relay before the request costs the agent a single frame. Runtime-free.
@@ -28,10 +29,11 @@ export class RuleSet {
   /**
    * Checks a visitor's request. Returns the body to forward (read whole when a signature had to
    * be checked, else the stream as it came) and the headers without the relay's own credentials.
+   * A body read whole is taken from `budget`; the caller gives it back once it is forwarded.
    * @throws {EdgeError} 403 forbidden, 401 unauthorized (with WWW-Authenticate for Basic), 413
    *   body-too-large for a signed request over `maxSignedBody`.
    */
-  async check(visitor: VisitorRequest, maxSignedBody: number): Promise<CheckedRequest> {
+  async check(visitor: VisitorRequest, maxSignedBody: number, budget?: ByteBudget): Promise<CheckedRequest> {
     const { rules } = this;
     let headers = visitor.headers;
     if (this.ranges.length > 0) {
@@ -57,15 +59,29 @@ export class RuleSet {
       headers = headers.filter(([name]) => name !== "authorization");
     }
     if (rules.webhooks.length === 0) return { headers, body: visitor.body };
-    const body = await readAll(visitor.body, visitor.contentLength, maxSignedBody);
-    for (const webhook of rules.webhooks) {
+    // Only a request that carries a signature of the right form has its body read: reading
+    // costs the relay memory, and an unsigned request can be refused without it.
+    const signatures = rules.webhooks.flatMap((webhook) => {
       const value = header(headers, webhook.header);
-      if (value === undefined) continue;
-      const hex = value.startsWith("sha256=") ? value.slice(7) : webhook.kind === "github" ? undefined : value;
-      if (!hex || !/^[0-9a-fA-F]{64}$/.test(hex)) continue;
+      const hex = value?.startsWith("sha256=") ? value.slice(7) : webhook.kind === "github" ? undefined : value;
+      return hex && /^[0-9a-fA-F]{64}$/.test(hex) ? [{ webhook, hex }] : [];
+    });
+    const names = [...new Set(rules.webhooks.map((w) => w.header))].join(" or ");
+    if (signatures.length === 0) {
+      throw new EdgeError(
+        401,
+        "unauthorized",
+        `This tunnel accepts signed requests only: ${names} is missing or not a SHA-256 HMAC.`,
+      );
+    }
+    const body =
+      visitor.body instanceof Uint8Array
+        ? visitor.body
+        : await readAll(visitor.body, visitor.contentLength, maxSignedBody, budget);
+    for (const { webhook, hex } of signatures) {
       if (sameBytes(fromHex(hex), await hmac(webhook.secret, body))) return { headers, body };
     }
-    const names = [...new Set(rules.webhooks.map((w) => w.header))].join(" or ");
+    budget?.give(body.byteLength);
     throw new EdgeError(401, "unauthorized", `This tunnel accepts signed requests only: ${names} does not match the body.`);
   }
 }
@@ -74,7 +90,8 @@ export interface VisitorRequest {
   tunnel: string;
   headers: [string, string][];
   clientIp: string | null;
-  body: ReadableStream<Uint8Array> | null;
+  /** As it came, or already read whole (a second check after the agent changed). */
+  body: ReadableStream<Uint8Array> | Uint8Array | null;
   contentLength: number | undefined;
 }
 
@@ -116,6 +133,7 @@ async function readAll(
   body: ReadableStream<Uint8Array> | null,
   declared: number | undefined,
   limit: number,
+  budget: ByteBudget | undefined,
 ): Promise<Uint8Array> {
   const tooLarge = (size: string) =>
     new EdgeError(
@@ -130,18 +148,32 @@ async function readAll(
     throw tooLarge(`${declared} bytes`);
   }
   if (!body) return new Uint8Array(0);
+  const busy = () =>
+    new EdgeError(
+      503,
+      "too-many-streams",
+      "This tunnel is checking the signatures of as many request bodies as it can hold; retry in a moment.",
+      { "Retry-After": "1" },
+    );
   const parts: Uint8Array[] = [];
   let size = 0;
   const reader = body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > limit) {
-      await reader.cancel();
-      throw tooLarge(`over ${limit} bytes`);
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > limit) throw tooLarge(`over ${limit} bytes`);
+      if (budget && !budget.take(value.byteLength)) {
+        size -= value.byteLength;
+        throw busy();
+      }
+      parts.push(value);
     }
-    parts.push(value);
+  } catch (error) {
+    budget?.give(size);
+    await reader.cancel().catch(() => {});
+    throw error;
   }
   return concatBytes(parts, size);
 }

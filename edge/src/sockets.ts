@@ -9,6 +9,7 @@ import {
   type WsMessageFrame,
 } from "@burrow/protocol";
 import { isTeardownNoise } from "./errors.ts";
+import { ByteBudget, VISITOR_MESSAGES_BUDGET } from "./limits.ts";
 import type { AgentSession } from "./session.ts";
 import type { SendFrame, Verdict } from "./streams.ts";
 
@@ -52,6 +53,8 @@ export class SocketRelay {
   private readonly outbound = new Map<number, Outbound>();
   /** Bytes of the origin's messages taken in but not yet credited to the agent, per stream. */
   private readonly taken = new Map<number, number>();
+  /** Bytes of visitors' messages waiting here for the agent's credit, on all sockets. */
+  private readonly waiting = new ByteBudget(VISITOR_MESSAGES_BUDGET);
 
   constructor(
     private readonly ctx: DurableObjectState,
@@ -75,6 +78,13 @@ export class SocketRelay {
     if (out.queued + bytes.byteLength > MAX_WS_MESSAGE) {
       this.close(visitor, 1009, `more than ${MAX_WS_MESSAGE} bytes are waiting for the origin; slow down`);
       this.send(agent, { type: FrameType.WsClose, stream: id, code: 1001, reason: "the visitor sent too much too fast" });
+      return;
+    }
+    // All visitors' waiting messages together stay within what the Durable Object can hold.
+    if (!this.waiting.take(bytes.byteLength)) {
+      this.close(visitor, 1013, "the tunnel's origin is not keeping up with its visitors; try again later");
+      this.send(agent, { type: FrameType.WsClose, stream: id, code: 1001, reason: "the relay holds too much for this tunnel" });
+      this.forget(id);
       return;
     }
     for (let offset = 0; offset < bytes.byteLength || offset === 0; offset += MAX_DATA_CHUNK) {
@@ -185,6 +195,7 @@ export class SocketRelay {
     while (out.queue.length > 0 && out.credit > 0) {
       const piece = out.queue.shift()!;
       out.queued -= piece.bytes.byteLength;
+      this.waiting.give(piece.bytes.byteLength);
       out.credit -= piece.bytes.byteLength;
       this.send(agent, piece);
     }
@@ -193,6 +204,7 @@ export class SocketRelay {
   private forget(id: number): void {
     this.partial.delete(id);
     this.taken.delete(id);
+    this.waiting.give(this.outbound.get(id)?.queued ?? 0);
     this.outbound.delete(id);
   }
 

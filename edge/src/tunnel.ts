@@ -18,7 +18,7 @@ import type { Env } from "./env.ts";
 import { EdgeError, isTeardownNoise } from "./errors.ts";
 import { tunnelLimit } from "./gate.ts";
 import { INTERNAL, isInternal, withoutHopByHop } from "./headers.ts";
-import { RateMeter, type RelayLimits, readLimits } from "./limits.ts";
+import { ByteBudget, RateMeter, type RelayLimits, readLimits, SIGNED_BODIES_BUDGET } from "./limits.ts";
 import { type AgentLink, PollingLink } from "./polling.ts";
 import { RuleSet } from "./rules.ts";
 import { AgentSession, sessionId } from "./session.ts";
@@ -99,11 +99,36 @@ export class TunnelObject extends DurableObject<Env> {
   private readonly sessions = new Map<string, PollingLink>();
   /** The visitor rules of the connected agent; undefined until read from storage. */
   private rules: RuleSet | null | undefined;
+  /** Counts changes of `rules`, so a request checked under older ones is checked again. */
+  private rulesGeneration = 0;
+  /** Visitor requests whose rules are being checked (they count against MAX_STREAMS_PER_TUNNEL). */
+  private checking = 0;
+  private readonly signedBodies = new ByteBudget(SIGNED_BODIES_BUDGET);
+  /** Hellos are judged one at a time: two racing for a name must not both win it. */
+  private hellos: Promise<unknown> = Promise.resolve();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     // Answered by the runtime itself, without waking this object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(HEARTBEAT.ping, HEARTBEAT.pong));
+    // A restart (a deploy, an eviction) says nothing to the links it drops: a record still
+    // marked connected with no agent link alive is from before, and counts as a drop now (the
+    // name waits for its agent as after a cut, and lapses after NAME_TTL_DAYS from here).
+    void ctx.blockConcurrencyWhile(async () => {
+      const record = await ctx.storage.get<NameRecord>(NAME_KEY);
+      if (!record?.connected) return;
+      const alive = ctx.getWebSockets(AGENT_TAG).some((s) => (s.deserializeAttachment() as Attachment | null)?.phase === "ready");
+      if (alive) return;
+      const now = Date.now();
+      await ctx.storage.put(NAME_KEY, { ...record, connected: false, dropped: true, lastUsed: now });
+      await ctx.storage.setAlarm(now + this.resumeMs + 1000);
+    });
+  }
+
+  /** How long a cut session waits for its agent (RESUME_SECONDS). */
+  private get resumeMs(): number {
+    const seconds = Number(this.env.RESUME_SECONDS);
+    return 1000 * (seconds > 0 ? seconds : DEFAULT_RESUME_S);
   }
 
   override async fetch(request: Request): Promise<Response> {
@@ -199,38 +224,53 @@ export class TunnelObject extends DurableObject<Env> {
     const upgrade = request.headers.get("upgrade")?.toLowerCase() === "websocket";
     let headers = withoutHopByHop(request.headers).filter(([name]) => !isInternal(name));
     let body: ReadableStream<Uint8Array> | Uint8Array | null = request.body;
-    // The agent's rules first: a visitor they turn away never costs the agent a frame.
-    const rules = await this.visitorRules();
-    if (rules) {
-      const length = request.headers.get("content-length");
-      const checked = await rules.check(
-        {
-          tunnel,
-          headers,
-          clientIp: request.headers.get(INTERNAL.clientIp),
-          body,
-          contentLength: length === null ? undefined : Number(length),
-        },
-        this.limits.maxSignedBody,
-      );
-      headers = checked.headers;
-      body = checked.body;
-    }
-    const agent = this.agent() ?? (await this.agentBack());
-    if (!agent) {
-      throw new EdgeError(
-        502,
-        "agent-offline",
-        `No agent is connected for tunnel "${tunnel}". Start one next to your server: npx -p burrow-agent agent --port 8000 --name ${tunnel} --relay ${request.headers.get(INTERNAL.relayUrl) ?? "<this relay's URL>"}`,
-      );
-    }
-    const open = this.streams.size + this.sockets.count;
+    // A request being checked counts as open: a signed body is held while it is read.
+    const open = this.streams.size + this.sockets.count + this.checking;
     if (open >= this.limits.maxStreams) {
       throw new EdgeError(
         503,
         "too-many-streams",
         `This tunnel has ${open} requests and WebSockets open, its limit (MAX_STREAMS_PER_TUNNEL); retry in a moment.`,
         { "Retry-After": "1" },
+      );
+    }
+    this.checking++;
+    let agent: AgentSession | undefined;
+    try {
+      // The rules first: a visitor they turn away never costs the agent a frame. Checked again
+      // when the rules changed meanwhile (an agent that came back with others): the request
+      // goes to that agent, under its rules.
+      for (let checkedUnder = -1; checkedUnder !== this.rulesGeneration; ) {
+        checkedUnder = this.rulesGeneration;
+        const rules = await this.visitorRules();
+        if (rules) {
+          const length = request.headers.get("content-length");
+          const checked = await rules.check(
+            {
+              tunnel,
+              headers,
+              clientIp: request.headers.get(INTERNAL.clientIp),
+              body,
+              contentLength: length === null ? undefined : Number(length),
+            },
+            this.limits.maxSignedBody,
+            this.signedBodies,
+          );
+          headers = checked.headers;
+          body = checked.body;
+        }
+        agent = this.agent() ?? (await this.agentBack());
+      }
+    } finally {
+      this.checking--;
+    }
+    const held = body instanceof Uint8Array ? body.byteLength : 0;
+    if (!agent) {
+      this.signedBodies.give(held);
+      throw new EdgeError(
+        502,
+        "agent-offline",
+        `No agent is connected for tunnel "${tunnel}". Start one next to your server: npx -p burrow-agent agent --port 8000 --name ${tunnel} --relay ${request.headers.get(INTERNAL.relayUrl) ?? "<this relay's URL>"}`,
       );
     }
     const id = this.nextStreamId();
@@ -242,7 +282,12 @@ export class TunnelObject extends DurableObject<Env> {
     if (upgrade) headers.push(["upgrade", "websocket"]);
     this.sendFrame(agent, { type: FrameType.RequestHead, stream: id, method: request.method, path, headers });
     const timeoutMs = 1000 * (Number(this.env.RESPONSE_TIMEOUT_SECONDS) || DEFAULT_RESPONSE_TIMEOUT_S);
-    this.ctx.waitUntil(this.streams.forwardBody(id, body).then(() => this.streams.awaitHead(id, timeoutMs, tunnel)));
+    this.ctx.waitUntil(
+      this.streams.forwardBody(id, body).then(() => {
+        this.signedBodies.give(held);
+        this.streams.awaitHead(id, timeoutMs, tunnel);
+      }),
+    );
     return response;
   }
 
@@ -319,7 +364,9 @@ export class TunnelObject extends DurableObject<Env> {
       // Only the first frame is a hello; what follows it in the same message is served if the
       // hello was accepted and dropped unread if not (a message packed with hellos costs one).
       const [first, ...rest] = frames;
-      const session = await this.hello(link, first, attachment);
+      const judged = this.hellos.then(() => this.hello(link, first, attachment));
+      this.hellos = judged.catch(() => undefined);
+      const session = await judged;
       if (!session) return;
       for (const frame of session.frames.take(rest, counted.frames - 1)) this.receive(session, frame);
     } catch (error) {
@@ -370,18 +417,32 @@ export class TunnelObject extends DurableObject<Env> {
     this.closed(socket, 1006, "socket error");
   }
 
-  /** While an agent is connected, its name's last use moves forward; unused names expire. */
+  /**
+   * While an agent is connected, its name's last use moves forward. Once its agent has been
+   * gone longer than RESUME_SECONDS, the tunnel's visitor rules (webhook secrets among them)
+   * are deleted; once unused for NAME_TTL_DAYS, the name is.
+   */
   override async alarm(): Promise<void> {
     const record = await this.ctx.storage.get<NameRecord>(NAME_KEY);
     if (!record) return;
     const now = Date.now();
-    if (this.agent()) {
+    if (this.agent() ?? this.current) {
       await this.ctx.storage.put(NAME_KEY, { ...record, lastUsed: now });
       await this.ctx.storage.setAlarm(now + REFRESH_MS);
-    } else if (!record.connected && now >= record.lastUsed + this.limits.nameTtlMs) {
+      return;
+    }
+    const expires = record.lastUsed + this.limits.nameTtlMs;
+    if (now >= expires) {
       await this.ctx.storage.deleteAll();
+      return;
+    }
+    if (now >= record.lastUsed + this.resumeMs) {
+      this.rules = null;
+      this.rulesGeneration++;
+      await this.ctx.storage.delete(RULES_KEY);
+      await this.ctx.storage.setAlarm(expires);
     } else {
-      await this.ctx.storage.setAlarm(Math.max(now + 1000, record.lastUsed + this.limits.nameTtlMs));
+      await this.ctx.storage.setAlarm(Math.min(expires, record.lastUsed + this.resumeMs + 1000));
     }
   }
 
@@ -533,6 +594,7 @@ export class TunnelObject extends DurableObject<Env> {
     const now = Date.now();
     const rules = new RuleSet(hello.rules);
     this.rules = rules.empty ? null : rules;
+    this.rulesGeneration++;
     await Promise.all([
       this.ctx.storage.put(NAME_KEY, {
         owner: verdict.owner,
@@ -611,7 +673,8 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   private async releaseForToken(owner: string, name: string): Promise<void> {
-    if (!owner.startsWith("token:")) return;
+    // The same owner holds the tunnel again (a twin connection, a resumed session): keep it counted.
+    if (!owner.startsWith("token:") || this.current?.owner === owner) return;
     await this.env.GATES.get(this.env.GATES.idFromName(owner)).release(name);
   }
 
@@ -642,7 +705,7 @@ export class TunnelObject extends DurableObject<Env> {
     if (clean) {
       this.endSession(session, `The agent for tunnel "${attachment.name}" ${why}.`);
     } else {
-      const resumeMs = 1000 * (Number(this.env.RESUME_SECONDS) > 0 ? Number(this.env.RESUME_SECONDS) : DEFAULT_RESUME_S);
+      const resumeMs = this.resumeMs;
       session.resumeTimer = setTimeout(() => {
         if (this.current === session && !session.link) {
           this.endSession(
@@ -658,8 +721,11 @@ export class TunnelObject extends DurableObject<Env> {
       (async () => {
         if (clean) {
           await this.releaseForToken(attachment.owner, attachment.name);
+          // A new agent may have come meanwhile: the tunnel's state is its now.
+          if (this.current) return;
           // Its rules leave with it; on an open relay the name is free at once.
           this.rules = null;
+          this.rulesGeneration++;
           await this.ctx.storage.delete(RULES_KEY);
           if (!attachment.owner.startsWith("token:")) return void (await this.ctx.storage.delete(NAME_KEY));
         }
@@ -670,8 +736,11 @@ export class TunnelObject extends DurableObject<Env> {
           connected: false,
           dropped: !clean,
         };
+        if (this.current && this.current !== session) return;
+        if (!clean && session.link) return; // resumed already
         await this.ctx.storage.put(NAME_KEY, record);
-        await this.ctx.storage.setAlarm(now + this.limits.nameTtlMs);
+        // Soon after the resume window, to delete the rules of an agent that did not come back.
+        await this.ctx.storage.setAlarm(clean ? now + this.limits.nameTtlMs : now + this.resumeMs + 1000);
       })(),
     );
   }

@@ -110,7 +110,7 @@ describe("relay", () => {
       try {
         const bad = await RawAgent.hello(relay, "breaker");
         bad.socket.send(encode([FrameType.ResponseHead, 1, 999, []]));
-        expect(await bad.next()).toMatchObject({
+        expect(await bad.nextOf(FrameType.Reset)).toMatchObject({
           type: FrameType.Reset,
           stream: 1,
           code: "protocol-error",
