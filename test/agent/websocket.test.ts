@@ -3,7 +3,7 @@
 // connection with the code ws would use, and a close must wait for the peer's close.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLOSE_TIMEOUT_MS } from "../../agent/src/net/websocket.ts";
-import { closePayload, frame, type Pair, PeerServer } from "./_ws-peer.ts";
+import { closePayload, frame, type Pair, PeerServer } from "../_ws-peer.ts";
 
 const Op = { Continuation: 0, Text: 1, Binary: 2, Close: 8, Ping: 9, Pong: 10 } as const;
 

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { once } from "node:events";
 import { connect, createServer, type Server, type Socket } from "node:net";
-import { openWebSocket, WebSocketLink } from "../../agent/src/net/websocket.ts";
+import { openWebSocket, WebSocketLink } from "../agent/src/net/websocket.ts";
 
 /** One frame as the wire carries it, from either side. */
 export interface WireFrame {
