@@ -19,6 +19,8 @@ export interface Link {
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /** Largest message accepted from the relay: far above the protocol's own 1 MiB limit. */
 const MAX_INBOUND = 4 * 1024 * 1024;
+/** How long a close waits for the peer's close frame (and its end of TCP) before the socket is destroyed. */
+export const CLOSE_TIMEOUT_MS = 3000;
 
 /**
  * The WebSocket upgrade was answered with something other than 101: a proxy that blocks
@@ -96,34 +98,72 @@ export async function openWebSocket(socket: Duplex, url: URL, timeoutMs: number)
   return new WebSocketLink(socket, reader.release());
 }
 
-enum Opcode {
-  Continuation = 0,
-  Text = 1,
-  Binary = 2,
-  Close = 8,
-  Ping = 9,
-  Pong = 10,
+const Opcode = { Continuation: 0, Text: 1, Binary: 2, Close: 8, Ping: 9, Pong: 10 } as const;
+
+/**
+ * Whether `code` may travel in a close frame, as websockets/ws's `isValidStatusCode` judges it
+ * (RFC 6455 7.4): 1004-1006 and 1015 are reserved or local-only, 1016-2999 are unassigned, and
+ * 3000-4999 belong to libraries and applications.
+ */
+export function isValidCloseCode(code: number): boolean {
+  return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999);
 }
 
-/** RFC 6455 framing over a socket: client side, so every frame sent is masked. */
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** The text of `bytes`, or undefined when they are not valid UTF-8 (RFC 6455 8.1). */
+function decodeUtf8(bytes: Uint8Array): string | undefined {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A violation of RFC 6455 by the peer: the connection fails with `code`. */
+class FrameError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * RFC 6455 framing over a socket, client side: every frame sent is masked, and every frame
+ * received is held to the RFC as websockets/ws's receiver holds it. A violation fails the
+ * connection with the code ws would use (1002, 1007, 1009): a close frame, then the end.
+ */
 export class WebSocketLink implements Link {
   onmessage: (message: Uint8Array | string) => void = () => {};
   onclose: (code: number, reason: string) => void = () => {};
   private chunks: Buffer[] = [];
   private buffered = 0;
   private needed = 2;
+  /** The data frames of the message being received, and their total size; opcode 0 when none is open. */
   private fragments: Buffer[] = [];
-  private fragmentsType: Opcode = Opcode.Binary;
+  private fragmentsBytes = 0;
+  private fragmentsType: number = Opcode.Continuation;
   private closeSent = false;
+  /** A close frame came, or the peer broke the protocol: whatever follows is ignored. */
+  private receiving = true;
   private finished = false;
+  private closeTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     private readonly socket: Duplex,
     early: Buffer,
   ) {
     socket.on("data", (chunk: Buffer) => this.receive(chunk));
-    socket.on("error", (error: Error) => this.finish(1006, error.message));
-    socket.on("close", () => this.finish(1006, "the connection closed"));
+    socket.on("error", (error: Error) => {
+      socket.destroy();
+      this.finish(1006, error.message);
+    });
+    socket.on("close", () => {
+      clearTimeout(this.closeTimer);
+      this.finish(1006, "the connection closed");
+    });
     // Bytes that came with the handshake answer go first, once the caller has set its handlers.
     if (early.byteLength > 0) {
       this.chunks.push(early);
@@ -133,24 +173,48 @@ export class WebSocketLink implements Link {
   }
 
   send(message: Uint8Array | Uint8Array[] | string): void {
-    if (this.closeSent || this.finished) return;
+    // RFC 6455 5.5.1: no data frame after a close frame.
+    if (this.closeSent) return;
     if (typeof message === "string") this.write(Opcode.Text, [Buffer.from(message)]);
     else this.write(Opcode.Binary, Array.isArray(message) ? message : [message]);
   }
 
+  /**
+   * Starts the closing handshake: sends a close frame and waits for the peer's, for at most
+   * CLOSE_TIMEOUT_MS. `reason` is cut to the 123 bytes a control frame leaves it.
+   * @throws {RangeError} when `code` may not be sent (1005, 1006, 1015, below 1000...).
+   */
   close(code: number, reason: string): void {
-    if (this.closeSent || this.finished) return;
-    const payload = Buffer.alloc(2 + Buffer.byteLength(reason));
-    payload.writeUInt16BE(code, 0);
-    payload.write(reason, 2);
-    this.write(Opcode.Close, [payload]);
+    if (!isValidCloseCode(code)) throw new RangeError(`${code} is not a close code that may be sent`);
+    this.sendClose(code, reason);
+  }
+
+  private sendClose(code: number | undefined, reason: string): void {
+    if (this.closeSent) return;
     this.closeSent = true;
-    // The relay answers with its own close frame; a silent one does not hold us.
-    setTimeout(() => this.socket.destroy(), 2000).unref?.();
+    let payload = Buffer.alloc(0);
+    if (code !== undefined) {
+      const text = Buffer.from(reason);
+      // A control frame carries at most 125 bytes (RFC 6455 5.5); a cut must not split a character.
+      let end = Math.min(text.byteLength, 123);
+      while (end < text.byteLength && end > 0 && (text[end]! & 0xc0) === 0x80) end--;
+      payload = Buffer.alloc(2 + end);
+      payload.writeUInt16BE(code, 0);
+      text.copy(payload, 2, 0, end);
+    }
+    this.write(Opcode.Close, [payload]);
+    // The peer answers with its close frame and then ends TCP (RFC 6455 7.1.1); a silent one
+    // does not hold the socket open.
+    this.closeTimer = setTimeout(() => {
+      this.socket.destroy();
+      this.finish(1006, `no close frame from the peer within ${CLOSE_TIMEOUT_MS / 1000}s`);
+    }, CLOSE_TIMEOUT_MS);
+    this.closeTimer.unref?.();
   }
 
   /** Sends one frame whose payload is `parts` joined: copied once, into the masked frame. */
-  private write(opcode: Opcode, parts: Uint8Array[]): void {
+  private write(opcode: number, parts: Uint8Array[]): void {
+    if (this.socket.destroyed || this.socket.writableEnded) return;
     let length = 0;
     for (const part of parts) length += part.byteLength;
     const lengthBytes = length < 126 ? 0 : length < 65536 ? 2 : 8;
@@ -185,102 +249,152 @@ export class WebSocketLink implements Link {
   }
 
   private receive(chunk: Buffer): void {
+    if (!this.receiving) return;
     if (chunk.byteLength > 0) {
       this.chunks.push(chunk);
       this.buffered += chunk.byteLength;
     }
-    // Chunks are joined only once a whole frame (or header) is there: no copy per TCP segment.
-    while (!this.finished && this.buffered >= this.needed) {
-      const buffer = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
-      this.chunks = [buffer];
-      const fin = (buffer[0]! & 0x80) !== 0;
-      const opcode = (buffer[0]! & 0x0f) as Opcode;
-      if ((buffer[1]! & 0x80) !== 0) {
-        this.fail(1002, "the relay sent a masked frame");
-        return;
-      }
-      let length = buffer[1]! & 0x7f;
-      let offset = 2;
-      if (length >= 126) {
-        offset = length === 126 ? 4 : 10;
-        if (buffer.byteLength < offset) {
-          this.needed = offset;
+    try {
+      // Chunks are joined only once a whole frame (or header) is there: no copy per TCP segment.
+      while (this.receiving && this.buffered >= this.needed) {
+        const buffer = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
+        this.chunks = [buffer];
+        const header = this.header(buffer);
+        if (!header) return;
+        const { fin, opcode, offset, length } = header;
+        if (buffer.byteLength < offset + length) {
+          this.needed = offset + length;
           return;
         }
-        length = length === 126 ? buffer.readUInt16BE(2) : buffer.readUInt32BE(2) * 2 ** 32 + buffer.readUInt32BE(6);
+        const payload = buffer.subarray(offset, offset + length);
+        const rest = buffer.subarray(offset + length);
+        this.chunks = rest.byteLength > 0 ? [rest] : [];
+        this.buffered = rest.byteLength;
+        this.needed = 2;
+        this.frame(fin, opcode, payload);
       }
-      if (length > MAX_INBOUND) {
-        this.fail(1009, `a frame of ${length} bytes exceeds ${MAX_INBOUND}`);
-        return;
-      }
-      if (buffer.byteLength < offset + length) {
-        this.needed = offset + length;
-        return;
-      }
-      const payload = buffer.subarray(offset, offset + length);
-      const rest = buffer.subarray(offset + length);
-      this.chunks = rest.byteLength > 0 ? [rest] : [];
-      this.buffered = rest.byteLength;
-      this.needed = 2;
-      this.frame(fin, opcode, payload);
+    } catch (error) {
+      if (!(error instanceof FrameError)) throw error;
+      this.fail(error.code, error.message);
     }
   }
 
-  private frame(fin: boolean, opcode: Opcode, payload: Buffer): void {
+  /**
+   * Reads and checks a frame's header, in the order of ws's `getInfo` and `haveLength`. Checked
+   * again each time more bytes come for the same frame: it changes nothing.
+   * @returns undefined when the header's extended length has not all arrived.
+   * @throws {FrameError} for a header RFC 6455 forbids, or a message larger than MAX_INBOUND.
+   */
+  private header(buffer: Buffer): { fin: boolean; opcode: number; offset: number; length: number } | undefined {
+    const fin = (buffer[0]! & 0x80) !== 0;
+    const opcode = buffer[0]! & 0x0f;
+    // No extension is negotiated (the handshake asks for none), so RSV1-3 must be 0 (RFC 6455 5.2).
+    if ((buffer[0]! & 0x70) !== 0) throw new FrameError(1002, "RSV bits must be clear");
+    if (opcode === Opcode.Continuation) {
+      if (this.fragmentsType === Opcode.Continuation) throw new FrameError(1002, "a continuation with no message open");
+    } else if (opcode === Opcode.Text || opcode === Opcode.Binary) {
+      if (this.fragmentsType !== Opcode.Continuation) throw new FrameError(1002, "a new message inside a fragmented one");
+    } else if (opcode === Opcode.Close || opcode === Opcode.Ping || opcode === Opcode.Pong) {
+      // RFC 6455 5.5: control frames are never fragmented and carry at most 125 bytes; a close
+      // payload is empty or starts with a 2-byte code (5.5.1).
+      if (!fin) throw new FrameError(1002, "a fragmented control frame");
+      const short = buffer[1]! & 0x7f;
+      if (short > 125 || (opcode === Opcode.Close && short === 1)) {
+        throw new FrameError(1002, `a control frame with a ${short > 125 ? "long" : "1-byte"} payload`);
+      }
+    } else {
+      throw new FrameError(1002, `unknown opcode ${opcode}`);
+    }
+    // RFC 6455 5.1: a server never masks its frames.
+    if ((buffer[1]! & 0x80) !== 0) throw new FrameError(1002, "a masked frame from the server");
+    let length = buffer[1]! & 0x7f;
+    let offset = 2;
+    if (length >= 126) {
+      offset = length === 126 ? 4 : 10;
+      if (buffer.byteLength < offset) {
+        this.needed = offset;
+        return undefined;
+      }
+      if (length === 126) length = buffer.readUInt16BE(2);
+      else {
+        const high = buffer.readUInt32BE(2);
+        // RFC 6455 5.2: the most significant bit of a 64-bit length must be 0.
+        if (high >= 0x80000000) throw new FrameError(1002, "a 64-bit length with its high bit set");
+        length = high * 2 ** 32 + buffer.readUInt32BE(6);
+      }
+    }
+    // The cap is on the message, all fragments together, and is checked before its bytes are held.
+    if (opcode < Opcode.Close && this.fragmentsBytes + length > MAX_INBOUND) {
+      throw new FrameError(1009, `a message of more than ${MAX_INBOUND} bytes`);
+    }
+    return { fin, opcode, offset, length };
+  }
+
+  private frame(fin: boolean, opcode: number, payload: Buffer): void {
     switch (opcode) {
       case Opcode.Ping:
-        this.write(Opcode.Pong, [payload]);
+        // Once our close frame is sent, nothing else is (as ws does): the peer's close is awaited.
+        if (!this.closeSent) this.write(Opcode.Pong, [payload]);
         return;
       case Opcode.Pong:
         return;
-      case Opcode.Close: {
-        const code = payload.byteLength >= 2 ? payload.readUInt16BE(0) : 1005;
-        const reason = payload.subarray(2).toString("utf8");
-        if (!this.closeSent) {
-          this.write(Opcode.Close, [payload.subarray(0, 2)]);
-          this.closeSent = true;
-        }
-        this.socket.end();
-        this.finish(code, reason);
+      case Opcode.Close:
+        this.closeFrame(payload);
         return;
-      }
-      case Opcode.Continuation:
-      case Opcode.Text:
-      case Opcode.Binary: {
+      default: {
         if (opcode !== Opcode.Continuation) this.fragmentsType = opcode;
         if (!fin) {
-          this.fragments.push(Buffer.from(payload));
-          if (this.fragments.reduce((n, f) => n + f.byteLength, 0) > MAX_INBOUND) this.fail(1009, "message too large");
+          // The receive buffer is not reused: a view keeps the fragment without a copy.
+          this.fragments.push(payload);
+          this.fragmentsBytes += payload.byteLength;
           return;
         }
-        let whole: Buffer = payload;
-        if (this.fragments.length > 0) {
-          whole = Buffer.concat([...this.fragments, payload]);
-          this.fragments = [];
-        }
-        // The payload is a view of the receive buffer, which is not reused: safe to hand out.
-        this.onmessage(
-          this.fragmentsType === Opcode.Text
-            ? whole.toString("utf8")
-            : new Uint8Array(whole.buffer, whole.byteOffset, whole.byteLength),
-        );
-        return;
+        const type = this.fragmentsType;
+        const whole = this.fragments.length > 0 ? Buffer.concat([...this.fragments, payload]) : payload;
+        this.fragments = [];
+        this.fragmentsBytes = 0;
+        this.fragmentsType = Opcode.Continuation;
+        if (type === Opcode.Text) {
+          const text = decodeUtf8(whole);
+          if (text === undefined) throw new FrameError(1007, "a text message that is not UTF-8");
+          this.onmessage(text);
+        } else this.onmessage(new Uint8Array(whole.buffer, whole.byteOffset, whole.byteLength));
       }
-      default:
-        this.fail(1002, `unknown opcode ${opcode}`);
     }
   }
 
+  /** The peer's close frame: answered (if we had not closed first), then TCP is ended. */
+  private closeFrame(payload: Buffer): void {
+    let code = 1005;
+    let reason = "";
+    if (payload.byteLength >= 2) {
+      code = payload.readUInt16BE(0);
+      if (!isValidCloseCode(code)) throw new FrameError(1002, `close code ${code} may not be sent`);
+      const text = decodeUtf8(payload.subarray(2));
+      if (text === undefined) throw new FrameError(1007, "a close reason that is not UTF-8");
+      reason = text;
+    }
+    this.receiving = false;
+    // RFC 6455 5.5.1: echo the code; 1005 means there was none, so the answer has none either.
+    this.sendClose(code === 1005 ? undefined : code, "");
+    this.socket.end();
+    this.finish(code, reason);
+  }
+
+  /** RFC 6455 7.1.7: the peer broke the protocol. A close frame says how, then TCP is ended. */
   private fail(code: number, reason: string): void {
-    this.close(code, reason);
-    this.socket.destroy();
+    this.receiving = false;
+    this.chunks = [];
+    this.buffered = 0;
+    this.fragments = [];
+    this.sendClose(code, reason);
+    this.socket.end();
     this.finish(code, reason);
   }
 
   private finish(code: number, reason: string): void {
     if (this.finished) return;
     this.finished = true;
-    this.socket.destroy();
     this.onclose(code, reason);
   }
 }
