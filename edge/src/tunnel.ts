@@ -581,6 +581,9 @@ export class TunnelObject extends DurableObject<Env> {
     if (previous && !resumed) {
       this.endSession(previous, `The agent for tunnel "${hello.name}" reconnected as a new session; retry the request.`);
     }
+    // Visitor WebSockets of a session this object no longer knows (it was evicted meanwhile)
+    // have nobody to talk to.
+    if (!resumed) this.sockets.closeAll("the tunnel's agent reconnected as a new session");
     const session = resumed ? previous : new AgentSession(sessionId(), verdict.owner, verdict.label);
     this.current = session;
     socket.serializeAttachment({
