@@ -1,12 +1,14 @@
 import { createHmac } from "node:crypto";
+import http from "node:http";
 import { CloseCode, encodeFrame, FrameType, hashBasicCredentials, SESSION_HEADER, SESSION_PATH } from "@burrow/protocol";
 import { encode } from "@msgpack/msgpack";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
 import { AgentProcess, tunnelArgs } from "../_agent.ts";
 import { Origin } from "../_origin.ts";
 import { RawAgent } from "../_raw-agent.ts";
 import { Relay } from "../_relay.ts";
-import { at, visit } from "../_visit.ts";
+import { at, dialOptions, visit } from "../_visit.ts";
 
 // Who may open a tunnel, who owns a name, who may visit, and the limits: each against the real
 // relay on workerd, with hand-driven agent connections where a real agent would never misbehave.
@@ -69,6 +71,19 @@ describe("a relay with tokens", () => {
     const other = new AgentProcess("node", [...tunnelArgs(origin.port, relay, "owned"), "--token", BOB]);
     expect(await other.exited).toBe(3);
     expect(other.output).toContain('the name "owned" belongs to another token');
+  });
+
+  it("gives a fresh name to one of two tokens that say hello for it at once, never to both", async () => {
+    for (let i = 0; i < 5; i++) {
+      const name = `race-${i}`;
+      const [a, b] = await Promise.all([RawAgent.open(relay, name), RawAgent.open(relay, name)]);
+      a.send(RawAgent.helloFrame(name, { token: ALICE }));
+      b.send(RawAgent.helloFrame(name, { token: BOB }));
+      const answers = (await Promise.all([a.next(), b.next()])).map((f) => (f.type === FrameType.Refused ? f.code : f.type));
+      expect(answers.sort()).toEqual([FrameType.Ready, "name-owned"].sort());
+      a.socket.close(1000);
+      b.socket.close(1000);
+    }
   });
 
   it("hands the tunnel to the newer connection of the same token and tells the older one why", async () => {
@@ -148,6 +163,29 @@ describe("names on a relay with tokens, over time", () => {
     expect(early).toMatchObject({ type: FrameType.Refused, code: "name-owned" });
     await new Promise((resolve) => setTimeout(resolve, 2600 - (performance.now() - stoppedAt) + 200));
     const [, late] = await RawAgent.say(relay, "lapsing", { token: BOB });
+    expect(late).toMatchObject({ type: FrameType.Ready });
+  });
+});
+
+describe("a token's name left marked connected by a relay restart", () => {
+  let relay: Relay;
+
+  beforeAll(async () => {
+    relay = await Relay.start({ vars: { BURROW_TOKENS: `alice:${ALICE},bob:${BOB}`, NAME_TTL_DAYS: "0.00003" } });
+  });
+
+  afterAll(async () => {
+    await relay?.dispose();
+  });
+
+  it("lapses NAME_TTL_DAYS after the restart, like any unused name", async () => {
+    await RawAgent.hello(relay, "stuck", { token: ALICE });
+    await relay.restart();
+    const restartedAt = performance.now();
+    const [, early] = await RawAgent.say(relay, "stuck", { token: BOB });
+    expect(early).toMatchObject({ type: FrameType.Refused, code: "name-owned" });
+    await new Promise((resolve) => setTimeout(resolve, 2600 - (performance.now() - restartedAt) + 300));
+    const [, late] = await RawAgent.say(relay, "stuck", { token: BOB });
     expect(late).toMatchObject({ type: FrameType.Ready });
   });
 });
@@ -257,6 +295,30 @@ describe("an open relay", () => {
     expect((await again).status).toBe(204);
   });
 
+  it("closes a visitor's WebSocket (1013) once the tunnel holds 48 MiB of messages its origin has not taken", async () => {
+    const agent = await RawAgent.hello(relay, "slow-origin");
+    const open = async () => {
+      const socket = new WebSocket(`ws://127.0.0.1:${relay.port}/ws`, {
+        headers: { host: `slow-origin.localhost:${relay.port}` },
+        maxPayload: 64 * 1024 * 1024,
+      });
+      const head = await agent.nextOf(FrameType.RequestHead);
+      agent.send({ type: FrameType.ResponseHead, stream: head.stream, status: 101, headers: [] });
+      await new Promise((resolve, reject) => socket.once("open", resolve).once("error", reject));
+      const closed = new Promise<number>((resolve) => socket.once("close", resolve));
+      return { socket, closed };
+    };
+    // The agent never grants credit: the relay keeps what the visitors send beyond the window.
+    const ten = new Uint8Array(10 * 1024 * 1024);
+    const a = await open();
+    for (let i = 0; i < 3; i++) a.socket.send(ten);
+    const b = await open();
+    for (let i = 0; i < 3; i++) b.socket.send(ten);
+    expect(await b.closed).toBe(1013);
+    expect(a.socket.readyState).toBe(WebSocket.OPEN);
+    a.socket.close(1000);
+  });
+
   it("resets only the stream an agent's frame breaks the protocol on: a second head, data before a head, too much credit", async () => {
     const agent = await RawAgent.hello(relay, "sloppy");
     const url = `http://sloppy.localhost:${relay.port}/`;
@@ -317,6 +379,19 @@ describe("an open relay", () => {
       expect((await admitted).status).toBe(204);
     });
 
+    it("checks a visitor who waited for a reconnecting agent against the rules it came back with", async () => {
+      const claim = "claim-of-the-flipper-0123456789";
+      const first = await RawAgent.hello(relay, "flip", { claim });
+      first.socket.terminate(); // an unclean drop: visitors wait for the agent
+      await first.closed;
+      const visitor = visit(`http://flip.localhost:${relay.port}/secret`).then((v) => v.status);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const basicAuth = [await hashBasicCredentials("flip", "alice", "pw")];
+      const second = await RawAgent.hello(relay, "flip", { claim, rules: { basicAuth, allowIp: [], webhooks: [] } });
+      expect(await visitor).toBe(401);
+      expect(second.frames.filter((f) => f.type === FrameType.RequestHead)).toEqual([]);
+    });
+
     it("admits only the listed addresses", async () => {
       const closed = await RawAgent.hello(relay, "lan-only", { rules: { basicAuth: [], allowIp: ["10.0.0.0/8"], webhooks: [] } });
       const refused = await visit(`http://lan-only.localhost:${relay.port}/`);
@@ -356,6 +431,16 @@ describe("an open relay", () => {
       await agent.nextOf(FrameType.End);
       agent.send({ type: FrameType.ResponseHead, stream: head.stream, status: 204, headers: [] });
       expect((await admitted).status).toBe(204);
+
+      // Without a signature of the right form the body is not even read: refused at once.
+      const unsigned = await new Promise<number>((resolve, reject) => {
+        const request = http.request({ ...dialOptions(url, { "content-length": 4000 }), method: "POST" }, (response) =>
+          resolve(response.statusCode ?? 0),
+        );
+        request.on("error", reject);
+        request.write(new Uint8Array(100)); // and never the rest
+      });
+      expect(unsigned).toBe(401);
 
       const big = new Uint8Array(4097);
       const tooBig = await visit(url, { method: "POST", body: big, headers: { "x-hub-signature-256": sign(big) } });
