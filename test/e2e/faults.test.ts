@@ -254,6 +254,8 @@ describe.skipIf(!cuttable)("what faults cost a visitor", () => {
         const relayBefore = rss(workerdPids());
         const failures: string[] = [];
         const counts = { downloads: 0, uploads: 0, small: 0, events: 0, messages: 0, cuts: 0 };
+        /** RSS of the agent and of workerd at each cut. */
+        const series: [number, number][] = [];
         const endAt = performance.now() + SOAK_MS;
         const running = () => performance.now() < endAt;
         const loop = async (what: string, step: () => Promise<void>) => {
@@ -306,6 +308,7 @@ describe.skipIf(!cuttable)("what faults cost a visitor", () => {
           await pause(Math.min(CUT_EVERY_MS, Math.max(0, endAt - performance.now())));
           if (!running()) break;
           counts.cuts += (await cutConnections(agent.runtimePid, relay.port)) > 0 ? 1 : 0;
+          series.push([memory(agent.runtimePid).rss, rss(workerdPids())]);
         }
         await traffic;
         counts.messages = sent;
@@ -317,14 +320,19 @@ describe.skipIf(!cuttable)("what faults cost a visitor", () => {
         const agentAfter = memory(agent.runtimePid).rss;
         const relayAfter = rss(workerdPids());
         console.log(
-          `soak ${SOAK_MS / 1000}s: ${counts.cuts} cuts, ${counts.downloads} downloads, ${counts.uploads} uploads, ${counts.small} small requests, ${counts.events} events, ${counts.messages} WebSocket messages, ${failures.length} failures; agent RSS ${mb(agentBefore)} -> ${mb(agentAfter)}, workerd RSS ${mb(relayBefore)} -> ${mb(relayAfter)}`,
+          `soak ${SOAK_MS / 1000}s: ${counts.cuts} cuts, ${counts.downloads} downloads, ${counts.uploads} uploads, ${counts.small} small requests, ${counts.events} events, ${counts.messages} WebSocket messages, ${failures.length} failures; agent RSS ${mb(agentBefore)} -> ${mb(agentAfter)}, workerd RSS ${mb(relayBefore)} -> ${mb(relayAfter)}; at each cut: agent ${series.map(([a]) => mb(a)).join(", ")}; workerd ${series.map(([, r]) => mb(r)).join(", ")}`,
         );
         expect(failures).toEqual([]);
         expect(counts.cuts).toBeGreaterThanOrEqual(Math.floor(SOAK_MS / CUT_EVERY_MS) - 1);
         expect(counts.downloads).toBeGreaterThan(0);
         expect(counts.uploads).toBeGreaterThan(0);
         expect(agentAfter - agentBefore, "agent RSS growth").toBeLessThan(100 * MB);
-        expect(relayAfter - relayBefore, "workerd RSS growth").toBeLessThan(100 * MB);
+        // From cold, workerd grows by the working set of the transfers in flight (windows, buffers,
+        // its heap) within the first cut or two, then holds: measured 49 MB cold, 130 MB at the first
+        // cut, 160 MB at the last. A leak per cut or per request would keep climbing after warm-up.
+        const relayWarm = series[0]?.[1] ?? relayBefore;
+        expect(relayAfter - relayWarm, "workerd RSS growth after the first cut").toBeLessThan(100 * MB);
+        expect(relayAfter - relayBefore, "workerd RSS growth from cold").toBeLessThan(200 * MB);
       } finally {
         await agent.stop("SIGINT");
       }
