@@ -75,46 +75,53 @@ describe.skipIf(!cuttable)("what faults cost a visitor", () => {
     await origin?.close();
   });
 
-  it("notices a proxy that silently stops forwarding within a few heartbeats, and the download goes on whole", async () => {
-    const proxy = await StallingProxy.start(relay.port);
-    const agent = await AgentProcess.start("node", [
-      ...tunnelArgs(origin.port, { url: `http://localhost:${proxy.port}` }, "faults-stall"),
-      "--heartbeat",
-      "1",
-    ]);
-    try {
-      const url = onPort(agent.url, relay.port);
-      const size = 48 * MB;
-      let done = false;
-      const transfer = download(at(url, `/pattern/${size}`), 16e6).finally(() => {
-        done = true;
-      });
-      // Let the download get going through the proxy, then stall it.
-      expect((await visit(at(url, "/echo?before"))).status).toBe(200);
-      await pause(500);
-      expect(done).toBe(false);
-      const from = agent.lines.length;
-      const stalledAt = performance.now();
-      expect(proxy.stall()).toBe(1);
-      await agent.waitFor(/connection lost \(the relay stopped answering heartbeats\)/, { from, timeoutMs: 10_000 });
-      const detected = performance.now() - stalledAt;
-      await agent.waitFor(/is up: .*; its streams go on \(\d+ open\)/, { from, timeoutMs: 10_000 });
-      const resumed = performance.now() - stalledAt;
-      const result = await transfer;
-      console.log(
-        `silent proxy: noticed after ${(detected / 1000).toFixed(1)}s (heartbeat 1s), resumed after ${(resumed / 1000).toFixed(1)}s`,
-      );
-      expect(result).toMatchObject({ status: 200, length: size, sha256: patternHash(size) });
-      // 2.5 silent heartbeats, checked once a heartbeat: between 2.5 and 4 s.
-      expect(detected).toBeGreaterThan(2_000);
-      expect(detected).toBeLessThan(5_000);
-      expect(proxy.connections).toBe(2);
-      expect((await visit(at(url, "/echo?after"))).status).toBe(200);
-    } finally {
-      await agent.stop("SIGINT");
-      await proxy.close();
-    }
-  }, 60_000);
+  it.each(["websocket", "https"] as const)(
+    "over %s, notices a proxy that silently stops forwarding within a few heartbeats, and the download goes on whole",
+    async (transport) => {
+      const proxy = await StallingProxy.start(relay.port);
+      const agent = await AgentProcess.start("node", [
+        ...tunnelArgs(origin.port, { url: `http://localhost:${proxy.port}` }, `faults-stall-${transport}`),
+        "--heartbeat",
+        "1",
+        "--transport",
+        transport,
+      ]);
+      try {
+        const url = onPort(agent.url, relay.port);
+        const size = 48 * MB;
+        let done = false;
+        const transfer = download(at(url, `/pattern/${size}`), 16e6).finally(() => {
+          done = true;
+        });
+        // Let the download get going through the proxy, then stall it.
+        expect((await visit(at(url, "/echo?before"))).status).toBe(200);
+        await pause(500);
+        expect(done).toBe(false);
+        const from = agent.lines.length;
+        const stalledAt = performance.now();
+        // The WebSocket, or the HTTPS transport's poll and its kept-alive sends.
+        expect(proxy.stall()).toBeGreaterThanOrEqual(1);
+        await agent.waitFor(/connection lost \(the relay stopped answering heartbeats\)/, { from, timeoutMs: 10_000 });
+        const detected = performance.now() - stalledAt;
+        await agent.waitFor(/is up: .*; its streams go on \(\d+ open\)/, { from, timeoutMs: 10_000 });
+        const resumed = performance.now() - stalledAt;
+        const result = await transfer;
+        console.log(
+          `silent proxy (${transport}): noticed after ${(detected / 1000).toFixed(1)}s (heartbeat 1s), resumed after ${(resumed / 1000).toFixed(1)}s`,
+        );
+        expect(result).toMatchObject({ status: 200, length: size, sha256: patternHash(size) });
+        // 2.5 silent heartbeats, checked once a heartbeat: between 2.5 and 4 s.
+        expect(detected).toBeGreaterThan(2_000);
+        expect(detected).toBeLessThan(5_000);
+        if (transport === "websocket") expect(proxy.connections).toBe(2);
+        expect((await visit(at(url, "/echo?after"))).status).toBe(200);
+      } finally {
+        await agent.stop("SIGINT");
+        await proxy.close();
+      }
+    },
+    60_000,
+  );
 
   it("after a relay restart, visitors in flight see a failure, the agent starts a new session, and the tunnel serves again at once", async () => {
     const agent = await AgentProcess.start("node", tunnelArgs(origin.port, relay, "faults-restart"));
