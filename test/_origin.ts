@@ -31,7 +31,8 @@ export class Origin {
   private readonly routes = new Map<string, http.RequestListener>();
   private constructor(private readonly server: http.Server) {}
 
-  static async start(): Promise<Origin> {
+  /** Listens on 127.0.0.1:`port` (0: any free port). */
+  static async start(port = 0): Promise<Origin> {
     const server = http.createServer((request, response) => {
       const route = origin.routes.get(new URL(`http://origin${request.url}`).pathname);
       (route ?? handle)(request, response);
@@ -53,7 +54,7 @@ export class Origin {
         serveSocket(ws, request);
       });
     });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
     server.on("request", (request) => origin.requests.push(request));
     return origin;
   }

@@ -62,9 +62,12 @@ export class Relay {
     return this.child?.output ?? "";
   }
 
-  /** Stops workerd, as a crash or a redeploy would; Durable Object storage is kept. */
-  async stop(): Promise<void> {
-    await this.child?.stop("SIGTERM");
+  /**
+   * Stops workerd, as a redeploy (SIGTERM: workerd lets requests in flight finish first) or a
+   * crash (SIGKILL) would; Durable Object storage is kept.
+   */
+  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    await this.child?.stop(signal);
     this.child = undefined;
   }
 
@@ -80,9 +83,9 @@ export class Relay {
     this.child?.signalGroup("SIGCONT");
   }
 
-  /** Starts again on the same port with the same storage. */
-  async restart(): Promise<void> {
-    await this.stop();
+  /** Starts again on the same port with the same storage, after `stop(signal)`. */
+  async restart(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    await this.stop(signal);
     await this.launch();
   }
 
