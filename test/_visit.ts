@@ -11,6 +11,11 @@ export interface VisitOptions {
   method?: string;
   headers?: Record<string, string>;
   body?: Uint8Array;
+  /**
+   * A connection of its own, closed after: for a request the server may refuse before reading
+   * its body (a server then closes the connection, and a pooled one would be reused after).
+   */
+  fresh?: boolean;
 }
 
 /**
@@ -37,7 +42,7 @@ const pool = new http.Agent({ keepAlive: true, maxSockets: 128 });
 export function visit(url: string, options: VisitOptions = {}): Promise<Visit> {
   return new Promise((resolve, reject) => {
     const request = http.request(
-      { ...dialOptions(url, options.headers), method: options.method ?? "GET", agent: pool },
+      { ...dialOptions(url, options.headers), method: options.method ?? "GET", agent: options.fresh ? false : pool },
       (response) => {
         const chunks: Buffer[] = [];
         response.on("data", (chunk: Buffer) => chunks.push(chunk));
