@@ -21,6 +21,7 @@ export interface Env {
   MAX_AGENT_BYTES_PER_SECOND?: string;
   MAX_SIGNED_BODY_BYTES?: string;
   NAME_TTL_DAYS?: string;
+  MAX_WAITING_WS_BYTES?: string;
   /** Seconds a session whose connection was cut waits for its agent (default 30). */
   RESUME_SECONDS?: string;
   /** Tunnels one token may hold open at once (default 10). */

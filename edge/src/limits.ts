@@ -15,6 +15,8 @@ export interface RelayLimits {
   maxSignedBody: number;
   /** A name goes unused this long before another token may take it. */
   nameTtlMs: number;
+  /** Visitors' WebSocket messages held at once per tunnel while the origin is slow to take them. */
+  maxWaitingMessages: number;
 }
 
 type LimitVars = Partial<
@@ -24,7 +26,8 @@ type LimitVars = Partial<
     | "MAX_AGENT_FRAMES_PER_SECOND"
     | "MAX_AGENT_BYTES_PER_SECOND"
     | "MAX_SIGNED_BODY_BYTES"
-    | "NAME_TTL_DAYS",
+    | "NAME_TTL_DAYS"
+    | "MAX_WAITING_WS_BYTES",
     string
   >
 >;
@@ -47,6 +50,7 @@ export function readLimits(env: LimitVars): RelayLimits {
     maxBytesPerSecond: number(env.MAX_AGENT_BYTES_PER_SECOND, 1024 ** 3),
     maxSignedBody: number(env.MAX_SIGNED_BODY_BYTES, 25 * 1024 * 1024),
     nameTtlMs: 86_400_000 * number(env.NAME_TTL_DAYS, 7),
+    maxWaitingMessages: number(env.MAX_WAITING_WS_BYTES, VISITOR_MESSAGES_BUDGET),
   };
 }
 
@@ -101,5 +105,8 @@ export class ByteBudget {
 
 /** Signed bodies held at once per tunnel while their signatures are checked. */
 export const SIGNED_BODIES_BUDGET = 32 * 1024 * 1024;
-/** Visitors' WebSocket messages held at once per tunnel while the origin is slow to take them. */
+/**
+ * Default of MAX_WAITING_WS_BYTES: visitors' WebSocket messages held at once per tunnel while
+ * the origin is slow to take them (room for one largest message and then some).
+ */
 export const VISITOR_MESSAGES_BUDGET = 48 * 1024 * 1024;

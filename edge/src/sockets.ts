@@ -9,7 +9,7 @@ import {
   type WsMessageFrame,
 } from "@burrow/protocol";
 import { isTeardownNoise } from "./errors.ts";
-import { ByteBudget, VISITOR_MESSAGES_BUDGET } from "./limits.ts";
+import { ByteBudget } from "./limits.ts";
 import type { AgentSession } from "./session.ts";
 import type { SendFrame, Verdict } from "./streams.ts";
 
@@ -54,12 +54,15 @@ export class SocketRelay {
   /** Bytes of the origin's messages taken in but not yet credited to the agent, per stream. */
   private readonly taken = new Map<number, number>();
   /** Bytes of visitors' messages waiting here for the agent's credit, on all sockets. */
-  private readonly waiting = new ByteBudget(VISITOR_MESSAGES_BUDGET);
+  private readonly waiting: ByteBudget;
 
   constructor(
     private readonly ctx: DurableObjectState,
     private readonly send: SendFrame,
-  ) {}
+    waitingBytes: number,
+  ) {
+    this.waiting = new ByteBudget(waitingBytes);
+  }
 
   /** The origin accepted the upgrade: hand the visitor its end of a new WebSocket. */
   accept(id: number, protocol: string | null): Response {

@@ -74,7 +74,11 @@ const RULES_KEY = "rules";
  * this class adapts them to the Durable Object's storage, sockets and alarms.
  */
 export class TunnelObject extends DurableObject<Env> {
-  private readonly sockets = new SocketRelay(this.ctx, (socket, frame) => this.sendFrame(socket, frame));
+  private readonly sockets = new SocketRelay(
+    this.ctx,
+    (socket, frame) => this.sendFrame(socket, frame),
+    readLimits(this.env).maxWaitingMessages,
+  );
   private readonly streams = new StreamTable(
     (socket, frame) => this.sendFrame(socket, frame),
     (id, protocol) => this.sockets.accept(id, protocol),

@@ -206,6 +206,7 @@ describe("an open relay", () => {
           MAX_STREAMS_PER_TUNNEL: "3",
           MAX_AGENT_FRAMES_PER_SECOND: "500",
           MAX_SIGNED_BODY_BYTES: "4096",
+          MAX_WAITING_WS_BYTES: String(6 * 1024 * 1024),
         },
       }),
       Origin.start(),
@@ -299,7 +300,7 @@ describe("an open relay", () => {
     expect((await again).status).toBe(204);
   });
 
-  it("closes a visitor's WebSocket (1013) once the tunnel holds 48 MiB of messages its origin has not taken", async () => {
+  it("closes a visitor's WebSocket (1013) once the tunnel holds MAX_WAITING_WS_BYTES of messages its origin has not taken", async () => {
     const agent = await RawAgent.hello(relay, "slow-origin");
     const open = async () => {
       const socket = new WebSocket(`ws://127.0.0.1:${relay.port}/ws`, {
@@ -319,15 +320,21 @@ describe("an open relay", () => {
       });
       return { socket, closed };
     };
-    // The agent never grants credit: the relay keeps what the visitors send beyond the window.
-    const ten = new Uint8Array(10 * 1024 * 1024);
-    const a = await open();
-    for (let i = 0; i < 3; i++) a.socket.send(ten);
-    const b = await open();
-    for (let i = 0; i < 3; i++) b.socket.send(ten);
-    expect(await b.closed).toBe(1013);
-    expect(a.socket.readyState).toBe(WebSocket.OPEN);
-    a.socket.close(1000);
+    // The agent never grants credit: the relay keeps what the visitors send beyond the window,
+    // 6 MiB at most here, all sockets together.
+    const calm = await open();
+    const greedy = await open();
+    const two = new Uint8Array(2 * 1024 * 1024);
+    for (let i = 0; i < 4; i++) greedy.socket.send(two);
+    expect(await greedy.closed).toBe(1013);
+    // The other visitor is not touched, and what the closed one held is given back.
+    expect(calm.socket.readyState).toBe(WebSocket.OPEN);
+    calm.socket.send("still here");
+    const piece = await agent.nextOf(FrameType.WsMessage);
+    for (let next = piece; ; next = await agent.nextOf(FrameType.WsMessage)) {
+      if (new TextDecoder().decode(next.bytes) === "still here") break;
+    }
+    calm.socket.close(1000);
   });
 
   it("resets only the stream an agent's frame breaks the protocol on: a second head, data before a head, too much credit", async () => {
