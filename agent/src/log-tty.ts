@@ -17,10 +17,18 @@ const LABEL = 11;
 
 type Segment = [text: string, style?: string];
 
+/** A line as written, to write again after a resize. */
+interface Kept {
+  record: LogRecord;
+  request?: RequestRecord;
+  /** HH:MM:SS when it happened. */
+  time: string;
+}
+
 const STYLE = { dim: "2", bold: "1", red: "31", green: "32", yellow: "33", cyan: "36" } as const;
 
 export class TtySink implements Sink {
-  private readonly kept: { record: LogRecord; request?: RequestRecord }[] = [];
+  private readonly kept: Kept[] = [];
   private readonly color: boolean;
   private height = 0;
   private rows = 24;
@@ -38,14 +46,15 @@ export class TtySink implements Sink {
   }
 
   write(record: LogRecord, request?: RequestRecord): void {
-    this.kept.push({ record, request });
+    const kept = { record, request, time: new Date().toTimeString().slice(0, 8) };
+    this.kept.push(kept);
     if (this.kept.length > KEPT_LINES) this.kept.shift();
     if (this.closed) {
-      this.terminal.write(`${this.format(record, request)}\r\n`);
+      this.terminal.write(`${this.format(kept)}\r\n`);
       return;
     }
     // At the region's bottom row a newline scrolls the region only; the block stays.
-    this.terminal.write(`${CSI}${this.rows};1H\r\n${this.format(record, request)}`);
+    this.terminal.write(`${CSI}${this.rows};1H\r\n${this.format(kept)}`);
   }
 
   update(): void {
@@ -80,9 +89,7 @@ export class TtySink implements Sink {
     let out = `${CSI}?2026h${CSI}r${CSI}2J`;
     if (this.height) out += `${CSI}${this.height + 1};${this.rows}r${this.drawBlock()}`;
     out += `${CSI}${this.rows};1H`;
-    for (const { record, request } of this.kept.slice(-(this.rows - this.height))) {
-      out += `\r\n${this.format(record, request)}`;
-    }
+    for (const kept of this.kept.slice(-(this.rows - this.height))) out += `\r\n${this.format(kept)}`;
     this.terminal.write(`${out}${CSI}?2026l`);
   }
 
@@ -108,7 +115,12 @@ export class TtySink implements Sink {
       [["Burrow", STYLE.bold], ["  "], state, ["   Ctrl-C to stop", STYLE.dim]],
       [label("relay"), [s.relay]],
       ...tunnels,
-      [label("transport"), [s.transport || "-"], ["   round trip ", STYLE.dim], [s.rttMs === undefined ? "-" : `${s.rttMs}ms`]],
+      [
+        label("transport"),
+        [s.transport || "-"],
+        ["   round trip ", STYLE.dim],
+        [s.rttMs === undefined ? "-" : s.rttMs < 1 ? "<1ms" : `${s.rttMs}ms`],
+      ],
       [
         label("requests"),
         [String(s.requests)],
@@ -122,8 +134,8 @@ export class TtySink implements Sink {
     ];
   }
 
-  private format(record: LogRecord, request?: RequestRecord): string {
-    const time: Segment = [`${clock()}  `, STYLE.dim];
+  private format({ record, request, time: at }: Kept): string {
+    const time: Segment = [`${at}  `, STYLE.dim];
     if (request) {
       const status: Segment = [String(request.outcome), outcomeStyle(request.outcome)];
       const tail = `  ${request.ms}ms  ${formatBytes(request.bytes)}`;
@@ -164,10 +176,6 @@ function outcomeStyle(outcome: number | string): string {
   if (outcome >= 400) return STYLE.yellow;
   if (outcome >= 300) return STYLE.cyan;
   return STYLE.green;
-}
-
-function clock(): string {
-  return new Date().toTimeString().slice(0, 8);
 }
 
 /** 512 B, 1.2 KB, 3.4 MB. */
