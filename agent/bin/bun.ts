@@ -2,6 +2,7 @@
 import process from "node:process";
 import { main } from "../src/cli.ts";
 import type { Runtime } from "../src/runtime.ts";
+import { processTerminal } from "./_process-terminal.ts";
 
 const runtime: Runtime = {
   description: `bun ${Bun.version}`,
@@ -12,6 +13,7 @@ const runtime: Runtime = {
     process.on("SIGHUP", handler);
   },
   exit: (code) => process.exit(code),
+  terminal: processTerminal,
 };
 
 runtime.exit(await main(runtime, process.argv.slice(2)));

@@ -14,6 +14,26 @@ const runtime: Runtime = {
     if (Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", handler);
   },
   exit: (code) => Deno.exit(code),
+  terminal: {
+    isTTY: Deno.stdout.isTerminal(),
+    // Deno reads NO_COLOR itself, so no --allow-env grant is needed for it.
+    noColor: Deno.noColor,
+    size() {
+      try {
+        return Deno.consoleSize();
+      } catch {
+        return { columns: 0, rows: 0 };
+      }
+    },
+    onResize(handler) {
+      if (Deno.build.os !== "windows") Deno.addSignalListener("SIGWINCH", handler);
+    },
+    write(text) {
+      // writeSync may write less than it was given.
+      const bytes = new TextEncoder().encode(text);
+      for (let done = 0; done < bytes.length; ) done += Deno.stdout.writeSync(bytes.subarray(done));
+    },
+  },
   explain(error) {
     if (!(error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied)) return undefined;
     const flag = /--allow-[a-z]+/.exec(error.message)?.[0] ?? "the --allow-* flag it names";

@@ -94,6 +94,7 @@ export class Agent {
   private announced = "";
   private earlyDeaths = 0;
   private wake: (() => void) | undefined;
+  private wasUp = false;
   private endSession: ((why: string) => void) | undefined;
   /**
    * The session the relay gave this agent: its streams, and the frames kept for a resend, which
@@ -109,6 +110,11 @@ export class Agent {
   ) {
     this.transport = options.transport === "https" ? "https" : "websocket";
     this.claim = options.claim ?? randomClaim();
+  }
+
+  /** Whether the relay ever said Ready. */
+  get everUp(): boolean {
+    return this.wasUp;
   }
 
   /** The URL the agent dials: ws(s)://relay/_burrow/connect?name=... */
@@ -128,6 +134,8 @@ export class Agent {
     let everReady = false;
     /** When the relay first said our name was taken since the tunnel was last up. */
     let takenSince: number | undefined;
+    /** The cause of the last failed attempt, said once while it repeats. */
+    let lastWhy = "";
     while (!this.stopped) {
       const end = await this.session();
       if (this.stopped) break;
@@ -147,7 +155,7 @@ export class Agent {
       }
       if (end.refused?.code === "rate-limited") {
         attempt = Math.max(attempt, RATE_LIMITED_MIN_ATTEMPT);
-        this.log.warn(`the relay is limiting connection attempts (${end.refused.message}); backing off`);
+        this.log.warn(`the relay is limiting connection attempts (${end.refused.message}); backing off`, "rate-limited");
       } else if (end.refused?.code === "name-taken" && everReady) {
         const now = performance.now();
         if (takenSince === undefined) {
@@ -163,15 +171,26 @@ export class Agent {
       }
       if (end.closeCode === CloseCode.RateLimited) attempt = Math.max(attempt, RATE_LIMITED_MIN_ATTEMPT);
       const delay = end.fallback ? 0 : Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt++) * (0.5 + Math.random() / 2);
-      if (!everReady && attempt === 1 && end.failure) {
-        const local = end.failure.step === "relay" && /^(localhost|127\.|\[::1\])/.test(this.options.relay.host);
-        this.log.error(
-          `${end.failure.message}`,
-          `${local ? "start it with `npm run dev`, or point --relay (BURROW_RELAY) at a running relay" : end.failure.hint}; retrying meanwhile`,
-        );
-      }
       if (end.fallback) continue;
-      this.log.info(`${end.ready ? "connection lost" : "cannot connect"} (${end.why}); reconnecting in ${formatDelay(delay)}`);
+      const retry = { attempt, reason: end.why, retryInMs: Math.round(delay) };
+      this.log.update({ state: `reconnecting in ${formatDelay(delay)}` });
+      if (end.ready) {
+        this.log.info(`connection lost (${end.why}); reconnecting in ${formatDelay(delay)}`, "connection-lost", retry);
+      } else if (end.why === lastWhy) {
+        this.log.info(
+          `still cannot connect (attempt ${attempt}); retrying in ${formatDelay(delay)}`,
+          "still-cannot-connect",
+          retry,
+        );
+      } else if (!everReady && attempt === 1 && end.failure) {
+        // The first failure says what is wrong and what to do, in the error line alone.
+        const local = end.failure.step === "relay" && /^(localhost|127\.|\[::1\])/.test(this.options.relay.host);
+        const hint = local ? "start it with `npm run dev`, or point --relay (BURROW_RELAY) at a running relay" : end.failure.hint;
+        this.log.error(end.failure.message, `${hint}; retrying in ${formatDelay(delay)}`, "cannot-connect", retry);
+      } else {
+        this.log.info(`cannot connect (${end.why}); reconnecting in ${formatDelay(delay)}`, "cannot-connect", retry);
+      }
+      lastWhy = end.ready ? "" : end.why;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, delay);
         this.wake = () => {
@@ -221,7 +240,10 @@ export class Agent {
     }
     const reason = this.transport === "https" && this.fallbackReason ? ` (${this.fallbackReason})` : "";
     const line = `transport: ${this.transport}${reason}`;
-    if (line !== this.announced) this.log.info(line);
+    this.log.update({ transport: this.transport });
+    if (line !== this.announced) {
+      this.log.info(line, "transport", { transport: this.transport, ...(reason ? { reason: this.fallbackReason } : {}) });
+    }
     this.announced = line;
     const openedAt = performance.now();
     const end = await this.serve(link);
@@ -249,7 +271,7 @@ export class Agent {
   private fallBack(why: string): void {
     this.transport = "https";
     this.fallbackReason = why;
-    this.log.warn(`${why}; switching to the HTTPS transport`);
+    this.log.warn(`${why}; switching to the HTTPS transport`, "fallback", { transport: "https", reason: why });
   }
 
   private serve(link: Link): Promise<SessionEnd> {
@@ -258,6 +280,12 @@ export class Agent {
       let ready = false;
       let refused: RefusedFrame | undefined;
       let lastHeard = performance.now();
+      /** When the unanswered heartbeat left: its answer gives the round trip to the relay. */
+      let pingSentAt: number | undefined;
+      const ping = () => {
+        pingSentAt = performance.now();
+        link.send(HEARTBEAT.ping);
+      };
       this.link = link;
 
       // The hello travels outside the session, alone; it asks to go on with the one this agent
@@ -289,7 +317,7 @@ export class Agent {
           finish("the relay stopped answering heartbeats");
           return;
         }
-        link.send(HEARTBEAT.ping);
+        ping();
       }, heartbeatMs);
 
       const broken = (message: string) => {
@@ -303,7 +331,12 @@ export class Agent {
         // poll): the session has moved on.
         if (finished) return;
         lastHeard = performance.now();
-        if (typeof data === "string") return; // a heartbeat answer
+        if (typeof data === "string") {
+          // A heartbeat answer.
+          if (pingSentAt !== undefined) this.log.update({ rttMs: Math.round(lastHeard - pingSentAt) });
+          pingSentAt = undefined;
+          return;
+        }
         const counted = { frames: 0 };
         let frames: (Frame | InvalidFrame)[];
         try {
@@ -329,6 +362,8 @@ export class Agent {
           } catch (error) {
             return broken((error as Error)?.message ?? String(error));
           }
+          // One heartbeat now, so that the round trip is known before the first period ends.
+          ping();
           frames = frames.slice(at + 1);
           total -= at + 1;
         }
@@ -340,6 +375,7 @@ export class Agent {
           return broken((error as Error)?.message ?? String(error));
         }
         for (const frame of rest) {
+          if (frame.type === FrameType.Data) this.log.traffic(frame.bytes.byteLength, 0);
           if (frame.type !== FrameType.Ready && frame.type !== FrameType.Refused) session.forwarder.receive(frame);
         }
       };
@@ -374,12 +410,23 @@ export class Agent {
     if (!resumed) {
       this.endStreams();
       const frames = new FrameSession((flush) => setImmediate(flush));
-      this.current = { id: frame.session, frames, forwarder: new Forwarder(this.origin, (f) => frames.push(f), this.log) };
+      const send = (f: Frame) => {
+        if (f.type === FrameType.Data) this.log.traffic(0, f.bytes.byteLength);
+        frames.push(f);
+      };
+      this.current = { id: frame.session, frames, forwarder: new Forwarder(this.origin, send, this.log) };
     }
     const session = this.current!;
     session.frames.attach((parts) => link.send(parts), resumed ? frame.received : 0);
     const kept = resumed ? `; its streams go on (${session.forwarder.open} open)` : "";
-    this.log.info(`tunnel ${frame.name} is up: ${frame.url} -> ${this.origin.url}${kept}`);
+    this.wasUp = true;
+    this.log.update({ state: "up", tunnels: [{ name: frame.name, url: frame.url, origin: this.origin.url }] });
+    this.log.info(`tunnel ${frame.name} is up: ${frame.url} -> ${this.origin.url}${kept}`, "up", {
+      name: frame.name,
+      url: frame.url,
+      origin: this.origin.url,
+      resumed,
+    });
     if (frame.open && !this.warnedOpen) {
       this.warnedOpen = true;
       this.log.warn(

@@ -1,15 +1,16 @@
 import { readFileSync } from "node:fs";
+import { connect } from "node:net";
 import { MAX_RULES, RESERVED_NAMES, TUNNEL_NAME_PATTERN } from "@burrow/protocol";
 import pkg from "../package.json" with { type: "json" };
 import { Agent, type AgentOptions, type TransportChoice } from "./agent.ts";
 import { CLAIM_ENV_VARS, loadClaim } from "./claims.ts";
 import { doctor } from "./doctor.ts";
 import { AgentError } from "./errors.ts";
-import { Log } from "./log.ts";
+import { Log, type LogMode } from "./log.ts";
 import { randomName } from "./names.ts";
 import type { NetConfig } from "./net/dial.ts";
 import { PROXY_ENV_VARS, proxyFor } from "./net/proxy.ts";
-import { Origin } from "./origin.ts";
+import { Origin, UNREACHABLE } from "./origin.ts";
 import { visitorRules } from "./rules.ts";
 import type { Runtime } from "./runtime.ts";
 
@@ -23,6 +24,8 @@ interface Flag {
   repeat?: true;
   /** The environment fallback does not apply when this other flag is given. */
   yieldsTo?: string;
+  /** A one-letter alias: -h for --help. */
+  short?: string;
 }
 
 /** Every flag, once: parsing, environment fallbacks and --help all come from this table. */
@@ -80,9 +83,17 @@ const FLAGS: Flag[] = [
     default: "auto",
     help: "auto (WebSocket, else HTTPS requests), websocket or https",
   },
+  {
+    name: "log",
+    env: "BURROW_LOG",
+    value: "MODE",
+    default: "auto",
+    help: "auto (a live console on a terminal, else plain lines), plain, or json (one object per line)",
+  },
+  { name: "quiet", help: "print only warnings and errors" },
   { name: "debug", env: "BURROW_DEBUG", help: "print details and stack traces" },
-  { name: "version", help: "print the version and exit" },
-  { name: "help", help: "print this help and exit" },
+  { name: "version", short: "v", help: "print the version and exit" },
+  { name: "help", short: "h", help: "print this help and exit" },
 ];
 
 /** Every environment variable the agent reads (Deno's task grants exactly these). */
@@ -97,7 +108,7 @@ export const VERSION: string = pkg.version;
 
 function help(): string {
   const rows = FLAGS.map((flag) => {
-    const left = `  --${flag.name}${flag.value ? ` ${flag.value}` : ""}`;
+    const left = `  ${flag.short ? `-${flag.short}, ` : ""}--${flag.name}${flag.value ? ` ${flag.value}` : ""}`;
     const extra = [flag.repeat && "repeatable", flag.env && `env ${flag.env}`, flag.default && `default: ${flag.default}`]
       .filter(Boolean)
       .join("; ");
@@ -130,7 +141,8 @@ export function parseArgs(argv: string[], env: (name: string) => string | undefi
   const lists: Record<string, string[]> = {};
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
-    const match = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
+    const short = /^-([a-z])$/.exec(arg)?.[1];
+    const match = /^--([a-z-]+)(?:=(.*))?$/.exec(short ? `--${FLAGS.find((f) => f.short === short)?.name}` : arg);
     const flag = match && FLAGS.find((f) => f.name === match[1]);
     if (!flag) {
       throw new AgentError("usage", `unknown argument ${JSON.stringify(arg)}`, "run `agent --help` for the flags");
@@ -161,7 +173,8 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
   try {
     const diagnose = argv[0] === "doctor";
     const { values: args, lists } = parseArgs(diagnose ? argv.slice(1) : argv, (name) => runtime.env(name));
-    log = new Log(args.debug === "true");
+    const debug = args.debug === "true";
+    log = new Log(debug);
     if (args.help) {
       console.log(help());
       return 0;
@@ -170,13 +183,28 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       console.log(`agent ${VERSION} (${runtime.description})`);
       return 0;
     }
-    const settings = await options(args, lists, runtime, log, !diagnose);
+    const mode = (args.log ?? "auto") as LogMode;
+    if (!["auto", "plain", "json"].includes(mode)) {
+      throw new AgentError("usage", `--log ${mode} is not a log format`, "use auto (the default), plain or json");
+    }
     if (diagnose) {
+      const settings = await options(args, lists, runtime, log, false);
       return await doctor(settings.relay, settings.name, settings.net, (line) => console.log(line), settings.token);
     }
-    const origin = new Origin(args.host ?? "localhost", port(args.port));
-    log.info(settings.summary);
+    const host = args.host ?? "localhost";
+    const originPort = port(args.port);
+    const origin = new Origin(host, originPort);
+    log = new Log({ mode, debug, quiet: args.quiet === "true", terminal: runtime.terminal });
+    const settings = await options(args, lists, runtime, log, true);
+    log.update({ relay: settings.relay.origin });
+    log.info(settings.summary, "start", {
+      name: settings.name,
+      relay: settings.relay.origin,
+      origin: origin.url,
+      version: VERSION,
+    });
     const agent = new Agent(settings, origin, runtime, log);
+    void checkOrigin(host, originPort, origin.url, log);
     let stoppingSince = 0;
     runtime.onStop(() => {
       if (!stoppingSince) {
@@ -185,10 +213,13 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       } else if (performance.now() - stoppingSince > 1000) {
         // A second Ctrl-C does not wait. One within a second is the same keypress delivered
         // twice: `deno task` forwards the terminal's SIGINT to a child that received it too.
+        log.close();
         runtime.exit(130);
       }
     });
     await agent.run();
+    log.update({ state: "stopped" });
+    log.info(stoppedLine(settings.name, agent.everUp, settings.token !== ""), "stopped", { name: settings.name });
     return 0;
   } catch (error) {
     const explained = runtime.explain?.(error);
@@ -203,6 +234,40 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
     log.error(`unexpected failure: ${(error as Error)?.message ?? error}`, "run again with --debug for details, and report it");
     log.debug("stack", error);
     return 1;
+  } finally {
+    log.close();
+  }
+}
+
+/** What Ctrl-C did, in one line. */
+function stoppedLine(name: string, wasUp: boolean, token: boolean): string {
+  if (!wasUp) return "stopped: the tunnel was never up";
+  // A relay with tokens may keep a name for the token that took it; an open one frees it.
+  return token ? `stopped: tunnel ${name} closed` : `stopped: tunnel ${name} closed, the name is free`;
+}
+
+/** How long the start-up look at the origin may take; past it, the agent says nothing. */
+const ORIGIN_CHECK_MS = 2_000;
+
+/** Says at once when nothing listens on the origin's port; the tunnel opens all the same. */
+async function checkOrigin(host: string, port: number, url: string, log: Log): Promise<void> {
+  const code = await new Promise<string | undefined>((resolve) => {
+    const socket = connect({ host, port });
+    const timer = setTimeout(() => done(undefined), ORIGIN_CHECK_MS);
+    const done = (result: string | undefined) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(result);
+    };
+    socket.once("connect", () => done(undefined));
+    socket.once("error", (error: NodeJS.ErrnoException) => done(error.code ?? "error"));
+  });
+  if (code && UNREACHABLE.has(code)) {
+    const where = url.replace(/^http:\/\//, "");
+    log.warn(`nothing is listening on ${where} yet; visitors get 502 origin-unreachable until it does`, "origin-down", {
+      origin: url,
+      code,
+    });
   }
 }
 

@@ -26,6 +26,8 @@ interface Stream {
   ended: boolean;
   /** Request body bytes the origin took that the relay has not been credited for. */
   flushed: number;
+  /** Response body bytes sent, for the request's log line. */
+  sent: number;
 }
 
 /**
@@ -105,7 +107,7 @@ export class Forwarder {
         if (!stream) return false;
         this.streams.delete(frame.stream);
         stream.exchange.abort();
-        this.log.request(stream.head.method, stream.head.path, stream.status ?? "cancelled", stream.startedAt);
+        this.log.request(stream.head.method, stream.head.path, stream.status ?? "cancelled", stream.startedAt, stream.sent);
         return true;
       }
       default:
@@ -155,6 +157,7 @@ export class Forwarder {
       queue: [],
       ended: false,
       flushed: 0,
+      sent: 0,
     };
     this.streams.set(id, stream);
     stream.exchange = this.origin.open(head.method, head.path, head.headers, {
@@ -174,8 +177,14 @@ export class Forwarder {
       fail: (code: ResetCode, message) => {
         if (!this.sendIfOpen(stream, { type: FrameType.Reset, stream: id, code, message })) return;
         this.streams.delete(id);
-        this.log.request(head.method, head.path, stream.status ? `${stream.status} ${code}` : code, stream.startedAt);
-        if (code === "origin-unreachable" && !this.originDown) this.log.warn(message);
+        this.log.request(
+          head.method,
+          head.path,
+          stream.status ? `${stream.status} ${code}` : code,
+          stream.startedAt,
+          stream.sent,
+        );
+        if (code === "origin-unreachable" && !this.originDown) this.log.warn(message, "origin-unreachable");
         this.originDown ||= code === "origin-unreachable";
       },
     });
@@ -188,6 +197,7 @@ export class Forwarder {
       const size = Math.min(chunk.byteLength, MAX_DATA_CHUNK, stream.credit);
       if (!this.sendIfOpen(stream, { type: FrameType.Data, stream: stream.id, bytes: chunk.subarray(0, size) })) return;
       stream.credit -= size;
+      stream.sent += size;
       if (size === chunk.byteLength) stream.queue.shift();
       else stream.queue[0] = chunk.subarray(size);
     }
@@ -196,7 +206,7 @@ export class Forwarder {
     } else if (stream.ended) {
       if (!this.sendIfOpen(stream, { type: FrameType.End, stream: stream.id })) return;
       this.streams.delete(stream.id);
-      this.log.request(stream.head.method, stream.head.path, stream.status ?? 0, stream.startedAt);
+      this.log.request(stream.head.method, stream.head.path, stream.status ?? 0, stream.startedAt, stream.sent);
     } else {
       stream.exchange.resume();
     }

@@ -1,28 +1,179 @@
-/** The agent's output: one line per event, errors with a hint, details only with --debug. */
+import { TtySink } from "./log-tty.ts";
+import type { Terminal } from "./runtime.ts";
+
+export type Level = "info" | "warn" | "error" | "debug";
+
+/** One thing that happened, as every sink receives it. */
+export interface LogRecord {
+  level: Level;
+  /** Stable, for --log json: "up", "request", "connection-lost", "warning", ... */
+  event: string;
+  /** The line as plain mode prints it (without the "warning: " or "error: " prefix). */
+  text: string;
+  hint?: string;
+  fields?: Record<string, unknown>;
+}
+
+/** One finished request, for the counters and the tty's coloured line. */
+export interface RequestRecord {
+  method: string;
+  path: string;
+  outcome: number | string;
+  ms: number;
+  bytes: number;
+}
+
+/** What the tty's status block shows; every sink may read it. */
+export interface Status {
+  relay: string;
+  /** "connecting", "up", "reconnecting in 1.2s", "stopped". */
+  state: string;
+  tunnels: { name: string; url: string; origin: string }[];
+  transport: string;
+  rttMs?: number;
+  requests: number;
+  bytesIn: number;
+  bytesOut: number;
+  /** The request inspector's URL, or "off". */
+  inspector: string;
+}
+
+/** Where records go: plain lines, JSON lines, or the terminal's live console. */
+export interface Sink {
+  write(record: LogRecord, request?: RequestRecord): void;
+  /** The status changed: redraw it if this sink shows it. */
+  update?(status: Status): void;
+  close?(): void;
+}
+
+export type LogMode = "auto" | "plain" | "json";
+
+export interface LogOptions {
+  mode?: LogMode;
+  debug?: boolean;
+  /** Only warnings and errors. */
+  quiet?: boolean;
+  /** Stdout as a terminal, for --log auto; absent: not a terminal. */
+  terminal?: Terminal;
+}
+
+/** Today's lines: results on stdout, warnings, errors and details on stderr. */
+export class PlainSink implements Sink {
+  write(record: LogRecord): void {
+    switch (record.level) {
+      case "info":
+        console.log(record.text);
+        return;
+      case "warn":
+        console.error(`warning: ${record.text}`);
+        return;
+      case "error":
+        console.error(`error: ${record.text}${record.hint ? `\n  hint: ${record.hint}` : ""}`);
+        return;
+      case "debug":
+        console.error(`debug: ${record.text}`);
+    }
+  }
+}
+
+/** One JSON object per line on stdout, for log collectors: `{"time", "level", "event", "message", ...}`. */
+export class JsonSink implements Sink {
+  write(record: LogRecord): void {
+    const { level, event, text, hint, fields } = record;
+    console.log(
+      JSON.stringify({ time: new Date().toISOString(), level, event, message: text, ...(hint ? { hint } : {}), ...fields }),
+    );
+  }
+}
+
+/**
+ * The agent's output: one event per line, errors with a hint, details only with --debug. The
+ * sink decides the form; the status (URL, transport, round trip, counters) is kept here.
+ */
 export class Log {
-  constructor(private readonly debugging = false) {}
+  readonly status: Status = {
+    relay: "",
+    state: "connecting",
+    tunnels: [],
+    transport: "",
+    requests: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    inspector: "off",
+  };
+  private readonly sink: Sink;
+  private readonly debugging: boolean;
+  private readonly quiet: boolean;
 
-  info(line: string): void {
-    console.log(line);
+  constructor(options: LogOptions | boolean = {}) {
+    const { mode = "auto", debug = false, quiet = false, terminal } = typeof options === "boolean" ? { debug: options } : options;
+    this.debugging = debug;
+    this.quiet = quiet;
+    if (mode === "json") this.sink = new JsonSink();
+    else if (mode === "auto" && terminal?.isTTY) this.sink = new TtySink(terminal, this.status);
+    else this.sink = new PlainSink();
   }
 
-  warn(line: string): void {
-    console.error(`warning: ${line}`);
+  /** Whether the live console is on (stdout is a terminal and --log is auto). */
+  get live(): boolean {
+    return this.sink instanceof TtySink;
   }
 
-  error(message: string, hint = ""): void {
-    console.error(`error: ${message}${hint ? `\n  hint: ${hint}` : ""}`);
+  info(line: string, event = "info", fields?: Record<string, unknown>): void {
+    if (!this.quiet) this.sink.write({ level: "info", event, text: line, fields });
+  }
+
+  warn(line: string, event = "warning", fields?: Record<string, unknown>): void {
+    this.sink.write({ level: "warn", event, text: line, fields });
+  }
+
+  error(message: string, hint = "", event = "error", fields?: Record<string, unknown>): void {
+    this.sink.write({ level: "error", event, text: message, hint, fields });
   }
 
   debug(line: string, error?: unknown): void {
     if (!this.debugging) return;
-    console.error(`debug: ${line}`);
-    if (error) console.error(error);
+    const detail = error === undefined ? "" : `\n${(error as Error)?.stack ?? String(error)}`;
+    this.sink.write({ level: "debug", event: "debug", text: `${line}${detail}` });
   }
 
-  /** One line per finished request: `GET /path 200 12ms`. */
-  request(method: string, path: string, outcome: number | string, startedAt: number): void {
+  /** One line per finished request: `GET /path 200 12ms`; `bytes`: the response body's size. */
+  request(method: string, path: string, outcome: number | string, startedAt: number, bytes = 0): void {
+    const ms = Math.round(performance.now() - startedAt);
+    this.status.requests++;
+    this.update({});
+    if (this.quiet) return;
     const shown = path.length > 100 ? `${path.slice(0, 97)}...` : path;
-    console.log(`${method} ${shown} ${outcome} ${Math.round(performance.now() - startedAt)}ms`);
+    this.sink.write(
+      {
+        level: "info",
+        event: "request",
+        text: `${method} ${shown} ${outcome} ${ms}ms`,
+        fields: { method, path, status: outcome, durationMs: ms, bytes },
+      },
+      { method, path: shown, outcome, ms, bytes },
+    );
+  }
+
+  /** Body bytes through the tunnel: `received` from visitors, `sent` to them. */
+  traffic(received: number, sent: number): void {
+    this.status.bytesIn += received;
+    this.status.bytesOut += sent;
+    this.update({});
+  }
+
+  /** The request inspector's URL, shown in the status block ("off" until set). */
+  setInspector(url: string | undefined): void {
+    this.update({ inspector: url ?? "off" });
+  }
+
+  update(change: Partial<Status>): void {
+    Object.assign(this.status, change);
+    this.sink.update?.(this.status);
+  }
+
+  /** Gives the terminal back (scroll region, cursor); the last lines stay on screen. */
+  close(): void {
+    this.sink.close?.();
   }
 }

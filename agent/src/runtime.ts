@@ -11,6 +11,22 @@ export interface Runtime {
   onStop(handler: () => void): void;
   /** Ends the process. Only the CLI calls this, never library code. */
   exit(code: number): never;
+  /** Stdout, for the live console; absent where the runtime cannot tell. */
+  readonly terminal?: Terminal;
   /** Turns a runtime-specific failure (a missing Deno permission) into a message with a hint. */
   explain?(error: unknown): { message: string; hint: string } | undefined;
+}
+
+/** Stdout as a terminal: what the live console needs to draw itself in place. */
+export interface Terminal {
+  /** Stdout is a terminal (not a pipe, a file, CI's log or systemd's journal). */
+  readonly isTTY: boolean;
+  /** NO_COLOR is set and not empty (no-color.org). */
+  readonly noColor: boolean;
+  /** The current size; 0 when unknown. */
+  size(): { columns: number; rows: number };
+  /** Calls `handler` after the terminal is resized (SIGWINCH). */
+  onResize(handler: () => void): void;
+  /** Writes without a newline: escape codes and text, in one piece. */
+  write(text: string): void;
 }
