@@ -5,6 +5,8 @@ import { Agent, type AgentOptions, type TransportChoice } from "./agent.ts";
 import { CLAIM_ENV_VARS, loadClaim } from "./claims.ts";
 import { doctor } from "./doctor.ts";
 import { AgentError } from "./errors.ts";
+import { Recorder } from "./inspector/recorder.ts";
+import { DEFAULT_INSPECT, parseInspect, parseKeep, startInspector } from "./inspector/server.ts";
 import { Log } from "./log.ts";
 import { randomName } from "./names.ts";
 import type { NetConfig } from "./net/dial.ts";
@@ -80,6 +82,13 @@ const FLAGS: Flag[] = [
     default: "auto",
     help: "auto (WebSocket, else HTTPS requests), websocket or https",
   },
+  {
+    name: "inspect",
+    value: "[HOST:]PORT",
+    default: DEFAULT_INSPECT,
+    help: "serve the inspector (recent requests, replay) there, or on the next free port; false: none; a HOST other than loopback lets other machines in",
+  },
+  { name: "inspect-keep", value: "N", default: "100", help: "requests the inspector keeps, each body up to 64 KiB each way" },
   { name: "debug", env: "BURROW_DEBUG", help: "print details and stack traces" },
   { name: "version", help: "print the version and exit" },
   { name: "help", help: "print this help and exit" },
@@ -175,8 +184,12 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       return await doctor(settings.relay, settings.name, settings.net, (line) => console.log(line), settings.token);
     }
     const origin = new Origin(args.host ?? "localhost", port(args.port));
+    const address = parseInspect(args.inspect ?? DEFAULT_INSPECT);
+    const keep = parseKeep(args["inspect-keep"] ?? "100");
     log.info(settings.summary);
-    const agent = new Agent(settings, origin, runtime, log);
+    const inspector = address && (await startInspector(address, new Recorder(settings.name, keep), origin, VERSION, log));
+    if (inspector) log.info(`inspector: ${inspector.url}`);
+    const agent = new Agent({ ...settings, observer: inspector?.recorder }, origin, runtime, log);
     let stoppingSince = 0;
     runtime.onStop(() => {
       if (!stoppingSince) {
@@ -189,6 +202,7 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       }
     });
     await agent.run();
+    inspector?.close();
     return 0;
   } catch (error) {
     const explained = runtime.explain?.(error);
