@@ -174,7 +174,7 @@ async function show(id) {
     parts.push(el("h3", { textContent: "Response body" }), body(entry.response));
     parts.push(el("h3", { textContent: "Replay" }), replayForm(entry));
   }
-  $("detail").replaceChildren(...parts);
+  $("detail").replaceChildren(...parts.filter(Boolean));
 }
 
 function replayForm(entry) {
