@@ -184,7 +184,7 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       return await doctor(settings.relay, settings.name, settings.net, (line) => console.log(line), settings.token);
     }
     const origin = new Origin(args.host ?? "localhost", port(args.port));
-    const address = parseInspect(args.inspect ?? DEFAULT_INSPECT);
+    const address = parseInspect(args.inspect);
     const keep = parseKeep(args["inspect-keep"] ?? "100");
     log.info(settings.summary);
     const inspector = address && (await startInspector(address, new Recorder(settings.name, keep), origin, VERSION, log));

@@ -165,6 +165,7 @@ describe("the agent's inspector", () => {
     expect((await inspector(port, "/api/requests", { headers: { host: `127.0.0.1:${port + 1}` } })).status).toBe(403);
     expect((await inspector(port, "/api/requests", { headers: { origin: "http://attacker.example" } })).status).toBe(403);
     expect((await inspector(port, "/api/requests", { headers: { "sec-fetch-site": "cross-site" } })).status).toBe(403);
+    expect((await inspector(port, "/api/requests", { headers: { "x-forwarded-for": "203.0.113.9" } })).status).toBe(403);
     const seen = origin.requests.length;
     const forged = await inspector(port, "/api/requests/1/replay", {
       method: "POST",
@@ -184,9 +185,40 @@ describe("the agent's inspector", () => {
     expect((await inspector(port, "/api/requests", { headers: { origin: `http://127.0.0.1:${port}` } })).status).toBe(200);
   });
 
-  it("is not reachable through the tunnel", async () => {
-    const response = await visit(at(agent.url, "/api/requests"));
-    expect(response.body.toString()).not.toContain('"tunnel":"inspected"');
+  it("never takes its tunnel's origin port, so that visitors cannot reach it", async () => {
+    const shared = await freePort();
+    const own = await AgentProcess.start("node", [...tunnelArgs(shared, relay, "self-inspected"), "--inspect", String(shared)]);
+    try {
+      const url = /inspector: http:\/\/127\.0\.0\.1:(\d+)/.exec(own.output);
+      expect(Number(url?.[1])).toBe(shared + 1);
+      const visitor = await visit(at(own.url, "/api/requests"));
+      expect(visitor.status).toBe(502);
+      expect(visitor.body.toString()).not.toContain("self-inspected");
+    } finally {
+      await own.stop("SIGINT");
+    }
+  });
+
+  it("keeps only the last --inspect-keep requests", async () => {
+    const own = await freePort();
+    const few = await AgentProcess.start("node", [
+      ...tunnelArgs(origin.port, relay, "forgetful"),
+      "--inspect",
+      String(own),
+      "--inspect-keep",
+      "3",
+    ]);
+    try {
+      for (let i = 1; i <= 5; i++) await visit(at(few.url, `/echo?keep=${i}`));
+      await entryWhere(own, (e) => e.path === "/echo?keep=5" && e.state === "done");
+      const { json } = await inspector(own, "/api/requests");
+      expect(json.map((e: { path: string }) => e.path)).toEqual(["/echo?keep=5", "/echo?keep=4", "/echo?keep=3"]);
+      const gone = await inspector(own, `/api/requests/${json[2].id - 1}`);
+      expect(gone.status).toBe(404);
+      expect(gone.json.error).toContain("no longer kept (the inspector keeps 3)");
+    } finally {
+      await few.stop("SIGINT");
+    }
   });
 
   it("serves nothing with --inspect false: the agent listens on no port at all", async () => {

@@ -3,9 +3,12 @@ import type { ExchangeWatch, Observer, SocketWatch } from "./observer.ts";
 
 /** Body bytes kept per direction of one request; the rest is counted, not kept. */
 export const BODY_LIMIT = 64 * 1024;
-/** WebSocket messages kept per socket (the newest), and bytes kept of each. */
-export const SOCKET_MESSAGES_KEPT = 200;
-export const SOCKET_MESSAGE_LIMIT = 4 * 1024;
+/**
+ * WebSocket messages kept per socket (the newest), and bytes kept of each: 200 KiB at most, about
+ * what an HTTP entry may keep.
+ */
+export const SOCKET_MESSAGES_KEPT = 100;
+export const SOCKET_MESSAGE_LIMIT = 2 * 1024;
 /** Changes reach the page at most this often per entry: a streaming body is not an event per chunk. */
 const NOTIFY_MS = 50;
 
@@ -78,7 +81,8 @@ export interface Entry {
 
 /**
  * The last `keep` requests of this agent's tunnels, with their bodies up to BODY_LIMIT each way:
- * memory stays under keep x 2 x BODY_LIMIT plus heads. An Observer for the Forwarder.
+ * memory stays under keep x 2 x BODY_LIMIT plus heads (which the protocol bounds). An Observer
+ * for the Forwarder.
  */
 export class Recorder implements Observer {
   private readonly entries = new Map<number, Entry>();

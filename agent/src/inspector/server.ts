@@ -13,6 +13,8 @@ import { curl, detail, har, summary } from "./views.ts";
 export interface InspectAddress {
   host: string;
   port: number;
+  /** Given on the command line, not the default: a failure to listen is worth a warning. */
+  chosen: boolean;
 }
 
 export const DEFAULT_INSPECT = "127.0.0.1:4040";
@@ -25,7 +27,8 @@ const MAX_REPLAY_JSON = 1024 * 1024;
  * @returns undefined when the inspector is off.
  * @throws {AgentError} "usage" for anything else.
  */
-export function parseInspect(text: string): InspectAddress | undefined {
+export function parseInspect(text: string | undefined): InspectAddress | undefined {
+  if (text === undefined) return { ...parseInspect(DEFAULT_INSPECT)!, chosen: false };
   if (/^(false|off|no|none)$/i.test(text)) return undefined;
   const match = /^(?:(\[[0-9a-fA-F:.]+\]|[^:[\]]+):)?(\d{1,5})$/.exec(text);
   const host = match?.[1]?.replace(/^\[(.*)\]$/, "$1") ?? "127.0.0.1";
@@ -37,7 +40,7 @@ export function parseInspect(text: string): InspectAddress | undefined {
       "use a port (--inspect 4040), an IP and port (--inspect 0.0.0.0:4040), or --inspect false",
     );
   }
-  return { host, port };
+  return { host, port, chosen: true };
 }
 
 /** Reads --inspect-keep. @throws {AgentError} "usage" */
@@ -70,6 +73,9 @@ export async function startInspector(
 ): Promise<Inspector | undefined> {
   const clients = new Set<http.ServerResponse>();
   let port = address.port;
+  // The tunnel's own origin port is never the inspector's, even while nothing listens there:
+  // visitors' requests would reach the inspector, with a Host it accepts.
+  const originPort = Number(new URL(origin.url).port);
   const server = http.createServer((request, response) => {
     try {
       serve(request, response);
@@ -97,6 +103,10 @@ export async function startInspector(
 
   const serve = (request: http.IncomingMessage, response: http.ServerResponse) => {
     const host = request.headers.host;
+    // Only the relay adds these: a request that went through a tunnel never gets in.
+    if (request.headers["x-forwarded-host"] !== undefined || request.headers["x-forwarded-for"] !== undefined) {
+      throw new InspectorError(403, "the inspector does not answer requests that came through a tunnel");
+    }
     if (!allowedHost(host)) throw new InspectorError(403, `the inspector does not answer for Host ${JSON.stringify(host ?? "")}`);
     const url = new URL(request.url ?? "/", `http://${host}`);
     const api = url.pathname.startsWith("/api/");
@@ -173,6 +183,7 @@ export async function startInspector(
   };
 
   for (let tries = 0; tries < PORT_TRIES; tries++, port++) {
+    if (port === originPort) continue;
     const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
       server.once("error", resolve);
       server.listen(port, address.host, () => {
@@ -202,9 +213,10 @@ export async function startInspector(
       return undefined;
     }
   }
-  log.warn(
-    `the inspector found ports ${address.port} to ${address.port + PORT_TRIES - 1} taken; running without it (choose a free one with --inspect PORT)`,
-  );
+  const line = `the inspector found ports ${address.port} to ${address.port + PORT_TRIES - 1} taken; running without it (choose a free one with --inspect PORT)`;
+  // Many agents on one machine (a test suite) take them all: by default, that is no mistake.
+  if (address.chosen) log.warn(line);
+  else log.info(`inspector: off (${line.slice("the inspector ".length)})`);
   return undefined;
 }
 

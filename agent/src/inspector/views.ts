@@ -168,8 +168,9 @@ export function har(entries: Entry[], version: string) {
         const request = new TextDecoder().decode(entry.request.bytes());
         const response = entry.response.bytes();
         const { requestEnd = 0, responseHead, responseEnd } = entry.timings;
-        const wait = responseHead === undefined ? -1 : Math.max(0, responseHead - requestEnd);
-        const receive = responseEnd === undefined || responseHead === undefined ? -1 : responseEnd - responseHead;
+        // HAR 1.2 allows -1 (not applicable) only for blocked, dns, connect and ssl.
+        const wait = responseHead === undefined ? 0 : Math.max(0, responseHead - requestEnd);
+        const receive = responseEnd === undefined || responseHead === undefined ? 0 : responseEnd - responseHead;
         const notes = [
           entry.replayOf ? `replay of #${entry.replayOf}` : "",
           entry.request.truncated ? `request body truncated to ${entry.request.kept} of ${entry.request.size} bytes` : "",
