@@ -14,6 +14,11 @@ const runtime: Runtime = {
     if (Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", handler);
   },
   exit: (code) => Deno.exit(code),
+  listenDenied(host, port) {
+    const address = `${host.includes(":") ? `[${host}]` : host}:${port}`;
+    const { state } = Deno.permissions.querySync({ name: "net", host: address });
+    return state === "granted" ? undefined : `Deno did not grant net access to ${address} (--allow-net)`;
+  },
   explain(error) {
     if (!(error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied)) return undefined;
     const flag = /--allow-[a-z]+/.exec(error.message)?.[0] ?? "the --allow-* flag it names";

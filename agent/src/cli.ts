@@ -187,7 +187,8 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
     const address = parseInspect(args.inspect);
     const keep = parseKeep(args["inspect-keep"] ?? "100");
     log.info(settings.summary);
-    const inspector = address && (await startInspector(address, new Recorder(settings.name, keep), origin, VERSION, log));
+    const inspector =
+      address && (await startInspector(address, new Recorder(settings.name, keep), origin, VERSION, log, runtime.listenDenied));
     if (inspector) log.info(`inspector: ${inspector.url}`);
     const agent = new Agent({ ...settings, observer: inspector?.recorder }, origin, runtime, log);
     let stoppingSince = 0;

@@ -70,6 +70,7 @@ export async function startInspector(
   origin: Origin,
   version: string,
   log: Log,
+  listenDenied?: (host: string, port: number) => string | undefined,
 ): Promise<Inspector | undefined> {
   const clients = new Set<http.ServerResponse>();
   let port = address.port;
@@ -184,6 +185,11 @@ export async function startInspector(
 
   for (let tries = 0; tries < PORT_TRIES; tries++, port++) {
     if (port === originPort) continue;
+    const denied = listenDenied?.(address.host, port);
+    if (denied) {
+      log.warn(`the inspector cannot listen on ${address.host}:${port}: ${denied}; running without it (or pass --inspect false)`);
+      return undefined;
+    }
     const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
       server.once("error", resolve);
       server.listen(port, address.host, () => {
