@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
 import { AgentProcess, tunnelArgs } from "../_agent.ts";
 import { Origin } from "../_origin.ts";
 import { freePort } from "../_process.ts";
@@ -101,5 +102,31 @@ describe.skipIf(!present)("the inspector's page in Chromium", () => {
     await page.fill("#filter-path", "");
     await page.fill("#filter-status", "4xx");
     await expect.poll(() => page.locator("#list tbody tr").count()).toBe(0);
+  });
+
+  it("says when a body was kept truncated, and shows a visitor WebSocket's messages", async () => {
+    await page.fill("#filter-status", "");
+    await visit(at(agent.url, "/bytes/100000"));
+    await page.locator("#list tr", { hasText: "/bytes/100000" }).locator("td.status", { hasText: "200" }).waitFor();
+    await page.locator("#list tr", { hasText: "/bytes/100000" }).click();
+    await page.locator("#detail p.truncated", { hasText: "kept the first 64.0 KiB of 97.7 KiB" }).waitFor();
+
+    const target = new URL(at(agent.url, "/ws/echo?browser=1").replace(/^http/, "ws"));
+    const host = target.host;
+    target.hostname = "127.0.0.1";
+    const ws = new WebSocket(target.href, { headers: { host } });
+    await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
+    ws.send("hello from the visitor");
+    await new Promise((resolve) => ws.once("message", resolve));
+    ws.close(1000, "done");
+    const row = page.locator("#list tr", { hasText: "/ws/echo?browser=1" });
+    await row.locator("td.status", { hasText: "101" }).waitFor();
+    await row.click();
+    await page.locator("#detail", { hasText: "closed by the visitor: 1000 done" }).waitFor();
+    expect(await page.locator("#detail pre.body-text").allTextContents()).toEqual([
+      "hello from the visitor",
+      "hello from the visitor",
+    ]);
+    await page.screenshot({ path: join(ARTIFACTS, "4-websocket.png"), fullPage: true });
   });
 });

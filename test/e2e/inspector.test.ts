@@ -190,7 +190,7 @@ describe("the agent's inspector", () => {
     const own = await AgentProcess.start("node", [...tunnelArgs(shared, relay, "self-inspected"), "--inspect", String(shared)]);
     try {
       const url = /inspector: http:\/\/127\.0\.0\.1:(\d+)/.exec(own.output);
-      expect(Number(url?.[1])).toBe(shared + 1);
+      expect(Number(url?.[1])).toBeGreaterThan(shared);
       const visitor = await visit(at(own.url, "/api/requests"));
       expect(visitor.status).toBe(502);
       expect(visitor.body.toString()).not.toContain("self-inspected");

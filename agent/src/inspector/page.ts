@@ -17,7 +17,7 @@ export const PAGE_HTML = `<!doctype html>
   #list-pane { overflow: auto; border-right: 1px solid #ccc; }
   table { border-collapse: collapse; width: 100%; }
   #list td { padding: 3px 6px; border-bottom: 1px solid #eee; white-space: nowrap; }
-  #list td.path { max-width: 30em; overflow: hidden; text-overflow: ellipsis; }
+  #list td.path { max-width: 22em; overflow: hidden; text-overflow: ellipsis; }
   #list tr { cursor: pointer; }
   #list tr.selected { background: #dde8ff; }
   #list tr.failed td.status, .s4, .s5 { color: #b00; }
@@ -159,7 +159,9 @@ async function show(id) {
       entry.replayOf ? el("span", { className: "replay", textContent: " replay of #" + entry.replayOf }) : null),
     entry.error ? el("p", { className: "note", textContent: entry.error.code + ": " + entry.error.message }) : null,
     el("p", { id: "timings", className: "muted",
-      textContent: "request body from the relay " + ms(t.requestBody) + " · origin's head " + ms(t.originHead) + " · response body " + ms(t.responseBody) + " · total " + ms(t.total) }),
+      textContent: entry.kind === "websocket"
+        ? "origin accepted after " + ms(t.originHead) + " · open for " + ms(t.responseBody)
+        : "request body from the relay " + ms(t.requestBody) + " · origin's head " + ms(t.originHead) + " · response body " + ms(t.responseBody) + " · total " + ms(t.total) }),
     el("h3", { textContent: "Request headers" }), headerTable(entry.requestHeaders),
     el("h3", { textContent: "Request body" }), body(entry.request),
     el("h3", { textContent: "Response headers" }), headerTable(entry.responseHeaders),
