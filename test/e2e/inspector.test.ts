@@ -157,6 +157,15 @@ describe("the agent's inspector", () => {
     ]);
     expect(json.messages[0].text).toBe("hello origin");
     expect(json.messages[2].text).toMatch(/^00000000 {2}00 01 02 ff/);
+    const { json: exported } = await inspector(port, "/api/har");
+    const socket = exported.log.entries.find((e: { request: { url: string } }) => e.request.url.endsWith("/ws/echo?inspected=1"));
+    expect(socket.response.status).toBe(101);
+    expect(socket._webSocketMessages.map((m: { type: string; opcode: number }) => `${m.type} ${m.opcode}`)).toEqual([
+      "send 1",
+      "receive 1",
+      "send 2",
+      "receive 2",
+    ]);
   });
 
   it("refuses 403 a foreign Host (DNS rebinding) or a foreign Origin, for the page and the API", async () => {

@@ -209,6 +209,17 @@ export function har(entries: Entry[], version: string) {
           },
           cache: {},
           timings: { send: requestEnd, wait, receive },
+          // Chrome's DevTools' extension field for a WebSocket's messages (opcode 1 text, 2 binary).
+          ...(entry.messages
+            ? {
+                _webSocketMessages: entry.messages.map((message) => ({
+                  type: message.from === "visitor" ? "send" : "receive",
+                  time: (entry.startedAt + message.at) / 1000,
+                  opcode: message.binary ? 2 : 1,
+                  data: message.binary ? base64(message.body.bytes()) : new TextDecoder().decode(message.body.bytes()),
+                })),
+              }
+            : {}),
           ...(notes.length ? { comment: notes.join("; ") } : {}),
         };
       }),
