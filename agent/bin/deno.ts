@@ -17,7 +17,7 @@ const runtime: Runtime = {
   listenDenied(host, port) {
     const address = `${host.includes(":") ? `[${host}]` : host}:${port}`;
     const { state } = Deno.permissions.querySync({ name: "net", host: address });
-    return state === "granted" ? undefined : `Deno did not grant net access to ${address} (--allow-net)`;
+    return state === "granted" ? undefined : `Deno did not grant net access to ${address}`;
   },
   explain(error) {
     if (!(error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied)) return undefined;

@@ -77,6 +77,13 @@ export async function startInspector(
   // The tunnel's own origin port is never the inspector's, even while nothing listens there:
   // visitors' requests would reach the inspector, with a Host it accepts.
   const originPort = Number(new URL(origin.url).port);
+  // Many agents on one machine (a test suite) take the default ports: that is no mistake, and
+  // the agent says so without a warning; a chosen address that fails is worth one.
+  const off = (why: string, hint: string): undefined => {
+    if (address.chosen) log.warn(`the inspector ${why}; running without it (${hint}, or pass --inspect false)`);
+    else log.info(`inspector: off (it ${why}; ${hint})`);
+    return undefined;
+  };
   const server = http.createServer((request, response) => {
     try {
       serve(request, response);
@@ -186,10 +193,7 @@ export async function startInspector(
   for (let tries = 0; tries < PORT_TRIES; tries++, port++) {
     if (port === originPort) continue;
     const denied = listenDenied?.(address.host, port);
-    if (denied) {
-      log.warn(`the inspector cannot listen on ${address.host}:${port}: ${denied}; running without it (or pass --inspect false)`);
-      return undefined;
-    }
+    if (denied) return off(`cannot listen on ${address.host}:${port}: ${denied}`, "grant it with --allow-net");
     const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
       server.once("error", resolve);
       server.listen(port, address.host, () => {
@@ -215,15 +219,13 @@ export async function startInspector(
       };
     }
     if (error.code !== "EADDRINUSE" && error.code !== "EACCES") {
-      log.warn(`the inspector cannot listen on ${address.host}:${port} (${error.code ?? error.message}); running without it`);
-      return undefined;
+      return off(
+        `cannot listen on ${address.host}:${port} (${error.code ?? error.message})`,
+        "choose another address with --inspect",
+      );
     }
   }
-  const line = `the inspector found ports ${address.port} to ${address.port + PORT_TRIES - 1} taken; running without it (choose a free one with --inspect PORT)`;
-  // Many agents on one machine (a test suite) take them all: by default, that is no mistake.
-  if (address.chosen) log.warn(line);
-  else log.info(`inspector: off (${line.slice("the inspector ".length)})`);
-  return undefined;
+  return off(`found ports ${address.port} to ${address.port + PORT_TRIES - 1} taken`, "choose a free one with --inspect PORT");
 }
 
 const SECURITY = {
