@@ -34,6 +34,11 @@ const runtime: Runtime = {
       for (let done = 0; done < bytes.length; ) done += Deno.stdout.writeSync(bytes.subarray(done));
     },
   },
+  listenDenied(host, port) {
+    const address = `${host.includes(":") ? `[${host}]` : host}:${port}`;
+    const { state } = Deno.permissions.querySync({ name: "net", host: address });
+    return state === "granted" ? undefined : `Deno did not grant net access to ${address}`;
+  },
   explain(error) {
     if (!(error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied)) return undefined;
     const flag = /--allow-[a-z]+/.exec(error.message)?.[0] ?? "the --allow-* flag it names";

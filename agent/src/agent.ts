@@ -16,6 +16,7 @@ import {
 } from "@burrow/protocol";
 import { AgentError } from "./errors.ts";
 import { Forwarder } from "./forward.ts";
+import type { Observer } from "./inspector/observer.ts";
 import type { Log } from "./log.ts";
 import { randomClaim } from "./names.ts";
 import { dial, type NetConfig, NetworkError } from "./net/dial.ts";
@@ -43,6 +44,8 @@ export interface AgentOptions {
   net: NetConfig;
   /** "auto": WebSocket, falling back to HTTPS when WebSockets are blocked. */
   transport: TransportChoice;
+  /** Told of every request and WebSocket (the inspector); none with --inspect false. */
+  observer?: Observer;
 }
 
 /** How one connection ended. */
@@ -414,7 +417,11 @@ export class Agent {
         if (f.type === FrameType.Data) this.log.traffic(0, f.bytes.byteLength);
         frames.push(f);
       };
-      this.current = { id: frame.session, frames, forwarder: new Forwarder(this.origin, send, this.log) };
+      this.current = {
+        id: frame.session,
+        frames,
+        forwarder: new Forwarder(this.origin, send, this.log, this.options.observer),
+      };
     }
     const session = this.current!;
     session.frames.attach((parts) => link.send(parts), resumed ? frame.received : 0);

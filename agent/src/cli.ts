@@ -6,6 +6,8 @@ import { Agent, type AgentOptions, type TransportChoice } from "./agent.ts";
 import { CLAIM_ENV_VARS, loadClaim } from "./claims.ts";
 import { doctor } from "./doctor.ts";
 import { AgentError } from "./errors.ts";
+import { Recorder } from "./inspector/recorder.ts";
+import { DEFAULT_INSPECT, parseInspect, parseKeep, startInspector } from "./inspector/server.ts";
 import { Log, type LogMode } from "./log.ts";
 import { randomName } from "./names.ts";
 import type { NetConfig } from "./net/dial.ts";
@@ -91,6 +93,13 @@ const FLAGS: Flag[] = [
     help: "auto (a live console on a terminal, else plain lines), plain, or json (one object per line)",
   },
   { name: "quiet", help: "print only warnings and errors" },
+  {
+    name: "inspect",
+    value: "[HOST:]PORT",
+    default: DEFAULT_INSPECT,
+    help: "serve the inspector (recent requests, replay) there, or on the next free port; false: none; a HOST other than loopback lets other machines in",
+  },
+  { name: "inspect-keep", value: "N", default: "100", help: "requests the inspector keeps, each body up to 64 KiB each way" },
   { name: "debug", env: "BURROW_DEBUG", help: "print details and stack traces" },
   { name: "version", short: "v", help: "print the version and exit" },
   { name: "help", short: "h", help: "print this help and exit" },
@@ -203,7 +212,15 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       origin: origin.url,
       version: VERSION,
     });
-    const agent = new Agent(settings, origin, runtime, log);
+    const address = parseInspect(args.inspect);
+    const keep = parseKeep(args["inspect-keep"] ?? "100");
+    const inspector =
+      address && (await startInspector(address, new Recorder(settings.name, keep), origin, VERSION, log, runtime.listenDenied));
+    if (inspector) {
+      log.info(`inspector: ${inspector.url}`);
+      log.setInspector(inspector.url);
+    }
+    const agent = new Agent({ ...settings, observer: inspector?.recorder }, origin, runtime, log);
     void checkOrigin(host, originPort, origin.url, log);
     let stoppingSince = 0;
     runtime.onStop(() => {
@@ -220,6 +237,7 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
     await agent.run();
     log.update({ state: "stopped" });
     log.info(stoppedLine(settings.name, agent.everUp, settings.token !== ""), "stopped", { name: settings.name });
+    inspector?.close();
     return 0;
   } catch (error) {
     const explained = runtime.explain?.(error);

@@ -8,6 +8,7 @@ import {
   type RequestHeadFrame,
   type ResetCode,
 } from "@burrow/protocol";
+import type { ExchangeWatch, Observer } from "./inspector/observer.ts";
 import type { Log } from "./log.ts";
 import type { Origin, OriginExchange } from "./origin.ts";
 import { isUpgrade, OriginSockets } from "./sockets.ts";
@@ -28,6 +29,8 @@ interface Stream {
   flushed: number;
   /** Response body bytes sent, for the request's log line. */
   sent: number;
+  /** The inspector's view of this exchange, when it is on. */
+  watch: ExchangeWatch | undefined;
 }
 
 /**
@@ -45,8 +48,9 @@ export class Forwarder {
     private readonly origin: Origin,
     private readonly send: (frame: Frame) => void,
     private readonly log: Log,
+    private readonly observer?: Observer,
   ) {
-    this.sockets = new OriginSockets(origin, send, log);
+    this.sockets = new OriginSockets(origin, send, log, observer);
   }
 
   /**
@@ -75,6 +79,7 @@ export class Forwarder {
     if (stream) {
       this.streams.delete(id);
       stream.exchange.abort();
+      stream.watch?.fail("protocol-error", message);
     }
     this.sockets.abort(id);
     this.send({ type: FrameType.Reset, stream: id, code: "protocol-error", message: message.slice(0, 1000) });
@@ -89,12 +94,16 @@ export class Forwarder {
         return true;
       case FrameType.Data: {
         const stream = this.streams.get(frame.stream);
+        stream?.watch?.requestData(frame.bytes);
         stream?.exchange.write(frame.bytes, () => this.flushed(stream, frame.bytes.byteLength));
         return true;
       }
-      case FrameType.End:
-        this.streams.get(frame.stream)?.exchange.end();
+      case FrameType.End: {
+        const stream = this.streams.get(frame.stream);
+        stream?.watch?.requestEnd();
+        stream?.exchange.end();
         return true;
+      }
       case FrameType.Credit: {
         const stream = this.streams.get(frame.stream);
         if (!stream) return false;
@@ -107,6 +116,7 @@ export class Forwarder {
         if (!stream) return false;
         this.streams.delete(frame.stream);
         stream.exchange.abort();
+        stream.watch?.fail("cancelled", "the relay reset the stream: the visitor went away");
         this.log.request(stream.head.method, stream.head.path, stream.status ?? "cancelled", stream.startedAt, stream.sent);
         return true;
       }
@@ -123,7 +133,10 @@ export class Forwarder {
 
   abortAll(): void {
     this.sockets.abortAll();
-    for (const stream of this.streams.values()) stream.exchange.abort();
+    for (const stream of this.streams.values()) {
+      stream.exchange.abort();
+      stream.watch?.fail("cancelled", "the session with the relay ended");
+    }
     this.streams.clear();
   }
 
@@ -158,23 +171,28 @@ export class Forwarder {
       ended: false,
       flushed: 0,
       sent: 0,
+      watch: this.observer?.exchange(head),
     };
     this.streams.set(id, stream);
     stream.exchange = this.origin.open(head.method, head.path, head.headers, {
       head: (status, headers) => {
         stream.status = status;
         this.originDown = false;
+        stream.watch?.responseHead(status, headers);
         this.sendIfOpen(stream, { type: FrameType.ResponseHead, stream: id, status, headers });
       },
       data: (bytes) => {
+        stream.watch?.responseData(bytes);
         stream.queue.push(bytes);
         this.pump(stream);
       },
       end: () => {
+        stream.watch?.responseEnd();
         stream.ended = true;
         this.pump(stream);
       },
       fail: (code: ResetCode, message) => {
+        stream.watch?.fail(code, message);
         if (!this.sendIfOpen(stream, { type: FrameType.Reset, stream: id, code, message })) return;
         this.streams.delete(id);
         this.log.request(

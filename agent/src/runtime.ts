@@ -15,6 +15,11 @@ export interface Runtime {
   readonly terminal?: Terminal;
   /** Turns a runtime-specific failure (a missing Deno permission) into a message with a hint. */
   explain?(error: unknown): { message: string; hint: string } | undefined;
+  /**
+   * Why listening on `host`:`port` (the inspector) is not permitted, or undefined: Deno's
+   * node:http throws a missing --allow-net from a later tick, where no caller can catch it.
+   */
+  listenDenied?(host: string, port: number): string | undefined;
 }
 
 /** Stdout as a terminal: what the live console needs to draw itself in place. */

@@ -13,6 +13,7 @@ import {
   type WsMessageFrame,
 } from "@burrow/protocol";
 import WebSocket from "ws";
+import type { Observer, SocketWatch } from "./inspector/observer.ts";
 import type { Log } from "./log.ts";
 import { type Origin, UNREACHABLE } from "./origin.ts";
 
@@ -35,6 +36,8 @@ interface SocketStream {
   /** Visitor message bytes the origin took that the relay has not been credited for. */
   flushed: number;
   open: boolean;
+  /** The inspector's view of this WebSocket, when it is on. */
+  watch: SocketWatch | undefined;
 }
 
 /** True when a request head asks for a WebSocket. */
@@ -65,6 +68,7 @@ export class OriginSockets {
     private readonly origin: Origin,
     private readonly send: (frame: Frame) => void,
     private readonly log: Log,
+    private readonly observer?: Observer,
   ) {}
 
   get size(): number {
@@ -88,6 +92,7 @@ export class OriginSockets {
       if (OWN_FIELDS.has(name.toLowerCase())) continue;
       headers[name] = headers[name] ? `${headers[name]}, ${value}` : value;
     }
+    const watch = this.observer?.socket(head);
     let ws: WebSocket;
     try {
       ws = new WebSocket(`${this.origin.url.replace(/^http/, "ws")}${head.path}`, protocols, {
@@ -101,6 +106,7 @@ export class OriginSockets {
       // (`/ws#x`), an invalid or repeated subprotocol, a header value node:http refuses.
       const message = `the WebSocket request could not be sent to the local server: ${(error as Error).message}`;
       this.send({ type: FrameType.Reset, stream: id, code: "protocol-error", message });
+      watch?.fail("protocol-error", message);
       this.log.request(head.method, head.path, "protocol-error", performance.now());
       return;
     }
@@ -114,6 +120,7 @@ export class OriginSockets {
       queued: 0,
       flushed: 0,
       open: false,
+      watch,
     };
     this.streams.set(id, stream);
 
@@ -121,6 +128,7 @@ export class OriginSockets {
       stream.open = true;
       const answer: HeaderList = ws.protocol ? [["sec-websocket-protocol", ws.protocol]] : [];
       this.send({ type: FrameType.ResponseHead, stream: id, status: 101, headers: answer });
+      watch?.open(101, answer);
       this.log.request(head.method, head.path, 101, stream.startedAt);
     });
     ws.on("unexpected-response", (_request, response) => this.refused(stream, response));
@@ -129,14 +137,11 @@ export class OriginSockets {
       this.streams.delete(id);
       const code = error.code ?? error.message;
       const unreachable = UNREACHABLE.has(code);
-      this.send({
-        type: FrameType.Reset,
-        stream: id,
-        code: unreachable ? "origin-unreachable" : "origin-error",
-        message: unreachable
-          ? `the local server at ${this.origin.url} is not answering (${code}): is it running on that port?`
-          : `the local server at ${this.origin.url} refused the WebSocket (${code})`,
-      });
+      const message = unreachable
+        ? `the local server at ${this.origin.url} is not answering (${code}): is it running on that port?`
+        : `the local server at ${this.origin.url} refused the WebSocket (${code})`;
+      this.send({ type: FrameType.Reset, stream: id, code: unreachable ? "origin-unreachable" : "origin-error", message });
+      watch?.fail(unreachable ? "origin-unreachable" : "origin-error", message);
       this.log.request(head.method, head.path, unreachable ? "origin-unreachable" : "origin-error", stream.startedAt);
     });
     ws.on("message", (data: Buffer, isBinary: boolean) => this.fromOrigin(stream, data, isBinary));
@@ -144,6 +149,7 @@ export class OriginSockets {
       if (!stream.open || !this.streams.has(id)) return;
       this.streams.delete(id);
       this.send({ type: FrameType.WsClose, stream: id, code: code || 1005, reason: reason.toString().slice(0, 120) });
+      watch?.close(code || 1005, reason.toString(), "origin");
     });
   }
 
@@ -165,6 +171,7 @@ export class OriginSockets {
       case FrameType.Reset:
         this.streams.delete(stream.id);
         stream.ws.terminate();
+        stream.watch?.fail("cancelled", "the relay reset the stream: the visitor went away");
         return true;
       default:
         return false;
@@ -177,11 +184,15 @@ export class OriginSockets {
     if (!stream) return false;
     this.streams.delete(id);
     stream.ws.terminate();
+    stream.watch?.fail("protocol-error", "the stream broke the protocol");
     return true;
   }
 
   abortAll(): void {
-    for (const stream of this.streams.values()) stream.ws.terminate();
+    for (const stream of this.streams.values()) {
+      stream.ws.terminate();
+      stream.watch?.fail("cancelled", "the session with the relay ended");
+    }
     this.streams.clear();
   }
 
@@ -192,6 +203,7 @@ export class OriginSockets {
       headers.push([response.rawHeaders[i]!, response.rawHeaders[i + 1]!]);
     const kept = headers.filter(([name]) => !HOP_BY_HOP.has(name.toLowerCase()));
     this.send({ type: FrameType.ResponseHead, stream: stream.id, status: response.statusCode ?? 502, headers: kept });
+    stream.watch?.open(response.statusCode ?? 502, kept);
     // Refusal pages are small; credit still bounds what goes out.
     response.on("data", (chunk: Buffer) => {
       for (let offset = 0; offset < chunk.byteLength && stream.credit > 0; offset += MAX_DATA_CHUNK) {
@@ -202,12 +214,14 @@ export class OriginSockets {
     });
     response.on("end", () => {
       this.streams.delete(stream.id);
+      stream.watch?.fail("refused", `the local server answered the upgrade with ${response.statusCode} instead of 101`);
       this.send({ type: FrameType.End, stream: stream.id });
       this.log.request(stream.head.method, stream.head.path, response.statusCode ?? 502, stream.startedAt);
     });
   }
 
   private fromOrigin(stream: SocketStream, data: Buffer, binary: boolean): void {
+    stream.watch?.message("origin", data, binary, true);
     for (let offset = 0; ; offset += MAX_DATA_CHUNK) {
       const bytes = data.subarray(offset, offset + MAX_DATA_CHUNK);
       const final = offset + MAX_DATA_CHUNK >= data.byteLength;
@@ -247,6 +261,7 @@ export class OriginSockets {
       return;
     }
     const size = frame.bytes.byteLength;
+    stream.watch?.message("visitor", frame.bytes, frame.binary, frame.final);
     stream.ws.send(frame.bytes, { binary: frame.binary, fin: frame.final }, () => {
       stream.flushed += size;
       if (stream.flushed < CREDIT_BATCH || !this.streams.has(stream.id)) return;
@@ -257,6 +272,7 @@ export class OriginSockets {
 
   private closeByRelay(stream: SocketStream, frame: WsCloseFrame): void {
     this.streams.delete(stream.id);
+    stream.watch?.close(frame.code, frame.reason, "visitor");
     if (!stream.open) {
       // The visitor's side closed before the origin answered: nothing of this stream goes on.
       stream.ws.terminate();
