@@ -1,3 +1,8 @@
+import { execFile } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { strayTunnel, withoutTunnelCookie } from "../../edge/src/strays.ts";
 import { AgentProcess, tunnelArgs } from "../_agent.ts";
@@ -5,7 +10,29 @@ import { Origin } from "../_origin.ts";
 import { Relay } from "../_relay.ts";
 import { visit } from "../_visit.ts";
 
-const PAGE = `<!doctype html><link rel="stylesheet" href="/style.css"><script src="/app.js"></script><p>hi</p>`;
+const PAGE = `<!doctype html><link rel="stylesheet" href="/style.css"><p>hi</p><script src="/app.js"></script>`;
+const CHROMIUM = "/usr/bin/chromium";
+
+/** The DOM of `url` after its scripts ran, as headless Chromium (Debian's package) saw it. */
+async function renderedDom(url: string): Promise<string> {
+  const profile = mkdtempSync(join(tmpdir(), "burrow-chromium-"));
+  try {
+    // Asynchronous: the origin answers from this process's event loop.
+    const args = [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      `--user-data-dir=${profile}`,
+      "--virtual-time-budget=5000",
+      "--dump-dom",
+      url,
+    ];
+    const { stdout } = await promisify(execFile)(CHROMIUM, args, { encoding: "utf8", timeout: 30_000 });
+    return stdout;
+  } finally {
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
 
 describe("strayTunnel", () => {
   const url = new URL("https://relay.example/style.css");
@@ -49,6 +76,10 @@ describe.each(["wrangler", "workerd"] as const)("root-relative links of a tunnel
     base = `http://localhost:${relay.port}`;
     origin.route("/", (_, response) => {
       response.writeHead(200, { "content-type": "text/html; charset=utf-8", "set-cookie": "sid=1; Path=/" });
+      response.end(PAGE);
+    });
+    origin.route("/private", (_, response) => {
+      response.writeHead(200, { "content-type": "text/html", "referrer-policy": "no-referrer" });
       response.end(PAGE);
     });
     origin.route("/style.css", (_, response) => {
@@ -136,6 +167,12 @@ describe.each(["wrangler", "workerd"] as const)("root-relative links of a tunnel
     expect(JSON.parse(both.body.toString()).headers.cookie).toBe("a=1");
     const only = await visit(`${base}/t/demo/echo`, { headers: { cookie: "burrow_tunnel=demo" } });
     expect(JSON.parse(only.body.toString()).headers.cookie).toBeUndefined();
+  });
+
+  it.skipIf(!existsSync(CHROMIUM))("serves a page's /style.css and /app.js to headless Chromium", async () => {
+    expect(await renderedDom(`${base}/t/demo/`)).toContain('data-color="rgb(1, 2, 3)"');
+    // No Referer at all: the routing cookie of the page's own response leads the way.
+    expect(await renderedDom(`${base}/t/demo/private`)).toContain('data-color="rgb(1, 2, 3)"');
   });
 
   it("leaves tunnels reached by subdomain alone", async () => {
