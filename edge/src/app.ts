@@ -15,6 +15,7 @@ import type { Env } from "./env.ts";
 import { EdgeError, ERROR_HEADER, RELAY_PAGE_HEADERS } from "./errors.ts";
 import { connectLimit } from "./gate.ts";
 import { clientAddress, forwardedRequestHeaders, INTERNAL, withoutSpoofable } from "./headers.ts";
+import { cookieValue, strayTunnel, TUNNEL_COOKIE, tunnelCookie, withoutTunnelCookie } from "./strays.ts";
 import { checkVisitorRequest, headLimit } from "./visitor.ts";
 
 type App = {
@@ -119,20 +120,38 @@ app.get("/", (c) => {
   return c.text(`Burrow relay. Tunnels are served at ${where}\n${who}`, 200, RELAY_PAGE_HEADERS);
 });
 
-app.notFound(() =>
-  new EdgeError(404, "not-found", "Nothing here on the relay itself. Tunnels are served at /t/<name>/.").toResponse(),
-);
+// A root-relative link of a page reached by path (`/style.css` on `/t/demo/`): back to its
+// tunnel (see strayTunnel). 307 keeps the method and body; no-store, since the answer depends
+// on the Referer and the cookie and the next page may be another tunnel's.
+app.all("*", (c) => {
+  const url = new URL(c.req.url);
+  const name = strayTunnel(url, c.var.request.headers);
+  if (name === undefined) return notFound();
+  return new Response(null, {
+    status: 307,
+    headers: { Location: `/t/${name}${url.pathname}${url.search}`, "Cache-Control": "no-store" },
+  });
+});
+
+const notFound = () =>
+  new EdgeError(404, "not-found", "Nothing here on the relay itself. Tunnels are served at /t/<name>/.").toResponse();
+app.notFound(notFound);
 
 async function visit(c: Context<App>, name: string, path: string, prefix: string): Promise<Response> {
   const request = c.var.request;
   const url = new URL(request.url);
   const clientIp = c.var.clientIp;
-  const list = forwardedRequestHeaders(request.headers, {
+  let list = forwardedRequestHeaders(request.headers, {
     clientIp,
     proto: url.protocol.slice(0, -1),
     host: request.headers.get("host") ?? url.host,
     prefix,
   });
+  // The relay's routing cookie is not the origin's (see TUNNEL_COOKIE).
+  if (prefix) {
+    for (const entry of list) if (entry[0] === "cookie") entry[1] = withoutTunnelCookie(entry[1]) ?? "";
+    list = list.filter(([field, value]) => field !== "cookie" || value !== "");
+  }
   // Hop-by-hop, so dropped above; the Durable Object needs it to answer with a WebSocket.
   if (request.headers.get("upgrade")?.toLowerCase() === "websocket") list.push(["upgrade", "websocket"]);
   // The Durable Object reads the fields from a Headers, which joins repeats (but Set-Cookie):
@@ -159,7 +178,10 @@ async function visit(c: Context<App>, name: string, path: string, prefix: string
   // request's head is over a limit of its own (below MAX_HEADER_BYTES: a 20000-byte field
   // or path already fails): the request never reached the tunnel.
   if (response.status === 431 && !response.headers.has(ERROR_HEADER)) throw hopTooLarge();
-  return prefix ? underPrefix(response, prefix) : response;
+  if (!prefix) return response;
+  // Pages name their tunnel for the root-relative requests they make without a Referer.
+  const routing = isPage(response) && cookieValue(request.headers.get("cookie"), TUNNEL_COOKIE) !== name;
+  return underPrefix(response, prefix, routing ? tunnelCookie(name, url.protocol === "https:") : undefined);
 }
 
 function hopTooLarge(): EdgeError {
@@ -170,11 +192,18 @@ function hopTooLarge(): EdgeError {
   );
 }
 
-/** Reached by path: root-relative redirects stay inside the prefix, and cookies too (see scopeCookie). */
-function underPrefix(response: Response, prefix: string): Response {
+function isPage(response: Response): boolean {
+  return !response.webSocket && /^text\/html\b/i.test(response.headers.get("content-type") ?? "");
+}
+
+/**
+ * Reached by path: root-relative redirects stay inside the prefix, and cookies too (see
+ * scopeCookie); `routing`, the relay's own cookie, is added after the origin's.
+ */
+function underPrefix(response: Response, prefix: string, routing?: string): Response {
   const location = response.headers.get("location");
   const relocate = location?.startsWith("/") && !location.startsWith("//");
-  if (!relocate && !response.headers.has("set-cookie")) return response;
+  if (!relocate && !routing && !response.headers.has("set-cookie")) return response;
   if (response.webSocket) {
     const headers = new Headers(response.headers);
     withScopedCookies(headers, prefix);
@@ -183,6 +212,7 @@ function underPrefix(response: Response, prefix: string): Response {
   const rewritten = new Response(response.body, response);
   if (relocate) rewritten.headers.set("location", prefix + location);
   withScopedCookies(rewritten.headers, prefix);
+  if (routing) rewritten.headers.append("set-cookie", routing);
   return rewritten;
 }
 

@@ -1,0 +1,90 @@
+// The local relay of `npm run relay` and `npm run dev`: wrangler dev (and the workerd it starts)
+// in a process group of its own, with its noise filtered out, and stopped group and all.
+import { spawn } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+
+// The closed-network warning about Request.cf, and its stack, say nothing useful here.
+const NOISE =
+  /\[wrangler:info\] [A-Z]+ \/|Unable to fetch the `Request.cf` object|getaddrinfo ENOTFOUND workers.cloudflare.com|^\s+at |update available/;
+
+/**
+ * Starts `wrangler dev` on `port`, its lines prefixed with "relay | " (but NOISE), and calls
+ * `onReady` once, when it serves. `extra` goes to wrangler (`--var KEY:VALUE`, `--ip`).
+ * Resolves `exited` with wrangler's status, or its signal's name.
+ */
+export function startRelay({ port, onReady = () => {}, extra = [] }) {
+  const child = spawn(
+    process.execPath,
+    [
+      join(ROOT, "node_modules/wrangler/bin/wrangler.js"),
+      "dev",
+      "--port",
+      String(port),
+      "--show-interactive-dev-session=false",
+      ...extra,
+    ],
+    {
+      cwd: ROOT,
+      env: { ...process.env, WRANGLER_SEND_METRICS: "false" },
+      stdio: ["ignore", "pipe", "pipe"],
+      // A group of its own: workerd is wrangler's child, and a `kill -9` of wrangler leaves
+      // it running, holding the port and answering nothing. stop() signals the whole group.
+      detached: true,
+    },
+  );
+  let ready = false;
+  const lines = (stream, write) => {
+    let partial = "";
+    stream.setEncoding("utf8");
+    stream.on("data", (chunk) => {
+      const parts = (partial + chunk).split("\n");
+      partial = parts.pop();
+      for (const line of parts) {
+        if (!ready && /Ready on http/.test(line)) {
+          ready = true;
+          onReady();
+        }
+        if (line.trim() && !NOISE.test(line)) write(`relay | ${line}\n`);
+      }
+    });
+  };
+  lines(child.stdout, (line) => process.stdout.write(line));
+  lines(child.stderr, (line) => process.stderr.write(line));
+  const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve(signal ?? code)));
+  let stopping;
+
+  return {
+    exited,
+    get ready() {
+      return ready;
+    },
+    /** Signals wrangler's whole group; SIGKILL after 5 s if it has not exited by then. */
+    stop(signal = "SIGTERM") {
+      signalGroup(child.pid, signal);
+      stopping ??= Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000).unref())]).then(() =>
+        signalGroup(child.pid, "SIGKILL"),
+      );
+      return stopping;
+    },
+  };
+}
+
+function signalGroup(pid, signal) {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // ESRCH: the group is gone already.
+  }
+}
+
+/**
+ * Stops the relay, group and all, when this process is told to stop or exits, however the rest
+ * of it ends. (A `kill -9` of this process cannot be caught: stop wrangler's group by hand then,
+ * `kill -- -<wrangler's pid>`.)
+ */
+export function stopOnExit(relay) {
+  process.on("exit", () => relay.stop("SIGKILL"));
+}
