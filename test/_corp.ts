@@ -629,10 +629,12 @@ export class CorpNetwork {
           .filter(([, at]) => at >= since - 200 && at <= since + 2000)
           .sort(([, a], [, b]) => Math.abs(a - since) - Math.abs(b - since))[0];
         if (mode === "close" && !upstream) mode = "reset";
-        await kill(mode === "close" ? upstream![0] : key);
-        if (mode === "close") seen.delete(upstream![0]);
+        // Recorded before it is done: the client may see the reset, and the test read the cuts,
+        // before `ss -K` has even exited.
         cut.set(key, now);
         this.cuts.push({ at: now, how: mode, client: key.split(" ")[1]! });
+        await kill(mode === "close" ? upstream![0] : key);
+        if (mode === "close") seen.delete(upstream![0]);
       }
     };
     const loop = (async () => {
