@@ -1,9 +1,9 @@
 import { readFileSync } from "node:fs";
-import { connect } from "node:net";
 import { MAX_RULES, RESERVED_NAMES, TUNNEL_NAME_PATTERN } from "@burrow/protocol";
 import pkg from "../package.json" with { type: "json" };
 import { Agent, type AgentOptions, type TransportChoice } from "./agent.ts";
 import { CLAIM_ENV_VARS, loadClaim } from "./claims.ts";
+import { type ConfigFile, type KeySpec, loadConfig, type Settings } from "./config.ts";
 import { doctor } from "./doctor.ts";
 import { AgentError } from "./errors.ts";
 import { Recorder } from "./inspector/recorder.ts";
@@ -12,7 +12,7 @@ import { Log, type LogMode } from "./log.ts";
 import { randomName } from "./names.ts";
 import type { NetConfig } from "./net/dial.ts";
 import { PROXY_ENV_VARS, proxyFor } from "./net/proxy.ts";
-import { Origin, UNREACHABLE } from "./origin.ts";
+import { type OriginSetup, readPem, setUpOrigin } from "./origin-setup.ts";
 import { visitorRules } from "./rules.ts";
 import type { Runtime } from "./runtime.ts";
 
@@ -28,12 +28,33 @@ interface Flag {
   yieldsTo?: string;
   /** A one-letter alias: -h for --help. */
   short?: string;
+  /** Only on the command line, never a key of the config file. */
+  noFile?: true;
 }
 
 /** Every flag, once: parsing, environment fallbacks and --help all come from this table. */
 const FLAGS: Flag[] = [
-  { name: "port", env: "BURROW_PORT", value: "PORT", help: "port of the local server to expose (required)" },
+  {
+    name: "port",
+    env: "BURROW_PORT",
+    value: "PORT",
+    help: "port of the local server to expose (this, --origin or --dir is required)",
+  },
   { name: "host", env: "BURROW_HOST", value: "HOST", default: "localhost", help: "host of the local server" },
+  {
+    name: "origin",
+    value: "URL",
+    help: "the local server as a URL instead of --port: http://10.0.0.5:8080, https://localhost:8443; only that host and port are reached",
+  },
+  { name: "dir", value: "DIR", help: "serve the files of this directory instead of a local server (index.html for a directory)" },
+  {
+    name: "host-header",
+    value: "MODE",
+    default: "rewrite",
+    help: "the Host the local server sees: rewrite (its own host:port), preserve (the public host), or this VALUE",
+  },
+  { name: "origin-ca", value: "FILE", help: "trust the CA certificates in this PEM file for an https:// --origin" },
+  { name: "origin-insecure", help: "do not verify an https:// --origin's certificate (a local dev server's self-signed one)" },
   { name: "relay", env: "BURROW_RELAY", value: "URL", default: "http://localhost:8787", help: "the Burrow relay to connect to" },
   { name: "name", env: "BURROW_NAME", value: "NAME", default: "a random name", help: "tunnel name: the subdomain visitors use" },
   {
@@ -101,9 +122,23 @@ const FLAGS: Flag[] = [
   },
   { name: "inspect-keep", value: "N", default: "100", help: "requests the inspector keeps, each body up to 64 KiB each way" },
   { name: "debug", env: "BURROW_DEBUG", help: "print details and stack traces" },
-  { name: "version", short: "v", help: "print the version and exit" },
-  { name: "help", short: "h", help: "print this help and exit" },
+  {
+    name: "config",
+    value: "FILE",
+    default: "burrow.toml if there is one",
+    help: "read settings and [[tunnel]] tables from this TOML file",
+    noFile: true,
+  },
+  { name: "version", short: "v", help: "print the version and exit", noFile: true },
+  { name: "help", short: "h", help: "print this help and exit", noFile: true },
 ];
+
+/** The keys a config file may hold. */
+const FILE_KEYS: KeySpec[] = FLAGS.filter((flag) => !flag.noFile).map((flag) => ({
+  name: flag.name,
+  value: flag.value !== undefined,
+  repeat: flag.repeat === true,
+}));
 
 /** Every environment variable the agent reads (Deno's task grants exactly these). */
 export const ENV_VARS = [
@@ -127,27 +162,40 @@ function help(): string {
     "Burrow agent: expose a local server through a Burrow relay.",
     "",
     "Usage: agent --port 8000 [--name NAME] [--relay URL]",
+    "       agent --origin https://localhost:8443 --origin-insecure | --dir ./public",
+    "       agent [--config FILE]    the tunnels of burrow.toml's [[tunnel]] tables",
     "       agent doctor [--relay URL] [--proxy URL] [--ca FILE]    checks the way to the relay",
     "",
     "Options:",
     ...rows,
     "",
+    "Settings come from the flags, else the config file (the same keys without the dashes, and",
+    "[[tunnel]] tables of name, port, host, origin, dir, host-header, origin-ca, origin-insecure",
+    "and the access rules), else the environment variables, else the defaults.",
+    "",
   ].join("\n");
 }
 
-/** Parsed flags: the last value of each flag, and every value of the repeatable ones. */
-export interface Args {
-  values: Record<string, string>;
-  lists: Record<string, string[]>;
+/** Parsed settings: the last value of each flag, every value of the repeatable ones, and the tunnels. */
+export interface Args extends Settings {
+  /** One per tunnel to open, each with every setting that applies to it. */
+  tunnels: Settings[];
 }
 
+/** Keys that say where one tunnel's traffic goes: a layer that has one of them decides. */
+const ORIGIN_KEYS = ["port", "origin", "dir"];
+
 /**
- * Reads flags, then environment variables, then defaults.
- * @throws {AgentError} "usage" for an unknown flag or a bad value.
+ * Reads flags, then the config file (--config, or burrow.toml here), then environment
+ * variables, then defaults.
+ * @throws {AgentError} "usage" for an unknown flag, a bad value or a bad config file.
  */
-export function parseArgs(argv: string[], env: (name: string) => string | undefined): Args {
-  const values: Record<string, string> = {};
-  const lists: Record<string, string[]> = {};
+export function parseArgs(
+  argv: string[],
+  env: (name: string) => string | undefined,
+  load: (path: string | undefined) => ConfigFile | undefined = (path) => loadConfig(path, FILE_KEYS),
+): Args {
+  const flags: Settings = { values: {}, lists: {} };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const short = /^-([a-z])$/.exec(arg)?.[1];
@@ -157,31 +205,55 @@ export function parseArgs(argv: string[], env: (name: string) => string | undefi
       throw new AgentError("usage", `unknown argument ${JSON.stringify(arg)}`, "run `agent --help` for the flags");
     }
     if (!flag.value) {
-      values[flag.name] = "true";
+      flags.values[flag.name] = "true";
       continue;
     }
     const value = match[2] ?? argv[++i];
     if (value === undefined || (match[2] === undefined && value.startsWith("--"))) {
       throw new AgentError("usage", `--${flag.name} needs a value`, `for example --${flag.name} ${flag.value}`);
     }
-    values[flag.name] = value;
-    if (flag.repeat) lists[flag.name] = [...(lists[flag.name] ?? []), value];
+    flags.values[flag.name] = value;
+    if (flag.repeat) flags.lists[flag.name] = [...(flags.lists[flag.name] ?? []), value];
   }
+  const file = flags.values.help || flags.values.version ? undefined : load(flags.values.config);
+  const fromEnv: Settings = { values: {}, lists: {} };
   for (const flag of FLAGS) {
-    if (values[flag.name] === undefined && flag.env && !(flag.yieldsTo && values[flag.yieldsTo] !== undefined)) {
-      const fromEnv = env(flag.env);
-      if (fromEnv) values[flag.name] = fromEnv;
-    }
+    const yields = flag.yieldsTo && (flags.values[flag.yieldsTo] ?? file?.values[flag.yieldsTo]) !== undefined;
+    const value = flag.env && !yields ? env(flag.env) : undefined;
+    if (value) fromEnv.values[flag.name] = value;
   }
-  return { values, lists };
+  // The command line's own tunnel replaces the file's tables; its other per-tunnel settings
+  // (host-header, access rules) apply to every table.
+  const tables =
+    file?.tunnels.length && !ORIGIN_KEYS.some((key) => key in flags.values) && !("name" in flags.values)
+      ? file.tunnels
+      : [undefined];
+  const layered = (table: Settings | undefined): Settings => {
+    const layers = [flags, table, file, fromEnv].filter((layer): layer is Settings => layer !== undefined);
+    const merged: Settings = { values: {}, lists: {} };
+    for (const layer of [...layers].reverse()) {
+      Object.assign(merged.values, layer.values);
+      Object.assign(merged.lists, layer.lists);
+    }
+    // One tunnel has one origin: the most specific layer that names one decides it.
+    const decides = layers.find((layer) => ORIGIN_KEYS.some((key) => key in layer.values));
+    for (const key of ORIGIN_KEYS) {
+      if (decides && !(key in decides.values)) delete merged.values[key];
+    }
+    return merged;
+  };
+  const all = layered(undefined);
+  return { ...all, tunnels: tables.map((table) => (table ? layered(table) : all)) };
 }
 
 /** The whole CLI. Returns the exit status; the runtime's entry exits with it. */
 export async function main(runtime: Runtime, argv: string[]): Promise<number> {
   let log = new Log(false);
+  const origins: OriginSetup[] = [];
   try {
     const diagnose = argv[0] === "doctor";
-    const { values: args, lists } = parseArgs(diagnose ? argv.slice(1) : argv, (name) => runtime.env(name));
+    const parsed = parseArgs(diagnose ? argv.slice(1) : argv, (name) => runtime.env(name));
+    const { values: args, lists } = parsed;
     const debug = args.debug === "true";
     log = new Log(debug);
     if (args.help) {
@@ -200,33 +272,57 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       const settings = await options(args, lists, runtime, log, false);
       return await doctor(settings.relay, settings.name, settings.net, (line) => console.log(line), settings.token);
     }
-    const host = args.host ?? "localhost";
-    const originPort = port(args.port);
-    const origin = new Origin(host, originPort);
     log = new Log({ mode, debug, quiet: args.quiet === "true", terminal: runtime.terminal });
-    const settings = await options(args, lists, runtime, log, true);
-    log.update({ relay: settings.relay.origin });
-    log.info(settings.summary, "start", {
-      name: settings.name,
-      relay: settings.relay.origin,
-      origin: origin.url,
-      version: VERSION,
-    });
+    const tunnels: { settings: Awaited<ReturnType<typeof options>>; setup: OriginSetup }[] = [];
+    for (const tunnel of parsed.tunnels) {
+      const setup = await setUpOrigin(tunnel.values, runtime);
+      origins.push(setup);
+      tunnels.push({ settings: await options(tunnel.values, tunnel.lists, runtime, log, true), setup });
+    }
+    const names = tunnels.map((t) => t.settings.name);
+    const twice = names.find((name, i) => names.indexOf(name) !== i);
+    if (twice) {
+      throw new AgentError("usage", `two tunnels are named ${twice}`, "give each [[tunnel]] its own name");
+    }
+    const first = tunnels[0]!;
+    log.update({ relay: first.settings.relay.origin });
+    for (const { settings, setup } of tunnels) {
+      log.info(settings.summary, "start", {
+        name: settings.name,
+        relay: settings.relay.origin,
+        origin: setup.origin.label,
+        version: VERSION,
+      });
+    }
+    // One inspector, for the first tunnel: its port is the one people know (--inspect).
     const address = parseInspect(args.inspect);
     const keep = parseKeep(args["inspect-keep"] ?? "100");
     const inspector =
-      address && (await startInspector(address, new Recorder(settings.name, keep), origin, VERSION, log, runtime.listenDenied));
+      address &&
+      (await startInspector(
+        address,
+        new Recorder(first.settings.name, keep),
+        first.setup.origin,
+        VERSION,
+        log,
+        runtime.listenDenied,
+      ));
     if (inspector) {
-      log.info(`inspector: ${inspector.url}`);
+      log.info(
+        tunnels.length > 1 ? `inspector: ${inspector.url} (tunnel ${first.settings.name})` : `inspector: ${inspector.url}`,
+      );
       log.setInspector(inspector.url);
     }
-    const agent = new Agent({ ...settings, observer: inspector?.recorder }, origin, runtime, log);
-    void checkOrigin(host, originPort, origin.url, log);
+    const agents = tunnels.map(
+      ({ settings, setup }, i) =>
+        new Agent({ ...settings, observer: i === 0 ? inspector?.recorder : undefined }, setup.origin, runtime, log),
+    );
+    for (const { setup } of tunnels) void setup.check(log);
     let stoppingSince = 0;
     runtime.onStop(() => {
       if (!stoppingSince) {
         stoppingSince = performance.now();
-        agent.stop();
+        for (const agent of agents) agent.stop();
       } else if (performance.now() - stoppingSince > 1000) {
         // A second Ctrl-C does not wait. One within a second is the same keypress delivered
         // twice: `deno task` forwards the terminal's SIGINT to a child that received it too.
@@ -234,11 +330,28 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
         runtime.exit(130);
       }
     });
-    await agent.run();
+    const several = agents.length > 1;
+    // A tunnel refused ends alone, with its error; the others go on.
+    const ends = await Promise.all(
+      agents.map((agent, i) =>
+        agent.run().then(
+          () => undefined,
+          (error: unknown) => {
+            if (!several || !(error instanceof AgentError)) throw error;
+            log.error(`tunnel ${tunnels[i]!.settings.name}: ${error.message}`, error.hint);
+            return error;
+          },
+        ),
+      ),
+    );
     log.update({ state: "stopped" });
-    log.info(stoppedLine(settings.name, agent.everUp, settings.token !== ""), "stopped", { name: settings.name });
+    agents.forEach((agent, i) => {
+      const { name, token } = tunnels[i]!.settings;
+      if (!ends[i]) log.info(stoppedLine(name, agent.everUp, token !== ""), "stopped", { name });
+    });
     inspector?.close();
-    return 0;
+    // Exit as a failure only when no tunnel was left running.
+    return ends.every(Boolean) ? ends[0]!.exitStatus : 0;
   } catch (error) {
     const explained = runtime.explain?.(error);
     if (error instanceof AgentError) {
@@ -253,6 +366,7 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
     log.debug("stack", error);
     return 1;
   } finally {
+    for (const setup of origins) setup.close();
     log.close();
   }
 }
@@ -262,31 +376,6 @@ function stoppedLine(name: string, wasUp: boolean, token: boolean): string {
   if (!wasUp) return "stopped: the tunnel was never up";
   // A relay with tokens may keep a name for the token that took it; an open one frees it.
   return token ? `stopped: tunnel ${name} closed` : `stopped: tunnel ${name} closed, the name is free`;
-}
-
-/** How long the start-up look at the origin may take; past it, the agent says nothing. */
-const ORIGIN_CHECK_MS = 2_000;
-
-/** Says at once when nothing listens on the origin's port; the tunnel opens all the same. */
-async function checkOrigin(host: string, port: number, url: string, log: Log): Promise<void> {
-  const code = await new Promise<string | undefined>((resolve) => {
-    const socket = connect({ host, port });
-    const timer = setTimeout(() => done(undefined), ORIGIN_CHECK_MS);
-    const done = (result: string | undefined) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(result);
-    };
-    socket.once("connect", () => done(undefined));
-    socket.once("error", (error: NodeJS.ErrnoException) => done(error.code ?? "error"));
-  });
-  if (code && UNREACHABLE.has(code)) {
-    const where = url.replace(/^http:\/\//, "");
-    log.warn(`nothing is listening on ${where} yet; visitors get 502 origin-unreachable until it does`, "origin-down", {
-      origin: url,
-      code,
-    });
-  }
 }
 
 async function options(
@@ -357,7 +446,7 @@ async function options(
   } catch (error) {
     throw new AgentError("usage", (error as Error).message, "for example --proxy http://proxy.example.com:3128");
   }
-  const ca = [args.ca, env("NODE_EXTRA_CA_CERTS")].flatMap((file) => (file ? [readCa(file, runtime)] : []));
+  const ca = [args.ca, env("NODE_EXTRA_CA_CERTS")].flatMap((file) => (file ? [readPem(file, runtime)] : []));
   const net: NetConfig = { proxy, ca, insecure, timeoutMs: CONNECT_TIMEOUT_MS };
   const token = args["token-file"] !== undefined ? readToken(args["token-file"], args.token, runtime) : (args.token ?? "");
   // Random names are new each run, so only a chosen name has a claim worth keeping.
@@ -397,37 +486,3 @@ function readToken(file: string, flag: string | undefined, runtime: Runtime): st
 }
 
 const CONNECT_TIMEOUT_MS = 10_000;
-
-/** Reads a PEM file of CA certificates, for --ca and NODE_EXTRA_CA_CERTS. */
-function readCa(file: string, runtime: Runtime): string {
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (error) {
-    if (runtime.explain?.(error)) throw error;
-    throw new AgentError("usage", `cannot read the CA file ${file}: ${(error as Error).message}`, "give the path of a PEM file");
-  }
-  if (!text.includes("-----BEGIN CERTIFICATE-----")) {
-    throw new AgentError(
-      "usage",
-      `${file} holds no PEM certificate (no "-----BEGIN CERTIFICATE-----" line)`,
-      "export the CA as PEM (Base-64 encoded X.509); a DER file converts with: openssl x509 -inform der -in ca.cer -out ca.pem",
-    );
-  }
-  return text;
-}
-
-function port(text: string | undefined): number {
-  if (text === undefined) {
-    throw new AgentError(
-      "usage",
-      "which local port should the tunnel expose?",
-      "pass it with --port, for example: agent --port 8000",
-    );
-  }
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 1 || value > 65535) {
-    throw new AgentError("usage", `--port ${text} is not a port number`, "use a number from 1 to 65535, for example --port 8000");
-  }
-  return value;
-}

@@ -167,6 +167,12 @@ export class Log {
     this.update({ inspector: url ?? "off" });
   }
 
+  /** A tunnel is up: its row in the status block, replacing the one of the same name. */
+  tunnelUp(tunnel: Status["tunnels"][number]): void {
+    const others = this.status.tunnels.filter((t) => t.name !== tunnel.name);
+    this.update({ state: "up", tunnels: [...others, tunnel] });
+  }
+
   update(change: Partial<Status>): void {
     Object.assign(this.status, change);
     this.sink.update?.(this.status);
