@@ -1,7 +1,7 @@
 import http from "node:http";
 import https from "node:https";
 import { isIP } from "node:net";
-import { checkServerIdentity } from "node:tls";
+import { checkServerIdentity, rootCertificates } from "node:tls";
 import { type HeaderList, HOP_BY_HOP, type ResetCode } from "@burrow/protocol";
 
 // node:http rather than fetch, on purpose and on every runtime: the fetch of Node, Bun and Deno
@@ -43,7 +43,7 @@ export interface OriginExchange {
 export interface OriginOptions {
   /** "rewrite" (the origin's own host:port, the default), "preserve" (the public host), or a fixed value. */
   hostHeader?: string;
-  /** For https: origins: CA certificates (PEM) to trust instead of the system's. */
+  /** For https: origins: CA certificates (PEM) to trust besides the usual roots. */
   ca?: string;
   /** For https: origins: accept any certificate (a local dev server's self-signed one). */
   insecure?: boolean;
@@ -95,7 +95,9 @@ export class Origin {
     const name = this.host;
     this.tls = this.secure
       ? {
-          ...(options.ca ? { ca: options.ca } : {}),
+          // Always a list of roots, as dial.ts does: Deno's node:https reads NODE_USE_SYSTEM_CA
+          // (an --allow-env the agent does not have) when it is given none.
+          ca: options.ca ? [...rootCertificates, options.ca] : [...rootCertificates],
           rejectUnauthorized: !options.insecure,
           servername: isIP(name) ? undefined : name,
           checkServerIdentity: (_host, cert) => checkServerIdentity(name, cert),

@@ -6,9 +6,9 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { AgentProcess, agentCommand } from "../_agent.ts";
+import { AgentProcess, agentCommand, type RuntimeName } from "../_agent.ts";
 import { Origin } from "../_origin.ts";
-import { Relay } from "../_relay.ts";
+import { Relay, ROOT } from "../_relay.ts";
 import { at, visit } from "../_visit.ts";
 
 let relay: Relay;
@@ -32,10 +32,10 @@ function tempDir(): string {
   return mkdtempSync(join(tmpdir(), "burrow-config-test-"));
 }
 
-/** An agent on Node run in `cwd` (where it looks for burrow.toml), with its own claim files. */
-function agentIn(cwd: string, args: string[], env: NodeJS.ProcessEnv = {}): AgentProcess {
+/** An agent run in `cwd` (where it looks for burrow.toml), with its own claim files. */
+function agentInDir(cwd: string, args: string[], env: NodeJS.ProcessEnv = {}, runtime: RuntimeName = "node"): AgentProcess {
   const agent = new AgentProcess(
-    { name: "node", command: (argv) => agentCommand("node", argv), cwd },
+    { name: runtime, command: (argv) => agentCommand(runtime, argv), cwd },
     ["--inspect", "false", ...args],
     { XDG_CONFIG_HOME: tempDir(), ...env },
   );
@@ -87,7 +87,7 @@ describe("the config file and several tunnels", () => {
         "",
       ].join("\n"),
     );
-    const agent = agentIn(dir, []);
+    const agent = agentInDir(dir, []);
     const urls = await upLines(agent, 2);
     const first = await visit(at(urls["cfg-one"]!, "/"));
     expect(first.body.toString()).toBe("one host=app.internal.test");
@@ -100,9 +100,11 @@ describe("the config file and several tunnels", () => {
     const dir = tempDir();
     const file = join(dir, "other.toml");
     writeFileSync(file, ['relay = "http://localhost:9"', 'name = "from-file"', `port = ${port}`, ""].join("\n"));
-    const fromFile = agentIn(dir, ["--config", file, "--relay", relay.url], { BURROW_NAME: "from-env" });
+    const fromFile = agentInDir(dir, ["--config", file, "--relay", relay.url], { BURROW_NAME: "from-env" });
     expect(await fromFile.ready()).toContain("from-file");
-    const fromFlag = agentIn(dir, ["--config", file, "--relay", relay.url, "--name", "from-flag"], { BURROW_NAME: "from-env" });
+    const fromFlag = agentInDir(dir, ["--config", file, "--relay", relay.url, "--name", "from-flag"], {
+      BURROW_NAME: "from-env",
+    });
     expect(await fromFlag.ready()).toContain("from-flag");
     expect((await visit(at(fromFlag.url, "/"))).body.toString()).toMatch(/^origin /);
   });
@@ -119,7 +121,7 @@ describe("the config file and several tunnels", () => {
   ])("exits 2 for a bad file, naming the line and the key: %j", async (text, message) => {
     const dir = tempDir();
     writeFileSync(join(dir, "burrow.toml"), text);
-    const agent = agentIn(dir, []);
+    const agent = agentInDir(dir, []);
     expect(await agent.exited).toBe(2);
     expect(agent.output).toMatch(message);
     expect(agent.output).toMatch(/^ {2}hint: /m);
@@ -131,7 +133,7 @@ describe("the config file and several tunnels", () => {
       const dir = tempDir();
       const lines = [`relay = "${relay.url}"`, ...names.flatMap((name) => ["[[tunnel]]", `name = "${name}"`, `port = ${port}`])];
       writeFileSync(join(dir, "burrow.toml"), lines.join("\n"));
-      return agentIn(dir, []);
+      return agentInDir(dir, []);
     };
     await upLines(tunnels(["cfg-held-a", "cfg-held-b"]), 2);
 
@@ -147,7 +149,9 @@ describe("the config file and several tunnels", () => {
   });
 });
 
-describe("origins other than plain HTTP on localhost", () => {
+describe.each(["node", "bun", "deno"] as const)("on %s, origins other than plain HTTP on localhost", (runtime) => {
+  // `deno task` needs the clone's deno.json in its working directory: paths here are absolute.
+  const agentIn = (_cwd: string, args: string[]) => agentInDir(ROOT, args, {}, runtime);
   let certDir: string;
   let httpsPort: number;
 
@@ -212,7 +216,7 @@ describe("origins other than plain HTTP on localhost", () => {
     writeFileSync(join(site, "app.css"), "body{}");
     writeFileSync(join(dir, "secret.txt"), "secret");
     symlinkSync(join(dir, "secret.txt"), join(site, "link.txt"));
-    const agent = agentIn(dir, ["--relay", relay.url, "--dir", "./public"]);
+    const agent = agentIn(dir, ["--relay", relay.url, "--dir", site]);
     await agent.ready();
     const home = await visit(at(agent.url, "/"));
     expect([home.status, home.headers["content-type"], home.body.toString()]).toEqual([
@@ -237,11 +241,11 @@ describe("--host-header with the test origin", () => {
   it("sends the public host with preserve and the origin's own with rewrite", async () => {
     const origin = await Origin.start();
     servers.push(origin);
-    const preserve = agentIn(tempDir(), ["--relay", relay.url, "--port", String(origin.port), "--host-header", "preserve"]);
+    const preserve = agentInDir(tempDir(), ["--relay", relay.url, "--port", String(origin.port), "--host-header", "preserve"]);
     await preserve.ready();
     const echoed = JSON.parse((await visit(at(preserve.url, "/echo"))).body.toString());
     expect(echoed.headers.host).toBe(new URL(preserve.url).host);
-    const rewrite = agentIn(tempDir(), ["--relay", relay.url, "--port", String(origin.port)]);
+    const rewrite = agentInDir(tempDir(), ["--relay", relay.url, "--port", String(origin.port)]);
     await rewrite.ready();
     expect(JSON.parse((await visit(at(rewrite.url, "/echo"))).body.toString()).headers.host).toBe(`localhost:${origin.port}`);
   });
