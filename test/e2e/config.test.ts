@@ -6,6 +6,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import WebSocket, { WebSocketServer } from "ws";
 import { AgentProcess, agentCommand, type RuntimeName } from "../_agent.ts";
 import { Origin } from "../_origin.ts";
 import { Relay, ROOT } from "../_relay.ts";
@@ -171,6 +172,12 @@ describe.each(["node", "bun", "deno"] as const)("on %s, origins other than plain
       { cert: readFileSync(join(certDir, "cert.pem")), key: readFileSync(join(certDir, "key.pem")) },
       (request, response) => response.end(`secure ${request.url} host=${request.headers.host}`),
     );
+    // WebSockets: the first message names the handshake's Host, then every message comes back.
+    const sockets = new WebSocketServer({ server });
+    sockets.on("connection", (ws, request) => {
+      ws.send(`host=${request.headers.host}`);
+      ws.on("message", (data, binary) => ws.send(data, { binary }));
+    });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     httpsPort = (server.address() as AddressInfo).port;
     return () => void server.close();
@@ -197,6 +204,27 @@ describe.each(["node", "bun", "deno"] as const)("on %s, origins other than plain
     const answer = await visit(at(agent.url, "/page?q=1"));
     expect(answer.status).toBe(200);
     expect(answer.body.toString()).toBe(`secure /page?q=1 host=localhost:${httpsPort}`);
+  });
+
+  it("carries a visitor's WebSocket to a wss:// origin, with the public Host under preserve", async () => {
+    const agent = agentIn(tempDir(), [
+      ...["--relay", relay.url, "--origin", `https://localhost:${httpsPort}`],
+      ...["--origin-ca", join(certDir, "cert.pem"), "--host-header", "preserve"],
+    ]);
+    await agent.ready();
+    const target = new URL(agent.url.replace(/^http/, "ws"));
+    const host = target.host;
+    target.hostname = "127.0.0.1";
+    const ws = new WebSocket(target.href, { headers: { host } });
+    const messages: string[] = [];
+    const two = new Promise<void>((resolve, reject) => {
+      ws.on("message", (data) => messages.push(data.toString()) === 2 && resolve());
+      ws.on("error", reject);
+    });
+    ws.on("open", () => ws.send("hello"));
+    await two;
+    ws.close();
+    expect(messages).toEqual([`host=${host}`, "hello"]);
   });
 
   it("serves an origin on another host of the agent's network (127.0.0.2 is another address)", async () => {
