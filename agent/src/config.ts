@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { parse, TomlError } from "smol-toml";
 import { AgentError } from "./errors.ts";
 
@@ -23,6 +24,9 @@ export interface KeySpec {
 }
 
 export const DEFAULT_CONFIG = "burrow.toml";
+
+/** Paths in a config file are relative to the file, wherever the agent runs. */
+const PATH_KEYS = new Set(["dir", "origin-ca", "token-file", "ca"]);
 
 /** Keys that describe one tunnel; a `[[tunnel]]` table may hold only these. */
 export const TUNNEL_KEYS = new Set([
@@ -115,6 +119,8 @@ export function loadConfig(path: string | undefined, keys: KeySpec[]): ConfigFil
         }
         settings.lists[key] = list as string[];
         settings.values[key] = list.at(-1) as string;
+      } else if (typeof value === "string" && PATH_KEYS.has(key)) {
+        settings.values[key] = resolve(dirname(file), value);
       } else if (typeof value === "string" || (typeof value === "number" && Number.isFinite(value))) {
         settings.values[key] = String(value);
       } else if (typeof value === "boolean" && key === "inspect" && !value) {

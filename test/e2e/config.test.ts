@@ -96,13 +96,22 @@ describe("the config file and several tunnels", () => {
     expect(second.body.toString()).toBe(`two host=${new URL(urls["cfg-two"]!).host}`);
   });
 
-  it("lets flags override the file, and the file override the environment", async () => {
+  it("lets flags override the file and the file override the environment; paths in the file are relative to it", async () => {
     const port = await textOrigin("origin");
     const dir = tempDir();
     const file = join(dir, "other.toml");
     writeFileSync(file, ['relay = "http://localhost:9"', 'name = "from-file"', `port = ${port}`, ""].join("\n"));
     const fromFile = agentInDir(dir, ["--config", file, "--relay", relay.url], { BURROW_NAME: "from-env" });
     expect(await fromFile.ready()).toContain("from-file");
+    // A path in the file is relative to the file, not to where the agent runs.
+    mkdirSync(join(dir, "site"));
+    writeFileSync(join(dir, "site", "index.html"), "site");
+    const sub = tempDir();
+    const siteFile = join(sub, "site.toml");
+    writeFileSync(siteFile, `relay = "${relay.url}"\n[[tunnel]]\ndir = "../${dir.split("/").at(-1)}/site"\n`);
+    const site = agentInDir(tempDir(), ["--config", siteFile]);
+    await site.ready();
+    expect((await visit(at(site.url, "/"))).body.toString()).toBe("site");
     const fromFlag = agentInDir(dir, ["--config", file, "--relay", relay.url, "--name", "from-flag"], {
       BURROW_NAME: "from-env",
     });
