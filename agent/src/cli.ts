@@ -313,9 +313,15 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       );
       log.setInspector(inspector.url);
     }
+    const several = tunnels.length > 1;
     const agents = tunnels.map(
       ({ settings, setup }, i) =>
-        new Agent({ ...settings, observer: i === 0 ? inspector?.recorder : undefined }, setup.origin, runtime, log),
+        new Agent(
+          { ...settings, observer: i === 0 ? inspector?.recorder : undefined },
+          setup.origin,
+          runtime,
+          several ? log.forTunnel(settings.name) : log,
+        ),
     );
     for (const { setup } of tunnels) void setup.check(log);
     let stoppingSince = 0;
@@ -330,7 +336,6 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
         runtime.exit(130);
       }
     });
-    const several = agents.length > 1;
     // A tunnel refused ends alone, with its error; the others go on.
     const ends = await Promise.all(
       agents.map((agent, i) =>

@@ -90,10 +90,16 @@ describe("the config file and several tunnels", () => {
     );
     const agent = agentInDir(dir, []);
     const urls = await upLines(agent, 2);
+    // Each tunnel's own connection lines name it.
+    await agent.waitFor(/^tunnel cfg-one: transport: websocket$/);
+    await agent.waitFor(/^tunnel cfg-two: transport: websocket$/);
     const first = await visit(at(urls["cfg-one"]!, "/"));
     expect(first.body.toString()).toBe("one host=app.internal.test");
     const second = await visit(at(urls["cfg-two"]!, "/"));
     expect(second.body.toString()).toBe(`two host=${new URL(urls["cfg-two"]!).host}`);
+    expect(await agent.stop("SIGINT")).toBe(0);
+    expect(agent.output).toContain("stopped: tunnel cfg-one closed, the name is free");
+    expect(agent.output).toContain("stopped: tunnel cfg-two closed, the name is free");
   });
 
   it("lets flags override the file and the file override the environment; paths in the file are relative to it", async () => {
