@@ -99,7 +99,8 @@ export class Origin {
           // (an --allow-env the agent does not have) when it is given none.
           ca: options.ca ? [...rootCertificates, options.ca] : [...rootCertificates],
           rejectUnauthorized: !options.insecure,
-          servername: isIP(name) ? undefined : name,
+          // No SNI for an IP address (RFC 6066 section 3); node:https would otherwise derive one from Host.
+          servername: isIP(name) ? "" : name,
           checkServerIdentity: (_host, cert) => checkServerIdentity(name, cert),
         }
       : {};
