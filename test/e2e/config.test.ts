@@ -210,10 +210,10 @@ describe.each(["node", "bun", "deno"] as const)("on %s, origins other than plain
   });
 
   it.each([
-    ["--origin-ca", "cert.pem", "localhost"],
-    ["--origin-ca", "cert.pem", "127.0.0.1"],
-    ["--origin-insecure", "", "localhost"],
-  ])("serves a self-signed https origin with %s %s at %s", async (flag, file, host) => {
+    { host: "localhost", flag: "--origin-ca", file: "cert.pem" },
+    { host: "127.0.0.1", flag: "--origin-ca", file: "cert.pem" },
+    { host: "localhost", flag: "--origin-insecure", file: "" },
+  ])("serves a self-signed https origin at $host with $flag", async ({ host, flag, file }) => {
     const args = file ? [flag, join(certDir, file)] : [flag];
     const agent = agentIn(tempDir(), ["--relay", relay.url, "--origin", `https://${host}:${httpsPort}`, ...args]);
     await agent.ready();
