@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // `npm pack -w agent` runs this (prepack): one self-contained ESM file per runtime entry in
-// dist/, with @burrow/protocol, @msgpack/msgpack and ws inside, so that the published package
+// dist/, with @burrow/protocol, @msgpack/msgpack, ws and smol-toml inside, so that the published package
 // has no dependencies and needs neither TypeScript nor esbuild when it runs. postpack removes
 // dist/ again; in a clone the sources run (bin/agent.js), never a stale bundle.
 import { rmSync } from "node:fs";

@@ -427,11 +427,11 @@ export class Agent {
     session.frames.attach((parts) => link.send(parts), resumed ? frame.received : 0);
     const kept = resumed ? `; its streams go on (${session.forwarder.open} open)` : "";
     this.wasUp = true;
-    this.log.update({ state: "up", tunnels: [{ name: frame.name, url: frame.url, origin: this.origin.url }] });
-    this.log.info(`tunnel ${frame.name} is up: ${frame.url} -> ${this.origin.url}${kept}`, "up", {
+    this.log.tunnelUp({ name: frame.name, url: frame.url, origin: this.origin.label });
+    this.log.info(`tunnel ${frame.name} is up: ${frame.url} -> ${this.origin.label}${kept}`, "up", {
       name: frame.name,
       url: frame.url,
-      origin: this.origin.url,
+      origin: this.origin.label,
       resumed,
     });
     if (frame.open && !this.warnedOpen) {

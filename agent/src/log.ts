@@ -167,6 +167,25 @@ export class Log {
     this.update({ inspector: url ?? "off" });
   }
 
+  /**
+   * This log, with the lines of one tunnel's connection (`transport: ...`, `connection lost`,
+   * warnings) prefixed by its name: for an agent that runs several tunnels.
+   */
+  forTunnel(name: string): Log {
+    const named = (line: string) => (line.startsWith(`tunnel ${name} `) ? line : `tunnel ${name}: ${line}`);
+    const view = Object.create(this) as Log;
+    view.info = (line, event, fields) => this.info(named(line), event, fields);
+    view.warn = (line, event, fields) => this.warn(named(line), event, fields);
+    view.error = (message, hint, event, fields) => this.error(named(message), hint, event, fields);
+    return view;
+  }
+
+  /** A tunnel is up: its row in the status block, replacing the one of the same name. */
+  tunnelUp(tunnel: Status["tunnels"][number]): void {
+    const others = this.status.tunnels.filter((t) => t.name !== tunnel.name);
+    this.update({ state: "up", tunnels: [...others, tunnel] });
+  }
+
   update(change: Partial<Status>): void {
     Object.assign(this.status, change);
     this.sink.update?.(this.status);

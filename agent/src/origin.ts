@@ -1,4 +1,7 @@
 import http from "node:http";
+import https from "node:https";
+import { isIP } from "node:net";
+import { checkServerIdentity, rootCertificates } from "node:tls";
 import { type HeaderList, HOP_BY_HOP, type ResetCode } from "@burrow/protocol";
 
 // node:http rather than fetch, on purpose and on every runtime: the fetch of Node, Bun and Deno
@@ -36,16 +39,96 @@ export interface OriginExchange {
   resume(): void;
 }
 
+/** How an origin is reached beyond its URL. */
+export interface OriginOptions {
+  /** "rewrite" (the origin's own host:port, the default), "preserve" (the public host), or a fixed value. */
+  hostHeader?: string;
+  /** For https: origins: CA certificates (PEM) to trust besides the usual roots. */
+  ca?: string;
+  /** For https: origins: accept any certificate (a local dev server's self-signed one). */
+  insecure?: boolean;
+  /** What people see in the log instead of the URL (the directory of --dir). */
+  label?: string;
+}
+
+/** TLS error codes that mean the origin's certificate is not trusted (as opposed to a broken connection). */
+export const UNTRUSTED = new Set([
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "CERT_HAS_EXPIRED",
+  "CERT_UNTRUSTED",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
+
+/** The error line for an origin whose certificate failed, naming the two ways out. */
+export function untrustedMessage(url: string, code: string): string {
+  return `the local server at ${url} has a certificate this agent does not trust (${code}): pass --origin-ca FILE with its CA, or --origin-insecure for a development server`;
+}
+
 /** The one local server this agent forwards to. It never talks to any other host. */
 export class Origin {
+  /** Where requests go: http(s)://host:port, no path. */
   readonly url: string;
-  private readonly pool = new http.Agent({ keepAlive: true, maxSockets: 256 });
+  /** What the log shows for this origin. */
+  readonly label: string;
+  readonly secure: boolean;
+  /** TLS settings for https: origins, for node:https and the `ws` client alike. */
+  readonly tls: Pick<https.RequestOptions, "ca" | "rejectUnauthorized" | "servername" | "checkServerIdentity">;
+  private readonly host: string;
+  private readonly port: number;
+  private readonly pool: http.Agent;
 
   constructor(
-    private readonly host: string,
-    private readonly port: number,
+    target: URL,
+    private readonly options: OriginOptions = {},
   ) {
-    this.url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+    this.secure = target.protocol === "https:";
+    this.host = target.hostname.replace(/^\[(.*)\]$/, "$1");
+    this.port = Number(target.port) || (this.secure ? 443 : 80);
+    this.url = `${target.protocol}//${this.host.includes(":") ? `[${this.host}]` : this.host}:${this.port}`;
+    this.label = options.label ?? this.url;
+    // The certificate is checked against the origin's own name, whatever Host the origin is
+    // sent (node:https would otherwise take the SNI name, and so the check, from that header).
+    const name = this.host;
+    this.tls = this.secure
+      ? {
+          // Always a list of roots, as dial.ts does: Deno's node:https reads NODE_USE_SYSTEM_CA
+          // (an --allow-env the agent does not have) when it is given none.
+          ca: options.ca ? [...rootCertificates, options.ca] : [...rootCertificates],
+          rejectUnauthorized: !options.insecure,
+          // No SNI for an IP address (RFC 6066 section 3); node:https would otherwise derive one from Host.
+          servername: isIP(name) ? "" : name,
+          checkServerIdentity: (_host, cert) => checkServerIdentity(name, cert),
+        }
+      : {};
+    this.pool = this.secure
+      ? new https.Agent({ keepAlive: true, maxSockets: 256, ...this.tls })
+      : new http.Agent({ keepAlive: true, maxSockets: 256 });
+  }
+
+  /** The Host header the origin is sent, for a visitor request with these headers. */
+  hostFor(headers: HeaderList): string {
+    const mode = this.options.hostHeader ?? "rewrite";
+    if (mode === "rewrite") return this.url.replace(/^https?:\/\//, "");
+    if (mode !== "preserve") return mode;
+    // The relay always sets X-Forwarded-Host to the host the visitor asked for.
+    const forwarded = headers.find(([name]) => name.toLowerCase() === "x-forwarded-host")?.[1];
+    return forwarded ?? this.url.replace(/^https?:\/\//, "");
+  }
+
+  /** Why a connection error happened, for the visitor and the log. */
+  describe(code: string, what = "failed this request"): { unreachable: boolean; message: string } {
+    if (UNREACHABLE.has(code)) {
+      return {
+        unreachable: true,
+        message: `the local server at ${this.url} is not answering (${code}): is it running on that port?`,
+      };
+    }
+    if (UNTRUSTED.has(code)) return { unreachable: false, message: untrustedMessage(this.url, code) };
+    return { unreachable: false, message: `the local server at ${this.url} ${what} (${code})` };
   }
 
   /** Sends a request with an origin-form `path`; the Host header names the origin itself. */
@@ -62,11 +145,12 @@ export class Origin {
       const seen = outgoing[key];
       outgoing[key] = seen === undefined ? value : [...(Array.isArray(seen) ? seen : [seen]), value];
     }
-    outgoing.host = this.url.slice("http://".length);
+    outgoing.host = this.hostFor(headers);
 
     let request: http.ClientRequest;
     try {
-      request = http.request({
+      request = (this.secure ? https : http).request({
+        ...this.tls,
         host: this.host,
         port: this.port,
         method,
@@ -105,12 +189,8 @@ export class Origin {
       incoming.on("error", () => {});
     });
     request.on("error", (error: NodeJS.ErrnoException) => {
-      const code = error.code ?? error.message;
-      if (UNREACHABLE.has(code)) {
-        fail("origin-unreachable", `the local server at ${this.url} is not answering (${code}): is it running on that port?`);
-      } else {
-        fail("origin-error", `the local server at ${this.url} failed this request (${code})`);
-      }
+      const { unreachable, message } = this.describe(error.code ?? error.message);
+      fail(unreachable ? "origin-unreachable" : "origin-error", message);
     });
     return {
       write: (bytes, flushed) => {

@@ -15,7 +15,7 @@ import {
 import WebSocket from "ws";
 import type { Observer, SocketWatch } from "./inspector/observer.ts";
 import type { Log } from "./log.ts";
-import { type Origin, UNREACHABLE } from "./origin.ts";
+import type { Origin } from "./origin.ts";
 
 // The `ws` package on every runtime, like node:http for plain requests: the WHATWG WebSocket
 // of Bun and Deno cannot send the visitor's cookies or other headers to the origin.
@@ -96,7 +96,8 @@ export class OriginSockets {
     let ws: WebSocket;
     try {
       ws = new WebSocket(`${this.origin.url.replace(/^http/, "ws")}${head.path}`, protocols, {
-        headers,
+        ...this.origin.tls,
+        headers: { ...headers, host: this.origin.hostFor(head.headers) },
         perMessageDeflate: false,
         followRedirects: false,
         maxPayload: MAX_WS_MESSAGE,
@@ -135,11 +136,7 @@ export class OriginSockets {
     ws.on("error", (error: NodeJS.ErrnoException) => {
       if (stream.open || !this.streams.has(id)) return;
       this.streams.delete(id);
-      const code = error.code ?? error.message;
-      const unreachable = UNREACHABLE.has(code);
-      const message = unreachable
-        ? `the local server at ${this.origin.url} is not answering (${code}): is it running on that port?`
-        : `the local server at ${this.origin.url} refused the WebSocket (${code})`;
+      const { unreachable, message } = this.origin.describe(error.code ?? error.message, "refused the WebSocket");
       this.send({ type: FrameType.Reset, stream: id, code: unreachable ? "origin-unreachable" : "origin-error", message });
       watch?.fail(unreachable ? "origin-unreachable" : "origin-error", message);
       this.log.request(head.method, head.path, unreachable ? "origin-unreachable" : "origin-error", stream.startedAt);

@@ -1,0 +1,235 @@
+// The flag table, --help and the layering of flags, config file and environment.
+import { MAX_RULES } from "@burrow/protocol";
+import { CLAIM_ENV_VARS } from "./claims.ts";
+import { type ConfigFile, type KeySpec, loadConfig, type Settings } from "./config.ts";
+import { AgentError } from "./errors.ts";
+import { DEFAULT_INSPECT } from "./inspector/server.ts";
+import { PROXY_ENV_VARS } from "./net/proxy.ts";
+
+interface Flag {
+  name: string;
+  env?: string;
+  value?: string;
+  default?: string;
+  help: string;
+  /** May be given more than once; every value is kept. */
+  repeat?: true;
+  /** The environment fallback does not apply when this other flag is given. */
+  yieldsTo?: string;
+  /** A one-letter alias: -h for --help. */
+  short?: string;
+  /** Only on the command line, never a key of the config file. */
+  noFile?: true;
+}
+
+/** Every flag, once: parsing, environment fallbacks and --help all come from this table. */
+const FLAGS: Flag[] = [
+  {
+    name: "port",
+    env: "BURROW_PORT",
+    value: "PORT",
+    help: "port of the local server to expose (this, --origin or --dir is required)",
+  },
+  { name: "host", env: "BURROW_HOST", value: "HOST", default: "localhost", help: "host of the local server" },
+  {
+    name: "origin",
+    value: "URL",
+    help: "the local server as a URL instead of --port: http://10.0.0.5:8080, https://localhost:8443; only that host and port are reached",
+  },
+  { name: "dir", value: "DIR", help: "serve the files of this directory instead of a local server (index.html for a directory)" },
+  {
+    name: "host-header",
+    value: "MODE",
+    default: "rewrite",
+    help: "the Host the local server sees: rewrite (its own host:port), preserve (the public host), or this VALUE",
+  },
+  { name: "origin-ca", value: "FILE", help: "trust the CA certificates in this PEM file for an https:// --origin" },
+  { name: "origin-insecure", help: "do not verify an https:// --origin's certificate (a local dev server's self-signed one)" },
+  { name: "relay", env: "BURROW_RELAY", value: "URL", default: "http://localhost:8787", help: "the Burrow relay to connect to" },
+  { name: "name", env: "BURROW_NAME", value: "NAME", default: "a random name", help: "tunnel name: the subdomain visitors use" },
+  {
+    name: "token",
+    env: "BURROW_TOKEN",
+    value: "TOKEN",
+    default: "none",
+    help: "the relay's token, if it requires one; other users see it in `ps`: prefer --token-file or the variable",
+    yieldsTo: "token-file",
+  },
+  { name: "token-file", value: "FILE", help: "read the token from the first line of this file" },
+  {
+    name: "basic-auth",
+    value: "USER:PASSWORD",
+    repeat: true,
+    help: `let in only visitors who log in as one of these users (the relay sees a hash, not the password; up to ${MAX_RULES})`,
+  },
+  {
+    name: "allow-ip",
+    value: "CIDR",
+    repeat: true,
+    help: `let in only visitors from these addresses: 203.0.113.0/24, 2001:db8::/32, 198.51.100.7 (up to ${MAX_RULES})`,
+  },
+  {
+    name: "verify-webhook",
+    value: "KIND:SECRET",
+    repeat: true,
+    help: "let in only requests signed with this secret: github:SECRET (X-Hub-Signature-256) or hmac-sha256:HEADER:SECRET",
+  },
+  {
+    name: "heartbeat",
+    env: "BURROW_HEARTBEAT",
+    value: "SECONDS",
+    default: "20",
+    help: "seconds between heartbeats to the relay; a connection silent for 2.5 of them is given up (shorter: a silent cut is noticed sooner, for more traffic)",
+  },
+  {
+    name: "proxy",
+    value: "URL",
+    default: "$HTTPS_PROXY unless $NO_PROXY",
+    help: "HTTP proxy: http://user:password@host:port, or none",
+  },
+  { name: "ca", value: "FILE", help: "also trust the CA certificates in this PEM file (and $NODE_EXTRA_CA_CERTS)" },
+  { name: "insecure", help: "do not verify the relay's certificate (unsafe; prefer --ca)" },
+  {
+    name: "transport",
+    env: "BURROW_TRANSPORT",
+    value: "MODE",
+    default: "auto",
+    help: "auto (WebSocket, else HTTPS requests), websocket or https",
+  },
+  {
+    name: "log",
+    env: "BURROW_LOG",
+    value: "MODE",
+    default: "auto",
+    help: "auto (a live console on a terminal, else plain lines), plain, or json (one object per line)",
+  },
+  { name: "quiet", help: "print only warnings and errors" },
+  {
+    name: "inspect",
+    value: "[HOST:]PORT",
+    default: DEFAULT_INSPECT,
+    help: "serve the inspector (recent requests, replay) there, or on the next free port; false: none; a HOST other than loopback lets other machines in",
+  },
+  { name: "inspect-keep", value: "N", default: "100", help: "requests the inspector keeps, each body up to 64 KiB each way" },
+  { name: "debug", env: "BURROW_DEBUG", help: "print details and stack traces" },
+  {
+    name: "config",
+    value: "FILE",
+    default: "burrow.toml if there is one",
+    help: "read settings and [[tunnel]] tables from this TOML file",
+    noFile: true,
+  },
+  { name: "version", short: "v", help: "print the version and exit", noFile: true },
+  { name: "help", short: "h", help: "print this help and exit", noFile: true },
+];
+
+/** The keys a config file may hold. */
+const FILE_KEYS: KeySpec[] = FLAGS.filter((flag) => !flag.noFile).map((flag) => ({
+  name: flag.name,
+  value: flag.value !== undefined,
+  repeat: flag.repeat === true,
+}));
+
+/** Every environment variable the agent reads (Deno's task grants exactly these). */
+export const ENV_VARS = [
+  ...FLAGS.flatMap((flag) => (flag.env ? [flag.env] : [])),
+  ...PROXY_ENV_VARS,
+  "NODE_EXTRA_CA_CERTS",
+  ...CLAIM_ENV_VARS,
+];
+
+export function help(): string {
+  const rows = FLAGS.map((flag) => {
+    const left = `  ${flag.short ? `-${flag.short}, ` : ""}--${flag.name}${flag.value ? ` ${flag.value}` : ""}`;
+    const extra = [flag.repeat && "repeatable", flag.env && `env ${flag.env}`, flag.default && `default: ${flag.default}`]
+      .filter(Boolean)
+      .join("; ");
+    return `${left.padEnd(32)}${flag.help}${extra ? ` (${extra})` : ""}`;
+  });
+  return [
+    "Burrow agent: expose a local server through a Burrow relay.",
+    "",
+    "Usage: agent --port 8000 [--name NAME] [--relay URL]",
+    "       agent --origin https://localhost:8443 --origin-insecure | --dir ./public",
+    "       agent [--config FILE]    the tunnels of burrow.toml's [[tunnel]] tables",
+    "       agent doctor [--relay URL] [--proxy URL] [--ca FILE]    checks the way to the relay",
+    "",
+    "Options:",
+    ...rows,
+    "",
+    "Settings come from the flags, else the config file (the same keys without the dashes, and",
+    "[[tunnel]] tables of name, port, host, origin, dir, host-header, origin-ca, origin-insecure",
+    "and the access rules), else the environment variables, else the defaults.",
+    "",
+  ].join("\n");
+}
+
+/** Parsed settings: the last value of each flag, every value of the repeatable ones, and the tunnels. */
+export interface Args extends Settings {
+  /** One per tunnel to open, each with every setting that applies to it. */
+  tunnels: Settings[];
+}
+
+/** Keys that say where one tunnel's traffic goes: a layer that has one of them decides. */
+const ORIGIN_KEYS = ["port", "origin", "dir"];
+
+/**
+ * Reads flags, then the config file (--config, or burrow.toml here), then environment
+ * variables, then defaults.
+ * @throws {AgentError} "usage" for an unknown flag, a bad value or a bad config file.
+ */
+export function parseArgs(
+  argv: string[],
+  env: (name: string) => string | undefined,
+  load: (path: string | undefined) => ConfigFile | undefined = (path) => loadConfig(path, FILE_KEYS),
+): Args {
+  const flags: Settings = { values: {}, lists: {} };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const short = /^-([a-z])$/.exec(arg)?.[1];
+    const match = /^--([a-z-]+)(?:=(.*))?$/.exec(short ? `--${FLAGS.find((f) => f.short === short)?.name}` : arg);
+    const flag = match && FLAGS.find((f) => f.name === match[1]);
+    if (!flag) {
+      throw new AgentError("usage", `unknown argument ${JSON.stringify(arg)}`, "run `agent --help` for the flags");
+    }
+    if (!flag.value) {
+      flags.values[flag.name] = "true";
+      continue;
+    }
+    const value = match[2] ?? argv[++i];
+    if (value === undefined || (match[2] === undefined && value.startsWith("--"))) {
+      throw new AgentError("usage", `--${flag.name} needs a value`, `for example --${flag.name} ${flag.value}`);
+    }
+    flags.values[flag.name] = value;
+    if (flag.repeat) flags.lists[flag.name] = [...(flags.lists[flag.name] ?? []), value];
+  }
+  const file = flags.values.help || flags.values.version ? undefined : load(flags.values.config);
+  const fromEnv: Settings = { values: {}, lists: {} };
+  for (const flag of FLAGS) {
+    const yields = flag.yieldsTo && (flags.values[flag.yieldsTo] ?? file?.values[flag.yieldsTo]) !== undefined;
+    const value = flag.env && !yields ? env(flag.env) : undefined;
+    if (value) fromEnv.values[flag.name] = value;
+  }
+  // The command line's own tunnel replaces the file's tables; its other per-tunnel settings
+  // (host-header, access rules) apply to every table.
+  const tables =
+    file?.tunnels.length && !ORIGIN_KEYS.some((key) => key in flags.values) && !("name" in flags.values)
+      ? file.tunnels
+      : [undefined];
+  const layered = (table: Settings | undefined): Settings => {
+    const layers = [flags, table, file, fromEnv].filter((layer): layer is Settings => layer !== undefined);
+    const merged: Settings = { values: {}, lists: {} };
+    for (const layer of [...layers].reverse()) {
+      Object.assign(merged.values, layer.values);
+      Object.assign(merged.lists, layer.lists);
+    }
+    // One tunnel has one origin: the most specific layer that names one decides it.
+    const decides = layers.find((layer) => ORIGIN_KEYS.some((key) => key in layer.values));
+    for (const key of ORIGIN_KEYS) {
+      if (decides && !(key in decides.values)) delete merged.values[key];
+    }
+    return merged;
+  };
+  const all = layered(undefined);
+  return { ...all, tunnels: tables.map((table) => (table ? layered(table) : all)) };
+}

@@ -1,0 +1,119 @@
+import { createReadStream } from "node:fs";
+import { realpath, stat } from "node:fs/promises";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { extname, join, sep } from "node:path";
+
+/** Content-Type by extension; anything else is application/octet-stream. */
+const TYPES: Record<string, string> = {
+  ".html": "text/html; charset=utf-8",
+  ".htm": "text/html; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8",
+  ".json": "application/json",
+  ".map": "application/json",
+  ".txt": "text/plain; charset=utf-8",
+  ".md": "text/markdown; charset=utf-8",
+  ".csv": "text/csv; charset=utf-8",
+  ".xml": "application/xml",
+  ".svg": "image/svg+xml",
+  ".png": "image/png",
+  ".jpg": "image/jpeg",
+  ".jpeg": "image/jpeg",
+  ".gif": "image/gif",
+  ".webp": "image/webp",
+  ".avif": "image/avif",
+  ".ico": "image/x-icon",
+  ".woff": "font/woff",
+  ".woff2": "font/woff2",
+  ".ttf": "font/ttf",
+  ".otf": "font/otf",
+  ".wasm": "application/wasm",
+  ".pdf": "application/pdf",
+  ".mp4": "video/mp4",
+  ".webm": "video/webm",
+  ".mp3": "audio/mpeg",
+  ".wav": "audio/wav",
+  ".zip": "application/zip",
+  ".gz": "application/gzip",
+};
+
+/** A running file server for `agent --dir`. */
+export interface StaticServer {
+  port: number;
+  close(): void;
+}
+
+/**
+ * Serves the files under `root` on 127.0.0.1 (a free port): GET and HEAD only, index.html for a
+ * directory, 404 for anything missing, 403 for a path that leaves the directory (a `..`
+ * segment, even percent-encoded, or a symbolic link that points outside).
+ */
+export async function serveDirectory(root: string): Promise<StaticServer> {
+  const base = await realpath(root);
+  const server = http.createServer((request, response) => {
+    answer(base, request, response).catch(() => {
+      if (!response.headersSent) reply(response, 500, "could not read the file\n");
+      else response.destroy();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", resolve);
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => {
+      server.closeAllConnections();
+      server.close();
+    },
+  };
+}
+
+async function answer(base: string, request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
+  if (request.method !== "GET" && request.method !== "HEAD") {
+    response.setHeader("allow", "GET, HEAD");
+    return reply(response, 405, "only GET and HEAD\n");
+  }
+  const raw = (request.url ?? "/").split(/[?#]/, 1)[0]!;
+  let path: string;
+  try {
+    path = decodeURIComponent(raw);
+  } catch {
+    return reply(response, 400, "bad percent-encoding in the path\n");
+  }
+  const segments = path.split(/[/\\]/);
+  if (path.includes("\0") || segments.includes("..")) return reply(response, 403, "forbidden\n");
+  let file = join(base, ...segments);
+  let info = await stat(file).catch(() => undefined);
+  if (info?.isDirectory()) {
+    if (!raw.endsWith("/")) {
+      // Relative links in the index resolve against the directory only with its slash.
+      response.setHeader("location", `${raw}/`);
+      return reply(response, 301, "moved\n");
+    }
+    file = join(file, "index.html");
+    info = await stat(file).catch(() => undefined);
+  }
+  if (!info?.isFile()) return reply(response, 404, "not found\n");
+  const real = await realpath(file);
+  if (!real.startsWith(base.endsWith(sep) ? base : base + sep)) return reply(response, 403, "forbidden\n");
+  response.writeHead(200, {
+    "content-type": TYPES[extname(real).toLowerCase()] ?? "application/octet-stream",
+    "content-length": info.size,
+    "last-modified": info.mtime.toUTCString(),
+  });
+  if (request.method === "HEAD") {
+    response.end();
+    return;
+  }
+  const stream = createReadStream(real);
+  stream.on("error", () => response.destroy());
+  stream.pipe(response);
+}
+
+function reply(response: http.ServerResponse, status: number, text: string): void {
+  response.writeHead(status, { "content-type": "text/plain; charset=utf-8", "content-length": Buffer.byteLength(text) });
+  response.end(text);
+}
