@@ -68,7 +68,7 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
         version: VERSION,
       });
     }
-    // One inspector, for the first tunnel: its port is the one people know (--inspect).
+    // One inspector for every tunnel of this agent.
     const address = parseInspect(args.inspect);
     const keep = parseKeep(args["inspect-keep"] ?? "100");
     const inspector =
@@ -76,22 +76,20 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       (await startInspector(
         address,
         new Recorder(first.settings.name, keep),
-        first.setup.origin,
+        new Map(tunnels.map(({ settings, setup }) => [settings.name, setup.origin])),
         VERSION,
         log,
         runtime.listenDenied,
       ));
     if (inspector) {
-      log.info(
-        tunnels.length > 1 ? `inspector: ${inspector.url} (tunnel ${first.settings.name})` : `inspector: ${inspector.url}`,
-      );
+      log.info(`inspector: ${inspector.url}`);
       log.setInspector(inspector.url);
     }
     const several = tunnels.length > 1;
     const agents = tunnels.map(
-      ({ settings, setup }, i) =>
+      ({ settings, setup }) =>
         new Agent(
-          { ...settings, observer: i === 0 ? inspector?.recorder : undefined },
+          { ...settings, observer: inspector?.recorder.for(settings.name) },
           setup.origin,
           runtime,
           several ? log.forTunnel(settings.name) : log,

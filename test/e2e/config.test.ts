@@ -8,7 +8,9 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import WebSocket, { WebSocketServer } from "ws";
 import { AgentProcess, agentCommand, type RuntimeName } from "../_agent.ts";
+import { entryWhere, inspector } from "../_inspector.ts";
 import { Origin } from "../_origin.ts";
+import { freePort } from "../_process.ts";
 import { Relay, ROOT } from "../_relay.ts";
 import { at, visit } from "../_visit.ts";
 
@@ -100,6 +102,40 @@ describe("the config file and several tunnels", () => {
     expect(await agent.stop("SIGINT")).toBe(0);
     expect(agent.output).toContain("stopped: tunnel cfg-one closed, the name is free");
     expect(agent.output).toContain("stopped: tunnel cfg-two closed, the name is free");
+  });
+
+  it("shows every tunnel's requests in the one inspector, and replays each to its own tunnel's origin", async () => {
+    const [one, two] = [await textOrigin("one"), await textOrigin("two")];
+    const port = await freePort();
+    const dir = tempDir();
+    writeFileSync(
+      join(dir, "burrow.toml"),
+      [
+        `relay = "${relay.url}"`,
+        "[[tunnel]]",
+        'name = "seen-one"',
+        `port = ${one}`,
+        "[[tunnel]]",
+        'name = "seen-two"',
+        `port = ${two}`,
+        "",
+      ].join("\n"),
+    );
+    const agent = agentInDir(dir, ["--inspect", String(port)]);
+    const urls = await upLines(agent, 2);
+    expect(agent.output).toContain(`inspector: http://127.0.0.1:${port}\n`);
+    await visit(at(urls["seen-one"]!, "/a"));
+    await visit(at(urls["seen-two"]!, "/b"));
+    const b = await entryWhere(port, (e) => e.path === "/b" && e.state === "done");
+    const a = await entryWhere(port, (e) => e.path === "/a" && e.state === "done");
+    expect([a.tunnel, b.tunnel]).toEqual(["seen-one", "seen-two"]);
+    const replayed = await inspector(port, `/api/requests/${b.id}/replay`, { method: "POST", body: {} });
+    expect(replayed.status).toBe(202);
+    const copy = await entryWhere(port, (e) => e.id === replayed.json.id && e.state === "done");
+    expect(copy.tunnel).toBe("seen-two");
+    const { json: detail } = await inspector(port, `/api/requests/${copy.id}`);
+    expect(detail.response.text).toMatch(/^two host=/);
+    expect(await agent.stop("SIGINT")).toBe(0);
   });
 
   it("lets flags override the file and the file override the environment; paths in the file are relative to it", async () => {

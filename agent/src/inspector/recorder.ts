@@ -112,8 +112,16 @@ export class Recorder implements Observer {
     return () => this.listeners.delete(listener);
   }
 
-  exchange(head: RequestHeadFrame, replayOf?: number): ExchangeWatch & { id: number } {
-    const entry = this.add(head, "http", replayOf);
+  /** What the Forwarder of tunnel `tunnel` reports to: its entries carry that tunnel's name. */
+  for(tunnel: string): Observer {
+    return {
+      exchange: (head) => this.exchange(head, undefined, tunnel),
+      socket: (head) => this.socket(head, tunnel),
+    };
+  }
+
+  exchange(head: RequestHeadFrame, replayOf?: number, tunnel = this.tunnel): ExchangeWatch & { id: number } {
+    const entry = this.add(head, "http", tunnel, replayOf);
     const began = performance.now();
     const since = () => performance.now() - began;
     return {
@@ -138,8 +146,8 @@ export class Recorder implements Observer {
     };
   }
 
-  socket(head: RequestHeadFrame): SocketWatch {
-    const entry = this.add(head, "websocket");
+  socket(head: RequestHeadFrame, tunnel = this.tunnel): SocketWatch {
+    const entry = this.add(head, "websocket", tunnel);
     entry.messages = [];
     entry.messagesDropped = 0;
     const began = performance.now();
@@ -176,10 +184,10 @@ export class Recorder implements Observer {
     };
   }
 
-  private add(head: RequestHeadFrame, kind: Entry["kind"], replayOf?: number): Entry {
+  private add(head: RequestHeadFrame, kind: Entry["kind"], tunnel: string, replayOf?: number): Entry {
     const entry: Entry = {
       id: this.next++,
-      tunnel: this.tunnel,
+      tunnel,
       kind,
       replayOf,
       startedAt: Date.now(),

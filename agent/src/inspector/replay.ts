@@ -70,7 +70,7 @@ export function replay(recorder: Recorder, origin: Origin, source: Entry, edits:
   const headers: HeaderList = (edits.headers ?? source.requestHeaders).filter(([name]) => !FRAMING.has(name.toLowerCase()));
   if (body.byteLength > 0 || !/^(GET|HEAD|DELETE|OPTIONS)$/i.test(method))
     headers.push(["content-length", String(body.byteLength)]);
-  const watch = recorder.exchange({ type: FrameType.RequestHead, stream: 0, method, path, headers }, source.id);
+  const watch = recorder.exchange({ type: FrameType.RequestHead, stream: 0, method, path, headers }, source.id, source.tunnel);
   const exchange = origin.open(method, path, headers, {
     head: (status, answer) => watch.responseHead(status, answer),
     data: (bytes) => watch.responseData(bytes),

@@ -67,16 +67,17 @@ export interface Inspector {
 export async function startInspector(
   address: InspectAddress,
   recorder: Recorder,
-  origin: Origin,
+  /** Each tunnel's origin, by tunnel name: replays go to the origin of the request's tunnel. */
+  origins: ReadonlyMap<string, Origin>,
   version: string,
   log: Log,
   listenDenied?: (host: string, port: number) => string | undefined,
 ): Promise<Inspector | undefined> {
   const clients = new Set<http.ServerResponse>();
   let port = address.port;
-  // The tunnel's own origin port is never the inspector's, even while nothing listens there:
+  // A tunnel's own origin port is never the inspector's, even while nothing listens there:
   // visitors' requests would reach the inspector, with a Host it accepts.
-  const originPort = Number(new URL(origin.url).port);
+  const originPorts = new Set([...origins.values()].map((origin) => Number(new URL(origin.url).port)));
   // Many agents on one machine (a test suite) take the default ports: that is no mistake, and
   // the agent says so without a warning; a chosen address that fails is worth one.
   const off = (why: string, hint: string): undefined => {
@@ -166,6 +167,8 @@ export async function startInspector(
             throw new InspectorError(400, "the edits are not JSON");
           }
         }
+        const origin = origins.get(entry.tunnel);
+        if (!origin) throw new InspectorError(409, `tunnel ${entry.tunnel} is not one of this agent's now`);
         answer(response, 202, { id: replay(recorder, origin, entry, readEdits(value)) });
       } catch (error) {
         answer(response, error instanceof InspectorError ? error.status : 500, { error: (error as Error).message });
@@ -191,7 +194,7 @@ export async function startInspector(
   };
 
   for (let tries = 0; tries < PORT_TRIES; tries++, port++) {
-    if (port === originPort) continue;
+    if (originPorts.has(port)) continue;
     const denied = listenDenied?.(address.host, port);
     if (denied) return off(`cannot listen on ${address.host}:${port}: ${denied}`, "grant it with --allow-net");
     const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
