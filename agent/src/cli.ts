@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import { RESERVED_NAMES, TUNNEL_NAME_PATTERN } from "@burrow/protocol";
 import pkg from "../package.json" with { type: "json" };
 import { Agent, type AgentOptions, type TransportChoice } from "./agent.ts";
@@ -12,7 +11,7 @@ import { Log, type LogMode } from "./log.ts";
 import { randomName } from "./names.ts";
 import type { NetConfig } from "./net/dial.ts";
 import { proxyFor } from "./net/proxy.ts";
-import { type OriginSetup, readPem, setUpOrigin } from "./origin-setup.ts";
+import { type OriginSetup, readPem, readUserFile, setUpOrigin } from "./origin-setup.ts";
 import { visitorRules } from "./rules.ts";
 import type { Runtime } from "./runtime.ts";
 
@@ -240,17 +239,12 @@ function readToken(file: string, flag: string | undefined, runtime: Runtime): st
       "pass the token one way: --token-file keeps it out of `ps`",
     );
   }
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (error) {
-    if (runtime.explain?.(error)) throw error;
-    throw new AgentError(
-      "usage",
-      `cannot read the token file ${file}: ${(error as Error).message}`,
-      "give the path of a file whose first line is the relay's token",
-    );
-  }
+  const text = readUserFile(
+    file,
+    runtime,
+    `the token file ${file}`,
+    "give the path of a file whose first line is the relay's token",
+  );
   const token = text.split(/\r?\n/, 1)[0]!.trim();
   if (!token) {
     throw new AgentError(

@@ -127,19 +127,23 @@ async function checkOrigin(origin: Origin, log: Log): Promise<void> {
   }
 }
 
-/** Reads a PEM file of CA certificates, for --ca, --origin-ca and NODE_EXTRA_CA_CERTS. */
-export function readPem(file: string, runtime: Runtime, flag = "--ca"): string {
-  let text: string;
+/**
+ * Reads a file the user named (a CA, a token): a missing runtime permission is the runtime's
+ * to explain (Deno's flags), anything else a usage error naming `what`, with `hint`.
+ * @throws {AgentError} "usage"
+ */
+export function readUserFile(file: string, runtime: Runtime, what: string, hint: string): string {
   try {
-    text = readFileSync(file, "utf8");
+    return readFileSync(file, "utf8");
   } catch (error) {
     if (runtime.explain?.(error)) throw error;
-    throw new AgentError(
-      "usage",
-      `cannot read the CA file ${file} (${flag}): ${(error as Error).message}`,
-      "give the path of a PEM file",
-    );
+    throw new AgentError("usage", `cannot read ${what}: ${(error as Error).message}`, hint);
   }
+}
+
+/** Reads a PEM file of CA certificates, for --ca, --origin-ca and NODE_EXTRA_CA_CERTS. */
+export function readPem(file: string, runtime: Runtime, flag = "--ca"): string {
+  const text = readUserFile(file, runtime, `the CA file ${file} (${flag})`, "give the path of a PEM file");
   if (!text.includes("-----BEGIN CERTIFICATE-----")) {
     throw new AgentError(
       "usage",
