@@ -21,6 +21,8 @@ export interface RelayOptions {
    * "10.201.0.1:443"), with the PEM files `cert` (chain) and `key`, besides the plain-http one.
    */
   tls?: { address: string; cert: string; key: string };
+  /** workerd only: serve the V8 inspector (DevTools protocol) on 127.0.0.1:`inspector`, for CPU profiles. */
+  inspector?: number;
 }
 
 /** A real relay: the Worker and its Durable Objects on workerd, through `wrangler dev`. */
@@ -130,9 +132,19 @@ export class Relay {
     }
     const vars = { ...wranglerVars(toml), ...this.options.vars };
     writeFileSync(config, workerdConfig(toml, "index.js", this.port, storage, vars, tls?.address));
-    this.child = new Child("relay", join(ROOT, "node_modules/.bin/workerd"), ["serve", "--experimental", config], {
-      cwd: this.persist,
-    });
+    this.child = new Child(
+      "relay",
+      join(ROOT, "node_modules/.bin/workerd"),
+      [
+        "serve",
+        "--experimental",
+        ...(this.options.inspector ? [`--inspector-addr=127.0.0.1:${this.options.inspector}`] : []),
+        config,
+      ],
+      {
+        cwd: this.persist,
+      },
+    );
     await waitForListen(this.child, this.port);
     if (tls) {
       const match = /^(.*):(\d+)$/.exec(tls.address);

@@ -1,0 +1,131 @@
+// `npm run bench:profile`: where a request's time goes, function by function. Runs small GETs
+// through Burrow (Node agent on workerd serve, as the benchmark does) while taking CPU profiles
+// of the relay's workerd (through its V8 inspector) and of the agent (node --cpu-prof), then
+// prints each process's CPU per request and its heaviest functions by self time.
+// Environment: PROFILE_SECONDS (5), PROFILE_CONNECTIONS (50), PROFILE_TOP (25).
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import autocannon from "autocannon";
+import WebSocket from "ws";
+import { AgentProcess, type Launcher, tunnelArgs } from "../test/_agent.ts";
+import { Child, freePort } from "../test/_process.ts";
+import { Relay, ROOT } from "../test/_relay.ts";
+
+const SECONDS = Number(process.env.PROFILE_SECONDS ?? 5);
+const CONNECTIONS = Number(process.env.PROFILE_CONNECTIONS ?? 50);
+const TOP = Number(process.env.PROFILE_TOP ?? 25);
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  children?: number[];
+}
+interface CpuProfile {
+  nodes: ProfileNode[];
+  startTime: number;
+  endTime: number;
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/** A minimal DevTools-protocol client: one call at a time is all this needs. */
+async function inspect(port: number): Promise<(method: string, params?: object) => Promise<Record<string, unknown>>> {
+  const targets = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as { webSocketDebuggerUrl: string }[];
+  const ws = new WebSocket(targets[0]!.webSocketDebuggerUrl);
+  await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
+  let next = 1;
+  const pending = new Map<number, (result: Record<string, unknown>) => void>();
+  ws.on("message", (data) => {
+    const message = JSON.parse(String(data)) as { id?: number; result?: Record<string, unknown> };
+    if (message.id !== undefined) pending.get(message.id)?.(message.result ?? {});
+  });
+  return (method, params = {}) =>
+    new Promise((resolve) => {
+      const id = next++;
+      pending.set(id, resolve);
+      ws.send(JSON.stringify({ id, method, params }));
+    });
+}
+
+/** Self time (ms) per function, heaviest first, and the profile's busy time (not idle). */
+function selfTimes(profile: CpuProfile): { busyMs: number; rows: { fn: string; ms: number }[] } {
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+  const self = new Map<string, number>();
+  let busy = 0;
+  for (let i = 0; i < profile.samples.length; i++) {
+    const node = byId.get(profile.samples[i]!)!;
+    const ms = (profile.timeDeltas[i + 1] ?? 0) / 1000;
+    const { functionName, url, lineNumber } = node.callFrame;
+    if (functionName === "(idle)" || functionName === "(program)") continue;
+    busy += ms;
+    const file = url.replace(/^.*\/(node_modules\/)?/, "");
+    const key = `${functionName || "(anonymous)"} ${file ? `${file}:${lineNumber + 1}` : ""}`.trim();
+    self.set(key, (self.get(key) ?? 0) + ms);
+  }
+  const rows = [...self].map(([fn, ms]) => ({ fn, ms })).sort((a, b) => b.ms - a.ms);
+  return { busyMs: busy, rows };
+}
+
+function print(title: string, profile: CpuProfile, requests: number): void {
+  const { busyMs, rows } = selfTimes(profile);
+  const wall = (profile.endTime - profile.startTime) / 1000;
+  console.log(
+    `\n${title}: busy ${(busyMs / 1000).toFixed(2)} s of ${(wall / 1000).toFixed(2)} s, ${((1000 * busyMs) / requests).toFixed(1)} µs of CPU per request`,
+  );
+  console.table(
+    rows.slice(0, TOP).map((row) => ({
+      function: row.fn.slice(0, 90),
+      "self ms": row.ms.toFixed(0),
+      "%": ((100 * row.ms) / busyMs).toFixed(1),
+      "µs/req": ((1000 * row.ms) / requests).toFixed(1),
+    })),
+  );
+}
+
+const stops: (() => Promise<unknown>)[] = [];
+try {
+  const origin = new Child("origin", process.execPath, [join(ROOT, "bench/_origin.js")], { cwd: ROOT });
+  stops.push(() => origin.stop());
+  const originPort = Number((await origin.waitFor(/^listening (\d+)/))[1]);
+  const inspectorPort = await freePort();
+  const relay = await Relay.start({ launcher: "workerd", inspector: inspectorPort });
+  stops.push(() => relay.dispose());
+  const profiles = mkdtempSync(join(tmpdir(), "burrow-profile-"));
+  const profiled: Launcher = {
+    name: "node",
+    cwd: ROOT,
+    command: (args) => [
+      process.execPath,
+      ["--cpu-prof", `--cpu-prof-dir=${profiles}`, join(ROOT, "agent/bin/agent.js"), ...args],
+    ],
+  };
+  const agent = await AgentProcess.start(profiled, tunnelArgs(originPort, relay, "profile"));
+  stops.push(() => agent.stop("SIGINT"));
+  const url = new URL(agent.url);
+  const target = { url: `http://127.0.0.1:${url.port}/small`, headers: { host: url.host } };
+  // Warm up (JIT, pools), then profile the relay over one load run; the agent's profile covers
+  // its whole life, so its per-request figures include the warm-up (counted in).
+  const warm = await autocannon({ ...target, connections: CONNECTIONS, duration: 2 });
+  const call = await inspect(inspectorPort);
+  await call("Profiler.enable");
+  await call("Profiler.setSamplingInterval", { interval: 100 });
+  await call("Profiler.start");
+  const result = await autocannon({ ...target, connections: CONNECTIONS, duration: SECONDS });
+  const { profile } = (await call("Profiler.stop")) as { profile: CpuProfile };
+  const requests = result.requests.total;
+  console.log(
+    `${requests} requests at c=${CONNECTIONS} in ${SECONDS} s: ${result.requests.average.toFixed(0)} req/s, p50 ${result.latency.p50} ms, ${result.errors + result.non2xx} errors`,
+  );
+  print("relay (workerd: Worker and Durable Object, one isolate)", profile, requests);
+  await stops.pop()!();
+  const file = readdirSync(profiles).find((f) => f.endsWith(".cpuprofile"));
+  if (file) {
+    const agentProfile = JSON.parse(readFileSync(join(profiles, file), "utf8")) as CpuProfile;
+    print("agent (node, whole run incl. warm-up and start)", agentProfile, requests + warm.requests.total);
+  } else {
+    console.log("\nagent: no profile written");
+  }
+} finally {
+  for (const stop of stops.reverse()) await stop().catch(() => {});
+}
