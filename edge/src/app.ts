@@ -14,15 +14,13 @@ import { withScopedCookies } from "./cookies.ts";
 import type { Env } from "./env.ts";
 import { EdgeError, ERROR_HEADER, RELAY_PAGE_HEADERS } from "./errors.ts";
 import { connectLimit } from "./gate.ts";
-import { clientAddress, forwardedRequestHeaders, INTERNAL, withoutSpoofable } from "./headers.ts";
-import { cookieValue, strayTunnel, TUNNEL_COOKIE, tunnelCookie, withoutTunnelCookie } from "./strays.ts";
+import { clientAddress, forwardedRequestHeaders, INTERNAL, VISIT_URL, withoutSpoofable } from "./headers.ts";
+import { cookieValue, strayTunnel, TUNNEL_COOKIE, tunnelCookie } from "./strays.ts";
 import { checkVisitorRequest, headLimit } from "./visitor.ts";
 
 type App = {
   Bindings: Env;
   Variables: {
-    /** The request without the fields clients may not send (see withoutSpoofable). */
-    request: Request;
     /** The client's address (see clientAddress), or undefined. */
     clientIp: string | undefined;
   };
@@ -40,27 +38,37 @@ export const app = new Hono<App>({
   getPath: (request) => new URL(request.url).pathname,
 });
 
-app.onError((error) => {
+app.onError(errorResponse);
+
+function errorResponse(error: unknown): Response {
   if (error instanceof EdgeError) return error.toResponse();
   console.error("relay error", error);
   return new EdgeError(500, "relay-error", "The relay failed to handle this request; it has been logged.").toResponse();
-});
+}
+
+/**
+ * The Worker's entry. A visitor of `<name>.<BASE_DOMAIN>` goes straight to its tunnel, with one
+ * URL parse and no routing: that is every request a tunnel serves, and the Worker's share of
+ * its cost (see bench/profile.ts). Everything else goes through the routes of `app`.
+ */
+export async function handle(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> {
+  const url = new URL(request.url);
+  const label = subdomainOf(url.hostname, env.BASE_DOMAIN);
+  if (label === undefined) return app.fetch(request, env, ctx);
+  try {
+    checkVisitorName(label);
+    return await visit(request, env, url, label, url.pathname + url.search, "");
+  } catch (error) {
+    return errorResponse(error);
+  }
+}
 
 // On every route, agents' included: the Durable Object and the origin never see a client's
-// x-burrow-* or cf-* fields, only what the Worker determined.
+// x-burrow-* or cf-* fields, only what the Worker determined (see withoutSpoofable, and
+// forwardedRequestHeaders for visitors).
 app.use("*", async (c, next) => {
-  const clientIp = clientAddress(c.req.raw.headers, c.req.raw.cf);
-  c.set("clientIp", clientIp);
-  c.set("request", withoutSpoofable(c.req.raw, clientIp));
+  c.set("clientIp", clientAddress(c.req.raw.headers, c.req.raw.cf));
   return next();
-});
-
-app.use("*", async (c, next) => {
-  const url = new URL(c.req.url);
-  const label = subdomainOf(url.hostname, c.env.BASE_DOMAIN);
-  if (label === undefined) return next();
-  checkVisitorName(label);
-  return visit(c, label, url.pathname + url.search, "");
 });
 
 app.get(CONNECT_PATH, async (c) => {
@@ -70,9 +78,7 @@ app.get(CONNECT_PATH, async (c) => {
     throw new EdgeError(426, "bad-request", `${CONNECT_PATH} is where Burrow agents connect, with a WebSocket upgrade.`);
   }
   await admitConnection(c);
-  const headers = new Headers(c.var.request.headers);
-  headers.set(INTERNAL.publicUrl, publicUrl(new URL(c.req.url), name, c.env.BASE_DOMAIN));
-  return tunnel(c, name).fetch(new Request(c.var.request, { headers }));
+  return tunnel(c.env, name).fetch(agentRequest(c, name));
 });
 
 // `agent doctor` asks whether this is a Burrow relay, and which protocol it speaks.
@@ -85,10 +91,15 @@ app.on(["GET", "POST", "DELETE"], SESSION_PATH, async (c) => {
   const name = c.req.query("name") ?? "";
   checkName(name);
   if (c.req.method === "POST" && !c.req.header(SESSION_HEADER)) await admitConnection(c);
-  const headers = new Headers(c.var.request.headers);
-  headers.set(INTERNAL.publicUrl, publicUrl(new URL(c.req.url), name, c.env.BASE_DOMAIN));
-  return tunnel(c, name).fetch(new Request(c.var.request, { headers }));
+  return tunnel(c.env, name).fetch(agentRequest(c, name));
 });
+
+/** An agent's request as its tunnel's Durable Object gets it: no spoofable fields, and the public URL. */
+function agentRequest(c: Context<App>, name: string): Request {
+  const request = withoutSpoofable(c.req.raw, c.var.clientIp);
+  request.headers.set(INTERNAL.publicUrl, publicUrl(new URL(c.req.url), name, c.env.BASE_DOMAIN));
+  return request;
+}
 
 app.all("/t/:name{[^/]+}", (c) => {
   const url = new URL(c.req.url);
@@ -105,7 +116,7 @@ app.all("/t/:name{[^/]+}/*", (c) => {
   const rest = url.pathname.slice(`/t/${segment}`.length);
   // One URL per tunnel: `/t/%64emo/x` is `/t/demo/x`, and cookies scoped to the one are not the other's.
   if (segment !== name) return c.redirect(`/t/${name}${rest}${url.search}`, 308);
-  return visit(c, name, rest + url.search, `/t/${name}`);
+  return visit(c.req.raw, c.env, url, name, rest + url.search, `/t/${name}`);
 });
 
 app.get("/", (c) => {
@@ -125,7 +136,7 @@ app.get("/", (c) => {
 // on the Referer and the cookie and the next page may be another tunnel's.
 app.all("*", (c) => {
   const url = new URL(c.req.url);
-  const name = strayTunnel(url, c.var.request.headers);
+  const name = strayTunnel(url, c.req.raw.headers);
   if (name === undefined) return notFound();
   return new Response(null, {
     status: 307,
@@ -137,36 +148,29 @@ const notFound = () =>
   new EdgeError(404, "not-found", "Nothing here on the relay itself. Tunnels are served at /t/<name>/.").toResponse();
 app.notFound(notFound);
 
-async function visit(c: Context<App>, name: string, path: string, prefix: string): Promise<Response> {
-  const request = c.var.request;
-  const url = new URL(request.url);
-  const clientIp = c.var.clientIp;
-  let list = forwardedRequestHeaders(request.headers, {
+/**
+ * Hands a visitor's request to its tunnel's Durable Object: the fields the origin will get
+ * (one pass over the visitor's, see forwardedRequestHeaders), checked against the protocol's
+ * limits, plus the INTERNAL fields the Durable Object reads.
+ */
+async function visit(request: Request, env: Env, url: URL, name: string, path: string, prefix: string): Promise<Response> {
+  const clientIp = clientAddress(request.headers, request.cf);
+  const list = forwardedRequestHeaders(request.headers, {
     clientIp,
     proto: url.protocol.slice(0, -1),
     host: request.headers.get("host") ?? url.host,
     prefix,
   });
-  // The relay's routing cookie is not the origin's (see TUNNEL_COOKIE).
-  if (prefix) {
-    for (const entry of list) if (entry[0] === "cookie") entry[1] = withoutTunnelCookie(entry[1]) ?? "";
-    list = list.filter(([field, value]) => field !== "cookie" || value !== "");
-  }
+  checkVisitorRequest({ method: request.method, path, headers: list }, headLimit(env.MAX_REQUEST_HEAD_BYTES));
   // Hop-by-hop, so dropped above; the Durable Object needs it to answer with a WebSocket.
   if (request.headers.get("upgrade")?.toLowerCase() === "websocket") list.push(["upgrade", "websocket"]);
-  // The Durable Object reads the fields from a Headers, which joins repeats (but Set-Cookie):
-  // checked as the RequestHead frame will carry them.
-  const headers = new Headers(list);
-  checkVisitorRequest({ method: request.method, path, headers: [...headers] }, headLimit(c.env.MAX_REQUEST_HEAD_BYTES));
-  headers.set(INTERNAL.tunnel, name);
-  headers.set(INTERNAL.path, path);
-  headers.set(INTERNAL.relayUrl, relayUrl(url, c.env.BASE_DOMAIN));
-  if (clientIp) headers.set(INTERNAL.clientIp, clientIp);
+  list.push([INTERNAL.tunnel, name], [INTERNAL.path, path], [INTERNAL.relayUrl, relayUrl(url, env.BASE_DOMAIN)]);
+  if (clientIp) list.push([INTERNAL.clientIp, clientIp]);
   let response: Response;
   try {
-    response = await tunnel(c, name).fetch("https://tunnel.internal/visit", {
+    response = await tunnel(env, name).fetch(VISIT_URL, {
       method: request.method,
-      headers,
+      headers: list,
       body: request.body,
       redirect: "manual",
     });
@@ -250,8 +254,17 @@ export function rateKey(ip: string | null | undefined): string {
   return `${groups.join(":")}::/64`;
 }
 
-function tunnel(c: Context<App>, name: string): DurableObjectStub {
-  return c.env.TUNNELS.get(c.env.TUNNELS.idFromName(name));
+/** Tunnels' object ids by name, as the runtime hashes them (idFromName is a SHA-256 each time). */
+const tunnelIds = new Map<string, DurableObjectId>();
+
+function tunnel(env: Env, name: string): DurableObjectStub {
+  let id = tunnelIds.get(name);
+  if (!id) {
+    if (tunnelIds.size >= 1000) tunnelIds.clear();
+    id = env.TUNNELS.idFromName(name);
+    tunnelIds.set(name, id);
+  }
+  return env.TUNNELS.get(id);
 }
 
 /** Echoes no client input: a name that fails the pattern is "that name". */

@@ -1,5 +1,9 @@
 import { type HeaderList, HOP_BY_HOP } from "@burrow/protocol";
 import { ERROR_HEADER } from "./errors.ts";
+import { withoutTunnelCookie } from "./strays.ts";
+
+/** Where the Worker sends visitors' requests to their tunnel's Durable Object. */
+export const VISIT_URL = "https://tunnel.internal/visit";
 
 /** Internal headers the Worker sets on the request it hands to a tunnel's Durable Object. */
 export const INTERNAL = {
@@ -76,18 +80,23 @@ export function isInternal(name: string): boolean {
 
 /** Removes hop-by-hop fields, including those the Connection header names. */
 export function withoutHopByHop(headers: Headers): HeaderList {
-  const named = new Set(
-    (headers.get("connection") ?? "")
-      .split(",")
-      .map((token) => token.trim().toLowerCase())
-      .filter(Boolean),
-  );
+  const named = connectionTokens(headers.get("connection") ?? "");
   const list: HeaderList = [];
   for (const [name, value] of headers) {
     if (HOP_BY_HOP.has(name) || named.has(name)) continue;
     list.push([name, value]);
   }
   return list;
+}
+
+/** The field names a Connection header lists, lowercased. */
+function connectionTokens(connection: string): Set<string> {
+  return new Set(
+    connection
+      .split(",")
+      .map((token) => token.trim().toLowerCase())
+      .filter(Boolean),
+  );
 }
 
 export interface VisitorContext {
@@ -101,18 +110,38 @@ export interface VisitorContext {
   prefix: string;
 }
 
-/** The header list the origin receives: the visitor's end-to-end fields plus X-Forwarded-*. */
+/**
+ * The header list the origin receives, in one pass over the visitor's fields: its end-to-end
+ * fields (no hop-by-hop ones nor those its Connection names, none of {@link isSpoofable}, none
+ * of DROPPED_FROM_VISITOR, and without the relay's routing cookie when reached by path), then
+ * X-Forwarded-* as the relay states them.
+ */
 export function forwardedRequestHeaders(incoming: Headers, visitor: VisitorContext): HeaderList {
-  const list = withoutHopByHop(incoming).filter(([name]) => !DROPPED_FROM_VISITOR.has(name));
-  const forwardedFor = incoming.get("x-forwarded-for");
-  const others = list.filter(([name]) => !name.startsWith("x-forwarded-"));
-  others.push(["x-forwarded-proto", visitor.proto], ["x-forwarded-host", visitor.host]);
+  const connection = incoming.get("connection");
+  const named = connection ? connectionTokens(connection) : undefined;
+  const list: HeaderList = [];
+  let forwardedFor: string | undefined;
+  for (const [name, value] of incoming) {
+    if (name.startsWith("x-forwarded-")) {
+      if (name === "x-forwarded-for") forwardedFor = value;
+      continue;
+    }
+    if (HOP_BY_HOP.has(name) || DROPPED_FROM_VISITOR.has(name) || isSpoofable(name) || named?.has(name)) continue;
+    if (name === "cookie" && visitor.prefix) {
+      // The relay's routing cookie is not the origin's (see TUNNEL_COOKIE).
+      const rest = withoutTunnelCookie(value);
+      if (rest) list.push([name, rest]);
+      continue;
+    }
+    list.push([name, value]);
+  }
+  list.push(["x-forwarded-proto", visitor.proto], ["x-forwarded-host", visitor.host]);
   // Append rather than replace, as every proxy does: the origin trusts only the last entry.
   const chain = [forwardedFor, visitor.clientIp].filter(Boolean).join(", ");
-  if (chain) others.push(["x-forwarded-for", chain]);
-  if (visitor.clientIp) others.push(["x-real-ip", visitor.clientIp]);
-  if (visitor.prefix) others.push(["x-forwarded-prefix", visitor.prefix]);
-  return others;
+  if (chain) list.push(["x-forwarded-for", chain]);
+  if (visitor.clientIp) list.push(["x-real-ip", visitor.clientIp]);
+  if (visitor.prefix) list.push(["x-forwarded-prefix", visitor.prefix]);
+  return list;
 }
 
 /**

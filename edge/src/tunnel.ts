@@ -7,7 +7,9 @@ import {
   type Frame,
   FrameType,
   HEARTBEAT,
+  type HeaderList,
   type HelloFrame,
+  HOP_BY_HOP,
   type InvalidFrame,
   ProtocolError,
   SESSION_HEADER,
@@ -17,7 +19,7 @@ import { type Admission, admit, identify, type NameRecord, parseTokens, type Tok
 import type { Env } from "./env.ts";
 import { EdgeError, isTeardownNoise } from "./errors.ts";
 import { tunnelLimit } from "./gate.ts";
-import { INTERNAL, isInternal, withoutHopByHop } from "./headers.ts";
+import { INTERNAL, isInternal, VISIT_URL } from "./headers.ts";
 import { ByteBudget, RateMeter, type RelayLimits, readLimits, SIGNED_BODIES_BUDGET } from "./limits.ts";
 import { type AgentLink, PollingLink } from "./polling.ts";
 import { RuleSet } from "./rules.ts";
@@ -97,6 +99,8 @@ export class TunnelObject extends DurableObject<Env> {
    * ready link's attachment by agent().
    */
   private current: AgentSession | undefined;
+  /** Attachments as last set or read (see attachment). */
+  private readonly attachments = new WeakMap<AgentLink | WebSocket, Attachment>();
   /** Links the relay closed or saw close, whose attachments may still say "ready". */
   private readonly ended = new WeakSet<AgentLink>();
   /** Agents on the HTTPS transport, by session id (in memory: see PollingLink). */
@@ -136,8 +140,9 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   override async fetch(request: Request): Promise<Response> {
-    const url = new URL(request.url);
     try {
+      if (request.url === VISIT_URL) return await this.visit(request);
+      const url = new URL(request.url);
       if (url.pathname === CONNECT_PATH) return this.accept(request, url);
       if (url.pathname === SESSION_PATH) return await this.session(request, url);
       return await this.visit(request);
@@ -152,7 +157,7 @@ export class TunnelObject extends DurableObject<Env> {
   private accept(request: Request, url: URL): Response {
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server, [AGENT_TAG]);
-    server.serializeAttachment({
+    this.setAttachment(server, {
       phase: "hello",
       name: url.searchParams.get("name") ?? "",
       url: request.headers.get(INTERNAL.publicUrl) ?? "",
@@ -188,7 +193,7 @@ export class TunnelObject extends DurableObject<Env> {
         this.sessions.delete(ended.id);
         this.closed(ended, code, reason);
       });
-      link.serializeAttachment({
+      this.setAttachment(link, {
         phase: "hello",
         name: url.searchParams.get("name") ?? "",
         url: request.headers.get(INTERNAL.publicUrl) ?? "",
@@ -223,10 +228,8 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   private async visit(request: Request): Promise<Response> {
-    const tunnel = request.headers.get(INTERNAL.tunnel) ?? "";
-    const path = request.headers.get(INTERNAL.path) ?? "/";
-    const upgrade = request.headers.get("upgrade")?.toLowerCase() === "websocket";
-    let headers = withoutHopByHop(request.headers).filter(([name]) => !isInternal(name));
+    const { tunnel, path, upgrade, clientIp, relayUrl, contentLength, ...head } = visitorHead(request.headers);
+    let headers = head.headers;
     let body: ReadableStream<Uint8Array> | Uint8Array | null = request.body;
     // A request being checked counts as open: a signed body is held while it is read.
     const open = this.streams.size + this.sockets.count + this.checking;
@@ -248,14 +251,13 @@ export class TunnelObject extends DurableObject<Env> {
         checkedUnder = this.rulesGeneration;
         const rules = await this.visitorRules();
         if (rules) {
-          const length = request.headers.get("content-length");
           const checked = await rules.check(
             {
               tunnel,
               headers,
-              clientIp: request.headers.get(INTERNAL.clientIp),
+              clientIp,
               body,
-              contentLength: length === null ? undefined : Number(length),
+              contentLength,
             },
             this.limits.maxSignedBody,
             this.signedBodies,
@@ -274,7 +276,7 @@ export class TunnelObject extends DurableObject<Env> {
       throw new EdgeError(
         502,
         "agent-offline",
-        `No agent is connected for tunnel "${tunnel}". Start one next to your server: npx -p burrow-agent agent --port 8000 --name ${tunnel} --relay ${request.headers.get(INTERNAL.relayUrl) ?? "<this relay's URL>"}`,
+        `No agent is connected for tunnel "${tunnel}". Start one next to your server: npx -p burrow-agent agent --port 8000 --name ${tunnel} --relay ${relayUrl ?? "<this relay's URL>"}`,
       );
     }
     const id = this.nextStreamId();
@@ -286,6 +288,12 @@ export class TunnelObject extends DurableObject<Env> {
     if (upgrade) headers.push(["upgrade", "websocket"]);
     this.sendFrame(agent, { type: FrameType.RequestHead, stream: id, method: request.method, path, headers });
     const timeoutMs = 1000 * (Number(this.env.RESPONSE_TIMEOUT_SECONDS) || DEFAULT_RESPONSE_TIMEOUT_S);
+    if (body === null) {
+      // Most requests: nothing to pump, so End goes with the head.
+      this.sendFrame(agent, { type: FrameType.End, stream: id });
+      this.streams.awaitHead(id, timeoutMs, tunnel);
+      return response;
+    }
     this.ctx.waitUntil(
       this.streams.forwardBody(id, body).then(() => {
         this.signedBodies.give(held);
@@ -339,7 +347,7 @@ export class TunnelObject extends DurableObject<Env> {
 
   override async webSocketMessage(socket: WebSocket, message: string | ArrayBuffer): Promise<void> {
     // Text is only ever a heartbeat, and those are answered by the auto-response.
-    const attachment = socket.deserializeAttachment() as Attachment;
+    const attachment = this.attachment(socket);
     if (attachment.phase === "visitor") {
       // While the agent is away its session keeps the visitor's messages, within their credit.
       const agent = this.agent() ?? this.current;
@@ -354,7 +362,7 @@ export class TunnelObject extends DurableObject<Env> {
   /** One message of frames from an agent, on either transport. */
   private async fromAgent(link: AgentLink, message: Uint8Array): Promise<void> {
     if (this.ended.has(link)) return;
-    const attachment = link.deserializeAttachment() as Exclude<Attachment, VisitorAttachment>;
+    const attachment = this.attachment(link) as Exclude<Attachment, VisitorAttachment>;
     try {
       const counted = { frames: 0 };
       const frames = decodeMessage(message, counted);
@@ -384,6 +392,8 @@ export class TunnelObject extends DurableObject<Env> {
       } else if (!isTeardownNoise(error)) {
         console.error(`tunnel ${attachment.name}: a message from the agent failed`, error);
       }
+    } finally {
+      this.streams.settle();
     }
   }
 
@@ -590,7 +600,7 @@ export class TunnelObject extends DurableObject<Env> {
     if (!resumed) this.sockets.closeAll("the tunnel's agent reconnected as a new session");
     const session = resumed ? previous : new AgentSession(sessionId(), verdict.owner, verdict.label);
     this.current = session;
-    socket.serializeAttachment({
+    this.setAttachment(socket, {
       phase: "ready",
       name: hello.name,
       url: attachment.url,
@@ -636,7 +646,7 @@ export class TunnelObject extends DurableObject<Env> {
     session.frames.onQuiescent = () => {
       if (session.link !== link || this.ended.has(link)) return;
       const attachment = link.deserializeAttachment() as ReadyAttachment;
-      link.serializeAttachment({ ...attachment, counts: session.frames.snapshot() } satisfies Attachment);
+      this.setAttachment(link, { ...attachment, counts: session.frames.snapshot() } satisfies Attachment);
     };
   }
 
@@ -773,6 +783,25 @@ export class TunnelObject extends DurableObject<Env> {
     return [...this.ctx.getWebSockets(AGENT_TAG), ...this.sessions.values()];
   }
 
+  /**
+   * A link's attachment, read once and then kept in memory: every message on a link needs it,
+   * and a deserialization each cost the relay about 10 µs of its CPU per small request. A wake
+   * from hibernation starts with an empty cache; every change goes through setAttachment.
+   */
+  private attachment(link: AgentLink | WebSocket): Attachment {
+    let attachment = this.attachments.get(link);
+    if (!attachment) {
+      attachment = link.deserializeAttachment() as Attachment;
+      this.attachments.set(link, attachment);
+    }
+    return attachment;
+  }
+
+  private setAttachment(link: AgentLink | WebSocket, attachment: Attachment): void {
+    link.serializeAttachment(attachment);
+    this.attachments.set(link, attachment);
+  }
+
   private sendFrame(session: AgentSession, frame: Frame): void {
     session.push(frame);
   }
@@ -795,6 +824,45 @@ export class TunnelObject extends DurableObject<Env> {
       if (!isTeardownNoise(error)) console.warn("closing a socket failed", error);
     }
   }
+}
+
+/**
+ * A visitor's request as the Worker handed it over (see app.ts visit), in one pass over its
+ * fields: the INTERNAL ones read, the hop-by-hop ones the runtime may add to this hop
+ * (Transfer-Encoding) dropped, the rest as the RequestHead frame carries them.
+ */
+function visitorHead(fields: Headers) {
+  let tunnel = "";
+  let path = "/";
+  let upgrade = false;
+  let clientIp: string | null = null;
+  let relayUrl: string | undefined;
+  let contentLength: number | undefined;
+  const headers: HeaderList = [];
+  for (const [name, value] of fields) {
+    switch (name) {
+      case INTERNAL.tunnel:
+        tunnel = value;
+        continue;
+      case INTERNAL.path:
+        path = value;
+        continue;
+      case INTERNAL.clientIp:
+        clientIp = value;
+        continue;
+      case INTERNAL.relayUrl:
+        relayUrl = value;
+        continue;
+      case "upgrade":
+        upgrade = value.toLowerCase() === "websocket";
+        continue;
+      case "content-length":
+        contentLength = Number(value);
+        break;
+    }
+    if (!HOP_BY_HOP.has(name) && !isInternal(name)) headers.push([name, value]);
+  }
+  return { tunnel, path, upgrade, clientIp, relayUrl, contentLength, headers };
 }
 
 function truncateUtf8(text: string, maxBytes: number): string {
