@@ -9,6 +9,7 @@ import { join } from "node:path";
 import autocannon from "autocannon";
 import WebSocket from "ws";
 import { AgentProcess, type Launcher, tunnelArgs } from "../test/_agent.ts";
+import { command, cpuTime, processTree } from "../test/_memory.ts";
 import { Child, freePort } from "../test/_process.ts";
 import { Relay, ROOT } from "../test/_relay.ts";
 
@@ -107,6 +108,19 @@ try {
   // Warm up (JIT, pools), then profile the relay over one load run; the agent's profile covers
   // its whole life, so its per-request figures include the warm-up (counted in).
   const warm = await autocannon({ ...target, connections: CONNECTIONS, duration: 2 });
+  // First without the profiler: each process's CPU time per request, from /proc.
+  const workerd = processTree(relay.pid).find((pid) => command(pid) === "workerd") ?? relay.pid;
+  const processes = { relay: workerd, agent: agent.runtimePid, origin: origin.pid };
+  const before = Object.values(processes).map(cpuTime);
+  const plain = await autocannon({ ...target, connections: CONNECTIONS, duration: SECONDS });
+  const used = Object.values(processes).map((pid, i) => cpuTime(pid) - before[i]!);
+  console.log(
+    `without the profiler: ${plain.requests.total} requests at c=${CONNECTIONS} in ${SECONDS} s, ${plain.requests.average.toFixed(0)} req/s, p50 ${plain.latency.p50} ms; CPU per request: ${Object.keys(
+      processes,
+    )
+      .map((name, i) => `${name} ${((1000 * used[i]!) / plain.requests.total).toFixed(0)} µs`)
+      .join(", ")}`,
+  );
   const call = await inspect(inspectorPort);
   await call("Profiler.enable");
   await call("Profiler.setSamplingInterval", { interval: 100 });
@@ -115,14 +129,14 @@ try {
   const { profile } = (await call("Profiler.stop")) as { profile: CpuProfile };
   const requests = result.requests.total;
   console.log(
-    `${requests} requests at c=${CONNECTIONS} in ${SECONDS} s: ${result.requests.average.toFixed(0)} req/s, p50 ${result.latency.p50} ms, ${result.errors + result.non2xx} errors`,
+    `profiled: ${requests} requests at c=${CONNECTIONS} in ${SECONDS} s: ${result.requests.average.toFixed(0)} req/s, p50 ${result.latency.p50} ms, ${result.errors + result.non2xx} errors`,
   );
   print("relay (workerd: Worker and Durable Object, one isolate)", profile, requests);
   await stops.pop()!();
   const file = readdirSync(profiles).find((f) => f.endsWith(".cpuprofile"));
   if (file) {
     const agentProfile = JSON.parse(readFileSync(join(profiles, file), "utf8")) as CpuProfile;
-    print("agent (node, whole run incl. warm-up and start)", agentProfile, requests + warm.requests.total);
+    print("agent (node, whole run incl. warm-up and start)", agentProfile, requests + plain.requests.total + warm.requests.total);
   } else {
     console.log("\nagent: no profile written");
   }

@@ -51,3 +51,11 @@ function safe<T>(read: () => T, fallback: T): T {
     return fallback;
   }
 }
+
+/** CPU time (user + system, ms) a process has used so far, from /proc (10 ms resolution). */
+export function cpuTime(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command, which is in parentheses and may hold spaces.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+}

@@ -147,13 +147,16 @@ export function forwardedRequestHeaders(incoming: Headers, visitor: VisitorConte
 /**
  * The header list sent back to the visitor: hop-by-hop fields removed, repeats kept, and no
  * X-Burrow-Error from the origin, so that the header marks the relay's own error pages only.
+ * A list, not a Headers: the runtime builds the Response's from it in one call.
  */
-export function responseHeaders(list: HeaderList): Headers {
-  const headers = new Headers();
-  for (const [name, value] of list) {
-    const lower = name.toLowerCase();
+export function responseHeaders(list: HeaderList): { headers: HeaderList; contentLength: string | undefined } {
+  const headers: HeaderList = [];
+  let contentLength: string | undefined;
+  for (const entry of list) {
+    const lower = entry[0].toLowerCase();
     if (HOP_BY_HOP.has(lower) || lower === ORIGIN_DROPPED) continue;
-    headers.append(name, value);
+    if (lower === "content-length") contentLength = entry[1];
+    headers.push(entry);
   }
-  return headers;
+  return { headers, contentLength };
 }

@@ -14,6 +14,8 @@ export class AgentSession {
   link: AgentLink | undefined;
   /** Ends the session if the agent does not come back in time. */
   resumeTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Writes the session's counts once it has been quiet a moment (see TunnelObject.use). */
+  persistTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     readonly id: string,

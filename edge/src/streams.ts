@@ -3,6 +3,7 @@ import {
   concatBytes,
   type Frame,
   FrameType,
+  type HeaderList,
   INITIAL_WINDOW,
   MAX_DATA_CHUNK,
   type ResponseHeadFrame,
@@ -45,7 +46,7 @@ interface Stream {
    * The response head and the body so far, while the message that brought the head is being
    * read: a response whose End is in the same message goes out whole (see settle).
    */
-  pending?: { status: number; headers: Headers; chunks: Uint8Array[]; size: number };
+  pending?: { status: number; headers: HeaderList; contentLength: string | undefined; chunks: Uint8Array[]; size: number };
 }
 
 /** Sends a frame to the agent on `socket`; never throws. */
@@ -199,10 +200,11 @@ export class StreamTable {
     if (stream?.socket !== socket) return "gone";
     if (stream.writer || stream.pending) return { violation: "a second response head" };
     this.waiting.delete(frame.stream);
-    const headers = responseHeaders(frame.headers);
+    const { headers, contentLength } = responseHeaders(frame.headers);
     if (frame.status === 101) {
       this.forget(frame.stream);
-      if (stream.upgrade) stream.resolve(this.upgrade(frame.stream, headers.get("sec-websocket-protocol")));
+      const protocol = headers.find(([name]) => name.toLowerCase() === "sec-websocket-protocol")?.[1] ?? null;
+      if (stream.upgrade) stream.resolve(this.upgrade(frame.stream, protocol));
       else
         stream.resolve(
           new EdgeError(502, "stream-reset", "The agent answered 101 to a request that asked for no upgrade.").toResponse(),
@@ -215,7 +217,7 @@ export class StreamTable {
       stream.resolve(new Response(null, { status: frame.status, headers }));
       return "ok";
     }
-    stream.pending = { status: frame.status, headers, chunks: [], size: 0 };
+    stream.pending = { status: frame.status, headers, contentLength, chunks: [], size: 0 };
     this.unsettled.push(frame.stream);
     return "ok";
   }
@@ -236,11 +238,11 @@ export class StreamTable {
 
   /** The response's body streams to the visitor from here, starting with what came with its head. */
   private stream(id: number, stream: Stream): void {
-    const { status, headers, chunks } = stream.pending!;
+    const { status, headers, contentLength, chunks } = stream.pending!;
     stream.pending = undefined;
     // A declared length makes the runtime send Content-Length and fail the response if the
     // agent ends early: a truncated body is never delivered as a clean end.
-    const length = Number(headers.get("content-length") ?? Number.NaN);
+    const length = Number(contentLength ?? Number.NaN);
     const { readable, writable } =
       Number.isSafeInteger(length) && length >= 0 ? new FixedLengthStream(length) : new IdentityTransformStream();
     const writer = writable.getWriter();
@@ -293,7 +295,7 @@ export class StreamTable {
     if (stream?.socket !== socket) return "gone";
     if (!stream.writer && !stream.pending) return { violation: "End before the response head" };
     const whole = stream.pending;
-    if (whole && Number(whole.headers.get("content-length") ?? whole.size) === whole.size) {
+    if (whole && Number(whole.contentLength ?? whole.size) === whole.size) {
       this.streams.delete(id);
       const body = whole.chunks.length === 1 ? whole.chunks[0]! : concatBytes(whole.chunks, whole.size);
       stream.resolve(new Response(body, { status: whole.status, headers: whole.headers, encodeBody: "manual" }));
