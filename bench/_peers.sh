@@ -10,6 +10,7 @@ PIDS=()
 free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 stop_peers() {
   local p
+  kill "${WATCHER:-}" 2>/dev/null
   for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null; done
   sleep 0.5
   for p in "${PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null; done
@@ -19,6 +20,10 @@ trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 141' PIPE
 trap 'exit 143' TERM
+# Should the bench die while the peers are still starting (stdin is read only after), this stops them.
+BENCH_PID=$PPID
+( while kill -0 "$BENCH_PID" 2>/dev/null; do sleep 1; done; kill -TERM $$ 2>/dev/null ) &
+WATCHER=$!
 # shellcheck source=/dev/null
 source "$PEERS_TOOLS_DIR/start.sh"
 if start_localtunnel "$ORIGIN"; then
