@@ -1,8 +1,10 @@
-// `npm run bench`: Burrow against direct access, one nginx hop and the Durable Object floor, in
-// one run on this machine, variants interleaved (A B C D A B C D) because the machine is noisy.
-// Prints tables and writes the figures as JSON under bench/results/.
+// `npm run bench`: Burrow against direct access, one nginx hop, the Durable Object floor and two
+// peer tunnels (localtunnel, tunnelmole; bench/_peers.ts), in one run on this machine, variants
+// interleaved (A B C D A B C D) because the machine is noisy. Prints tables, issue 13's goals, and
+// writes the figures as JSON under bench/results/.
 // Environment: BENCH_ROUNDS (2), BENCH_BYTES (1 GiB), BENCH_SECONDS (5 per load run), BENCH_RUNS
-// (10 startups per runtime).
+// (10 startups per runtime), BURROW_PEERS (the peers folder, ../shared/peers beside the clone),
+// PEERS_ROOT (their built trees, /tmp/peers).
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
@@ -12,22 +14,38 @@ import { Child } from "../test/_process.ts";
 import { Relay, ROOT } from "../test/_relay.ts";
 import { download, echo, firstEvent, type Load, load, median, sequential, type Target, upload } from "./_measure.ts";
 import { startNginx } from "./_nginx.ts";
+import { type PeerName, startPeers } from "./_peers.ts";
 import { measureStartup, printStartup } from "./startup.ts";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const BYTES = Number(process.env.BENCH_BYTES ?? 1024 ** 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+/** The size localtunnel's transfers fall back to when BENCH_BYTES fails through it. */
+const PEER_FALLBACK_BYTES = 64 * 1024 ** 2;
+/** How long a transfer through a peer may take before it counts as failed (the others: 20 s over their own length). */
+const PEER_TRANSFER_TIMEOUT_MS = 120_000;
+/** What the bench's upload sends (recorded in the JSON, printed under the table). */
+const UPLOADS = {
+  client: "node:http",
+  expectContinue: false,
+  note: "uploads: node:http with Content-Length, without Expect: 100-continue (workerd never answers it: README, Known limits)",
+};
 type Launcher = "wrangler" | "workerd";
 
 interface Variant {
   name: string;
-  kind: "direct" | "nginx" | "floor" | "burrow";
+  kind: "direct" | "nginx" | "floor" | "burrow" | "peer";
   launcher?: Launcher;
   runtime?: RuntimeName;
+  peer?: PeerName;
   target: Target;
-  /** Processes whose memory is reported: the agent, and the relay's workerd. */
+  /** Processes whose memory is reported: the agent (a peer's client), and the relay's workerd (a peer's server). */
   agentPid?: () => number;
   relayPids?: () => number[];
+  /** Transfer size (BENCH_BYTES unless a peer needs less); 0: no transfers (tunnelmole). */
+  bytes: number;
+  /** Peers only: measurements that failed, by figure, with the first error; not tried again. */
+  failed: Map<string, string>;
 }
 
 interface Sample {
@@ -41,19 +59,23 @@ interface Sample {
 }
 
 const MB = 1e6;
+const MiB = 1024 ** 2;
 const stops: (() => Promise<unknown>)[] = [];
+/** Lines printed under the first table: what the peers' figures mean, and any peer left out. */
+const footnotes: string[] = [];
 
 async function setUp(): Promise<Variant[]> {
   const origin = new Child("origin", process.execPath, [join(ROOT, "bench/_origin.js")], { cwd: ROOT });
   stops.push(() => origin.stop());
   const originPort = Number((await origin.waitFor(/^listening (\d+)/))[1]);
   const local = (port: number): Target => ({ base: `http://127.0.0.1:${port}`, host: `127.0.0.1:${port}` });
-  const variants: Variant[] = [{ name: "direct", kind: "direct", target: local(originPort) }];
+  const common = () => ({ bytes: BYTES, failed: new Map<string, string>() });
+  const variants: Variant[] = [{ name: "direct", kind: "direct", target: local(originPort), ...common() }];
 
   const nginx = await startNginx(originPort);
   if (nginx) {
     stops.push(nginx.stop);
-    variants.push({ name: "nginx", kind: "nginx", target: local(nginx.port) });
+    variants.push({ name: "nginx", kind: "nginx", target: local(nginx.port), ...common() });
   }
   const workerdOf = (relay: Relay) => () => processTree(relay.pid).filter((pid) => command(pid) === "workerd");
   for (const launcher of ["wrangler", "workerd"] as const) {
@@ -65,6 +87,7 @@ async function setUp(): Promise<Variant[]> {
       launcher,
       target: local(floor.port),
       relayPids: workerdOf(floor),
+      ...common(),
     });
   }
   const plan: [RuntimeName, Launcher, "websocket" | "https"][] = [
@@ -93,27 +116,88 @@ async function setUp(): Promise<Variant[]> {
       target: { base: `http://127.0.0.1:${url.port}`, host: url.host },
       agentPid: () => agent.runtimePid,
       relayPids: workerdOf(relay),
+      ...common(),
+    });
+  }
+  // The peers on the same origin (bench/_peers.ts). They never fail the bench: a missing one is said.
+  const peers = await startPeers(originPort);
+  stops.push(peers.stop);
+  for (const note of peers.notes) console.log(note);
+  footnotes.push(...peers.notes);
+  for (const peer of peers.peers) {
+    variants.push({
+      name: peer.name,
+      kind: "peer",
+      peer: peer.name,
+      target: peer.target,
+      agentPid: () => peer.clientPid,
+      relayPids: () => [peer.serverPid],
+      ...common(),
+      // tunnelmole buffers whole bodies in one WebSocket message: small requests only.
+      bytes: peer.name === "tunnelmole" ? 0 : BYTES,
     });
   }
   return variants;
 }
 
+/** `run()` with a time limit. */
+function bounded<T>(run: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([run, limit]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * One figure. Burrow and the references must measure (an error fails the bench); a peer's figure
+ * that fails is NaN ("-"), its error kept, and not tried again in later rounds.
+ */
+async function figure<T>(variant: Variant, what: string, run: () => Promise<T>, failed: T): Promise<T> {
+  if (variant.kind !== "peer") return run();
+  if (variant.failed.has(what)) return failed;
+  try {
+    const limit = what === "download" || what === "upload" ? PEER_TRANSFER_TIMEOUT_MS : SECONDS * 1000 + 20_000;
+    return await bounded(run(), limit);
+  } catch (error) {
+    variant.failed.set(what, (error as Error).message);
+    return failed;
+  }
+}
+
+/** A transfer at the variant's size; for a peer that fails at BENCH_BYTES, once more (and from then on) at 64 MiB. */
+async function transfer(variant: Variant, what: "download" | "upload"): Promise<number> {
+  if (variant.bytes === 0) return Number.NaN;
+  const run = () => (what === "download" ? download : upload)(variant.target, variant.bytes);
+  const result = await figure(variant, what, run, Number.NaN);
+  if (variant.kind === "peer" && Number.isNaN(result) && variant.bytes > PEER_FALLBACK_BYTES) {
+    footnotes.push(
+      `${variant.name}: a ${what} of ${BYTES / MiB} MiB failed (${variant.failed.get(what)}): its transfers are at ${PEER_FALLBACK_BYTES / MiB} MiB from then on`,
+    );
+    variant.failed.delete(what);
+    variant.bytes = PEER_FALLBACK_BYTES;
+    return transfer(variant, what);
+  }
+  return result;
+}
+
 async function measure(variant: Variant): Promise<Sample> {
   const { target } = variant;
   const relayPeak = variant.relayPids ? sampleRss(variant.relayPids) : undefined;
-  const c1 = await sequential(target, SECONDS);
-  const c50 = await load(target, 50, SECONDS);
-  const downMBps = await download(target, BYTES);
-  const upMBps = await upload(target, BYTES);
-  const echoMs = await echo(target, 200);
-  const firstEventMs = await firstEvent(target, 50);
+  const none: Load = { rps: Number.NaN, p50: Number.NaN, p99: Number.NaN, errors: 0 };
+  const c1 = await figure(variant, "c1", () => sequential(target, SECONDS), none);
+  const c50 = await figure(variant, "c50", () => load(target, 50, SECONDS), none);
+  const downMBps = await transfer(variant, "download");
+  const upMBps = await transfer(variant, "upload");
+  const echoMs = await figure(variant, "ws echo", () => echo(target, 200), Number.NaN);
+  const firstEventMs = await figure(variant, "first SSE", () => firstEvent(target, 50), Number.NaN);
   const relayPeakMB = relayPeak ? relayPeak.stop() / MB : undefined;
   return { c1, c50, downMBps, upMBps, echoMs, firstEventMs, relayPeakMB };
 }
 
-/** The median of each figure over the rounds. */
+/** The median of each figure over the rounds (NaN: a figure a peer could not give). */
 function summarize(samples: Sample[]) {
-  const m = (pick: (s: Sample) => number) => median(samples.map(pick));
+  const m = (pick: (s: Sample) => number) => median(samples.map(pick).filter((n) => !Number.isNaN(n)));
   return {
     c1rps: m((s) => s.c1.rps),
     c1p50: m((s) => s.c1.p50),
@@ -131,8 +215,29 @@ function summarize(samples: Sample[]) {
 
 const fixed = (n: number | undefined, digits = 0) => (n === undefined || Number.isNaN(n) ? "-" : n.toFixed(digits));
 
+let stopping: Promise<void> | undefined;
+/** Stops everything started, once (the bench's end, a failure, or Ctrl-C). */
+function stopAll(): Promise<void> {
+  stopping ??= (async () => {
+    for (const stop of stops.reverse()) await stop().catch(() => {});
+  })();
+  return stopping;
+}
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.once(signal, () => {
+    console.log(`\n${signal}: stopping the relays, agents and peers...`);
+    void stopAll().then(() => process.exit(130));
+  });
+}
+
+/** "1.23 met" / "0.45 MISSED" for a ratio and whether it meets its goal; "-" when a figure is missing. */
+function verdict(ratio: number, met: boolean): { text: string; value: number; met: boolean | null } {
+  if (Number.isNaN(ratio)) return { text: "-", value: ratio, met: null };
+  return { text: `${fixed(ratio, 2)} ${met ? "met" : "MISSED"}`, value: ratio, met };
+}
+
 try {
-  console.log(`setting up: origin, nginx, DO floor and Burrow relays on wrangler dev and workerd serve, agents...`);
+  console.log(`setting up: origin, nginx, DO floor and Burrow relays on wrangler dev and workerd serve, agents, peers...`);
   const variants = await setUp();
   const baselines = new Map(variants.map((v) => [v.name, { rss: v.relayPids?.().reduce((s, p) => s + memory(p).rss, 0) ?? 0 }]));
   const samples = new Map<string, Sample[]>(variants.map((v) => [v.name, []]));
@@ -155,8 +260,25 @@ try {
   const byName = new Map(results.map((r) => [r.name, r]));
   const direct = byName.get("direct")!;
   const nginx = byName.get("nginx");
+  const peerResult = (name: PeerName) => results.find((r) => r.peer === name);
+  const lt = peerResult("localtunnel");
+  const tm = peerResult("tunnelmole");
 
-  console.log(`\nmedians of ${ROUNDS} rounds; ${BYTES / 1024 ** 2} MiB transfers; load runs of ${SECONDS}s (autocannon)`);
+  // What the peers' figures mean (their limits, README of the peers folder), and what failed.
+  if (lt)
+    footnotes.push(
+      "localtunnel: at most 10 requests in flight (10 sockets per client; its --max-sockets is broken): its c50 is what that gives",
+    );
+  if (tm) {
+    footnotes.push(
+      'tunnelmole: buffers every request and response whole (downloads crawl, responses over ~78 MB kill its client, bodies over 100 KiB get 413): small requests only, transfers "-"',
+    );
+  }
+  for (const r of results) for (const [what, error] of r.failed) footnotes.push(`${r.name}: ${what} "-": ${error}`);
+  footnotes.push(UPLOADS.note);
+
+  const sizes = [...new Set(results.filter((r) => r.bytes > 0).map((r) => r.bytes / MiB))].join(" or ");
+  console.log(`\nmedians of ${ROUNDS} rounds; ${sizes} MiB transfers; load runs of ${SECONDS}s (autocannon)`);
   console.table(
     results.map((r) => ({
       variant: r.name,
@@ -175,6 +297,7 @@ try {
       errors: r.errors,
     })),
   );
+  for (const note of footnotes) console.log(`- ${note}`);
 
   console.log("\nratios (Burrow / reference); the DO floor is the one on the same launcher");
   const ratios = results
@@ -186,6 +309,9 @@ try {
         "c50 req/s vs direct": fixed(r.c50rps / direct.c50rps, 2),
         "c50 req/s vs nginx": nginx ? fixed(r.c50rps / nginx.c50rps, 2) : "-",
         "c50 req/s vs floor": fixed(r.c50rps / floor.c50rps, 2),
+        "c50 vs localtunnel": lt ? fixed(r.c50rps / lt.c50rps, 2) : "-",
+        "c50 vs tunnelmole": tm ? fixed(r.c50rps / tm.c50rps, 2) : "-",
+        "c1 vs floor": fixed(r.c1rps / floor.c1rps, 2),
         "c1 p50 over floor ms": fixed(r.c1p50 - floor.c1p50, 2),
         "down vs floor": fixed(r.downMBps / floor.downMBps, 2),
         "up MB/s": fixed(r.upMBps),
@@ -193,20 +319,52 @@ try {
     });
   console.table(ratios);
 
+  // Issue 13's goals, against the floor on the same launcher and the peers of this run. The
+  // workerd variants are the goals; the wrangler one is shown for information.
   const goals = results
     .filter((r) => r.kind === "burrow")
-    .flatMap((r) => {
+    .map((r) => {
       const floor = byName.get(`DO floor (${r.launcher})`)!;
-      const checks = [
-        [`c50 throughput >= 60% of the floor`, r.c50rps / floor.c50rps >= 0.6, `${fixed((100 * r.c50rps) / floor.c50rps)}%`],
-        [`c1 p50 < 1 ms over the floor`, r.c1p50 - floor.c1p50 < 1, `+${fixed(r.c1p50 - floor.c1p50, 2)} ms`],
-        [`download >= 50% of the floor's`, r.downMBps / floor.downMBps >= 0.5, `${fixed((100 * r.downMBps) / floor.downMBps)}%`],
-      ] as [string, boolean, string][];
-      if (r.launcher === "workerd") checks.push([`upload >= 120 MB/s`, r.upMBps >= 120, `${fixed(r.upMBps)} MB/s`]);
-      return checks.map(([goal, met, value]) => ({ variant: r.name, goal, value, met: met ? "met" : "MISSED" }));
+      const ahead = (peer: typeof lt, pick: (x: NonNullable<typeof lt>) => number) =>
+        peer ? verdict(pick(r) / pick(peer), pick(r) > pick(peer)) : { text: "no peer", value: Number.NaN, met: null };
+      const added = r.c1p50 - floor.c1p50;
+      const checks = {
+        "c50/floor >=0.6": verdict(r.c50rps / floor.c50rps, r.c50rps >= 0.6 * floor.c50rps),
+        "c50/lt >1": ahead(lt, (x) => x.c50rps),
+        "c50/tm >1": ahead(tm, (x) => x.c50rps),
+        "c1/floor >=0.5": verdict(r.c1rps / floor.c1rps, r.c1rps >= 0.5 * floor.c1rps),
+        "c1/lt >1": ahead(lt, (x) => x.c1rps),
+        "c1/tm >1": ahead(tm, (x) => x.c1rps),
+        "c1 added ms <0.5": { text: `+${fixed(added, 2)} ${added < 0.5 ? "met" : "MISSED"}`, value: added, met: added < 0.5 },
+        "down/floor >=0.5": verdict(r.downMBps / floor.downMBps, r.downMBps >= 0.5 * floor.downMBps),
+        "down/lt >1": ahead(lt, (x) => x.downMBps),
+        "up/lt >1": ahead(lt, (x) => x.upMBps),
+      };
+      const judged = Object.values(checks).filter((c) => c.met !== null);
+      return {
+        variant: r.name,
+        launcher: r.launcher!,
+        informational: r.launcher !== "workerd",
+        checks,
+        met: `${judged.filter((c) => c.met).length}/${judged.length}`,
+        agentPeakMB: r.agentPeakMB,
+        relayGrowthMB: r.relayGrowthMB,
+      };
     });
-  console.log("\ngoals (issue 4)");
-  console.table(goals);
+  console.log(
+    "\ngoals (issue 13): c50 >= 0.6x the floor's and ahead of both peers; c1 req/s >= 0.5x the floor's and ahead of both, under 0.5 ms added over the floor's c1 p50; download >= 0.5x the floor's and ahead of localtunnel's, upload ahead of localtunnel's; memory compared with the previous run by eye",
+  );
+  console.table(
+    goals.map((g) => ({
+      variant: g.informational ? `${g.variant} (informational)` : g.variant,
+      ...Object.fromEntries(Object.entries(g.checks).map(([goal, c]) => [goal, c.text])),
+      "agent peak MB": fixed(g.agentPeakMB),
+      "relay growth MB": fixed(g.relayGrowthMB),
+      met: g.met,
+    })),
+  );
+  if (!lt || !tm)
+    console.log(`- "no peer": ${[!lt && "localtunnel", !tm && "tunnelmole"].filter(Boolean).join(" and ")} not in this run`);
 
   const startup = await measureStartup(Number(process.env.BENCH_RUNS ?? 10));
   printStartup(startup);
@@ -215,13 +373,17 @@ try {
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `bench-${new Date().toISOString().replaceAll(":", "-")}.json`);
   const machine = { cpus: cpus().length, model: cpus()[0]?.model, node: process.versions.node };
-  const clean = results.map(({ agentPid: _a, relayPids: _r, ...rest }) => rest);
+  const clean = results.map(({ agentPid: _a, relayPids: _r, failed, ...rest }) => ({
+    ...rest,
+    failed: Object.fromEntries(failed),
+  }));
   const raw = Object.fromEntries(samples);
+  const uploads = { client: UPLOADS.client, expectContinue: UPLOADS.expectContinue };
   writeFileSync(
     file,
-    `${JSON.stringify({ date: new Date().toISOString(), machine, rounds: ROUNDS, bytes: BYTES, results: clean, ratios, goals, startup, raw }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), machine, rounds: ROUNDS, bytes: BYTES, uploads, footnotes, results: clean, ratios, goals, goalsOf: "issue 13", startup, raw }, null, 2)}\n`,
   );
   console.log(`\nwrote ${file}`);
 } finally {
-  for (const stop of stops.reverse()) await stop().catch(() => {});
+  await stopAll();
 }
