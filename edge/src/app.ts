@@ -1,5 +1,6 @@
 import {
   CONNECT_PATH,
+  type HeaderList,
   INFO_PATH,
   PROTOCOL_VERSION,
   RESERVED_NAMES,
@@ -14,7 +15,15 @@ import { withScopedCookies } from "./cookies.ts";
 import type { Env } from "./env.ts";
 import { EdgeError, ERROR_HEADER, RELAY_PAGE_HEADERS } from "./errors.ts";
 import { connectLimit } from "./gate.ts";
-import { clientAddress, forwardedRequestHeaders, INTERNAL, VISIT_URL, withoutSpoofable } from "./headers.ts";
+import {
+  clientAddress,
+  forwardedRequestHeaders,
+  INTERNAL,
+  MAX_HEAD_FIELD,
+  VISIT_URL,
+  type VisitorHead,
+  withoutSpoofable,
+} from "./headers.ts";
 import { cookieValue, strayTunnel, TUNNEL_COOKIE, tunnelCookie } from "./strays.ts";
 import { checkVisitorRequest, headLimit } from "./visitor.ts";
 
@@ -163,14 +172,28 @@ async function visit(request: Request, env: Env, url: URL, name: string, path: s
   });
   checkVisitorRequest({ method: request.method, path, headers: list }, headLimit(env.MAX_REQUEST_HEAD_BYTES));
   // Hop-by-hop, so dropped above; the Durable Object needs it to answer with a WebSocket.
-  if (request.headers.get("upgrade")?.toLowerCase() === "websocket") list.push(["upgrade", "websocket"]);
-  list.push([INTERNAL.tunnel, name], [INTERNAL.path, path], [INTERNAL.relayUrl, relayUrl(url, env.BASE_DOMAIN)]);
-  if (clientIp) list.push([INTERNAL.clientIp, clientIp]);
+  const upgrade = request.headers.get("upgrade")?.toLowerCase() === "websocket";
+  const visit: VisitorHead = {
+    tunnel: name,
+    path,
+    relayUrl: relayUrl(url, env.BASE_DOMAIN),
+    clientIp: clientIp ?? null,
+    headers: list,
+  };
+  const json = JSON.stringify(visit);
+  let fields: HeaderList;
+  if (json.length <= MAX_HEAD_FIELD) {
+    fields = [[INTERNAL.head, json]];
+  } else {
+    fields = [...list, [INTERNAL.tunnel, name], [INTERNAL.path, path], [INTERNAL.relayUrl, visit.relayUrl]];
+    if (clientIp) fields.push([INTERNAL.clientIp, clientIp]);
+  }
+  if (upgrade) fields.push(["upgrade", "websocket"]);
   let response: Response;
   try {
     response = await tunnel(env, name).fetch(VISIT_URL, {
       method: request.method,
-      headers: list,
+      headers: fields,
       body: request.body,
       redirect: "manual",
     });

@@ -17,7 +17,29 @@ export const INTERNAL = {
    * the Durable Object's --allow-ip rules. Absent when the relay cannot know the address.
    */
   clientIp: "x-burrow-client-ip",
+  /**
+   * All of the above for a visit, and the fields the origin gets, as one JSON field (see
+   * VisitorHead): the runtime copies one field across the hop instead of one per field.
+   */
+  head: "x-burrow-head",
 } as const;
+
+/** A visit as the Worker hands it to the Durable Object in INTERNAL.head. */
+export interface VisitorHead {
+  tunnel: string;
+  /** Path and query as forwarded. */
+  path: string;
+  relayUrl: string;
+  clientIp: string | null;
+  /** The fields the origin gets (see forwardedRequestHeaders). */
+  headers: HeaderList;
+}
+
+/**
+ * INTERNAL.head is used for heads up to this size in JSON; a larger one goes field by field:
+ * workerd refuses a Worker -> Durable Object field of about 20 KB (see app.ts visit).
+ */
+export const MAX_HEAD_FIELD = 16 * 1024;
 
 const ORIGIN_DROPPED = ERROR_HEADER.toLowerCase();
 const INTERNAL_NAMES = new Set<string>(Object.values(INTERNAL));

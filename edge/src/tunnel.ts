@@ -19,7 +19,7 @@ import { type Admission, admit, identify, type NameRecord, parseTokens, type Tok
 import type { Env } from "./env.ts";
 import { EdgeError, isTeardownNoise } from "./errors.ts";
 import { tunnelLimit } from "./gate.ts";
-import { INTERNAL, isInternal, VISIT_URL } from "./headers.ts";
+import { INTERNAL, isInternal, VISIT_URL, type VisitorHead } from "./headers.ts";
 import { ByteBudget, RateMeter, type RelayLimits, readLimits, SIGNED_BODIES_BUDGET } from "./limits.ts";
 import { type AgentLink, PollingLink } from "./polling.ts";
 import { RuleSet } from "./rules.ts";
@@ -278,7 +278,7 @@ export class TunnelObject extends DurableObject<Env> {
       throw new EdgeError(
         502,
         "agent-offline",
-        `No agent is connected for tunnel "${tunnel}". Start one next to your server: npx -p burrow-agent agent --port 8000 --name ${tunnel} --relay ${relayUrl ?? "<this relay's URL>"}`,
+        `No agent is connected for tunnel "${tunnel}". Start one next to your server: npx -p burrow-agent agent --port 8000 --name ${tunnel} --relay ${relayUrl || "<this relay's URL>"}`,
       );
     }
     const id = this.nextStreamId();
@@ -841,12 +841,23 @@ export class TunnelObject extends DurableObject<Env> {
  * fields: the INTERNAL ones read, the hop-by-hop ones the runtime may add to this hop
  * (Transfer-Encoding) dropped, the rest as the RequestHead frame carries them.
  */
-function visitorHead(fields: Headers) {
+function visitorHead(fields: Headers): VisitorHead & { upgrade: boolean; contentLength: number | undefined } {
+  const upgrade = fields.get("upgrade")?.toLowerCase() === "websocket";
+  const json = fields.get(INTERNAL.head);
+  if (json !== null) {
+    const head = JSON.parse(json) as VisitorHead;
+    const length = head.headers.find(([name]) => name === "content-length")?.[1];
+    return { ...head, upgrade, contentLength: length === undefined ? undefined : Number(length) };
+  }
+  return visitorFields(fields, upgrade);
+}
+
+/** The same, from a head too large for INTERNAL.head: field by field. */
+function visitorFields(fields: Headers, upgrade: boolean) {
   let tunnel = "";
   let path = "/";
-  let upgrade = false;
   let clientIp: string | null = null;
-  let relayUrl: string | undefined;
+  let relayUrl = "";
   let contentLength: number | undefined;
   const headers: HeaderList = [];
   for (const [name, value] of fields) {
@@ -862,9 +873,6 @@ function visitorHead(fields: Headers) {
         continue;
       case INTERNAL.relayUrl:
         relayUrl = value;
-        continue;
-      case "upgrade":
-        upgrade = value.toLowerCase() === "websocket";
         continue;
       case "content-length":
         contentLength = Number(value);
