@@ -284,8 +284,7 @@ export class TunnelObject extends DurableObject<Env> {
     const id = this.nextStreamId();
     const response = this.streams.open(id, agent, request.method, upgrade);
     // Before the head, only the signal tells that the visitor left (compatibility flag
-    // enable_request_signal); after it, the response body's writer does.
-    request.signal.addEventListener("abort", () => this.streams.abandon(id, "the visitor went away"));
+    // enable_request_signal; see awaitHead); after it, the response body's writer does.
     // The agent opens its own WebSocket to the origin when it sees this.
     if (upgrade) headers.push(["upgrade", "websocket"]);
     this.sendFrame(agent, { type: FrameType.RequestHead, stream: id, method: request.method, path, headers });
@@ -293,13 +292,13 @@ export class TunnelObject extends DurableObject<Env> {
     if (body === null) {
       // Most requests: nothing to pump, so End goes with the head.
       this.sendFrame(agent, { type: FrameType.End, stream: id });
-      this.streams.awaitHead(id, timeoutMs, tunnel);
+      this.streams.awaitHead(id, timeoutMs, tunnel, request.signal);
       return response;
     }
     this.ctx.waitUntil(
       this.streams.forwardBody(id, body).then(() => {
         this.signedBodies.give(held);
-        this.streams.awaitHead(id, timeoutMs, tunnel);
+        this.streams.awaitHead(id, timeoutMs, tunnel, request.signal);
       }),
     );
     return response;
