@@ -2,7 +2,8 @@
 // through Burrow (Node agent on workerd serve, as the benchmark does) while taking CPU profiles
 // of the relay's workerd (through its V8 inspector) and of the agent (node --cpu-prof), then
 // prints each process's CPU per request and its heaviest functions by self time.
-// Environment: PROFILE_SECONDS (5), PROFILE_CONNECTIONS (50), PROFILE_TOP (25).
+// Environment: PROFILE_SECONDS (5), PROFILE_CONNECTIONS (50), PROFILE_TOP (25), PROFILE_PATH
+// (/small; /bytes/16777216 profiles downloads of 16 MiB, say).
 import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,6 +17,7 @@ import { Relay, ROOT } from "../test/_relay.ts";
 const SECONDS = Number(process.env.PROFILE_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.PROFILE_CONNECTIONS ?? 50);
 const TOP = Number(process.env.PROFILE_TOP ?? 25);
+const PATH = process.env.PROFILE_PATH ?? "/small";
 
 interface ProfileNode {
   id: number;
@@ -104,7 +106,7 @@ try {
   const agent = await AgentProcess.start(profiled, tunnelArgs(originPort, relay, "profile"));
   stops.push(() => agent.stop("SIGINT"));
   const url = new URL(agent.url);
-  const target = { url: `http://127.0.0.1:${url.port}/small`, headers: { host: url.host } };
+  const target = { url: `http://127.0.0.1:${url.port}${PATH}`, headers: { host: url.host } };
   // Warm up (JIT, pools), then profile the relay over one load run; the agent's profile covers
   // its whole life, so its per-request figures include the warm-up (counted in).
   const warm = await autocannon({ ...target, connections: CONNECTIONS, duration: 2 });

@@ -1,5 +1,6 @@
 import { createHash, randomBytes, randomFillSync } from "node:crypto";
 import type { Duplex } from "node:stream";
+import { BATCH_FLUSH_BYTES, MAX_DATA_CHUNK } from "@burrow/protocol";
 import { NetworkError } from "./dial.ts";
 import { parseHead, SocketReader } from "./reader.ts";
 
@@ -150,6 +151,8 @@ export class WebSocketLink implements Link {
   private receiving = true;
   private finished = false;
   private closeTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Frame buffers of POOLED_FRAME_BYTES whose writes completed (see write). */
+  private readonly spare: Buffer[] = [];
 
   constructor(
     private readonly socket: Duplex,
@@ -221,7 +224,13 @@ export class WebSocketLink implements Link {
     const headerSize = 2 + lengthBytes + 4;
     // The payload starts at a multiple of 4 so the mask is applied a 32-bit word at a time.
     const start = 16;
-    const frame = Buffer.allocUnsafeSlow(start + length);
+    // Large frames reuse buffers whose write completed: a fresh 64-256 KiB buffer per message
+    // made a download's garbage twice what it carries (the origin's chunks, then their masked
+    // copies), and the collector the agent's largest cost after the socket writes.
+    const pooled = start + length <= POOLED_FRAME_BYTES && length >= MIN_POOLED_LENGTH;
+    const frame = pooled
+      ? (this.spare.pop() ?? Buffer.allocUnsafeSlow(POOLED_FRAME_BYTES))
+      : Buffer.allocUnsafeSlow(start + length);
     const head = start - headerSize;
     frame[head] = 0x80 | opcode;
     if (lengthBytes === 0) frame[head + 1] = 0x80 | length;
@@ -245,7 +254,14 @@ export class WebSocketLink implements Link {
     const word = mask.readUInt32LE(0);
     for (let i = 0; i < words; i++) view[i]! ^= word;
     for (let i = words << 2; i < length; i++) frame[start + i]! ^= mask[i & 3]!;
-    this.socket.write(frame.subarray(head));
+    if (!pooled) {
+      this.socket.write(frame.subarray(head));
+      return;
+    }
+    // The socket holds the bytes until the write completes; only then may the buffer be reused.
+    this.socket.write(frame.subarray(head, start + length), () => {
+      if (this.spare.length < MAX_SPARE_FRAMES) this.spare.push(frame);
+    });
   }
 
   private receive(chunk: Buffer): void {
@@ -398,6 +414,16 @@ export class WebSocketLink implements Link {
     this.onclose(code, reason);
   }
 }
+
+/**
+ * Frames up to this size are built in reused buffers: a full batch (it goes out at
+ * BATCH_FLUSH_BYTES, and may hold one more chunk and its frame headers) and the frame's header.
+ */
+const POOLED_FRAME_BYTES = BATCH_FLUSH_BYTES + MAX_DATA_CHUNK + 1024;
+/** Smaller frames are cheap to allocate, and would hold a large buffer each while queued. */
+const MIN_POOLED_LENGTH = 16 * 1024;
+/** Buffers kept for reuse at most: more are only ever needed while the socket is backed up. */
+const MAX_SPARE_FRAMES = 8;
 
 /**
  * Masking keys (RFC 6455 5.3: unpredictable, from a strong source) taken 4 bytes at a time from
