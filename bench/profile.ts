@@ -3,7 +3,8 @@
 // of the relay's workerd (through its V8 inspector) and of the agent (node --cpu-prof), then
 // prints each process's CPU per request and its heaviest functions by self time.
 // Environment: PROFILE_SECONDS (5), PROFILE_CONNECTIONS (50), PROFILE_TOP (25), PROFILE_PATH
-// (/small; /bytes/16777216 profiles downloads of 16 MiB, say).
+// (/small; /bytes/16777216 profiles downloads of 16 MiB, say), PROFILE_AGENT_ARGS (more
+// arguments for the agent, e.g. "--inspect false").
 import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -103,7 +104,8 @@ try {
       ["--cpu-prof", `--cpu-prof-dir=${profiles}`, join(ROOT, "agent/bin/agent.js"), ...args],
     ],
   };
-  const agent = await AgentProcess.start(profiled, tunnelArgs(originPort, relay, "profile"));
+  const extra = (process.env.PROFILE_AGENT_ARGS ?? "").split(" ").filter(Boolean);
+  const agent = await AgentProcess.start(profiled, [...tunnelArgs(originPort, relay, "profile"), ...extra]);
   stops.push(() => agent.stop("SIGINT"));
   const url = new URL(agent.url);
   const target = { url: `http://127.0.0.1:${url.port}${PATH}`, headers: { host: url.host } };
