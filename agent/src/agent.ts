@@ -46,6 +46,12 @@ export interface AgentOptions {
   transport: TransportChoice;
   /** Told of every request and WebSocket (the inspector); none with --inspect false. */
   observer?: Observer;
+  /**
+   * Which of the tunnel's connections this is (`--connections`), 0 to `connections` - 1: each
+   * goes to its own Durable Object of the tunnel, its shard. 0, the default, holds the name.
+   */
+  shard?: number;
+  connections?: number;
 }
 
 /** How one connection ended. */
@@ -120,11 +126,18 @@ export class Agent {
     return this.wasUp;
   }
 
+  private markUp: (() => void) | undefined;
+  /** Resolves when the relay first says Ready (a tunnel's other connections wait for its first). */
+  readonly up: Promise<void> = new Promise((resolve) => {
+    this.markUp = resolve;
+  });
+
   /** The URL the agent dials: ws(s)://relay/_burrow/connect?name=... */
   get connectUrl(): string {
     const url = new URL(CONNECT_PATH, this.options.relay);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     url.searchParams.set("name", this.options.name);
+    if (this.options.shard) url.searchParams.set("shard", String(this.options.shard));
     return url.href;
   }
 
@@ -169,6 +182,9 @@ export class Agent {
         } else if (now - takenSince > NAME_RETURN_WAIT_MS) {
           throw refusal(end.refused);
         }
+      } else if (end.refused?.code === "shard-waiting") {
+        // The tunnel's first connection is not (or no longer) up: this one waits for it.
+        attempt = Math.max(attempt, 2);
       } else if (end.refused) {
         throw refusal(end.refused);
       }
@@ -265,7 +281,7 @@ export class Agent {
   private async connect(): Promise<Link> {
     const { relay, name, net, heartbeatMs, token } = this.options;
     if (this.transport === "https") {
-      return HttpsLink.open(relay, name, net, Math.min(heartbeatMs, MAX_POLL_WAIT_MS), undefined, token);
+      return HttpsLink.open(relay, name, net, Math.min(heartbeatMs, MAX_POLL_WAIT_MS), undefined, token, this.options.shard);
     }
     const url = new URL(this.connectUrl);
     return openWebSocket(await dial(url, net), url, net.timeoutMs);
@@ -427,12 +443,24 @@ export class Agent {
     session.frames.attach((parts) => link.send(parts), resumed ? frame.received : 0);
     const kept = resumed ? `; its streams go on (${session.forwarder.open} open)` : "";
     this.wasUp = true;
+    this.markUp?.();
+    const { shard = 0, connections = 1 } = this.options;
+    if (shard > 0) {
+      this.log.info(`tunnel ${frame.name}: connection ${shard + 1} of ${connections} is up${kept}`, "connection-up", {
+        name: frame.name,
+        connection: shard,
+        resumed,
+      });
+      return;
+    }
     this.log.tunnelUp({ name: frame.name, url: frame.url, origin: this.origin.label });
-    this.log.info(`tunnel ${frame.name} is up: ${frame.url} -> ${this.origin.label}${kept}`, "up", {
+    const more = connections > 1 ? ` (connection 1 of ${connections})` : "";
+    this.log.info(`tunnel ${frame.name} is up: ${frame.url} -> ${this.origin.label}${kept}${more}`, "up", {
       name: frame.name,
       url: frame.url,
       origin: this.origin.label,
       resumed,
+      ...(connections > 1 ? { connection: 0, connections } : {}),
     });
     if (frame.open && !this.warnedOpen) {
       this.warnedOpen = true;

@@ -1,4 +1,4 @@
-import { RESERVED_NAMES, TUNNEL_NAME_PATTERN } from "@burrow/protocol";
+import { MAX_CONNECTIONS, RESERVED_NAMES, TUNNEL_NAME_PATTERN } from "@burrow/protocol";
 import pkg from "../package.json" with { type: "json" };
 import { Agent, type AgentOptions, type TransportChoice } from "./agent.ts";
 import { loadClaim } from "./claims.ts";
@@ -8,7 +8,7 @@ import { help, parseArgs } from "./flags.ts";
 import { Recorder } from "./inspector/recorder.ts";
 import { parseInspect, parseKeep, startInspector } from "./inspector/server.ts";
 import { Log, type LogMode } from "./log.ts";
-import { randomName } from "./names.ts";
+import { randomClaim, randomName } from "./names.ts";
 import type { NetConfig } from "./net/dial.ts";
 import { proxyFor } from "./net/proxy.ts";
 import { type OriginSetup, readPem, readUserFile, setUpOrigin } from "./origin-setup.ts";
@@ -91,15 +91,49 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
           { ...settings, observer: inspector?.recorder.for(settings.name) },
           setup.origin,
           runtime,
-          several ? log.forTunnel(settings.name) : log,
+          settings.connections > 1
+            ? (several ? log.forTunnel(settings.name) : log).forConnection(0)
+            : several
+              ? log.forTunnel(settings.name)
+              : log,
         ),
     );
+    // A tunnel's further connections (--connections): each to its own shard of the tunnel,
+    // started once the first is up (the relay admits them against the first's owner).
+    const ended = agents.map(() => {
+      let resolve = () => {};
+      const promise = new Promise<void>((done) => {
+        resolve = done;
+      });
+      return { promise, resolve };
+    });
+    const shards = agents.map((agent, i) => {
+      const { settings, setup } = tunnels[i]!;
+      const tunnelLog = several ? log.forTunnel(settings.name) : log;
+      return Array.from({ length: settings.connections - 1 }, (_, k) => {
+        const shard = new Agent(
+          { ...settings, observer: inspector?.recorder.for(settings.name), shard: k + 1 },
+          setup.origin,
+          runtime,
+          tunnelLog.forConnection(k + 1),
+        );
+        // A stopped agent's run() returns at once: one whose first connection ended first never dials.
+        const done = Promise.race([agent.up, ended[i]!.promise]).then(() =>
+          shard.run().catch((error: unknown) => {
+            const { message, hint } = error as AgentError;
+            log.error(`tunnel ${settings.name}: connection ${k + 2} of ${settings.connections} stopped: ${message}`, hint ?? "");
+          }),
+        );
+        return { shard, done };
+      });
+    });
     for (const { setup } of tunnels) void setup.check(log);
     let stoppingSince = 0;
     runtime.onStop(() => {
       if (!stoppingSince) {
         stoppingSince = performance.now();
         for (const agent of agents) agent.stop();
+        for (const { shard } of shards.flat()) shard.stop();
       } else if (performance.now() - stoppingSince > 1000) {
         // A second Ctrl-C does not wait. One within a second is the same keypress delivered
         // twice: `deno task` forwards the terminal's SIGINT to a child that received it too.
@@ -110,16 +144,24 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
     // A tunnel refused ends alone, with its error; the others go on.
     const ends = await Promise.all(
       agents.map((agent, i) =>
-        agent.run().then(
-          () => undefined,
-          (error: unknown) => {
-            if (!several || !(error instanceof AgentError)) throw error;
-            log.error(`tunnel ${tunnels[i]!.settings.name}: ${error.message}`, error.hint);
-            return error;
-          },
-        ),
+        agent
+          .run()
+          .then(
+            () => undefined,
+            (error: unknown) => {
+              if (!several || !(error instanceof AgentError)) throw error;
+              log.error(`tunnel ${tunnels[i]!.settings.name}: ${error.message}`, error.hint);
+              return error;
+            },
+          )
+          .finally(() => {
+            // The tunnel's first connection ended: its others end with it.
+            for (const { shard } of shards[i]!) shard.stop();
+            ended[i]!.resolve();
+          }),
       ),
     );
+    await Promise.all(shards.flat().map(({ done }) => done));
     log.update({ state: "stopped" });
     agents.forEach((agent, i) => {
       const { name, token } = tunnels[i]!.settings;
@@ -160,7 +202,7 @@ async function options(
   runtime: Runtime,
   log: Log,
   serving: boolean,
-): Promise<AgentOptions & { summary: string }> {
+): Promise<AgentOptions & { summary: string; connections: number }> {
   const name = args.name ?? randomName();
   if (!TUNNEL_NAME_PATTERN.test(name)) {
     throw new AgentError(
@@ -226,8 +268,29 @@ async function options(
   const net: NetConfig = { proxy, ca, insecure, timeoutMs: CONNECT_TIMEOUT_MS };
   const token = args["token-file"] !== undefined ? readToken(args["token-file"], args.token, runtime) : (args.token ?? "");
   // Random names are new each run, so only a chosen name has a claim worth keeping.
-  const claim = serving && args.name !== undefined ? loadClaim(relay, name, env, log) : undefined;
-  return { relay, name, token, claim, rules, summary, heartbeatMs: heartbeat * 1000, version: VERSION, net, transport };
+  // A tunnel's connections prove they are one agent's with one claim.
+  const claim = (serving && args.name !== undefined ? loadClaim(relay, name, env, log) : undefined) ?? randomClaim();
+  const connections = Number(args.connections ?? "1");
+  if (!Number.isInteger(connections) || connections < 1 || connections > MAX_CONNECTIONS) {
+    throw new AgentError(
+      "usage",
+      `--connections ${args.connections} is out of range`,
+      `use a whole number from 1 to ${MAX_CONNECTIONS} (MAX_CONNECTIONS); 1, the default, suits all but the busiest tunnels`,
+    );
+  }
+  return {
+    relay,
+    name,
+    token,
+    claim,
+    rules,
+    summary,
+    heartbeatMs: heartbeat * 1000,
+    version: VERSION,
+    net,
+    transport,
+    connections,
+  };
 }
 
 /** The first line of --token-file, trimmed. */

@@ -41,6 +41,7 @@ export const TUNNEL_KEYS = new Set([
   "basic-auth",
   "allow-ip",
   "verify-webhook",
+  "connections",
 ]);
 
 /**

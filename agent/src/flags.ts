@@ -1,5 +1,5 @@
 // The flag table, --help and the layering of flags, config file and environment.
-import { MAX_RULES } from "@burrow/protocol";
+import { MAX_CONNECTIONS, MAX_RULES } from "@burrow/protocol";
 import { CLAIM_ENV_VARS } from "./claims.ts";
 import { type ConfigFile, type KeySpec, loadConfig, type Settings } from "./config.ts";
 import { AgentError } from "./errors.ts";
@@ -80,6 +80,12 @@ const FLAGS: Flag[] = [
     value: "SECONDS",
     default: "20",
     help: "seconds between heartbeats to the relay; a connection silent for 2.5 of them is given up (shorter: a silent cut is noticed sooner, for more traffic)",
+  },
+  {
+    name: "connections",
+    value: "N",
+    default: "1",
+    help: `connections to the relay for this tunnel, 1 to ${MAX_CONNECTIONS}, each to its own Durable Object: for more requests a second than one object serves (about 1,000)`,
   },
   {
     name: "proxy",

@@ -207,12 +207,13 @@ export class Log {
     this.update({});
     if (this.quiet) return;
     const shown = path.length > 100 ? `${path.slice(0, 97)}...` : path;
+    const connection = this.connection === undefined ? {} : { connection: this.connection };
     this.sink.write(
       {
         level: "info",
         event: "request",
         text: `${method} ${shown} ${outcome} ${ms}ms`,
-        fields: { method, path, status: outcome, durationMs: ms, bytes },
+        fields: { method, path, status: outcome, durationMs: ms, bytes, ...connection },
       },
       { method, path: shown, outcome, ms, bytes },
     );
@@ -240,6 +241,19 @@ export class Log {
     view.info = (line, event, fields) => this.info(named(line), event, fields);
     view.warn = (line, event, fields) => this.warn(named(line), event, fields);
     view.error = (message, hint, event, fields) => this.error(named(message), hint, event, fields);
+    return view;
+  }
+
+  /** Which of its tunnel's connections this log's requests came over (see forConnection). */
+  private connection: number | undefined;
+
+  /**
+   * This log, for connection `index` (0-based) of a tunnel's several (`--connections`): its
+   * request events (`--log json`) say which connection carried them.
+   */
+  forConnection(index: number): Log {
+    const view = Object.create(this) as Log;
+    view.connection = index;
     return view;
   }
 

@@ -24,7 +24,9 @@ import {
   type VisitorHead,
   withoutSpoofable,
 } from "./headers.ts";
+import { parseShard, pickShard, ShardMap, shardObjectName } from "./shards.ts";
 import { cookieValue, strayTunnel, TUNNEL_COOKIE, tunnelCookie } from "./strays.ts";
+import type { TunnelObject } from "./tunnel.ts";
 import { checkVisitorRequest, headLimit } from "./visitor.ts";
 
 type App = {
@@ -83,11 +85,12 @@ app.use("*", async (c, next) => {
 app.get(CONNECT_PATH, async (c) => {
   const name = c.req.query("name") ?? "";
   checkName(name);
+  const shard = parseShard(c.req.query("shard"));
   if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
     throw new EdgeError(426, "bad-request", `${CONNECT_PATH} is where Burrow agents connect, with a WebSocket upgrade.`);
   }
   await admitConnection(c);
-  return tunnel(c.env, name).fetch(agentRequest(c, name));
+  return tunnel(c.env, name, shard).fetch(agentRequest(c, name));
 });
 
 // `agent doctor` asks whether this is a Burrow relay, and which protocol it speaks.
@@ -99,8 +102,9 @@ app.get(INFO_PATH, (c) => c.json({ burrow: true, protocol: PROTOCOL_VERSION } sa
 app.on(["GET", "POST", "DELETE"], SESSION_PATH, async (c) => {
   const name = c.req.query("name") ?? "";
   checkName(name);
+  const shard = parseShard(c.req.query("shard"));
   if (c.req.method === "POST" && !c.req.header(SESSION_HEADER)) await admitConnection(c);
-  return tunnel(c.env, name).fetch(agentRequest(c, name));
+  return tunnel(c.env, name, shard).fetch(agentRequest(c, name));
 });
 
 /** An agent's request as its tunnel's Durable Object gets it: no spoofable fields, and the public URL. */
@@ -173,8 +177,10 @@ async function visit(request: Request, env: Env, url: URL, name: string, path: s
   checkVisitorRequest({ method: request.method, path, headers: list }, headLimit(env.MAX_REQUEST_HEAD_BYTES));
   // Hop-by-hop, so dropped above; the Durable Object needs it to answer with a WebSocket.
   const upgrade = request.headers.get("upgrade")?.toLowerCase() === "websocket";
+  const shard = await chooseShard(env, name);
   const visit: VisitorHead = {
     tunnel: name,
+    shard,
     path,
     relayUrl: relayUrl(url, env.BASE_DOMAIN),
     clientIp: clientIp ?? null,
@@ -185,13 +191,19 @@ async function visit(request: Request, env: Env, url: URL, name: string, path: s
   if (json.length <= MAX_HEAD_FIELD) {
     fields = [[INTERNAL.head, json]];
   } else {
-    fields = [...list, [INTERNAL.tunnel, name], [INTERNAL.path, path], [INTERNAL.relayUrl, visit.relayUrl]];
+    fields = [
+      ...list,
+      [INTERNAL.tunnel, name],
+      [INTERNAL.shard, String(shard)],
+      [INTERNAL.path, path],
+      [INTERNAL.relayUrl, visit.relayUrl],
+    ];
     if (clientIp) fields.push([INTERNAL.clientIp, clientIp]);
   }
   if (upgrade) fields.push(["upgrade", "websocket"]);
   let response: Response;
   try {
-    response = await tunnel(env, name).fetch(VISIT_URL, {
+    response = await tunnel(env, name, shard).fetch(VISIT_URL, {
       method: request.method,
       headers: fields,
       body: request.body,
@@ -277,17 +289,32 @@ export function rateKey(ip: string | null | undefined): string {
   return `${groups.join(":")}::/64`;
 }
 
-/** Tunnels' object ids by name, as the runtime hashes them (idFromName is a SHA-256 each time). */
+/** Tunnels' object ids by object name, as the runtime hashes them (idFromName is a SHA-256 each time). */
 const tunnelIds = new Map<string, DurableObjectId>();
 
-function tunnel(env: Env, name: string): DurableObjectStub {
-  let id = tunnelIds.get(name);
+function tunnel(env: Env, name: string, shard = 0): DurableObjectStub<TunnelObject> {
+  const object = shardObjectName(name, shard);
+  let id = tunnelIds.get(object);
   if (!id) {
     if (tunnelIds.size >= 1000) tunnelIds.clear();
-    id = env.TUNNELS.idFromName(name);
-    tunnelIds.set(name, id);
+    id = env.TUNNELS.idFromName(object);
+    tunnelIds.set(object, id);
   }
   return env.TUNNELS.get(id);
+}
+
+/** What this isolate knows of tunnels' live shards (see ShardMap). */
+const liveShards = new ShardMap();
+
+/** The shard a visitor of `name` goes to: shard 0, unless its agent has several connections up. */
+async function chooseShard(env: Env, name: string): Promise<number> {
+  const now = Date.now();
+  let live = liveShards.get(name, now);
+  if (!live) {
+    live = await tunnel(env, name).liveShards();
+    liveShards.set(name, live, now);
+  }
+  return pickShard(live);
 }
 
 /** Echoes no client input: a name that fails the pattern is "that name". */

@@ -17,6 +17,8 @@ export const INTERNAL = {
    * the Durable Object's --allow-ip rules. Absent when the relay cannot know the address.
    */
   clientIp: "x-burrow-client-ip",
+  /** Which of the tunnel's objects the visit was sent to (see shards.ts). */
+  shard: "x-burrow-shard",
   /**
    * All of the above for a visit, and the fields the origin gets, as one JSON field (see
    * VisitorHead): the runtime copies one field across the hop instead of one per field.
@@ -27,6 +29,10 @@ export const INTERNAL = {
 /** A visit as the Worker hands it to the Durable Object in INTERNAL.head. */
 export interface VisitorHead {
   tunnel: string;
+  /** The shard the Worker chose (see shards.ts). */
+  shard: number;
+  /** Handed on by another shard, which had no agent (see TunnelObject.forward): goes no further. */
+  forwarded?: boolean;
   /** Path and query as forwarded. */
   path: string;
   relayUrl: string;

@@ -24,15 +24,18 @@ import { ByteBudget, RateMeter, type RelayLimits, readLimits, SIGNED_BODIES_BUDG
 import { type AgentLink, PollingLink } from "./polling.ts";
 import { RuleSet } from "./rules.ts";
 import { AgentSession, sessionId } from "./session.ts";
+import { pickShard, shardObjectName } from "./shards.ts";
 import { SocketRelay, type VisitorAttachment } from "./sockets.ts";
 import { StreamTable, type Verdict } from "./streams.ts";
 
 /** What each agent socket remembers across hibernation (`serializeAttachment`, max 2 KiB). */
 type Attachment =
-  | { phase: "hello"; name: string; url: string }
+  | { phase: "hello"; name: string; url: string; shard?: number }
   | {
       phase: "ready";
       name: string;
+      /** Which of the tunnel's objects this is (see shards.ts); absent: 0. */
+      shard?: number;
       url: string;
       owner: string;
       label: string;
@@ -70,6 +73,8 @@ const PERSIST_MS = 1000;
 /** Storage keys: the name's owner (a hash) and the visitor rules of its connected agent. */
 const NAME_KEY = "name";
 const RULES_KEY = "rules";
+/** Shard 0: the shards whose agent is connected (see shardState). */
+const SHARDS_KEY = "shards";
 
 /**
  * One tunnel: holds its agent's WebSocket (Hibernation API, so an idle tunnel costs nothing)
@@ -161,6 +166,7 @@ export class TunnelObject extends DurableObject<Env> {
     this.ctx.acceptWebSocket(server, [AGENT_TAG]);
     this.setAttachment(server, {
       phase: "hello",
+      shard: this.learnShard(url),
       name: url.searchParams.get("name") ?? "",
       url: request.headers.get(INTERNAL.publicUrl) ?? "",
     } satisfies Attachment);
@@ -197,6 +203,7 @@ export class TunnelObject extends DurableObject<Env> {
       });
       this.setAttachment(link, {
         phase: "hello",
+        shard: this.learnShard(url),
         name: url.searchParams.get("name") ?? "",
         url: request.headers.get(INTERNAL.publicUrl) ?? "",
       } satisfies Attachment);
@@ -230,8 +237,18 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   private async visit(request: Request): Promise<Response> {
-    const { tunnel, path, upgrade, clientIp, relayUrl, contentLength, ...head } = visitorHead(request.headers);
-    let headers = head.headers;
+    const visited = visitorHead(request.headers);
+    const { tunnel, path, upgrade, clientIp, relayUrl, contentLength } = visited;
+    this.shard = visited.shard;
+    // A shard whose agent's connection is not here (it left, or is on its way back, since the
+    // Worker last asked) hands new visitors on, unread, once: from a shard to shard 0, from
+    // shard 0 to a shard whose agent is here. Its streams in flight wait for their session.
+    if (!visited.forwarded && !this.agent()) {
+      if (visited.shard > 0) return this.forward(request, visited, 0);
+      const others = visited.shard === 0 ? await this.shardSet() : undefined;
+      if (others?.size) return this.forward(request, visited, pickShard([...others]));
+    }
+    let headers = visited.headers;
     let body: ReadableStream<Uint8Array> | Uint8Array | null = request.body;
     // A request being checked counts as open: a signed body is held while it is read.
     const open = this.streams.size + this.sockets.count + this.checking;
@@ -304,6 +321,15 @@ export class TunnelObject extends DurableObject<Env> {
     return response;
   }
 
+  /** Sends a visitor to shard `to` of its tunnel, marked so that it goes no further. */
+  private forward(request: Request, head: VisitorHead, to: number): Promise<Response> {
+    const headers = new Headers(request.headers);
+    if (headers.has(INTERNAL.head)) headers.set(INTERNAL.head, JSON.stringify({ ...head, shard: to, forwarded: true }));
+    else headers.set(INTERNAL.shard, `${to}!`);
+    const id = this.env.TUNNELS.idFromName(shardObjectName(head.tunnel, to));
+    return this.env.TUNNELS.get(id).fetch(new Request(request, { headers }));
+  }
+
   /** The connected agent's rules, from memory or (after a wake from hibernation) storage. */
   private async visitorRules(): Promise<RuleSet | null> {
     if (this.rules === undefined) {
@@ -321,7 +347,17 @@ export class TunnelObject extends DurableObject<Env> {
   private async agentBack(): Promise<AgentSession | undefined> {
     const record = await this.ctx.storage.get<NameRecord & { dropped?: boolean }>(NAME_KEY);
     const now = Date.now();
-    const since = record?.connected ? this.bootedAt : record?.dropped ? record.lastUsed : undefined;
+    // A shard keeps no record: its visitors wait while its session waits for its agent.
+    const since =
+      this.shard > 0
+        ? this.current
+          ? now
+          : undefined
+        : record?.connected
+          ? this.bootedAt
+          : record?.dropped
+            ? record.lastUsed
+            : undefined;
     if (since === undefined || now > since + AGENT_RETURN_WAIT_MS) return undefined;
     return new Promise((resolve) => {
       const timer = setTimeout(
@@ -439,7 +475,11 @@ export class TunnelObject extends DurableObject<Env> {
    */
   override async alarm(): Promise<void> {
     const record = await this.ctx.storage.get<NameRecord>(NAME_KEY);
-    if (!record) return;
+    if (!record) {
+      // A shard (which keeps no name): its rules leave once its agent has not come back.
+      if (!(this.agent() ?? this.current)) await this.ctx.storage.delete(RULES_KEY);
+      return;
+    }
     const now = Date.now();
     if (this.agent() ?? this.current) {
       await this.ctx.storage.put(NAME_KEY, { ...record, lastUsed: now });
@@ -541,6 +581,8 @@ export class TunnelObject extends DurableObject<Env> {
     const previous = this.agent() ?? this.current;
     const live = previous?.link && previous.link !== socket ? previous.link : undefined;
     let verdict: Admission;
+    /** A shard enforces the rules of the tunnel's shard 0, whatever its own hello says. */
+    let shardRules: HelloFrame["rules"] | undefined;
     if (frame?.type !== FrameType.Hello) {
       verdict = { ok: false, code: "bad-hello", message: "the first frame on a connection must be a Hello" };
     } else if (RuleSet.invalid(frame.rules).length > 0) {
@@ -550,20 +592,26 @@ export class TunnelObject extends DurableObject<Env> {
         message: `--allow-ip ${RuleSet.invalid(frame.rules)[0]} is not an address or CIDR range`,
       };
     } else {
-      verdict = await admit({
-        hello: frame,
-        requested: attachment.name,
-        tokens,
-        record: await this.ctx.storage.get<NameRecord>(NAME_KEY),
-        liveOwner: live ? previous?.owner : undefined,
-        now: Date.now(),
-        bootedAt: this.bootedAt,
-        policy: { nameTtlMs: this.limits.nameTtlMs, graceMs: NAME_GRACE_MS },
-      });
+      if (attachment.shard) {
+        const answer = await this.primary(attachment.name).admitShard(frame, attachment.shard);
+        verdict = answer.admission;
+        shardRules = answer.rules;
+      } else {
+        verdict = await admit({
+          hello: frame,
+          requested: attachment.name,
+          tokens,
+          record: await this.ctx.storage.get<NameRecord>(NAME_KEY),
+          liveOwner: live ? previous?.owner : undefined,
+          now: Date.now(),
+          bootedAt: this.bootedAt,
+          policy: { nameTtlMs: this.limits.nameTtlMs, graceMs: NAME_GRACE_MS },
+        });
+      }
     }
     // A waiting session holds its place in the token's count already.
     const counted = verdict.ok && previous?.owner === verdict.owner;
-    if (verdict.ok && !counted && verdict.owner.startsWith("token:") && frame?.type === FrameType.Hello) {
+    if (verdict.ok && !counted && !attachment.shard && verdict.owner.startsWith("token:") && frame?.type === FrameType.Hello) {
       verdict = await this.holdForToken(verdict, frame.name);
     }
     // The link may have dropped while the hello was judged.
@@ -603,6 +651,7 @@ export class TunnelObject extends DurableObject<Env> {
     this.current = session;
     this.setAttachment(socket, {
       phase: "ready",
+      shard: attachment.shard,
       name: hello.name,
       url: attachment.url,
       owner: verdict.owner,
@@ -610,18 +659,22 @@ export class TunnelObject extends DurableObject<Env> {
       session: session.id,
     } satisfies Attachment);
     const now = Date.now();
-    const rules = new RuleSet(hello.rules);
+    const ruleList = shardRules ?? hello.rules;
+    const rules = new RuleSet(ruleList);
     this.rules = rules.empty ? null : rules;
     this.rulesGeneration++;
     await Promise.all([
-      this.ctx.storage.put(NAME_KEY, {
-        owner: verdict.owner,
-        label: verdict.label,
-        lastUsed: now,
-        connected: true,
-      } satisfies NameRecord),
-      rules.empty ? this.ctx.storage.delete(RULES_KEY) : this.ctx.storage.put(RULES_KEY, hello.rules),
-      this.ctx.storage.setAlarm(now + REFRESH_MS),
+      // A shard keeps no name: shard 0 does.
+      attachment.shard
+        ? undefined
+        : this.ctx.storage.put(NAME_KEY, {
+            owner: verdict.owner,
+            label: verdict.label,
+            lastUsed: now,
+            connected: true,
+          } satisfies NameRecord),
+      rules.empty ? this.ctx.storage.delete(RULES_KEY) : this.ctx.storage.put(RULES_KEY, ruleList),
+      attachment.shard ? undefined : this.ctx.storage.setAlarm(now + REFRESH_MS),
     ]);
     if (this.ended.has(socket)) return undefined;
     // Ready travels outside the session, alone; what the agent had not received follows it.
@@ -635,6 +688,7 @@ export class TunnelObject extends DurableObject<Env> {
       received: session.frames.received,
     });
     this.use(session, socket, resumed ? resume.received : 0);
+    if (attachment.shard) this.ctx.waitUntil(this.primary(attachment.name).shardState(attachment.shard, true));
     for (const waiter of this.returning) waiter(session);
     this.returning.clear();
     return session;
@@ -700,8 +754,84 @@ export class TunnelObject extends DurableObject<Env> {
 
   private async releaseForToken(owner: string, name: string): Promise<void> {
     // The same owner holds the tunnel again (a twin connection, a resumed session): keep it counted.
-    if (!owner.startsWith("token:") || this.current?.owner === owner) return;
+    if (!owner.startsWith("token:") || this.current?.owner === owner || this.shard > 0) return;
     await this.env.GATES.get(this.env.GATES.idFromName(owner)).release(name);
+  }
+
+  /** Which of its tunnel's objects this is (see shards.ts): learnt from its links and visits. */
+  private shard = 0;
+  /** Shard 0: the tunnel's other shards whose agent is connected (storage SHARDS_KEY). */
+  private shardsUp: Set<number> | undefined;
+
+  private learnShard(url: URL): number {
+    this.shard = Number(url.searchParams.get("shard") ?? 0);
+    return this.shard;
+  }
+
+  /** The tunnel's shard 0, which holds its name (for a shard k > 0). */
+  private primary(name: string): DurableObjectStub<TunnelObject> {
+    return this.env.TUNNELS.get(this.env.TUNNELS.idFromName(name));
+  }
+
+  private async shardSet(): Promise<Set<number>> {
+    this.shardsUp ??= new Set(await this.ctx.storage.get<number[]>(SHARDS_KEY));
+    return this.shardsUp;
+  }
+
+  /**
+   * Shard 0: the shards of this tunnel visitors may go to now (see ShardMap): 0 while its own
+   * agent is here or on its way back, and every other shard whose agent is connected.
+   */
+  async liveShards(): Promise<number[]> {
+    const live = [...(await this.shardSet())].sort((a, b) => a - b);
+    if (this.agent() ?? this.current) live.unshift(0);
+    return live;
+  }
+
+  /** Shard 0: shard `shard`'s agent connected (`up`) or left. */
+  async shardState(shard: number, up: boolean): Promise<void> {
+    const set = await this.shardSet();
+    if (up === set.has(shard)) return;
+    if (up) set.add(shard);
+    else set.delete(shard);
+    await this.ctx.storage.put(SHARDS_KEY, [...set]);
+  }
+
+  /**
+   * Shard 0: may the agent of `hello` open shard `shard` of this tunnel? Only the agent that
+   * holds the name now (same token, or same claim on an open relay), and only while it does;
+   * the shard gets this tunnel's visitor rules to enforce.
+   */
+  async admitShard(hello: HelloFrame, shard: number): Promise<{ admission: Admission; rules: HelloFrame["rules"] }> {
+    const none: HelloFrame["rules"] = { basicAuth: [], allowIp: [], webhooks: [] };
+    const session = this.agent() ?? this.current;
+    if (!session) {
+      return {
+        admission: {
+          ok: false,
+          code: "shard-waiting",
+          message: `connection ${shard + 1} waits for the tunnel's first connection to be up`,
+        },
+        rules: none,
+      };
+    }
+    const admission = await admit({
+      hello,
+      requested: hello.name,
+      tokens: await this.tokenList(),
+      record: await this.ctx.storage.get<NameRecord>(NAME_KEY),
+      liveOwner: session.owner,
+      now: Date.now(),
+      bootedAt: this.bootedAt,
+      policy: { nameTtlMs: this.limits.nameTtlMs, graceMs: NAME_GRACE_MS },
+    });
+    if (admission.ok && admission.owner !== session.owner) {
+      return {
+        admission: { ok: false, code: "name-taken", message: `another agent holds the tunnel "${hello.name}"` },
+        rules: none,
+      };
+    }
+    return { admission, rules: (await this.ctx.storage.get<HelloFrame["rules"]>(RULES_KEY)) ?? none };
   }
 
   /** The owner (a hash) of the agent connected here now, if any: asked by a token's gate count. */
@@ -743,6 +873,15 @@ export class TunnelObject extends DurableObject<Env> {
       }, resumeMs);
     }
     const now = Date.now();
+    if (attachment.shard) {
+      // Visitors go to the tunnel's other shards from now on; this one's rules go soon after.
+      this.ctx.waitUntil(this.primary(attachment.name).shardState(attachment.shard, false));
+      if (!clean) return void this.ctx.waitUntil(this.ctx.storage.setAlarm(now + this.resumeMs + 1000));
+      this.rules = null;
+      this.rulesGeneration++;
+      this.ctx.waitUntil(this.ctx.storage.delete(RULES_KEY));
+      return;
+    }
     this.ctx.waitUntil(
       (async () => {
         if (clean) {
@@ -781,6 +920,7 @@ export class TunnelObject extends DurableObject<Env> {
     const link = this.agentLinks().find((s) => !this.ended.has(s) && (s.deserializeAttachment() as Attachment).phase === "ready");
     if (!link) return undefined;
     const attachment = link.deserializeAttachment() as ReadyAttachment;
+    this.shard = attachment.shard ?? 0;
     const session = new AgentSession(attachment.session, attachment.owner, attachment.label, attachment.counts);
     this.current = session;
     this.use(session, link, attachment.counts?.sent ?? 0);
@@ -854,6 +994,8 @@ function visitorHead(fields: Headers): VisitorHead & { upgrade: boolean; content
 /** The same, from a head too large for INTERNAL.head: field by field. */
 function visitorFields(fields: Headers, upgrade: boolean) {
   let tunnel = "";
+  let shard = 0;
+  let forwarded = false;
   let path = "/";
   let clientIp: string | null = null;
   let relayUrl = "";
@@ -867,6 +1009,11 @@ function visitorFields(fields: Headers, upgrade: boolean) {
       case INTERNAL.path:
         path = value;
         continue;
+      case INTERNAL.shard:
+        // "k!": handed on from another shard (see forward).
+        shard = Number.parseInt(value, 10);
+        forwarded = value.endsWith("!");
+        continue;
       case INTERNAL.clientIp:
         clientIp = value;
         continue;
@@ -879,7 +1026,7 @@ function visitorFields(fields: Headers, upgrade: boolean) {
     }
     if (!HOP_BY_HOP.has(name) && !isInternal(name)) headers.push([name, value]);
   }
-  return { tunnel, path, upgrade, clientIp, relayUrl, contentLength, headers };
+  return { tunnel, shard, forwarded, path, upgrade, clientIp, relayUrl, contentLength, headers };
 }
 
 function truncateUtf8(text: string, maxBytes: number): string {

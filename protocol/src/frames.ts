@@ -132,6 +132,8 @@ export type RefusalCode =
   | "too-many-tunnels"
   /** Too many connection attempts from this address; retry later. */
   | "rate-limited"
+  /** A tunnel's further connection (`--connections`) before its first is up: retry later. */
+  | "shard-waiting"
   /** The hello itself is wrong (first frame, name, rules). */
   | "bad-hello";
 

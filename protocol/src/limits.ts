@@ -146,3 +146,9 @@ export const MAX_POLL_WAIT_MS = 25_000;
  * Object, so an idle tunnel costs nothing. Every other message is binary msgpack.
  */
 export const HEARTBEAT = { ping: "burrow:ping", pong: "burrow:pong" } as const;
+
+/**
+ * Connections one agent may open for a tunnel (`--connections`), each to its own Durable
+ * Object of the tunnel, its shard: shard 0 holds the name, the owner and the rules.
+ */
+export const MAX_CONNECTIONS = 16;

@@ -43,7 +43,8 @@ export class HttpsLink implements Link {
     private readonly waitMs: number,
     first: HttpConnection,
   ) {
-    this.base = `${SESSION_PATH}?name=${encodeURIComponent(relay.searchParams.get("name") ?? "")}`;
+    const shard = relay.searchParams.get("shard");
+    this.base = `${SESSION_PATH}?name=${encodeURIComponent(relay.searchParams.get("name") ?? "")}${shard ? `&shard=${shard}` : ""}`;
     this.session = { [SESSION_HEADER]: session };
     this.up = first;
   }
@@ -60,15 +61,20 @@ export class HttpsLink implements Link {
     waitMs: number,
     report?: DialReport,
     token = "",
+    shard = 0,
   ): Promise<HttpsLink> {
     const connection = await HttpConnection.open(relay, config, report);
     let response: HttpResponse;
     try {
-      response = await connection.request("POST", `${SESSION_PATH}?name=${encodeURIComponent(name)}`, {
-        timeoutMs: config.timeoutMs,
-        maxBody: SMALL_ANSWER,
-        headers: token ? { Authorization: `Bearer ${token}` } : {},
-      });
+      response = await connection.request(
+        "POST",
+        `${SESSION_PATH}?name=${encodeURIComponent(name)}${shard ? `&shard=${shard}` : ""}`,
+        {
+          timeoutMs: config.timeoutMs,
+          maxBody: SMALL_ANSWER,
+          headers: token ? { Authorization: `Bearer ${token}` } : {},
+        },
+      );
     } catch (error) {
       connection.close();
       throw new NetworkError("https", `the relay did not answer the HTTPS transport: ${describe(error)}`, "", false);
@@ -86,6 +92,7 @@ export class HttpsLink implements Link {
     }
     const url = new URL(relay);
     url.searchParams.set("name", name);
+    if (shard) url.searchParams.set("shard", String(shard));
     const link = new HttpsLink(url, config, session, waitMs, connection);
     setImmediate(() => void link.poll());
     return link;

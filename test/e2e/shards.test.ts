@@ -1,0 +1,309 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { FrameType } from "@burrow/protocol";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
+import { AgentProcess, type RuntimeName, tunnelArgs } from "../_agent.ts";
+import { canCut } from "../_cut.ts";
+import { Origin } from "../_origin.ts";
+import { RawAgent } from "../_raw-agent.ts";
+import { Relay } from "../_relay.ts";
+import { at, dialOptions, visit } from "../_visit.ts";
+
+// One tunnel on several Durable Objects (`--connections N`): the agent opens N connections,
+// each to its own shard of the tunnel, and the relay's Worker spreads visitors over the shards
+// whose connection is up. Each request's JSON log line names the connection that carried it.
+
+const TOKEN = "shard-owner-token-0123";
+const OTHER = "someone-elses-token-456";
+
+interface Served {
+  connection?: number;
+  status: number | string;
+}
+
+/** An agent with `--log json`; resolves once its first connection and `connections - 1` more are up. */
+async function startAgent(runtime: RuntimeName, args: string[], connections: number): Promise<AgentProcess> {
+  const agent = new AgentProcess(runtime, [...args, "--connections", String(connections), "--log", "json"]);
+  const up = await agent.waitFor(/"event":"up".*"url":"([^"]+)"/);
+  agent.url = up[1]!;
+  for (let k = 1; k < connections; k++) await agent.waitFor(new RegExp(`"event":"connection-up".*"connection":${k}\\b`));
+  return agent;
+}
+
+/** The request lines the agent printed after line `from`, once there are `count` of them. */
+async function served(agent: AgentProcess, from: number, count: number): Promise<Served[]> {
+  const lines = () => agent.lines.slice(from).filter((line) => line.includes('"event":"request"'));
+  const deadline = Date.now() + 10_000;
+  while (lines().length < count && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  return lines().map((line) => JSON.parse(line) as Served);
+}
+
+/** `count` GETs of `path`, `parallel` at a time; their statuses. */
+async function many(url: string, path: string, count: number, parallel: number, headers: Record<string, string> = {}) {
+  const statuses: number[] = [];
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: parallel }, async () => {
+      while (next < count) {
+        next++;
+        const { status, body } = await visit(at(url, path), { headers });
+        statuses.push(status);
+        if (status === 200 && path.startsWith("/bytes/")) expect(body.length).toBe(Number(path.slice(7)));
+      }
+    }),
+  );
+  return statuses;
+}
+
+const connectionsOf = (lines: Served[]) => new Set(lines.map((line) => line.connection));
+
+describe("one tunnel on several Durable Objects (--connections)", () => {
+  let relay: Relay;
+  let origin: Origin;
+
+  beforeAll(async () => {
+    [relay, origin] = await Promise.all([Relay.start({ launcher: "workerd" }), Origin.start()]);
+  });
+
+  afterAll(async () => {
+    await relay?.dispose();
+    await origin?.close();
+  });
+
+  it.each(["node", "bun", "deno"] as const)("on %s, spreads visitors over the three connections' shards", async (runtime) => {
+    const agent = await startAgent(runtime, tunnelArgs(origin.port, relay, `spread-${runtime}`), 3);
+    try {
+      const from = agent.lines.length;
+      const statuses = await many(agent.url, "/bytes/1000", 90, 6);
+      expect(statuses.filter((s) => s !== 200)).toEqual([]);
+      const lines = await served(agent, from, 90);
+      expect(lines).toHaveLength(90);
+      // Uniform over 3 live shards, 90 requests: each gets some (P(one gets none) < 1e-15).
+      expect([...connectionsOf(lines)].sort()).toEqual([0, 1, 2]);
+    } finally {
+      await agent.stop("SIGINT");
+    }
+  });
+
+  it("spreads over the HTTPS transport's sessions too", async () => {
+    const agent = await startAgent("node", [...tunnelArgs(origin.port, relay, "spread-https"), "--transport", "https"], 2);
+    try {
+      const from = agent.lines.length;
+      expect((await many(agent.url, "/bytes/1000", 40, 4)).filter((s) => s !== 200)).toEqual([]);
+      expect([...connectionsOf(await served(agent, from, 40))].sort()).toEqual([0, 1]);
+    } finally {
+      await agent.stop("SIGINT");
+    }
+  });
+
+  it("carries a large download and upload whole on every shard, and visitor WebSockets", async () => {
+    const agent = await startAgent("node", tunnelArgs(origin.port, relay, "spread-bulk"), 3);
+    try {
+      const size = 8 * 1024 * 1024;
+      const downloads = await Promise.all(Array.from({ length: 6 }, () => visit(at(agent.url, `/bytes/${size}`))));
+      for (const { status, body } of downloads) {
+        expect(status).toBe(200);
+        expect(body.length).toBe(size);
+      }
+      const body = Buffer.alloc(4 * 1024 * 1024, 7);
+      const uploads = await Promise.all(Array.from({ length: 6 }, () => visit(at(agent.url, "/echo"), { method: "POST", body })));
+      for (const upload of uploads) expect(JSON.parse(upload.body.toString()).length).toBe(body.length);
+      for (let i = 0; i < 6; i++) {
+        const target = new URL(at(agent.url, "/ws/echo").replace(/^http/, "ws"));
+        const host = target.host;
+        target.hostname = "127.0.0.1";
+        const socket = new WebSocket(target.href, { headers: { host } });
+        await new Promise((resolve, reject) => socket.once("open", resolve).once("error", reject));
+        const echoed = new Promise<string>((resolve) => socket.once("message", (data) => resolve(String(data))));
+        socket.send(`hello ${i}`);
+        expect(await echoed).toBe(`hello ${i}`);
+        socket.close();
+      }
+    } finally {
+      await agent.stop("SIGINT");
+    }
+  });
+
+  it("holds every shard to the tunnel's visitor rules", async () => {
+    const agent = await startAgent(
+      "node",
+      [...tunnelArgs(origin.port, relay, "spread-rules"), "--basic-auth", "ada:lovelace-secret"],
+      3,
+    );
+    try {
+      const from = agent.lines.length;
+      const refused = await many(agent.url, "/bytes/10", 45, 5);
+      expect(new Set(refused)).toEqual(new Set([401]));
+      const authorization = `Basic ${Buffer.from("ada:lovelace-secret").toString("base64")}`;
+      const let_in = await many(agent.url, "/bytes/10", 45, 5, { authorization });
+      expect(new Set(let_in)).toEqual(new Set([200]));
+      // The 401s never reached the agent; the 45 that did came over every connection.
+      const lines = await served(agent, from, 45);
+      expect(lines).toHaveLength(45);
+      expect([...connectionsOf(lines)].sort()).toEqual([0, 1, 2]);
+    } finally {
+      await agent.stop("SIGINT");
+    }
+  });
+
+  it("takes connections from burrow.toml, and refuses a count out of range (exit 2)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "burrow-shards-"));
+    const file = join(dir, "burrow.toml");
+    writeFileSync(file, `relay = "${relay.url}"\n\n[[tunnel]]\nname = "from-file"\nport = ${origin.port}\nconnections = 2\n`);
+    // (A --connections flag would override the file's.)
+    const agent = new AgentProcess("node", ["--config", file, "--log", "json"]);
+    try {
+      await agent.waitFor(/"event":"up"/);
+      await agent.waitFor(/"event":"connection-up".*"connection":1\b/);
+    } finally {
+      await agent.stop("SIGINT");
+    }
+    for (const count of ["0", "17", "2.5"]) {
+      const refused = new AgentProcess("node", [...tunnelArgs(origin.port, relay, "too-many"), "--connections", count]);
+      expect(await refused.exited).toBe(2);
+      expect(refused.output).toContain(`--connections ${count} is out of range`);
+      expect(refused.output).toContain("from 1 to 16");
+    }
+  });
+
+  it("answers 400 to a connect URL whose shard is not a connection number", async () => {
+    for (const shard of ["16", "-1", "1.5", "x", "007"]) {
+      const response = await fetch(`http://127.0.0.1:${relay.port}/_burrow/connect?name=bad-shard&shard=${shard}`, {
+        headers: { host: `localhost:${relay.port}` },
+      });
+      expect(response.status, shard).toBe(400);
+      expect(await response.text()).toContain("--connections is at most 16");
+    }
+  });
+
+  it("keeps serving, with no failure, while one connection is cut again and again", async () => {
+    if (!(await canCut())) return;
+    const agent = await startAgent("node", [...tunnelArgs(origin.port, relay, "spread-cuts"), "--heartbeat", "1"], 3);
+    try {
+      const { execFile } = await import("node:child_process");
+      const run = (args: string[]) => new Promise<string>((resolve) => execFile("ss", args, (_e, out) => resolve(String(out))));
+      let cuts = 0;
+      let cutting = true;
+      const cutter = (async () => {
+        while (cutting) {
+          await new Promise((resolve) => setTimeout(resolve, 500));
+          const lines = (await run(["-tnpH", "state", "established", "dst", `127.0.0.1:${relay.port}`]))
+            .split("\n")
+            .filter((line) => line.includes(`pid=${agent.runtimePid},`));
+          const local = lines[0]?.trim().split(/\s+/)[2];
+          if (!local || !cutting) continue;
+          await run(["-K", "-tnH", "state", "established", "src", local, "dst", `127.0.0.1:${relay.port}`]);
+          cuts++;
+        }
+      })();
+      const from = agent.lines.length;
+      const statuses: number[] = [];
+      // Requests, 6 at a time, until four cuts have happened among them.
+      while (cuts < 4) statuses.push(...(await many(agent.url, "/bytes/2000", 60, 6)));
+      cutting = false;
+      await cutter;
+      expect(statuses.filter((s) => s !== 200)).toEqual([]);
+      expect(connectionsOf(await served(agent, from, statuses.length)).size).toBe(3);
+    } finally {
+      await agent.stop("SIGINT");
+    }
+  });
+});
+
+describe("a connection that stays away", () => {
+  it.skipIf(process.getuid?.() !== 0)("gets no visitors until it is back; the others serve them all", async () => {
+    // Three connects a minute: the agent's three, so the one cut below cannot come back.
+    const [relay, origin] = await Promise.all([
+      Relay.start({ launcher: "workerd", vars: { CONNECTS_PER_MINUTE: "3" } }),
+      Origin.start(),
+    ]);
+    const agent = await startAgent("node", tunnelArgs(origin.port, relay, "stays-away"), 3);
+    try {
+      const { execFile } = await import("node:child_process");
+      const run = (args: string[]) => new Promise<string>((resolve) => execFile("ss", args, (_e, out) => resolve(String(out))));
+      const mine = (await run(["-tnpH", "state", "established", "dst", `127.0.0.1:${relay.port}`]))
+        .split("\n")
+        .filter((line) => line.includes(`pid=${agent.runtimePid},`));
+      expect(mine).toHaveLength(3);
+      const local = mine[0]!.trim().split(/\s+/)[2]!;
+      const from = agent.lines.length;
+      await run(["-K", "-tnH", "state", "established", "src", local, "dst", `127.0.0.1:${relay.port}`]);
+      const statuses: number[] = [];
+      const until = Date.now() + 4000;
+      while (Date.now() < until) statuses.push(...(await many(agent.url, "/bytes/100", 30, 3)));
+      expect(statuses.filter((s) => s !== 200)).toEqual([]);
+      await agent.waitFor(/"event":"connection-lost"/, { from });
+      await agent.waitFor(/"event":"cannot-connect".*429 rate-limited/, { from });
+      // Which one was cut: the connection whose requests stopped.
+      const lines = await served(agent, from, statuses.length);
+      const late = lines.slice(Math.floor(lines.length / 2));
+      expect(connectionsOf(late).size).toBe(2);
+    } finally {
+      await agent.stop("SIGINT");
+      await relay.dispose();
+      await origin.close();
+    }
+  });
+});
+
+describe("who may open a tunnel's further shards", () => {
+  let relay: Relay;
+  let origin: Origin;
+
+  beforeAll(async () => {
+    [relay, origin] = await Promise.all([
+      Relay.start({ launcher: "workerd", vars: { BURROW_TOKENS: `owner:${TOKEN},other:${OTHER}` } }),
+      Origin.start(),
+    ]);
+  });
+
+  afterAll(async () => {
+    await relay?.dispose();
+    await origin?.close();
+  });
+
+  async function shardHello(name: string, shard: number, token: string) {
+    const raw = await RawAgent.open(relay, `${name}&shard=${shard}`);
+    raw.send(RawAgent.helloFrame(name, { token }));
+    const answer = await raw.next();
+    raw.socket.close();
+    return answer;
+  }
+
+  it("refuses a shard of a name nobody holds, and one of a name another token holds", async () => {
+    const waiting = await shardHello("nobody-holds", 1, TOKEN);
+    expect(waiting).toMatchObject({ type: FrameType.Refused, code: "shard-waiting" });
+    const agent = await startAgent("node", [...tunnelArgs(origin.port, relay, "held"), "--token", TOKEN], 2);
+    try {
+      const stolen = await shardHello("held", 2, OTHER);
+      expect(stolen.type).toBe(FrameType.Refused);
+      expect(stolen).toMatchObject({ code: "name-owned" });
+      // The owner's tunnel is untouched: both its connections still serve.
+      const from = agent.lines.length;
+      expect(new Set(await many(agent.url, "/bytes/10", 30, 3))).toEqual(new Set([200]));
+      expect([...connectionsOf(await served(agent, from, 30))].sort()).toEqual([0, 1]);
+    } finally {
+      await agent.stop("SIGINT");
+    }
+  });
+
+  it("counts a tunnel of several connections once against TUNNELS_PER_TOKEN", async () => {
+    const limited = await Relay.start({ launcher: "workerd", vars: { BURROW_TOKENS: `owner:${TOKEN}`, TUNNELS_PER_TOKEN: "1" } });
+    try {
+      const agent = await startAgent("node", [...tunnelArgs(origin.port, limited, "one-of-one"), "--token", TOKEN], 4);
+      try {
+        const response = await new Promise<number>((resolve, reject) =>
+          http.get(dialOptions(at(agent.url, "/bytes/5")), (r) => resolve(r.statusCode!)).on("error", reject),
+        );
+        expect(response).toBe(200);
+      } finally {
+        await agent.stop("SIGINT");
+      }
+    } finally {
+      await limited.dispose();
+    }
+  });
+});
