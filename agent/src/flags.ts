@@ -164,8 +164,8 @@ export function help(): string {
     ...rows,
     "",
     "Settings come from the flags, else the config file (the same keys without the dashes, and",
-    "[[tunnel]] tables of name, port, host, origin, dir, host-header, origin-ca, origin-insecure",
-    "and the access rules), else the environment variables, else the defaults.",
+    "[[tunnel]] tables of name, port, host, origin, dir, host-header, origin-ca, origin-insecure,",
+    "the access rules and connections), else the environment variables, else the defaults.",
     "",
   ].join("\n");
 }
