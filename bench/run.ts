@@ -5,7 +5,9 @@
 // Environment: BENCH_ROUNDS (2), BENCH_BYTES (1 GiB), BENCH_SECONDS (5 per load run), BENCH_RUNS
 // (10 startups per runtime), BURROW_PEERS (the peers folder, ../shared/peers beside the clone),
 // PEERS_ROOT (their built trees, /tmp/peers).
+
 import { mkdirSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { AgentProcess, type RuntimeName, tunnelArgs } from "../test/_agent.ts";
@@ -124,6 +126,20 @@ async function setUp(): Promise<Variant[]> {
   stops.push(peers.stop);
   for (const note of peers.notes) console.log(note);
   footnotes.push(...peers.notes);
+  // localtunnel's tunnel stops answering after about two idle minutes (seen here: every request
+  // then fails at once), and the other variants take longer than that: a small request every
+  // 15 s through each peer keeps it as a user's would be, in use.
+  const keepWarm = setInterval(() => {
+    for (const { target } of peers.peers) {
+      http.get(`${target.base}/small`, { headers: { host: target.host } }, (r) => r.resume()).on("error", () => {});
+    }
+  }, 15_000);
+  stops.push(async () => clearInterval(keepWarm));
+  if (peers.peers.some((peer) => peer.name === "localtunnel")) {
+    footnotes.push(
+      "localtunnel: kept in use by a small request every 15 s between its turns (idle for two minutes, its tunnel stops answering)",
+    );
+  }
   for (const peer of peers.peers) {
     variants.push({
       name: peer.name,
