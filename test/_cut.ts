@@ -14,19 +14,26 @@ export async function canCut(): Promise<boolean> {
   }
 }
 
+/** The local addresses of the established TCP connections process `pid` holds to `port` on loopback. */
+export async function connectionsTo(pid: number, port: number): Promise<string[]> {
+  const { stdout } = await run("ss", ["-tnpH", "state", "established", "dst", `127.0.0.1:${port}`]);
+  return stdout
+    .split("\n")
+    .filter((line) => line.includes(`pid=${pid},`))
+    .flatMap((line) => line.trim().split(/\s+/)[2] ?? []);
+}
+
+/** Aborts the connection from `local` to `port` on loopback (see cutConnections). */
+export async function cut(local: string, port: number): Promise<void> {
+  await run("ss", ["-K", "-tnH", "state", "established", "src", local, "dst", `127.0.0.1:${port}`]);
+}
+
 /**
  * Aborts the TCP connections process `pid` holds to `port` on loopback, as a proxy or NAT
  * that cuts them would (`ss -K`: the kernel resets both ends). Returns how many it cut.
  */
 export async function cutConnections(pid: number, port: number): Promise<number> {
-  const { stdout } = await run("ss", ["-tnpH", "state", "established", "dst", `127.0.0.1:${port}`]);
-  let cut = 0;
-  for (const line of stdout.split("\n")) {
-    if (!line.includes(`pid=${pid},`)) continue;
-    const [, , local] = line.trim().split(/\s+/);
-    if (!local) continue;
-    await run("ss", ["-K", "-tnH", "state", "established", "src", local, "dst", `127.0.0.1:${port}`]);
-    cut++;
-  }
-  return cut;
+  const locals = await connectionsTo(pid, port);
+  for (const local of locals) await cut(local, port);
+  return locals.length;
 }

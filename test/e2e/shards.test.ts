@@ -6,7 +6,7 @@ import { FrameType } from "@burrow/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { AgentProcess, type RuntimeName, tunnelArgs } from "../_agent.ts";
-import { canCut } from "../_cut.ts";
+import { canCut, connectionsTo, cut } from "../_cut.ts";
 import { Origin } from "../_origin.ts";
 import { RawAgent } from "../_raw-agent.ts";
 import { Relay } from "../_relay.ts";
@@ -183,19 +183,14 @@ describe("one tunnel on several Durable Objects (--connections)", () => {
     if (!(await canCut())) return;
     const agent = await startAgent("node", [...tunnelArgs(origin.port, relay, "spread-cuts"), "--heartbeat", "1"], 3);
     try {
-      const { execFile } = await import("node:child_process");
-      const run = (args: string[]) => new Promise<string>((resolve) => execFile("ss", args, (_e, out) => resolve(String(out))));
       let cuts = 0;
       let cutting = true;
       const cutter = (async () => {
         while (cutting) {
           await new Promise((resolve) => setTimeout(resolve, 500));
-          const lines = (await run(["-tnpH", "state", "established", "dst", `127.0.0.1:${relay.port}`]))
-            .split("\n")
-            .filter((line) => line.includes(`pid=${agent.runtimePid},`));
-          const local = lines[0]?.trim().split(/\s+/)[2];
+          const local = (await connectionsTo(agent.runtimePid, relay.port))[0];
           if (!local || !cutting) continue;
-          await run(["-K", "-tnH", "state", "established", "src", local, "dst", `127.0.0.1:${relay.port}`]);
+          await cut(local, relay.port);
           cuts++;
         }
       })();
@@ -222,15 +217,10 @@ describe("a connection that stays away", () => {
     ]);
     const agent = await startAgent("node", tunnelArgs(origin.port, relay, "stays-away"), 3);
     try {
-      const { execFile } = await import("node:child_process");
-      const run = (args: string[]) => new Promise<string>((resolve) => execFile("ss", args, (_e, out) => resolve(String(out))));
-      const mine = (await run(["-tnpH", "state", "established", "dst", `127.0.0.1:${relay.port}`]))
-        .split("\n")
-        .filter((line) => line.includes(`pid=${agent.runtimePid},`));
+      const mine = await connectionsTo(agent.runtimePid, relay.port);
       expect(mine).toHaveLength(3);
-      const local = mine[0]!.trim().split(/\s+/)[2]!;
       const from = agent.lines.length;
-      await run(["-K", "-tnH", "state", "established", "src", local, "dst", `127.0.0.1:${relay.port}`]);
+      await cut(mine[0]!, relay.port);
       const statuses: number[] = [];
       const until = Date.now() + 4000;
       while (Date.now() < until) statuses.push(...(await many(agent.url, "/bytes/100", 30, 3)));
