@@ -688,7 +688,7 @@ export class TunnelObject extends DurableObject<Env> {
       received: session.frames.received,
     });
     this.use(session, socket, resumed ? resume.received : 0);
-    if (attachment.shard) this.ctx.waitUntil(this.primary(attachment.name).shardState(attachment.shard, true));
+    if (attachment.shard) this.reportShard(attachment.name, attachment.shard, true);
     for (const waiter of this.returning) waiter(session);
     this.returning.clear();
     return session;
@@ -771,6 +771,23 @@ export class TunnelObject extends DurableObject<Env> {
   /** The tunnel's shard 0, which holds its name (for a shard k > 0). */
   private primary(name: string): DurableObjectStub<TunnelObject> {
     return this.env.TUNNELS.get(this.env.TUNNELS.idFromName(name));
+  }
+
+  /** This shard's reports to shard 0, one after the other (see reportShard). */
+  private shardReports: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Tells shard 0 that this shard's agent came (`up`) or left. In order: a cut and the resume
+   * that follows at once must not arrive the other way round, or visitors would skip a shard
+   * whose agent is here.
+   */
+  private reportShard(name: string, shard: number, up: boolean): void {
+    this.shardReports = this.shardReports
+      .then(() => this.primary(name).shardState(shard, up))
+      .catch((error: unknown) =>
+        console.warn(`tunnel ${name}: shard ${shard} could not tell shard 0 it is ${up ? "up" : "down"}`, error),
+      );
+    this.ctx.waitUntil(this.shardReports);
   }
 
   private async shardSet(): Promise<Set<number>> {
@@ -875,7 +892,7 @@ export class TunnelObject extends DurableObject<Env> {
     const now = Date.now();
     if (attachment.shard) {
       // Visitors go to the tunnel's other shards from now on; this one's rules go soon after.
-      this.ctx.waitUntil(this.primary(attachment.name).shardState(attachment.shard, false));
+      this.reportShard(attachment.name, attachment.shard, false);
       if (!clean) return void this.ctx.waitUntil(this.ctx.storage.setAlarm(now + this.resumeMs + 1000));
       this.rules = null;
       this.rulesGeneration++;
