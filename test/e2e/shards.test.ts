@@ -280,6 +280,30 @@ describe("who may open a tunnel's further shards", () => {
     }
   });
 
+  it("holds a shard to shard 0's rules, whatever its own hello says", async () => {
+    // Raw agents, so that shard 1's hello can carry no rules at all: visitors are refused by
+    // shard 0's --allow-ip (no visitor here is in 10.0.0.0/8) on both shards, and no request
+    // ever reaches either agent.
+    const rules = { basicAuth: [], allowIp: ["10.0.0.0/8"], webhooks: [] };
+    const primary = await RawAgent.hello(relay, "rules-held", { token: TOKEN, rules });
+    const shard = await RawAgent.open(relay, "rules-held&shard=1");
+    shard.send(RawAgent.helloFrame("rules-held", { token: TOKEN }));
+    const ready = await shard.next();
+    expect(ready.type).toBe(FrameType.Ready);
+    try {
+      const url = (ready as { url: string }).url;
+      // Shard 0 learns of shard 1 from its report; the Worker asks shard 0 every 2 s at most.
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      const statuses = await many(url, "/bytes/10", 40, 4);
+      expect(new Set(statuses)).toEqual(new Set([403]));
+      const heads = [...primary.frames, ...shard.frames].filter((frame) => frame.type === FrameType.RequestHead);
+      expect(heads).toEqual([]);
+    } finally {
+      primary.socket.close();
+      shard.socket.close();
+    }
+  });
+
   it("counts a tunnel of several connections once against TUNNELS_PER_TOKEN", async () => {
     const limited = await Relay.start({ launcher: "workerd", vars: { BURROW_TOKENS: `owner:${TOKEN}`, TUNNELS_PER_TOKEN: "1" } });
     try {
