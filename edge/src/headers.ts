@@ -106,17 +106,6 @@ export function isInternal(name: string): boolean {
   return INTERNAL_NAMES.has(name);
 }
 
-/** Removes hop-by-hop fields, including those the Connection header names. */
-export function withoutHopByHop(headers: Headers): HeaderList {
-  const named = connectionTokens(headers.get("connection") ?? "");
-  const list: HeaderList = [];
-  for (const [name, value] of headers) {
-    if (HOP_BY_HOP.has(name) || named.has(name)) continue;
-    list.push([name, value]);
-  }
-  return list;
-}
-
 /** The field names a Connection header lists, lowercased. */
 function connectionTokens(connection: string): Set<string> {
   return new Set(
