@@ -103,14 +103,21 @@ export function encodeDataHeader(stream: number, length: number): Uint8Array {
   if (length > MAX_DATA_CHUNK) {
     throw new ProtocolError("frame-too-large", `body chunk is ${length} bytes; the limit is ${MAX_DATA_CHUNK}`);
   }
+  // Byte by byte: a DataView would need `out.buffer`, which makes V8 move the small array's
+  // bytes off its heap (1.6 ms of the agent's CPU per 16 MiB download, bench/profile.ts).
   const out = new Uint8Array(DATA_HEADER_BYTES);
-  const view = new DataView(out.buffer);
   out[0] = 0x93; // fixarray of 3
   out[1] = FrameType.Data; // positive fixint
-  out[2] = 0xce; // uint 32
-  view.setUint32(3, stream);
-  out[7] = 0xc6; // bin 32
-  view.setUint32(8, length);
+  out[2] = 0xce; // uint 32, big-endian
+  out[3] = stream >>> 24;
+  out[4] = stream >>> 16;
+  out[5] = stream >>> 8;
+  out[6] = stream;
+  out[7] = 0xc6; // bin 32, big-endian
+  out[8] = length >>> 24;
+  out[9] = length >>> 16;
+  out[10] = length >>> 8;
+  out[11] = length;
   return out;
 }
 

@@ -228,6 +228,28 @@ describe("valid frames", () => {
   });
 });
 
+describe("frames the client sends", () => {
+  // Sizes around each of the masking's paths (agent/src/net/mask.ts): the word loop below 512
+  // bytes, whole and partial SIMD windows of 128 KiB, pooled and unpooled frame buffers, and
+  // payloads given in several parts whose joins fall anywhere in a 32-bit word.
+  const sizes = [0, 1, 3, 125, 126, 511, 512, 513, 16 * 1024 + 5, 65535, 65536, 128 * 1024, 128 * 1024 + 17];
+  it.each([...sizes, 320 * 1024 + 3, 1024 * 1024 + 7])("carry a %i-byte message intact, masked", async (size) => {
+    const pair = await server.pair();
+    const bytes = Buffer.alloc(size);
+    for (let i = 0; i < size; i++) bytes[i] = (i * 7919 + (i >> 8)) & 0xff;
+    const cuts = [0, Math.floor(size / 3), Math.floor(size / 3) + 1, size];
+    pair.link.send(cuts.slice(1).map((end, i) => bytes.subarray(cuts[i], end)));
+    pair.link.send(bytes);
+    const first = await pair.peer.frame(0);
+    const second = await pair.peer.frame(1);
+    for (const sent of [first, second]) {
+      expect(sent).toMatchObject({ opcode: Op.Binary, masked: true, fin: true });
+      expect(Buffer.compare(sent!.payload, bytes)).toBe(0);
+    }
+    pair.link.close(1000, "done");
+  });
+});
+
 describe("the close handshake", () => {
   it("when the server starts it: the client echoes the code, then ends TCP", async () => {
     const pair = await server.pair();

@@ -2,6 +2,7 @@ import { createHash, randomBytes, randomFillSync } from "node:crypto";
 import type { Duplex } from "node:stream";
 import { BATCH_FLUSH_BYTES, MAX_DATA_CHUNK } from "@burrow/protocol";
 import { NetworkError } from "./dial.ts";
+import { maskPayload } from "./mask.ts";
 import { parseHead, SocketReader } from "./reader.ts";
 
 /** A message-oriented connection to the relay, whichever transport carries it. */
@@ -249,11 +250,7 @@ export class WebSocketLink implements Link {
       frame.set(part, offset);
       offset += part.byteLength;
     }
-    const words = length >>> 2;
-    const view = new Uint32Array(frame.buffer, frame.byteOffset + start, words);
-    const word = mask.readUInt32LE(0);
-    for (let i = 0; i < words; i++) view[i]! ^= word;
-    for (let i = words << 2; i < length; i++) frame[start + i]! ^= mask[i & 3]!;
+    maskPayload(frame, start, length, mask);
     if (!pooled) {
       this.socket.write(frame.subarray(head));
       return;
