@@ -4,7 +4,8 @@
 // prints each process's CPU per request and its heaviest functions by self time.
 // Environment: PROFILE_SECONDS (5), PROFILE_CONNECTIONS (50), PROFILE_TOP (25), PROFILE_PATH
 // (/small; /bytes/16777216 profiles downloads of 16 MiB, say), PROFILE_AGENT_ARGS (more
-// arguments for the agent, e.g. "--inspect false").
+// arguments for the agent, e.g. "--inspect false"), PROFILE_LINES (names of the relay's
+// functions whose hottest source lines to list, e.g. "visit,handle").
 import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,11 +20,13 @@ const SECONDS = Number(process.env.PROFILE_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.PROFILE_CONNECTIONS ?? 50);
 const TOP = Number(process.env.PROFILE_TOP ?? 25);
 const PATH = process.env.PROFILE_PATH ?? "/small";
+const LINES = (process.env.PROFILE_LINES ?? "").split(",").filter(Boolean);
 
 interface ProfileNode {
   id: number;
-  callFrame: { functionName: string; url: string; lineNumber: number };
+  callFrame: { functionName: string; url: string; lineNumber: number; scriptId: string };
   children?: number[];
+  positionTicks?: { line: number; ticks: number }[];
 }
 interface CpuProfile {
   nodes: ProfileNode[];
@@ -87,6 +90,40 @@ function print(title: string, profile: CpuProfile, requests: number): void {
   );
 }
 
+/**
+ * The hottest source lines of the named functions, from the samples' line ticks: where inside
+ * a function its self time goes (V8 inlines small callees, whose time then shows as the caller's).
+ */
+async function printLines(
+  profile: CpuProfile,
+  requests: number,
+  call: (method: string, params?: object) => Promise<Record<string, unknown>>,
+): Promise<void> {
+  const interval = (profile.endTime - profile.startTime) / profile.samples.length; // µs per tick
+  const sources = new Map<string, string[]>();
+  for (const name of LINES) {
+    const ticks = new Map<string, { line: number; scriptId: string; ticks: number }>();
+    for (const node of profile.nodes) {
+      if (node.callFrame.functionName !== name) continue;
+      for (const { line, ticks: n } of node.positionTicks ?? []) {
+        const key = `${node.callFrame.scriptId}:${line}`;
+        const entry = ticks.get(key) ?? { line, scriptId: node.callFrame.scriptId, ticks: 0 };
+        entry.ticks += n;
+        ticks.set(key, entry);
+      }
+    }
+    console.log(`\nhottest lines of ${name}:`);
+    for (const { line, scriptId, ticks: n } of [...ticks.values()].sort((a, b) => b.ticks - a.ticks).slice(0, 12)) {
+      if (!sources.has(scriptId)) {
+        const { scriptSource } = (await call("Debugger.getScriptSource", { scriptId })) as { scriptSource?: string };
+        sources.set(scriptId, (scriptSource ?? "").split("\n"));
+      }
+      const text = sources.get(scriptId)![line - 1]?.trim().slice(0, 100) ?? "";
+      console.log(`  ${((n * interval) / requests).toFixed(1).padStart(6)} µs/req  line ${line}: ${text}`);
+    }
+  }
+}
+
 const stops: (() => Promise<unknown>)[] = [];
 try {
   const origin = new Child("origin", process.execPath, [join(ROOT, "bench/_origin.js")], { cwd: ROOT });
@@ -136,6 +173,10 @@ try {
     `profiled: ${requests} requests at c=${CONNECTIONS} in ${SECONDS} s: ${result.requests.average.toFixed(0)} req/s, p50 ${result.latency.p50} ms, ${result.errors + result.non2xx} errors`,
   );
   print("relay (workerd: Worker and Durable Object, one isolate)", profile, requests);
+  if (LINES.length > 0) {
+    await call("Debugger.enable");
+    await printLines(profile, requests, call);
+  }
   await stops.pop()!();
   const file = readdirSync(profiles).find((f) => f.endsWith(".cpuprofile"));
   if (file) {
