@@ -20,11 +20,13 @@ import {
   forwardedRequestHeaders,
   INTERNAL,
   MAX_HEAD_FIELD,
+  SHARDS_HEADER,
   VISIT_URL,
   type VisitorHead,
+  withHeaders,
   withoutSpoofable,
 } from "./headers.ts";
-import { parseShard, pickShard, ShardMap, shardObjectName } from "./shards.ts";
+import { parseLiveShards, parseShard, ShardMap, shardObjectName } from "./shards.ts";
 import { cookieValue, strayTunnel, TUNNEL_COOKIE, tunnelCookie } from "./strays.ts";
 import type { TunnelObject } from "./tunnel.ts";
 import { checkVisitorRequest, headLimit } from "./visitor.ts";
@@ -177,7 +179,9 @@ async function visit(request: Request, env: Env, url: URL, name: string, path: s
   checkVisitorRequest({ method: request.method, path, headers: list }, headLimit(env.MAX_REQUEST_HEAD_BYTES));
   // Hop-by-hop, so dropped above; the Durable Object needs it to answer with a WebSocket.
   const upgrade = request.headers.get("upgrade")?.toLowerCase() === "websocket";
-  const shard = await chooseShard(env, name);
+  // Shard 0 says which shards are live when asked, on its answer (see ShardMap).
+  const now = Date.now();
+  const { shard, asks } = liveShards.route(name, now);
   const visit: VisitorHead = {
     tunnel: name,
     shard,
@@ -186,6 +190,7 @@ async function visit(request: Request, env: Env, url: URL, name: string, path: s
     clientIp: clientIp ?? null,
     headers: list,
   };
+  if (asks) visit.asks = true;
   const json = JSON.stringify(visit);
   let fields: HeaderList;
   if (json.length <= MAX_HEAD_FIELD) {
@@ -194,7 +199,7 @@ async function visit(request: Request, env: Env, url: URL, name: string, path: s
     fields = [
       ...list,
       [INTERNAL.tunnel, name],
-      [INTERNAL.shard, String(shard)],
+      [INTERNAL.shard, asks ? "0?" : String(shard)],
       [INTERNAL.path, path],
       [INTERNAL.relayUrl, visit.relayUrl],
     ];
@@ -217,6 +222,7 @@ async function visit(request: Request, env: Env, url: URL, name: string, path: s
   // request's head is over a limit of its own (below MAX_HEADER_BYTES: a 20000-byte field
   // or path already fails): the request never reached the tunnel.
   if (response.status === 431 && !response.headers.has(ERROR_HEADER)) throw hopTooLarge();
+  if (asks) response = learnShards(name, response, now);
   if (!prefix) return response;
   // Pages name their tunnel for the root-relative requests they make without a Referer.
   const routing = isPage(response) && cookieValue(request.headers.get("cookie"), TUNNEL_COOKIE) !== name;
@@ -306,15 +312,17 @@ function tunnel(env: Env, name: string, shard = 0): DurableObjectStub<TunnelObje
 /** What this isolate knows of tunnels' live shards (see ShardMap). */
 const liveShards = new ShardMap();
 
-/** The shard a visitor of `name` goes to: shard 0, unless its agent has several connections up. */
-async function chooseShard(env: Env, name: string): Promise<number> {
-  const now = Date.now();
-  let live = liveShards.get(name, now);
-  if (!live) {
-    live = await tunnel(env, name).liveShards();
-    liveShards.set(name, live, now);
-  }
-  return pickShard(live);
+/**
+ * Takes what shard 0 said of `name`'s live shards (SHARDS_HEADER) off its answer to a visit
+ * that asked, and keeps it for the visits of the next SHARDS_TTL_MS. Without the field (an
+ * answer that never reached shard 0), the next visit asks again.
+ */
+function learnShards(name: string, response: Response, now: number): Response {
+  const stated = response.headers.get(SHARDS_HEADER);
+  if (stated === null) return response;
+  const live = parseLiveShards(stated);
+  if (live) liveShards.set(name, live, now);
+  return withHeaders(response, (headers) => headers.delete(SHARDS_HEADER));
 }
 
 /** Echoes no client input: a name that fails the pattern is "that name". */

@@ -17,7 +17,10 @@ export const INTERNAL = {
    * the Durable Object's --allow-ip rules. Absent when the relay cannot know the address.
    */
   clientIp: "x-burrow-client-ip",
-  /** Which of the tunnel's objects the visit was sent to (see shards.ts). */
+  /**
+   * Which of the tunnel's objects the visit was sent to (see shards.ts): "k", "k!" when handed
+   * on by another shard, "0?" when the Worker asks shard 0 for SHARDS_HEADER.
+   */
   shard: "x-burrow-shard",
   /**
    * All of the above for a visit, and the fields the origin gets, as one JSON field (see
@@ -33,6 +36,8 @@ export interface VisitorHead {
   shard: number;
   /** Handed on by another shard, which had no agent (see TunnelObject.forward): goes no further. */
   forwarded?: boolean;
+  /** The Worker asks shard 0 to state the tunnel's live shards in SHARDS_HEADER (see ShardMap). */
+  asks?: boolean;
   /** Path and query as forwarded. */
   path: string;
   relayUrl: string;
@@ -46,6 +51,12 @@ export interface VisitorHead {
  * workerd refuses a Worker -> Durable Object field of about 20 KB (see app.ts visit).
  */
 export const MAX_HEAD_FIELD = 16 * 1024;
+
+/**
+ * On a response from shard 0 to a visit that asked for it (VisitorHead.asks): the shards of the
+ * tunnel visitors may go to now, "0,2,3". The Worker reads it and takes it off the response.
+ */
+export const SHARDS_HEADER = "x-burrow-shards";
 
 const ORIGIN_DROPPED = ERROR_HEADER.toLowerCase();
 const INTERNAL_NAMES = new Set<string>(Object.values(INTERNAL));
@@ -163,7 +174,8 @@ export function forwardedRequestHeaders(incoming: Headers, visitor: VisitorConte
 
 /**
  * The header list sent back to the visitor: hop-by-hop fields removed, repeats kept, and no
- * X-Burrow-Error from the origin, so that the header marks the relay's own error pages only.
+ * X-Burrow-Error from the origin, so that the header marks the relay's own error pages only
+ * (nor SHARDS_HEADER, which the Worker reads).
  * A list, not a Headers: the runtime builds the Response's from it in one call.
  */
 export function responseHeaders(list: HeaderList): { headers: HeaderList; contentLength: string | undefined } {
@@ -171,9 +183,25 @@ export function responseHeaders(list: HeaderList): { headers: HeaderList; conten
   let contentLength: string | undefined;
   for (const entry of list) {
     const lower = entry[0].toLowerCase();
-    if (HOP_BY_HOP.has(lower) || lower === ORIGIN_DROPPED) continue;
+    if (HOP_BY_HOP.has(lower) || lower === ORIGIN_DROPPED || lower === SHARDS_HEADER) continue;
     if (lower === "content-length") contentLength = entry[1];
     headers.push(entry);
   }
   return { headers, contentLength };
+}
+
+/**
+ * `response` with its header fields edited by `edit`: a copy, since a response from another
+ * object's fetch has immutable fields. Status, body (not re-encoded) and WebSocket are kept.
+ */
+export function withHeaders(response: Response, edit: (headers: Headers) => void): Response {
+  const headers = new Headers(response.headers);
+  edit(headers);
+  if (response.webSocket) return new Response(null, { status: 101, webSocket: response.webSocket, headers });
+  return new Response(response.body, {
+    status: response.status,
+    statusText: response.statusText,
+    headers,
+    encodeBody: "manual",
+  });
 }

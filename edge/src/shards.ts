@@ -34,21 +34,34 @@ export function parseShard(text: string | undefined): number {
 export const SHARDS_TTL_MS = 2000;
 
 /**
- * What this isolate knows of each tunnel's live shards, asked of shard 0 at most every
+ * What this isolate knows of each tunnel's live shards, learnt from shard 0 at most every
  * SHARDS_TTL_MS: a shard whose agent left stops getting new visitors within that (and a
- * visitor it still gets is handed to shard 0 unread, see TunnelObject.visit).
+ * visitor it still gets is handed to shard 0 unread, see TunnelObject.visit). Learning costs
+ * no round trip of its own: a visit that asks goes to shard 0, which says on its answer
+ * (SHARDS_HEADER). Once the list is stale, one visit asks while the others go on using it;
+ * only a tunnel this isolate never saw sends every visit to shard 0 until the first answer.
  */
 export class ShardMap {
-  private readonly known = new Map<string, { live: number[]; until: number }>();
+  private readonly known = new Map<string, { live: number[]; until: number; askedAt?: number }>();
 
   constructor(private readonly capacity = 1000) {}
 
-  /** The live shards of `name`, if known and fresh. */
-  get(name: string, now: number): number[] | undefined {
+  /**
+   * Where a visit of `name` goes now: `shard`, and whether it `asks` shard 0 for the live
+   * shards (it then goes to shard 0). An answer that never came (a failed visit) is asked for
+   * again after SHARDS_TTL_MS.
+   */
+  route(name: string, now: number, random: () => number = Math.random): { shard: number; asks: boolean } {
     const entry = this.known.get(name);
-    return entry && entry.until > now ? entry.live : undefined;
+    if (!entry) return { shard: 0, asks: true };
+    if (entry.until <= now && (entry.askedAt === undefined || entry.askedAt + SHARDS_TTL_MS <= now)) {
+      entry.askedAt = now;
+      return { shard: 0, asks: true };
+    }
+    return { shard: pickShard(entry.live, random), asks: false };
   }
 
+  /** Shard 0 said that `name`'s live shards are `live`. */
   set(name: string, live: number[], now: number): void {
     if (this.known.size >= this.capacity && !this.known.has(name)) this.known.clear();
     this.known.set(name, { live, until: now + SHARDS_TTL_MS });
@@ -59,4 +72,16 @@ export class ShardMap {
 export function pickShard(live: readonly number[], random: () => number = Math.random): number {
   if (live.length <= 1) return live[0] ?? 0;
   return live[Math.floor(random() * live.length)] ?? 0;
+}
+
+/** SHARDS_HEADER's value ("0,2,3"), or undefined when absent or not a list of shard numbers. */
+export function parseLiveShards(text: string | null): number[] | undefined {
+  if (text === null) return undefined;
+  if (text === "") return [];
+  const live: number[] = [];
+  for (const part of text.split(",")) {
+    if (!/^\d{1,2}$/.test(part) || Number(part) >= MAX_CONNECTIONS) return undefined;
+    live.push(Number(part));
+  }
+  return live;
 }

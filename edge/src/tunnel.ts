@@ -19,7 +19,7 @@ import { type Admission, admit, identify, type NameRecord, parseTokens, type Tok
 import type { Env } from "./env.ts";
 import { EdgeError, isTeardownNoise } from "./errors.ts";
 import { tunnelLimit } from "./gate.ts";
-import { INTERNAL, isInternal, VISIT_URL, type VisitorHead } from "./headers.ts";
+import { INTERNAL, isInternal, SHARDS_HEADER, VISIT_URL, type VisitorHead, withHeaders } from "./headers.ts";
 import { ByteBudget, RateMeter, type RelayLimits, readLimits, SIGNED_BODIES_BUDGET } from "./limits.ts";
 import { type AgentLink, PollingLink } from "./polling.ts";
 import { RuleSet } from "./rules.ts";
@@ -238,6 +238,20 @@ export class TunnelObject extends DurableObject<Env> {
 
   private async visit(request: Request): Promise<Response> {
     const visited = visitorHead(request.headers);
+    if (!visited.asks || visited.shard !== 0) return this.serve(request, visited);
+    // The Worker asks which shards are live (see ShardMap): said on the answer, whatever it is.
+    let response: Response;
+    try {
+      response = await this.serve(request, visited);
+    } catch (error) {
+      if (!(error instanceof EdgeError)) throw error;
+      response = error.toResponse();
+    }
+    const live = (await this.liveShards()).join(",");
+    return withHeaders(response, (headers) => headers.set(SHARDS_HEADER, live));
+  }
+
+  private async serve(request: Request, visited: ReturnType<typeof visitorHead>): Promise<Response> {
     const { tunnel, path, upgrade, clientIp, relayUrl, contentLength } = visited;
     this.shard = visited.shard;
     // A shard whose agent's connection is not here (it left, or is on its way back, since the
@@ -324,8 +338,11 @@ export class TunnelObject extends DurableObject<Env> {
   /** Sends a visitor to shard `to` of its tunnel, marked so that it goes no further. */
   private forward(request: Request, head: VisitorHead, to: number): Promise<Response> {
     const headers = new Headers(request.headers);
-    if (headers.has(INTERNAL.head)) headers.set(INTERNAL.head, JSON.stringify({ ...head, shard: to, forwarded: true }));
-    else headers.set(INTERNAL.shard, `${to}!`);
+    if (headers.has(INTERNAL.head)) {
+      headers.set(INTERNAL.head, JSON.stringify({ ...head, shard: to, forwarded: true, asks: undefined }));
+    } else {
+      headers.set(INTERNAL.shard, `${to}!`);
+    }
     const id = this.env.TUNNELS.idFromName(shardObjectName(head.tunnel, to));
     return this.env.TUNNELS.get(id).fetch(new Request(request, { headers }));
   }
@@ -797,7 +814,9 @@ export class TunnelObject extends DurableObject<Env> {
 
   /**
    * Shard 0: the shards of this tunnel visitors may go to now (see ShardMap): 0 while its own
-   * agent is here or on its way back, and every other shard whose agent is connected.
+   * agent is here or on its way back, and every other shard whose agent is connected. Said on
+   * the answers to visits that ask (SHARDS_HEADER); an RPC still for Workers of the previous
+   * release, which asked before each visit, while a deploy replaces them.
    */
   async liveShards(): Promise<number[]> {
     const live = [...(await this.shardSet())].sort((a, b) => a - b);
@@ -1013,6 +1032,7 @@ function visitorFields(fields: Headers, upgrade: boolean) {
   let tunnel = "";
   let shard = 0;
   let forwarded = false;
+  let asks = false;
   let path = "/";
   let clientIp: string | null = null;
   let relayUrl = "";
@@ -1027,9 +1047,10 @@ function visitorFields(fields: Headers, upgrade: boolean) {
         path = value;
         continue;
       case INTERNAL.shard:
-        // "k!": handed on from another shard (see forward).
+        // "k!": handed on from another shard (see forward); "0?": the Worker asks (see visit).
         shard = Number.parseInt(value, 10);
         forwarded = value.endsWith("!");
+        asks = value.endsWith("?");
         continue;
       case INTERNAL.clientIp:
         clientIp = value;
@@ -1043,7 +1064,7 @@ function visitorFields(fields: Headers, upgrade: boolean) {
     }
     if (!HOP_BY_HOP.has(name) && !isInternal(name)) headers.push([name, value]);
   }
-  return { tunnel, shard, forwarded, path, upgrade, clientIp, relayUrl, contentLength, headers };
+  return { tunnel, shard, forwarded, asks, path, upgrade, clientIp, relayUrl, contentLength, headers };
 }
 
 function truncateUtf8(text: string, maxBytes: number): string {

@@ -88,6 +88,35 @@ describe("one tunnel on several Durable Objects (--connections)", () => {
     }
   });
 
+  it("learns the live shards on shard 0's answers: visitors never see the field, and an origin's own cannot steer", async () => {
+    // An origin that answers every request with the relay's field, naming shard 0 alone.
+    const steering = http.createServer((_request, response) => {
+      response.writeHead(200, { "x-burrow-shards": "0", "content-type": "text/plain" });
+      response.end("ok");
+    });
+    await new Promise<void>((resolve) => steering.listen(0, "127.0.0.1", resolve));
+    const port = (steering.address() as { port: number }).port;
+    const agent = await startAgent("node", tunnelArgs(port, relay, "spread-steer"), 3);
+    try {
+      const from = agent.lines.length;
+      // Over several SHARDS_TTL_MS, so that the Worker learns more than once.
+      const seen: string[] = [];
+      for (let round = 0; round < 3; round++) {
+        const visits = await Promise.all(Array.from({ length: 30 }, () => visit(at(agent.url, "/"))));
+        for (const { status, rawHeaders } of visits) {
+          expect(status).toBe(200);
+          seen.push(...rawHeaders.filter((_, i) => i % 2 === 0 && rawHeaders[i]!.toLowerCase() === "x-burrow-shards"));
+        }
+        if (round < 2) await new Promise((resolve) => setTimeout(resolve, 2100));
+      }
+      expect(seen).toEqual([]);
+      expect([...connectionsOf(await served(agent, from, 90))].sort()).toEqual([0, 1, 2]);
+    } finally {
+      await agent.stop("SIGINT");
+      await new Promise((resolve) => steering.close(resolve));
+    }
+  });
+
   it("spreads over the HTTPS transport's sessions too", async () => {
     const agent = await startAgent("node", [...tunnelArgs(origin.port, relay, "spread-https"), "--transport", "https"], 2);
     try {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { EdgeError } from "../../edge/src/errors.ts";
-import { parseShard, pickShard, SHARDS_TTL_MS, ShardMap, shardObjectName } from "../../edge/src/shards.ts";
+import { parseLiveShards, parseShard, pickShard, SHARDS_TTL_MS, ShardMap, shardObjectName } from "../../edge/src/shards.ts";
 
 // The Worker's side of `--connections`, runtime-free (the end-to-end behaviour is in
 // test/e2e/shards.test.ts).
@@ -30,14 +30,35 @@ describe("shards", () => {
     for (const count of counts) expect(count).toBeGreaterThan(800);
   });
 
-  it("forgets what it learnt after SHARDS_TTL_MS, and stays bounded", () => {
+  it("asks shard 0 for a tunnel it never saw, then spreads, and asks once when the list is stale", () => {
+    const map = new ShardMap(2);
+    // Never seen: every visit goes to shard 0 and asks, until an answer comes.
+    expect(map.route("a", 1000)).toEqual({ shard: 0, asks: true });
+    expect(map.route("a", 1000)).toEqual({ shard: 0, asks: true });
+    map.set("a", [1, 2], 1000);
+    expect(map.route("a", 1000 + SHARDS_TTL_MS - 1, () => 0.99)).toEqual({ shard: 2, asks: false });
+    // Stale: one visit asks, the others go on using the list meanwhile.
+    expect(map.route("a", 1000 + SHARDS_TTL_MS, () => 0)).toEqual({ shard: 0, asks: true });
+    expect(map.route("a", 1000 + SHARDS_TTL_MS + 1, () => 0)).toEqual({ shard: 1, asks: false });
+    // That answer never came: asked again a TTL later.
+    expect(map.route("a", 1000 + 2 * SHARDS_TTL_MS, () => 0)).toEqual({ shard: 0, asks: true });
+    map.set("a", [0], 1000 + 2 * SHARDS_TTL_MS);
+    expect(map.route("a", 1000 + 2 * SHARDS_TTL_MS)).toEqual({ shard: 0, asks: false });
+  });
+
+  it("stays bounded", () => {
     const map = new ShardMap(2);
     map.set("a", [0, 1], 1000);
-    expect(map.get("a", 1000 + SHARDS_TTL_MS - 1)).toEqual([0, 1]);
-    expect(map.get("a", 1000 + SHARDS_TTL_MS)).toBeUndefined();
     map.set("b", [0], 1000);
-    map.set("c", [0], 1000);
-    expect(map.get("c", 1000)).toEqual([0]);
-    expect(map.get("a", 1000)).toBeUndefined();
+    map.set("c", [0, 3], 1000);
+    expect(map.route("c", 1000, () => 0.99)).toEqual({ shard: 3, asks: false });
+    expect(map.route("a", 1000)).toEqual({ shard: 0, asks: true });
+  });
+
+  it("reads shard 0's list of live shards, and nothing else", () => {
+    expect(parseLiveShards("0,2,15")).toEqual([0, 2, 15]);
+    expect(parseLiveShards("")).toEqual([]);
+    expect(parseLiveShards(null)).toBeUndefined();
+    for (const bad of ["16", "0,,1", "1 ,2", "-1", "a", "0,1,", "007"]) expect(parseLiveShards(bad), bad).toBeUndefined();
   });
 });
