@@ -42,6 +42,8 @@ type Attachment =
       session: string;
       /** The session's counts when it was last quiescent (see FrameSession.snapshot). */
       counts?: { sent: number; received: number };
+      /** A shard k > 0: the session of shard 0 it was admitted under (see evictStale). */
+      primary?: string;
     }
   | VisitorAttachment;
 type HelloAttachment = Extract<Attachment, { phase: "hello" }>;
@@ -600,6 +602,8 @@ export class TunnelObject extends DurableObject<Env> {
     let verdict: Admission;
     /** A shard enforces the rules of the tunnel's shard 0, whatever its own hello says. */
     let shardRules: HelloFrame["rules"] | undefined;
+    /** A shard: the session of shard 0 that admitted it. */
+    let primary: string | undefined;
     if (frame?.type !== FrameType.Hello) {
       verdict = { ok: false, code: "bad-hello", message: "the first frame on a connection must be a Hello" };
     } else if (RuleSet.invalid(frame.rules).length > 0) {
@@ -613,6 +617,7 @@ export class TunnelObject extends DurableObject<Env> {
         const answer = await this.primary(attachment.name).admitShard(frame, attachment.shard);
         verdict = answer.admission;
         shardRules = answer.rules;
+        primary = answer.primary;
       } else {
         verdict = await admit({
           hello: frame,
@@ -674,6 +679,7 @@ export class TunnelObject extends DurableObject<Env> {
       owner: verdict.owner,
       label: verdict.label,
       session: session.id,
+      primary,
     } satisfies Attachment);
     const now = Date.now();
     const ruleList = shardRules ?? hello.rules;
@@ -692,6 +698,8 @@ export class TunnelObject extends DurableObject<Env> {
           } satisfies NameRecord),
       rules.empty ? this.ctx.storage.delete(RULES_KEY) : this.ctx.storage.put(RULES_KEY, ruleList),
       attachment.shard ? undefined : this.ctx.storage.setAlarm(now + REFRESH_MS),
+      // Shard 0, a new session: the shards of the one before it leave (see evictStale).
+      attachment.shard || resumed ? undefined : this.evictShards(hello.name, session.id),
     ]);
     if (this.ended.has(socket)) return undefined;
     // Ready travels outside the session, alone; what the agent had not received follows it.
@@ -838,7 +846,10 @@ export class TunnelObject extends DurableObject<Env> {
    * holds the name now (same token, or same claim on an open relay), and only while it does;
    * the shard gets this tunnel's visitor rules to enforce.
    */
-  async admitShard(hello: HelloFrame, shard: number): Promise<{ admission: Admission; rules: HelloFrame["rules"] }> {
+  async admitShard(
+    hello: HelloFrame,
+    shard: number,
+  ): Promise<{ admission: Admission; rules: HelloFrame["rules"]; primary?: string }> {
     const none: HelloFrame["rules"] = { basicAuth: [], allowIp: [], webhooks: [] };
     const session = this.agent() ?? this.current;
     if (!session) {
@@ -867,7 +878,49 @@ export class TunnelObject extends DurableObject<Env> {
         rules: none,
       };
     }
-    return { admission, rules: (await this.ctx.storage.get<HelloFrame["rules"]>(RULES_KEY)) ?? none };
+    return {
+      admission,
+      rules: (await this.ctx.storage.get<HelloFrame["rules"]>(RULES_KEY)) ?? none,
+      primary: session.id,
+    };
+  }
+
+  /**
+   * Shard 0 began a new session (another owner took the name, or its agent restarted, maybe
+   * with other rules or fewer connections): the shards that were up leave the live list now,
+   * before the new agent's own shards report, and each is told to drop an agent admitted
+   * under an earlier session. Else an old agent still holding a shard's connection (hung, or
+   * cut off from shard 0 alone) would go on serving the tunnel's visitors under the old rules.
+   */
+  private async evictShards(name: string, primary: string): Promise<void> {
+    const set = await this.shardSet();
+    if (set.size === 0) return;
+    const stale = [...set];
+    set.clear();
+    await this.ctx.storage.put(SHARDS_KEY, []);
+    this.ctx.waitUntil(
+      Promise.all(
+        stale.map((shard) =>
+          this.env.TUNNELS.get(this.env.TUNNELS.idFromName(shardObjectName(name, shard)))
+            .evictStale(primary)
+            .catch((error: unknown) => console.warn(`tunnel ${name}: shard ${shard} could not be told to drop its agent`, error)),
+        ),
+      ),
+    );
+  }
+
+  /**
+   * Shard k > 0: shard 0's session is `primary` now. An agent admitted under an earlier one
+   * leaves with 1012 (reconnect and be judged again: admitShard admits only the name's holder,
+   * under the rules of now); one admitted under this one stays.
+   */
+  async evictStale(primary: string): Promise<void> {
+    const session = this.agent() ?? this.current;
+    if (!session) return;
+    const link = session.link;
+    if (link && (this.attachment(link) as ReadyAttachment).primary === primary) return;
+    if (link) this.close(link, 1012, "the tunnel's first connection began a new session");
+    this.endSession(session, "The tunnel's agent was replaced by a new one; retry the request.");
   }
 
   /** The owner (a hash) of the agent connected here now, if any: asked by a token's gate count. */

@@ -333,6 +333,38 @@ describe("who may open a tunnel's further shards", () => {
     }
   });
 
+  it("drops the shards of an earlier session when the name changes hands, and keeps the new owner's", async () => {
+    // An open relay: a clean stop frees the name at once. The first owner's process leaves
+    // connection 0 only (a process hung or cut off from shard 0 alone); its shard 1 stays.
+    const open = await Relay.start({ launcher: "workerd" });
+    const name = "changes-hands";
+    const [first, second] = ["claim-of-the-first-owner-0123", "claim-of-the-second-owner-456"];
+    try {
+      const old0 = await RawAgent.hello(open, name, { claim: first });
+      const old1 = await RawAgent.open(open, `${name}&shard=1`);
+      old1.send(RawAgent.helloFrame(name, { claim: first }));
+      expect((await old1.next()).type).toBe(FrameType.Ready);
+      old0.socket.close(1000, "stopped");
+      await old0.closed;
+      const new0 = await RawAgent.hello(open, name, { claim: second });
+      // Shard 1 of the first owner is told to go, and may come back only if shard 0 admits it.
+      expect(await old1.closed).toMatchObject({ code: 1012 });
+      const again = await RawAgent.open(open, `${name}&shard=1`);
+      again.send(RawAgent.helloFrame(name, { claim: first }));
+      expect(await again.next()).toMatchObject({ type: FrameType.Refused, code: "name-taken" });
+      // The new owner's own shard 1 is admitted under the new session and stays.
+      const new1 = await RawAgent.open(open, `${name}&shard=1`);
+      new1.send(RawAgent.helloFrame(name, { claim: second }));
+      expect((await new1.next()).type).toBe(FrameType.Ready);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(new1.socket.readyState).toBe(WebSocket.OPEN);
+      new0.socket.close();
+      new1.socket.close();
+    } finally {
+      await open.dispose();
+    }
+  });
+
   it("counts a tunnel of several connections once against TUNNELS_PER_TOKEN", async () => {
     const limited = await Relay.start({ launcher: "workerd", vars: { BURROW_TOKENS: `owner:${TOKEN}`, TUNNELS_PER_TOKEN: "1" } });
     try {
