@@ -3,10 +3,12 @@ import https from "node:https";
 import { isIP } from "node:net";
 import { checkServerIdentity, rootCertificates } from "node:tls";
 import { type HeaderList, HOP_BY_HOP, type ResetCode } from "@burrow/protocol";
+import { Http1Client } from "./net/http1.ts";
 
-// node:http rather than fetch, on purpose and on every runtime: the fetch of Node, Bun and Deno
-// inflates gzip and brotli bodies while keeping Content-Encoding, so the visitor would receive
-// a decoded body labelled as encoded. Bun and Deno both implement node:http faithfully enough.
+// Not fetch, on purpose and on every runtime: the fetch of Node, Bun and Deno inflates gzip and
+// brotli bodies while keeping Content-Encoding, so the visitor would receive a decoded body
+// labelled as encoded. A plain-http origin gets the agent's own HTTP/1.1 client (net/http1.ts,
+// on node:net, which Bun and Deno implement faithfully); an https: one, node:https.
 
 /** Connection errors that mean nothing is listening there (as opposed to a failure mid-request). */
 export const UNREACHABLE = new Set([
@@ -79,7 +81,8 @@ export class Origin {
   readonly tls: Pick<https.RequestOptions, "ca" | "rejectUnauthorized" | "servername" | "checkServerIdentity">;
   private readonly host: string;
   private readonly port: number;
-  private readonly pool: http.Agent;
+  private readonly pool: http.Agent | undefined;
+  private readonly plain: Http1Client | undefined;
 
   constructor(
     target: URL,
@@ -104,9 +107,8 @@ export class Origin {
           checkServerIdentity: (_host, cert) => checkServerIdentity(name, cert),
         }
       : {};
-    this.pool = this.secure
-      ? new https.Agent({ keepAlive: true, maxSockets: 256, ...this.tls })
-      : new http.Agent({ keepAlive: true, maxSockets: 256 });
+    if (this.secure) this.pool = new https.Agent({ keepAlive: true, maxSockets: 256, ...this.tls });
+    else this.plain = new Http1Client(this.host, this.port);
   }
 
   /** The Host header the origin is sent, for a visitor request with these headers. */
@@ -133,6 +135,7 @@ export class Origin {
 
   /** Sends a request with an origin-form `path`; the Host header names the origin itself. */
   open(method: string, path: string, headers: HeaderList, on: OriginHandlers): OriginExchange {
+    if (this.plain) return this.openPlain(this.plain, method, path, headers, on);
     let settled = false;
     const fail = (code: ResetCode, message: string) => {
       if (settled) return;
@@ -208,8 +211,48 @@ export class Origin {
     };
   }
 
+  /** The same over the agent's own client (see net/http1.ts). */
+  private openPlain(client: Http1Client, method: string, path: string, headers: HeaderList, on: OriginHandlers): OriginExchange {
+    let settled = false;
+    let answered = false;
+    const list: HeaderList = [["host", this.hostFor(headers)]];
+    for (const entry of headers) if (entry[0].toLowerCase() !== "host") list.push(entry);
+    try {
+      return client.request(method, path, list, {
+        head: (status, raw) => {
+          answered = true;
+          on.head(status, responseHeaderList(raw));
+        },
+        data: (bytes) => {
+          if (!settled) on.data(bytes);
+        },
+        end: () => {
+          if (settled) return;
+          settled = true;
+          on.end();
+        },
+        fail: (code, message) => {
+          if (settled) return;
+          settled = true;
+          if (code === "EPROTO") return on.fail("origin-error", `the local server at ${this.url} ${message}`);
+          if (code === "ECLOSED") {
+            const what = answered ? "closed the connection mid-response" : "closed the connection without answering";
+            return on.fail("origin-error", `the local server at ${this.url} ${what}`);
+          }
+          const { unreachable, message: said } = this.describe(code);
+          on.fail(unreachable ? "origin-unreachable" : "origin-error", said);
+        },
+      });
+    } catch (error) {
+      settled = true;
+      on.fail("protocol-error", `the request could not be sent to the local server: ${(error as Error).message}`);
+      return { write() {}, end() {}, abort() {}, pause() {}, resume() {} };
+    }
+  }
+
   close(): void {
-    this.pool.destroy();
+    this.pool?.destroy();
+    this.plain?.close();
   }
 }
 
