@@ -179,6 +179,18 @@ async function visit(request: Request, env: Env, url: URL, name: string, path: s
   checkVisitorRequest({ method: request.method, path, headers: list }, headLimit(env.MAX_REQUEST_HEAD_BYTES));
   // Hop-by-hop, so dropped above; the Durable Object needs it to answer with a WebSocket.
   const upgrade = request.headers.get("upgrade")?.toLowerCase() === "websocket";
+  let body = request.body;
+  // The runtime refuses a GET or HEAD with a body on the hop to the Durable Object.
+  if (body !== null && (request.method === "GET" || request.method === "HEAD")) {
+    if (request.headers.get("content-length") !== "0") {
+      throw new EdgeError(
+        400,
+        "bad-request",
+        `A ${request.method} request cannot carry a body through the relay (the Workers runtime refuses one); send the body with POST or PUT.`,
+      );
+    }
+    body = null;
+  }
   // Shard 0 says which shards are live when asked, on its answer (see ShardMap).
   const now = Date.now();
   const { shard, asks } = liveShards.route(name, now);
@@ -211,7 +223,7 @@ async function visit(request: Request, env: Env, url: URL, name: string, path: s
     response = await tunnel(env, name, shard).fetch(VISIT_URL, {
       method: request.method,
       headers: fields,
-      body: request.body,
+      body,
       redirect: "manual",
     });
   } catch (error) {

@@ -1,8 +1,9 @@
+import http from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentProcess, type RuntimeName, tunnelArgs } from "../_agent.ts";
 import { blob, Origin, sha256 } from "../_origin.ts";
 import { Relay } from "../_relay.ts";
-import { at, type Visit, visit } from "../_visit.ts";
+import { at, dialOptions, type Visit, visit } from "../_visit.ts";
 
 const MB = 1024 * 1024;
 
@@ -70,6 +71,48 @@ export function tunnelSuite(runtime: RuntimeName): void {
       const response = await visit(at(agent.url, "/echo"), { method, body });
       const seen = json(response);
       expect(seen).toMatchObject({ method, length: body.length, sha256: sha256(body) });
+    });
+
+    /** Sends `body` chunked (no Content-Length) with `method` to `path`. */
+    function chunked(method: string, path: string, body: string): Promise<{ status: number; body: string }> {
+      return new Promise((resolve, reject) => {
+        const request = http.request({ ...dialOptions(at(agent.url, path)), method }, (response) => {
+          let text = "";
+          response.on("data", (chunk: Buffer) => {
+            text += chunk;
+          });
+          response.on("end", () => resolve({ status: response.statusCode!, body: text }));
+        });
+        request.on("error", reject);
+        request.setHeader("transfer-encoding", "chunked");
+        request.end(body);
+      });
+    }
+
+    it.each(["DELETE", "OPTIONS"])(
+      "carries a %s's chunked body as its body, never as another request to the origin",
+      async (method) => {
+        // The body is a whole request: sent unframed after the head (as node:http wrote the body
+        // of a GET, DELETE or OPTIONS without Content-Length), the origin would read it as a
+        // second, smuggled request.
+        const smuggled = `GET /status/299?smuggled=${method} HTTP/1.1\r\nhost: origin\r\n\r\n`;
+        const answer = await chunked(method, "/echo", smuggled);
+        expect(answer.status).toBe(200);
+        expect(JSON.parse(answer.body)).toMatchObject({ method, length: smuggled.length });
+        // A request that follows on the same connections finds the origin in step.
+        expect(json(await visit(at(agent.url, "/echo?after=1"))).url).toBe("/echo?after=1");
+        expect(origin.requests.map((r) => r.url)).not.toContain(`/status/299?smuggled=${method}`);
+      },
+    );
+
+    it("refuses a GET with a body at the relay with 400, naming the cause, and the origin sees nothing", async () => {
+      const before = origin.requests.length;
+      const answer = await chunked("GET", "/echo?with-body", "a body");
+      expect(answer.status).toBe(400);
+      expect(answer.body).toMatch(/GET request cannot carry a body.*POST or PUT/);
+      expect(origin.requests.slice(before).map((r) => r.url)).not.toContain("/echo?with-body");
+      // A GET that says Content-Length: 0 has no body: it goes through.
+      expect(json(await visit(at(agent.url, "/echo?empty"), { headers: { "content-length": "0" } })).url).toBe("/echo?empty");
     });
 
     it("answers HEAD with the origin's status and headers and no body", async () => {
