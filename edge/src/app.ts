@@ -169,24 +169,27 @@ app.notFound(notFound);
  * limits, plus the INTERNAL fields the Durable Object reads.
  */
 async function visit(request: Request, env: Env, url: URL, name: string, path: string, prefix: string): Promise<Response> {
-  const clientIp = clientAddress(request.headers, request.cf);
-  const list = forwardedRequestHeaders(request.headers, {
+  // Each property of the runtime's Request, Headers and URL read is a call into it: once each.
+  const incoming = request.headers;
+  const method = request.method;
+  const protocol = url.protocol;
+  const clientIp = clientAddress(incoming, request.cf);
+  // The Durable Object needs `upgrade`, a hop-by-hop field, to answer with a WebSocket.
+  const { list, upgrade } = forwardedRequestHeaders(incoming, {
     clientIp,
-    proto: url.protocol.slice(0, -1),
-    host: request.headers.get("host") ?? url.host,
+    proto: protocol.slice(0, -1),
+    defaultHost: url.host,
     prefix,
   });
-  checkVisitorRequest({ method: request.method, path, headers: list }, headLimit(env.MAX_REQUEST_HEAD_BYTES));
-  // Hop-by-hop, so dropped above; the Durable Object needs it to answer with a WebSocket.
-  const upgrade = request.headers.get("upgrade")?.toLowerCase() === "websocket";
+  checkVisitorRequest({ method, path, headers: list }, headLimit(env.MAX_REQUEST_HEAD_BYTES));
   let body = request.body;
   // The runtime refuses a GET or HEAD with a body on the hop to the Durable Object.
-  if (body !== null && (request.method === "GET" || request.method === "HEAD")) {
-    if (request.headers.get("content-length") !== "0") {
+  if (body !== null && (method === "GET" || method === "HEAD")) {
+    if (incoming.get("content-length") !== "0") {
       throw new EdgeError(
         400,
         "bad-request",
-        `A ${request.method} request cannot carry a body through the relay (the Workers runtime refuses one); send the body with POST or PUT.`,
+        `A ${method} request cannot carry a body through the relay (the Workers runtime refuses one); send the body with POST or PUT.`,
       );
     }
     body = null;
@@ -203,6 +206,7 @@ async function visit(request: Request, env: Env, url: URL, name: string, path: s
     headers: list,
   };
   if (asks) visit.asks = true;
+  if (upgrade) visit.upgrade = true;
   const json = JSON.stringify(visit);
   let fields: HeaderList;
   if (json.length <= MAX_HEAD_FIELD) {
@@ -221,7 +225,7 @@ async function visit(request: Request, env: Env, url: URL, name: string, path: s
   let response: Response;
   try {
     response = await tunnel(env, name, shard).fetch(VISIT_URL, {
-      method: request.method,
+      method,
       headers: fields,
       body,
       redirect: "manual",
@@ -237,8 +241,8 @@ async function visit(request: Request, env: Env, url: URL, name: string, path: s
   if (asks) response = learnShards(name, response, now);
   if (!prefix) return response;
   // Pages name their tunnel for the root-relative requests they make without a Referer.
-  const routing = isPage(response) && cookieValue(request.headers.get("cookie"), TUNNEL_COOKIE) !== name;
-  return underPrefix(response, prefix, routing ? tunnelCookie(name, url.protocol === "https:") : undefined);
+  const routing = isPage(response) && cookieValue(incoming.get("cookie"), TUNNEL_COOKIE) !== name;
+  return underPrefix(response, prefix, routing ? tunnelCookie(name, protocol === "https:") : undefined);
 }
 
 function hopTooLarge(): EdgeError {

@@ -38,6 +38,8 @@ export interface VisitorHead {
   forwarded?: boolean;
   /** The Worker asks shard 0 to state the tunnel's live shards in SHARDS_HEADER (see ShardMap). */
   asks?: boolean;
+  /** The visitor asks for a WebSocket (the hop carries Upgrade too, for the runtime). */
+  upgrade?: boolean;
   /** Path and query as forwarded. */
   path: string;
   relayUrl: string;
@@ -132,8 +134,8 @@ export interface VisitorContext {
   clientIp: string | undefined;
   /** "http" or "https", as the visitor reached the relay. */
   proto: string;
-  /** The Host the visitor asked for. */
-  host: string;
+  /** The Host the visitor asked for, should its request have no Host field (HTTP/1.0). */
+  defaultHost: string;
   /** "/t/<name>" when the tunnel was reached by path, else "". */
   prefix: string;
 }
@@ -142,19 +144,30 @@ export interface VisitorContext {
  * The header list the origin receives, in one pass over the visitor's fields: its end-to-end
  * fields (no hop-by-hop ones nor those its Connection names, none of {@link isSpoofable}, none
  * of DROPPED_FROM_VISITOR, and without the relay's routing cookie when reached by path), then
- * X-Forwarded-* as the relay states them.
+ * X-Forwarded-* as the relay states them. The same pass says whether the visitor asks for a
+ * WebSocket (Upgrade, hop-by-hop, is dropped from the list): each `get` on the runtime's
+ * Headers is a call into it.
  */
-export function forwardedRequestHeaders(incoming: Headers, visitor: VisitorContext): HeaderList {
-  const connection = incoming.get("connection");
-  const named = connection ? connectionTokens(connection) : undefined;
-  const list: HeaderList = [];
+export function forwardedRequestHeaders(incoming: Headers, visitor: VisitorContext): { list: HeaderList; upgrade: boolean } {
+  let list: HeaderList = [];
   let forwardedFor: string | undefined;
+  let host: string | undefined;
+  let connection: string | undefined;
+  let upgrade = false;
   for (const [name, value] of incoming) {
     if (name.startsWith("x-forwarded-")) {
       if (name === "x-forwarded-for") forwardedFor = value;
       continue;
     }
-    if (HOP_BY_HOP.has(name) || DROPPED_FROM_VISITOR.has(name) || isSpoofable(name) || named?.has(name)) continue;
+    if (HOP_BY_HOP.has(name)) {
+      if (name === "connection") connection = value;
+      else if (name === "upgrade") upgrade = value.toLowerCase() === "websocket";
+      continue;
+    }
+    if (DROPPED_FROM_VISITOR.has(name) || isSpoofable(name)) {
+      if (name === "host") host = value;
+      continue;
+    }
     if (name === "cookie" && visitor.prefix) {
       // The relay's routing cookie is not the origin's (see TUNNEL_COOKIE).
       const rest = withoutTunnelCookie(value);
@@ -163,13 +176,22 @@ export function forwardedRequestHeaders(incoming: Headers, visitor: VisitorConte
     }
     list.push([name, value]);
   }
-  list.push(["x-forwarded-proto", visitor.proto], ["x-forwarded-host", visitor.host]);
+  if (connection) {
+    // Fields the Connection names are hop-by-hop too (RFC 9110 section 7.6.1); mostly it names
+    // only those that are anyway (keep-alive, close, upgrade).
+    const named = connectionTokens(connection);
+    for (const token of named) {
+      if (HOP_BY_HOP.has(token) || token === "close") named.delete(token);
+    }
+    if (named.size > 0) list = list.filter(([name]) => !named.has(name));
+  }
+  list.push(["x-forwarded-proto", visitor.proto], ["x-forwarded-host", host ?? visitor.defaultHost]);
   // Append rather than replace, as every proxy does: the origin trusts only the last entry.
   const chain = [forwardedFor, visitor.clientIp].filter(Boolean).join(", ");
   if (chain) list.push(["x-forwarded-for", chain]);
   if (visitor.clientIp) list.push(["x-real-ip", visitor.clientIp]);
   if (visitor.prefix) list.push(["x-forwarded-prefix", visitor.prefix]);
-  return list;
+  return { list, upgrade };
 }
 
 /**

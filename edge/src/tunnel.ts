@@ -1070,14 +1070,13 @@ export class TunnelObject extends DurableObject<Env> {
  * (Transfer-Encoding) dropped, the rest as the RequestHead frame carries them.
  */
 function visitorHead(fields: Headers): VisitorHead & { upgrade: boolean; contentLength: number | undefined } {
-  const upgrade = fields.get("upgrade")?.toLowerCase() === "websocket";
   const json = fields.get(INTERNAL.head);
   if (json !== null) {
     const head = JSON.parse(json) as VisitorHead;
     const length = head.headers.find(([name]) => name === "content-length")?.[1];
-    return { ...head, upgrade, contentLength: length === undefined ? undefined : Number(length) };
+    return { ...head, upgrade: head.upgrade === true, contentLength: length === undefined ? undefined : Number(length) };
   }
-  return visitorFields(fields, upgrade);
+  return visitorFields(fields, fields.get("upgrade")?.toLowerCase() === "websocket");
 }
 
 /** The same, from a head too large for INTERNAL.head: field by field. */
