@@ -24,13 +24,18 @@ export function memory(pid: number): { rss: number; peak: number } {
   return { rss: kb("VmRSS"), peak: kb("VmHWM") };
 }
 
-/** Samples the summed RSS of `pids()` every 50 ms until stopped; returns the highest seen. */
+/**
+ * Samples the summed RSS of `pids()` every 50 ms until stopped; returns the highest seen. A
+ * `pids()` that throws (its processes were stopped meanwhile) is a sample skipped: thrown from
+ * the timer, it would end the process before the error that stopped them was reported, and
+ * leave the rest of its children running.
+ */
 export function sampleRss(pids: () => number[]): { stop(): number } {
   let highest = 0;
   const take = () => {
     highest = Math.max(
       highest,
-      pids().reduce((sum, pid) => sum + memory(pid).rss, 0),
+      safe(pids, [] as number[]).reduce((sum, pid) => sum + memory(pid).rss, 0),
     );
   };
   take();

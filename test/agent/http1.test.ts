@@ -107,13 +107,19 @@ async function trickle(socket: Socket, bytes: string): Promise<void> {
   }
 }
 
+/** A new client, one GET sent on it, and the origin's end of the connection once the head came. */
+async function started(method = "GET", headers: [string, string][] = []) {
+  const client = new Http1Client("127.0.0.1", port);
+  const connected = nextConnection();
+  const request = send(client, method, headers);
+  const conn = await connected;
+  await conn.until("\r\n\r\n");
+  return { client, request, conn };
+}
+
 describe("the origin's answer", () => {
   it("is read by Content-Length, and the connection serves the next request", async () => {
-    const client = new Http1Client("127.0.0.1", port);
-    const connected = nextConnection();
-    const first = send(client, "GET");
-    const conn = await connected;
-    await conn.until("\r\n\r\n");
+    const { client, request: first, conn } = await started();
     expect(conn.text()).toBe("GET / HTTP/1.1\r\nhost: origin\r\n\r\n");
     conn.socket.write("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Two: a\r\nX-Two: b\r\n\r\nhello");
     const answer = await first.done;
@@ -129,11 +135,7 @@ describe("the origin's answer", () => {
   });
 
   it("is read chunked, with extensions and trailers, when it arrives a byte at a time", async () => {
-    const client = new Http1Client("127.0.0.1", port);
-    const connected = nextConnection();
-    const request = send(client, "GET");
-    const conn = await connected;
-    await conn.until("\r\n\r\n");
+    const { client, request, conn } = await started();
     await trickle(
       conn.socket,
       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;name=x\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n",
@@ -145,11 +147,7 @@ describe("the origin's answer", () => {
   });
 
   it("has no body for HEAD, 204 and 304, whatever their fields say", async () => {
-    const client = new Http1Client("127.0.0.1", port);
-    const connected = nextConnection();
-    const head = send(client, "HEAD");
-    const conn = await connected;
-    await conn.until("\r\n\r\n");
+    const { client, request: head, conn } = await started("HEAD");
     conn.socket.write("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
     expect(await head.done).toMatchObject({ status: 200, ended: true, body: Buffer.alloc(0) });
     const cached = send(client, "GET", [["if-none-match", '"x"']]);
@@ -160,11 +158,7 @@ describe("the origin's answer", () => {
   });
 
   it("skips interim answers (100, 103) for the final one", async () => {
-    const client = new Http1Client("127.0.0.1", port);
-    const connected = nextConnection();
-    const request = send(client, "GET");
-    const conn = await connected;
-    await conn.until("\r\n\r\n");
+    const { client, request, conn } = await started();
     conn.socket.write(
       "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     );
@@ -175,11 +169,7 @@ describe("the origin's answer", () => {
   });
 
   it("without a length, ends with the connection, which is not reused", async () => {
-    const client = new Http1Client("127.0.0.1", port);
-    const connected = nextConnection();
-    const request = send(client, "GET");
-    const conn = await connected;
-    await conn.until("\r\n\r\n");
+    const { client, request, conn } = await started();
     conn.socket.write("HTTP/1.0 200 OK\r\n\r\nuntil the end");
     conn.socket.end();
     const answer = await request.done;
@@ -201,11 +191,7 @@ describe("the origin's answer", () => {
     ["chunk data longer than its size", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc\r\n0\r\n\r\n"],
     ["a 101 to a request without an upgrade", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"],
   ])("fails with EPROTO, naming it, for %s", async (why, answer) => {
-    const client = new Http1Client("127.0.0.1", port);
-    const connected = nextConnection();
-    const request = send(client, "GET");
-    const conn = await connected;
-    await conn.until("\r\n\r\n");
+    const { client, request, conn } = await started();
     conn.socket.write(answer);
     const result = await request.done;
     expect(result.failed?.code).toBe("EPROTO");
@@ -220,11 +206,7 @@ describe("the origin's answer", () => {
     ["chunks", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\nextra", "a"],
     ["no body", "HTTP/1.1 204 No Content\r\n\r\nextra", ""],
   ])("stands when bytes nobody asked for follow it (after %s), but its connection is not reused", async (_, answer, body) => {
-    const client = new Http1Client("127.0.0.1", port);
-    const connected = nextConnection();
-    const request = send(client, "GET");
-    const conn = await connected;
-    await conn.until("\r\n\r\n");
+    const { client, request, conn } = await started();
     conn.socket.write(answer);
     const result = await request.done;
     expect(result).toMatchObject({ ended: true });
@@ -234,22 +216,14 @@ describe("the origin's answer", () => {
   });
 
   it("fails a head larger than 256 KiB instead of buffering it", async () => {
-    const client = new Http1Client("127.0.0.1", port);
-    const connected = nextConnection();
-    const request = send(client, "GET");
-    const conn = await connected;
-    await conn.until("\r\n\r\n");
+    const { client, request, conn } = await started();
     conn.socket.write(`HTTP/1.1 200 OK\r\nX-Big: ${"a".repeat(300 * 1024)}`);
     expect((await request.done).failed).toMatchObject({ code: "EPROTO", message: expect.stringMatching(/262144 bytes/) });
     client.close();
   });
 
   it("fails ECLOSED when the origin closes mid-body", async () => {
-    const client = new Http1Client("127.0.0.1", port);
-    const connected = nextConnection();
-    const request = send(client, "GET");
-    const conn = await connected;
-    await conn.until("\r\n\r\n");
+    const { client, request, conn } = await started();
     conn.socket.end("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort");
     const result = await request.done;
     expect(result).toMatchObject({ status: 200, ended: false, failed: { code: "ECLOSED" } });
@@ -270,11 +244,7 @@ describe("the origin's answer", () => {
 
 describe("the request", () => {
   it("goes again on a new connection when a reused one was closed by the origin, if it has no body", async () => {
-    const client = new Http1Client("127.0.0.1", port);
-    const connected = nextConnection();
-    const first = send(client, "GET");
-    const conn = await connected;
-    await conn.until("\r\n\r\n");
+    const { client, request: first, conn } = await started();
     conn.socket.write("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     await first.done;
     // The origin's keep-alive timeout: it closes the idle connection as the next request goes.
@@ -285,6 +255,26 @@ describe("the request", () => {
     await retried.until("GET /second");
     retried.socket.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     expect(await second.done).toMatchObject({ status: 200, ended: true });
+    client.close();
+  });
+
+  it("keeps a connection no longer than a second under the origin's Keep-Alive timeout", async () => {
+    const { client, request, conn } = await started();
+    conn.socket.write("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nKeep-Alive: timeout=2\r\n\r\n");
+    await request.done;
+    // Kept for 1 s: the connection is closed by the agent before the origin would close it.
+    const closed = once(conn.socket, "close");
+    const since = performance.now();
+    await closed;
+    expect(performance.now() - since).toBeGreaterThan(900);
+    // With timeout=1 there is no time to keep it at all.
+    const next = nextConnection();
+    const second = send(client, "GET");
+    const conn2 = await next;
+    await conn2.until("\r\n\r\n");
+    conn2.socket.write("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nKeep-Alive: timeout=1\r\n\r\n");
+    await second.done;
+    await once(conn2.socket, "close");
     client.close();
   });
 

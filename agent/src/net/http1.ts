@@ -30,6 +30,12 @@ export interface Exchange {
 const MAX_RESPONSE_HEAD = 256 * 1024;
 /** Connections kept open for reuse at most. */
 const MAX_IDLE = 256;
+/**
+ * How long an idle connection is kept when the origin gives no Keep-Alive timeout: under the
+ * 5 s of node:http's and Apache's servers, so that the agent never picks a connection the
+ * origin is closing at that moment (a request with a body could not be sent again).
+ */
+const DEFAULT_IDLE_MS = 4000;
 // RFC 9110 section 5.6.2 and 5.5, as the codec's guards check a RequestHead.
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
@@ -89,8 +95,11 @@ export class Http1Client {
     return { socket: fresh, reused: false };
   }
 
-  /** A connection whose exchange ended cleanly, for the next request. */
-  give(socket: Socket): void {
+  /**
+   * A connection whose exchange ended cleanly, for the next request, for at most `idleMs`
+   * (a second under what the origin's Keep-Alive said, like node:http's agent).
+   */
+  give(socket: Socket, idleMs: number): void {
     if (this.closed || this.idle.length >= MAX_IDLE || socket.destroyed) {
       socket.destroy();
       return;
@@ -102,7 +111,10 @@ export class Http1Client {
       if (at >= 0) this.idle.splice(at, 1);
     };
     socket.on("data", drop).on("end", drop).on("error", drop).on("close", drop);
+    const expiry = setTimeout(drop, idleMs);
+    expiry.unref?.();
     this.watching.set(socket, () => {
+      clearTimeout(expiry);
       socket.off("data", drop).off("end", drop).off("error", drop).off("close", drop);
     });
     socket.resume();
@@ -147,6 +159,8 @@ class Request implements Exchange {
   private chunkState: "size" | "data" | "crlf" | "trailers" = "size";
   private line = "";
   private keepAlive = true;
+  /** How long the connection may wait idle for the next request (see give). */
+  private idleMs = DEFAULT_IDLE_MS;
 
   constructor(
     private readonly client: Http1Client,
@@ -163,18 +177,20 @@ class Request implements Exchange {
   private readonly onData = (chunk: Buffer) => this.receive(chunk);
   private readonly onError = (error: NodeJS.ErrnoException) => this.lost(error.code ?? "ECONNRESET", error.message);
   private readonly onClose = () => this.lost("ECLOSED", "the connection closed");
+  // The origin's FIN: on Node the socket closes after it, not on every runtime (Bun's stays open).
+  private readonly onEnd = () => this.lost("ECLOSED", "the connection closed");
 
   private attach(): void {
     const { socket, reused } = this.client.take();
     this.socket = socket;
     this.reused = reused;
-    socket.on("data", this.onData).on("error", this.onError).on("close", this.onClose);
+    socket.on("data", this.onData).on("error", this.onError).on("close", this.onClose).on("end", this.onEnd);
     if (this.paused) socket.pause();
   }
 
   /** Takes this exchange's listeners off its connection (only those: node:net has its own). */
   private detach(): void {
-    this.socket.off("data", this.onData).off("error", this.onError).off("close", this.onClose);
+    this.socket.off("data", this.onData).off("error", this.onError).off("close", this.onClose).off("end", this.onEnd);
   }
 
   private sendHead(): void {
@@ -354,6 +370,11 @@ class Request implements Exchange {
           if (/(?:^|,)\s*close\s*(?:,|$)/i.test(value)) close = true;
           else if (status[1] === "0" && /(?:^|,)\s*keep-alive\s*(?:,|$)/i.test(value)) close = false;
           break;
+        case "keep-alive": {
+          const seconds = /(?:^|,)\s*timeout\s*=\s*(\d+)/i.exec(value);
+          if (seconds) this.idleMs = Math.max(0, Number(seconds[1]) * 1000 - 1000);
+          break;
+        }
       }
     }
     const rest = buffer.subarray(end + 4);
@@ -468,6 +489,7 @@ class Request implements Exchange {
       return;
     }
     this.detach();
-    this.client.give(this.socket);
+    if (this.idleMs > 0) this.client.give(this.socket, this.idleMs);
+    else this.socket.destroy();
   }
 }
