@@ -14,6 +14,7 @@ const runtime: Runtime = {
   },
   exit: (code) => process.exit(code),
   terminal: processTerminal,
+  nodeHttpOrigins: true,
 };
 
 runtime.exit(await main(runtime, process.argv.slice(2)));

@@ -53,7 +53,11 @@ export async function setUpOrigin(values: Record<string, string>, runtime: Runti
         "give --dir an existing directory",
       );
     }
-    const origin = new Origin(new URL(`http://127.0.0.1:${server.port}`), { hostHeader, label: resolve(dir) });
+    const origin = new Origin(new URL(`http://127.0.0.1:${server.port}`), {
+      hostHeader,
+      label: resolve(dir),
+      nodeHttp: runtime.nodeHttpOrigins,
+    });
     return { origin, check: async () => {}, close: () => server.close() };
   }
   let target: URL;
@@ -86,7 +90,7 @@ export async function setUpOrigin(values: Record<string, string>, runtime: Runti
       "leave them out, or give --origin https://HOST:PORT",
     );
   }
-  const origin = new Origin(target, { hostHeader, ca, insecure });
+  const origin = new Origin(target, { hostHeader, ca, insecure, nodeHttp: runtime.nodeHttpOrigins });
   const check = (log: Log) => {
     if (insecure) log.warn(`--origin-insecure: the certificate of ${origin.url} is not verified`);
     return checkOrigin(origin, log);

@@ -8,7 +8,8 @@ import { Http1Client } from "./net/http1.ts";
 // Not fetch, on purpose and on every runtime: the fetch of Node, Bun and Deno inflates gzip and
 // brotli bodies while keeping Content-Encoding, so the visitor would receive a decoded body
 // labelled as encoded. A plain-http origin gets the agent's own HTTP/1.1 client (net/http1.ts,
-// on node:net, which Bun and Deno implement faithfully); an https: one, node:https.
+// on node:net) on Node and Deno, node:http on Bun (see Runtime.nodeHttpOrigins); an https:
+// one, node:https.
 
 /** Connection errors that mean nothing is listening there (as opposed to a failure mid-request). */
 export const UNREACHABLE = new Set([
@@ -51,6 +52,8 @@ export interface OriginOptions {
   insecure?: boolean;
   /** What people see in the log instead of the URL (the directory of --dir). */
   label?: string;
+  /** For http: origins: node:http instead of the agent's own client (see Runtime.nodeHttpOrigins). */
+  nodeHttp?: boolean;
 }
 
 /** TLS error codes that mean the origin's certificate is not trusted (as opposed to a broken connection). */
@@ -108,6 +111,7 @@ export class Origin {
         }
       : {};
     if (this.secure) this.pool = new https.Agent({ keepAlive: true, maxSockets: 256, ...this.tls });
+    else if (options.nodeHttp) this.pool = new http.Agent({ keepAlive: true, maxSockets: 256 });
     else this.plain = new Http1Client(this.host, this.port);
   }
 
@@ -136,6 +140,45 @@ export class Origin {
   /** Sends a request with an origin-form `path`; the Host header names the origin itself. */
   open(method: string, path: string, headers: HeaderList, on: OriginHandlers): OriginExchange {
     if (this.plain) return this.openPlain(this.plain, method, path, headers, on);
+    // The head waits for the frames of its own message, as in net/http1.ts: a request without
+    // Content-Length is sent chunked when a body follows. Else node:http (Node's and Bun's)
+    // writes the body of a GET, DELETE or OPTIONS unframed, which the origin reads as another
+    // request on the connection.
+    let real: OriginExchange | undefined;
+    const early: ({ bytes: Uint8Array; flushed: () => void } | "end")[] = [];
+    let aborted = false;
+    let paused = false;
+    queueMicrotask(() => {
+      if (aborted) return;
+      const body = early[0] !== "end";
+      const sized = headers.some(([name]) => name.toLowerCase() === "content-length");
+      real = this.openNode(method, path, headers, on, body && !sized);
+      if (paused) real.pause();
+      for (const step of early) {
+        if (step === "end") real.end();
+        else real.write(step.bytes, step.flushed);
+      }
+    });
+    return {
+      write: (bytes, flushed) => (real ? real.write(bytes, flushed) : void early.push({ bytes, flushed })),
+      end: () => (real ? real.end() : void early.push("end")),
+      abort: () => {
+        aborted = true;
+        real?.abort();
+      },
+      pause: () => {
+        paused = true;
+        real?.pause();
+      },
+      resume: () => {
+        paused = false;
+        real?.resume();
+      },
+    };
+  }
+
+  /** The same through node:http or node:https; `chunked`: the body is sent chunked, whatever the method. */
+  private openNode(method: string, path: string, headers: HeaderList, on: OriginHandlers, chunked: boolean): OriginExchange {
     let settled = false;
     const fail = (code: ResetCode, message: string) => {
       if (settled) return;
@@ -149,6 +192,7 @@ export class Origin {
       outgoing[key] = seen === undefined ? value : [...(Array.isArray(seen) ? seen : [seen]), value];
     }
     outgoing.host = this.hostFor(headers);
+    if (chunked) outgoing["transfer-encoding"] = "chunked";
 
     let request: http.ClientRequest;
     try {
