@@ -14,7 +14,6 @@ const runtime: Runtime = {
   },
   exit: (code) => process.exit(code),
   terminal: processTerminal,
-  nodeHttpOrigins: true,
 };
 
 runtime.exit(await main(runtime, process.argv.slice(2)));

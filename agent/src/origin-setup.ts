@@ -53,11 +53,7 @@ export async function setUpOrigin(values: Record<string, string>, runtime: Runti
         "give --dir an existing directory",
       );
     }
-    const origin = new Origin(new URL(`http://127.0.0.1:${server.port}`), {
-      hostHeader,
-      label: resolve(dir),
-      nodeHttp: runtime.nodeHttpOrigins,
-    });
+    const origin = new Origin(new URL(`http://127.0.0.1:${server.port}`), { hostHeader, label: resolve(dir) });
     return { origin, check: async () => {}, close: () => server.close() };
   }
   let target: URL;
@@ -90,7 +86,7 @@ export async function setUpOrigin(values: Record<string, string>, runtime: Runti
       "leave them out, or give --origin https://HOST:PORT",
     );
   }
-  const origin = new Origin(target, { hostHeader, ca, insecure, nodeHttp: runtime.nodeHttpOrigins });
+  const origin = new Origin(target, { hostHeader, ca, insecure });
   const check = (log: Log) => {
     if (insecure) log.warn(`--origin-insecure: the certificate of ${origin.url} is not verified`);
     return checkOrigin(origin, log);

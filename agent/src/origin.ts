@@ -8,8 +8,7 @@ import { Http1Client } from "./net/http1.ts";
 // Not fetch, on purpose and on every runtime: the fetch of Node, Bun and Deno inflates gzip and
 // brotli bodies while keeping Content-Encoding, so the visitor would receive a decoded body
 // labelled as encoded. A plain-http origin gets the agent's own HTTP/1.1 client (net/http1.ts,
-// on node:net) on Node and Deno, node:http on Bun (see Runtime.nodeHttpOrigins); an https:
-// one, node:https.
+// on node:net, the same on every runtime); an https: one, node:https.
 
 /** Connection errors that mean nothing is listening there (as opposed to a failure mid-request). */
 export const UNREACHABLE = new Set([
@@ -52,8 +51,6 @@ export interface OriginOptions {
   insecure?: boolean;
   /** What people see in the log instead of the URL (the directory of --dir). */
   label?: string;
-  /** For http: origins: node:http instead of the agent's own client (see Runtime.nodeHttpOrigins). */
-  nodeHttp?: boolean;
 }
 
 /** TLS error codes that mean the origin's certificate is not trusted (as opposed to a broken connection). */
@@ -111,7 +108,6 @@ export class Origin {
         }
       : {};
     if (this.secure) this.pool = new https.Agent({ keepAlive: true, maxSockets: 256, ...this.tls });
-    else if (options.nodeHttp) this.pool = new http.Agent({ keepAlive: true, maxSockets: 256 });
     else this.plain = new Http1Client(this.host, this.port);
   }
 

@@ -20,13 +20,6 @@ export interface Runtime {
    * node:http throws a missing --allow-net from a later tick, where no caller can catch it.
    */
   listenDenied?(host: string, port: number): string | undefined;
-  /**
-   * Plain-http origins through node:http rather than the agent's own HTTP/1.1 client (see
-   * net/http1.ts): Bun. Its node:net sockets do not behave as Node's where the client relies on
-   * them (under the full test suite's load, Bun agents' downloads and uploads stalled); its
-   * node:http is Bun's own native client, with none of the costs the own client removes on Node.
-   */
-  readonly nodeHttpOrigins?: boolean;
 }
 
 /** Stdout as a terminal: what the live console needs to draw itself in place. */

@@ -146,6 +146,24 @@ describe("the origin's answer", () => {
     client.close();
   });
 
+  it("is not held up by a pause that comes after it ended: the connection serves the next request", async () => {
+    // The forwarder's flow control may pause an exchange whose last bytes it still holds for
+    // the relay, after the response ended and its connection went back to the pool.
+    const { client, request, conn } = await started();
+    conn.socket.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    await request.done;
+    request.exchange.pause();
+    const before = accepted.length;
+    const second = send(client, "GET", [], null, "/next");
+    await conn.until("GET /next");
+    conn.socket.write("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext");
+    const answer = await Promise.race([second.done, new Promise<undefined>((resolve) => setTimeout(resolve, 2000))]);
+    expect(answer?.body.toString()).toBe("next");
+    expect(accepted.length).toBe(before);
+    request.exchange.resume();
+    client.close();
+  });
+
   it("has no body for HEAD, 204 and 304, whatever their fields say", async () => {
     const { client, request: head, conn } = await started("HEAD");
     conn.socket.write("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");

@@ -253,12 +253,17 @@ class Request implements Exchange {
     this.socket.destroy();
   }
 
+  // Once the response is over its connection may be the pool's, or another exchange's: a
+  // pause then (the caller's flow control catching up with bytes it still holds) must not
+  // stop that connection, or the next request on it would wait forever.
   pause(): void {
+    if (this.done) return;
     this.paused = true;
     this.socket.pause();
   }
 
   resume(): void {
+    if (this.done) return;
     this.paused = false;
     this.socket.resume();
   }
