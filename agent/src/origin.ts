@@ -144,11 +144,29 @@ export class Origin {
     const early: ({ bytes: Uint8Array; flushed: () => void } | "end")[] = [];
     let aborted = false;
     let paused = false;
+    let refused = false;
     queueMicrotask(() => {
       if (aborted) return;
-      const body = early[0] !== "end";
+      const body = early[0] !== "end" && method !== "GET" && method !== "HEAD";
       const sized = headers.some(([name]) => name.toLowerCase() === "content-length");
-      real = this.openNode(method, path, headers, on, body && !sized);
+      const node = this.openNode(method, path, headers, on, body && !sized);
+      // A head sent without framing for a body: written, the bytes would be another request.
+      real =
+        body || sized
+          ? node
+          : {
+              ...node,
+              write: (bytes, flushed) => {
+                if (bytes.byteLength === 0) return flushed();
+                if (refused) return;
+                refused = true;
+                node.abort();
+                on.fail(
+                  "protocol-error",
+                  "the request could not be sent to the local server: a body came for a request sent without one",
+                );
+              },
+            };
       if (paused) real.pause();
       for (const step of early) {
         if (step === "end") real.end();
@@ -275,6 +293,7 @@ export class Origin {
           if (settled) return;
           settled = true;
           if (code === "EPROTO") return on.fail("origin-error", `the local server at ${this.url} ${message}`);
+          if (code === "EBODY") return on.fail("protocol-error", `the request could not be sent to the local server: ${message}`);
           if (code === "ECLOSED") {
             const what = answered ? "closed the connection mid-response" : "closed the connection without answering";
             return on.fail("origin-error", `the local server at ${this.url} ${what}`);

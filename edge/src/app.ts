@@ -204,9 +204,9 @@ async function visit(request: Request, env: Env, url: URL, name: string, path: s
     relayUrl: relayUrl(url, env.BASE_DOMAIN),
     clientIp: clientIp ?? null,
     headers: list,
+    upgrade,
   };
   if (asks) visit.asks = true;
-  if (upgrade) visit.upgrade = true;
   const json = JSON.stringify(visit);
   let fields: HeaderList;
   if (json.length <= MAX_HEAD_FIELD) {

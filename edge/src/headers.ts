@@ -38,7 +38,10 @@ export interface VisitorHead {
   forwarded?: boolean;
   /** The Worker asks shard 0 to state the tunnel's live shards in SHARDS_HEADER (see ShardMap). */
   asks?: boolean;
-  /** The visitor asks for a WebSocket (the hop carries Upgrade too, for the runtime). */
+  /**
+   * The visitor asks for a WebSocket (the hop carries Upgrade too, for the runtime). Absent
+   * from a head of the previous release's Worker, while a deploy replaces it.
+   */
   upgrade?: boolean;
   /** Path and query as forwarded. */
   path: string;
@@ -214,16 +217,17 @@ export function responseHeaders(list: HeaderList): { headers: HeaderList; conten
 
 /**
  * `response` with its header fields edited by `edit`: a copy, since a response from another
- * object's fetch has immutable fields. Status, body (not re-encoded) and WebSocket are kept.
+ * object's fetch has immutable fields. Status, WebSocket and the body as it is encoded are
+ * kept: copied from the response itself, a fetched gzip body goes on compressed (given
+ * `encodeBody: "manual"`, the runtime would inflate it and keep its Content-Encoding).
  */
 export function withHeaders(response: Response, edit: (headers: Headers) => void): Response {
-  const headers = new Headers(response.headers);
-  edit(headers);
-  if (response.webSocket) return new Response(null, { status: 101, webSocket: response.webSocket, headers });
-  return new Response(response.body, {
-    status: response.status,
-    statusText: response.statusText,
-    headers,
-    encodeBody: "manual",
-  });
+  if (response.webSocket) {
+    const headers = new Headers(response.headers);
+    edit(headers);
+    return new Response(null, { status: 101, webSocket: response.webSocket, headers });
+  }
+  const copy = new Response(response.body, response);
+  edit(copy.headers);
+  return copy;
 }

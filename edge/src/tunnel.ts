@@ -1074,7 +1074,8 @@ function visitorHead(fields: Headers): VisitorHead & { upgrade: boolean; content
   if (json !== null) {
     const head = JSON.parse(json) as VisitorHead;
     const length = head.headers.find(([name]) => name === "content-length")?.[1];
-    return { ...head, upgrade: head.upgrade === true, contentLength: length === undefined ? undefined : Number(length) };
+    const upgrade = head.upgrade ?? fields.get("upgrade")?.toLowerCase() === "websocket";
+    return { ...head, upgrade, contentLength: length === undefined ? undefined : Number(length) };
   }
   return visitorFields(fields, fields.get("upgrade")?.toLowerCase() === "websocket");
 }

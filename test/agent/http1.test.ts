@@ -321,6 +321,28 @@ describe("the request", () => {
     client.close();
   });
 
+  it("sends a GET whose End comes later without framing for a body, and fails a body that comes anyway", async () => {
+    const client = new Http1Client("127.0.0.1", port);
+    const connected = nextConnection();
+    let failed: { code: string; message: string } | undefined;
+    const exchange = client.request("GET", "/late", [["host", "o"]], {
+      head() {},
+      data() {},
+      end() {},
+      fail: (code, message) => {
+        failed = { code, message };
+      },
+    });
+    const conn = await connected;
+    const text = await conn.until("\r\n\r\n");
+    expect(text.toLowerCase()).not.toMatch(/transfer-encoding|content-length/);
+    exchange.write(Buffer.from("GET /smuggled HTTP/1.1\r\nhost: o\r\n\r\n"), () => {});
+    await once(conn.socket, "close");
+    expect(conn.text()).not.toContain("smuggled");
+    expect(failed).toMatchObject({ code: "EBODY" });
+    client.close();
+  });
+
   it("answered before its body was all sent, closes its connection rather than reuse it", async () => {
     const client = new Http1Client("127.0.0.1", port);
     const connected = nextConnection();

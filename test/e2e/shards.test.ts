@@ -117,6 +117,26 @@ describe("one tunnel on several Durable Objects (--connections)", () => {
     }
   });
 
+  it("passes a gzip body on as the origin encoded it on the visits that ask shard 0, with one connection or three", async () => {
+    const { gunzipSync } = await import("node:zlib");
+    for (const connections of [1, 3]) {
+      const agent = await startAgent("node", tunnelArgs(origin.port, relay, `gzip-asks-${connections}`), connections);
+      try {
+        // The Worker never saw this tunnel: its first visit asks (ShardMap.route), and so does
+        // the first after SHARDS_TTL_MS.
+        for (const wait of [0, 2100]) {
+          await new Promise((resolve) => setTimeout(resolve, wait));
+          const response = await visit(at(agent.url, "/gzip"), { headers: { "accept-encoding": "gzip" } });
+          expect(response.headers["content-encoding"]).toBe("gzip");
+          expect(response.headers["x-burrow-shards"]).toBeUndefined();
+          expect(gunzipSync(response.body).toString()).toBe("compressed hello ".repeat(100));
+        }
+      } finally {
+        await agent.stop("SIGINT");
+      }
+    }
+  });
+
   it("spreads over the HTTPS transport's sessions too", async () => {
     const agent = await startAgent("node", [...tunnelArgs(origin.port, relay, "spread-https"), "--transport", "https"], 2);
     try {

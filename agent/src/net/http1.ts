@@ -13,7 +13,7 @@ export interface ResponseHandlers {
   head(status: number, rawHeaders: string[]): void;
   data(bytes: Uint8Array): void;
   end(): void;
-  /** `code` is the socket's error code (ECONNREFUSED...), or "EPROTO" for a malformed response, "ECLOSED" for a close. */
+  /** `code`: the socket's (ECONNREFUSED...), "EPROTO" for a malformed response, "ECLOSED" for a close, "EBODY" for body bytes after a head sent without framing for them. */
   fail(code: string, message: string): void;
 }
 
@@ -42,6 +42,11 @@ const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const TARGET = /^[\x21-\x7e\x80-\xff]+$/;
 /** Methods whose requests carry no body unless they say so (node:http's list). */
 const BODYLESS = new Set(["GET", "HEAD", "DELETE", "OPTIONS", "TRACE"]);
+/**
+ * Sent without framing for a body even when their End comes in a later message: the relay
+ * refuses a GET or HEAD with a body, and some servers refuse one with Transfer-Encoding.
+ */
+const NEVER_CHUNKED = new Set(["GET", "HEAD"]);
 const OWS = /^[ \t]+|[ \t]+$/g;
 const CRLF = Buffer.from("\r\n");
 const LAST_CHUNK = Buffer.from("0\r\n\r\n");
@@ -198,7 +203,7 @@ class Request implements Exchange {
     this.headSent = true;
     let head = `${this.method} ${this.target} HTTP/1.1\r\n`;
     for (const [name, value] of this.headers) head += `${name}: ${value}\r\n`;
-    if (this.length === undefined) {
+    if (this.length === undefined && !NEVER_CHUNKED.has(this.method)) {
       if (!this.requestEnded || this.queued.length > 0) {
         this.requestChunked = true;
         head += "Transfer-Encoding: chunked\r\n";
@@ -225,6 +230,13 @@ class Request implements Exchange {
 
   private writeBody(bytes: Uint8Array, flushed: () => void): void {
     if (bytes.byteLength === 0) return void queueMicrotask(flushed);
+    if (!this.requestChunked && this.length === undefined) {
+      // A head sent without framing for a body: written, these bytes would be another request.
+      this.done = true;
+      this.socket.destroy();
+      this.on.fail("EBODY", "a body came for a request sent without one");
+      return;
+    }
     if (!this.requestChunked) {
       this.socket.write(bytes, () => flushed());
       return;
