@@ -164,6 +164,20 @@ describe("the origin's answer", () => {
     client.close();
   });
 
+  it("follows Transfer-Encoding over a Content-Length sent with it, which is not passed on", async () => {
+    const chunked = await started();
+    chunked.conn.socket.write("HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n");
+    const answer = await chunked.request.done;
+    expect(answer.body.toString()).toBe("ok");
+    expect(answer.headers).toEqual(["Transfer-Encoding", "chunked"]);
+    chunked.client.close();
+    // A coding other than chunked last: the body ends with the connection.
+    const coded = await started();
+    coded.conn.socket.end("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\nlonger than 2");
+    expect((await coded.request.done).body.toString()).toBe("longer than 2");
+    coded.client.close();
+  });
+
   it("has no body for HEAD, 204 and 304, whatever their fields say", async () => {
     const { client, request: head, conn } = await started("HEAD");
     conn.socket.write("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
@@ -293,6 +307,22 @@ describe("the request", () => {
     conn2.socket.write("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nKeep-Alive: timeout=1\r\n\r\n");
     await second.done;
     await once(conn2.socket, "close");
+    client.close();
+  });
+
+  it("is not sent again when it is not idempotent: a body-less POST on a connection the origin closed fails", async () => {
+    const client = new Http1Client("127.0.0.1", port);
+    const connected = nextConnection();
+    const first = send(client, "GET");
+    const conn = await connected;
+    await conn.until("\r\n\r\n");
+    conn.socket.write("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    await first.done;
+    conn.socket.destroy();
+    const before = accepted.length;
+    const post = await send(client, "POST", [], null, "/once").done;
+    expect(post.failed?.code).toMatch(/ECLOSED|ECONNRESET|EPIPE/);
+    expect(accepted.length).toBe(before);
     client.close();
   });
 

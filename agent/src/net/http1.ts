@@ -47,6 +47,8 @@ const BODYLESS = new Set(["GET", "HEAD", "DELETE", "OPTIONS", "TRACE"]);
  * refuses a GET or HEAD with a body, and some servers refuse one with Transfer-Encoding.
  */
 const NEVER_CHUNKED = new Set(["GET", "HEAD"]);
+/** Methods a request of which may go twice (RFC 9110 section 9.2.2): the only ones retried. */
+const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
 const OWS = /^[ \t]+|[ \t]+$/g;
 const CRLF = Buffer.from("\r\n");
 const LAST_CHUNK = Buffer.from("0\r\n\r\n");
@@ -291,7 +293,14 @@ class Request implements Exchange {
     // A reused connection the origin had closed meanwhile (its keep-alive timeout): nothing of
     // this request was taken, so it goes again, on the next connection, if it had no body that
     // would be sent twice. A new connection that fails is the origin's answer.
-    if (this.reused && !this.received && this.requestEnded && this.queued.length === 0 && !this.sentBody) {
+    if (
+      this.reused &&
+      !this.received &&
+      IDEMPOTENT.has(this.method) &&
+      this.requestEnded &&
+      this.queued.length === 0 &&
+      !this.sentBody
+    ) {
       this.detach();
       this.socket.on("error", () => {});
       this.socket.destroy();
@@ -353,6 +362,7 @@ class Request implements Exchange {
     const raw: string[] = [];
     let length: number | undefined;
     let chunked = false;
+    let transferCoded = false;
     let close = status[1] === "0";
     for (let i = 1; i < lines.length; i++) {
       const line = lines[i]!;
@@ -381,7 +391,7 @@ class Request implements Exchange {
         case "transfer-encoding":
           // Chunked must be the last coding (RFC 9112 section 6.1); other codings pass through as the body.
           chunked = /(?:^|,)\s*chunked\s*$/i.test(value);
-          if (!chunked) close = true;
+          transferCoded = true;
           break;
         case "connection":
           if (/(?:^|,)\s*close\s*(?:,|$)/i.test(value)) close = true;
@@ -402,6 +412,13 @@ class Request implements Exchange {
         return undefined;
       }
       return rest;
+    }
+    // A Transfer-Encoding wins over a Content-Length sent with it (RFC 9112 section 6.3), which
+    // is dropped: passed on, it would describe a body the visitor does not get. Without chunked
+    // as its last coding, the body ends with the connection.
+    if (transferCoded && !chunked) length = undefined;
+    if (transferCoded) {
+      for (let i = raw.length - 2; i >= 0; i -= 2) if (raw[i]!.toLowerCase() === "content-length") raw.splice(i, 2);
     }
     this.status = code;
     this.keepAlive = !close;
