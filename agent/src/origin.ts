@@ -147,6 +147,16 @@ export class Origin {
     let refused = false;
     queueMicrotask(() => {
       if (aborted) return;
+      try {
+        opened();
+      } catch (error) {
+        // Outside the forwarder's own try: a throw here would otherwise end the agent.
+        aborted = true;
+        real?.abort();
+        on.fail("protocol-error", `the request could not be sent to the local server: ${(error as Error).message}`);
+      }
+    });
+    const opened = () => {
       const body = early[0] !== "end" && method !== "GET" && method !== "HEAD";
       const sized = headers.some(([name]) => name.toLowerCase() === "content-length");
       const node = this.openNode(method, path, headers, on, body && !sized);
@@ -172,7 +182,7 @@ export class Origin {
         if (step === "end") real.end();
         else real.write(step.bytes, step.flushed);
       }
-    });
+    };
     return {
       write: (bytes, flushed) => (real ? real.write(bytes, flushed) : void early.push({ bytes, flushed })),
       end: () => (real ? real.end() : void early.push("end")),
