@@ -2,7 +2,7 @@
 // through Burrow (Node agent on workerd serve, as the benchmark does) while taking CPU profiles
 // of the relay's workerd (through its V8 inspector) and of the agent (node --cpu-prof), then
 // prints each process's CPU per request and its heaviest functions by self time.
-// Environment: PROFILE_SECONDS (5), PROFILE_CONNECTIONS (50), PROFILE_TOP (25), PROFILE_PATH
+// Environment: PROFILE_RUNTIME (node; bun or deno profile that agent instead), PROFILE_SECONDS (5), PROFILE_CONNECTIONS (50), PROFILE_TOP (25), PROFILE_PATH
 // (/small; /bytes/16777216 profiles downloads of 16 MiB, say), PROFILE_AGENT_ARGS (more
 // arguments for the agent, e.g. "--inspect false"), PROFILE_LINES (names of the relay's
 // functions whose hottest source lines to list, e.g. "visit,handle").
@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import autocannon from "autocannon";
 import WebSocket from "ws";
-import { AgentProcess, type Launcher, tunnelArgs } from "../test/_agent.ts";
+import { AgentProcess, agentCommand, type Launcher, type RuntimeName, tunnelArgs } from "../test/_agent.ts";
 import { command, cpuTime, processTree } from "../test/_memory.ts";
 import { Child, freePort } from "../test/_process.ts";
 import { Relay, ROOT } from "../test/_relay.ts";
@@ -21,6 +21,26 @@ const CONNECTIONS = Number(process.env.PROFILE_CONNECTIONS ?? 50);
 const TOP = Number(process.env.PROFILE_TOP ?? 25);
 const PATH = process.env.PROFILE_PATH ?? "/small";
 const LINES = (process.env.PROFILE_LINES ?? "").split(",").filter(Boolean);
+const RUNTIME = (process.env.PROFILE_RUNTIME ?? "node") as RuntimeName;
+if (!["node", "bun", "deno"].includes(RUNTIME)) throw new Error(`PROFILE_RUNTIME is node, bun or deno, not "${RUNTIME}"`);
+
+/** The agent as the bench starts it on `runtime`, with its runtime's V8 (or JSC) CPU profiler writing to `dir` on exit. */
+function profiledAgent(runtime: RuntimeName, dir: string): Launcher {
+  const flags = ["--cpu-prof", `--cpu-prof-dir=${dir}`];
+  if (runtime !== "deno") {
+    const [program, argv] = agentCommand(runtime, []);
+    return { name: runtime, cwd: ROOT, command: (args) => [program, [...flags, ...argv, ...args]] };
+  }
+  // `deno task agent` with the profiler's flags after `run`: the task's own permissions and V8 flags.
+  const task = (JSON.parse(readFileSync(join(ROOT, "deno.json"), "utf8")) as { tasks: { agent: { command: string } } }).tasks.agent;
+  const words = task.command.replaceAll("$HOME", process.env.HOME ?? "").split(" ").filter(Boolean);
+  const [, run, ...rest] = words;
+  return {
+    name: runtime,
+    cwd: ROOT,
+    command: (args) => [join(ROOT, "node_modules/.bin/deno"), [run!, ...flags, ...rest, ...args]],
+  };
+}
 
 interface ProfileNode {
   id: number;
@@ -133,14 +153,7 @@ try {
   const relay = await Relay.start({ launcher: "workerd", inspector: inspectorPort });
   stops.push(() => relay.dispose());
   const profiles = mkdtempSync(join(tmpdir(), "burrow-profile-"));
-  const profiled: Launcher = {
-    name: "node",
-    cwd: ROOT,
-    command: (args) => [
-      process.execPath,
-      ["--cpu-prof", `--cpu-prof-dir=${profiles}`, join(ROOT, "agent/bin/agent.js"), ...args],
-    ],
-  };
+  const profiled = profiledAgent(RUNTIME, profiles);
   const extra = (process.env.PROFILE_AGENT_ARGS ?? "").split(" ").filter(Boolean);
   const agent = await AgentProcess.start(profiled, [...tunnelArgs(originPort, relay, "profile"), ...extra]);
   stops.push(() => agent.stop("SIGINT"));
@@ -181,7 +194,7 @@ try {
   const file = readdirSync(profiles).find((f) => f.endsWith(".cpuprofile"));
   if (file) {
     const agentProfile = JSON.parse(readFileSync(join(profiles, file), "utf8")) as CpuProfile;
-    print("agent (node, whole run incl. warm-up and start)", agentProfile, requests + plain.requests.total + warm.requests.total);
+    print(`agent (${RUNTIME}, whole run incl. warm-up and start)`, agentProfile, requests + plain.requests.total + warm.requests.total);
   } else {
     console.log("\nagent: no profile written");
   }
