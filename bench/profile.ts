@@ -32,8 +32,12 @@ function profiledAgent(runtime: RuntimeName, dir: string): Launcher {
     return { name: runtime, cwd: ROOT, command: (args) => [program, [...flags, ...argv, ...args]] };
   }
   // `deno task agent` with the profiler's flags after `run`: the task's own permissions and V8 flags.
-  const task = (JSON.parse(readFileSync(join(ROOT, "deno.json"), "utf8")) as { tasks: { agent: { command: string } } }).tasks.agent;
-  const words = task.command.replaceAll("$HOME", process.env.HOME ?? "").split(" ").filter(Boolean);
+  const task = (JSON.parse(readFileSync(join(ROOT, "deno.json"), "utf8")) as { tasks: { agent: { command: string } } }).tasks
+    .agent;
+  const words = task.command
+    .replaceAll("$HOME", process.env.HOME ?? "")
+    .split(" ")
+    .filter(Boolean);
   const [, run, ...rest] = words;
   return {
     name: runtime,
@@ -194,7 +198,11 @@ try {
   const file = readdirSync(profiles).find((f) => f.endsWith(".cpuprofile"));
   if (file) {
     const agentProfile = JSON.parse(readFileSync(join(profiles, file), "utf8")) as CpuProfile;
-    print(`agent (${RUNTIME}, whole run incl. warm-up and start)`, agentProfile, requests + plain.requests.total + warm.requests.total);
+    print(
+      `agent (${RUNTIME}, whole run incl. warm-up and start)`,
+      agentProfile,
+      requests + plain.requests.total + warm.requests.total,
+    );
   } else {
     console.log("\nagent: no profile written");
   }
