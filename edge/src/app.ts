@@ -67,7 +67,19 @@ function errorResponse(error: unknown): Response {
 export async function handle(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> {
   const url = new URL(request.url);
   const label = subdomainOf(url.hostname, env.BASE_DOMAIN);
-  if (label === undefined) return app.fetch(request, env, ctx);
+  if (label === undefined) {
+    // An HTTPS-transport agent's polls and posts (two for each request its tunnel serves) go
+    // straight to their object; opening a session, which is admitted, takes the routes.
+    const session = url.pathname === SESSION_PATH ? request.headers.get(SESSION_HEADER) : null;
+    if (session !== null && SESSION_METHODS.has(request.method)) {
+      try {
+        return await sessionRequest(request, env, url, session);
+      } catch (error) {
+        return errorResponse(error);
+      }
+    }
+    return app.fetch(request, env, ctx);
+  }
   try {
     checkVisitorName(label);
     return await visit(request, env, url, label, url.pathname + url.search, "");
@@ -108,6 +120,23 @@ app.on(["GET", "POST", "DELETE"], SESSION_PATH, async (c) => {
   if (c.req.method === "POST" && !c.req.header(SESSION_HEADER)) await admitConnection(c);
   return tunnel(c.env, name, shard).fetch(agentRequest(c, name));
 });
+
+const SESSION_METHODS = new Set(["GET", "POST", "DELETE"]);
+
+/**
+ * A request of an open HTTPS-transport session, as its object gets it: the URL, the body and
+ * the session's id, no other field of the client's. The session id is what the object checks.
+ */
+function sessionRequest(request: Request, env: Env, url: URL, session: string): Promise<Response> {
+  const name = url.searchParams.get("name") ?? "";
+  checkName(name);
+  const shard = parseShard(url.searchParams.get("shard") ?? undefined);
+  return tunnel(env, name, shard).fetch(url.href, {
+    method: request.method,
+    headers: [[SESSION_HEADER, session]],
+    body: request.method === "POST" ? request.body : null,
+  });
+}
 
 /** An agent's request as its tunnel's Durable Object gets it: no spoofable fields, and the public URL. */
 function agentRequest(c: Context<App>, name: string): Request {
