@@ -49,8 +49,11 @@ export class HttpConnection {
     const lines = [`${method} ${path} HTTP/1.1`, `Host: ${this.host}`, "User-Agent: burrow-agent", "Cache-Control: no-store"];
     for (const [name, value] of Object.entries(options.headers ?? {})) lines.push(`${name}: ${value}`);
     if (method !== "GET" || body.byteLength > 0) lines.push(`Content-Length: ${body.byteLength}`);
+    // One write for head and body: one segment (and one read for the relay) for a small POST.
+    this.socket.cork();
     this.socket.write(`${lines.join("\r\n")}\r\n\r\n`);
     if (body.byteLength > 0) this.socket.write(body);
+    this.socket.uncork();
     try {
       return await withTimeout(
         this.response(method, options.maxBody),
