@@ -125,6 +125,16 @@ describe("a relay with tokens", () => {
     const { session } = JSON.parse(opened.body.toString()) as { session: string };
     const poll = await visit(`${base}&ack=0&wait=0`, { headers: { ...host, [SESSION_HEADER]: session } });
     expect(poll.status).toBe(200);
+    // A session's requests: a name checked as any, an unknown session refused, other methods not routed to it.
+    const badName = await visit(`http://127.0.0.1:${relay.port}${SESSION_PATH}?name=Bad_Name&ack=1&wait=0`, {
+      headers: { ...host, [SESSION_HEADER]: session },
+    });
+    expect([badName.status, badName.headers["x-burrow-error"]]).toEqual([400, "bad-request"]);
+    const unknown = await visit(`${base}&ack=1&wait=0`, { headers: { ...host, [SESSION_HEADER]: "not-a-session" } });
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.toString()).toContain("No such session");
+    const put = await visit(`${base}&seq=1`, { method: "PUT", headers: { ...host, [SESSION_HEADER]: session } });
+    expect(put.status).toBe(404);
     expect(
       (await visit(`http://127.0.0.1:${relay.port}${SESSION_PATH}/${session}?name=polled&ack=0&wait=0`, { headers: host }))
         .status,
