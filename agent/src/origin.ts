@@ -234,35 +234,42 @@ export class Origin {
       fail("protocol-error", `the request could not be sent to the local server: ${(error as Error).message}`);
       return { write() {}, end() {}, abort() {}, pause() {}, resume() {} };
     }
-    // Node's http turns Nagle's algorithm off for its sockets; Deno's node:http does not, and a
-    // small request then waits ~40 ms for a delayed ACK.
-    request.on("socket", (socket) => socket.setNoDelay(true));
-    // The head goes at once, not with the first body chunk (node:http waits for a write or
-    // end() otherwise): the origin sees a request whose body is slow to come, or never comes,
-    // and may answer it early (a 401 before an upload, a 431 for a head too large). Found by
-    // fuzzing: a head whose End never came was never answered.
-    request.flushHeaders();
     let response: http.IncomingMessage | undefined;
-    request.on("response", (incoming) => {
-      response = incoming;
-      on.head(incoming.statusCode ?? 502, responseHeaderList(incoming.rawHeaders));
-      incoming.on("data", (chunk: Uint8Array) => {
-        if (!settled) on.data(chunk);
+    try {
+      // Node's http turns Nagle's algorithm off for its sockets; Deno's node:http does not, and a
+      // small request then waits ~40 ms for a delayed ACK.
+      request.on("socket", (socket) => socket.setNoDelay(true));
+      request.on("response", (incoming) => {
+        response = incoming;
+        on.head(incoming.statusCode ?? 502, responseHeaderList(incoming.rawHeaders));
+        incoming.on("data", (chunk: Uint8Array) => {
+          if (!settled) on.data(chunk);
+        });
+        incoming.on("end", () => {
+          if (settled) return;
+          settled = true;
+          on.end();
+        });
+        incoming.on("close", () => {
+          if (!incoming.complete) fail("origin-error", `the local server at ${this.url} closed the connection mid-response`);
+        });
+        incoming.on("error", () => {});
       });
-      incoming.on("end", () => {
-        if (settled) return;
-        settled = true;
-        on.end();
+      request.on("error", (error: NodeJS.ErrnoException) => {
+        const { unreachable, message } = this.describe(error.code ?? error.message);
+        fail(unreachable ? "origin-unreachable" : "origin-error", message);
       });
-      incoming.on("close", () => {
-        if (!incoming.complete) fail("origin-error", `the local server at ${this.url} closed the connection mid-response`);
-      });
-      incoming.on("error", () => {});
-    });
-    request.on("error", (error: NodeJS.ErrnoException) => {
-      const { unreachable, message } = this.describe(error.code ?? error.message);
-      fail(unreachable ? "origin-unreachable" : "origin-error", message);
-    });
+      // The head goes at once, not with the first body chunk (node:http waits for a write or
+      // end() otherwise): the origin sees a request whose body is slow to come, or never comes,
+      // and may answer it early (a 401 before an upload, a 431 for a head too large). Found by
+      // fuzzing: a head whose End never came was never answered.
+      request.flushHeaders();
+    } catch (error) {
+      // Failed once, and nothing of this request reaches the visitor's stream after that.
+      fail("protocol-error", `the request could not be sent to the local server: ${(error as Error).message}`);
+      request.destroy();
+      return { write() {}, end() {}, abort() {}, pause() {}, resume() {} };
+    }
     return {
       write: (bytes, flushed) => {
         if (!request.destroyed && !request.writableEnded) request.write(bytes, () => flushed());
