@@ -57,6 +57,14 @@ const OWN_FIELDS = new Set([
 ]);
 
 /**
+ * Fields for a body the handshake never has: passed on, `Transfer-Encoding: chunked` made the
+ * origin read the agent's first WebSocket frames as chunks (websockets/ws then failed the
+ * connection on "RSV2 and RSV3 must be clear"), and a Content-Length would make a server
+ * that honours it take them as the body.
+ */
+const NO_BODY_FIELDS = new Set(["content-length", "expect"]);
+
+/**
  * Visitor WebSockets, origin side: for each upgrade stream the agent opens a WebSocket to its
  * origin (same host and port as requests, never another) and relays messages and closes as
  * frames, within the relay's credit. A visitor that stops reading pauses the origin's socket.
@@ -89,7 +97,8 @@ export class OriginSockets {
         .filter(Boolean) ?? [];
     const headers: Record<string, string> = {};
     for (const [name, value] of head.headers) {
-      if (OWN_FIELDS.has(name.toLowerCase())) continue;
+      const lower = name.toLowerCase();
+      if (OWN_FIELDS.has(lower) || HOP_BY_HOP.has(lower) || NO_BODY_FIELDS.has(lower)) continue;
       headers[name] = headers[name] ? `${headers[name]}, ${value}` : value;
     }
     const watch = this.observer?.socket(head);

@@ -138,6 +138,24 @@ describe("agent frame handling", () => {
     await stillServes();
   });
 
+  it.each([
+    ["Transfer-Encoding: chunked", ["transfer-encoding", "chunked"]],
+    ["Content-Length", ["content-length", "5"]],
+    ["TE and Expect", ["te", "trailers"]],
+  ] as [string, [string, string]][])(
+    "opens a WebSocket whose handshake came with %s without passing it on: messages still get through",
+    async (_what, field) => {
+      const frame = head("/ws/echo", [...upgrade, field, ["expect", "100-continue"]]);
+      current().send(frame);
+      expect(await answer(frame.stream, FrameType.ResponseHead)).toMatchObject({ status: 101 });
+      const echoed = answer<Frame>(frame.stream, FrameType.WsMessage);
+      const hello = new TextEncoder().encode("hello through the handshake");
+      current().send({ type: FrameType.WsMessage, stream: frame.stream, binary: false, final: true, bytes: hello });
+      expect(await echoed).toMatchObject({ bytes: hello });
+      await stillServes();
+    },
+  );
+
   it("resets a WebSocket stream whose messages come before the origin accepted it", async () => {
     const frame = head("/ws/echo", upgrade);
     current().send(frame, {
