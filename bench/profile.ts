@@ -1,6 +1,6 @@
 // `npm run bench:profile`: where a request's time goes, function by function. Runs small GETs
-// through Burrow (Node agent on workerd serve, as the benchmark does) while taking CPU profiles
-// of the relay's workerd (through its V8 inspector) and of the agent (node --cpu-prof), then
+// through Burrow (an agent on workerd serve, as the benchmark does) while taking CPU profiles
+// of the relay's workerd (through its V8 inspector) and of the agent (its runtime's --cpu-prof), then
 // prints each process's CPU per request and its heaviest functions by self time.
 // Environment: PROFILE_RUNTIME (node; bun or deno profile that agent instead), PROFILE_SECONDS (5), PROFILE_CONNECTIONS (50), PROFILE_TOP (25), PROFILE_PATH
 // (/small; /bytes/16777216 profiles downloads of 16 MiB, say), PROFILE_AGENT_ARGS (more

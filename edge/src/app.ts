@@ -135,6 +135,7 @@ function sessionRequest(request: Request, env: Env, url: URL, session: string): 
     method: request.method,
     headers: [[SESSION_HEADER, session]],
     body: request.method === "POST" ? request.body : null,
+    redirect: "manual",
   });
 }
 
