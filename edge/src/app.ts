@@ -111,13 +111,14 @@ app.get(CONNECT_PATH, async (c) => {
 app.get(INFO_PATH, (c) => c.json({ burrow: true, protocol: PROTOCOL_VERSION } satisfies RelayInfo, 200, RELAY_PAGE_HEADERS));
 
 // The HTTPS transport, for agents whose network blocks WebSockets (see SESSION_PATH): a POST
-// without a session header opens one (counted like a connect); the others name theirs in
-// SESSION_HEADER.
+// without a session header opens one (counted like a connect). Requests that name a session in
+// SESSION_HEADER never get here (see sessionRequest); a GET or DELETE without one gets the
+// object's 404.
 app.on(["GET", "POST", "DELETE"], SESSION_PATH, async (c) => {
   const name = c.req.query("name") ?? "";
   checkName(name);
   const shard = parseShard(c.req.query("shard"));
-  if (c.req.method === "POST" && !c.req.header(SESSION_HEADER)) await admitConnection(c);
+  if (c.req.method === "POST") await admitConnection(c);
   return tunnel(c.env, name, shard).fetch(agentRequest(c, name));
 });
 
