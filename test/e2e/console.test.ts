@@ -183,7 +183,11 @@ describe.skipIf(!tmux)("agent console, on a terminal", () => {
   it("shows a live status block above the request log, redrawn after a resize, and says what Ctrl-C did", async () => {
     const pane = new Pane(tunnelArgs(origin.port, relay, "live-block"));
     try {
-      const rows = await pane.until((screen) => /^Burrow {2}up/.test(screen[0]!));
+      // The block is drawn once the tunnel is up; the round trip fills in when the first
+      // heartbeat, sent at that moment, is answered.
+      const up = await pane.until((screen) => /^Burrow {2}up/.test(screen[0]!));
+      expect(up[3]).toMatch(/^transport {2}websocket {3}round trip (-|<1ms|\d+ms)$/);
+      const rows = await pane.until((screen) => /round trip (<1|\d+)ms$/.test(screen[3]!));
       expect(rows[1]).toBe(`relay      http://localhost:${relay.port}`);
       const url = /^tunnel +(\S+) -> /.exec(rows[2]!)![1]!;
       expect(rows[2]).toBe(`tunnel     ${url} -> http://localhost:${origin.port}`);
