@@ -5,8 +5,8 @@ It computes nothing itself: each token goes to GSSAPI's gss_accept_sec_context w
 gss-ntlmssp mechanism (OID 1.3.6.1.4.1.311.2.2.10), which builds the challenge and verifies the
 response against its user file (NTLM_USER_FILE, lines "DOMAIN:user:password"). So a wrong
 password is refused by an implementation independent of the agent's. With LM_COMPAT_LEVEL=5,
-gss-ntlmssp (as a stand-alone server, NETBIOS domain "WORKGROUP") refuses LM, NTLMv1 and
-NTLM2-session responses: only NTLMv2 passes.
+gss-ntlmssp (as a stand-alone server: NetBIOS domain its default "WORKSTATION") refuses LM,
+NTLMv1 and NTLM2-session responses: only NTLMv2 passes.
 
 Squid's stateful NTLM helper protocol (Squid 5, src/helper/Reply.cc, src/auth/ntlm/):
   in:  "YR <base64 type 1>"  a new handshake     out: "TT <base64 type 2>"
@@ -35,7 +35,10 @@ GSS_S_CONTINUE_NEEDED = 1
 GSS_C_GSS_CODE = 1
 GSS_C_MECH_CODE = 2
 NTLMSSP_NEGOTIATE_UNICODE = 0x00000001
+NTLMSSP_REQUEST_TARGET = 0x00000004
 NTLMSSP_TARGET_TYPE_DOMAIN = 0x00010000
+NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY = 0x00080000
+MSV_AV_EOL, MSV_AV_FLAGS, MSV_AV_FLAG_MIC_PRESENT = 0, 6, 0x2
 
 
 class Buffer(Structure):
@@ -105,8 +108,8 @@ def with_full_header(token, fields, header):
     ntlm_decode_msg_type wants the full header, ntlm_decode_field a payload after it) although
     it ignores a Version without the flag and a MIC that no MsvAvFlags announces. This moves
     the payload and its offsets only: the responses and names stay byte for byte, and with them
-    what gss-ntlmssp verifies. (A MIC covers the type 1 as sent, so a client that omits the
-    Version in type 1 but sends a MIC in type 3 fails here: no such client is known.)
+    what gss-ntlmssp verifies. But a MIC covers the type 1 as sent, so a client that omits the
+    Version in type 1 and sends a MIC in type 3 is refused here (and the refusal says why).
     """
     try:
         descriptors = [struct.unpack_from("<HHI", token, offset) for offset in fields]
@@ -127,21 +130,45 @@ def response_summary(token):
     """'NTLMv2 response from DOMAIN\\user' from a type 3 message, for the log only (MS-NLMP 2.2.1.3)."""
     try:
         nt_length = struct.unpack_from("<H", token, 20)[0]
-        unicode = struct.unpack_from("<I", token, 60)[0] & NTLMSSP_NEGOTIATE_UNICODE
+        flags = struct.unpack_from("<I", token, 60)[0]
+        unicode = flags & NTLMSSP_NEGOTIATE_UNICODE
         names = []
         for offset in (28, 36):  # DomainNameFields, UserNameFields
             length, _, start = struct.unpack_from("<HHI", token, offset)
             names.append(token[start : start + length].decode("utf-16-le" if unicode else "latin-1", "replace"))
-        kind = "NTLMv2" if nt_length > 24 else "NTLMv1 or NTLM2-session" if nt_length == 24 else "LM"
+        # A 24-byte NT response is NTLMv1, or NTLM2-session when extended session security was
+        # negotiated (MS-NLMP 3.3.1); NTLMv2's carries a blob after its 16-byte proof.
+        v1 = "NTLM2-session" if flags & NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY else "NTLMv1"
+        kind = "NTLMv2" if nt_length > 24 else v1 if nt_length == 24 else "LM"
         return "%s response from %s\\%s" % (kind, names[0], names[1])
     except struct.error:
         return "malformed type 3 message"
+
+
+def announces_mic(token):
+    """Whether a type 3 message's NTLMv2 response has MsvAvFlags with "MIC present" (MS-NLMP 2.2.2.1)."""
+    try:
+        length, _, offset = struct.unpack_from("<HHI", token, 20)
+        # NTProofStr (16), then the blob: version (2), reserved (6), time (8), client challenge
+        # (8), reserved (4), then the AV pairs (MS-NLMP 2.2.2.7).
+        at, end = offset + 44, offset + length
+        while at + 4 <= end:
+            av_id, av_length = struct.unpack_from("<HH", token, at)
+            if av_id == MSV_AV_EOL:
+                return False
+            if av_id == MSV_AV_FLAGS and av_length == 4:
+                return bool(struct.unpack_from("<I", token, at + 4)[0] & MSV_AV_FLAG_MIC_PRESENT)
+            at += 4 + av_length
+    except struct.error:
+        pass
+    return False
 
 
 class Handshake:
     def __init__(self):
         self.credential = acceptor_credential()
         self.context = c_void_p(None)
+        self.padded_negotiate = False
 
     def reset(self):
         if self.context.value:
@@ -189,7 +216,13 @@ def answer(handshake, line):
         return "BH the token is not base64"
     if request == "YR":
         handshake.reset()
-        major, minor, reply, _ = handshake.step(with_full_header(token, NEGOTIATE_FIELDS, NEGOTIATE_HEADER))
+        negotiate = with_full_header(token, NEGOTIATE_FIELDS, NEGOTIATE_HEADER)
+        handshake.padded_negotiate = negotiate != token
+        if len(token) >= 16 and not struct.unpack_from("<I", token, 12)[0] & NTLMSSP_REQUEST_TARGET:
+            # MS-NLMP 3.2.5.1.1 has the server send TargetInfo for NTLMv2 anyway, and Windows does;
+            # gss-ntlmssp sends it only when asked, and without it a client sends no MIC.
+            log("the type 1 message does not set NTLMSSP_REQUEST_TARGET: the challenge has no target info")
+        major, minor, reply, _ = handshake.step(negotiate)
         if major == GSS_S_CONTINUE_NEEDED and reply:
             # Target type "domain" would make gss-ntlmssp defer the LM/NTLMv1 decision to a
             # domain controller (gssntlm_sec_ntlm_ok), that is, accept NTLMv1: never run so.
@@ -205,12 +238,20 @@ def answer(handshake, line):
         if not handshake.context.value:
             return "BH a type 3 message without a handshake in progress"
         summary = response_summary(token)
+        mic = announces_mic(token)
+        if mic:
+            summary += " (with a MIC)"
         major, minor, _, peer = handshake.step(with_full_header(token, AUTHENTICATE_FIELDS, AUTHENTICATE_HEADER))
         handshake.reset()
         if major == GSS_S_COMPLETE and peer:
             log("accepted " + summary)
             return "OK user=" + urllib.parse.quote(peer, safe="")
         reason = describe(major, minor)
+        if mic and handshake.padded_negotiate:
+            reason += (
+                " (the MIC covers a type 1 message sent without its Version field, which gss-ntlmssp"
+                " 1.2 only reads padded: send the Version field, as Windows does, to have a MIC checked)"
+            )
         log("refused %s: %s" % (summary, reason))
         return "ERR message=" + urllib.parse.quote(reason, safe="")
     return "BH unknown request " + request[:16]
@@ -229,12 +270,12 @@ def check():
 
 
 def main():
+    # A NetBIOS domain other than the default makes gss-ntlmssp a domain member (see answer()).
+    os.environ.pop("NETBIOS_DOMAIN_NAME", None)
     if sys.argv[1:] == ["--check"]:
         return check()
     if not os.environ.get("NTLM_USER_FILE"):
         log("NTLM_USER_FILE is not set")
-    # A NetBIOS domain other than the default makes gss-ntlmssp a domain member (see above).
-    os.environ.pop("NETBIOS_DOMAIN_NAME", None)
     try:
         handshake = Handshake()
     except RuntimeError as error:

@@ -130,6 +130,32 @@ describe.skipIf(skip || !curl)("simulated corporate networks", () => {
     ]);
   });
 
+  it.skipIf(skipNtlm)("squid with ntlm: refuses NTLMv1, NTLM2-session and a bad MIC, even with the right password", async () => {
+    const corp = await network({ egress: "squid", squid: { ntlm: { domain: "CORP", user: "alice", password: "s3cret pass" } } });
+    // gss-ntlmssp's own initiator as the client, told by its LM_COMPAT_LEVEL what to send.
+    const send = async (level: number, mic: "" | "mic" | "bad-mic" = "") => {
+      const argv = ["/usr/bin/python3", "test/_ntlm-initiator.py", corp.hostIp, "3128", `${relay.ip}:443`];
+      const sent = await corp.run([...argv, "CORP\\alice", "s3cret pass", mic], {
+        env: { ...process.env, LM_COMPAT_LEVEL: String(level) },
+      });
+      expect(sent.status, sent.output).toBe(0);
+      return sent.output;
+    };
+    expect(await send(0)).toMatch(/^sent NTLMv1 response from CORP\\alice\nHTTP\/1\.1 407 /);
+    expect(await send(2)).toMatch(/^sent NTLM2-session response from CORP\\alice\nHTTP\/1\.1 407 /);
+    // The same client with the same password, sending NTLMv2, with a MIC (MS-NLMP 3.1.5.1.2) or not.
+    expect(await send(3)).toMatch(/^sent NTLMv2 response from CORP\\alice\nHTTP\/1\.1 200 /);
+    expect(await send(3, "mic")).toMatch(/^sent NTLMv2 response from CORP\\alice\nHTTP\/1\.1 200 /);
+    expect(await send(3, "bad-mic")).toMatch(/^sent NTLMv2 response from CORP\\alice\nHTTP\/1\.1 407 /);
+    expect(ntlmVerdicts(corp.dir)).toEqual([
+      expect.stringMatching(/^refused NTLMv1 response from CORP\\alice: .*NTLM version 1 not allowed/),
+      expect.stringMatching(/^refused NTLM2-session response from CORP\\alice: .*NTLM version 1 not allowed/),
+      "accepted NTLMv2 response from CORP\\alice",
+      "accepted NTLMv2 response from CORP\\alice (with a MIC)",
+      expect.stringMatching(/^refused NTLMv2 response from CORP\\alice \(with a MIC\): /),
+    ]);
+  });
+
   it("mitm: re-signs TLS with its CA (CN mitmproxy), verifies the relay upstream, and can block WebSockets", async () => {
     const corp = await network({ egress: "mitm", mitm: { blockWebSockets: true } });
     const seen = await curlIn(corp, "-v", "--cacert", corp.proxyCaFile, "--proxy", corp.proxyUrl, `${relay.url}/`);
