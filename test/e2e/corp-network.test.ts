@@ -156,6 +156,29 @@ describe.skipIf(skip || !curl)("simulated corporate networks", () => {
     ]);
   });
 
+  it.skipIf(skipNtlm)("squid with ntlm: ten handshakes at once each get their own verdict", async () => {
+    const corp = await network({ egress: "squid", squid: { ntlm: { domain: "CORP", user: "alice", password: "s3cret" } } });
+    // Four stateful helpers (auth_param ntlm children 4): squid queues the other handshakes.
+    const logins = Array.from({ length: 10 }, (_, i) => (i % 3 === 2 ? "CORP\\alice:wrong" : "CORP\\alice:s3cret"));
+    const proxy = ["--cacert", relay.caFile, "--proxy", `http://${corp.hostIp}:3128`, "--proxy-ntlm"];
+    const runs = await Promise.all(
+      logins.map((login) => curlIn(corp, ...proxy, "-U", login, "-o", "/dev/null", "-w", "%{http_connect}", `${relay.url}/`)),
+    );
+    expect(runs.map((run) => run.output.split("\n").find((line) => /^\d{3}$/.test(line)))).toEqual(
+      logins.map((login) => (login.endsWith("wrong") ? "407" : "200")),
+    );
+    expect(ntlmVerdicts(corp.dir).filter((verdict) => verdict.startsWith("accepted"))).toHaveLength(7);
+  });
+
+  it.skipIf(skipNtlm)("squid with ntlm: checks a non-ASCII account (UTF-16 in NTLM, UTF-8 in the user file)", async () => {
+    const corp = await network({ egress: "squid", squid: { ntlm: { domain: "CORP", user: "élodie", password: "s3crét pâss" } } });
+    expect(corp.proxyUrl).toBe(`http://CORP%5C%C3%A9lodie:s3cr%C3%A9t%20p%C3%A2ss@${corp.hostIp}:3128`);
+    const send = (password: string) =>
+      corp.run(["/usr/bin/python3", "test/_ntlm-initiator.py", corp.hostIp, "3128", `${relay.ip}:443`, "CORP\\élodie", password]);
+    expect((await send("s3crét pâss")).output).toMatch(/^sent NTLMv2 response from CORP\\élodie\nHTTP\/1\.1 200 /);
+    expect((await send("s3cret pâss")).output).toMatch(/^sent NTLMv2 response from CORP\\élodie\nHTTP\/1\.1 407 /);
+  });
+
   it("mitm: re-signs TLS with its CA (CN mitmproxy), verifies the relay upstream, and can block WebSockets", async () => {
     const corp = await network({ egress: "mitm", mitm: { blockWebSockets: true } });
     const seen = await curlIn(corp, "-v", "--cacert", corp.proxyCaFile, "--proxy", corp.proxyUrl, `${relay.url}/`);
