@@ -342,7 +342,8 @@ export interface SquidOptions {
   /**
    * NTLM with real NTLMv2 checking (test/_ntlm-verifier.ts: gss-ntlmssp behind a squid helper):
    * `407 Proxy-Authenticate: NTLM`; a wrong password, domain or user, or an LM/NTLMv1 response,
-   * is refused with another 407. The proxy URL carries `DOMAIN%5Cuser:password`.
+   * is refused with another 407. The proxy URL carries `DOMAIN%5Cuser:password`. With `auth`
+   * too, squid offers NTLM, then Basic. ntlmVerdicts(dir) lists what the verifier decided.
    */
   ntlm?: NtlmAccount;
   /**
