@@ -1,4 +1,4 @@
-import { RESERVED_NAMES, TUNNEL_NAME_PATTERN } from "@burrow/protocol";
+import { isPunycodeName, RESERVED_NAMES, TUNNEL_NAME_PATTERN } from "@burrow/protocol";
 
 export const ADJECTIVES = [
   "amber",
@@ -79,13 +79,16 @@ function pick<T>(items: readonly T[]): T {
   return items[randomIndex(items.length)]!;
 }
 
-/** A readable tunnel name such as `plucky-wombat-7k3m9qd`: a valid DNS label, never a reserved one. */
+/**
+ * A readable tunnel name such as `plucky-wombat-7k3m9qd`: a valid DNS label, never a reserved
+ * one nor a punycode one (which relays refuse by default), the protocol's rules for any name.
+ */
 export function randomName(): string {
   for (;;) {
     let suffix = "";
     for (let i = 0; i < SUFFIX_LENGTH; i++) suffix += SUFFIX_ALPHABET[randomIndex(SUFFIX_ALPHABET.length)];
     const name = `${pick(ADJECTIVES)}-${pick(ANIMALS)}-${suffix}`;
-    if (TUNNEL_NAME_PATTERN.test(name) && !RESERVED_NAMES.has(name)) return name;
+    if (TUNNEL_NAME_PATTERN.test(name) && !RESERVED_NAMES.has(name) && !isPunycodeName(name)) return name;
   }
 }
 

@@ -1,6 +1,8 @@
 import {
   type HelloFrame,
+  isPunycodeName,
   PROTOCOL_VERSION,
+  PUNYCODE_PREFIX,
   RESERVED_NAMES,
   type RefusalCode,
   sameBytes,
@@ -87,6 +89,8 @@ export interface AdmissionPolicy {
   nameTtlMs: number;
   /** On an open relay, a name stays reserved this long for an agent that dropped uncleanly. */
   graceMs: number;
+  /** Punycode (`xn--`) names are admitted (ALLOW_PUNYCODE_NAMES). */
+  allowPunycode?: boolean;
 }
 
 export interface HelloContext {
@@ -151,6 +155,12 @@ export async function admit(context: HelloContext): Promise<Admission> {
   }
   if (RESERVED_NAMES.has(hello.name)) {
     return refuse("name-reserved", `the name "${hello.name}" is reserved by the relay (see the README's Security section)`);
+  }
+  if (!policy.allowPunycode && isPunycodeName(hello.name)) {
+    return refuse(
+      "name-reserved",
+      `the name "${hello.name}" starts with ${PUNYCODE_PREFIX}: browsers show such (punycode) names as other letters, look-alikes of other names, so this relay refuses them (its owner can allow them with ALLOW_PUNYCODE_NAMES)`,
+    );
   }
   const byToken = owner.startsWith("token:");
   const taken = byToken

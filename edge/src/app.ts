@@ -2,7 +2,9 @@ import {
   CONNECT_PATH,
   type HeaderList,
   INFO_PATH,
+  isPunycodeName,
   PROTOCOL_VERSION,
+  PUNYCODE_PREFIX,
   RESERVED_NAMES,
   type RelayInfo,
   SESSION_HEADER,
@@ -26,6 +28,7 @@ import {
   withHeaders,
   withoutSpoofable,
 } from "./headers.ts";
+import { allowsPunycode } from "./limits.ts";
 import { parseLiveShards, parseShard, ShardMap, shardObjectName } from "./shards.ts";
 import { cookieValue, strayTunnel, TUNNEL_COOKIE, tunnelCookie } from "./strays.ts";
 import type { TunnelObject } from "./tunnel.ts";
@@ -81,7 +84,7 @@ export async function handle(request: Request, env: Env, ctx: ExecutionContext):
     return app.fetch(request, env, ctx);
   }
   try {
-    checkVisitorName(label);
+    checkVisitorName(label, env);
     return await visit(request, env, url, label, url.pathname + url.search, "");
   } catch (error) {
     return errorResponse(error);
@@ -158,7 +161,7 @@ app.all("/t/:name{[^/]+}/*", (c) => {
   // The segment as sent: the forwarded path is cut after it, not after the decoded name.
   const segment = url.pathname.split("/")[2]!;
   const name = decoded(segment);
-  checkVisitorName(name);
+  checkVisitorName(name, c.env);
   const rest = url.pathname.slice(`/t/${segment}`.length);
   // One URL per tunnel: `/t/%64emo/x` is `/t/demo/x`, and cookies scoped to the one are not the other's.
   if (segment !== name) return c.redirect(`/t/${name}${rest}${url.search}`, 308);
@@ -209,7 +212,7 @@ async function visit(request: Request, env: Env, url: URL, name: string, path: s
   const { list, upgrade } = forwardedRequestHeaders(incoming, {
     clientIp,
     proto: protocol.slice(0, -1),
-    defaultHost: url.host,
+    publicHost: prefix ? pathFormHost(url, env.BASE_DOMAIN) : url.host,
     prefix,
   });
   checkVisitorRequest({ method, path, headers: list }, headLimit(env.MAX_REQUEST_HEAD_BYTES));
@@ -383,13 +386,23 @@ function checkName(name: string): void {
   }
 }
 
-/** For visitors: reserved names (RESERVED_NAMES) are nobody's tunnel, then checkName. */
-function checkVisitorName(name: string): void {
+/**
+ * For visitors: reserved names (RESERVED_NAMES) are nobody's tunnel, nor punycode ones unless
+ * ALLOW_PUNYCODE_NAMES (no agent may hold them), then checkName.
+ */
+function checkVisitorName(name: string, env: Env): void {
   if (RESERVED_NAMES.has(name)) {
     const shown = TUNNEL_NAME_PATTERN.test(name) ? `the name "${name}"` : "that name";
     throw new EdgeError(404, "not-found", `No tunnel here: ${shown} is reserved by the relay.`);
   }
   checkName(name);
+  if (isPunycodeName(name) && !allowsPunycode(env.ALLOW_PUNYCODE_NAMES)) {
+    throw new EdgeError(
+      404,
+      "not-found",
+      `No tunnel here: this relay refuses names that start with ${PUNYCODE_PREFIX} (punycode, which browsers show as look-alikes of other names).`,
+    );
+  }
 }
 
 /** The percent-decoded path segment, or the segment itself when it does not decode. */
@@ -412,6 +425,19 @@ export function relayUrl(visited: URL, base: string): string {
   const { hostname, protocol, port } = visited;
   if (base && hostname.endsWith(`.${base}`)) return `${protocol}//${base}${port ? `:${port}` : ""}`;
   return visited.origin;
+}
+
+/**
+ * The host a tunnel reached by path is served on, as the origin is told it (X-Forwarded-Host):
+ * the base domain, with the port the visitor used, whatever Host the visitor sent, since a
+ * relay that is not behind Cloudflare's routes (wrangler dev, workerd serve) is reached with
+ * any Host. Without a base domain, the visited host: on Cloudflare a Worker only gets requests
+ * for its own routes and workers.dev host. (On `<name>.<BASE_DOMAIN>` the visited host is the
+ * tunnel's: routing checked it.)
+ */
+export function pathFormHost(visited: URL, base: string): string {
+  if (!base) return visited.host;
+  return visited.port ? `${base}:${visited.port}` : base;
 }
 
 /** The URL visitors use: a subdomain when the agent reached the relay on its base domain. */

@@ -30,4 +30,6 @@ export interface Env {
   CONNECTS_PER_MINUTE?: string;
   /** Largest visitor request head (request line and fields), in bytes (default 65536). */
   MAX_REQUEST_HEAD_BYTES?: string;
+  /** "true" admits tunnel names starting with `xn--` (punycode look-alikes); refused by default. */
+  ALLOW_PUNYCODE_NAMES?: string;
 }

@@ -1,4 +1,5 @@
 import { type HeaderList, HOP_BY_HOP } from "@burrow/protocol";
+import { narrowCookie } from "./cookies.ts";
 import { ERROR_HEADER } from "./errors.ts";
 import { withoutTunnelCookie } from "./strays.ts";
 
@@ -68,9 +69,41 @@ const INTERNAL_NAMES = new Set<string>(Object.values(INTERNAL));
 // The visitor's WebSocket handshake ends at the relay; the agent makes its own to the origin
 // (Sec-WebSocket-Protocol, the offered subprotocols, does travel on).
 const HANDSHAKE = ["sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-accept"];
-// Forwarded (RFC 7239) and X-Real-IP are proxy statements about the client: a visitor's own
-// would reach the origin as if the relay had made them. The relay sends its own X-Real-IP.
-const DROPPED_FROM_VISITOR = new Set<string>(["host", "forwarded", "x-real-ip", ...HANDSHAKE, ...INTERNAL_NAMES]);
+/**
+ * Fields that servers, frameworks and rate limiters read as the client's address, each set by
+ * some proxy or CDN in front of them: a visitor's own would reach the origin as if the relay
+ * had made it. The relay states the address itself in X-Forwarded-For and X-Real-IP (all of
+ * X-Forwarded-* and CF-* are dropped besides, by prefix). Sources: RFC 7239 (Forwarded), nginx
+ * (X-Real-IP), ingress-nginx (X-Original-Forwarded-For), Akamai and Cloudflare (True-Client-IP),
+ * Fastly, Rackspace and Riverbed (X-Cluster-Client-IP), Google (X-ProxyUser-Ip,
+ * X-AppEngine-User-IP), Envoy, Azure Front Door, Fly, Vercel and Netlify, and the lists that
+ * Rails (Client-IP), django-ipware and request-ip try in turn (X-Forwarded, Forwarded-For,
+ * X-Client-IP).
+ */
+const CLIENT_ADDRESS_FIELDS: readonly string[] = [
+  "forwarded",
+  "forwarded-for",
+  "x-forwarded",
+  "x-real-ip",
+  "x-client-ip",
+  "client-ip",
+  "true-client-ip",
+  "x-cluster-client-ip",
+  "fastly-client-ip",
+  "x-original-forwarded-for",
+  "x-proxyuser-ip",
+  "x-appengine-user-ip",
+  "x-envoy-external-address",
+  "x-azure-clientip",
+  "x-azure-socketip",
+  "fly-client-ip",
+  "x-vercel-forwarded-for",
+  "x-nf-client-connection-ip",
+  "x-originating-ip",
+  "x-remote-ip",
+  "x-remote-addr",
+];
+const DROPPED_FROM_VISITOR = new Set<string>(["host", ...CLIENT_ADDRESS_FIELDS, ...HANDSHAKE, ...INTERNAL_NAMES]);
 
 /**
  * True for the fields a client may not send through the relay: the relay's own (`x-burrow-*`,
@@ -137,8 +170,12 @@ export interface VisitorContext {
   clientIp: string | undefined;
   /** "http" or "https", as the visitor reached the relay. */
   proto: string;
-  /** The Host the visitor asked for, should its request have no Host field (HTTP/1.0). */
-  defaultHost: string;
+  /**
+   * The tunnel's public host as the relay recognised it (see publicHost in app.ts), never the
+   * visitor's Host as sent: the origin builds absolute URLs from X-Forwarded-Host (and from
+   * Host under `--host-header preserve`), password-reset links among them.
+   */
+  publicHost: string;
   /** "/t/<name>" when the tunnel was reached by path, else "". */
   prefix: string;
 }
@@ -147,18 +184,19 @@ export interface VisitorContext {
  * The header list the origin receives, in one pass over the visitor's fields: its end-to-end
  * fields (no hop-by-hop ones nor those its Connection names, none of {@link isSpoofable}, none
  * of DROPPED_FROM_VISITOR, and without the relay's routing cookie when reached by path), then
- * X-Forwarded-* as the relay states them. The same pass says whether the visitor asks for a
+ * X-Forwarded-* as the relay states them. A name is compared with `_` read as `-`: CGI, WSGI
+ * and Rack servers turn both into `_` (X_Real_IP is HTTP_X_REAL_IP to the app). The same pass says whether the visitor asks for a
  * WebSocket (Upgrade, hop-by-hop, is dropped from the list): each `get` on the runtime's
  * Headers is a call into it.
  */
 export function forwardedRequestHeaders(incoming: Headers, visitor: VisitorContext): { list: HeaderList; upgrade: boolean } {
   let list: HeaderList = [];
   let forwardedFor: string | undefined;
-  let host: string | undefined;
   let connection: string | undefined;
   let upgrade = false;
   for (const [name, value] of incoming) {
-    if (name.startsWith("x-forwarded-")) {
+    const key = name.includes("_") ? name.replaceAll("_", "-") : name;
+    if (key.startsWith("x-forwarded-")) {
       if (name === "x-forwarded-for") forwardedFor = value;
       continue;
     }
@@ -167,10 +205,7 @@ export function forwardedRequestHeaders(incoming: Headers, visitor: VisitorConte
       else if (name === "upgrade") upgrade = value.toLowerCase() === "websocket";
       continue;
     }
-    if (DROPPED_FROM_VISITOR.has(name) || isSpoofable(name)) {
-      if (name === "host") host = value;
-      continue;
-    }
+    if (DROPPED_FROM_VISITOR.has(key) || isSpoofable(key)) continue;
     if (name === "cookie" && visitor.prefix) {
       // The relay's routing cookie is not the origin's (see TUNNEL_COOKIE).
       const rest = withoutTunnelCookie(value);
@@ -188,7 +223,7 @@ export function forwardedRequestHeaders(incoming: Headers, visitor: VisitorConte
     }
     if (named.size > 0) list = list.filter(([name]) => !named.has(name));
   }
-  list.push(["x-forwarded-proto", visitor.proto], ["x-forwarded-host", host ?? visitor.defaultHost]);
+  list.push(["x-forwarded-proto", visitor.proto], ["x-forwarded-host", visitor.publicHost]);
   // Append rather than replace, as every proxy does: the origin trusts only the last entry.
   const chain = [forwardedFor, visitor.clientIp].filter(Boolean).join(", ");
   if (chain) list.push(["x-forwarded-for", chain]);
@@ -200,16 +235,24 @@ export function forwardedRequestHeaders(incoming: Headers, visitor: VisitorConte
 /**
  * The header list sent back to the visitor: hop-by-hop fields removed, repeats kept, and no
  * X-Burrow-Error from the origin, so that the header marks the relay's own error pages only
- * (nor SHARDS_HEADER, which the Worker reads).
+ * (nor SHARDS_HEADER, which the Worker reads); no cookie wider than `cookieHost`, the tunnel's
+ * host on the base domain ("" without one; see narrowCookie).
  * A list, not a Headers: the runtime builds the Response's from it in one call.
  */
-export function responseHeaders(list: HeaderList): { headers: HeaderList; contentLength: string | undefined } {
+export function responseHeaders(
+  list: HeaderList,
+  cookieHost: string,
+): { headers: HeaderList; contentLength: string | undefined } {
   const headers: HeaderList = [];
   let contentLength: string | undefined;
   for (const entry of list) {
     const lower = entry[0].toLowerCase();
     if (HOP_BY_HOP.has(lower) || lower === ORIGIN_DROPPED || lower === SHARDS_HEADER) continue;
     if (lower === "content-length") contentLength = entry[1];
+    if (lower === "set-cookie") {
+      headers.push([entry[0], narrowCookie(entry[1], cookieHost)]);
+      continue;
+    }
     headers.push(entry);
   }
   return { headers, contentLength };

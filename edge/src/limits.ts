@@ -17,6 +17,8 @@ export interface RelayLimits {
   nameTtlMs: number;
   /** Visitors' WebSocket messages held at once per tunnel while the origin is slow to take them. */
   maxWaitingMessages: number;
+  /** Punycode (`xn--`) tunnel names are admitted (ALLOW_PUNYCODE_NAMES; see PUNYCODE_PREFIX). */
+  allowPunycodeNames: boolean;
 }
 
 type LimitVars = Partial<
@@ -27,7 +29,8 @@ type LimitVars = Partial<
     | "MAX_AGENT_BYTES_PER_SECOND"
     | "MAX_SIGNED_BODY_BYTES"
     | "NAME_TTL_DAYS"
-    | "MAX_WAITING_WS_BYTES",
+    | "MAX_WAITING_WS_BYTES"
+    | "ALLOW_PUNYCODE_NAMES",
     string
   >
 >;
@@ -51,7 +54,17 @@ export function readLimits(env: LimitVars): RelayLimits {
     maxSignedBody: number(env.MAX_SIGNED_BODY_BYTES, 25 * 1024 * 1024),
     nameTtlMs: 86_400_000 * number(env.NAME_TTL_DAYS, 7),
     maxWaitingMessages: number(env.MAX_WAITING_WS_BYTES, VISITOR_MESSAGES_BUDGET),
+    allowPunycodeNames: allowsPunycode(env.ALLOW_PUNYCODE_NAMES),
   };
+}
+
+/**
+ * ALLOW_PUNYCODE_NAMES: "true" (or "1", "yes") admits tunnel names that start with `xn--`,
+ * which a browser may show as a look-alike of another name; anything else, unset included,
+ * refuses them (fail closed).
+ */
+export function allowsPunycode(setting: string | undefined): boolean {
+  return ["true", "1", "yes"].includes(setting?.trim().toLowerCase() ?? "");
 }
 
 /**

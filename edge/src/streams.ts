@@ -33,6 +33,8 @@ interface Stream {
   readonly method: string;
   /** The visitor asked for a WebSocket; a 101 answer hands the stream to `upgrade`. */
   readonly upgrade: boolean;
+  /** The tunnel's host on the base domain, the widest a cookie it sets may be ("": none). */
+  readonly cookieHost: string;
   resolve(response: Response): void;
   /** Request body bytes the agent still accepts before it grants more. */
   credit: number;
@@ -88,12 +90,13 @@ export class StreamTable {
   }
 
   /** Registers stream `id` and returns the promise of the visitor's Response. */
-  open(id: number, socket: AgentSession, method: string, upgrade: boolean): Promise<Response> {
+  open(id: number, socket: AgentSession, method: string, upgrade: boolean, cookieHost: string): Promise<Response> {
     return new Promise<Response>((resolve) => {
       this.streams.set(id, {
         socket,
         method,
         upgrade,
+        cookieHost,
         resolve,
         credit: INITIAL_WINDOW,
         consumed: 0,
@@ -216,7 +219,7 @@ export class StreamTable {
     if (stream?.socket !== socket) return "gone";
     if (stream.writer || stream.pending) return { violation: "a second response head" };
     this.waiting.delete(frame.stream);
-    const { headers, contentLength } = responseHeaders(frame.headers);
+    const { headers, contentLength } = responseHeaders(frame.headers, stream.cookieHost);
     if (frame.status === 101) {
       this.forget(frame.stream);
       const protocol = headers.find(([name]) => name.toLowerCase() === "sec-websocket-protocol")?.[1] ?? null;

@@ -315,7 +315,10 @@ export class TunnelObject extends DurableObject<Env> {
       );
     }
     const id = this.nextStreamId();
-    const response = this.streams.open(id, agent, request.method, upgrade);
+    // Cookies may name the tunnel's own host at most (see narrowCookie); the path form's
+    // Worker then drops Domain altogether (see scopeCookie).
+    const base = this.env.BASE_DOMAIN?.toLowerCase();
+    const response = this.streams.open(id, agent, request.method, upgrade, base ? `${tunnel}.${base}` : "");
     // Before the head, only the signal tells that the visitor left (compatibility flag
     // enable_request_signal; see awaitHead); after it, the response body's writer does.
     // The agent opens its own WebSocket to the origin when it sees this.
@@ -627,7 +630,7 @@ export class TunnelObject extends DurableObject<Env> {
           liveOwner: live ? previous?.owner : undefined,
           now: Date.now(),
           bootedAt: this.bootedAt,
-          policy: { nameTtlMs: this.limits.nameTtlMs, graceMs: NAME_GRACE_MS },
+          policy: { nameTtlMs: this.limits.nameTtlMs, graceMs: NAME_GRACE_MS, allowPunycode: this.limits.allowPunycodeNames },
         });
       }
     }
@@ -870,7 +873,7 @@ export class TunnelObject extends DurableObject<Env> {
       liveOwner: session.owner,
       now: Date.now(),
       bootedAt: this.bootedAt,
-      policy: { nameTtlMs: this.limits.nameTtlMs, graceMs: NAME_GRACE_MS },
+      policy: { nameTtlMs: this.limits.nameTtlMs, graceMs: NAME_GRACE_MS, allowPunycode: this.limits.allowPunycodeNames },
     });
     if (admission.ok && admission.owner !== session.owner) {
       return {

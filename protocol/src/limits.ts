@@ -63,6 +63,18 @@ export const MAX_STREAM_ID = 0xffff_ffff;
 export const TUNNEL_NAME_PATTERN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
 /**
+ * Tunnel names that start with this are IDNA A-labels (RFC 5890 section 2.3.2.1): a browser
+ * shows `xn--80ak6aa92e` as `аррӏе` (Cyrillic), a look-alike of `apple`. Relays refuse them
+ * unless their operator allows them (the relay's ALLOW_PUNYCODE_NAMES).
+ */
+export const PUNYCODE_PREFIX = "xn--";
+
+/** True for a tunnel name that is a punycode label (see PUNYCODE_PREFIX), in any case. */
+export function isPunycodeName(name: string): boolean {
+  return name.slice(0, PUNYCODE_PREFIX.length).toLowerCase() === PUNYCODE_PREFIX;
+}
+
+/**
  * Names the relay keeps for itself: its own paths and the labels people expect a service to
  * own, which a tunnel could otherwise use to impersonate it (`admin.<base>`, `api.<base>`).
  */

@@ -1,4 +1,4 @@
-import { RESERVED_NAMES, TUNNEL_NAME_PATTERN } from "@burrow/protocol";
+import { isPunycodeName, RESERVED_NAMES, TUNNEL_NAME_PATTERN } from "@burrow/protocol";
 import { describe, expect, it } from "vitest";
 import { ADJECTIVES, ANIMALS, randomName, SUFFIX_ALPHABET, SUFFIX_LENGTH } from "../../agent/src/names.ts";
 import { checkCidr } from "../../agent/src/rules.ts";
@@ -13,11 +13,12 @@ describe("random tunnel names", () => {
     expect(bits).toBeGreaterThanOrEqual(40);
   });
 
-  it("are 10,000 valid DNS labels, none reserved, without repeats", () => {
+  it("are 10,000 valid DNS labels, none reserved nor punycode, without repeats", () => {
     const names = Array.from({ length: 10_000 }, randomName);
     for (const name of names) {
       expect(name).toMatch(TUNNEL_NAME_PATTERN);
       expect(RESERVED_NAMES.has(name)).toBe(false);
+      expect(isPunycodeName(name)).toBe(false);
     }
     expect(new Set(names).size).toBe(names.length);
   });
