@@ -35,6 +35,7 @@ export const TUNNEL_KEYS = new Set([
   "host",
   "origin",
   "dir",
+  "dir-dotfiles",
   "host-header",
   "origin-insecure",
   "origin-ca",

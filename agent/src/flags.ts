@@ -36,7 +36,15 @@ const FLAGS: Flag[] = [
     value: "URL",
     help: "the local server as a URL instead of --port: http://10.0.0.5:8080, https://localhost:8443; only that host and port are reached",
   },
-  { name: "dir", value: "DIR", help: "serve the files of this directory instead of a local server (index.html for a directory)" },
+  {
+    name: "dir",
+    value: "DIR",
+    help: "serve the files of this directory instead of a local server (index.html for a directory; names starting with a dot are 404)",
+  },
+  {
+    name: "dir-dotfiles",
+    help: "with --dir, also serve names that start with a dot (.env, .git/, .well-known/): everyone with the URL can read them",
+  },
   {
     name: "host-header",
     value: "MODE",
@@ -164,8 +172,9 @@ export function help(): string {
     ...rows,
     "",
     "Settings come from the flags, else the config file (the same keys without the dashes, and",
-    "[[tunnel]] tables of name, port, host, origin, dir, host-header, origin-ca, origin-insecure,",
-    "the access rules and connections), else the environment variables, else the defaults.",
+    "[[tunnel]] tables of name, port, host, origin, dir, dir-dotfiles, host-header, origin-ca,",
+    "origin-insecure, the access rules and connections), else the environment variables, else",
+    "the defaults.",
     "",
   ].join("\n");
 }

@@ -44,7 +44,7 @@ export async function setUpOrigin(values: Record<string, string>, runtime: Runti
     const dir = values.dir;
     let server: Awaited<ReturnType<typeof serveDirectory>>;
     try {
-      server = await serveDirectory(dir);
+      server = await serveDirectory(dir, { dotfiles: values["dir-dotfiles"] === "true" });
     } catch (error) {
       if (runtime.explain?.(error)) throw error;
       throw new AgentError(

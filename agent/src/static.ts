@@ -45,15 +45,26 @@ export interface StaticServer {
   close(): void;
 }
 
+export interface StaticOptions {
+  /**
+   * Serve names that start with a dot (`--dir-dotfiles`). Off, any path with such a segment is
+   * 404, as with the static servers people know (serve-static, nginx's usual config): a site's
+   * folder often holds `.env`, `.git/` or keys nobody meant to publish.
+   */
+  dotfiles?: boolean;
+}
+
 /**
  * Serves the files under `root` on 127.0.0.1 (a free port): GET and HEAD only, index.html for a
- * directory, 404 for anything missing, 403 for a path that leaves the directory (a `..`
- * segment, even percent-encoded, or a symbolic link that points outside).
+ * directory, 404 for anything missing or hidden (see StaticOptions.dotfiles), 403 for a path
+ * that leaves the directory (a `..` segment, even percent-encoded, or a symbolic link that
+ * points outside).
  */
-export async function serveDirectory(root: string): Promise<StaticServer> {
+export async function serveDirectory(root: string, options: StaticOptions = {}): Promise<StaticServer> {
   const base = await realpath(root);
+  const dotfiles = options.dotfiles === true;
   const server = http.createServer((request, response) => {
-    answer(base, request, response).catch(() => {
+    answer(base, dotfiles, request, response).catch(() => {
       if (!response.headersSent) reply(response, 500, "could not read the file\n");
       else response.destroy();
     });
@@ -71,7 +82,17 @@ export async function serveDirectory(root: string): Promise<StaticServer> {
   };
 }
 
-async function answer(base: string, request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
+/** True when a segment of `segments` names a dotfile or dot-folder ("." itself is no name). */
+function hidden(segments: string[]): boolean {
+  return segments.some((segment) => segment.startsWith(".") && segment !== ".");
+}
+
+async function answer(
+  base: string,
+  dotfiles: boolean,
+  request: http.IncomingMessage,
+  response: http.ServerResponse,
+): Promise<void> {
   if (request.method !== "GET" && request.method !== "HEAD") {
     response.setHeader("allow", "GET, HEAD");
     return reply(response, 405, "only GET and HEAD\n");
@@ -85,12 +106,13 @@ async function answer(base: string, request: http.IncomingMessage, response: htt
   }
   const segments = path.split(/[/\\]/);
   if (path.includes("\0") || segments.includes("..")) return reply(response, 403, "forbidden\n");
+  if (!dotfiles && hidden(segments)) return reply(response, 404, "not found\n");
   let file = join(base, ...segments);
   let info = await stat(file).catch(() => undefined);
   if (info?.isDirectory()) {
     if (!raw.endsWith("/")) {
       // Relative links in the index resolve against the directory only with its slash.
-      response.setHeader("location", `${raw}/`);
+      response.setHeader("location", directoryLocation(segments));
       return reply(response, 301, "moved\n");
     }
     file = join(file, "index.html");
@@ -98,7 +120,10 @@ async function answer(base: string, request: http.IncomingMessage, response: htt
   }
   if (!info?.isFile()) return reply(response, 404, "not found\n");
   const real = await realpath(file);
-  if (!real.startsWith(base.endsWith(sep) ? base : base + sep)) return reply(response, 403, "forbidden\n");
+  const inside = base.endsWith(sep) ? base : base + sep;
+  if (!real.startsWith(inside)) return reply(response, 403, "forbidden\n");
+  // A symbolic link with a plain name may still lead into a dot-folder of the directory.
+  if (!dotfiles && hidden(real.slice(inside.length).split(sep))) return reply(response, 404, "not found\n");
   response.writeHead(200, {
     "content-type": TYPES[extname(real).toLowerCase()] ?? "application/octet-stream",
     "content-length": info.size,
@@ -111,6 +136,19 @@ async function answer(base: string, request: http.IncomingMessage, response: htt
   const stream = createReadStream(real);
   stream.on("error", () => response.destroy());
   stream.pipe(response);
+}
+
+/**
+ * Where a directory asked for without its slash is: its path rebuilt from the decoded segments,
+ * each percent-encoded, so always one "/" and then a path. The path as sent would not do:
+ * `//host` or `/\\host` naming a folder would give `Location: //host/`, which browsers take for
+ * another site (WHATWG URL: a backslash is a slash in http URLs, and tabs and newlines are
+ * removed). A root-relative Location gets the `/t/<name>` prefix back from the relay on the
+ * path form, like the origin's own redirects.
+ */
+export function directoryLocation(segments: string[]): string {
+  const named = segments.filter((segment) => segment !== "" && segment !== ".");
+  return `/${named.map(encodeURIComponent).join("/")}${named.length > 0 ? "/" : ""}`;
 }
 
 function reply(response: http.ServerResponse, status: number, text: string): void {

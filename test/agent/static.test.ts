@@ -2,35 +2,75 @@ import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type StaticServer, serveDirectory } from "../../agent/src/static.ts";
+import { AgentProcess } from "../_agent.ts";
+import { Relay } from "../_relay.ts";
+import { at, visit } from "../_visit.ts";
 
 let server: StaticServer;
+/** The same directory served with dotfiles allowed (`--dir-dotfiles`). */
+let open: StaticServer;
+let site: string;
 
 beforeAll(async () => {
   const dir = mkdtempSync(join(tmpdir(), "burrow-static-"));
-  const site = join(dir, "site");
+  site = join(dir, "site");
   mkdirSync(join(site, "empty"), { recursive: true });
   writeFileSync(join(site, "index.html"), "home");
   writeFileSync(join(site, "data.bin"), "bytes");
   writeFileSync(join(dir, "secret.txt"), "secret");
   symlinkSync(dir, join(site, "up"));
-  server = await serveDirectory(site);
+  // What a project's folder holds and nobody meant to publish, and a folder named like a host.
+  writeFileSync(join(site, ".env"), "API_KEY=s3cret");
+  mkdirSync(join(site, ".git"));
+  writeFileSync(join(site, ".git", "config"), "[remote]");
+  mkdirSync(join(site, "docs", ".private"), { recursive: true });
+  writeFileSync(join(site, "docs", ".private", "key.pem"), "key");
+  writeFileSync(join(site, "docs", "index.html"), "docs");
+  symlinkSync(join(site, ".git"), join(site, "git"));
+  mkdirSync(join(site, "evil.example"));
+  writeFileSync(join(site, "evil.example", "index.html"), "a folder");
+  mkdirSync(join(site, "a b"));
+  [server, open] = await Promise.all([serveDirectory(site), serveDirectory(site, { dotfiles: true })]);
 });
 
-afterAll(() => server.close());
+afterAll(() => {
+  server.close();
+  open.close();
+});
+
+interface Answer {
+  status: number;
+  type: string;
+  location: string | undefined;
+  body: string;
+}
 
 /** A request with its path sent exactly as given (fetch and URL would remove `..`). */
-function raw(path: string, method = "GET"): Promise<{ status: number; type: string; body: string }> {
+function raw(path: string, method = "GET", to = server): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const request = http.request({ host: "127.0.0.1", port: server.port, path, method }, (response) => {
+    const request = http.request({ host: "127.0.0.1", port: to.port, path, method }, (response) => {
       let body = "";
       response.on("data", (chunk) => (body += chunk));
-      response.on("end", () => resolve({ status: response.statusCode!, type: String(response.headers["content-type"]), body }));
+      response.on("end", () =>
+        resolve({
+          status: response.statusCode!,
+          type: String(response.headers["content-type"]),
+          location: response.headers.location,
+          body,
+        }),
+      );
     });
     request.on("error", reject);
     request.end();
   });
+}
+
+/** True when a browser on `page` would go to `location` on the same origin (WHATWG URL). */
+function sameOrigin(location: string, page = "http://tunnel.test/"): boolean {
+  return new URL(location, page).origin === new URL(page).origin;
 }
 
 describe("the --dir file server", () => {
@@ -59,5 +99,100 @@ describe("the --dir file server", () => {
   it("answers HEAD without a body and refuses other methods with 405", async () => {
     expect(await raw("/", "HEAD")).toMatchObject({ status: 200, body: "" });
     expect(await raw("/", "DELETE")).toMatchObject({ status: 405 });
+  });
+});
+
+describe("the --dir file server's hidden names", () => {
+  it.each([
+    "/.env",
+    "/.git/config",
+    "/.git",
+    "/.git/",
+    "/%2egit/config",
+    "/%2Eenv",
+    "/docs/.private/key.pem",
+    "/docs/%2eprivate/key.pem",
+    "/docs\\.private\\key.pem",
+    "/./.env",
+    "/git/config",
+  ])("answers %s with 404, as if it were not there", async (path) => {
+    expect(await raw(path)).toMatchObject({ status: 404, body: "not found\n" });
+  });
+
+  it("serves them with dotfiles allowed (--dir-dotfiles)", async () => {
+    expect(await raw("/.env", "GET", open)).toMatchObject({ status: 200, body: "API_KEY=s3cret" });
+    expect(await raw("/docs/.private/key.pem", "GET", open)).toMatchObject({ status: 200, body: "key" });
+    expect(await raw("/git/config", "GET", open)).toMatchObject({ status: 200, body: "[remote]" });
+  });
+});
+
+describe("the --dir file server's redirects", () => {
+  it.each([
+    ["//evil.example", "/evil.example/"],
+    ["/\\evil.example", "/evil.example/"],
+    ["/%5Cevil.example", "/evil.example/"],
+    ["///evil.example", "/evil.example/"],
+    ["/./evil.example", "/evil.example/"],
+    ["/docs", "/docs/"],
+    ["/a%20b", "/a%20b/"],
+    ["/docs/%2e", "/docs/"],
+  ])("sends %s to %s, a path of the same site", async (path, location) => {
+    expect(await raw(path)).toMatchObject({ status: 301, location });
+  });
+
+  it("sends every folder asked for without its slash to a path of the same site", async () => {
+    const segment = fc.constantFrom("", ".", "evil.example", "docs", "a%20b", "%2F", "%5C", "\\", "%2e", "%09", "x");
+    const path = fc.array(segment, { minLength: 1, maxLength: 5 }).map((segments) => `/${segments.join("/")}`);
+    await fc.assert(
+      fc.asyncProperty(path, async (sent) => {
+        const answer = await raw(sent);
+        if (answer.status !== 301) return;
+        expect(answer.location).toMatch(/^\/(?![/\\])/);
+        expect(sameOrigin(answer.location!)).toBe(true);
+        // Followed, it reaches the folder (its index.html, or 404 for one without).
+        expect([200, 404]).toContain((await raw(answer.location!)).status);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe("--dir through the relay", () => {
+  let relay: Relay;
+  const agents: AgentProcess[] = [];
+
+  beforeAll(async () => {
+    relay = await Relay.start({ launcher: "workerd" });
+  });
+
+  afterAll(async () => {
+    for (const agent of agents) await agent.stop("SIGKILL");
+    await relay?.dispose();
+  });
+
+  async function agent(args: string[]): Promise<AgentProcess> {
+    const started = await AgentProcess.start("node", ["--relay", relay.url, "--inspect", "false", ...args]);
+    agents.push(started);
+    return started;
+  }
+
+  it("hides dotfiles unless --dir-dotfiles or dir-dotfiles = true in burrow.toml, and redirects within the tunnel", async () => {
+    const hiding = await agent(["--dir", site, "--name", "hiding"]);
+    const byHost = hiding.url;
+    expect((await visit(at(byHost, "/.env"))).status).toBe(404);
+    expect((await visit(at(byHost, "/.git/config"))).status).toBe(404);
+    expect((await visit(`${byHost}//evil.example`)).headers.location).toBe("/evil.example/");
+    // Reached by path, the relay puts the tunnel's prefix on the redirect, as on an origin's own.
+    const byPath = `http://localhost:${relay.port}/t/hiding`;
+    const redirected = await visit(`${byPath}//evil.example`);
+    expect([redirected.status, redirected.headers.location]).toEqual([301, "/t/hiding/evil.example/"]);
+    expect((await visit(`http://localhost:${relay.port}${redirected.headers.location}`)).body.toString()).toBe("a folder");
+
+    const showing = await agent(["--dir", site, "--dir-dotfiles", "--name", "showing"]);
+    expect((await visit(at(showing.url, "/.env"))).body.toString()).toBe("API_KEY=s3cret");
+    const config = join(mkdtempSync(join(tmpdir(), "burrow-static-toml-")), "burrow.toml");
+    writeFileSync(config, `[[tunnel]]\nname = "from-file"\ndir = ${JSON.stringify(site)}\ndir-dotfiles = true\n`);
+    const fromFile = await agent(["--config", config]);
+    expect((await visit(at(fromFile.url, "/.git/config"))).body.toString()).toBe("[remote]");
   });
 });
