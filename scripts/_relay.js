@@ -10,6 +10,13 @@ export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const NOISE =
   /\[wrangler:info\] [A-Z]+ \/|Unable to fetch the `Request.cf` object|getaddrinfo ENOTFOUND workers.cloudflare.com|^\s+at |update available/;
 
+// Printed once, when the relay is ready. Under wrangler dev the relay takes a visitor's own
+// CF-Connecting-IP for its address (wrangler sets the field only when the client sent none; see
+// clientAddress in edge/src/headers.ts), so --allow-ip and CONNECTS_PER_MINUTE can be fooled.
+const DEV_ONLY =
+  "relay | note: this relay is for development: it believes the address a visitor claims (CF-Connecting-IP), so --allow-ip and\n" +
+  "relay |   CONNECTS_PER_MINUTE can be fooled. Do not let an untrusted network reach it; deploy with `npm run deploy`.\n";
+
 /**
  * Starts `wrangler dev` on `port`, its lines prefixed with "relay | " (but NOISE), and calls
  * `onReady` once, when it serves. `extra` goes to wrangler (`--var KEY:VALUE`, `--ip`).
@@ -43,11 +50,12 @@ export function startRelay({ port, onReady = () => {}, extra = [] }) {
       const parts = (partial + chunk).split("\n");
       partial = parts.pop();
       for (const line of parts) {
+        if (line.trim() && !NOISE.test(line)) write(`relay | ${line}\n`);
         if (!ready && /Ready on http/.test(line)) {
           ready = true;
+          process.stderr.write(DEV_ONLY);
           onReady();
         }
-        if (line.trim() && !NOISE.test(line)) write(`relay | ${line}\n`);
       }
     });
   };

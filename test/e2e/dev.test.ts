@@ -63,13 +63,16 @@ describe("the local relay scripts", () => {
     return child;
   }
 
-  it("npm run relay serves the relay alone on BURROW_RELAY_PORT, quietly, and stops with its group", async () => {
+  it("npm run relay serves the relay alone on BURROW_RELAY_PORT, quietly, says once it is for development, and stops with its group", async () => {
     const port = await freePort();
     const relay = start("npm-run-relay", "npm", ["run", "--silent", "relay"], port);
     await relay.waitFor(/Ready on http/, { timeoutMs: 60_000 });
     const info = await visit(`http://localhost:${port}/_burrow/info`);
     expect(JSON.parse(info.body.toString())).toMatchObject({ burrow: true });
     await visit(`http://localhost:${port}/`);
+    // Under wrangler dev a visitor's own CF-Connecting-IP is believed (see clientAddress).
+    await relay.waitFor(/Do not let an untrusted network reach it/, { timeoutMs: 10_000 });
+    expect(relay.output.match(/this relay is for development: it believes the address a visitor claims/g)).toHaveLength(1);
     const workerd = processTree(relay.pid).filter((pid) => /workerd/.test(cmdline(pid)));
     expect(workerd.length).toBeGreaterThan(0);
     expect(relay.output).not.toMatch(/\[wrangler:info\] GET/);
