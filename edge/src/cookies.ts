@@ -13,9 +13,9 @@ function domainOf(attribute: string): string | undefined {
 }
 
 /**
- * A Set-Cookie of a tunnel served at `host` (`demo.<base domain>`; "" for none), with no Domain wider than
- * that host. A cookie's Domain makes browsers send it to every host under that domain (RFC 6265
- * section 5.3 step 6): `Domain=<base domain>` from one tunnel would reach every other tunnel
+ * A Set-Cookie of a tunnel served at `host` (`demo.<base domain>`; "" for none), with no
+ * Domain wider than that host. A cookie's Domain makes browsers send it to every host under
+ * that domain (RFC 6265 section 5.3 step 6): `Domain=<base domain>` from one tunnel would reach every other tunnel
  * (session fixation, cookie tossing). Only a Domain equal to `host` is kept (as `Domain=<host>`:
  * the relay serves no host under a tunnel's, names being single labels); any other is dropped,
  * which leaves a host-only cookie, for `host` alone. Browsers use the last Domain attribute,

@@ -171,8 +171,8 @@ export interface VisitorContext {
   /** "http" or "https", as the visitor reached the relay. */
   proto: string;
   /**
-   * The tunnel's public host as the relay recognised it (see publicHost in app.ts), never the
-   * visitor's Host as sent: the origin builds absolute URLs from X-Forwarded-Host (and from
+   * The tunnel's public host as the relay recognised it (the visited `<name>.<BASE_DOMAIN>`,
+   * or pathFormHost in app.ts), never the visitor's Host as sent: the origin builds absolute URLs from X-Forwarded-Host (and from
    * Host under `--host-header preserve`), password-reset links among them.
    */
   publicHost: string;
@@ -185,9 +185,9 @@ export interface VisitorContext {
  * fields (no hop-by-hop ones nor those its Connection names, none of {@link isSpoofable}, none
  * of DROPPED_FROM_VISITOR, and without the relay's routing cookie when reached by path), then
  * X-Forwarded-* as the relay states them. A name is compared with `_` read as `-`: CGI, WSGI
- * and Rack servers turn both into `_` (X_Real_IP is HTTP_X_REAL_IP to the app). The same pass says whether the visitor asks for a
- * WebSocket (Upgrade, hop-by-hop, is dropped from the list): each `get` on the runtime's
- * Headers is a call into it.
+ * and Rack servers turn both into `_` (X_Real_IP is HTTP_X_REAL_IP to the app). The same pass
+ * says whether the visitor asks for a WebSocket (Upgrade, hop-by-hop, is dropped from the
+ * list): each `get` on the runtime's Headers is a call into it.
  */
 export function forwardedRequestHeaders(incoming: Headers, visitor: VisitorContext): { list: HeaderList; upgrade: boolean } {
   let list: HeaderList = [];
