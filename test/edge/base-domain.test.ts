@@ -1,5 +1,9 @@
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { FrameType } from "@burrow/protocol";
 import fc from "fast-check";
+import { chromium } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentProcess, tunnelArgs } from "../_agent.ts";
 import { Origin } from "../_origin.ts";
@@ -12,6 +16,8 @@ import { visit } from "../_visit.ts";
 // an origin is told about its visitor, and which names a tunnel may take.
 
 const BASE = "tunnel.example.test";
+/** Debian's chromium, driven by playwright-core, as in test/e2e/inspector-browser.test.ts. */
+const CHROMIUM = "/usr/bin/chromium";
 const TUNNEL_HOST = `demo.${BASE}`;
 
 /**
@@ -93,6 +99,10 @@ describe("a relay on a real base domain", () => {
       response.setHeader("set-cookie", JSON.parse(String(request.headers["x-cookies"])) as string[]);
       response.end("set");
     });
+    origin.route("/toss", (_, response) => {
+      response.setHeader("set-cookie", [`tossed=1; Domain=${BASE}; Path=/`, `own=1; Domain=${TUNNEL_HOST}; Path=/`]);
+      response.end("<p>tossed</p>");
+    });
     agent = await AgentProcess.start("node", [...tunnelArgs(origin.port, relay, "demo"), "--host-header", "preserve"]);
   });
 
@@ -170,6 +180,34 @@ describe("a relay on a real base domain", () => {
         { numRuns: 60 },
       );
     });
+
+    it.skipIf(!existsSync(CHROMIUM))(
+      "keeps a cookie one tunnel's page sets for the base domain from another tunnel, in Chromium",
+      async () => {
+        const other = await AgentProcess.start("node", tunnelArgs(origin.port, relay, "other"));
+        const profile = mkdtempSync(join(tmpdir(), "burrow-chromium-"));
+        const browser = await chromium.launchPersistentContext(profile, {
+          executablePath: CHROMIUM,
+          headless: true,
+          // Every name under the base domain is this machine, as a wildcard DNS record would say.
+          args: ["--no-sandbox", "--disable-gpu", `--host-resolver-rules=MAP *.${BASE} 127.0.0.1, MAP ${BASE} 127.0.0.1`],
+        });
+        try {
+          const page = browser.pages()[0] ?? (await browser.newPage());
+          await page.goto(`http://${TUNNEL_HOST}:${relay.port}/toss`);
+          const headers = async (host: string) => {
+            await page.goto(`http://${host}:${relay.port}/echo`);
+            return JSON.parse((await page.textContent("body")) ?? "{}").headers as Record<string, string>;
+          };
+          expect((await headers(TUNNEL_HOST)).cookie).toBe("tossed=1; own=1");
+          expect((await headers(`other.${BASE}`)).cookie).toBeUndefined();
+        } finally {
+          await browser.close();
+          rmSync(profile, { recursive: true, force: true });
+          await other.stop("SIGINT");
+        }
+      },
+    );
 
     it("gives tunnels reached by path host-only cookies under their prefix", async () => {
       const seen = await cookiesSeen(`evil.example`, "/t/demo/cookies", [
