@@ -612,9 +612,17 @@ export class TunnelObject extends DurableObject<Env> {
         code: "bad-hello",
         message: `--allow-ip ${RuleSet.invalid(frame.rules)[0]} is not an address or CIDR range`,
       };
+    } else if (frame.name !== attachment.name) {
+      // The connect URL chose this object (and, for a shard, the shard 0 that judges it); a
+      // hello for another name would be admitted by one tunnel and act on another's.
+      verdict = {
+        ok: false,
+        code: "bad-hello",
+        message: `the hello asks for tunnel ${JSON.stringify(frame.name)} but the connection was opened for ${JSON.stringify(attachment.name)}`,
+      };
     } else {
       if (attachment.shard) {
-        const answer = await this.primary(attachment.name).admitShard(frame, attachment.shard);
+        const answer = await this.primary(attachment.name).admitShard(frame, attachment.shard, attachment.name);
         verdict = answer.admission;
         shardRules = answer.rules;
         primary = answer.primary;
@@ -634,7 +642,7 @@ export class TunnelObject extends DurableObject<Env> {
     // A waiting session holds its place in the token's count already.
     const counted = verdict.ok && previous?.owner === verdict.owner;
     if (verdict.ok && !counted && !attachment.shard && verdict.owner.startsWith("token:") && frame?.type === FrameType.Hello) {
-      verdict = await this.holdForToken(verdict, frame.name);
+      verdict = await this.holdForToken(verdict, attachment.name);
     }
     // The link may have dropped while the hello was judged.
     if (this.ended.has(socket)) {
@@ -674,7 +682,7 @@ export class TunnelObject extends DurableObject<Env> {
     this.setAttachment(socket, {
       phase: "ready",
       shard: attachment.shard,
-      name: hello.name,
+      name: attachment.name,
       url: attachment.url,
       owner: verdict.owner,
       label: verdict.label,
@@ -699,13 +707,13 @@ export class TunnelObject extends DurableObject<Env> {
       rules.empty ? this.ctx.storage.delete(RULES_KEY) : this.ctx.storage.put(RULES_KEY, ruleList),
       attachment.shard ? undefined : this.ctx.storage.setAlarm(now + REFRESH_MS),
       // Shard 0, a new session: the shards of the one before it leave (see evictStale).
-      attachment.shard || resumed ? undefined : this.evictShards(hello.name, session.id),
+      attachment.shard || resumed ? undefined : this.evictShards(attachment.name, session.id),
     ]);
     if (this.ended.has(socket)) return undefined;
     // Ready travels outside the session, alone; what the agent had not received follows it.
     this.sendAlone(socket, {
       type: FrameType.Ready,
-      name: hello.name,
+      name: attachment.name,
       url: attachment.url,
       open: tokens.entries.length === 0,
       session: session.id,
@@ -842,13 +850,15 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   /**
-   * Shard 0: may the agent of `hello` open shard `shard` of this tunnel? Only the agent that
-   * holds the name now (same token, or same claim on an open relay), and only while it does;
-   * the shard gets this tunnel's visitor rules to enforce.
+   * Shard 0: may the agent of `hello` open shard `shard` of this tunnel, which its connect URL
+   * named `name`? Only the agent that holds the name now (same token, or same claim on an open
+   * relay), only while it does, and only for this name; the shard gets this tunnel's visitor
+   * rules to enforce.
    */
   async admitShard(
     hello: HelloFrame,
     shard: number,
+    name: string,
   ): Promise<{ admission: Admission; rules: HelloFrame["rules"]; primary?: string }> {
     const none: HelloFrame["rules"] = { basicAuth: [], allowIp: [], webhooks: [] };
     const session = this.agent() ?? this.current;
@@ -864,7 +874,7 @@ export class TunnelObject extends DurableObject<Env> {
     }
     const admission = await admit({
       hello,
-      requested: hello.name,
+      requested: name,
       tokens: await this.tokenList(),
       record: await this.ctx.storage.get<NameRecord>(NAME_KEY),
       liveOwner: session.owner,

@@ -329,6 +329,34 @@ describe("who may open a tunnel's further shards", () => {
     }
   });
 
+  it("refuses a shard whose hello names another tunnel than its URL: another token cannot drop the owner's shards", async () => {
+    // The other token holds a tunnel of its own, and asks its shards 1 and 2 for the owner's
+    // name; admitted, their drop would tell the owner's shard 0 that its shards 1 and 2 left.
+    const agent = await startAgent("node", [...tunnelArgs(origin.port, relay, "owned-shards"), "--token", TOKEN], 3);
+    const own = await RawAgent.hello(relay, "not-theirs", { token: OTHER });
+    try {
+      for (const shard of [1, 2]) {
+        const raw = await RawAgent.open(relay, `not-theirs&shard=${shard}`);
+        raw.send(RawAgent.helloFrame("owned-shards", { token: OTHER }));
+        const answer = await raw.next();
+        raw.socket.close(1000, "stopped");
+        await raw.closed;
+        expect(answer).toMatchObject({ type: FrameType.Refused, code: "bad-hello" });
+        expect((answer as { message: string }).message).toBe(
+          'the hello asks for tunnel "owned-shards" but the connection was opened for "not-theirs"',
+        );
+      }
+      // The Worker asks shard 0 for the live shards every SHARDS_TTL_MS (2 s) at most.
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      const from = agent.lines.length;
+      expect(new Set(await many(agent.url, "/bytes/10", 60, 4))).toEqual(new Set([200]));
+      expect([...connectionsOf(await served(agent, from, 60))].sort()).toEqual([0, 1, 2]);
+    } finally {
+      own.socket.close(1000, "stopped");
+      await agent.stop("SIGINT");
+    }
+  });
+
   it("holds a shard to shard 0's rules, whatever its own hello says", async () => {
     // Raw agents, so that shard 1's hello can carry no rules at all: visitors are refused by
     // shard 0's --allow-ip (no visitor here is in 10.0.0.0/8) on both shards, and no request
