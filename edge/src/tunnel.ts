@@ -14,6 +14,7 @@ import {
   ProtocolError,
   SESSION_HEADER,
   SESSION_PATH,
+  unackedLimit,
 } from "@burrow/protocol";
 import { type Admission, admit, identify, type NameRecord, parseTokens, type Tokens } from "./admission.ts";
 import type { Env } from "./env.ts";
@@ -202,7 +203,7 @@ export class TunnelObject extends DurableObject<Env> {
       const link = new PollingLink((ended, code, reason) => {
         this.sessions.delete(ended.id);
         this.closed(ended, code, reason);
-      });
+      }, unackedLimit(this.limits.maxStreams).bytes);
       this.setAttachment(link, {
         phase: "hello",
         shard: this.learnShard(url),
@@ -426,7 +427,10 @@ export class TunnelObject extends DurableObject<Env> {
       if (attachment.phase === "ready") {
         const session = this.agent();
         if (session?.link !== link) return; // a link the session has left
-        for (const frame of session.frames.take(frames, counted.frames)) this.receive(session, frame);
+        for (const frame of session.frames.take(frames, counted.frames)) {
+          if (session.frames.ended) break; // it left too much unacknowledged (see use)
+          this.receive(session, frame);
+        }
         return;
       }
       // Only the first frame is a hello; what follows it in the same message is served if the
@@ -436,7 +440,10 @@ export class TunnelObject extends DurableObject<Env> {
       this.hellos = judged.catch(() => undefined);
       const session = await judged;
       if (!session) return;
-      for (const frame of session.frames.take(rest, counted.frames - 1)) this.receive(session, frame);
+      for (const frame of session.frames.take(rest, counted.frames - 1)) {
+        if (session.frames.ended) break;
+        this.receive(session, frame);
+      }
     } catch (error) {
       if (error instanceof ProtocolError) {
         console.warn(`tunnel ${attachment.name}: closing the agent's connection: ${error.message}`);
@@ -677,7 +684,9 @@ export class TunnelObject extends DurableObject<Env> {
     // Visitor WebSockets of a session this object no longer knows (it was evicted meanwhile)
     // have nobody to talk to.
     if (!resumed) this.sockets.closeAll("the tunnel's agent reconnected as a new session");
-    const session = resumed ? previous : new AgentSession(sessionId(), verdict.owner, verdict.label);
+    const session = resumed
+      ? previous
+      : new AgentSession(sessionId(), verdict.owner, verdict.label, unackedLimit(this.limits.maxStreams));
     this.current = session;
     this.setAttachment(socket, {
       phase: "ready",
@@ -743,6 +752,16 @@ export class TunnelObject extends DurableObject<Env> {
         const attachment = this.attachment(link) as ReadyAttachment;
         this.setAttachment(link, { ...attachment, counts: session.frames.snapshot() } satisfies Attachment);
       }, PERSIST_MS);
+    };
+    // An agent that provokes frames (a Reset for each frame of a stream that does not exist) and
+    // never acknowledges them would have the relay keep them all: past the bound its session
+    // ends, and what it kept goes with it.
+    session.frames.onOverflow = (why) => {
+      const current = session.link;
+      const name = current ? (this.attachment(current) as ReadyAttachment).name : "";
+      console.warn(`tunnel ${name}: closing the agent's connection: it ${why}`);
+      if (current) this.close(current, CloseCode.Unacknowledged, `the agent ${why}`);
+      this.endSession(session, `The tunnel's agent stopped acknowledging what the relay sent (it ${why}); retry the request.`);
     };
   }
 
@@ -1020,7 +1039,13 @@ export class TunnelObject extends DurableObject<Env> {
     if (!link) return undefined;
     const attachment = link.deserializeAttachment() as ReadyAttachment;
     this.shard = attachment.shard ?? 0;
-    const session = new AgentSession(attachment.session, attachment.owner, attachment.label, attachment.counts);
+    const session = new AgentSession(
+      attachment.session,
+      attachment.owner,
+      attachment.label,
+      unackedLimit(this.limits.maxStreams),
+      attachment.counts,
+    );
     this.current = session;
     this.use(session, link, attachment.counts?.sent ?? 0);
     return session;
