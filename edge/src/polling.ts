@@ -73,7 +73,8 @@ export class PollingLink implements AgentLink {
       const why = `the agent left ${this.queued + bytes.byteLength} bytes uncollected, past the limit of ${this.maxQueued}`;
       this.queue = [];
       this.queued = 0;
-      return this.close(CloseCode.Unacknowledged, why);
+      this.close(CloseCode.Unacknowledged, why);
+      return;
     }
     this.queue.push(bytes);
     this.queued += bytes.byteLength;
