@@ -87,7 +87,7 @@ export class FrameSession {
 
   /** Frames kept for the peer until it acknowledges them. */
   get keptFrames(): number {
-    return this.sentFrames - this.ackedFrames;
+    return this.over ? 0 : this.sentFrames - this.ackedFrames;
   }
 
   /** The session ended (see {@link end}): nothing more is sent or kept. */
