@@ -1,4 +1,12 @@
-import { CloseCode, FrameType, unackedLimit } from "@burrow/protocol";
+import {
+  CloseCode,
+  decodePollAnswer,
+  encodeFrame,
+  FrameType,
+  SESSION_HEADER,
+  SESSION_PATH,
+  unackedLimit,
+} from "@burrow/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentProcess, tunnelArgs } from "../_agent.ts";
 import { memory } from "../_memory.ts";
@@ -120,5 +128,38 @@ describe("an agent that acknowledges late or not at all, on a relay of 2 streams
     expect(reason).toMatch(new RegExp(`^the agent left \\d+ bytes unacknowledged, past the limit of ${limit.bytes}$`));
     // The visitor's upload fails with the relay's page, not a hang.
     expect(await visitor).toSatisfy((status) => status === 502 || status === "broken");
+  });
+
+  it("closes an HTTPS-transport agent that acknowledges frames it never collects, once past the bytes", async () => {
+    // It can count the relay's answers, so it acknowledges them (the session keeps nothing) but
+    // never polls for them: they would wait in the session's queue, which has the same bound.
+    const base = `http://127.0.0.1:${relay.port}${SESSION_PATH}?name=uncollected`;
+    const host = { host: `localhost:${relay.port}` };
+    const opened = await visit(base, { method: "POST", headers: host });
+    const { session } = JSON.parse(opened.body.toString()) as { session: string };
+    const headers = { ...host, [SESSION_HEADER]: session };
+    let seq = 0;
+    const post = (body: Uint8Array) => visit(`${base}&seq=${++seq}`, { method: "POST", body, headers });
+    const poll = async (ack: number) => decodePollAnswer((await visit(`${base}&ack=${ack}&wait=0`, { headers })).body);
+    await post(encodeFrame(RawAgent.helloFrame("uncollected")));
+    expect((await poll(0)).seq).toBe(1); // Ready
+    const end = encodeFrame({ type: FrameType.End, stream: 7 });
+    // 8,000 answers a POST, each acknowledged with the POST after next: the session keeps
+    // 16,000 at most, within its bound of frames.
+    const ends = 8000;
+    let answered = 0;
+    while (answered * 40 < 2 * limit.bytes) {
+      const ack = encodeFrame({ type: FrameType.Ack, received: Math.max(0, answered - ends) });
+      const body = new Uint8Array(ack.byteLength + ends * end.byteLength);
+      body.set(ack, 0);
+      for (let i = 0; i < ends; i++) body.set(end, ack.byteLength + i * end.byteLength);
+      expect((await post(body)).status).toBe(204);
+      answered += ends;
+      // Batch 1 again, as after a lost answer: keeps the session alive, collects nothing.
+      expect((await poll(0)).seq).toBe(1);
+    }
+    const answer = await poll(1);
+    expect(answer.close?.code).toBe(CloseCode.Unacknowledged);
+    expect(answer.close?.reason).toMatch(new RegExp(`^the agent left \\d+ bytes uncollected, past the limit of ${limit.bytes}$`));
   });
 });
