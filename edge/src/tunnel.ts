@@ -658,7 +658,8 @@ export class TunnelObject extends DurableObject<Env> {
     }
     if (!verdict.ok) {
       this.sendAlone(socket, { type: FrameType.Refused, code: verdict.code, message: verdict.message });
-      this.close(socket, CloseCode.Refused, verdict.code);
+      // The reason too says why, for a client that reads no Refused frame (close truncates it).
+      this.close(socket, CloseCode.Refused, `${verdict.code}: ${verdict.message}`);
       return undefined;
     }
     const hello = frame as HelloFrame;

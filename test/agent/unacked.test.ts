@@ -1,5 +1,8 @@
-import { CloseCode, type Frame, FrameType, type HelloFrame, unackedLimit } from "@burrow/protocol";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { CloseCode, type Frame, FrameType, type HelloFrame, SESSION_HEADER, unackedLimit } from "@burrow/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { HttpsLink } from "../../agent/src/net/https-link.ts";
 import { AgentProcess } from "../_agent.ts";
 import { Origin } from "../_origin.ts";
 import { type RelayConnection, ScriptedRelay } from "../_scripted-relay.ts";
@@ -53,5 +56,52 @@ describe("a relay that never acknowledges", () => {
     // Back on a new session: nothing of the old one is kept to resume.
     const second = await relay.connection(1);
     expect(((await second.hello) as HelloFrame).resume).toBeNull();
+  });
+});
+
+describe("a relay that takes none of the HTTPS transport's POSTs", () => {
+  it("is left with 4006 once the agent holds more for it than the bound, and what was held is let go", async () => {
+    // Opens sessions, then holds every poll and every POST open without an answer; a DELETE
+    // (the agent's goodbye) is answered.
+    const held: http.ServerResponse[] = [];
+    const goodbyes: string[] = [];
+    const server = http.createServer((request, response) => {
+      if (request.method === "POST" && !request.headers[SESSION_HEADER]) {
+        response.writeHead(201, { "content-type": "application/json" }).end('{"session":"stalled"}');
+      } else if (request.method === "DELETE") {
+        goodbyes.push(request.url ?? "");
+        response.writeHead(204).end();
+      } else {
+        request.resume();
+        held.push(response);
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const relayUrl = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+      const link = await HttpsLink.open(
+        relayUrl,
+        "stalled",
+        { proxy: undefined, ca: [], insecure: false, timeoutMs: 5000 },
+        20_000,
+      );
+      const closed = new Promise<{ code: number; reason: string }>((resolve) => {
+        link.onclose = (code, reason) => resolve({ code, reason });
+      });
+      // One buffer sent again and again: counted each time, allocated once.
+      const message = new Uint8Array(1024 * 1024);
+      const limit = unackedLimit().bytes;
+      for (let sent = 0; sent <= limit + message.byteLength; sent += message.byteLength) link.send(message);
+      const { code, reason } = await closed;
+      expect(code).toBe(CloseCode.Unacknowledged);
+      expect(reason).toMatch(new RegExp(`^the relay left \\d+ bytes untaken, past the limit of ${limit}$`));
+      // The agent told the relay why, as it can.
+      await expect.poll(() => goodbyes.length).toBe(1);
+      expect(goodbyes[0]).toContain(`code=${CloseCode.Unacknowledged}`);
+    } finally {
+      for (const response of held) response.destroy();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { FrameType } from "@burrow/protocol";
+import { CloseCode, FrameType } from "@burrow/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { AgentProcess, type RuntimeName, tunnelArgs } from "../_agent.ts";
@@ -339,12 +339,9 @@ describe("who may open a tunnel's further shards", () => {
         const raw = await RawAgent.open(relay, `not-theirs&shard=${shard}`);
         raw.send(RawAgent.helloFrame("owned-shards", { token: OTHER }));
         const answer = await raw.next();
-        raw.socket.close(1000, "stopped");
-        await raw.closed;
-        expect(answer).toMatchObject({ type: FrameType.Refused, code: "bad-hello" });
-        expect((answer as { message: string }).message).toBe(
-          'the hello asks for tunnel "owned-shards" but the connection was opened for "not-theirs"',
-        );
+        const why = 'the hello asks for tunnel "owned-shards" but the connection was opened for "not-theirs"';
+        expect(answer).toMatchObject({ type: FrameType.Refused, code: "bad-hello", message: why });
+        expect(await raw.closed).toEqual({ code: CloseCode.Refused, reason: `bad-hello: ${why}` });
       }
       // The Worker asks shard 0 for the live shards every SHARDS_TTL_MS (2 s) at most.
       await new Promise((resolve) => setTimeout(resolve, 2500));
