@@ -394,6 +394,8 @@ export class Agent {
           return broken((error as Error)?.message ?? String(error));
         }
         for (const frame of rest) {
+          // It left too much unacknowledged, while these were being served (see begin).
+          if (session.frames.ended) break;
           if (frame.type === FrameType.Data) this.log.traffic(frame.bytes.byteLength, 0);
           if (frame.type !== FrameType.Ready && frame.type !== FrameType.Refused) session.forwarder.receive(frame);
         }
@@ -429,6 +431,15 @@ export class Agent {
     if (!resumed) {
       this.endStreams();
       const frames = new FrameSession((flush) => setImmediate(flush));
+      // A relay that never acknowledges would have the agent keep every frame it sends: past the
+      // bound (unackedLimit), the session ends, what it kept goes, and the agent starts anew.
+      frames.onOverflow = (why) => {
+        this.log.warn(`the relay ${why}; ending the session and reconnecting`, "unacknowledged");
+        const cut = this.link;
+        this.endStreams();
+        cut?.close(CloseCode.Unacknowledged, `the relay ${why}`);
+        this.endSession?.(`the relay ${why}`);
+      };
       const send = (f: Frame) => {
         if (f.type === FrameType.Data) this.log.traffic(0, f.bytes.byteLength);
         frames.push(f);

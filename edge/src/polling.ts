@@ -1,4 +1,4 @@
-import { concatBytes, encodePollAnswer, MAX_MESSAGE_BYTES, MAX_POLL_WAIT_MS } from "@burrow/protocol";
+import { CloseCode, concatBytes, encodePollAnswer, MAX_MESSAGE_BYTES, MAX_POLL_WAIT_MS } from "@burrow/protocol";
 import { EdgeError } from "./errors.ts";
 
 /**
@@ -33,6 +33,7 @@ export class PollingLink implements AgentLink {
   readonly id = randomId();
   private attachment: unknown = null;
   private queue: Uint8Array[] = [];
+  private queued = 0;
   private sent = 0;
   private unacknowledged: Uint8Array | undefined;
   private received = 0;
@@ -42,8 +43,16 @@ export class PollingLink implements AgentLink {
   private closing: { code: number; reason: string } | undefined;
   private ended = false;
 
-  /** @param onEnd called once when the session ends, however it ends. */
-  constructor(private readonly onEnd: (link: PollingLink, code: number, reason: string) => void) {
+  /**
+   * @param onEnd called once when the session ends, however it ends.
+   * @param maxQueued bytes that may wait here for the agent's polls (see unackedLimit): an
+   *   agent that acknowledges frames it never collected (it can count the relay's answers)
+   *   would otherwise have them all wait here.
+   */
+  constructor(
+    private readonly onEnd: (link: PollingLink, code: number, reason: string) => void,
+    private readonly maxQueued: number,
+  ) {
     this.idle(SESSION_IDLE_MS);
   }
 
@@ -57,11 +66,18 @@ export class PollingLink implements AgentLink {
 
   send(message: string | ArrayBuffer | ArrayBufferView): void {
     if (this.closing || typeof message === "string") return;
-    this.queue.push(
-      ArrayBuffer.isView(message)
-        ? new Uint8Array(message.buffer, message.byteOffset, message.byteLength)
-        : new Uint8Array(message),
-    );
+    const bytes = ArrayBuffer.isView(message)
+      ? new Uint8Array(message.buffer, message.byteOffset, message.byteLength)
+      : new Uint8Array(message);
+    if (this.queued + bytes.byteLength > this.maxQueued) {
+      const why = `the agent left ${this.queued + bytes.byteLength} bytes uncollected, past the limit of ${this.maxQueued}`;
+      this.queue = [];
+      this.queued = 0;
+      this.close(CloseCode.Unacknowledged, why);
+      return;
+    }
+    this.queue.push(bytes);
+    this.queued += bytes.byteLength;
     // Frames queued in this turn leave together.
     if (this.waiting && this.queue.length === 1) queueMicrotask(() => this.answer());
   }
@@ -158,6 +174,7 @@ export class PollingLink implements AgentLink {
     let frames: Uint8Array = new Uint8Array(0);
     if (count > 0) {
       const parts = this.queue.splice(0, count);
+      this.queued -= size;
       frames = parts.length === 1 ? parts[0]! : concatBytes(parts, size);
       this.sent++;
     }
@@ -183,6 +200,7 @@ export class PollingLink implements AgentLink {
     this.waiting?.abort(new Error("the session ended")).catch(() => {});
     this.waiting = undefined;
     this.queue = [];
+    this.queued = 0;
     this.onEnd(this, code, reason);
   }
 }

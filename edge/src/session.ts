@@ -1,4 +1,4 @@
-import { concatBytes, type Frame, FrameSession } from "@burrow/protocol";
+import { concatBytes, type Frame, FrameSession, type UnackedLimit } from "@burrow/protocol";
 import { isTeardownNoise } from "./errors.ts";
 import type { AgentLink } from "./polling.ts";
 
@@ -22,12 +22,14 @@ export class AgentSession {
     /** The owner key of admission.ts: only the same owner may resume. */
     readonly owner: string,
     readonly label: string,
+    /** What the session keeps for the agent at most until it acknowledges (see unackedLimit). */
+    limit: UnackedLimit,
     counts?: { sent: number; received: number },
   ) {
     // A zero timer, not a microtask: it fires once the events already queued (other visitors'
     // requests, at load) have run, so their frames go to the agent as one message, one send
     // and one wake-up of the agent instead of one each. Alone, a request waits for nothing.
-    this.frames = new FrameSession((flush) => void setTimeout(flush, 0), counts);
+    this.frames = new FrameSession((flush) => void setTimeout(flush, 0), counts, limit);
   }
 
   /** Queues a frame for the agent: on the connection, or kept for the next one. */

@@ -14,6 +14,7 @@ import {
   ProtocolError,
   SESSION_HEADER,
   SESSION_PATH,
+  unackedLimit,
 } from "@burrow/protocol";
 import { type Admission, admit, identify, type NameRecord, parseTokens, type Tokens } from "./admission.ts";
 import type { Env } from "./env.ts";
@@ -202,7 +203,7 @@ export class TunnelObject extends DurableObject<Env> {
       const link = new PollingLink((ended, code, reason) => {
         this.sessions.delete(ended.id);
         this.closed(ended, code, reason);
-      });
+      }, unackedLimit(this.limits.maxStreams).bytes);
       this.setAttachment(link, {
         phase: "hello",
         shard: this.learnShard(url),
@@ -429,7 +430,10 @@ export class TunnelObject extends DurableObject<Env> {
       if (attachment.phase === "ready") {
         const session = this.agent();
         if (session?.link !== link) return; // a link the session has left
-        for (const frame of session.frames.take(frames, counted.frames)) this.receive(session, frame);
+        for (const frame of session.frames.take(frames, counted.frames)) {
+          if (session.frames.ended) break; // it left too much unacknowledged (see use)
+          this.receive(session, frame);
+        }
         return;
       }
       // Only the first frame is a hello; what follows it in the same message is served if the
@@ -439,7 +443,10 @@ export class TunnelObject extends DurableObject<Env> {
       this.hellos = judged.catch(() => undefined);
       const session = await judged;
       if (!session) return;
-      for (const frame of session.frames.take(rest, counted.frames - 1)) this.receive(session, frame);
+      for (const frame of session.frames.take(rest, counted.frames - 1)) {
+        if (session.frames.ended) break;
+        this.receive(session, frame);
+      }
     } catch (error) {
       if (error instanceof ProtocolError) {
         console.warn(`tunnel ${attachment.name}: closing the agent's connection: ${error.message}`);
@@ -615,9 +622,17 @@ export class TunnelObject extends DurableObject<Env> {
         code: "bad-hello",
         message: `--allow-ip ${RuleSet.invalid(frame.rules)[0]} is not an address or CIDR range`,
       };
+    } else if (frame.name !== attachment.name) {
+      // The connect URL chose this object (and, for a shard, the shard 0 that judges it); a
+      // hello for another name would be admitted by one tunnel and act on another's.
+      verdict = {
+        ok: false,
+        code: "bad-hello",
+        message: `the hello asks for tunnel ${JSON.stringify(frame.name)} but the connection was opened for ${JSON.stringify(attachment.name)}`,
+      };
     } else {
       if (attachment.shard) {
-        const answer = await this.primary(attachment.name).admitShard(frame, attachment.shard);
+        const answer = await this.primary(attachment.name).admitShard(frame, attachment.shard, attachment.name);
         verdict = answer.admission;
         shardRules = answer.rules;
         primary = answer.primary;
@@ -637,7 +652,7 @@ export class TunnelObject extends DurableObject<Env> {
     // A waiting session holds its place in the token's count already.
     const counted = verdict.ok && previous?.owner === verdict.owner;
     if (verdict.ok && !counted && !attachment.shard && verdict.owner.startsWith("token:") && frame?.type === FrameType.Hello) {
-      verdict = await this.holdForToken(verdict, frame.name);
+      verdict = await this.holdForToken(verdict, attachment.name);
     }
     // The link may have dropped while the hello was judged.
     if (this.ended.has(socket)) {
@@ -646,7 +661,8 @@ export class TunnelObject extends DurableObject<Env> {
     }
     if (!verdict.ok) {
       this.sendAlone(socket, { type: FrameType.Refused, code: verdict.code, message: verdict.message });
-      this.close(socket, CloseCode.Refused, verdict.code);
+      // The reason too says why, for a client that reads no Refused frame (close truncates it).
+      this.close(socket, CloseCode.Refused, `${verdict.code}: ${verdict.message}`);
       return undefined;
     }
     const hello = frame as HelloFrame;
@@ -672,12 +688,14 @@ export class TunnelObject extends DurableObject<Env> {
     // Visitor WebSockets of a session this object no longer knows (it was evicted meanwhile)
     // have nobody to talk to.
     if (!resumed) this.sockets.closeAll("the tunnel's agent reconnected as a new session");
-    const session = resumed ? previous : new AgentSession(sessionId(), verdict.owner, verdict.label);
+    const session = resumed
+      ? previous
+      : new AgentSession(sessionId(), verdict.owner, verdict.label, unackedLimit(this.limits.maxStreams));
     this.current = session;
     this.setAttachment(socket, {
       phase: "ready",
       shard: attachment.shard,
-      name: hello.name,
+      name: attachment.name,
       url: attachment.url,
       owner: verdict.owner,
       label: verdict.label,
@@ -702,13 +720,13 @@ export class TunnelObject extends DurableObject<Env> {
       rules.empty ? this.ctx.storage.delete(RULES_KEY) : this.ctx.storage.put(RULES_KEY, ruleList),
       attachment.shard ? undefined : this.ctx.storage.setAlarm(now + REFRESH_MS),
       // Shard 0, a new session: the shards of the one before it leave (see evictStale).
-      attachment.shard || resumed ? undefined : this.evictShards(hello.name, session.id),
+      attachment.shard || resumed ? undefined : this.evictShards(attachment.name, session.id),
     ]);
     if (this.ended.has(socket)) return undefined;
     // Ready travels outside the session, alone; what the agent had not received follows it.
     this.sendAlone(socket, {
       type: FrameType.Ready,
-      name: hello.name,
+      name: attachment.name,
       url: attachment.url,
       open: tokens.entries.length === 0,
       session: session.id,
@@ -738,6 +756,16 @@ export class TunnelObject extends DurableObject<Env> {
         const attachment = this.attachment(link) as ReadyAttachment;
         this.setAttachment(link, { ...attachment, counts: session.frames.snapshot() } satisfies Attachment);
       }, PERSIST_MS);
+    };
+    // An agent that provokes frames (a Reset for each frame of a stream that does not exist) and
+    // never acknowledges them would have the relay keep them all: past the bound its session
+    // ends, and what it kept goes with it.
+    session.frames.onOverflow = (why) => {
+      const current = session.link;
+      const name = current ? (this.attachment(current) as ReadyAttachment).name : "";
+      console.warn(`tunnel ${name}: closing the agent's connection: it ${why}`);
+      if (current) this.close(current, CloseCode.Unacknowledged, `the agent ${why}`);
+      this.endSession(session, `The tunnel's agent stopped acknowledging what the relay sent (it ${why}); retry the request.`);
     };
   }
 
@@ -845,13 +873,15 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   /**
-   * Shard 0: may the agent of `hello` open shard `shard` of this tunnel? Only the agent that
-   * holds the name now (same token, or same claim on an open relay), and only while it does;
-   * the shard gets this tunnel's visitor rules to enforce.
+   * Shard 0: may the agent of `hello` open shard `shard` of this tunnel, which its connect URL
+   * named `name`? Only the agent that holds the name now (same token, or same claim on an open
+   * relay), only while it does, and only for this name; the shard gets this tunnel's visitor
+   * rules to enforce.
    */
   async admitShard(
     hello: HelloFrame,
     shard: number,
+    name: string,
   ): Promise<{ admission: Admission; rules: HelloFrame["rules"]; primary?: string }> {
     const none: HelloFrame["rules"] = { basicAuth: [], allowIp: [], webhooks: [] };
     const session = this.agent() ?? this.current;
@@ -867,7 +897,7 @@ export class TunnelObject extends DurableObject<Env> {
     }
     const admission = await admit({
       hello,
-      requested: hello.name,
+      requested: name,
       tokens: await this.tokenList(),
       record: await this.ctx.storage.get<NameRecord>(NAME_KEY),
       liveOwner: session.owner,
@@ -1013,7 +1043,13 @@ export class TunnelObject extends DurableObject<Env> {
     if (!link) return undefined;
     const attachment = link.deserializeAttachment() as ReadyAttachment;
     this.shard = attachment.shard ?? 0;
-    const session = new AgentSession(attachment.session, attachment.owner, attachment.label, attachment.counts);
+    const session = new AgentSession(
+      attachment.session,
+      attachment.owner,
+      attachment.label,
+      unackedLimit(this.limits.maxStreams),
+      attachment.counts,
+    );
     this.current = session;
     this.use(session, link, attachment.counts?.sent ?? 0);
     return session;

@@ -36,6 +36,11 @@ export const CloseCode = {
   HelloTimeout: 4004,
   /** The agent sent more frames or bytes per second than the relay allows (MAX_FRAMES_PER_SECOND...). */
   RateLimited: 4005,
+  /**
+   * The peer left more frames or bytes unacknowledged than a session keeps for it (see
+   * unackedLimit): its session ended, and what it had in flight failed. Either side sends it.
+   */
+  Unacknowledged: 4006,
 } as const;
 
 /** One of the values of {@link FrameType}. */

@@ -23,6 +23,64 @@ export const INITIAL_WINDOW = 1024 * 1024;
  */
 export const CREDIT_BATCH = INITIAL_WINDOW / 4;
 
+/**
+ * Streams a tunnel may have open at once unless its relay says otherwise: the default of the
+ * relay's MAX_STREAMS_PER_TUNNEL. What a session may keep unacknowledged makes room for this
+ * many streams' windows (see {@link unackedLimit}).
+ */
+export const DEFAULT_MAX_STREAMS = 100;
+
+/**
+ * What one open stream may leave unacknowledged in its sender's session: its window of body
+ * bytes (flow control: a sender never has more in flight, and an honest receiver's Ack leads
+ * the Credit that gives the window back, see FrameSession), one piece more (a visitor WebSocket
+ * piece may overshoot its credit by up to one chunk), and 64 KiB for its head and the frames
+ * that end it (a request head is at most the relay's default MAX_REQUEST_HEAD_BYTES, 64 KiB).
+ */
+export const UNACKED_STREAM_BYTES = INITIAL_WINDOW + MAX_DATA_CHUNK + 64 * 1024;
+
+/**
+ * Frames one open stream may leave unacknowledged: its window in chunks of 1 KiB on average
+ * (bodies travel as the chunks their sender read, from a socket usually 16-64 KiB; flow control
+ * bounds their bytes, not their number), and 64 for its head, End, Reset and Credit frames.
+ */
+export const UNACKED_STREAM_FRAMES = INITIAL_WINDOW / 1024 + 64;
+
+/**
+ * Room beyond the open streams' share, for frames no window bounds: answers to the peer's own
+ * frames (a Reset for a frame of a stream that just ended), Credit for what the peer sent, the
+ * frames of streams that ended but whose frames the peer has not acknowledged yet. An honest peer
+ * acknowledges within a round trip plus ACK_DELAY_MS, and across a cut what it missed is mostly
+ * the streams' Data: this is headroom, which only a peer that never acknowledges uses up.
+ */
+export const UNACKED_CONTROL_BYTES = 4 * 1024 * 1024;
+
+/** Frames of {@link UNACKED_CONTROL_BYTES}: about 100 bytes each (a Reset with its reason). */
+export const UNACKED_CONTROL_FRAMES = 16 * 1024;
+
+/** A hard bound on what one side of a session keeps for its peer until the peer acknowledges it. */
+export interface UnackedLimit {
+  /** Bytes of the messages kept (as sent, frames and payloads). */
+  bytes: number;
+  /** Frames kept (Acks are never kept). */
+  frames: number;
+}
+
+/**
+ * What a session may keep unacknowledged for its peer, for a tunnel of `streams` open streams at
+ * most: each stream's share (window, head, closing frames) plus headroom for control frames. Past
+ * it, the peer is not acknowledging what it receives (an honest one acknowledges within a round
+ * trip, and every frame it is sent counts): the session ends and the connection closes with
+ * CloseCode.Unacknowledged, and what was kept is let go. For 100 streams: 116.5 MiB and
+ * 125,184 frames, what flow control already lets the open streams' Data hold.
+ */
+export function unackedLimit(streams: number = DEFAULT_MAX_STREAMS): UnackedLimit {
+  return {
+    bytes: streams * UNACKED_STREAM_BYTES + UNACKED_CONTROL_BYTES,
+    frames: streams * UNACKED_STREAM_FRAMES + UNACKED_CONTROL_FRAMES,
+  };
+}
+
 /** Largest visitor WebSocket message carried through a tunnel, in either direction. */
 export const MAX_WS_MESSAGE = 32 * 1024 * 1024;
 

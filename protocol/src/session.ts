@@ -1,13 +1,17 @@
-import { FrameBatch } from "./batch.ts";
+import { concatBytes, FrameBatch } from "./batch.ts";
 import type { InvalidFrame } from "./codec.ts";
 import { malformed } from "./errors.ts";
 import { type Frame, FrameType } from "./frames.ts";
+import { type UnackedLimit, unackedLimit } from "./limits.ts";
 
 /**
  * Frames a peer has received may be acknowledged this long after the last of them at the
  * latest, when it has nothing else to send (acknowledgements ride on every message it sends).
  */
 export const ACK_DELAY_MS = 100;
+
+/** Messages whose parts average fewer bytes than this are joined into one buffer (see sent). */
+const JOIN_BELOW = 1024;
 
 /** One message as sent: its parts (see FrameBatch), its size, and the frames it spans. */
 interface Sent {
@@ -28,10 +32,16 @@ interface Sent {
  * Frames are counted after the handshake (Hello, Ready travel outside the session); Ack frames
  * are not counted, so that acknowledgements never call for acknowledgements, and a message of
  * Acks alone is not kept.
+ *
+ * What is kept has a hard bound (see unackedLimit), for every frame sent: a peer that provokes
+ * answers and never acknowledges them would otherwise make this side keep them all. Past the
+ * bound the session ends by itself (nothing more is kept or sent) and `onOverflow` says why.
  */
 export class FrameSession {
   private readonly batch: FrameBatch;
   private kept: Sent[] = [];
+  private keptSize = 0;
+  private over = false;
   private sentFrames = 0;
   private ackedFrames = 0;
   private receivedFrames = 0;
@@ -41,12 +51,23 @@ export class FrameSession {
   private acksInBatch = 0;
   /** Called when nothing is kept and nothing is to acknowledge (a side may persist its counts then). */
   onQuiescent: (() => void) | undefined;
+  /**
+   * Called once when the peer left more unacknowledged than `limit` allows, with why ("left
+   * 125185 frames unacknowledged, past the limit of 125184"): the session has ended by then.
+   * The side closes the connection (CloseCode.Unacknowledged) and fails the session's streams.
+   */
+  onOverflow: ((why: string) => void) | undefined;
 
   /**
    * @param schedule runs a flush later in this turn (see FrameBatch).
    * @param counts where a side that lost its memory left off (see {@link snapshot}).
+   * @param limit what may be kept for the peer at most (see unackedLimit).
    */
-  constructor(schedule: (flush: () => void) => void, counts?: { sent: number; received: number }) {
+  constructor(
+    schedule: (flush: () => void) => void,
+    counts?: { sent: number; received: number },
+    private readonly limit: UnackedLimit = unackedLimit(),
+  ) {
     this.batch = new FrameBatch((parts, size, frames) => this.sent(parts, size, frames), schedule);
     if (counts) {
       this.sentFrames = this.ackedFrames = counts.sent;
@@ -61,9 +82,17 @@ export class FrameSession {
 
   /** Bytes kept for the peer until it acknowledges them. */
   get keptBytes(): number {
-    let bytes = 0;
-    for (const message of this.kept) bytes += message.size;
-    return bytes;
+    return this.keptSize;
+  }
+
+  /** Frames kept for the peer until it acknowledges them. */
+  get keptFrames(): number {
+    return this.over ? 0 : this.sentFrames - this.ackedFrames;
+  }
+
+  /** The session ended (see {@link end}): nothing more is sent or kept. */
+  get ended(): boolean {
+    return this.over;
   }
 
   /** Nothing kept and nothing to acknowledge: the counts alone describe the session. */
@@ -78,6 +107,7 @@ export class FrameSession {
 
   /** Sends a frame (now, or on the next connection if there is none). */
   push(frame: Frame): void {
+    if (this.over) return;
     if (this.toldFrames < this.receivedFrames && this.batch.empty) this.pushAck();
     this.batch.push(frame);
   }
@@ -107,7 +137,7 @@ export class FrameSession {
    * side does not know counts too), Ack frames left out.
    */
   receive(count: number): void {
-    if (count === 0) return;
+    if (count === 0 || this.over) return;
     this.receivedFrames += count;
     if (this.ackTimer === undefined) {
       this.ackTimer = setTimeout(() => {
@@ -126,7 +156,7 @@ export class FrameSession {
     if (frames > this.sentFrames) malformed(`Ack of ${frames} frames, but only ${this.sentFrames} were sent`);
     if (frames <= this.ackedFrames) return;
     this.ackedFrames = frames;
-    while (this.kept.length > 0 && this.kept[0]!.end <= frames) this.kept.shift();
+    while (this.kept.length > 0 && this.kept[0]!.end <= frames) this.keptSize -= this.kept.shift()!.size;
     if (this.quiescent) this.onQuiescent?.();
   }
 
@@ -164,9 +194,23 @@ export class FrameSession {
 
   /** The session is over: nothing more is sent or kept. */
   end(): void {
+    this.over = true;
     this.writer = undefined;
     this.kept = [];
+    this.keptSize = 0;
     if (this.ackTimer !== undefined) clearTimeout(this.ackTimer as never);
+    this.ackTimer = undefined;
+  }
+
+  /** Why what is kept is past the limit, or undefined while it is within. */
+  private overLimit(): string | undefined {
+    if (this.keptFrames > this.limit.frames) {
+      return `left ${this.keptFrames} frames unacknowledged, past the limit of ${this.limit.frames}`;
+    }
+    if (this.keptSize > this.limit.bytes) {
+      return `left ${this.keptSize} bytes unacknowledged, past the limit of ${this.limit.bytes}`;
+    }
+    return undefined;
   }
 
   private pushAck(): void {
@@ -178,10 +222,23 @@ export class FrameSession {
   private sent(parts: Uint8Array[], size: number, frames: number): void {
     const counted = frames - this.acksInBatch;
     this.acksInBatch = 0;
+    // A batch queued before the session ended, flushed after.
+    if (this.over) return;
+    // Small frames are kept joined, one buffer instead of a typed array each: measured on
+    // workerd, 130,000 Resets kept as parts peaked the relay at 118 MiB, joined at 86 MiB.
+    // Messages of body chunks are kept as they are, their payloads not copied (see FrameBatch).
+    if (parts.length > 1 && size < parts.length * JOIN_BELOW) parts = [concatBytes(parts, size)];
     if (counted > 0) {
       const start = this.sentFrames;
       this.sentFrames += counted;
       this.kept.push({ parts, size, start, end: this.sentFrames });
+      this.keptSize += size;
+      const why = this.overLimit();
+      if (why !== undefined) {
+        this.end();
+        this.onOverflow?.(why);
+        return;
+      }
     }
     this.writer?.(parts, size);
     if (counted === 0 && this.quiescent) this.onQuiescent?.();

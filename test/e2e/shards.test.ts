@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { FrameType } from "@burrow/protocol";
+import { CloseCode, FrameType } from "@burrow/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { AgentProcess, type RuntimeName, tunnelArgs } from "../_agent.ts";
@@ -325,6 +325,31 @@ describe("who may open a tunnel's further shards", () => {
       expect(new Set(await many(agent.url, "/bytes/10", 30, 3))).toEqual(new Set([200]));
       expect([...connectionsOf(await served(agent, from, 30))].sort()).toEqual([0, 1]);
     } finally {
+      await agent.stop("SIGINT");
+    }
+  });
+
+  it("refuses a shard whose hello names another tunnel than its URL: another token cannot drop the owner's shards", async () => {
+    // The other token holds a tunnel of its own, and asks its shards 1 and 2 for the owner's
+    // name; admitted, their drop would tell the owner's shard 0 that its shards 1 and 2 left.
+    const agent = await startAgent("node", [...tunnelArgs(origin.port, relay, "owned-shards"), "--token", TOKEN], 3);
+    const own = await RawAgent.hello(relay, "not-theirs", { token: OTHER });
+    try {
+      for (const shard of [1, 2]) {
+        const raw = await RawAgent.open(relay, `not-theirs&shard=${shard}`);
+        raw.send(RawAgent.helloFrame("owned-shards", { token: OTHER }));
+        const answer = await raw.next();
+        const why = 'the hello asks for tunnel "owned-shards" but the connection was opened for "not-theirs"';
+        expect(answer).toMatchObject({ type: FrameType.Refused, code: "bad-hello", message: why });
+        expect(await raw.closed).toEqual({ code: CloseCode.Refused, reason: `bad-hello: ${why}` });
+      }
+      // The Worker asks shard 0 for the live shards every SHARDS_TTL_MS (2 s) at most.
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      const from = agent.lines.length;
+      expect(new Set(await many(agent.url, "/bytes/10", 60, 4))).toEqual(new Set([200]));
+      expect([...connectionsOf(await served(agent, from, 60))].sort()).toEqual([0, 1, 2]);
+    } finally {
+      own.socket.close(1000, "stopped");
       await agent.stop("SIGINT");
     }
   });

@@ -1,5 +1,6 @@
 import net from "node:net";
 import {
+  CloseCode,
   CONNECT_PATH,
   decodeFrames,
   encodeFrame,
@@ -9,6 +10,7 @@ import {
   PROTOCOL_VERSION,
   ProtocolError,
   SESSION_PATH,
+  unackedLimit,
 } from "@burrow/protocol";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -16,8 +18,10 @@ import WebSocket from "ws";
 import { AgentProcess, tunnelArgs } from "../_agent.ts";
 import { patternHash } from "../_bytes.ts";
 import { Origin } from "../_origin.ts";
+import { RawAgent } from "../_raw-agent.ts";
 import { Relay } from "../_relay.ts";
 import { download } from "../_transfer.ts";
+import { provoke, receivedAll } from "../_unacked.ts";
 import { at, visit } from "../_visit.ts";
 
 const TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz";
@@ -202,5 +206,72 @@ describe("the relay under random requests", () => {
     const unexpected = outcomes.filter((o) => o !== "ready" && o !== "closed 4xxx");
     expect(unexpected).toEqual([]);
     expect((await visit(at(bystander.url, "/echo"))).status).toBe(200);
+  });
+});
+
+type AckStep = [number, number | "all" | "late" | "never"];
+const repeat = (count: number, step: AckStep): AckStep[] => Array.from({ length: count }, () => step);
+
+describe("the relay under agents that acknowledge late, partly or never", () => {
+  let relay: Relay;
+  // A relay of 2 streams a tunnel, so that the bound is small: 18,560 frames.
+  const limit = unackedLimit(2);
+
+  beforeAll(async () => {
+    relay = await Relay.start({ launcher: "workerd", vars: { MAX_STREAMS_PER_TUNNEL: "2" } });
+  });
+
+  afterAll(async () => {
+    await relay?.dispose();
+  });
+
+  it("closes an agent with 4006 exactly when it leaves more than the bound unacknowledged, and never before", async () => {
+    // Each End of a stream that does not exist is answered with one Reset: after each message
+    // the relay keeps (answers so far - the agent's last Ack) frames, which the test knows.
+    const ack = fc.oneof(
+      fc.constant("never" as const),
+      fc.constant("all" as const),
+      fc.constant("late" as const),
+      fc.double({ min: 0, max: 1, noNaN: true }),
+    );
+    let n = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.tuple(fc.integer({ min: 1, max: 4000 }), ack), { minLength: 1, maxLength: 12 }),
+        async (steps) => {
+          const agent = await RawAgent.hello(relay, `acks-${++n}`);
+          let answers = 0;
+          let before = 0;
+          let acked = 0;
+          let over = false;
+          for (const [ends, how] of steps) {
+            if (how === "all") acked = answers;
+            else if (how === "late") acked = before;
+            else if (how !== "never") acked += Math.floor((answers - acked) * how);
+            before = answers;
+            provoke(agent, ends, acked);
+            answers += ends;
+            over = answers - acked > limit.frames;
+            if (over) break;
+            expect(await receivedAll(agent, answers)).toBe(true);
+          }
+          if (over) {
+            const { code, reason } = await agent.closed;
+            expect(code).toBe(CloseCode.Unacknowledged);
+            expect(reason).toContain(`frames unacknowledged, past the limit of ${limit.frames}`);
+          } else {
+            await new Promise((resolve) => setTimeout(resolve, 100));
+            expect(agent.socket.readyState).toBe(WebSocket.OPEN);
+            agent.socket.close(1000);
+          }
+        },
+      ),
+      {
+        numRuns: 12,
+        // Both outcomes, whatever the random runs draw: never acknowledging, and acknowledging
+        // every message late, past the bound in all.
+        examples: [[repeat(6, [4000, "never"])], [repeat(8, [4000, "late"])]],
+      },
+    );
   });
 });

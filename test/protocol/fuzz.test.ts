@@ -13,6 +13,7 @@ import {
 import { encode } from "@msgpack/msgpack";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { harness, reset } from "./_session.ts";
 
 /** No lone surrogates (String.prototype.isWellFormed, ES2024, above this lib). */
 const wellFormed = (s: string) => !/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s);
@@ -214,6 +215,74 @@ describe("codec under fuzzing", () => {
         expect(frames.indexOf(invalid[0]!)).toBe(before.length);
       }),
       { numRuns: 1000 },
+    );
+  });
+});
+
+describe("the session's bound under fuzzing", () => {
+  /** Frames of all sizes a side sends: answers, heads, body chunks. */
+  const sent = fc.oneof(
+    fc.nat({ max: 1000 }).map((stream) => reset(stream)),
+    fc.record({ type: fc.constant(FrameType.End), stream: fc.nat({ max: 1000 }) }),
+    fc.uint8Array({ maxLength: 2048 }).map((data): Frame => ({ type: FrameType.Data, stream: 1, bytes: data })),
+  ) as fc.Arbitrary<Frame>;
+  /** How a peer acknowledges after each message: never, all it got, or some of it (late). */
+  const ack = fc.oneof(fc.constant("never" as const), fc.constant("all" as const), fc.double({ min: 0, max: 1, noNaN: true }));
+
+  it("never keeps more than the bound for a peer that acknowledges late, partly or never, and lets go of it all past the bound", () => {
+    fc.assert(
+      fc.property(
+        fc.record({ bytes: fc.integer({ min: 2000, max: 40_000 }), frames: fc.integer({ min: 5, max: 200 }) }),
+        fc.array(fc.tuple(fc.array(sent, { minLength: 1, maxLength: 30 }), ack), { maxLength: 40 }),
+        (limit, steps) => {
+          const { session, messages, overflows, flush } = harness(limit);
+          let received = 0;
+          let acked = 0;
+          for (const [frames, how] of steps) {
+            for (const frame of frames) session.push(frame);
+            flush();
+            received = messages.reduce((sum, message) => sum + decodeMessage(message).length, 0);
+            if (how === "all") acked = received;
+            else if (how !== "never") acked += Math.floor((received - acked) * how);
+            session.acknowledge(acked);
+            if (session.ended) {
+              expect(session.keptBytes).toBe(0);
+              expect(session.keptFrames).toBe(0);
+              expect(overflows).toHaveLength(1);
+            } else {
+              expect(session.keptBytes).toBeLessThanOrEqual(limit.bytes);
+              expect(session.keptFrames).toBeLessThanOrEqual(limit.frames);
+              expect(overflows).toEqual([]);
+            }
+          }
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  it("never ends the session of a peer that acknowledges late but within the bound", () => {
+    // The peer acknowledges all but its last `lag` messages before each new one: what is kept is
+    // then at most lag + 1 messages, which the bound is made to hold.
+    const most = { frames: 30, bytes: 30 * (2048 + 16) };
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 6 }),
+        fc.array(fc.array(sent, { minLength: 1, maxLength: most.frames }), { maxLength: 60 }),
+        (lag, steps) => {
+          const limit = { frames: (lag + 1) * most.frames, bytes: (lag + 1) * most.bytes };
+          const { session, messages, overflows, flush } = harness(limit);
+          for (const frames of steps) {
+            const got = messages.slice(0, Math.max(0, messages.length - lag));
+            session.acknowledge(got.reduce((sum, message) => sum + decodeMessage(message).length, 0));
+            for (const frame of frames) session.push(frame);
+            flush();
+          }
+          expect(overflows).toEqual([]);
+          expect(session.ended).toBe(false);
+        },
+      ),
+      { numRuns: 500 },
     );
   });
 });

@@ -1,4 +1,5 @@
 import {
+  CloseCode,
   concatBytes,
   decodePollAnswer,
   HEARTBEAT,
@@ -6,6 +7,7 @@ import {
   MAX_POLL_ANSWER,
   SESSION_HEADER,
   SESSION_PATH,
+  unackedLimit,
 } from "@burrow/protocol";
 import { type DialReport, describe, type NetConfig, NetworkError } from "./dial.ts";
 import { HttpConnection, type HttpResponse } from "./http.ts";
@@ -14,6 +16,12 @@ import type { Link } from "./websocket.ts";
 /** Consecutive failed requests after which the link counts as lost (the agent reconnects). */
 const MAX_FAILURES = 3;
 const SMALL_ANSWER = 64 * 1024;
+/**
+ * Bytes that may wait for a relay to take them: what the session may keep for it (see
+ * unackedLimit). A relay that acknowledges frames it never took (it can count the agent's
+ * answers) and stalls the POSTs would otherwise have them all wait here.
+ */
+const MAX_QUEUED = unackedLimit().bytes;
 
 /**
  * The HTTPS transport: the same frames as the WebSocket, carried by plain requests that any
@@ -31,6 +39,7 @@ export class HttpsLink implements Link {
   private down: HttpConnection | undefined;
   private up: HttpConnection | undefined;
   private queue: Uint8Array[] = [];
+  private queued = 0;
   private sending = false;
   private upSeq = 0;
   private ack = 0;
@@ -101,14 +110,21 @@ export class HttpsLink implements Link {
   send(message: Uint8Array | Uint8Array[] | string): void {
     // Heartbeats are not needed here: every poll is one, answered within waitMs.
     if (this.finished || typeof message === "string") return;
-    this.queue.push(
-      Array.isArray(message)
-        ? concatBytes(
-            message,
-            message.reduce((n, part) => n + part.byteLength, 0),
-          )
-        : message,
-    );
+    const bytes = Array.isArray(message)
+      ? concatBytes(
+          message,
+          message.reduce((n, part) => n + part.byteLength, 0),
+        )
+      : message;
+    if (this.queued + bytes.byteLength > MAX_QUEUED) {
+      const why = `the relay left ${this.queued + bytes.byteLength} bytes untaken, past the limit of ${MAX_QUEUED}`;
+      this.close(CloseCode.Unacknowledged, why);
+      // At once, not after the goodbye: nothing more is queued, and what was is let go.
+      this.finish(CloseCode.Unacknowledged, why);
+      return;
+    }
+    this.queue.push(bytes);
+    this.queued += bytes.byteLength;
     if (!this.sending) void this.flush();
   }
 
@@ -163,6 +179,7 @@ export class HttpsLink implements Link {
         size += this.queue[count++]!.byteLength;
       }
       const parts = this.queue.splice(0, count);
+      this.queued -= size;
       const body = parts.length === 1 ? parts[0]! : concatBytes(parts, size);
       const seq = ++this.upSeq;
       for (let failures = 0; !this.finished; ) {
@@ -190,6 +207,7 @@ export class HttpsLink implements Link {
     if (this.finished) return;
     this.finished = true;
     this.queue = [];
+    this.queued = 0;
     this.down?.close();
     this.up?.close();
     this.onclose(code, reason);
