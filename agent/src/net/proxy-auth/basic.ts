@@ -7,7 +7,7 @@ export const basic: ProxyAuthScheme = {
     if (!credentials) throw needsCredentials("Basic");
     // RFC 7617 section 2.1: the user-id cannot contain a colon.
     if (credentials.user.includes(":")) {
-      throw new SchemeUnavailable("Basic", "a Basic user name cannot contain \":\"", "check the user name");
+      throw new SchemeUnavailable("Basic", 'a Basic user name cannot contain ":"', "check the user name");
     }
     const header = `Basic ${Buffer.from(`${credentials.user}:${credentials.password}`, "utf8").toString("base64")}`;
     let attempts = 0;
