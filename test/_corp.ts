@@ -534,6 +534,18 @@ export class CorpNetwork {
     sh("ip", ["netns", "exec", this.ns, "iptables-restore"], rules.join("\n"));
   }
 
+  /**
+   * Kills squid (its connections are reset) and starts it again with the same settings, as an
+   * administrator's restart would: agents must come back through a fresh handshake.
+   */
+  async restartSquid(): Promise<void> {
+    await this.reaper?.stop();
+    await this.proxy?.stop("SIGKILL");
+    if (this.shm) removeShm((name) => name.startsWith(`${this.shm}-`));
+    quietly(() => unlinkSync(join(this.dir, "squid.pid")));
+    await this.startSquid();
+  }
+
   private async startSquid(): Promise<void> {
     const options = this.options.squid ?? {};
     const file = (name: string) => join(this.dir, name);
