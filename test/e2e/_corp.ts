@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { AgentProcess, type AgentRuntime, type RuntimeName } from "../_agent.ts";
 import { patternHash } from "../_bytes.ts";
 import { CorpNetwork, type CorpOptions, CorpOrigin, CorpRelay, networkEnv, skipCorp } from "../_corp.ts";
+import { ntlmVerdicts, skipNtlmVerifier } from "../_ntlm-verifier.ts";
 import { executableLauncher } from "../_package.ts";
 import { download, upload } from "../_transfer.ts";
 import { at, dialOptions, visit } from "../_visit.ts";
@@ -16,6 +17,7 @@ const CUT_EVERY = 5;
 const CUTS = 3;
 
 const skip = skipCorp("the corporate-network tests");
+const skipNtlm = !skip && skipNtlmVerifier("the corporate-network tests against real NTLMv2 checking");
 
 let expectedHash: string | undefined;
 const sizeHash = () => {
@@ -245,7 +247,10 @@ export function corpSuite(runtime: RuntimeName | "executable"): void {
     });
 
     shared("squid with Digest auth", () => {
-      const corpnet = corp({ egress: "squid", squid: { auth: { scheme: "digest", user: "alice", password: "s3cr3t, \"quoted\"" } } });
+      const corpnet = corp({
+        egress: "squid",
+        squid: { auth: { scheme: "digest", user: "alice", password: 's3cr3t, "quoted"' } },
+      });
       const credentials = { BURROW_PROXY_USER: "alice", BURROW_PROXY_PASSWORD: 's3cr3t, "quoted"' };
 
       it("answers the challenge with credentials from BURROW_PROXY_USER and BURROW_PROXY_PASSWORD", async () => {
@@ -296,19 +301,55 @@ export function corpSuite(runtime: RuntimeName | "executable"): void {
         expect(status, output).toBe(0);
         expect(output).toMatch(/^ok\s+connect\s+CONNECT \S+:443: 200 .*\(NTLM as "CORP\\alice": 1 attempt, 1 connection\)$/m);
       }, 40_000);
+    });
+
+    (skipNtlm ? describe.skip : shared)("squid checking NTLMv2 passwords (gss-ntlmssp)", () => {
+      const account = { domain: "CORP", user: "alice", password: "s3cret pass" };
+      const corpnet = corp({ egress: "squid", squid: { ntlm: account } });
+      const proxy = () => `http://${corpnet.network.hostIp}:${corpnet.network.proxyPort}`;
+      const credentials = { BURROW_PROXY_USER: "CORP\\alice", BURROW_PROXY_PASSWORD: account.password };
+
+      it("goes through with the right password, and gss-ntlmssp accepts its NTLMv2 response", async () => {
+        const name = `ntlmv2-${runtime}`;
+        const seen = ntlmVerdicts(corpnet.network.dir).length;
+        const agent = await corpnet.start(name, ["--ca", relay.caFile], { HTTPS_PROXY: proxy(), ...credentials });
+        expect(transportOf(agent)).toBe("websocket");
+        await serves(name, agent);
+        expect(ntlmVerdicts(corpnet.network.dir).slice(seen)).toEqual(["accepted NTLMv2 response from CORP\\alice"]);
+      }, 120_000);
+
+      it("exits 5 on a wrong password within 10 s, naming NTLM, after 1 attempt", async () => {
+        const seen = ntlmVerdicts(corpnet.network.dir).length;
+        const agent = corpnet.spawn(`ntlmv2-wrong-${runtime}`, ["--ca", relay.caFile], {
+          HTTPS_PROXY: proxy(),
+          ...credentials,
+          BURROW_PROXY_PASSWORD: "wrong pass",
+        });
+        expect(await exitOf(agent, 10_000)).toBe(5);
+        expect(agent.output).toMatch(/^error: .*refused the NTLM credentials of user "CORP\\alice" \(407 .*after 1 attempt\b/m);
+        expect(agent.output).toMatch(/^ {2}hint: check the user, its domain \(DOMAIN\\user or user@DOMAIN\) and the password/m);
+        expect(agent.output).not.toContain("wrong pass");
+        // The attempts gss-ntlmssp judged: each one a try against the account.
+        const verdicts = ntlmVerdicts(corpnet.network.dir).slice(seen);
+        expect(verdicts).toEqual([expect.stringMatching(/^refused NTLMv2 response from CORP\\alice: /)]);
+      }, 40_000);
 
       it("comes back through a fresh handshake when squid restarts mid-download, and the download goes on", async () => {
-        const name = `ntlm-restart-${runtime}`;
-        const agent = await corpnet.start(name, ["--ca", relay.caFile], { HTTPS_PROXY: corpnet.network.proxyUrl });
+        const name = `ntlmv2-restart-${runtime}`;
+        const agent = await corpnet.start(name, ["--ca", relay.caFile], { HTTPS_PROXY: proxy(), ...credentials });
         // A visitor reading at 8 MB/s: the download is in flight when squid goes.
-        const transfer = download(at(relay.visitorUrl(name), `/pattern/${SIZE}`), 8e6);
+        let finished = false;
+        const transfer = download(at(relay.visitorUrl(name), `/pattern/${SIZE}`), 8e6).finally(() => {
+          finished = true;
+        });
         await new Promise((resolve) => setTimeout(resolve, 1000));
-        const seen = corpnet.network.squidLog().length;
+        expect(finished, "the download, when squid restarts").toBe(false);
+        const seen = ntlmVerdicts(corpnet.network.dir).length;
         await corpnet.network.restartSquid();
         expect(await transfer).toMatchObject({ status: 200, length: SIZE, sha256: sizeHash() });
         await agent.waitFor(/^tunnel \S+ is up: .*; its streams go on/, { timeoutMs: 20_000 });
-        // The new connection's handshake: NTLM's challenge (a 407) on the restarted squid.
-        expect(deniedSince(corpnet.network, seen), corpnet.network.squidLog().join("\n")).toBeGreaterThanOrEqual(1);
+        // The new connection's handshake, checked by the restarted squid's verifier.
+        expect(ntlmVerdicts(corpnet.network.dir).slice(seen)).toContain("accepted NTLMv2 response from CORP\\alice");
       }, 120_000);
     });
 
