@@ -341,7 +341,8 @@ export interface SquidOptions {
   /**
    * Proxy authentication, by scheme: "basic" (the default) through basic_ncsa_auth, "digest"
    * through digest_file_auth, both checking the password (any characters, but no ":" in the
-   * user); "ntlm" through ntlm_fake_auth, which runs the handshake and takes any password.
+   * user; squid lowercases a Basic user before its helper sees it, so give it in lowercase);
+   * "ntlm" through ntlm_fake_auth, which runs the handshake and takes any password.
    */
   auth?: { scheme?: "basic" | "digest" | "ntlm"; user: string; password: string };
   /**
