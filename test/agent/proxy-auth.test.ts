@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { parseChallenges, quote } from "../../agent/src/net/proxy-auth/challenge.ts";
@@ -148,12 +149,28 @@ describe("Digest (RFC 7616 section 3.9.1)", () => {
     expect(sha).toContain('opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"');
   });
 
-  it("does the -sess variants and RFC 2069's form without qop", () => {
-    // HA1 = H(H(user:realm:password):nonce:cnonce) (RFC 7616 section 3.4.2), checked by hand.
-    const sess = digestResponse(challenge("MD5-sess"), input);
-    expect(sess).toMatch(/response="[0-9a-f]{32}"/);
-    expect(sess).not.toContain("8ca523f5e9506fed4657c9700eebdbec");
+  it("does the -sess variants, userhash, and RFC 2069's form without qop (RFC 7616 sections 3.4.2, 3.4.4)", () => {
+    const h = (algorithm: string, text: string) => createHash(algorithm).update(text).digest("hex");
+    const realm = "http-auth@example.org";
+    const nonce = "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v";
+    for (const [name, algorithm] of [
+      ["MD5-sess", "md5"],
+      ["SHA-256-sess", "sha256"],
+    ] as const) {
+      const ha1 = h(algorithm, `${h(algorithm, `Mufasa:${realm}:Circle of Life`)}:${nonce}:${input.cnonce}`);
+      const ha2 = h(algorithm, "GET:/dir/index.html");
+      const expected = h(algorithm, `${ha1}:${nonce}:00000001:${input.cnonce}:auth:${ha2}`);
+      const answer = digestResponse(challenge(name), input);
+      expect(answer).toContain(`response="${expected}"`);
+      expect(answer).toContain(`algorithm=${name}`);
+    }
+    const hashed = parseChallenges([`Digest realm="${realm}", nonce="n", qop=auth, algorithm=SHA-256, userhash=true`])[0]!;
+    const withUserhash = digestResponse(hashed, input);
+    expect(withUserhash).toContain(`username="${h("sha256", `Mufasa:${realm}`)}"`);
+    expect(withUserhash).toContain("userhash=true");
     const old = parseChallenges(['Digest realm="r", nonce="n"'])[0]!;
+    const oldHa1 = h("md5", "Mufasa:r:Circle of Life");
+    expect(digestResponse(old, input)).toContain(`response="${h("md5", `${oldHa1}:n:${h("md5", "GET:/dir/index.html")}`)}"`);
     expect(digestResponse(old, input)).not.toContain("qop=");
   });
 
