@@ -149,7 +149,9 @@ describe("the dial loop through an authenticating proxy", () => {
       request.authorization ? "drop" : challenge407(['Proxy-Authenticate: Basic realm="corp"']),
     );
     await expect(dial(target, config(basic.url.replace("//", "//alice:pw@")))).rejects.toMatchObject({
-      message: expect.stringMatching(/closed the connection during the Basic handshake/),
+      message: expect.stringMatching(
+        /closed the connection during the Basic handshake 2 times \(after 2 attempts, MAX_PROXY_AUTH_ATTEMPTS\)/,
+      ),
       fatal: true,
     });
     expect(basic.seen.filter((r) => r.authorization)).toHaveLength(MAX_PROXY_AUTH_ATTEMPTS);

@@ -108,10 +108,14 @@ async function connectOnce(
     // got as far as its credentials sends them again: one more attempt each.
     const resent = lost && !current.connectionBound && current.attempts > 0 ? 1 : 0;
     const again = current.connectionBound && current.attempts > 0 ? 1 : resent;
-    if (connections >= MAX_PROXY_AUTH_CONNECTIONS || sent + again > MAX_PROXY_AUTH_ATTEMPTS) {
+    const tooMany = sent + again > MAX_PROXY_AUTH_ATTEMPTS;
+    if (connections >= MAX_PROXY_AUTH_CONNECTIONS || tooMany) {
+      const limit = tooMany
+        ? `after ${sent} attempt${sent === 1 ? "" : "s"}, MAX_PROXY_AUTH_ATTEMPTS`
+        : "MAX_PROXY_AUTH_CONNECTIONS";
       const error = new NetworkError(
         "connect",
-        `the proxy ${proxy.display} closed the connection during the ${current.scheme} handshake ${connections} times (MAX_PROXY_AUTH_CONNECTIONS)`,
+        `the proxy ${proxy.display} closed the connection during the ${current.scheme} handshake ${connections} time${connections === 1 ? "" : "s"} (${limit})`,
         `${current.scheme} needs the connection kept open between its messages; try another scheme the proxy offers (${offered}) with --proxy-auth`,
         true,
       );
