@@ -11,6 +11,7 @@
 // serves every network of the process; visitors keep using its plain-http 127.0.0.1 port.
 
 import { execFile, execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -337,8 +338,13 @@ export class CorpRelay {
 export type Egress = "direct443" | "squid" | "mitm";
 
 export interface SquidOptions {
-  /** Basic auth through basic_ncsa_auth: any characters, but no ":" in the user (Basic auth's separator). */
-  auth?: { user: string; password: string };
+  /**
+   * Proxy authentication, by scheme: "basic" (the default) through basic_ncsa_auth, "digest"
+   * through digest_file_auth, both checking the password (any characters, but no ":" in the
+   * user; squid lowercases a Basic user before its helper sees it, so give it in lowercase);
+   * "ntlm" through ntlm_fake_auth, which runs the handshake and takes any password.
+   */
+  auth?: { scheme?: "basic" | "digest" | "ntlm"; user: string; password: string };
   /**
    * NTLM with real NTLMv2 checking (test/_ntlm-verifier.ts: gss-ntlmssp behind a squid helper):
    * `407 Proxy-Authenticate: NTLM`; a wrong password, domain or user, or an LM/NTLMv1 response,
@@ -537,26 +543,26 @@ export class CorpNetwork {
     sh("ip", ["netns", "exec", this.ns, "iptables-restore"], rules.join("\n"));
   }
 
+  /**
+   * Kills squid (its connections are reset) and starts it again with the same settings, as an
+   * administrator's restart would: agents must come back through a fresh handshake.
+   */
+  async restartSquid(): Promise<void> {
+    await this.reaper?.stop();
+    await this.proxy?.stop("SIGKILL");
+    if (this.shm) removeShm((name) => name.startsWith(`${this.shm}-`));
+    quietly(() => unlinkSync(join(this.dir, "squid.pid")));
+    await this.startSquid();
+  }
+
   private async startSquid(): Promise<void> {
     const options = this.options.squid ?? {};
     const file = (name: string) => join(this.dir, name);
     const user = squidUser();
     const ntlm = options.ntlm ? ntlmVerifier(this.dir, options.ntlm) : undefined;
-    const schemes = [
-      // squid offers its schemes in the order of their auth_param lines.
-      ...(ntlm?.config ?? []),
-      ...(options.auth
-        ? [
-            `auth_param basic program /usr/lib/squid/basic_ncsa_auth ${file("passwd")}`,
-            'auth_param basic realm "Burrow test corp proxy"',
-          ]
-        : []),
-    ];
+    // squid offers its schemes in the order of their auth_param lines.
+    const schemes = [...(ntlm?.config ?? []), ...(options.auth ? squidAuth(options.auth, file) : [])];
     const auth = schemes.length > 0 ? [...schemes, "acl authed proxy_auth REQUIRED", "http_access deny !authed"] : [];
-    if (options.auth) {
-      const hash = sh("openssl", ["passwd", "-apr1", "-stdin"], options.auth.password).trim();
-      writeFileSync(file("passwd"), `${options.auth.user}:${hash}\n`);
-    }
     const config = [
       `http_port ${this.hostIp}:${SQUID_PORT}`,
       "visible_hostname burrow-test-corp-proxy",
@@ -583,7 +589,7 @@ export class CorpNetwork {
     writeFileSync(file("squid.conf"), config.join("\n"));
     // squid drops to cache_effective_user before it opens its logs.
     const { uid, gid } = { uid: Number(sh("id", ["-u", user])), gid: Number(sh("id", ["-g", user])) };
-    const owned = [...["", "passwd", "squid.conf"].map(file), ...(ntlm?.files ?? [])];
+    const owned = [...["", "passwd", "digest-passwd", "squid.conf"].map(file), ...(ntlm?.files ?? [])];
     for (const path of owned) quietly(() => chownSync(path, uid, gid));
     // -n: a service name of its own, so that squids of parallel networks share nothing.
     const service = `burrow${process.pid}x${this.ns.split("-").at(-1)}`;
@@ -696,6 +702,34 @@ export class CorpNetwork {
     this.proxyCaFile = join(confdir, "mitmproxy-ca-cert.pem");
     if (!existsSync(this.proxyCaFile)) throw new Error(`mitmproxy made no CA in ${confdir}:\n${this.proxy.output}`);
     this.proxyUrl = `http://${this.hostIp}:${MITM_PORT}`;
+  }
+}
+
+const REALM = "Burrow test corp proxy";
+
+/** squid.conf's auth_param lines (and the password file) for `auth`. */
+function squidAuth(auth: NonNullable<SquidOptions["auth"]>, file: (name: string) => string): string[] {
+  const realm = `realm "${REALM}"`;
+  switch (auth.scheme ?? "basic") {
+    case "basic": {
+      const hash = sh("openssl", ["passwd", "-apr1", "-stdin"], auth.password).trim();
+      writeFileSync(file("passwd"), `${auth.user}:${hash}\n`);
+      return [`auth_param basic program /usr/lib/squid/basic_ncsa_auth ${file("passwd")}`, `auth_param basic ${realm}`];
+    }
+    case "digest":
+      // With -c, digest_file_auth reads "user:realm:HA1" lines: a password may contain ":"
+      // (a plain "user:password" line would be read as user:realm:hash).
+      writeFileSync(
+        file("digest-passwd"),
+        `${auth.user}:${REALM}:${createHash("md5").update(`${auth.user}:${REALM}:${auth.password}`).digest("hex")}\n`,
+      );
+      return [
+        `auth_param digest program /usr/lib/squid/digest_file_auth -c ${file("digest-passwd")}`,
+        `auth_param digest realm ${REALM}`, // squid quotes it itself
+        "auth_param digest children 2",
+      ];
+    case "ntlm":
+      return ["auth_param ntlm program /usr/lib/squid/ntlm_fake_auth", "auth_param ntlm children 2"];
   }
 }
 

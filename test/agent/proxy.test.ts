@@ -7,8 +7,8 @@ const env = (vars: Record<string, string>) => (name: string) => vars[name];
 describe("proxy settings", () => {
   it("takes HTTPS_PROXY for an https relay, with percent-encoded credentials decoded", () => {
     const proxy = proxyFor(relay, undefined, env({ HTTPS_PROXY: "http://corp%20user:p%40ss%3Aw%2Frd@proxy.corp:3128" }))!;
-    expect(proxy).toMatchObject({ host: "proxy.corp", port: 3128, username: "corp user", source: "HTTPS_PROXY" });
-    expect(Buffer.from(proxy.authorization!.slice("Basic ".length), "base64").toString()).toBe("corp user:p@ss:w/rd");
+    expect(proxy).toMatchObject({ host: "proxy.corp", port: 3128, source: "HTTPS_PROXY" });
+    expect(proxy.credentials).toEqual({ user: "corp user", password: "p@ss:w/rd", source: "the proxy URL (HTTPS_PROXY)" });
     expect(proxy.display).toBe("http://corp%20user:***@proxy.corp:3128");
   });
 
@@ -50,5 +50,43 @@ describe("proxy settings", () => {
     expect(bypassed(url("https://tunnel.example.com"), "example.com:8443")).toBe(false);
     expect(bypassed(url("https://tunnel.example.com"), "example.com:443")).toBe(true);
     expect(proxyFor(relay, undefined, env({ HTTPS_PROXY: "http://p:1", NO_PROXY: "example.com" }))).toBeUndefined();
+  });
+});
+
+describe("proxy credentials and scheme settings", async () => {
+  const { parseArgs } = await import("../../agent/src/flags.ts");
+  const { credentialsFromSettings } = await import("../../agent/src/net/proxy-auth/credentials.ts");
+  const file = (values: Record<string, string>) => () => ({ file: "burrow.toml", values, lists: {}, tunnels: [] });
+
+  it("reads proxy-user and proxy-password from burrow.toml or the variables, the flag winning for the user", () => {
+    const fromFile = parseArgs([], env({}), file({ "proxy-user": "CORP\\alice", "proxy-password": "pw" }));
+    expect(fromFile.values).toMatchObject({ "proxy-user": "CORP\\alice", "proxy-password": "pw" });
+    const fromEnv = parseArgs(
+      ["--proxy-user", "bob"],
+      env({ BURROW_PROXY_USER: "alice", BURROW_PROXY_PASSWORD: "pw" }),
+      () => undefined,
+    );
+    expect(fromEnv.values).toMatchObject({ "proxy-user": "bob", "proxy-password": "pw" });
+    expect(parseArgs(["--proxy-auth", "ntlm"], env({}), () => undefined).values["proxy-auth"]).toBe("ntlm");
+  });
+
+  it("refuses --proxy-password on the command line, without repeating the value", () => {
+    for (const argv of [["--proxy-password", "hunter2"], ["--proxy-password=hunter2"]]) {
+      let error: unknown;
+      try {
+        parseArgs(argv, env({}), () => undefined);
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error).toMatchObject({ code: "usage", message: expect.stringContaining("`ps`") });
+      expect(JSON.stringify(error) + String((error as Error).message)).not.toContain("hunter2");
+    }
+  });
+
+  it("gives the settings' credentials for any proxy host, and says which half is missing", () => {
+    expect(credentialsFromSettings("alice", "pw")("proxy.corp")).toMatchObject({ user: "alice", password: "pw" });
+    expect(credentialsFromSettings(undefined, undefined)("proxy.corp")).toBeUndefined();
+    expect(() => credentialsFromSettings("alice", undefined)).toThrow(/proxy user is set \("alice"\) without a password/);
+    expect(() => credentialsFromSettings(undefined, "pw")).toThrow(/password is set .* without a user/);
   });
 });

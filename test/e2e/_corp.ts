@@ -8,9 +8,10 @@ import { CorpNetwork, type CorpOptions, CorpOrigin, CorpRelay, networkEnv, skipC
 import { executableLauncher } from "../_package.ts";
 import { download, upload } from "../_transfer.ts";
 import { at, dialOptions, visit } from "../_visit.ts";
+import { deniedSince, proxyAuthBlocks } from "./_corp-auth.ts";
 
 const MB = 1024 * 1024;
-const SIZE = 20 * MB;
+export const SIZE = 20 * MB;
 /** Seconds between the proxy's cuts in the reconnection scenario (real proxies: often 30). */
 const CUT_EVERY = 5;
 const CUTS = 3;
@@ -18,7 +19,7 @@ const CUTS = 3;
 const skip = skipCorp("the corporate-network tests");
 
 let expectedHash: string | undefined;
-const sizeHash = () => {
+export const sizeHash = () => {
   expectedHash ??= patternHash(SIZE);
   return expectedHash;
 };
@@ -46,12 +47,12 @@ function events(url: string): Promise<{ status: number; events: { data: string; 
 }
 
 /** The transport the agent announced first (`transport: websocket` or `transport: https (...)`). */
-function transportOf(agent: AgentProcess): string | undefined {
+export function transportOf(agent: AgentProcess): string | undefined {
   return agent.lines.map((line) => /^transport: (\S+)/.exec(line)?.[1]).find(Boolean);
 }
 
 /** Waits for `agent` to exit (it is expected to); fails if it keeps running. */
-async function exitOf(agent: AgentProcess, timeoutMs = 30_000): Promise<number | null> {
+export async function exitOf(agent: AgentProcess, timeoutMs = 30_000): Promise<number | null> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`the agent was still running after ${timeoutMs}ms:\n${agent.output}`)), timeoutMs);
@@ -216,14 +217,15 @@ export function corpSuite(runtime: RuntimeName | "executable"): void {
         expect(corpnet.network.squidLog().join("\n")).toMatch(tunnel);
       }, 90_000);
 
-      it("exits 5 on wrong proxy credentials, saying 407 and credentials", async () => {
+      it("exits 5 on wrong proxy credentials, saying 407 and credentials, after at most 2 attempts", async () => {
         const wrong = corpnet.network.proxyUrl.replace("p%40ss%3Aw%2Frd", "wrong");
+        const seen = corpnet.network.squidLog().length;
         const agent = corpnet.spawn(`squid-wrong-${runtime}`, ["--ca", relay.caFile], { HTTPS_PROXY: wrong });
-        expect(await exitOf(agent)).toBe(5);
-        expect(agent.output).toMatch(/^error: .*407/m);
-        expect(agent.output).toMatch(/credentials/i);
-        expect(agent.output).toMatch(/^ {2}hint: /m);
-        expect(agent.output).not.toContain("p@ss:w/rd");
+        expect(await exitOf(agent, 10_000)).toBe(5);
+        expect(agent.output).toMatch(/^error: .*refused the Basic credentials of user "corp user" \(407 .*after 1 attempt\b/m);
+        expect(agent.output).toMatch(/^ {2}hint: check the user name and the password, from the proxy URL/m);
+        expect(agent.output).not.toContain("wrong");
+        expect(deniedSince(corpnet.network, seen)).toBeLessThanOrEqual(2);
       }, 40_000);
 
       it("passes every step of agent doctor", async () => {
@@ -234,6 +236,8 @@ export function corpSuite(runtime: RuntimeName | "executable"): void {
         expect(output).not.toMatch(/^FAIL/m);
       }, 40_000);
     });
+
+    proxyAuthBlocks({ runtime, relay: () => relay, corp, serves });
 
     block("squid whose policy refuses CONNECT to the relay", () => {
       // A function: the relay's address is known once it started.
