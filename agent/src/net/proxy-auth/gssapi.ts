@@ -145,7 +145,10 @@ export function openGssapi(ffi: Ffi): Gssapi {
     return lines;
   };
   const fail = (what: string, major: number, minorCode: number): GssError => {
-    const words = [...statusText(major, GSS_C_GSS_CODE), ...(minorCode ? statusText(minorCode, GSS_C_MECH_CODE) : [])];
+    // The mechanism's words when it has some ("No Kerberos credentials available (default cache:
+    // FILE:/tmp/krb5cc_1000)"); GSSAPI's generic ones ("No credentials were supplied...") otherwise.
+    const mechanism = minorCode ? statusText(minorCode, GSS_C_MECH_CODE) : [];
+    const words = mechanism.length > 0 ? mechanism : statusText(major, GSS_C_GSS_CODE);
     const routine = routineError(major);
     return new GssError(
       `${what}: ${words.join(": ") || `major status ${major}`}`,
