@@ -7,7 +7,10 @@ import type { Ffi } from "../agent/src/runtime.ts";
 declare const Deno: { args: string[] } | undefined;
 const deno = typeof Deno !== "undefined";
 const args = deno ? Deno!.args : process.argv.slice(2);
-const ffi: Ffi = deno ? (await import("../agent/bin/_deno-ffi.ts")).denoFfi() : (await import("../agent/bin/_bun-ffi.ts")).bunFfi;
+// By a computed path: the adapters use Bun's and Deno's own globals, which the tests'
+// TypeScript (Node's types) does not know; the runtime that runs this file does.
+const adapter = await import(`../agent/bin/_${deno ? "deno" : "bun"}-ffi.ts`);
+const ffi: Ffi = deno ? adapter.denoFfi() : adapter.bunFfi;
 const gssapi = openGssapi(ffi);
 const identity = gssapi.identity();
 try {

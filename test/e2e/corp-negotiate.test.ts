@@ -217,6 +217,19 @@ function negotiateSuite(runtimeName: RuntimeName | "executable"): void {
         },
         40_000,
       );
+
+      it.runIf(kerberos)(
+        "given the proxy by IP address, exits 5 saying to give its host name",
+        async () => {
+          const { network } = corpnet;
+          const byIp = network.proxyUrl.replace(network.realm!.proxyHost, network.hostIp);
+          const agent = corpnet.spawn(runtime, `krbip-${runtimeName}`, { HTTPS_PROXY: byIp, ...network.realm!.clientEnv() });
+          expect(await exitOf(agent)).toBe(5);
+          expect(agent.output).toContain(`Negotiate: the proxy is given by its IP address (${network.hostIp})`);
+          expect(agent.output).toMatch(/^ {2}hint: give the proxy by its host name/m);
+        },
+        40_000,
+      );
     });
 
     describe("behind squid taking Kerberos or NTLM inside Negotiate", () => {
