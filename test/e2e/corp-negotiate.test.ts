@@ -218,6 +218,18 @@ function negotiateSuite(runtimeName: RuntimeName | "executable"): void {
         40_000,
       );
 
+      it.runIf(runtimeName === "deno")(
+        "under `deno task agent` (no --allow-ffi), exits 5 naming `deno task agent-negotiate`",
+        async () => {
+          const { network } = corpnet;
+          const agent = corpnet.spawn("deno", "krb-noffi", { HTTPS_PROXY: network.proxyUrl, ...network.realm!.clientEnv() });
+          expect(await exitOf(agent)).toBe(5);
+          expect(agent.output).toMatch(/^error: .*Negotiate: Deno did not grant --allow-ffi/m);
+          expect(agent.output).toMatch(/^ {2}hint: run the agent with `deno task agent-negotiate`/m);
+        },
+        40_000,
+      );
+
       it.runIf(kerberos)(
         "given the proxy by IP address, exits 5 saying to give its host name",
         async () => {
