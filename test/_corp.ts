@@ -11,12 +11,14 @@
 // serves every network of the process; visitors keep using its plain-http 127.0.0.1 port.
 
 import { execFile, execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { PROXY_ENV_VARS } from "../agent/src/net/proxy.ts";
 import { Realm } from "./_kerberos.ts";
+import { type NtlmAccount, ntlmVerifier } from "./_ntlm-verifier.ts";
 import { Child, waitForListen } from "./_process.ts";
 import { Relay, type RelayOptions, ROOT } from "./_relay.ts";
 
@@ -338,8 +340,18 @@ export class CorpRelay {
 export type Egress = "direct443" | "squid" | "mitm";
 
 export interface SquidOptions {
-  /** Basic auth through basic_ncsa_auth: any characters, but no ":" in the user (Basic auth's separator). */
-  auth?: { user: string; password: string };
+  /**
+   * Proxy authentication, by scheme: "basic" (the default) through basic_ncsa_auth, "digest"
+   * through digest_file_auth, both checking the password (any characters, but no ":" in the
+   * user); "ntlm" through ntlm_fake_auth, which runs the handshake and takes any password.
+   */
+  auth?: { scheme?: "basic" | "digest" | "ntlm"; user: string; password: string };
+  /**
+   * NTLM with real NTLMv2 checking (test/_ntlm-verifier.ts: gss-ntlmssp behind a squid helper):
+   * `407 Proxy-Authenticate: NTLM`; a wrong password, domain or user, or an LM/NTLMv1 response,
+   * is refused with another 407. The proxy URL carries `DOMAIN%5Cuser:password`.
+   */
+  ntlm?: NtlmAccount;
   /**
    * Cuts every client connection this many seconds (0.1 to 0.2 s more) after squid accepted it.
    * Squid 5 cannot do that itself (client_lifetime stops applying once a CONNECT tunnel carries
@@ -542,24 +554,27 @@ export class CorpNetwork {
     sh("ip", ["netns", "exec", this.ns, "iptables-restore"], rules.join("\n"));
   }
 
+  /**
+   * Kills squid (its connections are reset) and starts it again with the same settings, as an
+   * administrator's restart would: agents must come back through a fresh handshake.
+   */
+  async restartSquid(): Promise<void> {
+    await this.reaper?.stop();
+    await this.proxy?.stop("SIGKILL");
+    if (this.shm) removeShm((name) => name.startsWith(`${this.shm}-`));
+    quietly(() => unlinkSync(join(this.dir, "squid.pid")));
+    await this.startSquid();
+  }
+
   private async startSquid(): Promise<void> {
     const options = this.options.squid ?? {};
     const file = (name: string) => join(this.dir, name);
     const user = squidUser();
     const negotiate = options.negotiate && this.realm ? this.realm.squidConfig(options.negotiate === "kerberos-or-ntlm") : [];
-    const auth = options.auth
-      ? [
-          `auth_param basic program /usr/lib/squid/basic_ncsa_auth ${file("passwd")}`,
-          'auth_param basic realm "Burrow test corp proxy"',
-          "acl authed proxy_auth REQUIRED",
-          "http_access deny !authed",
-        ]
-      : [];
-    if (negotiate.length > 0 && !options.auth) auth.push("acl authed proxy_auth REQUIRED", "http_access deny !authed");
-    if (options.auth) {
-      const hash = sh("openssl", ["passwd", "-apr1", "-stdin"], options.auth.password).trim();
-      writeFileSync(file("passwd"), `${options.auth.user}:${hash}\n`);
-    }
+    const ntlm = options.ntlm ? ntlmVerifier(this.dir, options.ntlm) : undefined;
+    // squid offers its schemes in the order of their auth_param lines.
+    const schemes = [...negotiate, ...(ntlm?.config ?? []), ...(options.auth ? squidAuth(options.auth, file) : [])];
+    const auth = schemes.length > 0 ? [...schemes, "acl authed proxy_auth REQUIRED", "http_access deny !authed"] : [];
     const config = [
       `http_port ${this.hostIp}:${SQUID_PORT}`,
       "visible_hostname burrow-test-corp-proxy",
@@ -579,7 +594,6 @@ export class CorpNetwork {
       "http_access deny !Safe_ports",
       "http_access deny CONNECT !SSL_ports",
       ...(options.deny?.length ? [`acl denied dst ${options.deny.join(" ")}`, "http_access deny denied"] : []),
-      ...negotiate,
       ...auth,
       "http_access allow all",
       "",
@@ -587,7 +601,8 @@ export class CorpNetwork {
     writeFileSync(file("squid.conf"), config.join("\n"));
     // squid drops to cache_effective_user before it opens its logs.
     const { uid, gid } = { uid: Number(sh("id", ["-u", user])), gid: Number(sh("id", ["-g", user])) };
-    for (const name of ["", "passwd", "squid.conf"]) quietly(() => chownSync(file(name), uid, gid));
+    const owned = [...["", "passwd", "digest-passwd", "squid.conf"].map(file), ...(ntlm?.files ?? [])];
+    for (const path of owned) quietly(() => chownSync(path, uid, gid));
     // -n: a service name of its own, so that squids of parallel networks share nothing.
     const service = `burrow${process.pid}x${this.ns.split("-").at(-1)}`;
     this.shm = service;
@@ -597,7 +612,10 @@ export class CorpNetwork {
     });
     await waitForListen(this.proxy, SQUID_PORT, this.hostIp, 20_000);
     const encode = (text: string) => encodeURIComponent(text);
-    const credentials = options.auth ? `${encode(options.auth.user)}:${encode(options.auth.password)}@` : "";
+    const login = options.ntlm
+      ? { user: `${options.ntlm.domain}\\${options.ntlm.user}`, password: options.ntlm.password }
+      : options.auth;
+    const credentials = login ? `${encode(login.user)}:${encode(login.password)}@` : "";
     this.proxyUrl = `http://${credentials}${this.realm?.proxyHost ?? this.hostIp}:${SQUID_PORT}`;
     if (options.cut) this.reaper = this.startReaper(this.proxy.pid, options.cut.everySeconds * 1000, options.cut.how ?? "close");
   }
@@ -699,6 +717,34 @@ export class CorpNetwork {
     this.proxyCaFile = join(confdir, "mitmproxy-ca-cert.pem");
     if (!existsSync(this.proxyCaFile)) throw new Error(`mitmproxy made no CA in ${confdir}:\n${this.proxy.output}`);
     this.proxyUrl = `http://${this.hostIp}:${MITM_PORT}`;
+  }
+}
+
+const REALM = "Burrow test corp proxy";
+
+/** squid.conf's auth_param lines (and the password file) for `auth`. */
+function squidAuth(auth: NonNullable<SquidOptions["auth"]>, file: (name: string) => string): string[] {
+  const realm = `realm "${REALM}"`;
+  switch (auth.scheme ?? "basic") {
+    case "basic": {
+      const hash = sh("openssl", ["passwd", "-apr1", "-stdin"], auth.password).trim();
+      writeFileSync(file("passwd"), `${auth.user}:${hash}\n`);
+      return [`auth_param basic program /usr/lib/squid/basic_ncsa_auth ${file("passwd")}`, `auth_param basic ${realm}`];
+    }
+    case "digest":
+      // With -c, digest_file_auth reads "user:realm:HA1" lines: a password may contain ":"
+      // (a plain "user:password" line would be read as user:realm:hash).
+      writeFileSync(
+        file("digest-passwd"),
+        `${auth.user}:${REALM}:${createHash("md5").update(`${auth.user}:${REALM}:${auth.password}`).digest("hex")}\n`,
+      );
+      return [
+        `auth_param digest program /usr/lib/squid/digest_file_auth -c ${file("digest-passwd")}`,
+        `auth_param digest realm ${REALM}`, // squid quotes it itself
+        "auth_param digest children 2",
+      ];
+    case "ntlm":
+      return ["auth_param ntlm program /usr/lib/squid/ntlm_fake_auth", "auth_param ntlm children 2"];
   }
 }
 

@@ -152,3 +152,22 @@ export const HEARTBEAT = { ping: "burrow:ping", pong: "burrow:pong" } as const;
  * Object of the tunnel, its shard: shard 0 holds the name, the owner and the rules.
  */
 export const MAX_CONNECTIONS = 16;
+
+/**
+ * Bytes of a proxy's 407 body the agent reads and discards to answer the challenge on the same
+ * connection (NTLM's must be; squid's page is ~4 KiB). A larger body is not read: the agent
+ * starts again on a new connection instead.
+ */
+export const MAX_PROXY_AUTH_BODY = 64 * 1024;
+
+/**
+ * 407s one proxy connection may answer before the agent gives up: NTLM needs two, Digest two
+ * (three with a stale nonce). More is a proxy going round in circles.
+ */
+export const MAX_PROXY_AUTH_ROUNDS = 4;
+
+/**
+ * Connections one dial may open to a proxy that closes them mid-handshake. Each new connection
+ * starts NTLM or Negotiate over; never a loop (accounts are locked after a few bad tries).
+ */
+export const MAX_PROXY_AUTH_CONNECTIONS = 3;

@@ -45,8 +45,8 @@ function kinitHint(gssapi: Gssapi): string {
   return `run \`kinit ${who}\` for a Kerberos ticket (\`klist\` shows the ones you have), ${CREDENTIALS_HINT}`;
 }
 
-/** A Kerberos ticket for HTTP@<proxy host>, or why there is none (SchemeUnavailable). */
-async function kerberosToken(context: AuthContext): Promise<Uint8Array> {
+/** A Kerberos ticket for HTTP@<proxy host> and its principal, or why there is none (SchemeUnavailable). */
+async function kerberosToken(context: AuthContext): Promise<{ token: Uint8Array; principal: string | undefined }> {
   const host = context.proxyHost;
   // A ticket names its service by host name (RFC 4120 6.2.1): HTTP@10.0.0.1 is no principal a
   // realm has, and the agent never looks up names behind the user's back (rdns is insecure).
@@ -68,7 +68,8 @@ async function kerberosToken(context: AuthContext): Promise<Uint8Array> {
   const service = `HTTP@${host}`;
   try {
     // Synchronous: the first call for a service asks the KDC for its ticket (the cache keeps it).
-    return gssapi.initiate(service);
+    const token = gssapi.initiate(service);
+    return { token, principal: gssapi.identity().principal };
   } catch (error) {
     if (!(error instanceof GssError)) throw error;
     if (error.noTicket) throw new SchemeUnavailable("Negotiate", error.message, kinitHint(gssapi));
@@ -81,10 +82,11 @@ async function kerberosToken(context: AuthContext): Promise<Uint8Array> {
 }
 
 /** One Kerberos round: the token goes with the first request; a 407 after it is a refusal. */
-function kerberosExchange(token: Uint8Array): ProxyAuthExchange {
+function kerberosExchange({ token, principal }: { token: Uint8Array; principal: string | undefined }): ProxyAuthExchange {
   let attempts = 0;
   return {
     scheme: "Negotiate",
+    principal: principal ?? "your Kerberos principal",
     // The proxy authenticates the connection the token came on (RFC 4559 section 4.2).
     connectionBound: true,
     get attempts() {

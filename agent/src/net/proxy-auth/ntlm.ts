@@ -14,6 +14,7 @@ const REQUEST_TARGET = 0x00000004;
 const NTLM = 0x00000200;
 const ALWAYS_SIGN = 0x00008000;
 const EXTENDED_SESSIONSECURITY = 0x00080000;
+const TARGET_INFO = 0x00800000;
 const NEGOTIATE_128 = 0x20000000;
 const NEGOTIATE_56 = 0x80000000;
 const OURS = UNICODE | OEM | REQUEST_TARGET | NTLM | ALWAYS_SIGN | EXTENDED_SESSIONSECURITY | NEGOTIATE_128 | NEGOTIATE_56;
@@ -53,7 +54,9 @@ export function parseChallengeMessage(bytes: Buffer): ChallengeMessage {
   const flags = bytes.readUInt32LE(20);
   const serverChallenge = Buffer.from(bytes.subarray(24, 32));
   let targetInfo = Buffer.alloc(0);
-  if (bytes.length >= 48) {
+  // TargetInfoFields exist only with NTLMSSP_NEGOTIATE_TARGET_INFO (squid's ntlm_fake_auth
+  // sends a shorter message without them, its target name right after the challenge).
+  if ((flags & TARGET_INFO) !== 0 && bytes.length >= 48) {
     const length = bytes.readUInt16LE(40);
     const offset = bytes.readUInt32LE(44);
     if (offset + length > bytes.length) throw new Error("the proxy's NTLM challenge has a target info outside the message");

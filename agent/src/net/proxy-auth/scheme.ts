@@ -52,6 +52,8 @@ export interface ProxyAuthExchange {
    * Digest response, an NTLM Type 3): what a wrong password costs the account.
    */
   readonly attempts: number;
+  /** The Kerberos principal whose ticket the exchange sends (Negotiate), instead of a user name. */
+  readonly principal?: string;
   /**
    * The next `Proxy-Authorization` value: for `challenge` (this scheme's challenge from the last
    * 407), or the opening one when `challenge` is undefined (a new connection). undefined when
