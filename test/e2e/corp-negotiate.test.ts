@@ -185,6 +185,24 @@ function negotiateSuite(runtimeName: RuntimeName | "executable"): void {
         120_000,
       );
 
+      it.runIf(kerberos)(
+        "has agent doctor say the proxy took Negotiate as the ticket's principal",
+        async () => {
+          const { network } = corpnet;
+          const realm = network.realm!;
+          const env = networkEnv({ HTTPS_PROXY: network.proxyUrl, ...realm.clientEnv() });
+          const doctor = new AgentProcess(runtime, ["doctor", "--relay", relay.url, "--ca", relay.caFile], env, {
+            netns: network.ns,
+          });
+          corpnet.agents.push(doctor);
+          expect(await exitOf(doctor), doctor.output).toBe(0);
+          expect(doctor.output).toMatch(
+            new RegExp(`^ok\\s+connect\\s.*\\(Negotiate as "${realm.principal}": 1 attempt, 1 connection\\)`, "m"),
+          );
+        },
+        40_000,
+      );
+
       it.runIf(!kerberos)(
         "exits 5 saying Node cannot use Kerberos, and naming the Bun agent and the executable",
         async () => {
