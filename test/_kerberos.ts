@@ -143,13 +143,12 @@ export class Realm {
       ].join("\n"),
     );
     writeFileSync(join(dir, "kadm5.acl"), "");
-    const env = { KRB5_CONFIG: this.krb5Conf, KRB5_KDC_PROFILE: kdcConf };
+    const env = this.adminEnv;
     // -s: a stash file, so that the KDC starts without asking; the master password is thrown away.
     sh("kdb5_util", ["create", "-s", "-r", realm, "-P", randomBytes(24).toString("base64url")], env);
-    const admin = (query: string) => sh("kadmin.local", ["-r", realm, "-q", query], env);
-    admin(`addprinc -pw ${this.password} ${this.principal}`);
-    admin(`addprinc -randkey HTTP/${this.proxyHost}@${realm}`);
-    admin(`ktadd -k ${this.keytab} HTTP/${this.proxyHost}@${realm}`);
+    this.admin(`addprinc -pw ${this.password} ${this.principal}`);
+    this.admin(`addprinc -randkey HTTP/${this.proxyHost}@${realm}`);
+    this.admin(`ktadd -k ${this.keytab} HTTP/${this.proxyHost}@${realm}`);
     chownSync(this.keytab, Number(sh("id", ["-u", owner])), Number(sh("id", ["-g", owner])));
     // -n: in the foreground, stopped with the network.
     this.kdc = new Child(`krb5kdc:${ns}`, "krb5kdc", ["-n", "-r", realm], { cwd: dir, env: { ...process.env, ...env } });
@@ -176,6 +175,22 @@ export class Realm {
       "-j",
       "ACCEPT",
     ]);
+  }
+
+  private get adminEnv(): Record<string, string> {
+    return { KRB5_CONFIG: this.krb5Conf, KRB5_KDC_PROFILE: join(this.dir, "kdc.conf") };
+  }
+
+  private admin(query: string): string {
+    return sh("kadmin.local", ["-r", this.realm, "-q", query], this.adminEnv);
+  }
+
+  /**
+   * Gives the proxy's principal a new key the proxy's keytab does not have, as when a keytab
+   * goes stale: tickets issued from now on are refused by the proxy.
+   */
+  rekeyProxy(): void {
+    this.admin(`cpw -randkey HTTP/${this.proxyHost}@${this.realm}`);
   }
 
   /**

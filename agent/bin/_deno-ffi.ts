@@ -23,7 +23,7 @@ export function denoFfi(): Ffi {
     throw Object.assign(
       new Error("Deno did not grant --allow-ffi, which Negotiate (Kerberos) proxy auth needs to call the system's GSSAPI"),
       {
-        hint: "run the agent with `deno task agent-negotiate` (the permissions of `deno task agent` and --allow-ffi)",
+        hint: "run the agent with `deno task agent-negotiate` (the permissions of `deno task agent` and --allow-ffi), or add --allow-ffi to your deno run command",
       },
     );
   }

@@ -149,6 +149,29 @@ describe.skipIf(skip)("agents behind a Negotiate (Kerberos) proxy", () => {
     });
   });
 
+  describe("squid whose keytab is stale (the proxy's key changed since)", () => {
+    const corpnet = corp({ egress: "squid", kerberos: true, squid: { negotiate: "kerberos" } });
+
+    it("has a Bun agent exit 5 after one refused ticket, naming its principal and the keytab", async () => {
+      const { network } = corpnet;
+      const realm = network.realm!;
+      realm.rekeyProxy();
+      realm.kinit();
+      const agent = corpnet.spawn("bun", "stale-keytab", { HTTPS_PROXY: network.proxyUrl, ...realm.clientEnv() });
+      expect(await exitOf(agent)).toBe(5);
+      expect(agent.output).toMatch(
+        new RegExp(
+          `^error: .*refused the Kerberos ticket of ${realm.principal} for HTTP@${realm.proxyHost.replaceAll(".", "\\.")} \\(407`,
+          "m",
+        ),
+      );
+      expect(agent.output).toMatch(/^ {2}hint: .*klist.*keytab/m);
+      // One CONNECT with the ticket, refused; no second try.
+      const refused = network.squidLog().filter((line) => / TCP_DENIED\/407 .* CONNECT /.test(line));
+      expect(refused.length, refused.join("\n")).toBeLessThanOrEqual(2);
+    }, 40_000);
+  });
+
   for (const runtime of ["node", "bun", "deno", "executable"] as const) negotiateSuite(runtime);
 });
 

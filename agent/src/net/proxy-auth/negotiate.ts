@@ -61,7 +61,7 @@ async function kerberosToken(context: AuthContext): Promise<{ token: Uint8Array;
     throw new SchemeUnavailable(
       "Negotiate",
       "Node has no FFI to call the system's Kerberos library (GSSAPI)",
-      `run the agent on Bun (\`bunx burrow-agent\`) or use the single executable for Negotiate, ${CREDENTIALS_HINT}`,
+      `run the agent on Bun (\`bunx --bun --package burrow-agent agent\`) or use the single executable for Negotiate, ${CREDENTIALS_HINT}`,
     );
   }
   const gssapi = await load(context.ffi);
