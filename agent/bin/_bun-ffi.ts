@@ -13,6 +13,7 @@ function argument(value: NativeArg): number | ArrayBufferView | null {
 
 export const bunFfi: Ffi = {
   os: process.platform,
+  arch: process.arch,
   open(paths: readonly string[], symbols: Readonly<Record<string, NativeSignature>>): NativeLibrary {
     const definitions = Object.fromEntries(
       Object.entries(symbols).map(([name, { args, returns }]) => [

@@ -29,6 +29,8 @@ export function denoFfi(): Ffi {
   }
   return {
     os: Deno.build.os,
+    // Named as Node and Bun name them.
+    arch: ({ x86_64: "x64", aarch64: "arm64" } as Record<string, string>)[Deno.build.arch] ?? Deno.build.arch,
     open(paths: readonly string[], symbols: Readonly<Record<string, NativeSignature>>): NativeLibrary {
       const definitions = Object.fromEntries(
         Object.entries(symbols).map(([name, { args, returns }]) => [name, { parameters: [...args], result: returns }]),

@@ -48,6 +48,8 @@ export interface NativeLibrary {
 export interface Ffi {
   /** "linux", "darwin", "windows": which system library to open, and its struct layouts. */
   readonly os: string;
+  /** "x64", "arm64": with `os`, the C struct layouts (Apple packs GSSAPI's on x64 only). */
+  readonly arch: string;
   /**
    * Opens the first of `paths` that loads (a file path or a name for the system's loader).
    * @throws {Error} naming every path tried, when none loads.

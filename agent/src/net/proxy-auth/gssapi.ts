@@ -95,9 +95,10 @@ export interface Gssapi {
 export function openGssapi(ffi: Ffi): Gssapi {
   const gss = ffi.open(gssapiPaths(ffi.os), GSS);
   let krb5: NativeLibrary | undefined | null;
-  // Heimdal's gssapi.h packs its structs to 2 bytes on Apple systems (#pragma pack(push,2)):
-  // an OID's elements pointer sits at offset 4 there, at 8 elsewhere. Untested on macOS.
-  const packed = ffi.os === "darwin";
+  // Heimdal's gssapi.h, which GSS.framework ships, packs its structs to 2 bytes on Apple's
+  // ppc, i386 and x86_64 ("Compatibility with MIT Kerberos on the Mac"), not on arm64: an OID's
+  // elements pointer sits at offset 4 on an Intel Mac, at 8 elsewhere. Untested on macOS.
+  const packed = ffi.os === "darwin" && ffi.arch === "x64";
 
   // Every native buffer is kept in `keep` until the call that uses it returns.
   const oid = (bytes: number[], keep: unknown[]): Uint8Array => {
