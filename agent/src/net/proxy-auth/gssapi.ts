@@ -93,7 +93,17 @@ export interface Gssapi {
  * @throws {Error} when no GSSAPI library loads (it names the paths tried).
  */
 export function openGssapi(ffi: Ffi): Gssapi {
-  const gss = ffi.open(gssapiPaths(ffi.os), GSS);
+  // gss_set_neg_mechs (RFC 4178's negotiable mechanisms) is an extension, in MIT Kerberos since
+  // 1.8 and Heimdal since 1.5: without it, SPNEGO offers every mechanism it has credentials for.
+  let gss: NativeLibrary;
+  let limitsMechanisms = true;
+  try {
+    gss = ffi.open(gssapiPaths(ffi.os), GSS);
+  } catch {
+    const { gss_set_neg_mechs: _, ...required } = GSS;
+    gss = ffi.open(gssapiPaths(ffi.os), required);
+    limitsMechanisms = false;
+  }
   let krb5: NativeLibrary | undefined | null;
   // Heimdal's gssapi.h, which GSS.framework ships, packs its structs to 2 bytes on Apple's
   // ppc, i386 and x86_64 ("Compatibility with MIT Kerberos on the Mac"), not on arm64: an OID's
@@ -177,7 +187,7 @@ export function openGssapi(ffi: Ffi): Gssapi {
         // does NTLM itself, with the credentials it was given, never a gss-ntlmssp it finds.
         major = call("gss_acquire_cred", 0n, 0, SPNEGO_ONLY, GSS_C_INITIATE, cred, 0n, 0n);
         if (major !== 0) throw fail("no SPNEGO credentials", major, minor[0]!);
-        major = call("gss_set_neg_mechs", cred[0]!, KRB5_ONLY);
+        major = limitsMechanisms ? call("gss_set_neg_mechs", cred[0]!, KRB5_ONLY) : 0;
         if (major !== 0) throw fail("cannot limit SPNEGO to Kerberos", major, minor[0]!);
         // No flags: no delegation of the ticket to the proxy, no mutual authentication.
         major = call("gss_init_sec_context", cred[0]!, context, name[0]!, SPNEGO_OID, 0, 0, 0n, 0n, 0n, output, 0n, 0n);
