@@ -6,7 +6,7 @@ import { CorpNetwork, type CorpOptions, CorpOrigin, CorpRelay, networkEnv, skipC
 import { executableLauncher } from "../_package.ts";
 import { ROOT } from "../_relay.ts";
 import { download, upload } from "../_transfer.ts";
-import { at } from "../_visit.ts";
+import { at, visit } from "../_visit.ts";
 
 // Negotiate (Kerberos) proxies: squid checking tickets of a realm of the network's own
 // (test/_kerberos.ts: a KDC, the user alice, the proxy's keytab for HTTP/proxy.burrow.test), and
@@ -170,6 +170,29 @@ describe.skipIf(skip)("agents behind a Negotiate (Kerberos) proxy", () => {
       const refused = network.squidLog().filter((line) => / TCP_DENIED\/407 .* CONNECT /.test(line));
       expect(refused.length, refused.join("\n")).toBeLessThanOrEqual(2);
     }, 40_000);
+  });
+
+  describe("squid checking Kerberos tickets, cutting every connection after 3 s", () => {
+    const corpnet = corp({ egress: "squid", kerberos: true, squid: { negotiate: "kerberos", cut: { everySeconds: 3 } } });
+
+    beforeAll(() => corpnet.network.realm!.kinit());
+
+    it("has a Bun agent come back after each cut with a fresh ticket on the new connection", async () => {
+      const { network } = corpnet;
+      const realm = network.realm!;
+      const name = "krb-cut";
+      const agent = corpnet.spawn("bun", name, { HTTPS_PROXY: network.proxyUrl, ...realm.clientEnv() });
+      await agent.ready();
+      for (let up = 1; up < 3; up++) await agent.ready(agent.lines.length);
+      expect(network.cuts.length).toBeGreaterThanOrEqual(2);
+      const answer = await visit(at(relay.visitorUrl(name), "/status/201"));
+      expect(answer.status).toBe(201);
+      // Each connection authenticated on its own: squid logged the cut tunnels as alice's.
+      const tunnels = network
+        .squidLog()
+        .filter((line) => line.includes(" TCP_TUNNEL/200 ") && line.includes(` ${realm.principal} `));
+      expect(tunnels.length, network.squidLog().join("\n")).toBeGreaterThanOrEqual(2);
+    }, 60_000);
   });
 
   for (const runtime of ["node", "bun", "deno", "executable"] as const) negotiateSuite(runtime);
