@@ -265,7 +265,7 @@ export function corpSuite(runtime: RuntimeName | "executable"): void {
       it("exits 5 on a wrong password within 10 s, naming Digest, after at most 2 attempts", async () => {
         const proxy = `http://${corpnet.network.hostIp}:${corpnet.network.proxyPort}`;
         const seen = corpnet.network.squidLog().length;
-        const agent = corpnet.spawn(`digest-wrong-${runtime}`, ["--ca", relay.caFile], {
+        const agent = corpnet.spawn(`digest-wrong-${runtime}`, ["--ca", relay.caFile, "--debug"], {
           HTTPS_PROXY: proxy,
           ...credentials,
           BURROW_PROXY_PASSWORD: "wrong-password",
@@ -333,6 +333,21 @@ export function corpSuite(runtime: RuntimeName | "executable"): void {
         const verdicts = ntlmVerdicts(corpnet.network.dir).slice(seen);
         expect(verdicts).toEqual([expect.stringMatching(/^refused NTLMv2 response from CORP\\alice: /)]);
       }, 40_000);
+
+      it("authenticates each connection of the HTTPS transport with its own handshake", async () => {
+        const name = `ntlmv2-https-${runtime}`;
+        const seen = ntlmVerdicts(corpnet.network.dir).length;
+        const agent = await corpnet.start(name, ["--ca", relay.caFile, "--transport", "https"], {
+          HTTPS_PROXY: proxy(),
+          ...credentials,
+        });
+        expect(transportOf(agent)).toBe("https");
+        expect((await visit(at(relay.visitorUrl(name), "/status/201"))).status).toBe(201);
+        // A poll and a send at least, each on its own connection through the proxy.
+        const verdicts = ntlmVerdicts(corpnet.network.dir).slice(seen);
+        expect(verdicts.length).toBeGreaterThanOrEqual(2);
+        expect(new Set(verdicts)).toEqual(new Set(["accepted NTLMv2 response from CORP\\alice"]));
+      }, 60_000);
 
       it("comes back through a fresh handshake when squid restarts mid-download, and the download goes on", async () => {
         const name = `ntlmv2-restart-${runtime}`;
