@@ -13,11 +13,49 @@
 
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chownSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Child, waitForListen } from "./_process.ts";
 
 const KDC_PORT = 88;
+
+/** What a realm and a Negotiate squid need (Debian: krb5-kdc, krb5-admin-server, krb5-user, squid, curl). */
+const NEEDED = [
+  "/usr/sbin/krb5kdc",
+  "/usr/sbin/kdb5_util",
+  "/usr/sbin/kadmin.local",
+  "/usr/bin/kinit",
+  "/usr/bin/curl",
+  "/usr/lib/squid/negotiate_kerberos_auth",
+  "/usr/lib/squid/negotiate_wrapper_auth",
+  "/usr/lib/squid/ntlm_fake_auth",
+];
+
+/**
+ * For describe.skipIf, beside skipCorp: true, after a loud warning, when the Kerberos tools are
+ * missing; with BURROW_REQUIRE_CORP=1 (CI) it throws instead, so that nothing is skipped unnoticed.
+ */
+export function skipKerberos(what: string): boolean {
+  const missing = NEEDED.filter((path) => !existsSync(path));
+  const gssapi = (() => {
+    try {
+      return sh("ldconfig", ["-p"]).includes("libgssapi_krb5.so.2 ");
+    } catch {
+      return false;
+    }
+  })();
+  if (!gssapi) missing.push("libgssapi_krb5.so.2");
+  if (missing.length === 0) return false;
+  const message = [
+    "",
+    `!!! SKIPPING ${what}: missing ${missing.join(", ")}`,
+    "!!! They need krb5-kdc, krb5-admin-server, krb5-user, libgssapi-krb5-2, squid (with its helpers) and curl.",
+    "",
+  ].join("\n");
+  if (process.env.BURROW_REQUIRE_CORP === "1") throw new Error(message);
+  console.warn(message);
+  return true;
+}
 
 /** Runs a command to completion with `env` added; throws with its stderr on failure. */
 function sh(command: string, args: string[], env: NodeJS.ProcessEnv = {}, input?: string): string {

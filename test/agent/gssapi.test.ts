@@ -1,11 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CorpNetwork, skipCorp } from "../_corp.ts";
+import { skipKerberos } from "../_kerberos.ts";
 
 // The agent's GSSAPI binding (agent/src/net/proxy-auth/gssapi.ts) on each runtime's FFI, against
 // a real KDC: the realm of a corp network (test/_kerberos.ts), its machine's krb5.conf and a
 // credential cache of the test's. The probe runs inside the network, as the agent does.
 
-const skip = skipCorp("the GSSAPI binding tests");
+const skip = skipCorp("the GSSAPI binding tests") || skipKerberos("the GSSAPI binding tests");
 
 const RUNTIMES = {
   bun: ["node_modules/.bin/bun", "test/_gssapi-probe.ts"],

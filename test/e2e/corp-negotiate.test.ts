@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { AgentProcess, type AgentRuntime, type Launcher, type RuntimeName } from "../_agent.ts";
 import { patternHash } from "../_bytes.ts";
 import { CorpNetwork, type CorpOptions, CorpOrigin, CorpRelay, networkEnv, skipCorp } from "../_corp.ts";
+import { skipKerberos } from "../_kerberos.ts";
 import { executableLauncher } from "../_package.ts";
 import { ROOT } from "../_relay.ts";
 import { download, upload } from "../_transfer.ts";
@@ -17,7 +18,9 @@ import { at, visit } from "../_visit.ts";
 
 const MB = 1024 * 1024;
 const SIZE = 20 * MB;
-const skip = skipCorp("the Negotiate (Kerberos) corporate-network tests");
+const skip =
+  skipCorp("the Negotiate (Kerberos) corporate-network tests") ||
+  skipKerberos("the Negotiate (Kerberos) corporate-network tests");
 
 /** `deno task agent-negotiate`: the agent task's permissions and --allow-ffi (README). */
 const denoNegotiate: Launcher = {
