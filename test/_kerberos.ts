@@ -255,9 +255,23 @@ export class Realm {
     return { KRB5_CONFIG: this.krb5Conf, KRB5CCNAME: cache };
   }
 
-  /** kinit as the user into `cache`, inside the namespace (through the KDC, as a user would). */
-  kinit(cache = this.cache()): void {
-    sh("ip", ["netns", "exec", this.place.ns, "kinit", this.principal], this.clientEnv(cache), `${this.password}\n`);
+  /**
+   * kinit as the user into `cache`, inside the namespace (through the KDC, as a user would);
+   * `lifetime` as kinit -l takes it ("1s", "10h").
+   */
+  kinit(cache = this.cache(), lifetime?: string): void {
+    const args = [...(lifetime ? ["-l", lifetime] : []), this.principal];
+    sh("ip", ["netns", "exec", this.place.ns, "kinit", ...args], this.clientEnv(cache), `${this.password}\n`);
+  }
+
+  /** Whether `cache` holds a ticket that has not expired (klist -s). */
+  valid(cache = this.cache()): boolean {
+    try {
+      sh("klist", ["-s"], this.clientEnv(cache));
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   async stop(): Promise<void> {

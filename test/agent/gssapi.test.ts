@@ -68,6 +68,17 @@ describe.skipIf(skip)("the GSSAPI binding against a test KDC", () => {
       expect(result.identity).toEqual({ realm: realm.realm });
     });
 
+    it(`${runtime}: says the ticket has expired, for kinit to renew, naming its principal`, async () => {
+      const realm = network.realm!;
+      const cache = realm.cache(`expired-${runtime}`);
+      realm.kinit(cache, "1s");
+      while (realm.valid(cache)) await new Promise((resolve) => setTimeout(resolve, 200));
+      const result = await probe(runtime, `HTTP@${realm.proxyHost}`, cache);
+      expect(result.token).toBeUndefined();
+      expect(result).toMatchObject({ noTicket: true, identity: { realm: realm.realm, principal: realm.principal } });
+      expect(result.error).toMatch(/has expired/);
+    });
+
     it(`${runtime}: says the KDC does not know a service the proxy is not registered as`, async () => {
       const result = await probe(runtime, `HTTP@elsewhere.${network.realm!.domain}`);
       expect(result.noTicket).toBe(false);

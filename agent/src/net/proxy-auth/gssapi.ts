@@ -181,8 +181,12 @@ export function openGssapi(ffi: Ffi): Gssapi {
         // Kerberos credentials alone first: without a ticket, this is where the krb5 mechanism
         // says so in its own words (naming the cache it looked in), which SPNEGO would hide
         // behind "no mechanisms to negotiate".
-        major = call("gss_acquire_cred", 0n, 0, KRB5_ONLY, GSS_C_INITIATE, krb5Cred, 0n, 0n);
+        const lifetime = new Uint32Array(1);
+        major = call("gss_acquire_cred", 0n, 0, KRB5_ONLY, GSS_C_INITIATE, krb5Cred, 0n, lifetime);
         if (major !== 0) throw fail("no Kerberos ticket", major, minor[0]!);
+        // An expired ticket is still a credential to MIT's acquire_cred (time_rec 0): only the
+        // KDC would say "Ticket expired", and as a failure to get the proxy's ticket.
+        if (lifetime[0] === 0) throw new GssError("no valid Kerberos ticket: the one in the credential cache has expired", true);
         // SPNEGO, as curl, browsers and Windows send (RFC 4559), limited to Kerberos: the agent
         // does NTLM itself, with the credentials it was given, never a gss-ntlmssp it finds.
         major = call("gss_acquire_cred", 0n, 0, SPNEGO_ONLY, GSS_C_INITIATE, cred, 0n, 0n);
