@@ -1,8 +1,11 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseChallenges } from "../../agent/src/net/proxy-auth/challenge.ts";
 import { negotiate } from "../../agent/src/net/proxy-auth/negotiate.ts";
 import { type AuthContext, SchemeUnavailable } from "../../agent/src/net/proxy-auth/scheme.ts";
 import { selectScheme } from "../../agent/src/net/proxy-auth/select.ts";
+import { ROOT } from "../_relay.ts";
 
 // Negotiate's choices when Kerberos cannot run, on Node (which has no FFI, so no GSSAPI): the
 // Kerberos side against a real KDC is in gssapi.test.ts and the corp end-to-end tests.
@@ -76,5 +79,13 @@ describe("Negotiate without Kerberos", () => {
     const error = await unavailable(negotiate.start({ ...anonymous, ffi }, parseChallenges(["Negotiate"])));
     expect(error.message).toBe("Deno did not grant --allow-ffi");
     expect(error.hint).toMatch(/^run `deno task agent-negotiate`, or give credentials/);
+  });
+});
+
+describe("deno task agent-negotiate", () => {
+  it("is deno task agent with --allow-ffi and nothing else, so that the two never drift apart", () => {
+    const { tasks } = JSON.parse(readFileSync(join(ROOT, "deno.json"), "utf8"));
+    expect(tasks["agent-negotiate"].command).toBe(tasks.agent.command.replace(" --allow-net ", " --allow-net --allow-ffi "));
+    expect(tasks.agent.command).not.toContain("--allow-ffi");
   });
 });
