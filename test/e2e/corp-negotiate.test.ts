@@ -199,6 +199,29 @@ describe.skipIf(skip)("agents behind a Negotiate (Kerberos) proxy", () => {
     }, 60_000);
   });
 
+  describe("squid offering Negotiate (Kerberos only) and NTLM, as two schemes", () => {
+    const corpnet = corp({
+      egress: "squid",
+      kerberos: true,
+      squid: { negotiate: "kerberos", auth: { scheme: "ntlm", user: NTLM_USER, password: "any" } },
+    });
+
+    // A Kerberos-only Negotiate helper refuses an NTLMSSP token: NTLM goes in its own scheme.
+    for (const runtime of ["node", "bun"] as const) {
+      it(`has a ${runtime} agent without a ticket use the NTLM scheme with the credentials given`, async () => {
+        const { network } = corpnet;
+        const realm = network.realm!;
+        const env = networkEnv({ HTTPS_PROXY: network.proxyUrl, ...realm.clientEnv(realm.cache(`none-${runtime}`)) });
+        const doctor = new AgentProcess(runtime, ["doctor", "--relay", relay.url, "--ca", relay.caFile], env, {
+          netns: network.ns,
+        });
+        corpnet.agents.push(doctor);
+        expect(await exitOf(doctor), doctor.output).toBe(0);
+        expect(doctor.output).toMatch(/^ok\s+connect\s.*\(NTLM as "CORP\\bob": 1 attempt, 1 connection\)/m);
+      }, 40_000);
+    }
+  });
+
   for (const runtime of ["node", "bun", "deno", "executable"] as const) negotiateSuite(runtime);
 });
 
