@@ -171,3 +171,9 @@ export const MAX_PROXY_AUTH_ROUNDS = 4;
  * starts NTLM or Negotiate over; never a loop (accounts are locked after a few bad tries).
  */
 export const MAX_PROXY_AUTH_CONNECTIONS = 3;
+
+/**
+ * Requests carrying credentials one dial may send a proxy (a Basic header sent again on a new
+ * connection, an NTLM handshake started over): accounts get locked after a few bad tries.
+ */
+export const MAX_PROXY_AUTH_ATTEMPTS = 2;

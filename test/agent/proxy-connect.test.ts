@@ -1,5 +1,5 @@
 import net from "node:net";
-import { MAX_PROXY_AUTH_BODY, MAX_PROXY_AUTH_CONNECTIONS } from "@burrow/protocol";
+import { MAX_PROXY_AUTH_ATTEMPTS, MAX_PROXY_AUTH_BODY, MAX_PROXY_AUTH_CONNECTIONS } from "@burrow/protocol";
 import { afterEach, describe, expect, it } from "vitest";
 import { type DialReport, dial, type NetConfig } from "../../agent/src/net/dial.ts";
 import { proxyFor } from "../../agent/src/net/proxy.ts";
@@ -14,7 +14,7 @@ interface Seen {
   authorization: string | undefined;
 }
 
-type Answer = string | "tunnel";
+type Answer = string | "tunnel" | "drop";
 
 const servers: net.Server[] = [];
 afterEach(() => {
@@ -36,6 +36,10 @@ async function scriptedProxy(answer: (request: Seen, seen: Seen[]) => Answer): P
         const request = { connection, head, authorization: /^Proxy-Authorization: (.*)$/im.exec(head)?.[1] };
         seen.push(request);
         const reply = answer(request, seen);
+        if (reply === "drop") {
+          socket.destroy();
+          return;
+        }
         if (reply === "tunnel") {
           socket.off("data", onData);
           socket.write("HTTP/1.1 200 Connection established\r\n\r\n");
@@ -138,6 +142,23 @@ describe("the dial loop through an authenticating proxy", () => {
     // Every connection after the first opened with a Type 1; no Type 3 ever left.
     expect(proxy.seen.filter((r) => r.authorization?.startsWith("NTLM TlRMTVNTUAAD"))).toEqual([]);
     expect(new Set(proxy.seen.map((r) => r.connection)).size).toBe(MAX_PROXY_AUTH_CONNECTIONS);
+  });
+
+  it("sends credentials at most MAX_PROXY_AUTH_ATTEMPTS times to a proxy that drops the connection on them", async () => {
+    const basic = await scriptedProxy((request) =>
+      request.authorization ? "drop" : challenge407(['Proxy-Authenticate: Basic realm="corp"']),
+    );
+    await expect(dial(target, config(basic.url.replace("//", "//alice:pw@")))).rejects.toMatchObject({
+      message: expect.stringMatching(/closed the connection during the Basic handshake/),
+      fatal: true,
+    });
+    expect(basic.seen.filter((r) => r.authorization)).toHaveLength(MAX_PROXY_AUTH_ATTEMPTS);
+    const ntlm = await scriptedProxy((request) => {
+      if (!request.authorization) return challenge407(["Proxy-Authenticate: NTLM"]);
+      return request.authorization.startsWith("NTLM TlRMTVNTUAAB") ? challenge407([`Proxy-Authenticate: NTLM ${TYPE2}`]) : "drop";
+    });
+    await expect(dial(target, config(ntlm.url.replace("//", "//alice:pw@")))).rejects.toThrow(/during the NTLM handshake/);
+    expect(ntlm.seen.filter((r) => r.authorization?.startsWith("NTLM TlRMTVNTUAAD"))).toHaveLength(MAX_PROXY_AUTH_ATTEMPTS);
   });
 
   it("reads no more than MAX_PROXY_AUTH_BODY of a 407, and goes on on a new connection", async () => {

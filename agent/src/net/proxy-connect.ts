@@ -3,7 +3,12 @@
 // belongs to it); a proxy that closes anyway gets the handshake again on a new connection.
 // Everything is bounded, and a refused password is never sent again: accounts get locked.
 import type net from "node:net";
-import { MAX_PROXY_AUTH_BODY, MAX_PROXY_AUTH_CONNECTIONS, MAX_PROXY_AUTH_ROUNDS } from "@burrow/protocol";
+import {
+  MAX_PROXY_AUTH_ATTEMPTS,
+  MAX_PROXY_AUTH_BODY,
+  MAX_PROXY_AUTH_CONNECTIONS,
+  MAX_PROXY_AUTH_ROUNDS,
+} from "@burrow/protocol";
 import type { DialReport, NetConfig } from "./dial.ts";
 import type { ProxyConfig } from "./proxy.ts";
 import { parseChallenges } from "./proxy-auth/challenge.ts";
@@ -88,6 +93,40 @@ async function connectOnce(
     exchange = await scheme.start(context);
     header = await exchange.respond(undefined);
   };
+  /**
+   * Before a new connection, when the proxy closed this one mid-handshake: a connection-bound
+   * exchange starts over (`sent` attempts of it reached the proxy); `lost`: the last request
+   * went unanswered. Bounded by connections and by attempts.
+   */
+  const startOver = async (
+    current: ProxyAuthExchange,
+    sent: number,
+    connections: number,
+    lost: boolean,
+    offered = current.scheme,
+  ) => {
+    // A lost Basic or Digest header goes out again on the next connection, and a handshake that
+    // got as far as its credentials sends them again: one more attempt each.
+    const resent = lost && !current.connectionBound && current.attempts > 0 ? 1 : 0;
+    const again = current.connectionBound && current.attempts > 0 ? 1 : resent;
+    if (connections >= MAX_PROXY_AUTH_CONNECTIONS || sent + again > MAX_PROXY_AUTH_ATTEMPTS) {
+      const error = new NetworkError(
+        "connect",
+        `the proxy ${proxy.display} closed the connection during the ${current.scheme} handshake ${connections} times (MAX_PROXY_AUTH_CONNECTIONS)`,
+        `${current.scheme} needs the connection kept open between its messages; try another scheme the proxy offers (${offered}) with --proxy-auth`,
+        true,
+      );
+      if (attempts() > 0) state.refused = error;
+      throw error;
+    }
+    if (!current.connectionBound) {
+      spent += resent;
+      return;
+    }
+    spent = sent;
+    const scheme = SCHEMES.find((s) => s.name === current.scheme.toLowerCase());
+    if (scheme) await opening(scheme);
+  };
   // The scheme the proxy accepted last time opens at once (Basic's header, NTLM's Type 1).
   if (state.scheme) await opening(state.scheme).catch(() => undefined);
   for (let connections = 1; ; connections++) {
@@ -104,8 +143,10 @@ async function connectOnce(
         head = parseHead(await withTimeout(reader.head(), config.timeoutMs, "no answer to CONNECT"));
       } catch (error) {
         socket.destroy();
-        // A proxy that closed a connection after its 407 although asked to keep it open.
-        if (rounds > 1 && (error as Error).message === "the connection closed" && connections < MAX_PROXY_AUTH_CONNECTIONS) {
+        // A proxy that closed the connection after its 407 (EOF, a reset) although asked to keep
+        // it open: the answer to its challenge was lost with it.
+        if (header !== undefined && exchange && (error as { code?: string }).code !== "ETIMEDOUT") {
+          await startOver(exchange, attempts(), connections, true);
           break;
         }
         throw new NetworkError(
@@ -173,18 +214,8 @@ async function connectOnce(
         (await withTimeout(skipBody(reader, head, MAX_PROXY_AUTH_BODY), config.timeoutMs, "the 407's body").catch(() => false));
       if (reusable) continue;
       socket.destroy();
-      if (connections >= MAX_PROXY_AUTH_CONNECTIONS) {
-        throw fail(
-          `the proxy ${proxy.display} closed the connection during the ${current.scheme} handshake ${connections} times (MAX_PROXY_AUTH_CONNECTIONS)`,
-          `${current.scheme} needs the connection kept open between its messages; try another scheme the proxy offers (${offered}) with --proxy-auth`,
-        );
-      }
-      if (current.connectionBound) {
-        // Its answer belonged to the closed connection: start over, and count what was sent.
-        spent = before;
-        const scheme = SCHEMES.find((s) => s.name === current.scheme.toLowerCase());
-        if (scheme) await opening(scheme);
-      }
+      // The answer computed for this connection was not sent: it does not count.
+      await startOver(current, before, connections, false, offered);
       break;
     }
   }
