@@ -244,9 +244,8 @@ function negotiateSuite(runtimeName: RuntimeName | "executable"): void {
 
       beforeAll(() => corpnet.network.realm!.kinit());
 
-      it.runIf(kerberos)(
-        "authenticates with the user's Kerberos ticket and moves 20 MB each way",
-        async () => {
+      if (kerberos)
+        it("authenticates with the user's Kerberos ticket and moves 20 MB each way", async () => {
           const { network } = corpnet;
           const realm = network.realm!;
           const name = `krb-${runtimeName}`;
@@ -254,13 +253,10 @@ function negotiateSuite(runtimeName: RuntimeName | "executable"): void {
           await agent.ready();
           await serves(name, agent);
           expect(await tunnelUser(network, agent)).toBe(realm.principal);
-        },
-        120_000,
-      );
+        }, 120_000);
 
-      it.runIf(kerberos)(
-        "has agent doctor say the proxy took Negotiate as the ticket's principal",
-        async () => {
+      if (kerberos)
+        it("has agent doctor say the proxy took Negotiate as the ticket's principal", async () => {
           const { network } = corpnet;
           const realm = network.realm!;
           const env = networkEnv({ HTTPS_PROXY: network.proxyUrl, ...realm.clientEnv() });
@@ -272,13 +268,10 @@ function negotiateSuite(runtimeName: RuntimeName | "executable"): void {
           expect(doctor.output).toMatch(
             new RegExp(`^ok\\s+connect\\s.*\\(Negotiate as "${realm.principal}": 1 attempt, 1 connection\\)`, "m"),
           );
-        },
-        40_000,
-      );
+        }, 40_000);
 
-      it.runIf(!kerberos)(
-        "exits 5 saying Node cannot use Kerberos, and naming the Bun agent and the executable",
-        async () => {
+      if (!kerberos)
+        it("exits 5 saying Node cannot use Kerberos, and naming the Bun agent and the executable", async () => {
           const { network } = corpnet;
           const agent = corpnet.spawn(runtime, `krb-${runtimeName}`, {
             HTTPS_PROXY: network.proxyUrl,
@@ -287,13 +280,10 @@ function negotiateSuite(runtimeName: RuntimeName | "executable"): void {
           expect(await exitOf(agent)).toBe(5);
           expect(agent.output).toMatch(/^error: .*Negotiate.*Node has no FFI/m);
           expect(agent.output).toMatch(/^ {2}hint: .*Bun.*executable/m);
-        },
-        40_000,
-      );
+        }, 40_000);
 
-      it.runIf(kerberos)(
-        "without a ticket or credentials, exits 5 saying kinit, with the realm",
-        async () => {
+      if (kerberos)
+        it("without a ticket or credentials, exits 5 saying kinit, with the realm", async () => {
           const { network } = corpnet;
           const realm = network.realm!;
           const cache = realm.cache(`none-${runtimeName}`);
@@ -305,34 +295,26 @@ function negotiateSuite(runtimeName: RuntimeName | "executable"): void {
           expect(agent.output).toMatch(/^error: .*Negotiate.*No Kerberos credentials available/m);
           expect(agent.output).toContain(cache);
           expect(agent.output).toMatch(new RegExp(`^ {2}hint: run \`kinit YOUR_USER@${realm.realm.replace(".", "\\.")}\``, "m"));
-        },
-        40_000,
-      );
+        }, 40_000);
 
-      it.runIf(runtimeName === "deno")(
-        "under `deno task agent` (no --allow-ffi), exits 5 naming `deno task agent-negotiate`",
-        async () => {
+      if (runtimeName === "deno")
+        it("under `deno task agent` (no --allow-ffi), exits 5 naming `deno task agent-negotiate`", async () => {
           const { network } = corpnet;
           const agent = corpnet.spawn("deno", "krb-noffi", { HTTPS_PROXY: network.proxyUrl, ...network.realm!.clientEnv() });
           expect(await exitOf(agent)).toBe(5);
           expect(agent.output).toMatch(/^error: .*Negotiate: Deno did not grant --allow-ffi/m);
           expect(agent.output).toMatch(/^ {2}hint: run the agent with `deno task agent-negotiate`/m);
-        },
-        40_000,
-      );
+        }, 40_000);
 
-      it.runIf(kerberos)(
-        "given the proxy by IP address, exits 5 saying to give its host name",
-        async () => {
+      if (kerberos)
+        it("given the proxy by IP address, exits 5 saying to give its host name", async () => {
           const { network } = corpnet;
           const byIp = network.proxyUrl.replace(network.realm!.proxyHost, network.hostIp);
           const agent = corpnet.spawn(runtime, `krbip-${runtimeName}`, { HTTPS_PROXY: byIp, ...network.realm!.clientEnv() });
           expect(await exitOf(agent)).toBe(5);
           expect(agent.output).toContain(`Negotiate: the proxy is given by its IP address (${network.hostIp})`);
           expect(agent.output).toMatch(/^ {2}hint: give the proxy by its host name/m);
-        },
-        40_000,
-      );
+        }, 40_000);
     });
 
     describe("behind squid taking Kerberos or NTLM inside Negotiate", () => {
