@@ -305,11 +305,15 @@ export function corpSuite(runtime: RuntimeName | "executable"): void {
 
     (skipNtlm ? describe.skip : shared)("squid checking NTLMv2 passwords (gss-ntlmssp)", () => {
       const account = { domain: "CORP", user: "alice", password: "s3cret pass" };
-      const corpnet = corp({ egress: "squid", squid: { ntlm: account } });
+      // Offering NTLM, then Basic (for --proxy-auth basic), as many corporate proxies do.
+      const corpnet = corp({
+        egress: "squid",
+        squid: { ntlm: account, auth: { user: "bob", password: "basic pass" } },
+      });
       const proxy = () => `http://${corpnet.network.hostIp}:${corpnet.network.proxyPort}`;
       const credentials = { BURROW_PROXY_USER: "CORP\\alice", BURROW_PROXY_PASSWORD: account.password };
 
-      it("goes through with the right password, and gss-ntlmssp accepts its NTLMv2 response", async () => {
+      it("chooses NTLM over Basic, and gss-ntlmssp accepts its NTLMv2 response to the right password", async () => {
         const name = `ntlmv2-${runtime}`;
         const seen = ntlmVerdicts(corpnet.network.dir).length;
         const agent = await corpnet.start(name, ["--ca", relay.caFile], { HTTPS_PROXY: proxy(), ...credentials });
@@ -317,6 +321,18 @@ export function corpSuite(runtime: RuntimeName | "executable"): void {
         await serves(name, agent);
         expect(ntlmVerdicts(corpnet.network.dir).slice(seen)).toEqual(["accepted NTLMv2 response from CORP\\alice"]);
       }, 120_000);
+
+      it("uses Basic instead when --proxy-auth basic pins it, as agent doctor shows", async () => {
+        const seen = ntlmVerdicts(corpnet.network.dir).length;
+        const { status, output } = await corpnet.doctor(["--ca", relay.caFile, "--proxy-auth", "basic"], {
+          HTTPS_PROXY: proxy(),
+          BURROW_PROXY_USER: "bob",
+          BURROW_PROXY_PASSWORD: "basic pass",
+        });
+        expect(status, output).toBe(0);
+        expect(output).toMatch(/^ok\s+connect\s+CONNECT \S+:443: 200 .*\(Basic as "bob": 1 attempt, 1 connection\)$/m);
+        expect(ntlmVerdicts(corpnet.network.dir).slice(seen)).toEqual([]);
+      }, 40_000);
 
       it("exits 5 on a wrong password within 10 s, naming NTLM, after 1 attempt", async () => {
         const seen = ntlmVerdicts(corpnet.network.dir).length;
