@@ -17,6 +17,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { PROXY_ENV_VARS } from "../agent/src/net/proxy.ts";
+import { Realm } from "./_kerberos.ts";
 import { type NtlmAccount, ntlmVerifier } from "./_ntlm-verifier.ts";
 import { Child, waitForListen } from "./_process.ts";
 import { Relay, type RelayOptions, ROOT } from "./_relay.ts";
@@ -143,6 +144,7 @@ function sweep(): void {
       }
     });
     quietly(() => sh("ip", ["netns", "del", match[1]!]));
+    rmSync(`/etc/netns/${match[1]}`, { recursive: true, force: true }); // a realm's hosts file
   }
   for (const match of sh("ip", ["-o", "link", "show"]).matchAll(/^\d+: (bw[rh](\d+)[a-z]\d+)[@:]/gm)) {
     if (dead(match[2])) quietly(() => sh("ip", ["link", "del", match[1]!]));
@@ -369,6 +371,11 @@ export interface SquidOptions {
   idleTimeoutSeconds?: number;
   /** Destination addresses the proxy's policy refuses to CONNECT to (squid answers 403). */
   deny?: string[];
+  /**
+   * Offers Negotiate, checked against the network's Kerberos realm (CorpOptions.kerberos);
+   * "kerberos-or-ntlm" also takes an NTLMSSP token inside Negotiate (ntlm_fake_auth).
+   */
+  negotiate?: "kerberos" | "kerberos-or-ntlm";
 }
 
 export interface MitmOptions {
@@ -400,6 +407,8 @@ export interface CorpOptions {
   mitm?: MitmOptions;
   /** For mitm: the CA mitmproxy trusts for upstream (the relay's), default the test relay CA. */
   upstreamCaFile?: string;
+  /** A Kerberos realm with its KDC for the network (test/_kerberos.ts); the proxy is then proxy.<domain>. */
+  kerberos?: boolean;
 }
 
 /** A cut the reaper made: when (Date.now()), how, and squid's client socket. */
@@ -425,6 +434,8 @@ export class CorpNetwork {
   proxyCaFile = "";
   /** The cuts made so far (squid with `cut`). */
   readonly cuts: Cut[] = [];
+  /** The network's Kerberos realm (with `kerberos`). */
+  realm: Realm | undefined;
   private readonly children = new Set<Child>();
   private proxy: Child | undefined;
   /** squid's service name, which names its segments in /dev/shm. */
@@ -452,6 +463,7 @@ export class CorpNetwork {
     const network = new CorpNetwork(ns, `${prefix}.1`, `${prefix}.2`, dir, options, release);
     try {
       network.wire(`bwh${process.pid}n${n}`, `bwp${process.pid}n${n}`);
+      if (options.kerberos) network.realm = await Realm.start(network, squidUser());
       if (options.egress === "squid") await network.startSquid();
       if (options.egress === "mitm") await network.startMitm();
       return network;
@@ -504,6 +516,7 @@ export class CorpNetwork {
     // Nothing of theirs is worth a graceful exit (squid takes 1.5 s even with shutdown_lifetime 0),
     // but squid's shared memory segments outlive it.
     await this.proxy?.stop("SIGKILL");
+    await this.realm?.stop();
     if (this.shm) removeShm((name) => name.startsWith(`${this.shm}-`));
     quietly(() => sh("ip", ["netns", "del", this.ns]));
     rmSync(this.dir, { recursive: true, force: true });
@@ -559,9 +572,10 @@ export class CorpNetwork {
     const options = this.options.squid ?? {};
     const file = (name: string) => join(this.dir, name);
     const user = squidUser();
+    const negotiate = options.negotiate && this.realm ? this.realm.squidConfig(options.negotiate === "kerberos-or-ntlm") : [];
     const ntlm = options.ntlm ? ntlmVerifier(this.dir, options.ntlm) : undefined;
     // squid offers its schemes in the order of their auth_param lines.
-    const schemes = [...(ntlm?.config ?? []), ...(options.auth ? squidAuth(options.auth, file) : [])];
+    const schemes = [...negotiate, ...(ntlm?.config ?? []), ...(options.auth ? squidAuth(options.auth, file) : [])];
     const auth = schemes.length > 0 ? [...schemes, "acl authed proxy_auth REQUIRED", "http_access deny !authed"] : [];
     const config = [
       `http_port ${this.hostIp}:${SQUID_PORT}`,
@@ -594,14 +608,17 @@ export class CorpNetwork {
     // -n: a service name of its own, so that squids of parallel networks share nothing.
     const service = `burrow${process.pid}x${this.ns.split("-").at(-1)}`;
     this.shm = service;
-    this.proxy = new Child(`squid:${this.ns}`, "squid", ["-N", "-f", file("squid.conf"), "-n", service], { cwd: this.dir });
+    this.proxy = new Child(`squid:${this.ns}`, "squid", ["-N", "-f", file("squid.conf"), "-n", service], {
+      cwd: this.dir,
+      env: { ...process.env, ...this.realm?.squidEnv },
+    });
     await waitForListen(this.proxy, SQUID_PORT, this.hostIp, 20_000);
     const encode = (text: string) => encodeURIComponent(text);
     const login = options.ntlm
       ? { user: `${options.ntlm.domain}\\${options.ntlm.user}`, password: options.ntlm.password }
       : options.auth;
     const credentials = login ? `${encode(login.user)}:${encode(login.password)}@` : "";
-    this.proxyUrl = `http://${credentials}${this.hostIp}:${SQUID_PORT}`;
+    this.proxyUrl = `http://${credentials}${this.realm?.proxyHost ?? this.hostIp}:${SQUID_PORT}`;
     if (options.cut) this.reaper = this.startReaper(this.proxy.pid, options.cut.everySeconds * 1000, options.cut.how ?? "close");
   }
 

@@ -14,6 +14,8 @@ const runtime: Runtime = {
   },
   exit: (code) => process.exit(code),
   terminal: processTerminal,
+  // bun:ffi, for Negotiate's GSSAPI: loaded when a proxy asks for Negotiate, never before.
+  ffi: async () => (await import("./_bun-ffi.ts")).bunFfi,
 };
 
 runtime.exit(await main(runtime, process.argv.slice(2)));

@@ -34,6 +34,8 @@ const runtime: Runtime = {
       for (let done = 0; done < bytes.length; ) done += Deno.stdout.writeSync(bytes.subarray(done));
     },
   },
+  // Deno.dlopen, for Negotiate's GSSAPI: only under --allow-ffi (`deno task agent-negotiate`).
+  ffi: async () => (await import("./_deno-ffi.ts")).denoFfi(),
   listenDenied(host, port) {
     const address = `${host.includes(":") ? `[${host}]` : host}:${port}`;
     const { state } = Deno.permissions.querySync({ name: "net", host: address });

@@ -27,7 +27,8 @@ await build({
   target: ["node20.6", "es2022"],
   // ws loads these native helpers with require() inside a try/catch and runs without them;
   // left out, the require fails and ws uses its JavaScript fallbacks.
-  external: ["bufferutil", "utf-8-validate"],
+  // bun:ffi is Bun's own module (Negotiate's GSSAPI, in the Bun entry only).
+  external: ["bufferutil", "utf-8-validate", "bun:ffi"],
   // ws is CommonJS: its require("events") etc. need a real require in an ES module, on
   // Node, Bun and Deno alike.
   banner: {

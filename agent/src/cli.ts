@@ -285,7 +285,9 @@ async function options(
     );
   }
   const ca = [args.ca, env("NODE_EXTRA_CA_CERTS")].flatMap((file) => (file ? [readPem(file, runtime)] : []));
-  const net: NetConfig = { proxy, ca, insecure, timeoutMs: CONNECT_TIMEOUT_MS, proxyAuth, credentialsFor };
+  // The runtime's FFI, for Negotiate's GSSAPI: absent on Node, loaded only when a proxy asks.
+  const ffi = runtime.ffi ? () => runtime.ffi!() : undefined;
+  const net: NetConfig = { proxy, ca, insecure, timeoutMs: CONNECT_TIMEOUT_MS, proxyAuth, credentialsFor, ffi };
   const token = args["token-file"] !== undefined ? readToken(args["token-file"], args.token, runtime) : (args.token ?? "");
   // Random names are new each run, so only a chosen name has a claim worth keeping.
   // A tunnel's connections prove they are one agent's with one claim.

@@ -20,6 +20,47 @@ export interface Runtime {
    * node:http throws a missing --allow-net from a later tick, where no caller can catch it.
    */
   listenDenied?(host: string, port: number): string | undefined;
+  /**
+   * The runtime's foreign function interface, loaded on first use (Negotiate proxy auth calls
+   * the system's GSSAPI through it); absent where there is none (Node 20). Rejects with a
+   * message and a hint when the runtime withholds it (Deno without --allow-ffi).
+   */
+  ffi?(): Promise<Ffi>;
+}
+
+/** An argument to a C function: an integer, a pointer's address, or the address of this buffer. */
+export type NativeArg = number | bigint | ArrayBufferView;
+
+/** A C function's parameters and result: 32-bit integers and pointers (64-bit platforms). */
+export interface NativeSignature {
+  args: readonly ("u32" | "i32" | "pointer")[];
+  returns: "u32" | "i32";
+}
+
+/** A C library opened with dlopen. */
+export interface NativeLibrary {
+  /** Calls `symbol`, one of those it was opened with. */
+  call(symbol: string, args: readonly NativeArg[]): number;
+  close(): void;
+}
+
+/** What the agent needs of bun:ffi or Deno.dlopen: open a library, and read native memory. */
+export interface Ffi {
+  /** "linux", "darwin", "windows": which system library to open, and its struct layouts. */
+  readonly os: string;
+  /** "x64", "arm64": with `os`, the C struct layouts (Apple packs GSSAPI's on x64 only). */
+  readonly arch: string;
+  /**
+   * Opens the first of `paths` that loads (a file path or a name for the system's loader).
+   * @throws {Error} naming every path tried, when none loads.
+   */
+  open(paths: readonly string[], symbols: Readonly<Record<string, NativeSignature>>): NativeLibrary;
+  /** The address of `view`'s first byte, valid while `view` is alive and not moved. */
+  address(view: ArrayBufferView): bigint;
+  /** A copy of `length` bytes at `address`. */
+  read(address: bigint, length: number): Uint8Array;
+  /** The NUL-terminated UTF-8 string at `address`. */
+  readCString(address: bigint): string;
 }
 
 /** Stdout as a terminal: what the live console needs to draw itself in place. */

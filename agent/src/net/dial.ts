@@ -1,6 +1,7 @@
 import net from "node:net";
 import type { Duplex } from "node:stream";
 import tls from "node:tls";
+import type { Ffi } from "../runtime.ts";
 import type { ProxyConfig } from "./proxy.ts";
 import type { Credentials } from "./proxy-auth/scheme.ts";
 import { connectThrough, type ProxyAuthReport } from "./proxy-connect.ts";
@@ -24,6 +25,8 @@ export interface NetConfig {
    * or burrow.toml): also asked for the proxies a PAC file names.
    */
   credentialsFor?: (proxyHost: string) => Credentials | undefined;
+  /** The runtime's FFI, for Negotiate's GSSAPI (Runtime.ffi); absent on Node 20. */
+  ffi?: () => Promise<Ffi>;
 }
 
 /** What the dial found on its way, for `agent doctor` and the transport line. */

@@ -83,6 +83,7 @@ async function connectOnce(
     proxyPort: proxy.port,
     target: authority,
     credentials: proxy.credentials ?? config.credentialsFor?.(proxy.host),
+    ffi: config.ffi,
   };
   let exchange: ProxyAuthExchange | undefined;
   let header: string | undefined;
@@ -162,7 +163,8 @@ async function connectOnce(
       const answer = `${head.status} ${head.statusText}`.trim();
       report.connect = answer;
       if (exchange) {
-        report.proxyAuth = { scheme: exchange.scheme, user: context.credentials?.user, attempts: attempts(), connections };
+        const user = exchange.principal ?? context.credentials?.user;
+        report.proxyAuth = { scheme: exchange.scheme, user, attempts: attempts(), connections };
       }
       if (head.status === 200) {
         const early = reader.release();
@@ -254,6 +256,13 @@ function rejected(
     ];
   }
   const tries = `${attempts} attempt${attempts === 1 ? "" : "s"}`;
+  if (exchange.principal) {
+    return [
+      `the proxy ${proxy.display} refused the Kerberos ticket of ${exchange.principal} for HTTP@${proxy.host} (${answer})`,
+      "the proxy's Kerberos setup does not accept this ticket: check with `klist` that it is for the proxy's realm, and ask the proxy's administrators whether HTTP/" +
+        `${proxy.host} is in its keytab; or give credentials (BURROW_PROXY_USER and BURROW_PROXY_PASSWORD) for NTLM with --proxy-auth ntlm`,
+    ];
+  }
   const user = context.credentials?.user ?? "";
   const which = /ntlm|negotiate/i.test(scheme)
     ? "the user, its domain (DOMAIN\\user or user@DOMAIN) and the password"

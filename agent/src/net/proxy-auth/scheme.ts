@@ -2,6 +2,7 @@
 // small state machine that turns the proxy's challenge into the next Proxy-Authorization value.
 // The dial loop (../dial.ts) is written once for all of them: it sends CONNECT, reads each 407,
 // hands the scheme its challenge and sends what the scheme answers, on the same connection.
+import type { Ffi } from "../../runtime.ts";
 
 /** One challenge of a `Proxy-Authenticate` field (RFC 9110 section 11.6.1). */
 export interface Challenge {
@@ -33,6 +34,8 @@ export interface AuthContext {
   target: string;
   /** undefined when the user gave none (Negotiate can do without; the others cannot). */
   credentials: Credentials | undefined;
+  /** The runtime's FFI, for Negotiate's GSSAPI; absent on Node 20 (Runtime.ffi). */
+  ffi?: () => Promise<Ffi>;
 }
 
 /**
@@ -49,6 +52,8 @@ export interface ProxyAuthExchange {
    * Digest response, an NTLM Type 3): what a wrong password costs the account.
    */
   readonly attempts: number;
+  /** The Kerberos principal whose ticket the exchange sends (Negotiate), instead of a user name. */
+  readonly principal?: string;
   /**
    * The next `Proxy-Authorization` value: for `challenge` (this scheme's challenge from the last
    * 407), or the opening one when `challenge` is undefined (a new connection). undefined when
@@ -64,11 +69,12 @@ export interface ProxyAuthScheme {
   /** Lowercase, as `--proxy-auth` takes it and challenges are matched. */
   readonly name: "negotiate" | "ntlm" | "digest" | "basic";
   /**
-   * A new exchange for `context`.
+   * A new exchange for `context`, given every challenge the proxy `offered` (Negotiate falls
+   * back to NTLM inside it only when the proxy does not offer NTLM on its own).
    * @throws {SchemeUnavailable} when the scheme cannot be used here (no credentials, no
    *   Kerberos ticket, no GSSAPI library...): the selection moves on to the next scheme.
    */
-  start(context: AuthContext): ProxyAuthExchange | Promise<ProxyAuthExchange>;
+  start(context: AuthContext, offered?: readonly Challenge[]): ProxyAuthExchange | Promise<ProxyAuthExchange>;
 }
 
 /** Why a scheme cannot be used here, with what would make it usable. */

@@ -48,7 +48,7 @@ export async function selectScheme(
     const challenge = challenges.find((c) => c.name === scheme.name);
     if (!challenge) continue;
     try {
-      return { exchange: await scheme.start(context), challenge };
+      return { exchange: await scheme.start(context, challenges), challenge };
     } catch (error) {
       if (!(error instanceof SchemeUnavailable)) throw error;
       reasons.push(error);
