@@ -10,6 +10,7 @@ import { parseInspect, parseKeep, startInspector } from "./inspector/server.ts";
 import { Log, type LogMode } from "./log.ts";
 import { randomClaim, randomName } from "./names.ts";
 import type { NetConfig } from "./net/dial.ts";
+import { pacSettings } from "./net/pac/settings.ts";
 import { proxyFor } from "./net/proxy.ts";
 import { type OriginSetup, readPem, readUserFile, setUpOrigin } from "./origin-setup.ts";
 import { visitorRules } from "./rules.ts";
@@ -258,14 +259,15 @@ async function options(
     log.warn("--insecure: the relay's certificate is not verified; anyone on the way can read and change this tunnel's traffic");
   }
   const env = (name: string) => runtime.env(name);
+  const ca = [args.ca, env("NODE_EXTRA_CA_CERTS")].flatMap((file) => (file ? [readPem(file, runtime)] : []));
+  const pac = pacSettings(args, env, { ca, timeoutMs: CONNECT_TIMEOUT_MS, log });
   let proxy: NetConfig["proxy"];
   try {
-    proxy = proxyFor(relay, args.proxy, env);
+    proxy = pac ? undefined : proxyFor(relay, args.proxy, env);
   } catch (error) {
     throw new AgentError("usage", (error as Error).message, "for example --proxy http://proxy.example.com:3128");
   }
-  const ca = [args.ca, env("NODE_EXTRA_CA_CERTS")].flatMap((file) => (file ? [readPem(file, runtime)] : []));
-  const net: NetConfig = { proxy, ca, insecure, timeoutMs: CONNECT_TIMEOUT_MS };
+  const net: NetConfig = { proxy, pac, note: (line) => log.warn(line), ca, insecure, timeoutMs: CONNECT_TIMEOUT_MS };
   const token = args["token-file"] !== undefined ? readToken(args["token-file"], args.token, runtime) : (args.token ?? "");
   // Random names are new each run, so only a chosen name has a claim worth keeping.
   // A tunnel's connections prove they are one agent's with one claim.
