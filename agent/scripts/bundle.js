@@ -3,6 +3,8 @@
 // dist/, with @burrow/protocol, @msgpack/msgpack, ws and smol-toml inside, so that the published package
 // has no dependencies and needs neither TypeScript nor esbuild when it runs. postpack removes
 // dist/ again; in a clone the sources run (bin/agent.js), never a stale bundle.
+// QuickJS (the PAC sandbox's engine, ~830 KB of which most is its wasm) is a file of its own,
+// dist/quickjs.js, shared by the three entries and imported only when a PAC file is used.
 import { rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -16,9 +18,16 @@ if (process.argv[2] === "--clean") {
   process.exit(0);
 }
 
+/** The sources' `import("./quickjs.ts")` (agent/src/net/pac/sandbox.ts) becomes dist/quickjs.js. */
+const quickjsApart = {
+  name: "quickjs-apart",
+  setup(build) {
+    build.onResolve({ filter: /^\.\/quickjs\.ts$/ }, () => ({ path: "./quickjs.js", external: true }));
+  },
+};
+
 rmSync(outdir, { recursive: true, force: true });
-await build({
-  entryPoints: ["node", "bun", "deno"].map((runtime) => join(agent, `bin/${runtime}.ts`)),
+const common = {
   outdir,
   bundle: true,
   format: "esm",
@@ -35,4 +44,10 @@ await build({
   },
   legalComments: "eof",
   logLevel: "warning",
+};
+await build({
+  ...common,
+  entryPoints: ["node", "bun", "deno"].map((runtime) => join(agent, `bin/${runtime}.ts`)),
+  plugins: [quickjsApart],
 });
+await build({ ...common, entryPoints: { quickjs: join(agent, "src/net/pac/quickjs.ts") } });
