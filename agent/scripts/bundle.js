@@ -3,8 +3,8 @@
 // dist/, with @burrow/protocol, @msgpack/msgpack, ws and smol-toml inside, so that the published package
 // has no dependencies and needs neither TypeScript nor esbuild when it runs. postpack removes
 // dist/ again; in a clone the sources run (bin/agent.js), never a stale bundle.
-// QuickJS (the PAC sandbox's engine, ~830 KB of which most is its wasm) is a file of its own,
-// dist/quickjs.js, shared by the three entries and imported only when a PAC file is used.
+// The PAC sandbox and QuickJS (~900 KB, most of it the engine's wasm) are a file of their own,
+// dist/pac-sandbox.js, shared by the three entries and imported only when a PAC file is used.
 import { rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -18,11 +18,11 @@ if (process.argv[2] === "--clean") {
   process.exit(0);
 }
 
-/** The sources' `import("./quickjs.ts")` (agent/src/net/pac/sandbox.ts) becomes dist/quickjs.js. */
-const quickjsApart = {
-  name: "quickjs-apart",
+/** The sources' `import("./sandbox.ts")` (agent/src/net/pac/pac.ts) becomes dist/pac-sandbox.js. */
+const sandboxApart = {
+  name: "pac-sandbox-apart",
   setup(build) {
-    build.onResolve({ filter: /^\.\/quickjs\.ts$/ }, () => ({ path: "./quickjs.js", external: true }));
+    build.onResolve({ filter: /^\.\/sandbox\.ts$/ }, () => ({ path: "./pac-sandbox.js", external: true }));
   },
 };
 
@@ -48,6 +48,6 @@ const common = {
 await build({
   ...common,
   entryPoints: ["node", "bun", "deno"].map((runtime) => join(agent, `bin/${runtime}.ts`)),
-  plugins: [quickjsApart],
+  plugins: [sandboxApart],
 });
-await build({ ...common, entryPoints: { quickjs: join(agent, "src/net/pac/quickjs.ts") } });
+await build({ ...common, entryPoints: { "pac-sandbox": join(agent, "src/net/pac/sandbox.ts") } });

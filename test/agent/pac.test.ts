@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MAX_PAC_BYTES, PAC_MAX_LOOKUPS, PAC_TIME_LIMIT_MS } from "@burrow/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parsePacAnswer } from "../../agent/src/net/pac/answer.ts";
+import { PacError, parsePacAnswer } from "../../agent/src/net/pac/answer.ts";
 import { readPac } from "../../agent/src/net/pac/fetch.ts";
 import {
   convert_addr,
@@ -19,7 +19,7 @@ import {
   timeRange,
   weekdayRange,
 } from "../../agent/src/net/pac/helpers.ts";
-import { findProxyForUrl, PacError, type PacHost } from "../../agent/src/net/pac/sandbox.ts";
+import { findProxyForUrl, type PacHost } from "../../agent/src/net/pac/sandbox.ts";
 
 /** A machine for the sandbox: DNS from a table (counting lookups), fixed addresses and clock. */
 function machine(names: Record<string, string[]> = {}, now = new Date("2026-12-09T14:30:15Z")) {

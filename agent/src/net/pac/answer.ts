@@ -2,6 +2,11 @@
 // "DIRECT", "PROXY host:port" (also "HTTP host:port", Firefox's synonym), and kinds this agent
 // does not speak ("HTTPS host:port", an HTTPS proxy; "SOCKS", "SOCKS4", "SOCKS5"), tried in order.
 
+/** A PAC file that cannot give an answer: it does not compile, throws, loops, or answers junk. */
+export class PacError extends Error {
+  override readonly name = "PacError";
+}
+
 /** One way out that the agent can take. */
 export type PacChoice = { kind: "direct" } | { kind: "proxy"; host: string; port: number };
 

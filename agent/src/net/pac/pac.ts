@@ -6,9 +6,9 @@ import { lookup } from "node:dns/promises";
 import os from "node:os";
 import { WPAD_TIMEOUT_MS } from "@burrow/protocol";
 import type { ProxyConfig } from "../proxy.ts";
-import { describeChoice, type PacChoice, parsePacAnswer } from "./answer.ts";
+import { describeChoice, type PacChoice, PacError, parsePacAnswer } from "./answer.ts";
 import { PacFetchError, readPac } from "./fetch.ts";
-import { findProxyForUrl, PacError, type PacHost } from "./sandbox.ts";
+import type { PacEvaluation, PacHost } from "./sandbox.ts";
 
 /** Where WPAD looks (no DHCP option 252): the system's resolver adds its search domains to `wpad`. */
 export const WPAD_URL = "http://wpad/wpad.dat";
@@ -92,8 +92,10 @@ export class PacProxies {
     if (script === undefined) return { location: undefined, answer: "DIRECT", choices: [undefined], trace: [], skipped: [] };
     // Browsers hand the PAC the URL without its path for https: (Chrome strips it since 52).
     const url = `${target.protocol === "wss:" ? "https:" : target.protocol === "ws:" ? "http:" : target.protocol}//${target.host}/`;
-    let evaluation: Awaited<ReturnType<typeof findProxyForUrl>>;
+    let evaluation: PacEvaluation;
     try {
+      // QuickJS and the sandbox: loaded on the first PAC, never without one.
+      const { findProxyForUrl } = await import("./sandbox.ts");
       evaluation = await findProxyForUrl(script, url, host, {
         ...this.machine,
         alert: (line) => settings.note?.(`PAC alert: ${line}`),

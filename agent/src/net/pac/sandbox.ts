@@ -1,4 +1,7 @@
-// FindProxyForURL, run in QuickJS (WebAssembly): the PAC file sees the standard helpers and
+// FindProxyForURL, run in QuickJS (WebAssembly). This module (with QuickJS and the helpers) is
+// imported only when a PAC file is used (pac.ts): the package's bundler makes it a file of its
+// own, dist/pac-sandbox.js (agent/scripts/bundle.js), which an agent without a PAC never parses.
+//: the PAC file sees the standard helpers and
 // nothing else of the machine (no require, no fetch, no process, no file, no socket), and runs
 // under a time limit (QuickJS's interrupt handler) and a memory limit.
 //
@@ -14,7 +17,8 @@
 import net from "node:net";
 import { PAC_DNS_TIMEOUT_MS, PAC_MAX_LOOKUPS, PAC_MEMORY_LIMIT, PAC_TIME_LIMIT_MS } from "@burrow/protocol";
 import * as helpers from "./helpers.ts";
-import type { QuickJSContext, QuickJSHandle, QuickJSWASMModule } from "./quickjs.ts";
+import { PacError } from "./answer.ts";
+import { loadQuickJs, type QuickJSContext, type QuickJSHandle, type QuickJSWASMModule } from "./quickjs.ts";
 
 /** What the sandbox's helpers may ask of the machine; tests pass their own. */
 export interface PacHost {
@@ -27,16 +31,11 @@ export interface PacHost {
   now(): Date;
 }
 
-/** A PAC file that cannot give an answer: it does not compile, throws, loops, or answers junk. */
-export class PacError extends Error {
-  override readonly name = "PacError";
-}
-
 let engine: Promise<QuickJSWASMModule> | undefined;
 
-/** QuickJS, loaded once and only when a PAC is first evaluated. */
+/** QuickJS, loaded once per process. */
 function quickjs(): Promise<QuickJSWASMModule> {
-  engine ??= import("./quickjs.ts").then((module) => module.loadQuickJs());
+  engine ??= loadQuickJs();
   return engine;
 }
 
