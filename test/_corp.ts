@@ -11,6 +11,7 @@
 // serves every network of the process; visitors keep using its plain-http 127.0.0.1 port.
 
 import { execFile, execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -336,8 +337,12 @@ export class CorpRelay {
 export type Egress = "direct443" | "squid" | "mitm";
 
 export interface SquidOptions {
-  /** Basic auth through basic_ncsa_auth: any characters, but no ":" in the user (Basic auth's separator). */
-  auth?: { user: string; password: string };
+  /**
+   * Proxy authentication, by scheme: "basic" (the default) through basic_ncsa_auth, "digest"
+   * through digest_file_auth, both checking the password (any characters, but no ":" in the
+   * user); "ntlm" through ntlm_fake_auth, which runs the handshake and takes any password.
+   */
+  auth?: { scheme?: "basic" | "digest" | "ntlm"; user: string; password: string };
   /**
    * Cuts every client connection this many seconds (0.1 to 0.2 s more) after squid accepted it.
    * Squid 5 cannot do that itself (client_lifetime stops applying once a CONNECT tunnel carries
@@ -533,18 +538,7 @@ export class CorpNetwork {
     const options = this.options.squid ?? {};
     const file = (name: string) => join(this.dir, name);
     const user = squidUser();
-    const auth = options.auth
-      ? [
-          `auth_param basic program /usr/lib/squid/basic_ncsa_auth ${file("passwd")}`,
-          'auth_param basic realm "Burrow test corp proxy"',
-          "acl authed proxy_auth REQUIRED",
-          "http_access deny !authed",
-        ]
-      : [];
-    if (options.auth) {
-      const hash = sh("openssl", ["passwd", "-apr1", "-stdin"], options.auth.password).trim();
-      writeFileSync(file("passwd"), `${options.auth.user}:${hash}\n`);
-    }
+    const auth = options.auth ? squidAuth(options.auth, file) : [];
     const config = [
       `http_port ${this.hostIp}:${SQUID_PORT}`,
       "visible_hostname burrow-test-corp-proxy",
@@ -571,7 +565,7 @@ export class CorpNetwork {
     writeFileSync(file("squid.conf"), config.join("\n"));
     // squid drops to cache_effective_user before it opens its logs.
     const { uid, gid } = { uid: Number(sh("id", ["-u", user])), gid: Number(sh("id", ["-g", user])) };
-    for (const name of ["", "passwd", "squid.conf"]) quietly(() => chownSync(file(name), uid, gid));
+    for (const name of ["", "passwd", "digest-passwd", "squid.conf"]) quietly(() => chownSync(file(name), uid, gid));
     // -n: a service name of its own, so that squids of parallel networks share nothing.
     const service = `burrow${process.pid}x${this.ns.split("-").at(-1)}`;
     this.shm = service;
@@ -680,6 +674,40 @@ export class CorpNetwork {
     this.proxyCaFile = join(confdir, "mitmproxy-ca-cert.pem");
     if (!existsSync(this.proxyCaFile)) throw new Error(`mitmproxy made no CA in ${confdir}:\n${this.proxy.output}`);
     this.proxyUrl = `http://${this.hostIp}:${MITM_PORT}`;
+  }
+}
+
+const REALM = "Burrow test corp proxy";
+
+/** squid.conf lines (and the password file) for `auth`. */
+function squidAuth(auth: NonNullable<SquidOptions["auth"]>, file: (name: string) => string): string[] {
+  const realm = `realm "${REALM}"`;
+  const require = ["acl authed proxy_auth REQUIRED", "http_access deny !authed"];
+  switch (auth.scheme ?? "basic") {
+    case "basic": {
+      const hash = sh("openssl", ["passwd", "-apr1", "-stdin"], auth.password).trim();
+      writeFileSync(file("passwd"), `${auth.user}:${hash}\n`);
+      return [
+        `auth_param basic program /usr/lib/squid/basic_ncsa_auth ${file("passwd")}`,
+        `auth_param basic ${realm}`,
+        ...require,
+      ];
+    }
+    case "digest":
+      // With -c, digest_file_auth reads "user:realm:HA1" lines: a password may contain ":"
+      // (a plain "user:password" line would be read as user:realm:hash).
+      writeFileSync(
+        file("digest-passwd"),
+        `${auth.user}:${REALM}:${createHash("md5").update(`${auth.user}:${REALM}:${auth.password}`).digest("hex")}\n`,
+      );
+      return [
+        `auth_param digest program /usr/lib/squid/digest_file_auth -c ${file("digest-passwd")}`,
+        `auth_param digest realm ${REALM}`, // squid quotes it itself
+        "auth_param digest children 2",
+        ...require,
+      ];
+    case "ntlm":
+      return ["auth_param ntlm program /usr/lib/squid/ntlm_fake_auth", "auth_param ntlm children 2", ...require];
   }
 }
 

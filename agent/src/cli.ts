@@ -12,6 +12,8 @@ import { randomClaim, randomName } from "./names.ts";
 import type { NetConfig } from "./net/dial.ts";
 import { pacSettings } from "./net/pac/settings.ts";
 import { proxyFor } from "./net/proxy.ts";
+import { credentialsFromSettings } from "./net/proxy-auth/credentials.ts";
+import { SCHEME_NAMES } from "./net/proxy-auth/select.ts";
 import { type OriginSetup, readPem, readUserFile, setUpOrigin } from "./origin-setup.ts";
 import { visitorRules } from "./rules.ts";
 import type { Runtime } from "./runtime.ts";
@@ -267,7 +269,34 @@ async function options(
   } catch (error) {
     throw new AgentError("usage", (error as Error).message, "for example --proxy http://proxy.example.com:3128");
   }
-  const net: NetConfig = { proxy, pac, note: (line) => log.warn(line), ca, insecure, timeoutMs: CONNECT_TIMEOUT_MS };
+  const proxyAuth = args["proxy-auth"]?.toLowerCase();
+  if (proxyAuth !== undefined && !SCHEME_NAMES.includes(proxyAuth as (typeof SCHEME_NAMES)[number])) {
+    throw new AgentError(
+      "usage",
+      `--proxy-auth ${args["proxy-auth"]} is not a scheme the agent speaks`,
+      `use one of ${SCHEME_NAMES.join(", ")}, or leave it out for the strongest the proxy offers`,
+    );
+  }
+  let credentialsFor: NetConfig["credentialsFor"];
+  try {
+    credentialsFor = credentialsFromSettings(args["proxy-user"], args["proxy-password"]);
+  } catch (error) {
+    throw new AgentError(
+      "usage",
+      (error as Error).message,
+      "set both BURROW_PROXY_USER and BURROW_PROXY_PASSWORD (or proxy-user and proxy-password in burrow.toml)",
+    );
+  }
+  const net: NetConfig = {
+    proxy,
+    pac,
+    note: (line) => log.warn(line),
+    ca,
+    insecure,
+    timeoutMs: CONNECT_TIMEOUT_MS,
+    proxyAuth,
+    credentialsFor,
+  };
   const token = args["token-file"] !== undefined ? readToken(args["token-file"], args.token, runtime) : (args.token ?? "");
   // Random names are new each run, so only a chosen name has a claim worth keeping.
   // A tunnel's connections prove they are one agent's with one claim.

@@ -45,7 +45,12 @@ export async function doctor(
     // The PAC itself failed: nothing was dialed.
   } else if (proxy) {
     show("proxy", outcomeOf("proxy", `${proxy.display} (from ${proxy.source}) accepts connections`));
-    if (failedAt !== "proxy") show("connect", outcomeOf("connect", `CONNECT ${authority}: ${report.connect ?? ""}`));
+    const auth = report.proxyAuth;
+    const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
+    const how = auth
+      ? ` (${auth.scheme}${auth.user ? ` as "${auth.user}"` : ""}: ${plural(auth.attempts, "attempt")}, ${plural(auth.connections, "connection")})`
+      : "";
+    if (failedAt !== "proxy") show("connect", outcomeOf("connect", `CONNECT ${authority}: ${report.connect ?? ""}${how}`));
   } else {
     show("proxy", {
       ok: "skip",

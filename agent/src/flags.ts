@@ -20,6 +20,8 @@ interface Flag {
   short?: string;
   /** Only on the command line, never a key of the config file. */
   noFile?: true;
+  /** Never on the command line (other users see it in `ps`): the config file or the variable. */
+  noArgv?: true;
 }
 
 /** Every flag, once: parsing, environment fallbacks and --help all come from this table. */
@@ -91,7 +93,27 @@ const FLAGS: Flag[] = [
     name: "proxy",
     value: "URL",
     default: "$HTTPS_PROXY unless $NO_PROXY",
-    help: "HTTP proxy: http://user:password@host:port, none, or auto (WPAD: the PAC file at http://wpad/wpad.dat, else direct)",
+    help: "HTTP proxy: http://host:port, none, or auto (WPAD: the PAC file at http://wpad/wpad.dat, else direct); credentials in it (http://DOMAIN%5Cuser:password@host:port) show in `ps`: prefer $BURROW_PROXY_USER and $BURROW_PROXY_PASSWORD",
+  },
+  {
+    name: "proxy-auth",
+    env: "BURROW_PROXY_AUTH",
+    value: "SCHEME",
+    default: "the strongest the proxy offers",
+    help: "the proxy authentication scheme: negotiate, ntlm, digest or basic",
+  },
+  {
+    name: "proxy-user",
+    env: "BURROW_PROXY_USER",
+    value: "USER",
+    help: "the proxy's user when its URL has none: alice, DOMAIN\\alice or alice@DOMAIN",
+  },
+  {
+    name: "proxy-password",
+    env: "BURROW_PROXY_PASSWORD",
+    value: "PASSWORD",
+    help: "that user's password: in the variable or burrow.toml only, never a flag (other users see flags in `ps`)",
+    noArgv: true,
   },
   {
     name: "proxy-pac",
@@ -157,7 +179,7 @@ export const ENV_VARS = [
 
 export function help(): string {
   const rows = FLAGS.map((flag) => {
-    const left = `  ${flag.short ? `-${flag.short}, ` : ""}--${flag.name}${flag.value ? ` ${flag.value}` : ""}`;
+    const left = `  ${flag.short ? `-${flag.short}, ` : ""}${flag.noArgv ? "" : "--"}${flag.name}${flag.value ? ` ${flag.value}` : ""}`;
     const extra = [flag.repeat && "repeatable", flag.env && `env ${flag.env}`, flag.default && `default: ${flag.default}`]
       .filter(Boolean)
       .join("; ");
@@ -208,6 +230,13 @@ export function parseArgs(
     const flag = match && FLAGS.find((f) => f.name === match[1]);
     if (!flag) {
       throw new AgentError("usage", `unknown argument ${JSON.stringify(arg)}`, "run `agent --help` for the flags");
+    }
+    if (flag.noArgv) {
+      throw new AgentError(
+        "usage",
+        `--${flag.name} is not a flag: other users would see it in \`ps\``,
+        `set ${flag.env} in the environment, or ${flag.name} in burrow.toml`,
+      );
     }
     if (!flag.value) {
       flags.values[flag.name] = "true";

@@ -154,6 +154,25 @@ export const HEARTBEAT = { ping: "burrow:ping", pong: "burrow:pong" } as const;
 export const MAX_CONNECTIONS = 16;
 
 /**
+ * Bytes of a proxy's 407 body the agent reads and discards to answer the challenge on the same
+ * connection (NTLM's must be; squid's page is ~4 KiB). A larger body is not read: the agent
+ * starts again on a new connection instead.
+ */
+export const MAX_PROXY_AUTH_BODY = 64 * 1024;
+
+/**
+ * 407s one proxy connection may answer before the agent gives up: NTLM needs two, Digest two
+ * (three with a stale nonce). More is a proxy going round in circles.
+ */
+export const MAX_PROXY_AUTH_ROUNDS = 4;
+
+/**
+ * Connections one dial may open to a proxy that closes them mid-handshake. Each new connection
+ * starts NTLM or Negotiate over; never a loop (accounts are locked after a few bad tries).
+ */
+export const MAX_PROXY_AUTH_CONNECTIONS = 3;
+
+/**
  * Largest PAC file the agent reads (--proxy-pac, WPAD). Corporate PAC files are a few KB to a
  * few hundred KB (long lists of domains); anything larger is refused before it is evaluated.
  */

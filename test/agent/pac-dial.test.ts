@@ -130,21 +130,88 @@ describe("a PAC's choices, dialed in order", () => {
   });
 });
 
+describe("proxy credentials for the proxies a PAC names", () => {
+  /** A CONNECT proxy that wants Basic x:y, answering each request of a keep-alive connection. */
+  const basicProxy = (seen: string[]) =>
+    listen((socket) => {
+      let buffer = "";
+      socket.on("data", (chunk) => {
+        buffer += chunk;
+        for (let end = buffer.indexOf("\r\n\r\n"); end >= 0; end = buffer.indexOf("\r\n\r\n")) {
+          const head = buffer.slice(0, end);
+          buffer = buffer.slice(end + 4);
+          const auth = /^proxy-authorization: (.*)$/im.exec(head)?.[1]?.trim();
+          seen.push(auth ?? "none");
+          if (auth !== `Basic ${Buffer.from("x:y").toString("base64")}`) {
+            socket.write(
+              'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="corp"\r\nContent-Length: 0\r\n\r\n',
+            );
+            continue;
+          }
+          socket.removeAllListeners("data");
+          socket.write("HTTP/1.1 200 Connection established\r\n\r\n");
+          const upstream = net.connect(target, "127.0.0.1");
+          upstream.on("error", () => socket.destroy());
+          socket.pipe(upstream).pipe(socket);
+        }
+      });
+    });
+  const credentialsFor = () => ({ user: "x", password: "y", source: "BURROW_PROXY_USER and BURROW_PROXY_PASSWORD" });
+
+  async function dialVia(settings: Parameters<typeof pacSettings>[0], port: number) {
+    const file = join(dir, `creds-${port}-${Math.random().toString(36).slice(2)}.pac`);
+    writeFileSync(file, `function FindProxyForURL() { return "PROXY localhost:${port}"; }`);
+    const log = { info: () => {}, warn: () => {} };
+    const wpad = settings.proxy === "auto";
+    const pac = pacSettings(wpad ? settings : { ...settings, "proxy-pac": file }, () => undefined, {
+      ca: [],
+      timeoutMs: 2000,
+      log,
+    })!;
+    // WPAD's PAC, here from a file rather than http://wpad/.
+    if (wpad) Object.assign(pac.settings, { location: file });
+    const config: NetConfig = { proxy: undefined, pac, ca: [], insecure: false, timeoutMs: 2000, credentialsFor };
+    return dial(new URL(`http://127.0.0.1:${target}/`), config);
+  }
+
+  it("sends them to the proxies of a PAC the user gave", async () => {
+    const seen: string[] = [];
+    const socket = await dialVia({}, await basicProxy(seen));
+    expect(await read(socket)).toBe("hello");
+    expect(seen.at(-1)).toMatch(/^Basic /);
+  });
+
+  it("sends them to a proxy WPAD found only when its host is named, and says how to name it", async () => {
+    const seen: string[] = [];
+    const port = await basicProxy(seen);
+    const failure = await dialVia({ proxy: "auto" }, port).catch((e) => e);
+    expect(failure).toMatchObject({
+      fatal: true,
+      hint: "credentials go to a proxy that WPAD found only when you name its host: --proxy-credentials-for localhost",
+    });
+    expect(seen.every((auth) => auth === "none")).toBe(true);
+    const socket = await dialVia({ proxy: "auto", "proxy-credentials-for": "localhost" }, port);
+    expect(await read(socket)).toBe("hello");
+    expect(seen.at(-1)).toMatch(/^Basic /);
+  });
+});
+
 describe("PAC settings", () => {
   const log = { info: () => {}, warn: () => {} };
   const base = { ca: [], timeoutMs: 1000, log };
   const basic = { authorization: "Basic eDp5", username: "x" };
 
-  it("gives the proxies of a PAC the user named their credentials, and those of WPAD's only for the hosts named", async () => {
-    const named = pacSettings({ "proxy-pac": "./proxy.pac" }, () => undefined, { ...base, credentialsFor: () => basic })!;
-    expect(named.settings.credentialsFor?.("any.proxy")).toEqual(basic);
-    const wpad = pacSettings({ proxy: "auto", "proxy-credentials-for": "proxy.corp.example, other.example" }, () => undefined, {
-      ...base,
-      credentialsFor: () => basic,
-    })!;
+  it("lets WPAD's PAC proxies have credentials only when their host is named", () => {
+    const named = pacSettings({ "proxy-pac": "./proxy.pac" }, () => undefined, base)!;
+    expect(named.mayAuthenticate("any.proxy")).toBe(true);
+    const wpad = pacSettings(
+      { proxy: "auto", "proxy-credentials-for": "proxy.corp.example, other.example" },
+      () => undefined,
+      base,
+    )!;
     expect(wpad.settings).toMatchObject({ wpad: true, location: "http://wpad/wpad.dat", source: "--proxy auto" });
-    expect(wpad.settings.credentialsFor?.("PROXY.corp.example")).toEqual(basic);
-    expect(wpad.settings.credentialsFor?.("rogue.example")).toBeUndefined();
+    expect(wpad.mayAuthenticate("PROXY.corp.example")).toBe(true);
+    expect(wpad.mayAuthenticate("rogue.example")).toBe(false);
   });
 
   it("lets --proxy override a PAC, refuses --proxy auto with --proxy-pac and a PAC that is no URL or file", () => {

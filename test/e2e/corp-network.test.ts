@@ -97,6 +97,27 @@ describe.skipIf(skip || !curl)("simulated corporate networks", () => {
     expect(corp.squidLog().join("\n")).toMatch(/TCP_TUNNEL\/200 \d+ CONNECT \S+:443 corp user /);
   });
 
+  it("squid with Digest: curl --proxy-digest gets through with the password, and not with a wrong one or Basic", async () => {
+    const corp = await network({ egress: "squid", squid: { auth: { scheme: "digest", user: "alice", password: "p@ss:w/rd" } } });
+    const url = `${relay.url}/`;
+    const through = await curlIn(corp, "--cacert", relay.caFile, "--proxy-digest", "--proxy", corp.proxyUrl, url);
+    expect(through).toMatchObject({ status: 0, output: expect.stringContaining("Burrow relay") });
+    const wrong = await curlIn(corp, "--proxy-digest", "--proxy", corp.proxyUrl.replace("p%40ss", "wrong"), url);
+    expect(wrong.output).toContain("407");
+    expect((await curlIn(corp, "--proxy-basic", "--proxy", corp.proxyUrl, url)).output).toContain("407");
+    expect(corp.squidLog().join("\n")).toMatch(/TCP_TUNNEL\/200 \d+ CONNECT \S+:443 alice /);
+  });
+
+  it("squid with NTLM (fake helper): curl --proxy-ntlm gets through, Basic does not", async () => {
+    const corp = await network({ egress: "squid", squid: { auth: { scheme: "ntlm", user: "CORP\\alice", password: "any" } } });
+    expect(corp.proxyUrl).toContain("CORP%5Calice:any@");
+    const url = `${relay.url}/`;
+    const through = await curlIn(corp, "--cacert", relay.caFile, "--proxy-ntlm", "--proxy", corp.proxyUrl, url);
+    expect(through).toMatchObject({ status: 0, output: expect.stringContaining("Burrow relay") });
+    expect((await curlIn(corp, "--proxy-basic", "--proxy", corp.proxyUrl, url)).output).toContain("407");
+    expect(corp.squidLog().join("\n")).toMatch(/TCP_TUNNEL\/200 \d+ CONNECT \S+:443 \S*alice/);
+  });
+
   it("mitm: re-signs TLS with its CA (CN mitmproxy), verifies the relay upstream, and can block WebSockets", async () => {
     const corp = await network({ egress: "mitm", mitm: { blockWebSockets: true } });
     const seen = await curlIn(corp, "-v", "--cacert", corp.proxyCaFile, "--proxy", corp.proxyUrl, `${relay.url}/`);

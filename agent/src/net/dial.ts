@@ -3,7 +3,11 @@ import type { Duplex } from "node:stream";
 import tls from "node:tls";
 import { type PacDecision, PacFailure, type PacProxies } from "./pac/pac.ts";
 import type { ProxyConfig } from "./proxy.ts";
-import { parseHead, SocketReader } from "./reader.ts";
+import type { Credentials } from "./proxy-auth/scheme.ts";
+import { connectThrough, type ProxyAuthReport } from "./proxy-connect.ts";
+import { describe, forbidden, NetworkError, openTcp } from "./tcp.ts";
+
+export { describe, NetworkError, type Step, withTimeout } from "./tcp.ts";
 
 /** How the agent reaches the relay: the same for the WebSocket and the HTTPS transport. */
 export interface NetConfig {
@@ -18,33 +22,21 @@ export interface NetConfig {
   insecure: boolean;
   /** Limit for each step: TCP connect, CONNECT answer, TLS handshake. */
   timeoutMs: number;
-}
-
-/** The steps of the path to the relay, as `agent doctor` shows them. */
-export type Step = "proxy" | "connect" | "tls" | "relay" | "websocket" | "https";
-
-/**
- * A failure on the way to the relay, with what to do about it. `fatal` ones (wrong proxy
- * credentials, a proxy policy, an untrusted certificate) would fail the same way on every
- * retry, so the agent stops and says so; the others are retried with backoff.
- */
-export class NetworkError extends Error {
-  override readonly name = "NetworkError";
-
-  constructor(
-    readonly step: Step,
-    message: string,
-    readonly hint: string,
-    readonly fatal: boolean,
-  ) {
-    super(message);
-  }
+  /** The proxy authentication scheme --proxy-auth pins (lowercase), else the strongest offered. */
+  proxyAuth?: string;
+  /**
+   * Credentials for a proxy whose URL carries none (BURROW_PROXY_USER and BURROW_PROXY_PASSWORD,
+   * or burrow.toml): also asked for the proxies a PAC file names.
+   */
+  credentialsFor?: (proxyHost: string) => Credentials | undefined;
 }
 
 /** What the dial found on its way, for `agent doctor` and the transport line. */
 export interface DialReport {
   /** The proxy's answer to CONNECT, e.g. "200 Connection established". */
   connect?: string;
+  /** How the proxy was authenticated to, when it asked. */
+  proxyAuth?: ProxyAuthReport;
   /** The relay's certificate: subject and issuer. */
   certificate?: { subject: string; issuer: string };
   /** What the PAC file decided, when there is one. */
@@ -91,9 +83,20 @@ async function throughPac(pac: PacProxies, target: URL, host: string, port: numb
   for (let i = 0; ; i++) {
     const proxy = choices[i];
     report.proxy = proxy;
+    const trusted = proxy !== undefined && pac.mayAuthenticate(proxy.host);
+    const credentialsFor = trusted ? config.credentialsFor : undefined;
     try {
-      return proxy ? await connectThrough(proxy, host, port, config, report) : await direct(host, port, config);
+      if (!proxy) return await direct(host, port, config);
+      return await connectThrough(proxy, host, port, { ...config, credentialsFor }, report);
     } catch (error) {
+      if (error instanceof NetworkError && proxy && !trusted && error.fatal && config.credentialsFor?.(proxy.host)) {
+        throw new NetworkError(
+          error.step,
+          error.message,
+          `credentials go to a proxy that WPAD found only when you name its host: --proxy-credentials-for ${proxy.host}`,
+          true,
+        );
+      }
       if (!(error instanceof NetworkError) || error.fatal || i === choices.length - 1) throw error;
       const next = choices[i + 1];
       config.note?.(`${error.message}; trying ${next ? `${next.host}:${next.port}` : "DIRECT"}`);
@@ -113,75 +116,6 @@ async function direct(host: string, port: number, config: NetConfig): Promise<ne
       false,
     );
   }
-}
-
-async function connectThrough(proxy: ProxyConfig, host: string, port: number, config: NetConfig, report: DialReport) {
-  let socket: net.Socket;
-  try {
-    socket = await openTcp(proxy.host, proxy.port, config.timeoutMs);
-  } catch (error) {
-    if (forbidden(error)) throw error;
-    throw new NetworkError(
-      "proxy",
-      `cannot reach the proxy ${proxy.display} (from ${proxy.source}): ${describe(error)}`,
-      "check the proxy's host and port (the system's or the browser's proxy settings show them), or pass --proxy none to connect directly",
-      false,
-    );
-  }
-  const authority = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
-  const lines = [`CONNECT ${authority} HTTP/1.1`, `Host: ${authority}`, "User-Agent: burrow-agent"];
-  if (proxy.authorization) lines.push(`Proxy-Authorization: ${proxy.authorization}`);
-  socket.write(`${lines.join("\r\n")}\r\n\r\n`);
-  const reader = new SocketReader(socket);
-  let head: ReturnType<typeof parseHead>;
-  try {
-    head = parseHead(await withTimeout(reader.head(), config.timeoutMs, "no answer to CONNECT"));
-  } catch (error) {
-    socket.destroy();
-    throw new NetworkError(
-      "connect",
-      `the proxy ${proxy.display} did not answer CONNECT ${authority}: ${describe(error)}`,
-      "check that it is an HTTP proxy (not SOCKS) and that its port is right",
-      false,
-    );
-  }
-  const answer = `${head.status} ${head.statusText}`.trim();
-  report.connect = answer;
-  if (head.status === 200) {
-    const early = reader.release();
-    if (early.byteLength > 0) socket.unshift(early);
-    return socket;
-  }
-  socket.destroy();
-  if (head.status === 407) {
-    const schemes = head.headers.get("proxy-authenticate") ?? "";
-    const basic = /\bbasic\b/i.test(schemes) || !schemes;
-    const message = proxy.username
-      ? `the proxy ${proxy.display} rejected the credentials of user "${proxy.username}" (${answer})`
-      : `the proxy ${proxy.display} requires credentials (${answer})`;
-    const hint = !basic
-      ? `the proxy asks for ${schemes}, which the agent does not speak (it sends Basic credentials); ask for Basic, or run a local relay proxy such as cntlm and point --proxy at it`
-      : proxy.username
-        ? "check the user name and password in the proxy URL; percent-encode special characters (@ as %40, : as %3A, / as %2F, space as %20)"
-        : "put them in the proxy URL: --proxy http://USER:PASSWORD@HOST:PORT or HTTPS_PROXY=http://USER:PASSWORD@HOST:PORT (percent-encode special characters)";
-    throw new NetworkError("connect", message, hint, true);
-  }
-  if (head.status === 502 || head.status === 503 || head.status === 504) {
-    throw new NetworkError(
-      "connect",
-      `the proxy ${proxy.display} could not reach the relay at ${authority} (${answer})`,
-      "check --relay and that the relay is running; the proxy itself works",
-      false,
-    );
-  }
-  throw new NetworkError(
-    "connect",
-    `the proxy ${proxy.display} refused to open a tunnel to ${authority} (${answer})`,
-    port === 443
-      ? "the proxy's policy blocks this host: ask the network's administrators to allow it"
-      : `proxies usually allow CONNECT to port 443 only: serve the relay on https://...:443 (port ${port} is what was asked)`,
-    true,
-  );
 }
 
 /** Codes with which TLS stacks say the certificate chain is not trusted or not for this host. */
@@ -282,61 +216,4 @@ function distinguishedName(name: object | undefined): string {
   const order = ["CN", "OU", "O", "L", "ST", "C"];
   const entries = Object.entries(name).sort(([a], [b]) => ((order.indexOf(a) + 99) % 99) - ((order.indexOf(b) + 99) % 99));
   return entries.map(([key, value]) => `${key}=${Array.isArray(value) ? value.join("+") : value}`).join(", ");
-}
-
-function openTcp(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(Object.assign(new Error(`no answer within ${timeoutMs / 1000}s`), { code: "ETIMEDOUT" }));
-    }, timeoutMs);
-    socket.once("connect", () => {
-      clearTimeout(timer);
-      socket.setNoDelay(true);
-      socket.off("error", reject);
-      resolve(socket);
-    });
-    socket.once("error", (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-  });
-}
-
-/**
- * A runtime that forbids the connection (Deno without --allow-net) will forbid it on every
- * retry: such errors pass through untouched, for the runtime's entry to explain.
- */
-function forbidden(error: unknown): boolean {
-  return error instanceof Error && (error.name === "NotCapable" || error.name === "PermissionDenied");
-}
-
-const CAUSES: Record<string, string> = {
-  ECONNREFUSED: "connection refused (nothing listens there, or a firewall rejects it)",
-  ECONNRESET: "the connection was reset",
-  ETIMEDOUT: "no answer (a firewall may drop the traffic)",
-  EHOSTUNREACH: "host unreachable",
-  ENETUNREACH: "network unreachable",
-  ENOTFOUND: "the name does not resolve",
-  EAI_AGAIN: "the name does not resolve (DNS is not answering)",
-  EPIPE: "the connection was closed",
-};
-
-/** A short cause for a network error: its code in words, else its message. */
-export function describe(error: unknown): string {
-  const code = (error as { code?: string })?.code;
-  const message = (error as Error)?.message ?? String(error);
-  return code && CAUSES[code] ? `${CAUSES[code]}, ${code}` : message;
-}
-
-/** Rejects with `why` when `promise` takes longer than `ms`. */
-export function withTimeout<T>(promise: Promise<T>, ms: number, why: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout>;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(Object.assign(new Error(why), { code: "ETIMEDOUT" })), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }

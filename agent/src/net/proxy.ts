@@ -1,10 +1,11 @@
+import type { Credentials } from "./proxy-auth/scheme.ts";
+
 /** An HTTP proxy the agent tunnels through with CONNECT. */
 export interface ProxyConfig {
   host: string;
   port: number;
-  /** `Basic ...` from the URL's user and password, already percent-decoded. */
-  authorization: string | undefined;
-  username: string | undefined;
+  /** The URL's user and password, percent-decoded ("DOMAIN%5Cuser" is DOMAIN\user). */
+  credentials: Credentials | undefined;
   /** The URL with the password hidden, for messages. */
   display: string;
   /** Where the setting came from: "--proxy" or the environment variable's name. */
@@ -50,15 +51,14 @@ function parseProxy(text: string, source: string): ProxyConfig {
       `the proxy from ${source} is ${url.protocol}// but the agent speaks only to http:// proxies (CONNECT); most corporate proxies are http:// even for https traffic`,
     );
   }
-  const username = url.username ? decodeURIComponent(url.username) : undefined;
-  const password = decodeURIComponent(url.password);
-  const authorization = username === undefined ? undefined : `Basic ${Buffer.from(`${username}:${password}`).toString("base64")}`;
+  const credentials = url.username
+    ? { user: decodeURIComponent(url.username), password: decodeURIComponent(url.password), source: `the proxy URL (${source})` }
+    : undefined;
   const user = url.username ? `${url.username}${url.password ? ":***" : ""}@` : "";
   return {
     host: url.hostname.replace(/^\[|\]$/g, ""),
     port: Number(url.port) || 80,
-    authorization,
-    username,
+    credentials,
     display: `http://${user}${url.host}`,
     source,
   };

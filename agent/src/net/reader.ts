@@ -110,11 +110,41 @@ export class SocketReader {
   }
 }
 
+/**
+ * Reads and discards the body of the answer `head` (Content-Length or chunked), to use the
+ * connection again.
+ * @returns false when the body is larger than `max` bytes or runs until the connection closes:
+ *   the connection cannot be used again.
+ */
+export async function skipBody(reader: SocketReader, head: Head, max: number): Promise<boolean> {
+  if (/\bchunked\b/i.test(head.headers.get("transfer-encoding") ?? "")) {
+    let total = 0;
+    for (;;) {
+      const size = Number.parseInt((await reader.line()).split(";", 1)[0]!.trim(), 16);
+      if (!Number.isInteger(size) || size < 0) return false;
+      if (size === 0) break;
+      total += size;
+      if (total > max) return false;
+      await reader.exactly(size + 2);
+    }
+    while ((await reader.line()) !== ""); // trailer fields, if any
+    return true;
+  }
+  const length = head.headers.get("content-length");
+  if (length === undefined) return head.status === 204 || head.status === 304;
+  const size = Number(length);
+  if (!/^\d+$/.test(length.trim()) || size > max) return false;
+  await reader.exactly(size);
+  return true;
+}
+
 /** An HTTP/1.1 status line and header block. */
 export interface Head {
   status: number;
   statusText: string;
   headers: Map<string, string>;
+  /** Each field's values apart, in order: a list field whose values may hold commas (Proxy-Authenticate). */
+  lists: Map<string, string[]>;
 }
 
 /** Parses `HTTP/1.1 200 OK\r\nName: value...` (names lowercased, repeated fields joined). */
@@ -123,12 +153,14 @@ export function parseHead(text: string): Head {
   const match = /^HTTP\/1\.[01] (\d{3}) ?(.*)$/.exec(statusLine);
   if (!match) throw new Error(`not an HTTP answer: ${JSON.stringify(statusLine.slice(0, 80))}`);
   const headers = new Map<string, string>();
+  const lists = new Map<string, string[]>();
   for (const line of lines) {
     const colon = line.indexOf(":");
     if (colon <= 0) continue;
     const name = line.slice(0, colon).trim().toLowerCase();
     const value = line.slice(colon + 1).trim();
     headers.set(name, headers.has(name) ? `${headers.get(name)}, ${value}` : value);
+    lists.set(name, [...(lists.get(name) ?? []), value]);
   }
-  return { status: Number(match[1]), statusText: match[2] ?? "", headers };
+  return { status: Number(match[1]), statusText: match[2] ?? "", headers, lists };
 }

@@ -23,10 +23,10 @@ export interface PacSettings {
   ca: string[];
   timeoutMs: number;
   /**
-   * Credentials for a proxy the PAC names (Basic authorization and the user, for messages), or
-   * undefined to send none. For WPAD, cli.ts gives them only for hosts the user named.
+   * For WPAD: the proxy hosts the user named (--proxy-credentials-for) that may be sent the
+   * proxy credentials (BURROW_PROXY_USER...). A PAC the user named trusts every proxy it names.
    */
-  credentialsFor?: (host: string) => Pick<ProxyConfig, "authorization" | "username"> | undefined;
+  credentialHosts?: string[];
   /** One line to the user: a changed answer, an unusable item, WPAD's finding. */
   note?: (line: string) => void;
 }
@@ -132,16 +132,24 @@ export class PacProxies {
     return `fix the PAC file or ask its administrators; meanwhile --proxy http://HOST:PORT (or --proxy none) overrides it`;
   }
 
+  /**
+   * Whether the proxy credentials may go to `host`, a proxy the PAC named: always for a PAC the
+   * user gave; for WPAD's, whose answer may come from anyone on the network who answers to
+   * `wpad`, only for the hosts the user named.
+   */
+  mayAuthenticate(host: string): boolean {
+    if (!this.settings.wpad) return true;
+    return (this.settings.credentialHosts ?? []).includes(host.toLowerCase());
+  }
+
   private proxyOf(choice: PacChoice): ProxyConfig | undefined {
     if (choice.kind === "direct") return undefined;
-    const credentials = this.settings.credentialsFor?.(choice.host);
-    const user = credentials?.username ? `${encodeURIComponent(credentials.username)}:***@` : "";
     return {
       host: choice.host,
       port: choice.port,
-      authorization: credentials?.authorization,
-      username: credentials?.username,
-      display: `http://${user}${describeChoice(choice)}`,
+      // The dial asks NetConfig.credentialsFor, filtered by mayAuthenticate.
+      credentials: undefined,
+      display: `http://${describeChoice(choice)}`,
       source: this.settings.wpad ? "the PAC file WPAD found" : "the PAC file",
     };
   }

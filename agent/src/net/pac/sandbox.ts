@@ -16,8 +16,8 @@
 
 import net from "node:net";
 import { PAC_DNS_TIMEOUT_MS, PAC_MAX_LOOKUPS, PAC_MEMORY_LIMIT, PAC_TIME_LIMIT_MS } from "@burrow/protocol";
-import * as helpers from "./helpers.ts";
 import { PacError } from "./answer.ts";
+import * as helpers from "./helpers.ts";
 import { loadQuickJs, type QuickJSContext, type QuickJSHandle, type QuickJSWASMModule } from "./quickjs.ts";
 
 /** What the sandbox's helpers may ask of the machine; tests pass their own. */

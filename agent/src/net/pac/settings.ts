@@ -2,7 +2,6 @@
 
 import { AgentError } from "../../errors.ts";
 import type { Log } from "../../log.ts";
-import type { ProxyConfig } from "../proxy.ts";
 import { PacProxies, WPAD_URL } from "./pac.ts";
 
 /**
@@ -18,8 +17,6 @@ export function pacSettings(
     ca: string[];
     timeoutMs: number;
     log: Pick<Log, "info" | "warn">;
-    /** Credentials for a proxy host, when the user gave some (proxy-auth's); undefined: none. */
-    credentialsFor?: (host: string) => Pick<ProxyConfig, "authorization" | "username"> | undefined;
   },
 ): PacProxies | undefined {
   const location = args["proxy-pac"];
@@ -46,21 +43,18 @@ export function pacSettings(
     );
   }
   // WPAD's answer can come from anyone on the network who answers to `wpad`: credentials go
-  // only to the proxy hosts the user named.
-  const trusted = (args["proxy-credentials-for"] ?? "")
+  // only to the proxy hosts the user named (PacProxies.mayAuthenticate).
+  const credentialHosts = (args["proxy-credentials-for"] ?? "")
     .split(/[\s,]+/)
     .map((host) => host.trim().toLowerCase())
     .filter(Boolean);
-  const credentialsFor = options.credentialsFor;
   return new PacProxies({
     location: location ?? WPAD_URL,
     source: wpad ? "--proxy auto" : env("BURROW_PROXY_PAC") === location ? "BURROW_PROXY_PAC" : "--proxy-pac",
     wpad,
     ca: options.ca,
     timeoutMs: options.timeoutMs,
-    credentialsFor:
-      credentialsFor &&
-      (wpad ? (host) => (trusted.includes(host.toLowerCase()) ? credentialsFor(host) : undefined) : credentialsFor),
+    credentialHosts,
     note: (line) => options.log.info(line),
   });
 }
