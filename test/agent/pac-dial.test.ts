@@ -199,7 +199,6 @@ describe("proxy credentials for the proxies a PAC names", () => {
 describe("PAC settings", () => {
   const log = { info: () => {}, warn: () => {} };
   const base = { ca: [], timeoutMs: 1000, log };
-  const basic = { authorization: "Basic eDp5", username: "x" };
 
   it("lets WPAD's PAC proxies have credentials only when their host is named", () => {
     const named = pacSettings({ "proxy-pac": "./proxy.pac" }, () => undefined, base)!;
