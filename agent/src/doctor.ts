@@ -39,7 +39,7 @@ export async function doctor(
   const outcomeOf = (step: Step, detail: string): Outcome =>
     failedAt === step ? { ok: false, detail: failure!.message, hint: failure!.hint } : { ok: true, detail };
 
-  if (net.pac) showPac(net.pac.settings, report.pac, failedAt === "proxy" && !report.pac ? failure : undefined, show, print);
+  if (net.pac) showPac(net.pac.settings, report.pac, report.pac ? undefined : failure, show, print);
   const proxy = net.pac ? report.proxy : net.proxy;
   if (net.pac && !report.pac) {
     // The PAC itself failed: nothing was dialed.
