@@ -37,6 +37,10 @@ function pacSuite(runtime: RuntimeName | "executable"): void {
     let network: CorpNetwork;
     let origin: CorpOrigin;
     let rig: PacRig;
+    /** A second network, whose squid wants Basic credentials. */
+    let authNetwork: CorpNetwork;
+    let authOrigin: CorpOrigin;
+    let authRig: PacRig;
     const agents: AgentProcess[] = [];
 
     beforeAll(async () => {
@@ -48,12 +52,17 @@ function pacSuite(runtime: RuntimeName | "executable"): void {
         hosts: { wpad: network.hostIp, "relay.burrow.test": relay.ip },
         direct: [relay.ip],
       });
+      authNetwork = await CorpNetwork.create({ egress: "squid", squid: { auth: { user: "corp user", password: "p@ss:w/rd" } } });
+      authOrigin = await CorpOrigin.start(authNetwork);
+      authRig = await PacRig.start(authNetwork, { hosts: { wpad: authNetwork.hostIp } });
     }, 90_000);
 
     afterAll(async () => {
       await Promise.all(agents.map((agent) => agent.stop("SIGINT")));
       await rig?.dispose();
       await network?.dispose();
+      await authRig?.dispose();
+      await authNetwork?.dispose();
       await relay?.dispose();
       if (agentRuntime && typeof agentRuntime !== "string") rmSync(agentRuntime.cwd, { recursive: true, force: true });
     });
@@ -157,6 +166,55 @@ function pacSuite(runtime: RuntimeName | "executable"): void {
         new RegExp(`^ok\\s+proxy\\s+http://${network.hostIp.replaceAll(".", "\\.")}:3128 \\(from the PAC file\\)`, "m"),
       );
     }, 60_000);
+
+    it("has agent doctor say what WPAD found", async () => {
+      rig.serve("/wpad.dat", `function FindProxyForURL(url, host) { return "PROXY ${network.hostIp}:3128"; }`);
+      const doctor = new AgentProcess(
+        agentRuntime,
+        ["doctor", "--relay", relay.url, "--ca", relay.caFile, "--proxy", "auto"],
+        networkEnv(),
+        {
+          netns: network.ns,
+        },
+      );
+      agents.push(doctor);
+      expect(await exitOf(doctor), doctor.output).toBe(0);
+      expect(doctor.output).toMatch(
+        new RegExp(
+          `^ok\\s+pac\\s+WPAD found http://wpad/wpad\\.dat answers "PROXY ${network.hostIp.replaceAll(".", "\\.")}:3128"$`,
+          "m",
+        ),
+      );
+      expect(doctor.output).toMatch(/^ok\s+proxy\s+http:\/\/\S+ \(from the PAC file WPAD found\)/m);
+    }, 60_000);
+
+    it("gives the proxy a PAC names the credentials of BURROW_PROXY_USER and BURROW_PROXY_PASSWORD, and a proxy WPAD found only when named", async () => {
+      const pacText = `function FindProxyForURL(url, host) { return "PROXY ${authNetwork.hostIp}:3128"; }`;
+      const url = authRig.serve("/proxy.pac", pacText);
+      authRig.serve("/wpad.dat", pacText);
+      const credentials = { BURROW_PROXY_USER: "corp user", BURROW_PROXY_PASSWORD: "p@ss:w/rd" };
+      const start = (name: string, args: string[]) => {
+        const argv = ["--port", String(authOrigin.port), "--relay", relay.url, "--name", name, "--ca", relay.caFile, ...args];
+        const agent = new AgentProcess(agentRuntime, argv, networkEnv(credentials), { netns: authNetwork.ns });
+        agents.push(agent);
+        return agent;
+      };
+      const named = start(`pac-auth-${runtime}`, ["--proxy-pac", url]);
+      await named.ready();
+      expect((await visit(at(relay.visitorUrl(`pac-auth-${runtime}`), "/status/201"))).status).toBe(201);
+      await named.stop("SIGINT");
+
+      const unnamed = start(`wpad-noauth-${runtime}`, ["--proxy", "auto"]);
+      expect(await exitOf(unnamed)).toBe(5);
+      expect(unnamed.output).toMatch(/^error: .*407/m);
+      expect(unnamed.output).toContain(
+        `hint: credentials go to a proxy that WPAD found only when you name its host: --proxy-credentials-for ${authNetwork.hostIp}`,
+      );
+
+      const trusted = start(`wpad-auth-${runtime}`, ["--proxy", "auto", "--proxy-credentials-for", authNetwork.hostIp]);
+      await trusted.ready();
+      expect((await visit(at(relay.visitorUrl(`wpad-auth-${runtime}`), "/status/201"))).status).toBe(201);
+    }, 90_000);
 
     it("exits 5 for a PAC file that throws, naming the error and where", async () => {
       const url = rig.serve("/broken.pac", "function FindProxyForURL(url, host) {\n  return corporate.proxy;\n}");
