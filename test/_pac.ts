@@ -1,8 +1,11 @@
 // PAC files for a corp network (test/_corp.ts): an HTTP server on the host side of the veth
-// (port 80, as WPAD requires) that the namespace's firewall lets the agent reach, and the
+// (port 80, as WPAD requires) that the namespace's firewall lets the agent reach; the
 // namespace's own /etc/hosts (`ip netns exec` bind-mounts /etc/netns/<ns>/hosts over /etc/hosts),
-// which names `wpad` and any other host the test needs, for glibc's, Bun's and Deno's resolvers
-// alike: each reads /etc/hosts.
+// which names the hosts a test needs; and optionally a DNS server of its own (dnsmasq on the
+// namespace's 127.0.0.1:53) with a search domain in its /etc/resolv.conf, so that `wpad` is
+// found as wpad.<domain>, the way WPAD works in a Windows domain. Node (glibc's getaddrinfo),
+// Bun and Deno each resolve both ways from inside a namespace (checked by hand and by these
+// tests: the agent's own lookup finds the PAC).
 
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
@@ -50,12 +53,39 @@ export class PacRig {
    * `hosts` (name -> address). `direct` lists addresses the namespace may also reach on 443
    * without the proxy (for a PAC's DIRECT).
    */
-  static async start(network: CorpNetwork, options: { hosts: Record<string, string>; direct?: string[] }): Promise<PacRig> {
+  static async start(
+    network: CorpNetwork,
+    options: {
+      hosts: Record<string, string>;
+      direct?: string[];
+      /** A DNS server in the namespace answering `names` (full names), and `search` in resolv.conf. */
+      dns?: { search: string; names: Record<string, string> };
+    },
+  ): Promise<PacRig> {
     sweepHosts();
     const dir = join(NETNS_ETC, network.ns);
     mkdirSync(dir, { recursive: true });
     const lines = ["127.0.0.1 localhost", "::1 localhost", ...Object.entries(options.hosts).map(([name, ip]) => `${ip} ${name}`)];
     writeFileSync(join(dir, "hosts"), `${lines.join("\n")}\n`);
+    if (options.dns) {
+      writeFileSync(
+        join(dir, "resolv.conf"),
+        `nameserver 127.0.0.1\nsearch ${options.dns.search}\noptions timeout:1 attempts:1\n`,
+      );
+      const dnsmasq = network.exec(
+        [
+          ...["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--log-queries"],
+          ...["--listen-address=127.0.0.1", "--bind-interfaces", "--port=53", "--user=root"],
+          ...Object.entries(options.dns.names).map(([name, ip]) => `--host-record=${name},${ip}`),
+        ],
+        { label: `dnsmasq:${network.ns}` },
+      );
+      await dnsmasq.waitFor(/started, version/, { timeoutMs: 10_000 }).catch((error: Error) => {
+        throw new Error(
+          `dnsmasq did not start in ${network.ns} (is dnsmasq-base installed?): ${error.message}\n${dnsmasq.output}`,
+        );
+      });
+    }
     const server = http.createServer();
     const rig = new PacRig(network, server);
     server.on("request", (request, response) => {

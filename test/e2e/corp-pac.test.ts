@@ -48,9 +48,11 @@ function pacSuite(runtime: RuntimeName | "executable"): void {
       agentRuntime = runtime === "executable" ? executableLauncher(inject("agentExecutable"), { keepPath: true }) : runtime;
       network = await CorpNetwork.create({ egress: "squid" });
       origin = await CorpOrigin.start(network);
+      // WPAD by DNS and the search domain (wpad -> wpad.corp.test) here; by the hosts file in authNetwork.
       rig = await PacRig.start(network, {
-        hosts: { wpad: network.hostIp, "relay.burrow.test": relay.ip },
+        hosts: { "relay.burrow.test": relay.ip },
         direct: [relay.ip],
+        dns: { search: "corp.test", names: { "wpad.corp.test": network.hostIp } },
       });
       authNetwork = await CorpNetwork.create({ egress: "squid", squid: { auth: { user: "corp user", password: "p@ss:w/rd" } } });
       authOrigin = await CorpOrigin.start(authNetwork);
@@ -122,7 +124,7 @@ function pacSuite(runtime: RuntimeName | "executable"): void {
       expect(network.squidLog().join("\n")).not.toContain("relay.burrow.test");
     }, 120_000);
 
-    it("finds the PAC file by WPAD (http://wpad/wpad.dat), and goes through its second proxy when the first is down, 20 MB each way", async () => {
+    it("finds the PAC file by WPAD (http://wpad/wpad.dat, wpad.corp.test by the search domain), and goes through its second proxy when the first is down, 20 MB each way", async () => {
       // Nothing listens on 3129, and the firewall refuses it: the first proxy is down.
       rig.serve(
         "/wpad.dat",
