@@ -3,6 +3,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseArgs } from "../../agent/src/flags.ts";
 import { dial, type NetConfig, NetworkError } from "../../agent/src/net/dial.ts";
 import { PacProxies } from "../../agent/src/net/pac/pac.ts";
 import { pacSettings } from "../../agent/src/net/pac/settings.ts";
@@ -230,6 +231,24 @@ describe("PAC settings", () => {
       pacSettings({ "proxy-pac": "http://x/p.pac" }, (n) => (n === "BURROW_PROXY_PAC" ? "http://x/p.pac" : undefined), base)
         ?.settings.source,
     ).toBe("BURROW_PROXY_PAC");
+  });
+
+  it("reads proxy-pac from burrow.toml, a path relative to the file or a URL as it is", () => {
+    const toml = join(dir, "burrow.toml");
+    writeFileSync(toml, 'proxy-pac = "pac/proxy.pac"\n');
+    expect(parseArgs(["--config", toml], () => undefined).values["proxy-pac"]).toBe(join(dir, "pac/proxy.pac"));
+    writeFileSync(toml, 'proxy-pac = "http://wpad.corp.example/proxy.pac"\nproxy-credentials-for = "proxy.corp.example"\n');
+    expect(parseArgs(["--config", toml], () => undefined).values).toMatchObject({
+      "proxy-pac": "http://wpad.corp.example/proxy.pac",
+      "proxy-credentials-for": "proxy.corp.example",
+    });
+    expect(
+      parseArgs(
+        [],
+        (name) => (name === "BURROW_PROXY_PAC" ? "./x.pac" : undefined),
+        () => undefined,
+      ).values["proxy-pac"],
+    ).toBe("./x.pac");
   });
 
   it("goes directly when WPAD finds no PAC file, and says so", async () => {
