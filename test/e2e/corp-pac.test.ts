@@ -72,7 +72,9 @@ function pacSuite(runtime: RuntimeName | "executable"): void {
     /** The PAC: the relay's address through squid, names under burrow.test (that resolve) directly. */
     const pac = () => `function FindProxyForURL(url, host) {
       if (shExpMatch(host, "*.burrow.test") && isResolvable(host)) return "DIRECT";
-      if (isInNet(host, "${relay.ip}", "255.255.255.255")) return "PROXY ${network.hostIp}:3128";
+      // myIpAddress(): the namespace's own address, from its interfaces (Deno: --allow-sys=networkInterfaces).
+      if (isInNet(host, "${relay.ip}", "255.255.255.255") && isInNet(myIpAddress(), "${network.nsIp}", "255.255.255.0"))
+        return "PROXY ${network.hostIp}:3128";
       return "DIRECT";
     }`;
 
@@ -162,7 +164,7 @@ function pacSuite(runtime: RuntimeName | "executable"): void {
         new RegExp(`^ok\\s+pac\\s+${url.replaceAll(".", "\\.")} \\(from --proxy-pac\\) answers "PROXY `, "m"),
       );
       expect(doctor.output).toContain(
-        `because shExpMatch("${relay.ip}", "*.burrow.test") = false, isInNet("${relay.ip}", "${relay.ip}", "255.255.255.255") = true`,
+        `because shExpMatch("${relay.ip}", "*.burrow.test") = false, isInNet("${relay.ip}", "${relay.ip}", "255.255.255.255") = true, myIpAddress() = "${network.nsIp}", isInNet("${network.nsIp}", "${network.nsIp}", "255.255.255.0") = true`,
       );
       expect(doctor.output).toMatch(
         new RegExp(`^ok\\s+proxy\\s+http://${network.hostIp.replaceAll(".", "\\.")}:3128 \\(from the PAC file\\)`, "m"),
