@@ -198,6 +198,16 @@ describe("the PAC sandbox", () => {
     expect(await run(script)).toBe("PROXY 192.0.2.7:1; DIRECT 192.0.2.7;2001:db8::7");
   });
 
+  it("passes on the machine's own failure (a runtime's missing permission) as it is, not as the PAC's", async () => {
+    const denied = Object.assign(new Error('Requires sys access to "networkInterfaces"'), { name: "NotCapable" });
+    const m = machine();
+    m.host.addresses = () => {
+      throw denied;
+    };
+    const script = `function FindProxyForURL(u, h) { try { return myIpAddress(); } catch (e) { return "DIRECT"; } }`;
+    await expect(run(script, "relay.example.com", m)).rejects.toBe(denied);
+  });
+
   it("answers the time helpers from the clock", async () => {
     const script = `function FindProxyForURL(u, h) {
       return [weekdayRange("WED", "GMT"), dateRange("DEC", "GMT"), timeRange(14, "GMT"), shExpMatch(h, "*.com"),

@@ -65,7 +65,11 @@ export async function findProxyForUrl(script: string, url: string, host: string,
     const pending = new Set<string>();
     const alerts: string[] = [];
     const trace: string[] = [];
-    const outcome = runOnce(module, script, url, host, { machine, known, pending, alerts, trace });
+    const state: RunState = { machine, known, pending, alerts, trace };
+    const outcome = runOnce(module, script, url, host, state);
+    // The machine failed a helper (Deno without --allow-sys=networkInterfaces, say): that is no
+    // fault of the PAC's, and its own error says what to do.
+    if (state.hostError !== undefined) throw state.hostError;
     if (pending.size === 0) {
       for (const line of alerts) machine.alert(line);
       if ("error" in outcome) throw new PacError(outcome.error);
@@ -102,6 +106,8 @@ interface RunState {
   pending: Set<string>;
   alerts: string[];
   trace: string[];
+  /** An error the machine threw from a helper (not the PAC's doing). */
+  hostError?: unknown;
 }
 
 type Outcome = { value: string } | { error: string };
@@ -202,7 +208,13 @@ function installHelpers(context: QuickJSContext, state: RunState): void {
   for (const [name, helper] of Object.entries(table)) {
     const handle = context.newFunction(name, (...handles) => {
       const args = handles.map((h) => context.dump(h));
-      const value = helper(...args);
+      let value: ReturnType<Helper>;
+      try {
+        value = helper(...args);
+      } catch (error) {
+        if ((error as Error)?.message !== PENDING) state.hostError ??= error;
+        throw error;
+      }
       if (trace.length < MAX_TRACE && name !== "alert") {
         trace.push(`${name}(${args.map((arg) => JSON.stringify(arg)).join(", ")}) = ${JSON.stringify(value)}`);
       }
