@@ -1,5 +1,7 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MAX_PAC_BYTES, PAC_MAX_LOOKUPS, PAC_TIME_LIMIT_MS } from "@burrow/protocol";
@@ -291,6 +293,33 @@ describe("reading a PAC file", () => {
     writeFileSync(file, "function FindProxyForURL() { return 'DIRECT'; }");
     expect(await readPac(file, options)).toContain("DIRECT");
     expect(await readPac(`file://${file}`, options)).toContain("DIRECT");
+  });
+
+  it("reads https: URLs, trusting the CAs of --ca, and says when the certificate is not trusted", async () => {
+    const [key, cert] = [join(dir, "key.pem"), join(dir, "cert.pem")];
+    execFileSync(
+      "openssl",
+      [
+        ...["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-sha256", "-keyout", key, "-out", cert],
+        ...["-subj", "/CN=pac.test", "-addext", "subjectAltName=IP:127.0.0.1"],
+      ],
+      { stdio: "ignore" },
+    );
+    const secure = https.createServer({ key: readFileSync(key), cert: readFileSync(cert) }, (_, response) =>
+      response.end("function FindProxyForURL() { return 'DIRECT'; }"),
+    );
+    await new Promise<void>((resolve) => secure.listen(0, "127.0.0.1", resolve));
+    try {
+      const url = `https://127.0.0.1:${(secure.address() as { port: number }).port}/proxy.pac`;
+      expect(await readPac(url, { ...options, ca: [readFileSync(cert, "utf8")] })).toContain("DIRECT");
+      await expect(readPac(url, options)).rejects.toMatchObject({
+        lasting: true,
+        message: /cannot fetch the PAC file https:.*self.signed.*\(pass the CA that signed it with --ca FILE\)/i,
+      });
+    } finally {
+      secure.closeAllConnections();
+      secure.close();
+    }
   });
 
   it(`refuses a PAC file over ${MAX_PAC_BYTES} bytes, from a file or over HTTP`, async () => {

@@ -63,12 +63,11 @@ function get(url: URL, options: { ca: string[]; timeoutMs: number }): Promise<st
     }, options.timeoutMs);
     request.on("error", (error) => {
       clearTimeout(timer);
-      const code = (error as NodeJS.ErrnoException).code;
-      reject(
-        error instanceof PacFetchError
-          ? error
-          : new PacFetchError(`cannot fetch the PAC file ${url.href}: ${code ? `${error.message}` : error.message}`, false),
-      );
+      if (error instanceof PacFetchError) return reject(error);
+      // An untrusted certificate stays untrusted on the next try.
+      const certificate = /CERT|SELF_SIGNED|UNABLE_TO_(VERIFY|GET_ISSUER)/.test((error as NodeJS.ErrnoException).code ?? "");
+      const fix = certificate ? " (pass the CA that signed it with --ca FILE)" : "";
+      reject(new PacFetchError(`cannot fetch the PAC file ${url.href}: ${error.message}${fix}`, certificate));
     });
     request.on("response", (response) => {
       const status = response.statusCode ?? 0;
