@@ -89,7 +89,8 @@ async function throughPac(pac: PacProxies, target: URL, host: string, port: numb
       if (!proxy) return await direct(host, port, config);
       return await connectThrough(proxy, host, port, { ...config, credentialsFor }, report);
     } catch (error) {
-      if (error instanceof NetworkError && proxy && !trusted && error.fatal && config.credentialsFor?.(proxy.host)) {
+      const asked = error instanceof NetworkError && error.fatal && /\b407\b/.test(error.message);
+      if (asked && proxy && !trusted && config.credentialsFor?.(proxy.host)) {
         throw new NetworkError(
           error.step,
           error.message,
