@@ -17,6 +17,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { PROXY_ENV_VARS } from "../agent/src/net/proxy.ts";
+import { type NtlmAccount, ntlmVerifier } from "./_ntlm-verifier.ts";
 import { Child, waitForListen } from "./_process.ts";
 import { Relay, type RelayOptions, ROOT } from "./_relay.ts";
 
@@ -344,6 +345,12 @@ export interface SquidOptions {
    */
   auth?: { scheme?: "basic" | "digest" | "ntlm"; user: string; password: string };
   /**
+   * NTLM with real NTLMv2 checking (test/_ntlm-verifier.ts: gss-ntlmssp behind a squid helper):
+   * `407 Proxy-Authenticate: NTLM`; a wrong password, domain or user, or an LM/NTLMv1 response,
+   * is refused with another 407. The proxy URL carries `DOMAIN%5Cuser:password`.
+   */
+  ntlm?: NtlmAccount;
+  /**
    * Cuts every client connection this many seconds (0.1 to 0.2 s more) after squid accepted it.
    * Squid 5 cannot do that itself (client_lifetime stops applying once a CONNECT tunnel carries
    * a byte; after that only the idle read_timeout applies), so a reaper polling `ss` every
@@ -534,11 +541,26 @@ export class CorpNetwork {
     sh("ip", ["netns", "exec", this.ns, "iptables-restore"], rules.join("\n"));
   }
 
+  /**
+   * Kills squid (its connections are reset) and starts it again with the same settings, as an
+   * administrator's restart would: agents must come back through a fresh handshake.
+   */
+  async restartSquid(): Promise<void> {
+    await this.reaper?.stop();
+    await this.proxy?.stop("SIGKILL");
+    if (this.shm) removeShm((name) => name.startsWith(`${this.shm}-`));
+    quietly(() => unlinkSync(join(this.dir, "squid.pid")));
+    await this.startSquid();
+  }
+
   private async startSquid(): Promise<void> {
     const options = this.options.squid ?? {};
     const file = (name: string) => join(this.dir, name);
     const user = squidUser();
-    const auth = options.auth ? squidAuth(options.auth, file) : [];
+    const ntlm = options.ntlm ? ntlmVerifier(this.dir, options.ntlm) : undefined;
+    // squid offers its schemes in the order of their auth_param lines.
+    const schemes = [...(ntlm?.config ?? []), ...(options.auth ? squidAuth(options.auth, file) : [])];
+    const auth = schemes.length > 0 ? [...schemes, "acl authed proxy_auth REQUIRED", "http_access deny !authed"] : [];
     const config = [
       `http_port ${this.hostIp}:${SQUID_PORT}`,
       "visible_hostname burrow-test-corp-proxy",
@@ -565,14 +587,18 @@ export class CorpNetwork {
     writeFileSync(file("squid.conf"), config.join("\n"));
     // squid drops to cache_effective_user before it opens its logs.
     const { uid, gid } = { uid: Number(sh("id", ["-u", user])), gid: Number(sh("id", ["-g", user])) };
-    for (const name of ["", "passwd", "digest-passwd", "squid.conf"]) quietly(() => chownSync(file(name), uid, gid));
+    const owned = [...["", "passwd", "digest-passwd", "squid.conf"].map(file), ...(ntlm?.files ?? [])];
+    for (const path of owned) quietly(() => chownSync(path, uid, gid));
     // -n: a service name of its own, so that squids of parallel networks share nothing.
     const service = `burrow${process.pid}x${this.ns.split("-").at(-1)}`;
     this.shm = service;
     this.proxy = new Child(`squid:${this.ns}`, "squid", ["-N", "-f", file("squid.conf"), "-n", service], { cwd: this.dir });
     await waitForListen(this.proxy, SQUID_PORT, this.hostIp, 20_000);
     const encode = (text: string) => encodeURIComponent(text);
-    const credentials = options.auth ? `${encode(options.auth.user)}:${encode(options.auth.password)}@` : "";
+    const login = options.ntlm
+      ? { user: `${options.ntlm.domain}\\${options.ntlm.user}`, password: options.ntlm.password }
+      : options.auth;
+    const credentials = login ? `${encode(login.user)}:${encode(login.password)}@` : "";
     this.proxyUrl = `http://${credentials}${this.hostIp}:${SQUID_PORT}`;
     if (options.cut) this.reaper = this.startReaper(this.proxy.pid, options.cut.everySeconds * 1000, options.cut.how ?? "close");
   }
@@ -679,19 +705,14 @@ export class CorpNetwork {
 
 const REALM = "Burrow test corp proxy";
 
-/** squid.conf lines (and the password file) for `auth`. */
+/** squid.conf's auth_param lines (and the password file) for `auth`. */
 function squidAuth(auth: NonNullable<SquidOptions["auth"]>, file: (name: string) => string): string[] {
   const realm = `realm "${REALM}"`;
-  const require = ["acl authed proxy_auth REQUIRED", "http_access deny !authed"];
   switch (auth.scheme ?? "basic") {
     case "basic": {
       const hash = sh("openssl", ["passwd", "-apr1", "-stdin"], auth.password).trim();
       writeFileSync(file("passwd"), `${auth.user}:${hash}\n`);
-      return [
-        `auth_param basic program /usr/lib/squid/basic_ncsa_auth ${file("passwd")}`,
-        `auth_param basic ${realm}`,
-        ...require,
-      ];
+      return [`auth_param basic program /usr/lib/squid/basic_ncsa_auth ${file("passwd")}`, `auth_param basic ${realm}`];
     }
     case "digest":
       // With -c, digest_file_auth reads "user:realm:HA1" lines: a password may contain ":"
@@ -704,10 +725,9 @@ function squidAuth(auth: NonNullable<SquidOptions["auth"]>, file: (name: string)
         `auth_param digest program /usr/lib/squid/digest_file_auth -c ${file("digest-passwd")}`,
         `auth_param digest realm ${REALM}`, // squid quotes it itself
         "auth_param digest children 2",
-        ...require,
       ];
     case "ntlm":
-      return ["auth_param ntlm program /usr/lib/squid/ntlm_fake_auth", "auth_param ntlm children 2", ...require];
+      return ["auth_param ntlm program /usr/lib/squid/ntlm_fake_auth", "auth_param ntlm children 2"];
   }
 }
 

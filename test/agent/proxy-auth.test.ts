@@ -272,6 +272,7 @@ describe("the choice of scheme", () => {
     await expect(selectScheme(parseChallenges(["Bearer realm=x"]), context, undefined)).rejects.toThrow(
       /offers Bearer, none of which this agent speaks/,
     );
+    await expect(selectScheme([], context, undefined)).rejects.toThrow(/names no scheme .*no Proxy-Authenticate field/);
     await expect(
       selectScheme(parseChallenges(["Negotiate", "NTLM"]), { ...context, credentials: undefined }, undefined),
     ).rejects.toThrow(/Negotiate: .*; NTLM: NTLM needs a user name and a password/);

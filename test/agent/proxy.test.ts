@@ -52,3 +52,41 @@ describe("proxy settings", () => {
     expect(proxyFor(relay, undefined, env({ HTTPS_PROXY: "http://p:1", NO_PROXY: "example.com" }))).toBeUndefined();
   });
 });
+
+describe("proxy credentials and scheme settings", async () => {
+  const { parseArgs } = await import("../../agent/src/flags.ts");
+  const { credentialsFromSettings } = await import("../../agent/src/net/proxy-auth/credentials.ts");
+  const file = (values: Record<string, string>) => () => ({ file: "burrow.toml", values, lists: {}, tunnels: [] });
+
+  it("reads proxy-user and proxy-password from burrow.toml or the variables, the flag winning for the user", () => {
+    const fromFile = parseArgs([], env({}), file({ "proxy-user": "CORP\\alice", "proxy-password": "pw" }));
+    expect(fromFile.values).toMatchObject({ "proxy-user": "CORP\\alice", "proxy-password": "pw" });
+    const fromEnv = parseArgs(
+      ["--proxy-user", "bob"],
+      env({ BURROW_PROXY_USER: "alice", BURROW_PROXY_PASSWORD: "pw" }),
+      () => undefined,
+    );
+    expect(fromEnv.values).toMatchObject({ "proxy-user": "bob", "proxy-password": "pw" });
+    expect(parseArgs(["--proxy-auth", "ntlm"], env({}), () => undefined).values["proxy-auth"]).toBe("ntlm");
+  });
+
+  it("refuses --proxy-password on the command line, without repeating the value", () => {
+    for (const argv of [["--proxy-password", "hunter2"], ["--proxy-password=hunter2"]]) {
+      let error: unknown;
+      try {
+        parseArgs(argv, env({}), () => undefined);
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error).toMatchObject({ code: "usage", message: expect.stringContaining("`ps`") });
+      expect(JSON.stringify(error) + String((error as Error).message)).not.toContain("hunter2");
+    }
+  });
+
+  it("gives the settings' credentials for any proxy host, and says which half is missing", () => {
+    expect(credentialsFromSettings("alice", "pw")("proxy.corp")).toMatchObject({ user: "alice", password: "pw" });
+    expect(credentialsFromSettings(undefined, undefined)("proxy.corp")).toBeUndefined();
+    expect(() => credentialsFromSettings("alice", undefined)).toThrow(/proxy user is set \("alice"\) without a password/);
+    expect(() => credentialsFromSettings(undefined, "pw")).toThrow(/password is set .* without a user/);
+  });
+});

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { AgentProcess, type AgentRuntime, type RuntimeName } from "../_agent.ts";
 import { patternHash } from "../_bytes.ts";
 import { CorpNetwork, type CorpOptions, CorpOrigin, CorpRelay, networkEnv, skipCorp } from "../_corp.ts";
+import { ntlmVerdicts, skipNtlmVerifier } from "../_ntlm-verifier.ts";
 import { executableLauncher } from "../_package.ts";
 import { download, upload } from "../_transfer.ts";
 import { at, dialOptions, visit } from "../_visit.ts";
@@ -16,6 +17,7 @@ const CUT_EVERY = 5;
 const CUTS = 3;
 
 const skip = skipCorp("the corporate-network tests");
+const skipNtlm = !skip && skipNtlmVerifier("the corporate-network tests against real NTLMv2 checking");
 
 let expectedHash: string | undefined;
 const sizeHash = () => {
@@ -48,6 +50,14 @@ function events(url: string): Promise<{ status: number; events: { data: string; 
 /** The transport the agent announced first (`transport: websocket` or `transport: https (...)`). */
 function transportOf(agent: AgentProcess): string | undefined {
   return agent.lines.map((line) => /^transport: (\S+)/.exec(line)?.[1]).find(Boolean);
+}
+
+/** The proxy's 407 answers in squid's log after its first `seen` lines. */
+function deniedSince(network: CorpNetwork, seen: number): number {
+  return network
+    .squidLog()
+    .slice(seen)
+    .filter((line) => line.includes("TCP_DENIED/407")).length;
 }
 
 /** Waits for `agent` to exit (it is expected to); fails if it keeps running. */
@@ -216,14 +226,15 @@ export function corpSuite(runtime: RuntimeName | "executable"): void {
         expect(corpnet.network.squidLog().join("\n")).toMatch(tunnel);
       }, 90_000);
 
-      it("exits 5 on wrong proxy credentials, saying 407 and credentials", async () => {
+      it("exits 5 on wrong proxy credentials, saying 407 and credentials, after at most 2 attempts", async () => {
         const wrong = corpnet.network.proxyUrl.replace("p%40ss%3Aw%2Frd", "wrong");
+        const seen = corpnet.network.squidLog().length;
         const agent = corpnet.spawn(`squid-wrong-${runtime}`, ["--ca", relay.caFile], { HTTPS_PROXY: wrong });
-        expect(await exitOf(agent)).toBe(5);
-        expect(agent.output).toMatch(/^error: .*407/m);
-        expect(agent.output).toMatch(/credentials/i);
-        expect(agent.output).toMatch(/^ {2}hint: /m);
-        expect(agent.output).not.toContain("p@ss:w/rd");
+        expect(await exitOf(agent, 10_000)).toBe(5);
+        expect(agent.output).toMatch(/^error: .*refused the Basic credentials of user "corp user" \(407 .*after 1 attempt\b/m);
+        expect(agent.output).toMatch(/^ {2}hint: check the user name and the password, from the proxy URL/m);
+        expect(agent.output).not.toContain("wrong");
+        expect(deniedSince(corpnet.network, seen)).toBeLessThanOrEqual(2);
       }, 40_000);
 
       it("passes every step of agent doctor", async () => {
@@ -233,6 +244,128 @@ export function corpSuite(runtime: RuntimeName | "executable"): void {
         expect(output).toMatch(/^ok\s+websocket\b/m);
         expect(output).not.toMatch(/^FAIL/m);
       }, 40_000);
+    });
+
+    shared("squid with Digest auth", () => {
+      const corpnet = corp({
+        egress: "squid",
+        squid: { auth: { scheme: "digest", user: "alice", password: 's3cr3t, "quoted"' } },
+      });
+      const credentials = { BURROW_PROXY_USER: "alice", BURROW_PROXY_PASSWORD: 's3cr3t, "quoted"' };
+
+      it("answers the challenge with credentials from BURROW_PROXY_USER and BURROW_PROXY_PASSWORD", async () => {
+        const name = `digest-${runtime}`;
+        const proxy = `http://${corpnet.network.hostIp}:${corpnet.network.proxyPort}`;
+        const agent = await corpnet.start(name, ["--ca", relay.caFile], { HTTPS_PROXY: proxy, ...credentials });
+        expect(transportOf(agent)).toBe("websocket");
+        await serves(name, agent);
+        expect(agent.output).not.toContain("s3cr3t");
+      }, 120_000);
+
+      it("exits 5 on a wrong password within 10 s, naming Digest, after at most 2 attempts", async () => {
+        const proxy = `http://${corpnet.network.hostIp}:${corpnet.network.proxyPort}`;
+        const seen = corpnet.network.squidLog().length;
+        const agent = corpnet.spawn(`digest-wrong-${runtime}`, ["--ca", relay.caFile, "--debug"], {
+          HTTPS_PROXY: proxy,
+          ...credentials,
+          BURROW_PROXY_PASSWORD: "wrong-password",
+        });
+        expect(await exitOf(agent, 10_000)).toBe(5);
+        expect(agent.output).toMatch(/^error: .*refused the Digest credentials of user "alice" \(407 .*after 1 attempt\b/m);
+        expect(agent.output).toMatch(/^ {2}hint: check the user name and the password, from BURROW_PROXY_USER/m);
+        expect(agent.output).not.toContain("wrong-password");
+        expect(deniedSince(corpnet.network, seen)).toBeLessThanOrEqual(2);
+      }, 40_000);
+
+      it("has agent doctor show the scheme and the attempts", async () => {
+        const proxy = `http://${corpnet.network.hostIp}:${corpnet.network.proxyPort}`;
+        const { status, output } = await corpnet.doctor(["--ca", relay.caFile], { HTTPS_PROXY: proxy, ...credentials });
+        expect(status, output).toBe(0);
+        expect(output).toMatch(/^ok\s+connect\s+CONNECT \S+:443: 200 .*\(Digest as "alice": 1 attempt, 1 connection\)$/m);
+      }, 40_000);
+    });
+
+    shared("squid with NTLM auth (ntlm_fake_auth: the handshake, any password)", () => {
+      const corpnet = corp({ egress: "squid", squid: { auth: { scheme: "ntlm", user: "CORP\\alice", password: "any" } } });
+
+      it("goes through NTLM with DOMAIN%5Cuser from the proxy URL, over WebSocket", async () => {
+        expect(corpnet.network.proxyUrl).toContain("CORP%5Calice:any@");
+        const name = `ntlm-${runtime}`;
+        const agent = await corpnet.start(name, ["--ca", relay.caFile], { HTTPS_PROXY: corpnet.network.proxyUrl });
+        expect(transportOf(agent)).toBe("websocket");
+        await serves(name, agent);
+      }, 120_000);
+
+      it("has agent doctor show NTLM", async () => {
+        const { status, output } = await corpnet.doctor(["--ca", relay.caFile], { HTTPS_PROXY: corpnet.network.proxyUrl });
+        expect(status, output).toBe(0);
+        expect(output).toMatch(/^ok\s+connect\s+CONNECT \S+:443: 200 .*\(NTLM as "CORP\\alice": 1 attempt, 1 connection\)$/m);
+      }, 40_000);
+    });
+
+    (skipNtlm ? describe.skip : shared)("squid checking NTLMv2 passwords (gss-ntlmssp)", () => {
+      const account = { domain: "CORP", user: "alice", password: "s3cret pass" };
+      const corpnet = corp({ egress: "squid", squid: { ntlm: account } });
+      const proxy = () => `http://${corpnet.network.hostIp}:${corpnet.network.proxyPort}`;
+      const credentials = { BURROW_PROXY_USER: "CORP\\alice", BURROW_PROXY_PASSWORD: account.password };
+
+      it("goes through with the right password, and gss-ntlmssp accepts its NTLMv2 response", async () => {
+        const name = `ntlmv2-${runtime}`;
+        const seen = ntlmVerdicts(corpnet.network.dir).length;
+        const agent = await corpnet.start(name, ["--ca", relay.caFile], { HTTPS_PROXY: proxy(), ...credentials });
+        expect(transportOf(agent)).toBe("websocket");
+        await serves(name, agent);
+        expect(ntlmVerdicts(corpnet.network.dir).slice(seen)).toEqual(["accepted NTLMv2 response from CORP\\alice"]);
+      }, 120_000);
+
+      it("exits 5 on a wrong password within 10 s, naming NTLM, after 1 attempt", async () => {
+        const seen = ntlmVerdicts(corpnet.network.dir).length;
+        const agent = corpnet.spawn(`ntlmv2-wrong-${runtime}`, ["--ca", relay.caFile], {
+          HTTPS_PROXY: proxy(),
+          ...credentials,
+          BURROW_PROXY_PASSWORD: "wrong pass",
+        });
+        expect(await exitOf(agent, 10_000)).toBe(5);
+        expect(agent.output).toMatch(/^error: .*refused the NTLM credentials of user "CORP\\alice" \(407 .*after 1 attempt\b/m);
+        expect(agent.output).toMatch(/^ {2}hint: check the user, its domain \(DOMAIN\\user or user@DOMAIN\) and the password/m);
+        expect(agent.output).not.toContain("wrong pass");
+        // The attempts gss-ntlmssp judged: each one a try against the account.
+        const verdicts = ntlmVerdicts(corpnet.network.dir).slice(seen);
+        expect(verdicts).toEqual([expect.stringMatching(/^refused NTLMv2 response from CORP\\alice: /)]);
+      }, 40_000);
+
+      it("authenticates each connection of the HTTPS transport with its own handshake", async () => {
+        const name = `ntlmv2-https-${runtime}`;
+        const seen = ntlmVerdicts(corpnet.network.dir).length;
+        const agent = await corpnet.start(name, ["--ca", relay.caFile, "--transport", "https"], {
+          HTTPS_PROXY: proxy(),
+          ...credentials,
+        });
+        expect(transportOf(agent)).toBe("https");
+        expect((await visit(at(relay.visitorUrl(name), "/status/201"))).status).toBe(201);
+        // A poll and a send at least, each on its own connection through the proxy.
+        const verdicts = ntlmVerdicts(corpnet.network.dir).slice(seen);
+        expect(verdicts.length).toBeGreaterThanOrEqual(2);
+        expect(new Set(verdicts)).toEqual(new Set(["accepted NTLMv2 response from CORP\\alice"]));
+      }, 60_000);
+
+      it("comes back through a fresh handshake when squid restarts mid-download, and the download goes on", async () => {
+        const name = `ntlmv2-restart-${runtime}`;
+        const agent = await corpnet.start(name, ["--ca", relay.caFile], { HTTPS_PROXY: proxy(), ...credentials });
+        // A visitor reading at 8 MB/s: the download is in flight when squid goes.
+        let finished = false;
+        const transfer = download(at(relay.visitorUrl(name), `/pattern/${SIZE}`), 8e6).finally(() => {
+          finished = true;
+        });
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        expect(finished, "the download, when squid restarts").toBe(false);
+        const seen = ntlmVerdicts(corpnet.network.dir).length;
+        await corpnet.network.restartSquid();
+        expect(await transfer).toMatchObject({ status: 200, length: SIZE, sha256: sizeHash() });
+        await agent.waitFor(/^tunnel \S+ is up: .*; its streams go on/, { timeoutMs: 20_000 });
+        // The new connection's handshake, checked by the restarted squid's verifier.
+        expect(ntlmVerdicts(corpnet.network.dir).slice(seen)).toContain("accepted NTLMv2 response from CORP\\alice");
+      }, 120_000);
     });
 
     block("squid whose policy refuses CONNECT to the relay", () => {

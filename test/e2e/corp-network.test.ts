@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CorpNetwork, CorpOrigin, CorpRelay, skipCorp } from "../_corp.ts";
+import { ntlmVerdicts, skipNtlmVerifier } from "../_ntlm-verifier.ts";
 
 // The simulated corporate networks themselves (test/_corp.ts), checked with curl from inside
 // the namespace, so that a scenario failing in corp.test.ts is the agent's doing, not the
@@ -17,6 +18,7 @@ const curl = (() => {
 })();
 const skip = skipCorp("the corp network checks");
 if (!skip && !curl) console.warn("\n!!! SKIPPING the corp network checks: they need curl\n");
+const skipNtlm = skip || !curl || skipNtlmVerifier("the real NTLMv2 checks");
 
 /** Holds a CONNECT tunnel through a proxy open, talking, and says how it ended (run inside a namespace). */
 const HOLD = `
@@ -116,6 +118,63 @@ describe.skipIf(skip || !curl)("simulated corporate networks", () => {
     expect(through).toMatchObject({ status: 0, output: expect.stringContaining("Burrow relay") });
     expect((await curlIn(corp, "--proxy-basic", "--proxy", corp.proxyUrl, url)).output).toContain("407");
     expect(corp.squidLog().join("\n")).toMatch(/TCP_TUNNEL\/200 \d+ CONNECT \S+:443 \S*alice/);
+  });
+
+  it.skipIf(skipNtlm)("squid with ntlm: gss-ntlmssp checks the NTLMv2 password; a wrong one gets a second 407", async () => {
+    const corp = await network({ egress: "squid", squid: { ntlm: { domain: "CORP", user: "alice", password: "s3cret pass" } } });
+    expect(corp.proxyUrl).toBe(`http://CORP%5Calice:s3cret%20pass@${corp.hostIp}:3128`);
+    const proxy = ["--cacert", relay.caFile, "--proxy", `http://${corp.hostIp}:3128`, "--proxy-ntlm", "-v"];
+    const rounds = (output: string) => output.match(/^< HTTP\/1\.1 407 /gm)?.length ?? 0;
+
+    const right = await curlIn(corp, ...proxy, "-U", "CORP\\alice:s3cret pass", `${relay.url}/`);
+    expect(right.output).toMatch(/^< HTTP\/1\.1 200 Connection established/m);
+    expect(right).toMatchObject({ status: 0, output: expect.stringContaining("Burrow relay") });
+    expect(rounds(right.output), "the challenge").toBe(1);
+    // squid's %un escapes the backslash.
+    expect(corp.squidLog().join("\n")).toMatch(/TCP_TUNNEL\/200 \d+ CONNECT \S+:443 CORP\\\\alice /);
+    // curl 7.88 answers gss-ntlmssp's challenge (it has target info) with NTLMv2.
+    expect(ntlmVerdicts(corp.dir)).toEqual(["accepted NTLMv2 response from CORP\\alice"]);
+
+    for (const login of ["CORP\\alice:s3cret pasS", "OTHER\\alice:s3cret pass", "CORP\\bob:s3cret pass"]) {
+      const wrong = await curlIn(corp, ...proxy, "-U", login, `${relay.url}/`);
+      expect(wrong.output).not.toContain("Connection established");
+      expect(wrong.output).toContain("CONNECT tunnel failed, response 407");
+      expect(rounds(wrong.output), "the challenge, then the refusal").toBe(2);
+    }
+    expect(corp.squidLog().filter((line) => line.includes("TCP_TUNNEL/200"))).toHaveLength(1);
+    expect(corp.squidLog().filter((line) => line.includes("TCP_DENIED/407"))).toHaveLength(1 + 3 * 2);
+    const refusals = ntlmVerdicts(corp.dir).slice(1);
+    expect(refusals).toEqual([
+      expect.stringMatching(/^refused NTLMv2 response from CORP\\alice: /),
+      expect.stringMatching(/^refused NTLMv2 response from OTHER\\alice: /),
+      expect.stringMatching(/^refused NTLMv2 response from CORP\\bob: /),
+    ]);
+  });
+
+  it.skipIf(skipNtlm)("squid with ntlm: refuses NTLMv1, NTLM2-session and a bad MIC, even with the right password", async () => {
+    const corp = await network({ egress: "squid", squid: { ntlm: { domain: "CORP", user: "alice", password: "s3cret pass" } } });
+    // gss-ntlmssp's own initiator as the client, told by its LM_COMPAT_LEVEL what to send.
+    const send = async (level: number, mic: "" | "mic" | "bad-mic" = "") => {
+      const argv = ["/usr/bin/python3", "test/_ntlm-initiator.py", corp.hostIp, "3128", `${relay.ip}:443`];
+      const sent = await corp.run([...argv, "CORP\\alice", "s3cret pass", mic], {
+        env: { ...process.env, LM_COMPAT_LEVEL: String(level) },
+      });
+      expect(sent.status, sent.output).toBe(0);
+      return sent.output;
+    };
+    expect(await send(0)).toMatch(/^sent NTLMv1 response from CORP\\alice\nHTTP\/1\.1 407 /);
+    expect(await send(2)).toMatch(/^sent NTLM2-session response from CORP\\alice\nHTTP\/1\.1 407 /);
+    // The same client with the same password, sending NTLMv2, with a MIC (MS-NLMP 3.1.5.1.2) or not.
+    expect(await send(3)).toMatch(/^sent NTLMv2 response from CORP\\alice\nHTTP\/1\.1 200 /);
+    expect(await send(3, "mic")).toMatch(/^sent NTLMv2 response from CORP\\alice\nHTTP\/1\.1 200 /);
+    expect(await send(3, "bad-mic")).toMatch(/^sent NTLMv2 response from CORP\\alice\nHTTP\/1\.1 407 /);
+    expect(ntlmVerdicts(corp.dir)).toEqual([
+      expect.stringMatching(/^refused NTLMv1 response from CORP\\alice: .*NTLM version 1 not allowed/),
+      expect.stringMatching(/^refused NTLM2-session response from CORP\\alice: .*NTLM version 1 not allowed/),
+      "accepted NTLMv2 response from CORP\\alice",
+      "accepted NTLMv2 response from CORP\\alice (with a MIC)",
+      expect.stringMatching(/^refused NTLMv2 response from CORP\\alice \(with a MIC\): /),
+    ]);
   });
 
   it("mitm: re-signs TLS with its CA (CN mitmproxy), verifies the relay upstream, and can block WebSockets", async () => {

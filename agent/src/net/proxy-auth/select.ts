@@ -35,7 +35,13 @@ export async function selectScheme(
   pinned: string | undefined,
 ): Promise<{ exchange: ProxyAuthExchange; challenge: Challenge }> {
   const offered = [...new Set(challenges.map((challenge) => challenge.scheme))];
-  const list = offered.length > 0 ? offered.join(", ") : "no scheme at all (no Proxy-Authenticate field)";
+  if (offered.length === 0) {
+    throw new NoUsableScheme(
+      "it names no scheme to answer with (no Proxy-Authenticate field)",
+      "a proxy names the schemes it takes in its 407: check that this is the proxy your network's settings name",
+    );
+  }
+  const list = offered.join(", ");
   const candidates = pinned ? SCHEMES.filter((scheme) => scheme.name === pinned) : SCHEMES;
   const reasons: SchemeUnavailable[] = [];
   for (const scheme of candidates) {
