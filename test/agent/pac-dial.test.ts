@@ -63,7 +63,7 @@ const read = (socket: NodeJS.ReadableStream) =>
   });
 
 /** Dials the target with `pac` as the PAC file (its text), collecting the notes. */
-async function dialWith(pac: string, notes: string[], options: { wpad?: boolean } = {}) {
+async function dialWith(pac: string, notes: string[], options: { wpad?: boolean; target?: number } = {}) {
   const file = join(dir, `${notes.length}-${Math.random().toString(36).slice(2)}.pac`);
   writeFileSync(file, pac);
   const settings = {
@@ -83,7 +83,7 @@ async function dialWith(pac: string, notes: string[], options: { wpad?: boolean 
     insecure: false,
     timeoutMs: 2000,
   };
-  return dial(new URL(`http://127.0.0.1:${target}/`), config);
+  return dial(new URL(`http://127.0.0.1:${options.target ?? target}/`), config);
 }
 
 describe("a PAC's choices, dialed in order", () => {
@@ -111,6 +111,19 @@ describe("a PAC's choices, dialed in order", () => {
     const socket = await dialWith(`function FindProxyForURL() { return "PROXY 127.0.0.1:${down}; DIRECT"; }`, notes);
     expect(await read(socket)).toBe("hello");
     expect(notes.at(-1)).toMatch(/; trying DIRECT$/);
+  });
+
+  it("says the PAC sent it DIRECT when the relay cannot be reached that way", async () => {
+    const notes: string[] = [];
+    const failure = await dialWith(`function FindProxyForURL() { return "PROXY 127.0.0.1:${down}; DIRECT"; }`, notes, {
+      target: down,
+    }).catch((e) => e);
+    expect(failure).toMatchObject({
+      step: "relay",
+      fatal: false,
+      message: expect.stringMatching(/ \(the PAC file says DIRECT\)$/),
+    });
+    expect(failure.hint).toMatch(/^the PAC file sends this relay directly/);
   });
 
   it("stops at a proxy that refuses the credentials, never falling through to DIRECT", async () => {

@@ -98,6 +98,14 @@ async function throughPac(pac: PacProxies, target: URL, host: string, port: numb
           true,
         );
       }
+      if (error instanceof NetworkError && !proxy && i === choices.length - 1) {
+        throw new NetworkError(
+          error.step,
+          `${error.message} (the PAC file says DIRECT)`,
+          "the PAC file sends this relay directly and it cannot be reached that way: `agent doctor` shows the PAC's answer and why; --proxy http://HOST:PORT overrides it",
+          error.fatal,
+        );
+      }
       if (!(error instanceof NetworkError) || error.fatal || i === choices.length - 1) throw error;
       const next = choices[i + 1];
       config.note?.(`${error.message}; trying ${next ? `${next.host}:${next.port}` : "DIRECT"}`);
