@@ -3,6 +3,8 @@
 // dist/, with @burrow/protocol, @msgpack/msgpack, ws and smol-toml inside, so that the published package
 // has no dependencies and needs neither TypeScript nor esbuild when it runs. postpack removes
 // dist/ again; in a clone the sources run (bin/agent.js), never a stale bundle.
+// The PAC sandbox and QuickJS (~900 KB, most of it the engine's wasm) are a file of their own,
+// dist/pac-sandbox.js, shared by the three entries and imported only when a PAC file is used.
 import { rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -16,9 +18,16 @@ if (process.argv[2] === "--clean") {
   process.exit(0);
 }
 
+/** The sources' `import("./sandbox.ts")` (agent/src/net/pac/pac.ts) becomes dist/pac-sandbox.js. */
+const sandboxApart = {
+  name: "pac-sandbox-apart",
+  setup(build) {
+    build.onResolve({ filter: /^\.\/sandbox\.ts$/ }, () => ({ path: "./pac-sandbox.js", external: true }));
+  },
+};
+
 rmSync(outdir, { recursive: true, force: true });
-await build({
-  entryPoints: ["node", "bun", "deno"].map((runtime) => join(agent, `bin/${runtime}.ts`)),
+const common = {
   outdir,
   bundle: true,
   format: "esm",
@@ -36,4 +45,10 @@ await build({
   },
   legalComments: "eof",
   logLevel: "warning",
+};
+await build({
+  ...common,
+  entryPoints: ["node", "bun", "deno"].map((runtime) => join(agent, `bin/${runtime}.ts`)),
+  plugins: [sandboxApart],
 });
+await build({ ...common, entryPoints: { "pac-sandbox": join(agent, "src/net/pac/sandbox.ts") } });

@@ -10,6 +10,7 @@ import { parseInspect, parseKeep, startInspector } from "./inspector/server.ts";
 import { Log, type LogMode } from "./log.ts";
 import { randomClaim, randomName } from "./names.ts";
 import type { NetConfig } from "./net/dial.ts";
+import { pacSettings } from "./net/pac/settings.ts";
 import { proxyFor } from "./net/proxy.ts";
 import { credentialsFromSettings } from "./net/proxy-auth/credentials.ts";
 import { SCHEME_NAMES } from "./net/proxy-auth/select.ts";
@@ -260,9 +261,11 @@ async function options(
     log.warn("--insecure: the relay's certificate is not verified; anyone on the way can read and change this tunnel's traffic");
   }
   const env = (name: string) => runtime.env(name);
+  const ca = [args.ca, env("NODE_EXTRA_CA_CERTS")].flatMap((file) => (file ? [readPem(file, runtime)] : []));
+  const pac = pacSettings(args, env, { ca, timeoutMs: CONNECT_TIMEOUT_MS, log });
   let proxy: NetConfig["proxy"];
   try {
-    proxy = proxyFor(relay, args.proxy, env);
+    proxy = pac ? undefined : proxyFor(relay, args.proxy, env);
   } catch (error) {
     throw new AgentError("usage", (error as Error).message, "for example --proxy http://proxy.example.com:3128");
   }
@@ -284,10 +287,19 @@ async function options(
       "set both BURROW_PROXY_USER and BURROW_PROXY_PASSWORD (or proxy-user and proxy-password in burrow.toml)",
     );
   }
-  const ca = [args.ca, env("NODE_EXTRA_CA_CERTS")].flatMap((file) => (file ? [readPem(file, runtime)] : []));
   // The runtime's FFI, for Negotiate's GSSAPI: absent on Node, loaded only when a proxy asks.
   const ffi = runtime.ffi ? () => runtime.ffi!() : undefined;
-  const net: NetConfig = { proxy, ca, insecure, timeoutMs: CONNECT_TIMEOUT_MS, proxyAuth, credentialsFor, ffi };
+  const net: NetConfig = {
+    proxy,
+    pac,
+    note: (line) => log.warn(line),
+    ca,
+    insecure,
+    timeoutMs: CONNECT_TIMEOUT_MS,
+    proxyAuth,
+    credentialsFor,
+    ffi,
+  };
   const token = args["token-file"] !== undefined ? readToken(args["token-file"], args.token, runtime) : (args.token ?? "");
   // Random names are new each run, so only a chosen name has a claim worth keeping.
   // A tunnel's connections prove they are one agent's with one claim.

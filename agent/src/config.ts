@@ -121,7 +121,11 @@ export function loadConfig(path: string | undefined, keys: KeySpec[]): ConfigFil
         }
         settings.lists[key] = list as string[];
         settings.values[key] = list.at(-1) as string;
-      } else if (typeof value === "string" && PATH_KEYS.has(key)) {
+      } else if (
+        typeof value === "string" &&
+        (PATH_KEYS.has(key) || (key === "proxy-pac" && !/^[a-z][a-z0-9+.-]+:/i.test(value)))
+      ) {
+        // proxy-pac is a path (relative to the file, like the others) unless it is a URL.
         settings.values[key] = resolve(dirname(file), value);
       } else if (typeof value === "string" || (typeof value === "number" && Number.isFinite(value))) {
         settings.values[key] = String(value);

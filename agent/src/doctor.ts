@@ -1,6 +1,7 @@
 import { CONNECT_PATH, HEARTBEAT, INFO_PATH, PROTOCOL_VERSION, SESSION_HEADER, SESSION_PATH } from "@burrow/protocol";
 import { type DialReport, describe, dial, type NetConfig, NetworkError, type Step } from "./net/dial.ts";
 import { HttpConnection } from "./net/http.ts";
+import type { PacDecision, PacSettings } from "./net/pac/pac.ts";
 import { openWebSocket } from "./net/websocket.ts";
 
 type Outcome = { ok: true; detail: string } | { ok: false; detail: string; hint: string } | { ok: "skip"; detail: string };
@@ -38,8 +39,12 @@ export async function doctor(
   const outcomeOf = (step: Step, detail: string): Outcome =>
     failedAt === step ? { ok: false, detail: failure!.message, hint: failure!.hint } : { ok: true, detail };
 
-  if (net.proxy) {
-    show("proxy", outcomeOf("proxy", `${net.proxy.display} (from ${net.proxy.source}) accepts connections`));
+  if (net.pac) showPac(net.pac.settings, report.pac, report.pac ? undefined : failure, show, print);
+  const proxy = net.pac ? report.proxy : net.proxy;
+  if (net.pac && !report.pac) {
+    // The PAC itself failed: nothing was dialed.
+  } else if (proxy) {
+    show("proxy", outcomeOf("proxy", `${proxy.display} (from ${proxy.source}) accepts connections`));
     const auth = report.proxyAuth;
     const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
     const how = auth
@@ -49,7 +54,9 @@ export async function doctor(
   } else {
     show("proxy", {
       ok: "skip",
-      detail: "none: connecting directly (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY unset, or NO_PROXY matched)",
+      detail: net.pac
+        ? "none: connecting directly, as the PAC file says"
+        : "none: connecting directly (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY unset, or NO_PROXY matched)",
     });
     show("tcp", outcomeOf("relay", `${authority} accepts connections`));
   }
@@ -96,6 +103,33 @@ export async function doctor(
   }
   print("verdict: neither transport gets through; see the hints above");
   return 5;
+}
+
+/**
+ * The "pac" step: where the PAC file is, what it answered for the relay and why (the helpers it
+ * called and their results, which show the rule that decided), or what WPAD found.
+ */
+function showPac(
+  settings: PacSettings,
+  decision: PacDecision | undefined,
+  failure: NetworkError | undefined,
+  show: (step: string, outcome: Outcome) => void,
+  print: (line: string) => void,
+): void {
+  if (failure) {
+    show("pac", { ok: false, detail: failure.message, hint: failure.hint });
+    return;
+  }
+  if (!decision) return;
+  if (!decision.location) {
+    show("pac", { ok: "skip", detail: `WPAD found no PAC file at ${settings.location}: connecting directly` });
+    return;
+  }
+  const found = settings.wpad ? `WPAD found ${decision.location}` : `${decision.location} (from ${settings.source})`;
+  show("pac", { ok: true, detail: `${found} answers ${JSON.stringify(decision.answer)}` });
+  const indent = `     ${"".padEnd(10)}`;
+  if (decision.trace.length > 0) print(`${indent} because ${decision.trace.join(", ")}`);
+  for (const line of decision.skipped) print(`${indent} skipped ${line}`);
 }
 
 /** Asks the relay what it is (INFO_PATH): a Burrow relay, and of which protocol version. */

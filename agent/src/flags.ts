@@ -101,7 +101,7 @@ const FLAGS: Flag[] = [
     name: "proxy",
     value: "URL",
     default: "$HTTPS_PROXY unless $NO_PROXY",
-    help: "HTTP proxy: http://host:port, or none; credentials in it (http://DOMAIN%5Cuser:password@host:port) show in `ps`: prefer $BURROW_PROXY_USER and $BURROW_PROXY_PASSWORD",
+    help: "HTTP proxy: http://host:port, none, or auto (WPAD: the PAC file at http://wpad/wpad.dat, else direct); credentials in it (http://DOMAIN%5Cuser:password@host:port) show in `ps`: prefer $BURROW_PROXY_USER and $BURROW_PROXY_PASSWORD",
   },
   {
     name: "proxy-auth",
@@ -122,6 +122,17 @@ const FLAGS: Flag[] = [
     value: "PASSWORD",
     help: "that user's password: in the variable or burrow.toml only, never a flag (other users see flags in `ps`)",
     noArgv: true,
+  },
+  {
+    name: "proxy-pac",
+    env: "BURROW_PROXY_PAC",
+    value: "URL|FILE",
+    help: "a PAC file (http://, https://, file: or a path) whose FindProxyForURL chooses the proxy; it runs in a sandbox",
+  },
+  {
+    name: "proxy-credentials-for",
+    value: "HOSTS",
+    help: "with --proxy auto: the proxy hosts (comma-separated) that WPAD's PAC may name and that get your proxy credentials (default: none)",
   },
   { name: "ca", value: "FILE", help: "also trust the CA certificates in this PEM file (and $NODE_EXTRA_CA_CERTS)" },
   { name: "insecure", help: "do not verify the relay's certificate (unsafe; prefer --ca)" },

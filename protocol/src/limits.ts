@@ -247,3 +247,34 @@ export const MAX_PROXY_AUTH_CONNECTIONS = 3;
  * connection, an NTLM handshake started over): accounts get locked after a few bad tries.
  */
 export const MAX_PROXY_AUTH_ATTEMPTS = 2;
+
+/**
+ * Largest PAC file the agent reads (--proxy-pac, WPAD). Corporate PAC files are a few KB to a
+ * few hundred KB (long lists of domains); anything larger is refused before it is evaluated.
+ */
+export const MAX_PAC_BYTES = 2 * 1024 * 1024;
+
+/**
+ * Time one evaluation of a PAC file's FindProxyForURL may run in its sandbox (QuickJS's
+ * interrupt handler stops it): a PAC that loops forever costs this, then an error naming it.
+ */
+export const PAC_TIME_LIMIT_MS = 2_000;
+
+/** Memory the PAC sandbox (one QuickJS runtime) may allocate; far above what a PAC needs. */
+export const PAC_MEMORY_LIMIT = 32 * 1024 * 1024;
+
+/**
+ * A PAC's dnsResolve/isResolvable/isInNet lookups, each bounded by this (the runtime's resolver
+ * has no timeout of its own: glibc's default is 5 s per server and attempt); a name that does
+ * not answer in time counts as not resolvable, as in browsers.
+ */
+export const PAC_DNS_TIMEOUT_MS = 2_000;
+
+/** Distinct names one evaluation may look up: each costs a re-run of FindProxyForURL (sandbox.ts). */
+export const PAC_MAX_LOOKUPS = 8;
+
+/**
+ * WPAD's look for http://wpad/wpad.dat: the name lookup and the fetch together. Short, because
+ * on a network without WPAD every start of `--proxy auto` waits this long before going direct.
+ */
+export const WPAD_TIMEOUT_MS = 3_000;

@@ -68,6 +68,7 @@ describe("the burrow-agent package", () => {
       "dist/bun.js",
       "dist/deno.js",
       "dist/node.js",
+      "dist/pac-sandbox.js",
       "package.json",
     ]);
     // postpack removed the bundles: in the clone, the sources run.

@@ -2,6 +2,7 @@ import net from "node:net";
 import type { Duplex } from "node:stream";
 import tls from "node:tls";
 import type { Ffi } from "../runtime.ts";
+import { type PacDecision, PacFailure, type PacProxies } from "./pac/pac.ts";
 import type { ProxyConfig } from "./proxy.ts";
 import type { Credentials } from "./proxy-auth/scheme.ts";
 import { connectThrough, type ProxyAuthReport } from "./proxy-connect.ts";
@@ -12,6 +13,10 @@ export { describe, NetworkError, type Step, withTimeout } from "./tcp.ts";
 /** How the agent reaches the relay: the same for the WebSocket and the HTTPS transport. */
 export interface NetConfig {
   proxy: ProxyConfig | undefined;
+  /** The PAC file (--proxy-pac, or WPAD with --proxy auto) that chooses the proxies instead of `proxy`. */
+  pac?: PacProxies;
+  /** Says one line to the user: a PAC's choice that failed and the one tried next. */
+  note?: (line: string) => void;
   /** Extra trusted CA certificates (PEM), from --ca and NODE_EXTRA_CA_CERTS, added to the usual roots. */
   ca: string[];
   /** Turns certificate verification off (--insecure). */
@@ -37,6 +42,10 @@ export interface DialReport {
   proxyAuth?: ProxyAuthReport;
   /** The relay's certificate: subject and issuer. */
   certificate?: { subject: string; issuer: string };
+  /** What the PAC file decided, when there is one. */
+  pac?: PacDecision;
+  /** The proxy the connection went through (undefined: directly). */
+  proxy?: ProxyConfig;
 }
 
 /**
@@ -49,9 +58,62 @@ export async function dial(target: URL, config: NetConfig, report: DialReport = 
   const secure = target.protocol === "https:" || target.protocol === "wss:";
   const host = target.hostname.replace(/^\[|\]$/g, "");
   const port = Number(target.port) || (secure ? 443 : 80);
-  const raw = config.proxy ? await connectThrough(config.proxy, host, port, config, report) : await direct(host, port, config);
+  const raw = config.pac
+    ? await throughPac(config.pac, target, host, port, config, report)
+    : config.proxy
+      ? await connectThrough(config.proxy, host, port, config, report)
+      : await direct(host, port, config);
   if (!secure) return raw;
   return handshake(raw, host, port, config, report, target);
+}
+
+/**
+ * The PAC's choices in order. A failure to reach a proxy (or, for DIRECT, the relay), or a proxy
+ * that cannot reach the relay (502-504), moves on to the next choice, as browsers do; a fatal
+ * one (credentials refused, a policy's 403) stops the list: the next choice would only repeat
+ * the credentials (accounts lock after a few bad tries) or go around the network's policy.
+ */
+async function throughPac(pac: PacProxies, target: URL, host: string, port: number, config: NetConfig, report: DialReport) {
+  let decision: PacDecision;
+  try {
+    decision = await pac.decide(target);
+  } catch (error) {
+    if (!(error instanceof PacFailure)) throw error;
+    throw new NetworkError("proxy", error.message, error.hint, error.fatal);
+  }
+  report.pac = decision;
+  const { choices } = decision;
+  for (let i = 0; ; i++) {
+    const proxy = choices[i];
+    report.proxy = proxy;
+    const trusted = proxy !== undefined && pac.mayAuthenticate(proxy.host);
+    const credentialsFor = trusted ? config.credentialsFor : undefined;
+    try {
+      if (!proxy) return await direct(host, port, config);
+      return await connectThrough(proxy, host, port, { ...config, credentialsFor }, report);
+    } catch (error) {
+      const asked = error instanceof NetworkError && error.fatal && /\b407\b/.test(error.message);
+      if (asked && proxy && !trusted && config.credentialsFor?.(proxy.host)) {
+        throw new NetworkError(
+          error.step,
+          error.message,
+          `credentials go to a proxy that WPAD found only when you name its host: --proxy-credentials-for ${proxy.host}`,
+          true,
+        );
+      }
+      if (error instanceof NetworkError && !proxy && i === choices.length - 1) {
+        throw new NetworkError(
+          error.step,
+          `${error.message} (the PAC file says DIRECT)`,
+          "the PAC file sends this relay directly and it cannot be reached that way: `agent doctor` shows the PAC's answer and why; --proxy http://HOST:PORT overrides it",
+          error.fatal,
+        );
+      }
+      if (!(error instanceof NetworkError) || error.fatal || i === choices.length - 1) throw error;
+      const next = choices[i + 1];
+      config.note?.(`${error.message}; trying ${next ? `${next.host}:${next.port}` : "DIRECT"}`);
+    }
+  }
 }
 
 async function direct(host: string, port: number, config: NetConfig): Promise<net.Socket> {
@@ -131,7 +193,7 @@ async function handshake(
       );
     }
     // Look again without verifying, only to name who signed what the agent was shown.
-    const seen = await dial(target, { ...config, insecure: true }).then(
+    const seen = await dial(target, { ...config, insecure: true, note: undefined }).then(
       (socket) => {
         const found = certificateOf(socket as tls.TLSSocket);
         socket.destroy();
