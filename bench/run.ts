@@ -30,7 +30,7 @@ const PEER_TRANSFER_TIMEOUT_MS = 120_000;
 const UPLOADS = {
   client: "node:http",
   expectContinue: false,
-  note: "uploads: node:http with Content-Length, without Expect: 100-continue (workerd never answers it: README, Known limits)",
+  note: "uploads: node:http with Content-Length, without Expect: 100-continue (workerd never answers it: docs/known-limits.md)",
 };
 type Launcher = "wrangler" | "workerd";
 

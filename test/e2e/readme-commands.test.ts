@@ -1,12 +1,14 @@
-import { delimiter } from "node:path";
+import { readFileSync } from "node:fs";
+import { delimiter, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Origin } from "../_origin.ts";
 import { Child } from "../_process.ts";
 import { Relay, ROOT } from "../_relay.ts";
 import { visit } from "../_visit.ts";
 
-// The README's commands for running the agent from a clone, as typed into a shell whose PATH
-// has no node_modules/.bin (npm test adds it; a user's shell does not) and no global bun or deno.
+// The commands for running the agent from a clone (docs/development.md), as typed into a shell
+// whose PATH has no node_modules/.bin (npm test adds it; a user's shell does not) and no
+// global bun or deno.
 const COMMANDS = [
   ["npx agent", /\(node /],
   ["npx bunx --bun agent", /\(bun /],
@@ -32,6 +34,11 @@ describe("the README's agent commands, from a clone", () => {
   afterAll(async () => {
     await relay?.dispose();
     await origin?.close();
+  });
+
+  it("are the ones docs/development.md shows", () => {
+    const page = readFileSync(join(ROOT, "docs/development.md"), "utf8");
+    for (const [command] of COMMANDS) expect(page).toContain(`${command} --port 8000`);
   });
 
   it.each(COMMANDS)("%s runs the agent on its runtime and opens a tunnel", async (command, runtime) => {

@@ -3,8 +3,7 @@
 // so a client that waits for `100 Continue` before sending its body waits until it gives up.
 // curl sends the header for bodies over 1 MB and waits 1 s: a 2 MB POST through a tunnel takes
 // about 1.03 s against 0.06 s with `-H 'Expect:'`. Node's http, browsers and most clients never
-// send it. Production Cloudflare may differ; this is the local runtime (see the README's Known
-// limits).
+// send it. Production Cloudflare may differ; this is the local runtime (see docs/known-limits.md).
 import { once } from "node:events";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -98,7 +97,7 @@ describe("Expect: 100-continue on plain workerd", () => {
 
   // Fails today: workerd sends no interim responses (capnproto/capnproto#2749). When this starts
   // passing (and so fails here), workerd has learnt `100 Continue`: turn it into a plain `it`, and
-  // remove the Expect entry from the README's Known limits (and the note in bench/run.ts).
+  // remove the Expect entry from docs/known-limits.md (and the note in bench/run.ts).
   it.fails("answers 100 Continue within 500 ms, before the body is sent", async () => {
     const { socket, received } = await postHead(relay.port, host, SIZE);
     try {
