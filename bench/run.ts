@@ -1,7 +1,7 @@
 // `npm run bench`: Burrow against direct access, one nginx hop, the Durable Object floor and two
 // peer tunnels (localtunnel, tunnelmole; bench/_peers.ts), in one run on this machine, variants
 // interleaved (A B C D A B C D) because the machine is noisy. Prints tables, issue 13's goals, and
-// writes the figures as JSON under bench/results/.
+// writes the figures as JSON under bench/results/ and the package's size into docs/benchmarks.md.
 // Environment: BENCH_ROUNDS (2), BENCH_BYTES (1 GiB), BENCH_SECONDS (5 per load run), BENCH_RUNS
 // (10 startups per runtime), BURROW_PEERS (the peers folder, ../shared/peers beside the clone),
 // PEERS_ROOT (their built trees, /tmp/peers).
@@ -17,6 +17,7 @@ import { Relay, ROOT } from "../test/_relay.ts";
 import { download, echo, firstEvent, type Load, load, median, sequential, type Target, upload } from "./_measure.ts";
 import { startNginx } from "./_nginx.ts";
 import { type PeerName, startPeers } from "./_peers.ts";
+import { measurePackage, writePackageSize } from "./package-size.ts";
 import { measureStartup, printStartup } from "./startup.ts";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
@@ -384,6 +385,9 @@ try {
 
   const startup = await measureStartup(Number(process.env.BENCH_RUNS ?? 10));
   printStartup(startup);
+  const packageSize = measurePackage();
+  writePackageSize(packageSize);
+  console.log("package size written to docs/benchmarks.md");
 
   const dir = join(ROOT, "bench/results");
   mkdirSync(dir, { recursive: true });
@@ -397,7 +401,7 @@ try {
   const uploads = { client: UPLOADS.client, expectContinue: UPLOADS.expectContinue };
   writeFileSync(
     file,
-    `${JSON.stringify({ date: new Date().toISOString(), machine, rounds: ROUNDS, bytes: BYTES, uploads, footnotes, results: clean, ratios, goals, goalsOf: "issue 13", startup, raw }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), machine, rounds: ROUNDS, bytes: BYTES, uploads, footnotes, results: clean, ratios, goals, goalsOf: "issue 13", startup, packageSize, raw }, null, 2)}\n`,
   );
   console.log(`\nwrote ${file}`);
 } finally {

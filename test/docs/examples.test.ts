@@ -22,9 +22,20 @@ const PEM_KEYS = ["origin-ca", "ca"];
 function selfSignedPem(path: string): void {
   mkdirSync(dirname(path), { recursive: true });
   const key = `${path}.key`;
-  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"].concat(
-    ["-subj", "/CN=burrow-docs-example", "-days", "1", "-keyout", key, "-out", path],
-  ), { stdio: "ignore" });
+  execFileSync(
+    "openssl",
+    ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"].concat([
+      "-subj",
+      "/CN=burrow-docs-example",
+      "-days",
+      "1",
+      "-keyout",
+      key,
+      "-out",
+      path,
+    ]),
+    { stdio: "ignore" },
+  );
 }
 
 describe("the docs' burrow.toml examples", () => {

@@ -32,7 +32,8 @@ describe("the docs' link checker", () => {
 
   it("accepts links to pages and to headings as GitHub names them", () => {
     write({
-      "README.md": "# Top\n\n[agent](docs/agent.md#the-package-burrow-agent), [here](#a-b-c), [twice](docs/agent.md#run-it-1)\n\n## A, b: `c`!\n",
+      "README.md":
+        "# Top\n\n[agent](docs/agent.md#the-package-burrow-agent), [here](#a-b-c), [twice](docs/agent.md#run-it-1)\n\n## A, b: `c`!\n",
       "docs/agent.md": "# Agent\n\n### The package: `burrow-agent`\n\n## Run it\n\n## Run it\n\n[home](../README.md#top)\n",
       "agent/README.md": "# burrow-agent\n\n```md\n[not a link](nowhere.md)\n# not a heading\n```\n",
     });
@@ -43,7 +44,8 @@ describe("the docs' link checker", () => {
 
   it("names each dead link, dead anchor and heading inside a code block, and fails", () => {
     write({
-      "README.md": "# Top\n\n[gone](docs/gone.md)\n[typo](docs/agent.md#run-it-now) and [here](#nowhere)\n[fenced](#not-a-heading)\n",
+      "README.md":
+        "# Top\n\n[gone](docs/gone.md)\n[typo](docs/agent.md#run-it-now) and [here](#nowhere)\n[fenced](#not-a-heading)\n",
       "docs/agent.md": "# Agent\n\n## Run it\n\n```sh\n# not a heading\n```\n",
       "agent/README.md": "# burrow-agent\n",
     });
