@@ -164,3 +164,11 @@ export const HEARTBEAT = { ping: "burrow:ping", pong: "burrow:pong" } as const;
  * Object of the tunnel, its shard: shard 0 holds the name, the owner and the rules.
  */
 export const MAX_CONNECTIONS = 16;
+
+/**
+ * Most entries `agent --dir` lists on the page of a folder without an index.html; a line says
+ * how many more there are. Each listed entry costs a stat() and about 250 bytes of HTML, so a
+ * folder of a million files makes a page of about 250 KB instead of hundreds of megabytes and a
+ * million stat() calls per visit; the names beyond it are counted, never held.
+ */
+export const MAX_LISTED_ENTRIES = 1000;
