@@ -172,3 +172,11 @@ export const MAX_CONNECTIONS = 16;
  * million stat() calls per visit; the names beyond it are counted, never held.
  */
 export const MAX_LISTED_ENTRIES = 1000;
+
+/**
+ * The relay's default for NAME_TTL_DAYS (edge/src/limits.ts): a name unused this long returns
+ * to the pool. Agents use it too, to forget their claim files (agent/src/claims.ts): they cannot
+ * read a relay's own setting, and on an open relay a claim only counts while its agent is
+ * connected and for a minute after, so any age far past that is safe to forget.
+ */
+export const DEFAULT_NAME_TTL_DAYS = 7;
