@@ -299,16 +299,30 @@ describe("--dir through the relay", () => {
     expect((await visit(at(fromFile.url, "/.git/config"))).body.toString()).toBe("[remote]");
   });
 
-  it("lists a folder by host and by path, its relative links staying inside the tunnel", async () => {
-    const listing = await agent(["--dir", site, "--name", "listing"]);
-    for (const page of [at(listing.url, "/listed/"), `http://localhost:${relay.port}/t/listing/listed/`]) {
-      const found = links((await visit(page)).body.toString());
-      expect(found.length).toBe(Object.keys(LISTED_FILES).length + 3);
-      for (const { href, text } of found.filter((link) => !link.text.endsWith("/"))) {
-        const target = new URL(href, page).href;
-        expect(target.startsWith(page), target).toBe(true);
-        expect((await visit(target)).body.toString()).toBe(LISTED_FILES[text]);
+  it.each(["node", "bun", "deno"] as const)(
+    "on %s, lists a folder by host and by path, its relative links staying inside the tunnel",
+    async (runtime) => {
+      const name = `listing-${runtime}`;
+      const listing = await AgentProcess.start(runtime, [
+        "--relay",
+        relay.url,
+        "--inspect",
+        "false",
+        "--dir",
+        site,
+        "--name",
+        name,
+      ]);
+      agents.push(listing);
+      for (const page of [at(listing.url, "/listed/"), `http://localhost:${relay.port}/t/${name}/listed/`]) {
+        const found = links((await visit(page)).body.toString());
+        expect(found.length).toBe(Object.keys(LISTED_FILES).length + 3);
+        for (const { href, text } of found.filter((link) => !link.text.endsWith("/"))) {
+          const target = new URL(href, page).href;
+          expect(target.startsWith(page), target).toBe(true);
+          expect((await visit(target)).body.toString()).toBe(LISTED_FILES[text]);
+        }
       }
-    }
-  });
+    },
+  );
 });
