@@ -1,14 +1,17 @@
 // The local relay of `npm run relay` and `npm run dev`: wrangler dev (and the workerd it starts)
 // in a process group of its own, with its noise filtered out, and stopped group and all.
 import { spawn } from "node:child_process";
+import net from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 
-// The closed-network warning about Request.cf, and its stack, say nothing useful here.
+// The closed-network warning about Request.cf, and its stack, say nothing useful here; nor do
+// workerd's stacks (bare addresses), nor its and wrangler's words on a port in use, should one be
+// taken after portInUse looked: wrangler's advice to pass `--port` would reach the agent here.
 const NOISE =
-  /\[wrangler:info\] [A-Z]+ \/|Unable to fetch the `Request.cf` object|getaddrinfo ENOTFOUND workers.cloudflare.com|^\s+at |update available/;
+  /\[wrangler:info\] [A-Z]+ \/|Unable to fetch the `Request.cf` object|getaddrinfo ENOTFOUND workers.cloudflare.com|^\s+at |update available|^\s*stack: (\S*workerd@\S+\s*)+$|Address already in use/;
 
 // Printed once, when the relay is ready. Under wrangler dev the relay takes a visitor's own
 // CF-Connecting-IP for its address (wrangler sets the field only when the client sent none; see
@@ -86,6 +89,25 @@ function signalGroup(pid, signal) {
   } catch {
     // ESRCH: the group is gone already.
   }
+}
+
+/**
+ * True when something already listens on `port` of localhost (IPv4 or IPv6: wrangler's
+ * "localhost" may be either, and so may a browser's), so that the scripts can say so before
+ * wrangler starts: workerd would print a fatal stack trace and wrangler advice to pass `--port`,
+ * which in `npm run dev` goes to the agent.
+ */
+export async function portInUse(port) {
+  const tries = ["127.0.0.1", "::1"].map(
+    (host) =>
+      new Promise((resolve) => {
+        const server = net.createServer();
+        // EADDRNOTAVAIL and the like: no such loopback here (an IPv4-only host), so not in use.
+        server.once("error", (error) => resolve(error.code === "EADDRINUSE"));
+        server.listen({ port: Number(port), host, exclusive: true }, () => server.close(() => resolve(false)));
+      }),
+  );
+  return (await Promise.all(tries)).some(Boolean);
 }
 
 /**

@@ -5,12 +5,20 @@
 // --help`, run from this clone). If either stops, so does the other, and so does this.
 import { spawn } from "node:child_process";
 import { join } from "node:path";
-import { ROOT, startRelay, stopOnExit } from "./_relay.js";
+import { portInUse, ROOT, startRelay, stopOnExit } from "./_relay.js";
 
 const relayPort = process.env.BURROW_RELAY_PORT ?? "8787";
 const args = process.argv.slice(2);
 let agent;
 let stopping = false;
+
+if (await portInUse(relayPort)) {
+  console.error(`error: port ${relayPort} is in use, so the relay cannot listen on http://localhost:${relayPort}`);
+  console.error(
+    `  hint: stop what uses it (another \`npm run dev\` or \`npm run relay\`?) or set BURROW_RELAY_PORT to another port; --port is the local server's`,
+  );
+  process.exit(1);
+}
 
 const relay = startRelay({ port: relayPort, onReady: startAgent });
 stopOnExit(relay);

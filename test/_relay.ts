@@ -28,6 +28,7 @@ export interface RelayOptions {
 /** A real relay: the Worker and its Durable Objects on workerd, through `wrangler dev`. */
 export class Relay {
   private child: Child | undefined;
+  private stoppedOutput = "";
   private readonly persist = mkdtempSync(join(tmpdir(), "burrow-relay-"));
 
   private constructor(
@@ -60,8 +61,9 @@ export class Relay {
     return this.child!.pid;
   }
 
+  /** What the relay printed, this run's or, once stopped, the last run's. */
   get output(): string {
-    return this.child?.output ?? "";
+    return this.child?.output ?? this.stoppedOutput;
   }
 
   /**
@@ -70,6 +72,7 @@ export class Relay {
    */
   async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
     await this.child?.stop(signal);
+    this.stoppedOutput = this.child?.output ?? this.stoppedOutput;
     this.child = undefined;
   }
 

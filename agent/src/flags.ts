@@ -41,7 +41,7 @@ const FLAGS: Flag[] = [
   {
     name: "dir",
     value: "DIR",
-    help: "serve the files of this directory instead of a local server (index.html for a directory; names starting with a dot are 404)",
+    help: "serve the files of this directory instead of a local server (index.html for a directory, else its listing; names starting with a dot are 404)",
   },
   {
     name: "dir-dotfiles",

@@ -3,6 +3,7 @@ import { realpath, stat } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { extname, join, sep } from "node:path";
+import { listDirectory } from "./static-listing.ts";
 
 /** Content-Type by extension; anything else is application/octet-stream. */
 const TYPES: Record<string, string> = {
@@ -56,9 +57,9 @@ export interface StaticOptions {
 
 /**
  * Serves the files under `root` on 127.0.0.1 (a free port): GET and HEAD only, index.html for a
- * directory, 404 for anything missing or hidden (see StaticOptions.dotfiles), 403 for a path
- * that leaves the directory (a `..` segment, even percent-encoded, or a symbolic link that
- * points outside).
+ * directory or else its listing (see listDirectory), 404 for anything missing or hidden (see
+ * StaticOptions.dotfiles), 403 for a path that leaves the directory (a `..` segment, even
+ * percent-encoded, or a symbolic link that points outside).
  */
 export async function serveDirectory(root: string, options: StaticOptions = {}): Promise<StaticServer> {
   const base = await realpath(root);
@@ -115,15 +116,16 @@ async function answer(
       response.setHeader("location", directoryLocation(segments));
       return reply(response, 301, "moved\n");
     }
-    file = join(file, "index.html");
-    info = await stat(file).catch(() => undefined);
+    const index = join(file, "index.html");
+    const indexInfo = await stat(index).catch(() => undefined);
+    if (!indexInfo?.isFile()) return list(base, file, segments, dotfiles, request, response);
+    file = index;
+    info = indexInfo;
   }
   if (!info?.isFile()) return reply(response, 404, "not found\n");
   const real = await realpath(file);
-  const inside = base.endsWith(sep) ? base : base + sep;
-  if (!real.startsWith(inside)) return reply(response, 403, "forbidden\n");
-  // A symbolic link with a plain name may still lead into a dot-folder of the directory.
-  if (!dotfiles && hidden(real.slice(inside.length).split(sep))) return reply(response, 404, "not found\n");
+  const refusal = outside(base, real, dotfiles);
+  if (refusal) return reply(response, refusal, refusal === 403 ? "forbidden\n" : "not found\n");
   response.writeHead(200, {
     "content-type": TYPES[extname(real).toLowerCase()] ?? "application/octet-stream",
     "content-length": info.size,
@@ -136,6 +138,39 @@ async function answer(
   const stream = createReadStream(real);
   stream.on("error", () => response.destroy());
   stream.pipe(response);
+}
+
+/** 403 for a real path outside `base`, 404 for one in a dot-folder of it (unless `dotfiles`). */
+function outside(base: string, real: string, dotfiles: boolean): 403 | 404 | undefined {
+  const inside = base.endsWith(sep) ? base : base + sep;
+  if (real !== base && !real.startsWith(inside)) return 403;
+  // A symbolic link with a plain name may still lead into a dot-folder of the directory.
+  if (!dotfiles && hidden(real.slice(inside.length).split(sep))) return 404;
+  return undefined;
+}
+
+/** Answers a folder without an index.html with its listing (see listDirectory). */
+async function list(
+  base: string,
+  folder: string,
+  segments: string[],
+  dotfiles: boolean,
+  request: http.IncomingMessage,
+  response: http.ServerResponse,
+): Promise<void> {
+  const real = await realpath(folder);
+  const refusal = outside(base, real, dotfiles);
+  if (refusal) return reply(response, refusal, refusal === 403 ? "forbidden\n" : "not found\n");
+  const page = Buffer.from(await listDirectory(real, base.endsWith(sep) ? base : base + sep, segments, dotfiles));
+  response.writeHead(200, {
+    "content-type": "text/html; charset=utf-8",
+    "content-length": page.byteLength,
+    // The page is made here and holds no script: a name that slipped past escaping could not run one.
+    "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "x-content-type-options": "nosniff",
+    "cache-control": "no-cache",
+  });
+  response.end(request.method === "HEAD" ? undefined : page);
 }
 
 /**

@@ -1,5 +1,6 @@
 // The relay's limits on what agents and visitors may make it do, each with a default and the
 // variable that changes it (wrangler.toml [vars], `--var`, or the dashboard). Runtime-free.
+import { DEFAULT_NAME_TTL_DAYS } from "@burrow/protocol";
 
 /** Limits in force for one tunnel, read from the Worker's environment. */
 export interface RelayLimits {
@@ -52,7 +53,7 @@ export function readLimits(env: LimitVars): RelayLimits {
     maxFramesPerSecond: number(env.MAX_AGENT_FRAMES_PER_SECOND, 100_000),
     maxBytesPerSecond: number(env.MAX_AGENT_BYTES_PER_SECOND, 1024 ** 3),
     maxSignedBody: number(env.MAX_SIGNED_BODY_BYTES, 25 * 1024 * 1024),
-    nameTtlMs: 86_400_000 * number(env.NAME_TTL_DAYS, 7),
+    nameTtlMs: 86_400_000 * number(env.NAME_TTL_DAYS, DEFAULT_NAME_TTL_DAYS),
     maxWaitingMessages: number(env.MAX_WAITING_WS_BYTES, VISITOR_MESSAGES_BUDGET),
     allowPunycodeNames: allowsPunycode(env.ALLOW_PUNYCODE_NAMES),
   };

@@ -197,8 +197,15 @@ export class PollingLink implements AgentLink {
     this.closing ??= { code, reason };
     clearTimeout(this.idleTimer);
     clearTimeout(this.waitTimer);
-    this.waiting?.abort(new Error("the session ended")).catch(() => {});
+    // The waiting poll gets a last answer that says why, like any other: an end is no error.
+    // Aborting its body instead errors a response stream nobody reads to the end, which workerd
+    // reports as "Uncaught Error" with a stack trace each time an agent stops.
+    const writer = this.waiting;
     this.waiting = undefined;
+    if (writer) {
+      writer.write(encodePollAnswer({ seq: this.sent, close: this.closing, frames: new Uint8Array(0) })).catch(() => {});
+      writer.close().catch(() => {});
+    }
     this.queue = [];
     this.queued = 0;
     this.onEnd(this, code, reason);

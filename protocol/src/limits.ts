@@ -278,3 +278,19 @@ export const PAC_MAX_LOOKUPS = 8;
  * on a network without WPAD every start of `--proxy auto` waits this long before going direct.
  */
 export const WPAD_TIMEOUT_MS = 3_000;
+
+/**
+ * Most entries `agent --dir` lists on the page of a folder without an index.html; a line says
+ * how many more there are. Each listed entry costs a stat() and about 250 bytes of HTML, so a
+ * folder of a million files makes a page of about 250 KB instead of hundreds of megabytes and a
+ * million stat() calls per visit; the names beyond it are counted, never held.
+ */
+export const MAX_LISTED_ENTRIES = 1000;
+
+/**
+ * The relay's default for NAME_TTL_DAYS (edge/src/limits.ts): a name unused this long returns
+ * to the pool. Agents use it too, to forget their claim files (agent/src/claims.ts): they cannot
+ * read a relay's own setting, and on an open relay a claim only counts while its agent is
+ * connected and for a minute after, so any age far past that is safe to forget.
+ */
+export const DEFAULT_NAME_TTL_DAYS = 7;

@@ -83,6 +83,26 @@ describe("the local relay scripts", () => {
     expect(await eventually(async () => !(await listening(port)) && !workerd.some(alive), 5000)).toBe(true);
   });
 
+  it.each([
+    ["npm run dev", ["scripts/dev.js", "--port", "8000"]],
+    ["npm run relay", ["scripts/relay.js"]],
+  ])("%s with its relay port in use says so with Burrow's hint only and exits 1", async (_, args) => {
+    const busy = net.createServer();
+    await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (busy.address() as net.AddressInfo).port;
+      const script = start("busy-port", process.execPath, args, port);
+      expect(await script.exited).toBe(1);
+      expect(script.output).toContain(`error: port ${port} is in use, so the relay cannot listen on http://localhost:${port}`);
+      expect(script.output).toMatch(/\n\s+hint: stop what uses it .* set BURROW_RELAY_PORT to another port/);
+      // Not workerd's fatal stack trace, nor wrangler's advice to pass --port (the agent's flag here).
+      expect(script.output).not.toMatch(/kj::Exception|stack:|Address already in use|with --port/);
+      expect(script.lines.filter((line) => line.trim() !== "")).toHaveLength(2);
+    } finally {
+      await new Promise((resolve) => busy.close(resolve));
+    }
+  });
+
   it("npm run dev says the relay stopped, stops the agent and exits 1 after a kill -9 of wrangler, leaving the port free", async () => {
     const [port, origin] = await Promise.all([freePort(), Origin.start()]);
     origins.push(origin);
