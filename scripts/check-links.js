@@ -101,7 +101,9 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   for (const { page, line, link, reason } of problems) console.error(`${page}:${line}: dead link ${link}: ${reason}`);
   if (problems.length) {
     console.error(`error: ${problems.length} dead link${problems.length === 1 ? "" : "s"} in the docs`);
-    console.error("  hint: fix the path, or the #anchor: GitHub's is the heading in lower case, spaces as hyphens, punctuation dropped");
+    console.error(
+      "  hint: fix the path, or the #anchor: GitHub's is the heading in lower case, spaces as hyphens, punctuation dropped",
+    );
     process.exitCode = 1;
   } else {
     console.log(`links: ${pages(root).length} pages, no dead link`);
