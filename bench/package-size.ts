@@ -51,7 +51,7 @@ const mb = (bytes: number): string => `${(bytes / 1e6).toFixed(2)} MB`;
 /** The text between the markers. */
 export function packageSizeText(size: PackageSize): string {
   return [
-    "| burrow-agent " + size.version + " | size |",
+    `| burrow-agent ${size.version} | size |`,
     "|---|---|",
     `| installed (the tarball unpacked, npm's \`unpackedSize\`) | ${mb(size.unpackedBytes)} |`,
     `| of which the PAC-file sandbox (\`dist/pac-sandbox.js\`, loaded only for a PAC file) | ${mb(size.sandboxBytes)} |`,
