@@ -25,7 +25,7 @@ function shell(label: string, line: string): Child {
   return new Child(label, "sh", ["-c", line], { cwd: ROOT, env: { ...env, PATH } });
 }
 
-describe("the README's agent commands, from a clone", () => {
+describe("the agent commands of a clone (docs/development.md)", () => {
   let relay: Relay;
   let origin: Origin;
   beforeAll(async () => {
