@@ -1,5 +1,5 @@
 import { concatBytes } from "@burrow/protocol";
-import { EdgeError } from "./errors.ts";
+import { EdgeError, isTeardownNoise } from "./errors.ts";
 import { ByteBudget, type RelayLimits, SIGNED_BODIES_BUDGET, SIGNED_BODY_GRACE_MS } from "./limits.ts";
 import { checkShare, Tally } from "./shares.ts";
 
@@ -143,6 +143,9 @@ export class SignedBodies {
     } catch (error) {
       this.bytes.give(size);
       await reader.cancel().catch(() => {});
+      // A visitor who leaves mid-body breaks the read ("Network connection lost"): nobody is
+      // there to read the answer, and it is no fault of the relay's to log.
+      if (isTeardownNoise(error)) throw new EdgeError(400, "bad-request", "The request body broke off before its end.");
       throw error;
     } finally {
       if (timer !== undefined) clearTimeout(timer);
