@@ -24,7 +24,9 @@ export class Tally {
     if (visitor !== undefined) this.counts.set(visitor, this.of(visitor) + 1);
   }
 
+  /** One fewer for `visitor`; nothing for one that holds nothing (the total stays true). */
   remove(visitor: string | undefined): void {
+    if (visitor !== undefined && this.of(visitor) === 0) return;
     this.all = Math.max(0, this.all - 1);
     if (visitor === undefined) return;
     const left = this.of(visitor) - 1;
