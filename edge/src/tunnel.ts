@@ -346,7 +346,8 @@ export class TunnelObject extends DurableObject<Env> {
    * @throws {EdgeError} 503 too-many-streams or too-many-from-address, with Retry-After.
    */
   private admit(from: string | undefined): void {
-    const open = this.streams.size + this.sockets.count + this.admitted.total;
+    const sockets = this.sockets.count;
+    const open = this.streams.size + sockets + this.admitted.total;
     if (open >= this.limits.maxStreams) {
       throw new EdgeError(
         503,
@@ -355,7 +356,9 @@ export class TunnelObject extends DurableObject<Env> {
         { "Retry-After": "1" },
       );
     }
-    const held = this.streams.heldBy(from) + this.sockets.heldBy(from) + this.admitted.of(from);
+    // Fewer open than a share: no visitor can hold its share yet (and no socket is looked up).
+    if (open < this.limits.maxStreamsPerVisitor) return;
+    const held = this.streams.heldBy(from) + (sockets > 0 ? this.sockets.heldBy(from) : 0) + this.admitted.of(from);
     checkShare(from, held, this.limits.maxStreamsPerVisitor, "requests and WebSockets open");
   }
 
