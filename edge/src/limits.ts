@@ -20,12 +20,9 @@ export interface RelayLimits {
   maxWaitingMessages: number;
   /** Punycode (`xn--`) tunnel names are admitted (ALLOW_PUNYCODE_NAMES; see PUNYCODE_PREFIX). */
   allowPunycodeNames: boolean;
-  /**
-   * Streams one visitor (see visitorKey) may hold at once on a tunnel, and bodies it may have
-   * in check at once: more get 503 too-many-from-address.
-   */
+  /** Streams one visitor (see visitorKey) may hold at once on a tunnel; more get 503 too-many-from-address. */
   maxStreamsPerVisitor: number;
-  /** The same for signed bodies in check (a share of maxSignedBodies). */
+  /** The same for the bodies in check (a share of maxSignedBodies). */
   maxSignedBodiesPerVisitor: number;
   /**
    * Bodies read whole before their signature is checked, at once per tunnel: a pool of their
