@@ -7,7 +7,9 @@ import { AgentError } from "./errors.ts";
 import { help, parseArgs } from "./flags.ts";
 import { Recorder } from "./inspector/recorder.ts";
 import { parseInspect, parseKeep, startInspector } from "./inspector/server.ts";
+import { located } from "./located.ts";
 import { Log, type LogMode } from "./log.ts";
+import { login, logout } from "./login.ts";
 import { randomClaim, randomName } from "./names.ts";
 import type { NetConfig } from "./net/dial.ts";
 import { pacSettings } from "./net/pac/settings.ts";
@@ -26,12 +28,21 @@ export const VERSION: string = pkg.version;
 export async function main(runtime: Runtime, argv: string[]): Promise<number> {
   let log = new Log(false);
   const origins: OriginSetup[] = [];
+  // The settings being checked: an error about one names the file and line, or the variable.
+  let from: Record<string, string> | undefined;
   try {
-    const diagnose = argv[0] === "doctor";
-    const parsed = parseArgs(diagnose ? argv.slice(1) : argv, (name) => runtime.env(name));
+    const command = ["doctor", "login", "logout"].includes(argv[0] ?? "") ? argv[0] : undefined;
+    const env = (name: string) => runtime.env(name);
+    // login and logout do not read the saved settings they replace (a broken file included).
+    const parsed = command
+      ? parseArgs(argv.slice(1), env, undefined, command === "doctor" ? undefined : () => undefined)
+      : parseArgs(argv, env);
+    const diagnose = command === "doctor";
     const { values: args, lists } = parsed;
+    from = parsed.from;
     const debug = args.debug === "true";
     log = new Log(debug);
+    for (const note of parsed.notes) log.warn(note);
     if (args.help) {
       console.log(help());
       return 0;
@@ -44,6 +55,18 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
     if (!["auto", "plain", "json"].includes(mode)) {
       throw new AgentError("usage", `--log ${mode} is not a log format`, "use auto (the default), plain or json");
     }
+    if (command === "logout") return logout(env, (line) => console.log(line));
+    if (command === "login") {
+      if (args.relay === undefined || parsed.from?.relay) {
+        throw new AgentError(
+          "usage",
+          "agent login needs --relay",
+          "for example: agent login --relay https://burrow.example.workers.dev",
+        );
+      }
+      const settings = await options(args, lists, runtime, log, false);
+      return await login(settings.relay, settings.net, env, (line) => console.log(line));
+    }
     if (diagnose) {
       const settings = await options(args, lists, runtime, log, false);
       return await doctor(settings.relay, settings.name, settings.net, (line) => console.log(line), settings.token);
@@ -51,16 +74,19 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
     log = new Log({ mode, debug, quiet: args.quiet === "true", terminal: runtime.terminal });
     const tunnels: { settings: Awaited<ReturnType<typeof options>>; setup: OriginSetup }[] = [];
     for (const tunnel of parsed.tunnels) {
+      from = tunnel.from;
       const setup = await setUpOrigin(tunnel.values, runtime);
       origins.push(setup);
       tunnels.push({ settings: await options(tunnel.values, tunnel.lists, runtime, log, true), setup });
     }
+    from = parsed.from;
     const names = tunnels.map((t) => t.settings.name);
     const twice = names.find((name, i) => names.indexOf(name) !== i);
     if (twice) {
       throw new AgentError("usage", `two tunnels are named ${twice}`, "give each [[tunnel]] its own name");
     }
     const first = tunnels[0]!;
+    from = undefined;
     log.update({ relay: first.settings.relay.origin });
     for (const { settings, setup } of tunnels) {
       log.info(settings.summary, "start", {
@@ -173,7 +199,8 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
     inspector?.close();
     // Exit as a failure only when no tunnel was left running.
     return ends.every(Boolean) ? ends[0]!.exitStatus : 0;
-  } catch (error) {
+  } catch (thrown) {
+    const error = located(thrown, from);
     const explained = runtime.explain?.(error);
     if (error instanceof AgentError) {
       log.error(error.message, error.hint);
@@ -210,15 +237,16 @@ async function options(
   if (!TUNNEL_NAME_PATTERN.test(name)) {
     throw new AgentError(
       "usage",
-      `"${name}" is not a tunnel name`,
+      `--name "${name}" is not a tunnel name`,
       "use 1 to 63 lowercase letters, digits and inner hyphens, like my-app",
     );
   }
   if (RESERVED_NAMES.has(name)) {
+    const other = [`my-${name}`, `${name}-1`, randomName()].find((n) => TUNNEL_NAME_PATTERN.test(n) && !RESERVED_NAMES.has(n))!;
     throw new AgentError(
       "usage",
-      `"${name}" is a reserved name`,
-      "relays keep names such as www, api, admin and login for themselves, so that no tunnel can pose as the relay's own service: choose another --name",
+      `--name ${name} is reserved: relays keep ${[...RESERVED_NAMES].join(", ")} for themselves, so that no tunnel can pose as the relay's own service`,
+      `choose another name, such as ${other} (--name ${other}, or name = "${other}" in burrow.toml)`,
     );
   }
   const { rules, summary } = await visitorRules(name, {
