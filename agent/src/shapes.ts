@@ -34,6 +34,8 @@ export function readShapes(words: string[]): string[] {
   } else if (PORT.test(first) || HOST_PORT.test(first) || /^https?:\/\//i.test(first)) {
     flags = asFlags(first, `agent ${first}`);
     extra = rest;
+  } else if ((COMMANDS as readonly string[]).includes(first)) {
+    throw new AgentError("usage", `${first} must come first`, `agent ${first} ${words.slice(1).join(" ")}[flags]`);
   } else if (["tcp", "tls", "udp"].includes(first)) {
     throw new AgentError("usage", `Burrow tunnels HTTP (and WebSockets), not ${first}`, "for an HTTP server: agent --port 8000");
   } else {
