@@ -109,8 +109,9 @@ async function opensSession(relay: URL, net: NetConfig, token: string): Promise<
  */
 async function readSecret(prompt: string, terminal: boolean): Promise<string> {
   const stdin = process.stdin;
-  if (terminal) process.stderr.write(prompt);
+  // Echo off before the prompt shows: what is typed after it is never drawn.
   if (terminal) stdin.setRawMode(true);
+  if (terminal) process.stderr.write(prompt);
   let text = "";
   try {
     return await new Promise<string>((resolve, reject) => {

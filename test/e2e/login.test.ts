@@ -55,27 +55,30 @@ function runWith(
   return new Promise((resolve) => child.on("close", (status) => resolve({ status, output: output.trim() })));
 }
 
-const login = (relayUrl: string, input: string, home: string) =>
-  runWith(["login", "--relay", relayUrl], input, { XDG_CONFIG_HOME: home });
+const login = (relayUrl: string, input: string, home: string, runtime: RuntimeName = "node") =>
+  runWith(["login", "--relay", relayUrl], input, { XDG_CONFIG_HOME: home }, runtime);
 
 describe("agent login and logout", () => {
-  it("checks the relay and the token read from stdin, saves both in a 0600 file, and the next agent needs only --port", async () => {
-    const home = configHome();
-    const { status, output } = await login(relay.url, `${TOKEN}\n`, home);
-    expect(status, output).toBe(0);
-    expect(output).toContain(`http://localhost:${relay.port} is a Burrow relay, and it accepted the token`);
-    const file = join(home, "burrow", "config.toml");
-    expect(output).toContain(`saved to ${file}`);
-    expect(statSync(file).mode & 0o777).toBe(0o600);
-    expect(readFileSync(file, "utf8")).toContain(`relay = "${relay.url}"\ntoken = "${TOKEN}"\n`);
+  it.each(["node", "bun"] as const)(
+    "on %s, checks the relay and the token read from stdin, saves both in a 0600 file, and the next agent needs only --port",
+    async (runtime) => {
+      const home = configHome();
+      const { status, output } = await login(relay.url, `${TOKEN}\n`, home, runtime);
+      expect(status, output).toBe(0);
+      expect(output).toContain(`http://localhost:${relay.port} is a Burrow relay, and it accepted the token`);
+      const file = join(home, "burrow", "config.toml");
+      expect(output).toContain(`saved to ${file}`);
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+      expect(readFileSync(file, "utf8")).toContain(`relay = "${relay.url}"\ntoken = "${TOKEN}"\n`);
 
-    const agent = await AgentProcess.start("node", ["--port", String(origin.port), "--inspect", "false"], {
-      XDG_CONFIG_HOME: home,
-    });
-    agents.push(agent);
-    expect(agent.url).toContain(`localhost:${relay.port}`);
-    expect((await visit(at(agent.url, "/status/201"))).status).toBe(201);
-  });
+      const agent = await AgentProcess.start("node", ["--port", String(origin.port), "--inspect", "false"], {
+        XDG_CONFIG_HOME: home,
+      });
+      agents.push(agent);
+      expect(agent.url).toContain(`localhost:${relay.port}`);
+      expect((await visit(at(agent.url, "/status/201"))).status).toBe(201);
+    },
+  );
 
   it("refuses a wrong token with exit 3 and saves nothing", async () => {
     const home = configHome();
