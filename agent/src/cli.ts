@@ -86,7 +86,6 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       throw new AgentError("usage", `two tunnels are named ${twice}`, "give each [[tunnel]] its own name");
     }
     const first = tunnels[0]!;
-    from = undefined;
     log.update({ relay: first.settings.relay.origin });
     for (const { settings, setup } of tunnels) {
       log.info(settings.summary, "start", {
@@ -99,6 +98,8 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
     // One inspector for every tunnel of this agent.
     const address = parseInspect(args.inspect);
     const keep = parseKeep(args["inspect-keep"] ?? "100");
+    // From here on, errors are about the network and the relay, not a setting's value.
+    from = undefined;
     const inspector =
       address &&
       (await startInspector(
