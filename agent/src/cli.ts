@@ -290,7 +290,10 @@ async function options(
     log.warn("--insecure: the relay's certificate is not verified; anyone on the way can read and change this tunnel's traffic");
   }
   const env = (name: string) => runtime.env(name);
-  const ca = [args.ca, env("NODE_EXTRA_CA_CERTS")].flatMap((file) => (file ? [readPem(file, runtime)] : []));
+  const ca = [
+    ...(args.ca ? [readPem(args.ca, runtime)] : []),
+    ...(env("NODE_EXTRA_CA_CERTS") ? [readPem(env("NODE_EXTRA_CA_CERTS")!, runtime, "NODE_EXTRA_CA_CERTS")] : []),
+  ];
   const pac = pacSettings(args, env, { ca, timeoutMs: CONNECT_TIMEOUT_MS, log });
   let proxy: NetConfig["proxy"];
   try {

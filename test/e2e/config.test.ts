@@ -183,6 +183,8 @@ describe("the config file and several tunnels", () => {
     ['relay = "http://localhost:9"\nport = "eight"\n', {}, /^error: burrow\.toml line 2, key port: eight is not a port number$/m],
     ["port = 80\nheartbeat = 0\n", {}, /^error: burrow\.toml line 2, key heartbeat: 0 is out of range$/m],
     ["port = 80\ninspect-keep = 0\n", {}, /^error: burrow\.toml line 2, key inspect-keep: 0 is out of range$/m],
+    ['port = 80\nca = "burrow.toml"\n', {}, /^error: burrow\.toml line 2, key ca: \S+burrow\.toml holds no PEM certificate/m],
+    ['dir = "nope"\n', {}, /^error: burrow\.toml line 1, key dir: \S+nope cannot be served: /m],
     [
       '[[tunnel]]\nport = 80\n[[tunnel]]\n\nport = 81\nallow-ip = ["10.0.0.0/33"]\n',
       {},
