@@ -64,6 +64,14 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
           "for example: agent login --relay https://burrow.example.workers.dev",
         );
       }
+      const flag = ["token", "token-file"].find((key) => args[key] !== undefined && !parsed.from?.[key]);
+      if (flag) {
+        throw new AgentError(
+          "usage",
+          `agent login reads the token from a prompt or stdin, not --${flag}`,
+          "type it at the prompt, or pipe it in: agent login --relay URL < token.txt",
+        );
+      }
       const settings = await options(args, lists, runtime, log, false);
       return await login(settings.relay, settings.net, env, (line) => console.log(line));
     }

@@ -88,6 +88,14 @@ describe("agent login and logout", () => {
     expect(existsSync(join(home, "burrow", "config.toml"))).toBe(false);
   });
 
+  it("never takes the token from a flag", async () => {
+    const home = configHome();
+    const { status, output } = await runWith(["login", "--relay", relay.url, "--token", TOKEN], "", { XDG_CONFIG_HOME: home });
+    expect(status).toBe(2);
+    expect(output).toContain("error: agent login reads the token from a prompt or stdin, not --token");
+    expect(existsSync(join(home, "burrow", "config.toml"))).toBe(false);
+  });
+
   it("says a token is needed when stdin is empty on a relay that requires one", async () => {
     const { status, output } = await login(relay.url, "", configHome());
     expect(status, output).toBe(2);
