@@ -80,6 +80,15 @@ describe("agent login and logout", () => {
     },
   );
 
+  it("lets agent doctor check the saved relay and token with no flag", async () => {
+    const home = configHome();
+    expect((await login(relay.url, `${TOKEN}\n`, home)).status).toBe(0);
+    const { status, output } = await runWith(["doctor"], "", { XDG_CONFIG_HOME: home });
+    expect(status, output).toBe(0);
+    expect(output).toContain(`relay: http://localhost:${relay.port}`);
+    expect(output).toMatch(/^ok\s+https\s+session opened and polled/m);
+  });
+
   it("refuses a wrong token with exit 3 and saves nothing", async () => {
     const home = configHome();
     const { status, output } = await login(relay.url, "not-the-token\n", home);
