@@ -1,5 +1,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 const DEBUG = process.env.TEST_DEBUG === "1";
 
@@ -112,15 +115,72 @@ export class Child {
 }
 
 /** A TCP port that was free a moment ago. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * Ports for the servers tests start (relays, origins, proxies), below the kernel's ephemeral range
+ * (net.ipv4.ip_local_port_range, 32768-60999 by default): a port the kernel hands out for
+ * `listen(0)` is also what it picks as the source port of outgoing connections, so between
+ * closing a probe socket and a child's bind (workerd's, a second later) any client connection
+ * of the machine could take it ("Address already in use"). Below that range only listeners
+ * compete, and a claim file per port keeps the processes of parallel test workers apart.
+ */
+const PORT_RANGE = { low: 20_000, high: 32_767 };
+const PORT_CLAIMS = join(tmpdir(), "burrow-test-ports");
+const claimedPorts = new Set<number>();
+process.once("exit", () => {
+  for (const port of claimedPorts) rmSync(join(PORT_CLAIMS, String(port)), { force: true });
+});
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Claims `port` for this process; false when a live process holds it. */
+function claimPort(port: number): boolean {
+  const file = join(PORT_CLAIMS, String(port));
+  try {
+    writeFileSync(file, String(process.pid), { flag: "wx" });
+    return true;
+  } catch {
+    const owner = Number(readFileSync(file, "utf8") || 0);
+    if (owner && (owner === process.pid || processAlive(owner))) return false;
+    rmSync(file, { force: true });
+    try {
+      writeFileSync(file, String(process.pid), { flag: "wx" });
+      return true;
+    } catch {
+      return false; // another process took it meanwhile
+    }
+  }
+}
+
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
   });
+}
+
+/** A port on 127.0.0.1 that nothing listens on and no other test process will take. */
+export async function freePort(): Promise<number> {
+  mkdirSync(PORT_CLAIMS, { recursive: true });
+  const span = PORT_RANGE.high - PORT_RANGE.low + 1;
+  const start = Math.floor(Math.random() * span);
+  for (let i = 0; i < span; i++) {
+    const port = PORT_RANGE.low + ((start + i) % span);
+    if (claimedPorts.has(port) || !claimPort(port)) continue;
+    if (await bindable(port)) {
+      claimedPorts.add(port);
+      return port;
+    }
+    rmSync(join(PORT_CLAIMS, String(port)), { force: true });
+  }
+  throw new Error(`no free port in ${PORT_RANGE.low}-${PORT_RANGE.high}`);
 }
 
 /** Resolves once `host`:`port` accepts connections; fails if `child` exits or the time runs out. */

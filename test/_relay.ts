@@ -44,8 +44,10 @@ export class Relay {
   static async start(options: RelayOptions = {}): Promise<Relay> {
     // Test files start agents by the dozen a minute, all from 127.0.0.1 (or, under plain
     // workerd in a network namespace, from one address): far above the relay's default of 60
-    // connection attempts a minute. A test of the limit sets the var itself.
-    const vars = { CONNECTS_PER_MINUTE: "100000", ...options.vars };
+    // connection attempts a minute. Their visitors, hundreds of them at once in some tests,
+    // come from that one address too: far above a visitor's share of a tunnel's streams
+    // (MAX_STREAMS_PER_VISITOR). A test of a limit sets its var itself.
+    const vars = { CONNECTS_PER_MINUTE: "100000", MAX_STREAMS_PER_VISITOR: "100000", ...options.vars };
     const relay = new Relay(await freePort(), await freePort(), { ...options, vars });
     await relay.launch();
     return relay;

@@ -1,6 +1,9 @@
 #!/usr/bin/env node
-// The `agent` bin, in plain JavaScript because Node 20 cannot run TypeScript. `npx agent`
-// runs it under Node and `bunx --bun agent` under Bun; it hands over to that runtime's entry.
+// The `agent` and `burrow-agent` bins, in plain JavaScript because Node 20 cannot run
+// TypeScript. `npx agent` runs it under Node and `bunx --bun agent` under Bun; it hands over to
+// that runtime's entry. `burrow-agent` is the package's name, so that `npx burrow-agent` and
+// `bunx burrow-agent` outside a project run this package (npx and bunx run the bin named like
+// the package), where `npx agent` would fetch an unrelated package called agent.
 // This is the one place that asks which runtime it is on.
 import { existsSync } from "node:fs";
 

@@ -7,7 +7,9 @@ import { AgentError } from "./errors.ts";
 import { help, parseArgs } from "./flags.ts";
 import { Recorder } from "./inspector/recorder.ts";
 import { parseInspect, parseKeep, startInspector } from "./inspector/server.ts";
+import { located } from "./located.ts";
 import { Log, type LogMode } from "./log.ts";
+import { login, logout } from "./login.ts";
 import { randomClaim, randomName } from "./names.ts";
 import type { NetConfig } from "./net/dial.ts";
 import { pacSettings } from "./net/pac/settings.ts";
@@ -26,12 +28,21 @@ export const VERSION: string = pkg.version;
 export async function main(runtime: Runtime, argv: string[]): Promise<number> {
   let log = new Log(false);
   const origins: OriginSetup[] = [];
+  // The settings being checked: an error about one names the file and line, or the variable.
+  let from: Record<string, string> | undefined;
   try {
-    const diagnose = argv[0] === "doctor";
-    const parsed = parseArgs(diagnose ? argv.slice(1) : argv, (name) => runtime.env(name));
+    const command = ["doctor", "login", "logout"].includes(argv[0] ?? "") ? argv[0] : undefined;
+    const env = (name: string) => runtime.env(name);
+    // login and logout do not read the saved settings they replace (a broken file included).
+    const parsed = command
+      ? parseArgs(argv.slice(1), env, undefined, command === "doctor" ? undefined : () => undefined)
+      : parseArgs(argv, env);
+    const diagnose = command === "doctor";
     const { values: args, lists } = parsed;
+    from = parsed.from;
     const debug = args.debug === "true";
     log = new Log(debug);
+    for (const note of parsed.notes) log.warn(note);
     if (args.help) {
       console.log(help());
       return 0;
@@ -44,6 +55,26 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
     if (!["auto", "plain", "json"].includes(mode)) {
       throw new AgentError("usage", `--log ${mode} is not a log format`, "use auto (the default), plain or json");
     }
+    if (command === "logout") return logout(env, (line) => console.log(line));
+    if (command === "login") {
+      if (args.relay === undefined || parsed.from?.relay) {
+        throw new AgentError(
+          "usage",
+          "agent login needs --relay",
+          "for example: agent login --relay https://burrow.example.workers.dev",
+        );
+      }
+      const flag = ["token", "token-file"].find((key) => args[key] !== undefined && !parsed.from?.[key]);
+      if (flag) {
+        throw new AgentError(
+          "usage",
+          `agent login reads the token from a prompt or stdin, not --${flag}`,
+          "type it at the prompt, or pipe it in: agent login --relay URL < token.txt",
+        );
+      }
+      const settings = await options(args, lists, runtime, log, false);
+      return await login(settings.relay, settings.net, env, (line) => console.log(line));
+    }
     if (diagnose) {
       const settings = await options(args, lists, runtime, log, false);
       return await doctor(settings.relay, settings.name, settings.net, (line) => console.log(line), settings.token);
@@ -51,10 +82,12 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
     log = new Log({ mode, debug, quiet: args.quiet === "true", terminal: runtime.terminal });
     const tunnels: { settings: Awaited<ReturnType<typeof options>>; setup: OriginSetup }[] = [];
     for (const tunnel of parsed.tunnels) {
+      from = tunnel.from;
       const setup = await setUpOrigin(tunnel.values, runtime);
       origins.push(setup);
       tunnels.push({ settings: await options(tunnel.values, tunnel.lists, runtime, log, true), setup });
     }
+    from = parsed.from;
     const names = tunnels.map((t) => t.settings.name);
     const twice = names.find((name, i) => names.indexOf(name) !== i);
     if (twice) {
@@ -73,6 +106,8 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
     // One inspector for every tunnel of this agent.
     const address = parseInspect(args.inspect);
     const keep = parseKeep(args["inspect-keep"] ?? "100");
+    // From here on, errors are about the network and the relay, not a setting's value.
+    from = undefined;
     const inspector =
       address &&
       (await startInspector(
@@ -173,7 +208,8 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
     inspector?.close();
     // Exit as a failure only when no tunnel was left running.
     return ends.every(Boolean) ? ends[0]!.exitStatus : 0;
-  } catch (error) {
+  } catch (thrown) {
+    const error = located(thrown, from);
     const explained = runtime.explain?.(error);
     if (error instanceof AgentError) {
       log.error(error.message, error.hint);
@@ -210,15 +246,16 @@ async function options(
   if (!TUNNEL_NAME_PATTERN.test(name)) {
     throw new AgentError(
       "usage",
-      `"${name}" is not a tunnel name`,
+      `--name "${name}" is not a tunnel name`,
       "use 1 to 63 lowercase letters, digits and inner hyphens, like my-app",
     );
   }
   if (RESERVED_NAMES.has(name)) {
+    const other = [`my-${name}`, `${name}-1`, randomName()].find((n) => TUNNEL_NAME_PATTERN.test(n) && !RESERVED_NAMES.has(n))!;
     throw new AgentError(
       "usage",
-      `"${name}" is a reserved name`,
-      "relays keep names such as www, api, admin and login for themselves, so that no tunnel can pose as the relay's own service: choose another --name",
+      `--name ${name} is reserved: relays keep ${[...RESERVED_NAMES].join(", ")} for themselves, so that no tunnel can pose as the relay's own service`,
+      `choose another name, such as ${other} (--name ${other}, or name = "${other}" in burrow.toml)`,
     );
   }
   const { rules, summary } = await visitorRules(name, {
@@ -261,7 +298,10 @@ async function options(
     log.warn("--insecure: the relay's certificate is not verified; anyone on the way can read and change this tunnel's traffic");
   }
   const env = (name: string) => runtime.env(name);
-  const ca = [args.ca, env("NODE_EXTRA_CA_CERTS")].flatMap((file) => (file ? [readPem(file, runtime)] : []));
+  const ca = [
+    ...(args.ca ? [readPem(args.ca, runtime)] : []),
+    ...(env("NODE_EXTRA_CA_CERTS") ? [readPem(env("NODE_EXTRA_CA_CERTS")!, runtime, "NODE_EXTRA_CA_CERTS")] : []),
+  ];
   const pac = pacSettings(args, env, { ca, timeoutMs: CONNECT_TIMEOUT_MS, log });
   let proxy: NetConfig["proxy"];
   try {

@@ -2,11 +2,14 @@ import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parse, TomlError } from "smol-toml";
 import { AgentError } from "./errors.ts";
+import { closest } from "./suggest.ts";
 
 /** Flags and file keys share names: `token-file = "..."` in burrow.toml is `--token-file`. */
 export interface Settings {
   values: Record<string, string>;
   lists: Record<string, string[]>;
+  /** Where a value came from when not a flag: `burrow.toml line 3, key port`, `BURROW_PORT`. */
+  from?: Record<string, string>;
 }
 
 /** What burrow.toml says: top-level keys, and one Settings per `[[tunnel]]` table. */
@@ -97,20 +100,28 @@ export function loadConfig(path: string | undefined, keys: KeySpec[]): ConfigFil
     return new AgentError("usage", `${file}${line ? ` line ${line}` : ""}, key ${key}: ${what}`, hint);
   };
   const read = (table: Record<string, unknown>, index: number): Settings => {
-    const settings: Settings = { values: {}, lists: {} };
+    const settings: Settings = { values: {}, lists: {}, from: {} };
     for (const [key, value] of Object.entries(table)) {
       if (key === "tunnel" && index === -1) continue;
       const spec = keys.find((k) => k.name === key);
       if (!spec || (index >= 0 && !TUNNEL_KEYS.has(key))) {
+        const near = spec
+          ? undefined
+          : closest(
+              key,
+              keys.map((k) => k.name),
+            );
         throw bad(
           key,
           index,
-          spec ? "is not a per-tunnel key" : "is not a setting",
+          spec ? "is not a per-tunnel key" : `is not a setting${near ? `; did you mean ${near}?` : ""}`,
           spec
             ? `move it above the first [[tunnel]]; a tunnel takes ${[...TUNNEL_KEYS].join(", ")}`
-            : "keys are the flags' names without the dashes in front: see `agent --help`",
+            : `keys are the flags' names without the dashes in front: ${keys.map((k) => k.name).join(", ")}`,
         );
       }
+      const line = lineOf(key, index);
+      settings.from![key] = `${file}${line ? ` line ${line}` : ""}, key ${key}`;
       if (!spec.value) {
         if (typeof value !== "boolean") throw bad(key, index, `must be true or false, not ${show(value)}`, `${key} = true`);
         if (value) settings.values[key] = "true";

@@ -4,7 +4,7 @@ import { HttpConnection } from "./net/http.ts";
 import type { PacDecision, PacSettings } from "./net/pac/pac.ts";
 import { openWebSocket } from "./net/websocket.ts";
 
-type Outcome = { ok: true; detail: string } | { ok: false; detail: string; hint: string } | { ok: "skip"; detail: string };
+export type Outcome = { ok: true; detail: string } | { ok: false; detail: string; hint: string } | { ok: "skip"; detail: string };
 
 /**
  * `agent doctor`: walks the path to the relay one step at a time (proxy, CONNECT, TLS,
@@ -133,7 +133,7 @@ function showPac(
 }
 
 /** Asks the relay what it is (INFO_PATH): a Burrow relay, and of which protocol version. */
-async function probeInfo(relay: URL, net: NetConfig): Promise<Outcome> {
+export async function probeInfo(relay: URL, net: NetConfig): Promise<Outcome> {
   const notBurrow = (what: string): Outcome => ({
     ok: false,
     detail: `not a Burrow relay: ${relay.origin}${INFO_PATH} answered ${what}`,

@@ -5,6 +5,9 @@ import { type ConfigFile, type KeySpec, loadConfig, type Settings } from "./conf
 import { AgentError } from "./errors.ts";
 import { DEFAULT_INSPECT } from "./inspector/server.ts";
 import { PROXY_ENV_VARS } from "./net/proxy.ts";
+import { readShapes } from "./shapes.ts";
+import { closest } from "./suggest.ts";
+import { loadUserConfig, type UserConfig } from "./user-config.ts";
 
 interface Flag {
   name: string;
@@ -55,13 +58,19 @@ const FLAGS: Flag[] = [
   },
   { name: "origin-ca", value: "FILE", help: "trust the CA certificates in this PEM file for an https:// --origin" },
   { name: "origin-insecure", help: "do not verify an https:// --origin's certificate (a local dev server's self-signed one)" },
-  { name: "relay", env: "BURROW_RELAY", value: "URL", default: "http://localhost:8787", help: "the Burrow relay to connect to" },
+  {
+    name: "relay",
+    env: "BURROW_RELAY",
+    value: "URL",
+    default: "`agent login`'s, else http://localhost:8787",
+    help: "the Burrow relay to connect to",
+  },
   { name: "name", env: "BURROW_NAME", value: "NAME", default: "a random name", help: "tunnel name: the subdomain visitors use" },
   {
     name: "token",
     env: "BURROW_TOKEN",
     value: "TOKEN",
-    default: "none",
+    default: "`agent login`'s for its relay, else none",
     help: "the relay's token, if it requires one; other users see it in `ps`: prefer --token-file or the variable",
     yieldsTo: "token-file",
   },
@@ -196,10 +205,14 @@ export function help(): string {
   return [
     "Burrow agent: expose a local server through a Burrow relay.",
     "",
-    "Usage: agent --port 8000 [--name NAME] [--relay URL]",
+    "Usage: agent --port 8000 [--name NAME] [--relay URL]    (also: agent 8000, agent http 8000)",
     "       agent --origin https://localhost:8443 --origin-insecure | --dir ./public",
     "       agent [--config FILE]    the tunnels of burrow.toml's [[tunnel]] tables",
     "       agent doctor [--relay URL] [--proxy URL] [--ca FILE]    checks the way to the relay",
+    "       agent login --relay URL    checks the relay, reads its token from a prompt or stdin, saves both",
+    "       agent logout               forgets what login saved",
+    "",
+    "The package's bin is also named burrow-agent: npx burrow-agent --port 8000",
     "",
     "Options:",
     ...rows,
@@ -207,7 +220,8 @@ export function help(): string {
     "Settings come from the flags, else the config file (the same keys without the dashes, and",
     "[[tunnel]] tables of name, port, host, origin, dir, dir-dotfiles, host-header, origin-ca,",
     "origin-insecure, the access rules and connections), else the environment variables, else",
-    "the defaults.",
+    "what `agent login` saved ($XDG_CONFIG_HOME/burrow/config.toml: relay, and a token sent to",
+    "that relay only), else the defaults.",
     "",
   ].join("\n");
 }
@@ -216,6 +230,8 @@ export function help(): string {
 export interface Args extends Settings {
   /** One per tunnel to open, each with every setting that applies to it. */
   tunnels: Settings[];
+  /** Warnings about the user config (a file others can read), for the CLI to print. */
+  notes: string[];
 }
 
 /** Keys that say where one tunnel's traffic goes: a layer that has one of them decides. */
@@ -230,15 +246,33 @@ export function parseArgs(
   argv: string[],
   env: (name: string) => string | undefined,
   load: (path: string | undefined) => ConfigFile | undefined = (path) => loadConfig(path, FILE_KEYS),
+  loadUser: () => UserConfig | undefined = () => loadUserConfig(env),
 ): Args {
   const flags: Settings = { values: {}, lists: {} };
+  // Words (not flags, not a flag's value) are the shapes of other tunnels' commands: `agent 8000`.
+  const words: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
+    if (!arg.startsWith("-")) {
+      words.push(arg);
+      continue;
+    }
     const short = /^-([a-z])$/.exec(arg)?.[1];
     const match = /^--([a-z-]+)(?:=(.*))?$/.exec(short ? `--${FLAGS.find((f) => f.short === short)?.name}` : arg);
     const flag = match && FLAGS.find((f) => f.name === match[1]);
     if (!flag) {
-      throw new AgentError("usage", `unknown argument ${JSON.stringify(arg)}`, "run `agent --help` for the flags");
+      const typed = /^--?([A-Za-z-]+)/.exec(arg)?.[1];
+      const near = typed
+        ? closest(
+            typed.toLowerCase(),
+            FLAGS.map((f) => f.name),
+          )
+        : undefined;
+      throw new AgentError(
+        "usage",
+        `unknown argument ${JSON.stringify(arg)}${near ? `; did you mean --${near}?` : ""}`,
+        "run `agent --help` for the flags",
+      );
     }
     if (flag.noArgv) {
       throw new AgentError(
@@ -258,12 +292,45 @@ export function parseArgs(
     flags.values[flag.name] = value;
     if (flag.repeat) flags.lists[flag.name] = [...(flags.lists[flag.name] ?? []), value];
   }
+  const [shapeFlag, shapeValue] = readShapes(words);
+  if (shapeFlag && shapeValue !== undefined) {
+    const twice = ["port", "origin", "dir"].find((key) => key in flags.values);
+    if (twice) {
+      throw new AgentError(
+        "usage",
+        `\`${words.join(" ")}\` and --${twice} both name the local server`,
+        `give it once: agent ${shapeFlag} ${shapeValue}`,
+      );
+    }
+    flags.values[shapeFlag.slice(2)] = shapeValue;
+  }
   const file = flags.values.help || flags.values.version ? undefined : load(flags.values.config);
-  const fromEnv: Settings = { values: {}, lists: {} };
+  const fromEnv: Settings = { values: {}, lists: {}, from: {} };
   for (const flag of FLAGS) {
     const yields = flag.yieldsTo && (flags.values[flag.yieldsTo] ?? file?.values[flag.yieldsTo]) !== undefined;
     const value = flag.env && !yields ? env(flag.env) : undefined;
-    if (value) fromEnv.values[flag.name] = value;
+    if (value) {
+      fromEnv.values[flag.name] = value;
+      fromEnv.from![flag.name] = flag.env!;
+    }
+  }
+  // The user's saved settings (`agent login`) sit under the environment: a variable is set for
+  // one shell, one CI job or one service, so it is the more specific choice, as npm's
+  // npm_config_* variables beat ~/.npmrc and NGROK_AUTHTOKEN beats ngrok.yml. Its token goes
+  // only to the relay it was saved for: never sent to a --relay given elsewhere.
+  const saved = flags.values.help || flags.values.version ? undefined : loadUser();
+  const user: Settings = { values: {}, lists: {}, from: {} };
+  if (saved) {
+    const relay = flags.values.relay ?? file?.values.relay ?? fromEnv.values.relay ?? saved.relay;
+    user.values.relay = saved.relay;
+    user.from!.relay = saved.from.relay!;
+    const tokenGiven = ["token", "token-file"].some(
+      (key) => (flags.values[key] ?? file?.values[key] ?? fromEnv.values[key]) !== undefined,
+    );
+    if (saved.token && !tokenGiven && sameRelay(relay, saved.relay)) {
+      user.values.token = saved.token;
+      user.from!.token = saved.from.token!;
+    }
   }
   // The command line's own tunnel replaces the file's tables; its other per-tunnel settings
   // (host-header, access rules) apply to every table.
@@ -272,11 +339,16 @@ export function parseArgs(
       ? file.tunnels
       : [undefined];
   const layered = (table: Settings | undefined): Settings => {
-    const layers = [flags, table, file, fromEnv].filter((layer): layer is Settings => layer !== undefined);
-    const merged: Settings = { values: {}, lists: {} };
+    const layers = [flags, table, file, fromEnv, user].filter((layer): layer is Settings => layer !== undefined);
+    const merged: Settings = { values: {}, lists: {}, from: {} };
     for (const layer of [...layers].reverse()) {
       Object.assign(merged.values, layer.values);
       Object.assign(merged.lists, layer.lists);
+      // A flag's value has no `from`: it replaces whatever a lower layer said about the key.
+      for (const key of Object.keys(layer.values)) {
+        if (layer.from?.[key]) merged.from![key] = layer.from[key];
+        else delete merged.from![key];
+      }
     }
     // One tunnel has one origin: the most specific layer that names one decides it.
     const decides = layers.find((layer) => ORIGIN_KEYS.some((key) => key in layer.values));
@@ -286,5 +358,18 @@ export function parseArgs(
     return merged;
   };
   const all = layered(undefined);
-  return { ...all, tunnels: tables.map((table) => (table ? layered(table) : all)) };
+  return {
+    ...all,
+    tunnels: tables.map((table) => (table ? layered(table) : all)),
+    notes: saved?.notes ?? [],
+  };
+}
+
+/** Two relay URLs name the same relay (scheme, host and port). */
+function sameRelay(a: string, b: string): boolean {
+  try {
+    return new URL(a).origin === new URL(b).origin;
+  } catch {
+    return false;
+  }
 }

@@ -49,7 +49,7 @@ export async function setUpOrigin(values: Record<string, string>, runtime: Runti
       if (runtime.explain?.(error)) throw error;
       throw new AgentError(
         "usage",
-        `cannot serve the directory ${dir}: ${(error as Error).message}`,
+        `--dir ${dir} cannot be served: ${(error as Error).message}`,
         "give --dir an existing directory",
       );
     }
@@ -147,7 +147,7 @@ export function readPem(file: string, runtime: Runtime, flag = "--ca"): string {
   if (!text.includes("-----BEGIN CERTIFICATE-----")) {
     throw new AgentError(
       "usage",
-      `${file} holds no PEM certificate (no "-----BEGIN CERTIFICATE-----" line)`,
+      `${flag} ${file} holds no PEM certificate (no "-----BEGIN CERTIFICATE-----" line)`,
       "export the CA as PEM (Base-64 encoded X.509); a DER file converts with: openssl x509 -inform der -in ca.cer -out ca.pem",
     );
   }

@@ -12,7 +12,7 @@ import {
   TUNNEL_NAME_PATTERN,
 } from "@burrow/protocol";
 import { type Context, Hono } from "hono";
-import { parseIp } from "./cidr.ts";
+import { visitorKey } from "./cidr.ts";
 import { withScopedCookies } from "./cookies.ts";
 import type { Env } from "./env.ts";
 import { EdgeError, ERROR_HEADER, RELAY_PAGE_HEADERS } from "./errors.ts";
@@ -330,19 +330,9 @@ async function admitConnection(c: Context<App>): Promise<void> {
   );
 }
 
-/**
- * Whom connection attempts are counted for: an IPv4 address, or an IPv6 address's /64 (one
- * subscriber usually holds a whole /64, and would otherwise have 2^64 addresses to spread over).
- */
+/** Whom connection attempts are counted for (see visitorKey); unknown addresses share one count. */
 export function rateKey(ip: string | null | undefined): string {
-  if (!ip) return "unknown";
-  const bytes = parseIp(ip);
-  if (!bytes || !ip.includes(":") || (bytes[10] === 0xff && bytes[11] === 0xff && bytes.subarray(0, 10).every((b) => b === 0))) {
-    return ip;
-  }
-  const groups: string[] = [];
-  for (let i = 0; i < 8; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
-  return `${groups.join(":")}::/64`;
+  return visitorKey(ip) ?? "unknown";
 }
 
 /** Tunnels' object ids by object name, as the runtime hashes them (idFromName is a SHA-256 each time). */

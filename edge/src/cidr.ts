@@ -92,3 +92,22 @@ function parseIpv4(text: string): number[] | undefined {
   }
   return out;
 }
+
+/**
+ * Whom a client's requests and connections are counted for: an IPv4 address, or an IPv6
+ * address's /64 (one subscriber usually holds a whole /64, RFC 6177, and would otherwise have
+ * 2^64 addresses to spread over; rate limiters such as Cloudflare's count IPv6 the same way).
+ * An IPv4-mapped IPv6 address counts as its IPv4 address. Undefined when the relay cannot
+ * tell the address.
+ */
+export function visitorKey(ip: string | null | undefined): string | undefined {
+  if (!ip) return undefined;
+  const bytes = parseIp(ip);
+  if (!bytes) return ip;
+  if (bytes[10] === 0xff && bytes[11] === 0xff && bytes.subarray(0, 10).every((b) => b === 0)) {
+    return bytes.subarray(12).join(".");
+  }
+  const groups: string[] = [];
+  for (let i = 0; i < 8; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
+  return `${groups.join(":")}::/64`;
+}

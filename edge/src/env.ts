@@ -22,6 +22,10 @@ export interface Env {
   MAX_SIGNED_BODY_BYTES?: string;
   NAME_TTL_DAYS?: string;
   MAX_WAITING_WS_BYTES?: string;
+  MAX_STREAMS_PER_VISITOR?: string;
+  MAX_SIGNED_BODIES?: string;
+  SIGNED_BODY_SECONDS?: string;
+  MIN_SIGNED_BODY_BYTES_PER_SECOND?: string;
   /** Seconds a session whose connection was cut waits for its agent (default 30). */
   RESUME_SECONDS?: string;
   /** Tunnels one token may hold open at once (default 10). */

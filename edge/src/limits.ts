@@ -20,6 +20,22 @@ export interface RelayLimits {
   maxWaitingMessages: number;
   /** Punycode (`xn--`) tunnel names are admitted (ALLOW_PUNYCODE_NAMES; see PUNYCODE_PREFIX). */
   allowPunycodeNames: boolean;
+  /** Streams one visitor (see visitorKey) may hold at once on a tunnel; more get 503 too-many-from-address. */
+  maxStreamsPerVisitor: number;
+  /** The same for the bodies in check (a share of maxSignedBodies). */
+  maxSignedBodiesPerVisitor: number;
+  /**
+   * Bodies read whole before their signature is checked, at once per tunnel: a pool of their
+   * own, so that unverified requests never take the stream slots verified ones need.
+   */
+  maxSignedBodies: number;
+  /** A body read before its check must be whole within this; later is 408 body-too-slow. */
+  signedBodyTimeoutMs: number;
+  /**
+   * ... and must keep up this rate (bytes a second) after SIGNED_BODY_GRACE_MS: a body that has
+   * been read for t ms holds its place while it has more than (t - grace) / 1000 * rate bytes.
+   */
+  minSignedBodyRate: number;
 }
 
 type LimitVars = Partial<
@@ -31,7 +47,11 @@ type LimitVars = Partial<
     | "MAX_SIGNED_BODY_BYTES"
     | "NAME_TTL_DAYS"
     | "MAX_WAITING_WS_BYTES"
-    | "ALLOW_PUNYCODE_NAMES",
+    | "ALLOW_PUNYCODE_NAMES"
+    | "MAX_STREAMS_PER_VISITOR"
+    | "MAX_SIGNED_BODIES"
+    | "SIGNED_BODY_SECONDS"
+    | "MIN_SIGNED_BODY_BYTES_PER_SECOND",
     string
   >
 >;
@@ -41,14 +61,24 @@ type LimitVars = Partial<
  * window), 10 s for the hello, 100,000 frames and 1 GiB per second (far above what one Durable
  * Object can carry, so only a runaway agent meets them), 25 MiB signed bodies (GitHub's
  * largest webhook payload), names kept 7 days.
+ *
+ * A visitor's share: a quarter of the tunnel's streams, and never fewer than 6 (a browser opens
+ * up to 6 connections to one host over HTTP/1.1), so that it takes four addresses (four IPv6
+ * /64s) to fill a tunnel, while an office behind one NAT address still has 25 of the default
+ * 100. The same share of the signed bodies in check, which are as many as the streams.
+ * Signed bodies must arrive within 30 s (GitHub gives a whole delivery 10 s, Shopify 5 s) and,
+ * after SIGNED_BODY_GRACE_MS, at 16 KiB/s or more (a webhook sender is a server in a data
+ * centre): a visitor who trickles one holds its place a few seconds, or pays for it in bandwidth.
  */
 export function readLimits(env: LimitVars): RelayLimits {
   const number = (value: string | undefined, fallback: number) => {
     const parsed = Number(value);
     return value !== undefined && value !== "" && Number.isFinite(parsed) && parsed > 0 ? parsed : fallback;
   };
+  const maxStreams = number(env.MAX_STREAMS_PER_TUNNEL, 100);
+  const maxSignedBodies = number(env.MAX_SIGNED_BODIES, maxStreams);
   return {
-    maxStreams: number(env.MAX_STREAMS_PER_TUNNEL, 100),
+    maxStreams,
     helloTimeoutMs: 1000 * number(env.HELLO_TIMEOUT_SECONDS, 10),
     maxFramesPerSecond: number(env.MAX_AGENT_FRAMES_PER_SECOND, 100_000),
     maxBytesPerSecond: number(env.MAX_AGENT_BYTES_PER_SECOND, 1024 ** 3),
@@ -56,7 +86,17 @@ export function readLimits(env: LimitVars): RelayLimits {
     nameTtlMs: 86_400_000 * number(env.NAME_TTL_DAYS, DEFAULT_NAME_TTL_DAYS),
     maxWaitingMessages: number(env.MAX_WAITING_WS_BYTES, VISITOR_MESSAGES_BUDGET),
     allowPunycodeNames: allowsPunycode(env.ALLOW_PUNYCODE_NAMES),
+    maxStreamsPerVisitor: Math.min(maxStreams, number(env.MAX_STREAMS_PER_VISITOR, visitorShare(maxStreams))),
+    maxSignedBodies,
+    maxSignedBodiesPerVisitor: Math.min(maxSignedBodies, number(env.MAX_STREAMS_PER_VISITOR, visitorShare(maxSignedBodies))),
+    signedBodyTimeoutMs: 1000 * number(env.SIGNED_BODY_SECONDS, 30),
+    minSignedBodyRate: number(env.MIN_SIGNED_BODY_BYTES_PER_SECOND, 16 * 1024),
   };
+}
+
+/** The default share of one visitor: a quarter of `limit`, at least 6, at most `limit`. */
+function visitorShare(limit: number): number {
+  return Math.min(limit, Math.max(6, Math.ceil(limit / 4)));
 }
 
 /**
@@ -124,3 +164,10 @@ export const SIGNED_BODIES_BUDGET = 32 * 1024 * 1024;
  * the origin is slow to take them (room for one largest message and then some).
  */
 export const VISITOR_MESSAGES_BUDGET = 48 * 1024 * 1024;
+/**
+ * A body read before its check may arrive at any rate for its first 5 s (a slow start, a
+ * retransmitted first segment, a sender that writes the head before it has the body), and must
+ * keep up MIN_SIGNED_BODY_BYTES_PER_SECOND after that (Apache's mod_reqtimeout works the same
+ * way: a grace, then more time for each MinRate bytes).
+ */
+export const SIGNED_BODY_GRACE_MS = 5000;

@@ -1,7 +1,7 @@
-import { concatBytes, hashBasicCredentials, sameBytes, type VisitorRules } from "@burrow/protocol";
+import { hashBasicCredentials, sameBytes, type VisitorRules } from "@burrow/protocol";
+import type { SignedBodies } from "./bodies.ts";
 import { type Cidr, inCidr, parseCidr, parseIp } from "./cidr.ts";
 import { EdgeError } from "./errors.ts";
-import type { ByteBudget } from "./limits.ts";
 
 // Who may visit a tunnel: the rules its agent set (--basic-auth, --allow-ip, --verify-webhook),
 // checked by the relay before the request costs the agent a single frame. Runtime-free.
@@ -29,11 +29,11 @@ export class RuleSet {
   /**
    * Checks a visitor's request. Returns the body to forward (read whole when a signature had to
    * be checked, else the stream as it came) and the headers without the relay's own credentials.
-   * A body read whole is taken from `budget`; the caller gives it back once it is forwarded.
-   * @throws {EdgeError} 403 forbidden, 401 unauthorized (with WWW-Authenticate for Basic), 413
-   *   body-too-large for a signed request over `maxSignedBody`.
+   * A body read whole is read by `bodies` (see SignedBodies.read, and the errors it throws);
+   * the caller gives its bytes back there once it is forwarded.
+   * @throws {EdgeError} 403 forbidden, 401 unauthorized (with WWW-Authenticate for Basic).
    */
-  async check(visitor: VisitorRequest, maxSignedBody: number, budget?: ByteBudget): Promise<CheckedRequest> {
+  async check(visitor: VisitorRequest, bodies: SignedBodies): Promise<CheckedRequest> {
     const { rules } = this;
     let headers = visitor.headers;
     if (this.ranges.length > 0) {
@@ -75,13 +75,12 @@ export class RuleSet {
       );
     }
     const body =
-      visitor.body instanceof Uint8Array
-        ? visitor.body
-        : await readAll(visitor.body, visitor.contentLength, maxSignedBody, budget);
+      visitor.body instanceof Uint8Array ? visitor.body : await bodies.read(visitor.body, visitor.contentLength, visitor.from);
     for (const { webhook, hex } of signatures) {
       if (sameBytes(fromHex(hex), await hmac(webhook.secret, body))) return { headers, body };
     }
-    budget?.give(body.byteLength);
+    // Given back here only if read here; one read by an earlier check is its caller's to give.
+    if (!(visitor.body instanceof Uint8Array)) bodies.give(body.byteLength);
     throw new EdgeError(401, "unauthorized", `This tunnel accepts signed requests only: ${names} does not match the body.`);
   }
 }
@@ -90,6 +89,8 @@ export interface VisitorRequest {
   tunnel: string;
   headers: [string, string][];
   clientIp: string | null;
+  /** Whom the request counts for (see visitorKey). */
+  from: string | undefined;
   /** As it came, or already read whole (a second check after the agent changed). */
   body: ReadableStream<Uint8Array> | Uint8Array | null;
   contentLength: number | undefined;
@@ -123,59 +124,6 @@ async function basicHash(tunnel: string, authorization: string | undefined): Pro
 function sameText(a: string, b: string): boolean {
   const encoder = new TextEncoder();
   return sameBytes(encoder.encode(a), encoder.encode(b));
-}
-
-/**
- * Reads a body that must be checked whole before any of it goes on.
- * @throws {EdgeError} 413 when it is longer than `limit`, said before reading when declared.
- */
-async function readAll(
-  body: ReadableStream<Uint8Array> | null,
-  declared: number | undefined,
-  limit: number,
-  budget: ByteBudget | undefined,
-): Promise<Uint8Array> {
-  const tooLarge = (size: string) =>
-    new EdgeError(
-      413,
-      "body-too-large",
-      `This tunnel checks request signatures, so it reads bodies whole first: this one is ${size}; the limit is ${limit} bytes.`,
-    );
-  if (declared !== undefined && declared > limit) {
-    // Said without reading it; cancelling lets the runtime close the visitor's connection
-    // instead of leaving the unread body in the way of its next request.
-    await body?.cancel().catch(() => {});
-    throw tooLarge(`${declared} bytes`);
-  }
-  if (!body) return new Uint8Array(0);
-  const busy = () =>
-    new EdgeError(
-      503,
-      "too-many-streams",
-      "This tunnel is checking the signatures of as many request bodies as it can hold; retry in a moment.",
-      { "Retry-After": "1" },
-    );
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  const reader = body.getReader();
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.byteLength;
-      if (size > limit) throw tooLarge(`over ${limit} bytes`);
-      if (budget && !budget.take(value.byteLength)) {
-        size -= value.byteLength;
-        throw busy();
-      }
-      parts.push(value);
-    }
-  } catch (error) {
-    budget?.give(size);
-    await reader.cancel().catch(() => {});
-    throw error;
-  }
-  return concatBytes(parts, size);
 }
 
 async function hmac(secret: string, body: Uint8Array): Promise<Uint8Array> {

@@ -64,10 +64,13 @@ export class SocketRelay {
     this.waiting = new ByteBudget(waitingBytes);
   }
 
-  /** The origin accepted the upgrade: hand the visitor its end of a new WebSocket. */
-  accept(id: number, protocol: string | null): Response {
+  /**
+   * The origin accepted the upgrade: hand the visitor its end of a new WebSocket, tagged with
+   * whom it counts for (see visitorKey), so its share is counted across hibernation too.
+   */
+  accept(id: number, protocol: string | null, visitor: string | undefined): Response {
     const { 0: client, 1: server } = new WebSocketPair();
-    this.ctx.acceptWebSocket(server, [VISITOR_TAG, tag(id)]);
+    this.ctx.acceptWebSocket(server, visitor === undefined ? [VISITOR_TAG, tag(id)] : [VISITOR_TAG, tag(id), fromTag(visitor)]);
     server.serializeAttachment({ phase: "visitor", stream: id } satisfies VisitorAttachment);
     const headers = protocol ? { "Sec-WebSocket-Protocol": protocol } : undefined;
     return new Response(null, { status: 101, webSocket: client, headers });
@@ -103,6 +106,11 @@ export class SocketRelay {
   /** Visitor WebSockets open now (for the per-tunnel stream limit). */
   get count(): number {
     return this.ctx.getWebSockets(VISITOR_TAG).length;
+  }
+
+  /** Visitor WebSockets open now of one visitor (for its share). */
+  heldBy(visitor: string | undefined): number {
+    return visitor === undefined ? 0 : this.ctx.getWebSockets(fromTag(visitor)).length;
   }
 
   /** The agent may send `bytes` more of the visitor's messages. */
@@ -218,6 +226,15 @@ export class SocketRelay {
       if (!isTeardownNoise(error)) console.warn("closing a visitor socket failed", error);
     }
   }
+}
+
+/**
+ * The hibernation tag of a visitor's sockets. Tags are at most 256 bytes; a key is at most an
+ * IPv6 /64's 24 characters, except for an address the relay could not parse (a forged
+ * CF-Connecting-IP under wrangler dev), kept to 200.
+ */
+function fromTag(visitor: string): string {
+  return `from:${visitor.replace(/[^\x21-\x7e]/g, "?").slice(0, 200)}`;
 }
 
 /** The hibernation tag that finds a visitor socket by its stream id. */

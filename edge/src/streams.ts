@@ -11,6 +11,7 @@ import {
 import { EdgeError, type EdgeErrorCode, isTeardownNoise } from "./errors.ts";
 import { responseHeaders } from "./headers.ts";
 import type { AgentSession } from "./session.ts";
+import { Tally } from "./shares.ts";
 
 /** How often streams waiting for their head are looked at (see awaitHead). */
 const SWEEP_MS = 1000;
@@ -35,6 +36,8 @@ interface Stream {
   readonly upgrade: boolean;
   /** The tunnel's host on the base domain, the widest a cookie it sets may be ("": none). */
   readonly cookieHost: string;
+  /** Whom it counts for (see visitorKey). */
+  readonly visitor: string | undefined;
   resolve(response: Response): void;
   /** Request body bytes the agent still accepts before it grants more. */
   credit: number;
@@ -57,7 +60,7 @@ interface Stream {
 export type SendFrame = (socket: AgentSession, frame: Frame) => void;
 
 /** Turns an accepted WebSocket upgrade into the visitor's 101 response. */
-export type Upgrade = (id: number, protocol: string | null) => Response;
+export type Upgrade = (id: number, protocol: string | null, visitor: string | undefined) => Response;
 
 /**
  * The visitor side of each HTTP stream: stream id -> the pending Response, then the writer that
@@ -66,6 +69,8 @@ export type Upgrade = (id: number, protocol: string | null) => Response;
  */
 export class StreamTable {
   private readonly streams = new Map<number, Stream>();
+  /** The streams each visitor holds (see shares.ts). */
+  private readonly held = new Tally();
   /** Streams waiting for their response head, in the order of their deadlines (see awaitHead). */
   private readonly waiting = new Map<
     number,
@@ -89,14 +94,28 @@ export class StreamTable {
     return this.streams.size;
   }
 
-  /** Registers stream `id` and returns the promise of the visitor's Response. */
-  open(id: number, socket: AgentSession, method: string, upgrade: boolean, cookieHost: string): Promise<Response> {
+  /** Requests in flight of one visitor (for its share). */
+  heldBy(visitor: string | undefined): number {
+    return this.held.of(visitor);
+  }
+
+  /** Registers stream `id`, held by `visitor`, and returns the promise of the visitor's Response. */
+  open(
+    id: number,
+    socket: AgentSession,
+    method: string,
+    upgrade: boolean,
+    cookieHost: string,
+    visitor: string | undefined,
+  ): Promise<Response> {
+    this.held.add(visitor);
     return new Promise<Response>((resolve) => {
       this.streams.set(id, {
         socket,
         method,
         upgrade,
         cookieHost,
+        visitor,
         resolve,
         credit: INITIAL_WINDOW,
         consumed: 0,
@@ -223,7 +242,7 @@ export class StreamTable {
     if (frame.status === 101) {
       this.forget(frame.stream);
       const protocol = headers.find(([name]) => name.toLowerCase() === "sec-websocket-protocol")?.[1] ?? null;
-      if (stream.upgrade) stream.resolve(this.upgrade(frame.stream, protocol));
+      if (stream.upgrade) stream.resolve(this.upgrade(frame.stream, protocol, stream.visitor));
       else
         stream.resolve(
           new EdgeError(502, "stream-reset", "The agent answered 101 to a request that asked for no upgrade.").toResponse(),
@@ -231,7 +250,7 @@ export class StreamTable {
       return "ok";
     }
     if (NULL_BODY_STATUS.has(frame.status) || stream.method === "HEAD") {
-      this.streams.delete(frame.stream);
+      this.remove(frame.stream);
       stream.wake?.();
       stream.resolve(new Response(null, { status: frame.status, headers }));
       return "ok";
@@ -315,14 +334,14 @@ export class StreamTable {
     if (!stream.writer && !stream.pending) return { violation: "End before the response head" };
     const whole = stream.pending;
     if (whole && Number(whole.contentLength ?? whole.size) === whole.size) {
-      this.streams.delete(id);
+      this.remove(id);
       const body = whole.chunks.length === 1 ? whole.chunks[0]! : concatBytes(whole.chunks, whole.size);
       stream.resolve(new Response(body, { status: whole.status, headers: whole.headers, encodeBody: "manual" }));
       return "ok";
     }
     // Not the length it declared: streamed, so the runtime fails it as it would any short body.
     if (whole) this.stream(id, stream);
-    this.streams.delete(id);
+    this.remove(id);
     stream.writer!.close().catch(() => {});
     return "ok";
   }
@@ -379,10 +398,18 @@ export class StreamTable {
     if (!stream.writer) stream.resolve(new EdgeError(502, "stream-reset", why).toResponse());
   }
 
+  /** The stream is done: its visitor holds one fewer. */
+  private remove(id: number): void {
+    const stream = this.streams.get(id);
+    if (!stream) return;
+    this.streams.delete(id);
+    this.held.remove(stream.visitor);
+  }
+
   private forget(id: number): Stream | undefined {
     const stream = this.streams.get(id);
     if (!stream) return undefined;
-    this.streams.delete(id);
+    this.remove(id);
     this.waiting.delete(id);
     stream.wake?.();
     return stream;

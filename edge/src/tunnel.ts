@@ -17,15 +17,18 @@ import {
   unackedLimit,
 } from "@burrow/protocol";
 import { type Admission, admit, identify, type NameRecord, parseTokens, type Tokens } from "./admission.ts";
+import { SignedBodies } from "./bodies.ts";
+import { visitorKey } from "./cidr.ts";
 import type { Env } from "./env.ts";
 import { EdgeError, isTeardownNoise } from "./errors.ts";
 import { tunnelLimit } from "./gate.ts";
 import { INTERNAL, isInternal, SHARDS_HEADER, VISIT_URL, type VisitorHead, withHeaders } from "./headers.ts";
-import { ByteBudget, RateMeter, type RelayLimits, readLimits, SIGNED_BODIES_BUDGET } from "./limits.ts";
+import { RateMeter, type RelayLimits, readLimits } from "./limits.ts";
 import { type AgentLink, PollingLink } from "./polling.ts";
 import { RuleSet } from "./rules.ts";
 import { AgentSession, sessionId } from "./session.ts";
 import { pickShard, shardObjectName } from "./shards.ts";
+import { checkShare, Tally } from "./shares.ts";
 import { SocketRelay, type VisitorAttachment } from "./sockets.ts";
 import { StreamTable, type Verdict } from "./streams.ts";
 
@@ -93,7 +96,7 @@ export class TunnelObject extends DurableObject<Env> {
   );
   private readonly streams = new StreamTable(
     (socket, frame) => this.sendFrame(socket, frame),
-    (id, protocol) => this.sockets.accept(id, protocol),
+    (id, protocol, visitor) => this.sockets.accept(id, protocol, visitor),
   );
   private readonly limits: RelayLimits = readLimits(this.env);
   private readonly bootedAt = Date.now();
@@ -119,9 +122,13 @@ export class TunnelObject extends DurableObject<Env> {
   private rules: RuleSet | null | undefined;
   /** Counts changes of `rules`, so a request checked under older ones is checked again. */
   private rulesGeneration = 0;
-  /** Visitor requests whose rules are being checked (they count against MAX_STREAMS_PER_TUNNEL). */
-  private checking = 0;
-  private readonly signedBodies = new ByteBudget(SIGNED_BODIES_BUDGET);
+  /**
+   * Visitor requests that passed the rules and wait for the agent to come back: they count
+   * against MAX_STREAMS_PER_TUNNEL and their visitor's share, as streams.
+   */
+  private readonly admitted = new Tally();
+  /** Bodies read before their check, in a pool of their own (see bodies.ts). */
+  private readonly signedBodies = new SignedBodies(this.limits);
   /** Hellos are judged one at a time: two racing for a name must not both win it. */
   private hellos: Promise<unknown> = Promise.resolve();
 
@@ -267,46 +274,39 @@ export class TunnelObject extends DurableObject<Env> {
     }
     let headers = visited.headers;
     let body: ReadableStream<Uint8Array> | Uint8Array | null = request.body;
-    // A request being checked counts as open: a signed body is held while it is read.
-    const open = this.streams.size + this.sockets.count + this.checking;
-    if (open >= this.limits.maxStreams) {
-      throw new EdgeError(
-        503,
-        "too-many-streams",
-        `This tunnel has ${open} requests and WebSockets open, its limit (MAX_STREAMS_PER_TUNNEL); retry in a moment.`,
-        { "Retry-After": "1" },
-      );
-    }
-    this.checking++;
+    const from = visitorKey(clientIp);
     let agent: AgentSession | undefined;
+    let admitted = false;
+    /** Bytes of a body read for its check, held until it is forwarded (see SignedBodies). */
+    let held = 0;
     try {
-      // The rules first: a visitor they turn away never costs the agent a frame. Checked again
-      // when the rules changed meanwhile (an agent that came back with others): the request
-      // goes to that agent, under its rules.
+      // The rules first: a visitor they turn away never costs the agent a frame, nor takes a
+      // stream (a body read for its check has a pool of its own). Checked again when the rules
+      // changed meanwhile (an agent that came back with others): the request goes to that
+      // agent, under its rules.
       for (let checkedUnder = -1; checkedUnder !== this.rulesGeneration; ) {
         checkedUnder = this.rulesGeneration;
         const rules = await this.visitorRules();
         if (rules) {
-          const checked = await rules.check(
-            {
-              tunnel,
-              headers,
-              clientIp,
-              body,
-              contentLength,
-            },
-            this.limits.maxSignedBody,
-            this.signedBodies,
-          );
+          const checked = await rules.check({ tunnel, headers, clientIp, from, body, contentLength }, this.signedBodies);
+          if (checked.body instanceof Uint8Array && !(body instanceof Uint8Array)) held = checked.body.byteLength;
           headers = checked.headers;
           body = checked.body;
         }
+        if (!admitted) {
+          this.admit(from);
+          this.admitted.add(from);
+          admitted = true;
+        }
         agent = this.agent() ?? (await this.agentBack());
       }
+    } catch (error) {
+      // Refused after its body was read (no stream free, or the rules changed): not held now.
+      this.signedBodies.give(held);
+      throw error;
     } finally {
-      this.checking--;
+      if (admitted) this.admitted.remove(from);
     }
-    const held = body instanceof Uint8Array ? body.byteLength : 0;
     if (!agent) {
       this.signedBodies.give(held);
       throw new EdgeError(
@@ -319,7 +319,7 @@ export class TunnelObject extends DurableObject<Env> {
     // Cookies may name the tunnel's own host at most (see narrowCookie); the path form's
     // Worker then drops Domain altogether (see scopeCookie).
     const base = this.env.BASE_DOMAIN?.toLowerCase();
-    const response = this.streams.open(id, agent, request.method, upgrade, base ? `${tunnel}.${base}` : "");
+    const response = this.streams.open(id, agent, request.method, upgrade, base ? `${tunnel}.${base}` : "", from);
     // Before the head, only the signal tells that the visitor left (compatibility flag
     // enable_request_signal; see awaitHead); after it, the response body's writer does.
     // The agent opens its own WebSocket to the origin when it sees this.
@@ -339,6 +339,27 @@ export class TunnelObject extends DurableObject<Env> {
       }),
     );
     return response;
+  }
+
+  /**
+   * Takes a stream for a visitor, within the tunnel's streams and the visitor's share of them.
+   * @throws {EdgeError} 503 too-many-streams or too-many-from-address, with Retry-After.
+   */
+  private admit(from: string | undefined): void {
+    const sockets = this.sockets.count;
+    const open = this.streams.size + sockets + this.admitted.total;
+    if (open >= this.limits.maxStreams) {
+      throw new EdgeError(
+        503,
+        "too-many-streams",
+        `This tunnel has ${open} requests and WebSockets open, its limit (MAX_STREAMS_PER_TUNNEL); retry in a moment.`,
+        { "Retry-After": "1" },
+      );
+    }
+    // Fewer open than a share: no visitor can hold its share yet (and no socket is looked up).
+    if (open < this.limits.maxStreamsPerVisitor) return;
+    const held = this.streams.heldBy(from) + (sockets > 0 ? this.sockets.heldBy(from) : 0) + this.admitted.of(from);
+    checkShare(from, held, this.limits.maxStreamsPerVisitor, "requests and WebSockets open");
   }
 
   /** Sends a visitor to shard `to` of its tunnel, marked so that it goes no further. */

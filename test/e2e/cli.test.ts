@@ -26,7 +26,8 @@ describe("agent command line", () => {
     for (const flag of ["port", "host", "relay", "name", "token", "heartbeat", "debug"]) {
       expect(outputs[0]!.output).toMatch(new RegExp(`--${flag}\\b.*env BURROW_${flag.toUpperCase()}`));
     }
-    expect(outputs[0]!.output).toContain("default: http://localhost:8787");
+    expect(outputs[0]!.output).toContain("default: `agent login`'s, else http://localhost:8787");
+    expect(outputs[0]!.output).toContain("agent login --relay URL");
   });
 
   it("prints the package version and runtime with --version on every runtime", async () => {

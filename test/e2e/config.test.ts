@@ -179,6 +179,18 @@ describe("the config file and several tunnels", () => {
     expect(agent.output).toMatch(/^ {2}hint: /m);
   });
 
+  it.each([
+    ["agent PORT", (port: number) => [String(port)]],
+    ["agent http PORT", (port: number) => ["http", String(port)]],
+    ["agent http HOST:PORT", (port: number) => ["http", `127.0.0.1:${port}`]],
+    ["agent http://HOST:PORT", (port: number) => [`http://127.0.0.1:${port}`]],
+  ])("serves the shape other tunnels use: %s", async (_, shape) => {
+    const port = await textOrigin("shaped");
+    const agent = agentInDir(tempDir(), [...shape(port), "--relay", relay.url]);
+    await agent.ready();
+    expect((await visit(at(agent.url, "/"))).body.toString()).toMatch(/^shaped /);
+  });
+
   it("keeps serving one tunnel when the relay refuses the other's name, and exits 3 only when all are refused", async () => {
     const port = await textOrigin("served");
     const tunnels = (names: string[]) => {

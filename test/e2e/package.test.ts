@@ -1,4 +1,6 @@
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { AgentProcess, type AgentRuntime, type Launcher, type RuntimeName, tunnelArgs } from "../_agent.ts";
@@ -12,6 +14,7 @@ import {
   PACKAGE_NAME,
   packageLaunchers,
 } from "../_package.ts";
+import { Child } from "../_process.ts";
 import { Relay, ROOT } from "../_relay.ts";
 import { at, visit } from "../_visit.ts";
 
@@ -24,7 +27,12 @@ async function run(runtime: AgentRuntime, args: string[]): Promise<{ status: num
   return { status: await agent.exited, output: agent.output };
 }
 
+const TOKEN = "package-test-token";
+/** npm with the registry out of reach, as installPackage uses it. */
+const OFFLINE_ENV = { npm_config_offline: "true", npm_config_registry: "http://127.0.0.1:9/" };
+
 let relay: Relay;
+let tokenRelay: Relay;
 let origin: Origin;
 let installed: InstalledPackage;
 let launchers: Record<RuntimeName, Launcher>;
@@ -32,7 +40,12 @@ let sourcesHelp: string;
 
 beforeAll(async () => {
   const started = performance.now();
-  [relay, origin, installed] = await Promise.all([Relay.start(), Origin.start(), installPackage()]);
+  [relay, tokenRelay, origin, installed] = await Promise.all([
+    Relay.start(),
+    Relay.start({ vars: { BURROW_TOKENS: `alice:${TOKEN}` } }),
+    Origin.start(),
+    installPackage(),
+  ]);
   console.log(
     `[package] packed and installed offline in ${Math.round(performance.now() - started)}ms (with the relay's start); ` +
       `installed size ${(installed.installedBytes / MB).toFixed(2)} MB`,
@@ -43,6 +56,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await relay?.dispose();
+  await tokenRelay?.dispose();
   await origin?.close();
   if (installed) rmSync(dirname(installed.tarball), { recursive: true, force: true });
 });
@@ -78,7 +92,7 @@ describe("the burrow-agent package", () => {
   it("installs offline with nothing from the registry, in under 10 MB", () => {
     const manifest = JSON.parse(readFileSync(join(installed.project, "node_modules", PACKAGE_NAME, "package.json"), "utf8"));
     expect(manifest.dependencies ?? {}).toEqual({});
-    expect(manifest.bin).toEqual({ agent: "./bin/agent.js" });
+    expect(manifest.bin).toEqual({ agent: "./bin/agent.js", "burrow-agent": "./bin/agent.js" });
     const lock = JSON.parse(readFileSync(join(installed.project, "package-lock.json"), "utf8"));
     expect(Object.keys(lock.packages).filter(Boolean)).toEqual([`node_modules/${PACKAGE_NAME}`]);
     expect(installed.installedBytes).toBeLessThan(10 * MB);
@@ -103,6 +117,74 @@ describe("the burrow-agent package", () => {
       "--version",
     ]);
     expect(agent.output).toMatch(/^agent \S+ \(node /);
+  });
+
+  // npx and bunx given the package's name run its one bin whatever its name; with two bins they
+  // run the one named like the package. `burrow-agent` alone is what an npm script or a global
+  // install puts on PATH.
+  it.each([
+    ["burrow-agent", "node"],
+    ["npx burrow-agent", "node"],
+    ["bunx burrow-agent", "node"],
+    ["bunx --bun burrow-agent", "bun"],
+    ["npx agent", "node"],
+  ])("runs the installed package as `%s`", async (command, runtime) => {
+    const shell = new Child(command, "/bin/sh", ["-c", `${command} --version`], {
+      cwd: installed.project,
+      env: {
+        ...process.env,
+        ...OFFLINE_ENV,
+        PATH: `${join(installed.project, "node_modules/.bin")}:${join(ROOT, "node_modules/.bin")}:${process.env.PATH}`,
+      },
+    });
+    expect(await shell.exited, shell.output).toBe(0);
+    expect(shell.output).toMatch(new RegExp(`^agent ${VERSION.replaceAll(".", "\\.")} \\(${runtime} `, "m"));
+  });
+
+  it("runs with npx and no install: npx picks the bin named like the package", async () => {
+    // `npx burrow-agent` outside a project fetches the package and runs its bin named
+    // burrow-agent (of two bins, the one named like the package); given the tarball as a file:
+    // spec instead of the registry's name, npx resolves it the same way, offline.
+    const empty = mkdtempSync(join(tmpdir(), "burrow-npx-"));
+    const shell = new Child("npx", "npx", ["--yes", `file:${installed.tarball}`, "--version"], {
+      cwd: empty,
+      env: { ...process.env, ...OFFLINE_ENV, npm_config_cache: join(empty, ".npm") },
+    });
+    expect(await shell.exited, shell.output).toBe(0);
+    expect(shell.output).toMatch(/^agent \S+ \(node /m);
+    rmSync(empty, { recursive: true, force: true });
+  });
+
+  it("serves `npx burrow-agent --port 8000` with no other flag after `agent login` to a relay with tokens", async () => {
+    const config = mkdtempSync(join(tmpdir(), "burrow-package-config-"));
+    const env = {
+      ...process.env,
+      ...OFFLINE_ENV,
+      XDG_CONFIG_HOME: config,
+      PATH: `${join(ROOT, "node_modules/.bin")}:${process.env.PATH}`,
+    };
+    const login = spawn("npx", ["burrow-agent", "login", "--relay", tokenRelay.url], { cwd: installed.project, env });
+    let said = "";
+    login.stdout.on("data", (chunk) => (said += chunk));
+    login.stderr.on("data", (chunk) => (said += chunk));
+    login.stdin.end(`${TOKEN}\n`);
+    expect(await new Promise((resolve) => login.on("close", resolve)), said).toBe(0);
+    const agent = await AgentProcess.start(
+      {
+        name: "npx-burrow-agent",
+        cwd: installed.project,
+        env: { ...OFFLINE_ENV, XDG_CONFIG_HOME: config },
+        command: (args) => ["/bin/sh", ["-c", `npx burrow-agent ${args.join(" ")}`]],
+      },
+      ["--port", String(origin.port)],
+    );
+    try {
+      expect(agent.url).toContain(`localhost:${tokenRelay.port}`);
+      expect((await visit(at(agent.url, "/status/201"))).status).toBe(201);
+    } finally {
+      await agent.stop("SIGINT");
+      rmSync(config, { recursive: true, force: true });
+    }
   });
 
   it("documents in the agent's page and its README the Deno command the tests run, with deno task's permissions", () => {
