@@ -466,7 +466,7 @@ export class Agent {
     }
     this.log.tunnelUp({ name: frame.name, url: frame.url, origin: this.origin.label });
     const more = connections > 1 ? ` (connection 1 of ${connections})` : "";
-    this.log.info(`tunnel ${frame.name} is up: ${frame.url} -> ${this.origin.label}${kept}${more}`, "up", {
+    this.log.result(`tunnel ${frame.name} is up: ${frame.url} -> ${this.origin.label}${kept}${more}`, "up", {
       name: frame.name,
       url: frame.url,
       origin: this.origin.label,
