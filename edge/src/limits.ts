@@ -123,3 +123,12 @@ export const SIGNED_BODIES_BUDGET = 32 * 1024 * 1024;
  * the origin is slow to take them (room for one largest message and then some).
  */
 export const VISITOR_MESSAGES_BUDGET = 48 * 1024 * 1024;
+
+/**
+ * How long the relay waits for the agent holding a name to answer a ping, when another agent
+ * with the same claim asks for the name as a new session (see TunnelObject.answers). 3 s: an
+ * agent's answer is one round trip, a second at worst through a corporate proxy; a holder
+ * that stays silent this long is taken for dead (a half-open connection the relay has not
+ * noticed yet), so that the owner's own restart gets its name back within seconds.
+ */
+export const LIVENESS_PROBE_MS = 3_000;
