@@ -15,6 +15,7 @@ import { proxyFor } from "./net/proxy.ts";
 import { credentialsFromSettings } from "./net/proxy-auth/credentials.ts";
 import { SCHEME_NAMES } from "./net/proxy-auth/select.ts";
 import { type OriginSetup, readPem, readUserFile, setUpOrigin } from "./origin-setup.ts";
+import { withScheme } from "./relay-info.ts";
 import { visitorRules } from "./rules.ts";
 import type { Runtime } from "./runtime.ts";
 
@@ -45,7 +46,7 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       throw new AgentError("usage", `--log ${mode} is not a log format`, "use auto (the default), plain or json");
     }
     if (diagnose) {
-      const settings = await options(args, lists, runtime, log, false);
+      const settings = await options(args, lists, runtime, log, false, argv);
       return await doctor(settings.relay, settings.name, settings.net, (line) => console.log(line), settings.token);
     }
     log = new Log({ mode, debug, quiet: args.quiet === "true", terminal: runtime.terminal });
@@ -53,7 +54,7 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
     for (const tunnel of parsed.tunnels) {
       const setup = await setUpOrigin(tunnel.values, runtime);
       origins.push(setup);
-      tunnels.push({ settings: await options(tunnel.values, tunnel.lists, runtime, log, true), setup });
+      tunnels.push({ settings: await options(tunnel.values, tunnel.lists, runtime, log, true, argv), setup });
     }
     const names = tunnels.map((t) => t.settings.name);
     const twice = names.find((name, i) => names.indexOf(name) !== i);
@@ -205,6 +206,7 @@ async function options(
   runtime: Runtime,
   log: Log,
   serving: boolean,
+  argv: string[],
 ): Promise<AgentOptions & { summary: string; connections: number }> {
   const name = args.name ?? randomName();
   if (!TUNNEL_NAME_PATTERN.test(name)) {
@@ -227,6 +229,8 @@ async function options(
     verifyWebhook: lists["verify-webhook"] ?? [],
   });
   const relayText = args.relay ?? "http://localhost:8787";
+  const schemed = withScheme(relayText);
+  if (schemed) throw missingScheme(relayText, schemed, argv);
   let relay: URL;
   try {
     relay = new URL(relayText);
@@ -325,6 +329,16 @@ async function options(
     transport,
     connections,
   };
+}
+
+/** `localhost:8787` for `http://localhost:8787`: the fix, as the whole command when it was typed. */
+function missingScheme(text: string, fixed: string, argv: string[]): AgentError {
+  const message = `--relay ${text} has no scheme (http:// or https://)`;
+  const at = argv.findIndex((arg, i) => arg === `--relay=${text}` || (arg === text && argv[i - 1] === "--relay"));
+  if (at < 0) return new AgentError("usage", message, `use ${fixed} (from BURROW_RELAY or burrow.toml's relay)`);
+  const command = argv.map((arg, i) => (i !== at ? arg : arg.startsWith("--relay=") ? `--relay=${fixed}` : fixed));
+  const quoted = command.map((arg) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`));
+  return new AgentError("usage", message, `run: agent ${quoted.join(" ")}`);
 }
 
 /** The first line of --token-file, trimmed. */

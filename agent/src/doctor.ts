@@ -1,10 +1,9 @@
-import { CONNECT_PATH, HEARTBEAT, INFO_PATH, PROTOCOL_VERSION, SESSION_HEADER, SESSION_PATH } from "@burrow/protocol";
+import { CONNECT_PATH, HEARTBEAT, SESSION_HEADER, SESSION_PATH } from "@burrow/protocol";
 import { type DialReport, describe, dial, type NetConfig, NetworkError, type Step } from "./net/dial.ts";
 import { HttpConnection } from "./net/http.ts";
 import type { PacDecision, PacSettings } from "./net/pac/pac.ts";
 import { openWebSocket } from "./net/websocket.ts";
-
-type Outcome = { ok: true; detail: string } | { ok: false; detail: string; hint: string } | { ok: "skip"; detail: string };
+import { type Outcome, probeInfo } from "./relay-info.ts";
 
 /**
  * `agent doctor`: walks the path to the relay one step at a time (proxy, CONNECT, TLS,
@@ -130,56 +129,6 @@ function showPac(
   const indent = `     ${"".padEnd(10)}`;
   if (decision.trace.length > 0) print(`${indent} because ${decision.trace.join(", ")}`);
   for (const line of decision.skipped) print(`${indent} skipped ${line}`);
-}
-
-/** Asks the relay what it is (INFO_PATH): a Burrow relay, and of which protocol version. */
-async function probeInfo(relay: URL, net: NetConfig): Promise<Outcome> {
-  const notBurrow = (what: string): Outcome => ({
-    ok: false,
-    detail: `not a Burrow relay: ${relay.origin}${INFO_PATH} answered ${what}`,
-    hint: "check --relay: it is the URL `npm run deploy` printed, like https://burrow.<account>.workers.dev (or your own domain)",
-  });
-  let connection: HttpConnection | undefined;
-  try {
-    connection = await HttpConnection.open(relay, net);
-    const answer = await connection.request("GET", INFO_PATH, { timeoutMs: net.timeoutMs, maxBody: 64 * 1024 });
-    const type = answer.headers.get("content-type") ?? "no content type";
-    if (answer.status === 404 && answer.headers.get("x-burrow-error") === "not-found") {
-      return {
-        ok: false,
-        detail: `a Burrow relay from before ${INFO_PATH} (it answered 404 not-found), older than this agent`,
-        hint: "redeploy the relay with this version of Burrow (npm run deploy), or use the agent of the relay's version",
-      };
-    }
-    if (answer.status !== 200) return notBurrow(`${answer.status} ${answer.statusText} (${type})`);
-    let info: { burrow?: unknown; protocol?: unknown };
-    try {
-      info = JSON.parse(answer.body.toString("utf8"));
-    } catch {
-      return notBurrow(`200 with ${type}, not JSON`);
-    }
-    if (info?.burrow !== true || typeof info.protocol !== "number") return notBurrow("JSON that is not a Burrow relay's");
-    if (info.protocol < PROTOCOL_VERSION) {
-      return {
-        ok: false,
-        detail: `protocol mismatch: the relay speaks protocol ${info.protocol} and this agent ${PROTOCOL_VERSION}`,
-        hint: "redeploy the relay with this version of Burrow (npm run deploy), or use an older agent",
-      };
-    }
-    if (info.protocol > PROTOCOL_VERSION) {
-      return {
-        ok: false,
-        detail: `protocol mismatch: the relay speaks protocol ${info.protocol} and this agent ${PROTOCOL_VERSION}`,
-        hint: "upgrade the agent: npm install burrow-agent@latest, or the newest executable",
-      };
-    }
-    return { ok: true, detail: `a Burrow relay speaking protocol ${info.protocol}, as this agent does` };
-  } catch (error) {
-    const failure = error instanceof NetworkError ? error : new NetworkError("relay", describe(error), "", false);
-    return { ok: false, detail: `no answer at ${INFO_PATH}: ${failure.message}`, hint: failure.hint };
-  } finally {
-    connection?.close();
-  }
 }
 
 async function probeWebSocket(relay: URL, name: string, net: NetConfig): Promise<Outcome> {
