@@ -207,7 +207,9 @@ describe("agent, against the real relay", () => {
     const process = agent("node", relay.url, ["--name", "quiet-app", "--quiet"]);
     const url = await process.ready();
     expect(url).toMatch(/^http:\/\/quiet-app\.localhost:\d+$/);
-    expect(process.lines.filter((line) => !line.startsWith("warning: "))).toEqual([`tunnel quiet-app is up: ${url} -> http://localhost:9`]);
+    expect(process.lines.filter((line) => !line.startsWith("warning: "))).toEqual([
+      `tunnel quiet-app is up: ${url} -> http://localhost:9`,
+    ]);
   });
 
   it("warns once and keeps its claim in memory when the config directory cannot be written", async () => {
