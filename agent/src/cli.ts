@@ -47,7 +47,13 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
     }
     if (diagnose) {
       const settings = await options(args, lists, runtime, log, false, argv);
-      return await doctor(settings.relay, settings.name, settings.net, (line) => console.log(line), settings.token);
+      // Given a local server (--port, --origin, --dir), doctor checks it answers too.
+      const local = ["port", "origin", "dir"].some((key) => args[key] !== undefined);
+      const setup = local ? await setUpOrigin(args, runtime) : undefined;
+      if (setup) origins.push(setup);
+      const print = (line: string) => console.log(line);
+      const { relay, name, net, token } = settings;
+      return await doctor(relay, name, net, print, { token, version: VERSION, origin: setup?.origin });
     }
     log = new Log({ mode, debug, quiet: args.quiet === "true", terminal: runtime.terminal });
     const tunnels: { settings: Awaited<ReturnType<typeof options>>; setup: OriginSetup }[] = [];

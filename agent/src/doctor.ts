@@ -3,20 +3,26 @@ import { type DialReport, describe, dial, type NetConfig, NetworkError, type Ste
 import { HttpConnection } from "./net/http.ts";
 import type { PacDecision, PacSettings } from "./net/pac/pac.ts";
 import { openWebSocket } from "./net/websocket.ts";
+import { probeOrigin, probeToken } from "./doctor-checks.ts";
+import type { Origin } from "./origin.ts";
 import { type Outcome, probeInfo } from "./relay-info.ts";
 
 /**
  * `agent doctor`: walks the path to the relay one step at a time (proxy, CONNECT, TLS,
  * Burrow relay of this protocol, WebSocket, HTTPS transport), prints what works and what to do about what does not, and
- * says which transport the agent would use. Exit status 0 when some transport works, else 5.
+ * says which transport the agent would use; then whether the relay accepts the agent (a hello
+ * with its token) and, given --port, --origin or --dir, whether the local server answers.
+ * Exit status 0 when all of that works; 5 when no transport reaches the relay, 3 when the relay
+ * refuses the agent (its token), 1 when only the local server fails.
  */
 export async function doctor(
   relay: URL,
   name: string,
   net: NetConfig,
   print: (line: string) => void,
-  token = "",
+  agent: { token: string; version: string; origin?: Origin },
 ): Promise<number> {
+  const { token } = agent;
   const show = (step: string, outcome: Outcome) => {
     const mark = outcome.ok === true ? "ok  " : outcome.ok === false ? "FAIL" : "--  ";
     print(`${mark} ${step.padEnd(10)} ${outcome.detail}`);
@@ -92,16 +98,30 @@ export async function doctor(
   show("websocket", websocket);
   const https = await probeHttps(relay, name, net, token);
   show("https", https);
-  if (websocket.ok === true) {
-    print("verdict: the agent will use the WebSocket transport");
-    return 0;
+  if (websocket.ok !== true && https.ok !== true) {
+    show("token", { ok: "skip", detail: "not tried: no transport gets through" });
+    print("verdict: neither transport gets through; see the hints above");
+    return 5;
   }
-  if (https.ok === true) {
-    print("verdict: WebSockets do not get through; the agent will use the HTTPS transport (by itself, with --transport auto)");
-    return 0;
+  const transport = websocket.ok === true ? "websocket" : "https";
+  const accepted = await probeToken(relay, net, token, transport, agent.version);
+  show("token", accepted);
+  const origin = agent.origin ? await probeOrigin(agent.origin) : undefined;
+  if (origin) show("origin", origin);
+  if (accepted.ok !== true) {
+    print(`verdict: the relay ${accepted.refused ? "refuses" : "did not accept"} this agent; see the hint above`);
+    return accepted.refused ? 3 : 5;
   }
-  print("verdict: neither transport gets through; see the hints above");
-  return 5;
+  if (origin && origin.ok !== true) {
+    print("verdict: the relay is ready, but the local server does not answer; see the hint above");
+    return 1;
+  }
+  print(
+    transport === "websocket"
+      ? "verdict: the agent will use the WebSocket transport"
+      : "verdict: WebSockets do not get through; the agent will use the HTTPS transport (by itself, with --transport auto)",
+  );
+  return 0;
 }
 
 /**
