@@ -40,7 +40,10 @@ export async function probeToken(
     const opened = link;
     const answer = await new Promise<{ ready?: { open: boolean }; refused?: { code: string; message: string } }>(
       (resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no answer to the hello within ${net.timeoutMs / 1000}s`)), net.timeoutMs);
+        const timer = setTimeout(
+          () => reject(new Error(`no answer to the hello within ${net.timeoutMs / 1000}s`)),
+          net.timeoutMs,
+        );
         opened.onmessage = (data) => {
           if (typeof data === "string") return;
           for (const frame of decodeMessage(data, { frames: 0 })) {
@@ -115,7 +118,9 @@ export async function probeOrigin(origin: Origin): Promise<Outcome> {
     const nothing = code === "ECONNREFUSED" || code === "ECONNRESET";
     return {
       ok: false,
-      detail: nothing ? `nothing is listening on ${where} (${describe(error)})` : `${where} does not answer HTTP: ${describe(error)}`,
+      detail: nothing
+        ? `nothing is listening on ${where} (${describe(error)})`
+        : `${where} does not answer HTTP: ${describe(error)}`,
       hint: nothing
         ? "start your server first (the tunnel forwards visitors to it), or check --port, --host or --origin"
         : "check that it is an HTTP server (an https:// one needs --origin https://HOST:PORT)",

@@ -1,9 +1,9 @@
 import { CONNECT_PATH, HEARTBEAT, SESSION_HEADER, SESSION_PATH } from "@burrow/protocol";
+import { probeOrigin, probeToken } from "./doctor-checks.ts";
 import { type DialReport, describe, dial, type NetConfig, NetworkError, type Step } from "./net/dial.ts";
 import { HttpConnection } from "./net/http.ts";
 import type { PacDecision, PacSettings } from "./net/pac/pac.ts";
 import { openWebSocket } from "./net/websocket.ts";
-import { probeOrigin, probeToken } from "./doctor-checks.ts";
 import type { Origin } from "./origin.ts";
 import { type Outcome, probeInfo } from "./relay-info.ts";
 

@@ -110,7 +110,9 @@ describe("agent doctor against a relay with tokens", () => {
   it("passes the token step with the right token, without taking a name another agent uses", async () => {
     const { status, output } = await doctor(relay.url, ["--token", "right-token-123", "--name", "someones-app"]);
     expect(status, output).toBe(0);
-    expect(output).toMatch(/^ok {3}token {6}the relay accepts the token \(a hello for the throwaway tunnel doctor-\S+ was answered Ready\)$/m);
+    expect(output).toMatch(
+      /^ok {3}token {6}the relay accepts the token \(a hello for the throwaway tunnel doctor-\S+ was answered Ready\)$/m,
+    );
     expect(output).not.toContain("someones-app was answered");
   });
 });
