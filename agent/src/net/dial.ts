@@ -179,7 +179,11 @@ async function handshake(
       );
       // A plain-http relay (`npm run relay`, wrangler dev) says nothing to a ClientHello: asked
       // over plain HTTP a moment later, it answers, and the agent says so then, not at the timeout.
+      // Direct connections only: through a proxy a slow handshake is common, and the question
+      // would cost the proxy another connection (and its authentication) for nothing.
+      const direct = !config.proxy && !config.pac;
       const early = setTimeout(() => {
+        if (!direct) return;
         void plain().then((yes) => {
           if (yes) socket.destroy(Object.assign(new Error("plain HTTP"), { code: PLAIN_HTTP }));
         });
