@@ -256,6 +256,8 @@ async function handshake(
 
 /** TLS stacks' codes for a server that answered the ClientHello with plain text (an HTTP server). */
 const PLAINTEXT_ERRORS = new Set(["ERR_SSL_WRONG_VERSION_NUMBER", "ERR_SSL_PACKET_LENGTH_TOO_LONG", "ERR_SSL_HTTP_REQUEST"]);
+/** What a Burrow relay's INFO_PATH answers with (see RelayInfo). */
+const BURROW_JSON = /"burrow"\s*:\s*true/;
 /** The TLS handshake was cut because the server answered plain HTTP (see handshake). */
 const PLAIN_HTTP = "BURROW_PLAIN_HTTP";
 /**
@@ -281,7 +283,10 @@ async function speaksPlainBurrow(host: string, port: number, config: NetConfig):
         let text = "";
         opened.on("data", (chunk: Buffer) => {
           text += chunk.toString("latin1");
-          if (text.length > 16_384) resolve(text);
+          // Decided without waiting for the close (wrangler dev keeps the connection 5 s after
+          // a Connection: close answer): an answer that is not 200, or the relay's JSON.
+          const head = text.includes("\r\n\r\n");
+          if (text.length > 16_384 || (head && !/^HTTP\/1\.[01] 200 /.test(text)) || BURROW_JSON.test(text)) resolve(text);
         });
         opened.once("end", () => resolve(text));
         opened.once("close", () => resolve(text));
@@ -290,7 +295,7 @@ async function speaksPlainBurrow(host: string, port: number, config: NetConfig):
       config.timeoutMs,
       "no answer over plain HTTP",
     );
-    return /^HTTP\/1\.[01] 200 /.test(answer) && /"burrow"\s*:\s*true/.test(answer);
+    return /^HTTP\/1\.[01] 200 /.test(answer) && BURROW_JSON.test(answer);
   } catch {
     return false;
   } finally {
