@@ -452,6 +452,7 @@ export class Agent {
       const finish = (why: string) => {
         if (finished) return;
         finished = true;
+        this.linkReady = false;
         clearInterval(heartbeat);
         clearTimeout(readyTimer);
         // The streams wait for the next connection, which may resume them.
