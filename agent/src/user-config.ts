@@ -48,7 +48,10 @@ export function loadUserConfig(env: (name: string) => string | undefined): UserC
   try {
     mode = statSync(file).mode;
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    // ENOTDIR: the burrow directory is a file, so nothing was ever saved there (the claims then
+    // live in memory, with a warning: claims.ts).
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") return undefined;
     throw new AgentError(
       "usage",
       `cannot read ${file}: ${(error as Error).message}`,
