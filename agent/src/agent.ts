@@ -23,6 +23,7 @@ import { dial, type NetConfig, NetworkError } from "./net/dial.ts";
 import { HttpsLink } from "./net/https-link.ts";
 import { type Link, openWebSocket, UpgradeRefused } from "./net/websocket.ts";
 import type { Origin } from "./origin.ts";
+import { probeInfo, runsFromClone } from "./relay-info.ts";
 import type { Runtime } from "./runtime.ts";
 
 export type TransportChoice = "auto" | "websocket" | "https";
@@ -105,6 +106,12 @@ export class Agent {
   private wake: (() => void) | undefined;
   private wasUp = false;
   private endSession: ((why: string) => void) | undefined;
+  /** Aborts the dial in progress (TCP, proxy, TLS, upgrade): Ctrl-C does not wait for its timeouts. */
+  private dialing: AbortController | undefined;
+  /** The relay said Ready on the current link (a stop then waits for the close handshake). */
+  private linkReady = false;
+  /** Whether a refused first connection led to asking what answers at --relay (once a run). */
+  private askedWhatAnswers = false;
   /**
    * The session the relay gave this agent: its streams, and the frames kept for a resend, which
    * outlive a cut connection (see FrameSession). A Ready that does not resume it ends it.
@@ -204,7 +211,7 @@ export class Agent {
       } else if (!everReady && attempt === 1 && end.failure) {
         // The first failure says what is wrong and what to do, in the error line alone.
         const local = end.failure.step === "relay" && /^(localhost|127\.|\[::1\])/.test(this.options.relay.host);
-        const hint = local ? "start it with `npm run dev`, or point --relay (BURROW_RELAY) at a running relay" : end.failure.hint;
+        const hint = local ? notRunningHint(this.options.relay) : end.failure.hint;
         this.log.error(end.failure.message, `${hint}; retrying in ${formatDelay(delay)}`, "cannot-connect", retry);
       } else {
         this.log.info(`cannot connect (${end.why}); reconnecting in ${formatDelay(delay)}`, "cannot-connect", retry);
@@ -224,10 +231,13 @@ export class Agent {
   stop(): void {
     this.stopped = true;
     this.endStreams();
+    this.dialing?.abort();
     this.link?.close(CloseCode.Normal, "agent stopped");
     this.wake?.();
+    // Before Ready the relay holds nothing of this agent's: no need to wait for its close.
+    if (!this.linkReady) this.endSession?.("stopped");
     // A relay that never completes the close handshake does not hold the agent up for long.
-    setTimeout(() => this.endSession?.("stopped"), STOP_GRACE_MS);
+    else setTimeout(() => this.endSession?.("stopped"), STOP_GRACE_MS);
   }
 
   /** Opens a link on the current transport, then serves it until it ends. */
@@ -236,6 +246,15 @@ export class Agent {
     try {
       link = await this.connect();
     } catch (error) {
+      if (this.stopped) return { ready: false, why: "stopped" };
+      // Answered, but not as a relay answers: ask once what is there (a web page, a redirect,
+      // another server's 404 say for certain that --relay is wrong, and retrying cannot help).
+      const answered = error instanceof UpgradeRefused || (error instanceof NetworkError && error.step === "https");
+      if (answered && !this.wasUp && !this.askedWhatAnswers) {
+        this.askedWhatAnswers = true;
+        const info = await probeInfo(this.options.relay, this.options.net);
+        if (info.ok === false && info.notRelay) throw new AgentError("network", info.detail, info.hint);
+      }
       if (!(error instanceof NetworkError)) {
         if (this.runtime.explain?.(error)) throw error;
         const failure = new NetworkError(
@@ -279,12 +298,29 @@ export class Agent {
 
   /** Dials the relay on the current transport (through the proxy and TLS of `options.net`). */
   private async connect(): Promise<Link> {
-    const { relay, name, net, heartbeatMs, token } = this.options;
-    if (this.transport === "https") {
-      return HttpsLink.open(relay, name, net, Math.min(heartbeatMs, MAX_POLL_WAIT_MS), undefined, token, this.options.shard);
+    const { relay, name, heartbeatMs, token } = this.options;
+    const dialing = new AbortController();
+    this.dialing = dialing;
+    // Every socket the dial opens is destroyed if the agent stops meanwhile (see openTcp).
+    const net = { ...this.options.net, signal: dialing.signal };
+    try {
+      if (this.transport === "https") {
+        return await HttpsLink.open(
+          relay,
+          name,
+          net,
+          Math.min(heartbeatMs, MAX_POLL_WAIT_MS),
+          undefined,
+          token,
+          this.options.shard,
+        );
+      }
+      const url = new URL(this.connectUrl);
+      return await openWebSocket(await dial(url, net), url, net.timeoutMs);
+    } finally {
+      // Connected: a stop now closes the link cleanly instead (the relay frees the name).
+      this.dialing = undefined;
     }
-    const url = new URL(this.connectUrl);
-    return openWebSocket(await dial(url, net), url, net.timeoutMs);
   }
 
   private fallBack(why: string): void {
@@ -297,6 +333,7 @@ export class Agent {
     const { name, token, heartbeatMs, version } = this.options;
     return new Promise<SessionEnd>((resolve) => {
       let ready = false;
+      this.linkReady = false;
       let refused: RefusedFrame | undefined;
       let lastHeard = performance.now();
       /** When the unanswered heartbeat left: its answer gives the round trip to the relay. */
@@ -351,6 +388,9 @@ export class Agent {
         if (finished) return;
         lastHeard = performance.now();
         if (typeof data === "string") {
+          // The relay asks whether this agent is alive: another agent of this user asks for
+          // its name, and is refused while this one answers (edge/src/tunnel.ts, answers).
+          if (data === HEARTBEAT.ping) return link.send(HEARTBEAT.pong);
           // A heartbeat answer.
           if (pingSentAt !== undefined) this.log.update({ rttMs: Math.round(lastHeard - pingSentAt) });
           pingSentAt = undefined;
@@ -376,6 +416,7 @@ export class Agent {
           }
           if (first.type !== FrameType.Ready) return;
           ready = true;
+          this.linkReady = true;
           try {
             this.begin(first, link);
           } catch (error) {
@@ -411,6 +452,7 @@ export class Agent {
       const finish = (why: string) => {
         if (finished) return;
         finished = true;
+        this.linkReady = false;
         clearInterval(heartbeat);
         clearTimeout(readyTimer);
         // The streams wait for the next connection, which may resume them.
@@ -466,7 +508,7 @@ export class Agent {
     }
     this.log.tunnelUp({ name: frame.name, url: frame.url, origin: this.origin.label });
     const more = connections > 1 ? ` (connection 1 of ${connections})` : "";
-    this.log.info(`tunnel ${frame.name} is up: ${frame.url} -> ${this.origin.label}${kept}${more}`, "up", {
+    this.log.result(`tunnel ${frame.name} is up: ${frame.url} -> ${this.origin.label}${kept}${more}`, "up", {
       name: frame.name,
       url: frame.url,
       origin: this.origin.label,
@@ -492,6 +534,8 @@ export class Agent {
 function refusal(frame: RefusedFrame): AgentError {
   const hints: Record<string, string> = {
     "name-taken": "pick another name with --name, or leave it out for a random one",
+    "name-in-use":
+      "agents of one user on one machine share their claim to a name (~/.config/burrow/claims): stop the other agent first, or give this one another --name",
     "name-owned": "pass the token that owns this name (--token-file or BURROW_TOKEN), or choose another --name",
     "name-reserved": "the relay keeps this name for itself: choose another --name",
     "too-many-tunnels": "stop one of this token's other tunnels, or ask the relay's owner for a higher limit",
@@ -499,6 +543,14 @@ function refusal(frame: RefusedFrame): AgentError {
     "version-mismatch": "the agent and relay must speak the same protocol version",
   };
   return new AgentError("refused", `the relay refused the tunnel: ${frame.message}`, hints[frame.code] ?? "");
+}
+
+/** What to do when nothing listens at a relay on this machine. */
+function notRunningHint(relay: URL): string {
+  // `npm run relay` exists only in a clone of the repository; a package user deploys one.
+  return runsFromClone()
+    ? `start one in this clone with \`npm run relay\` (it listens on http://localhost:8787), or point --relay (BURROW_RELAY) at a running relay`
+    : `no relay runs at ${relay.origin}${relay.origin === "http://localhost:8787" ? " (the default --relay)" : ""}: deploy your relay (see the README's "The relay") and pass its URL with --relay https://... (or BURROW_RELAY)`;
 }
 
 function formatDelay(ms: number): string {

@@ -17,6 +17,7 @@ import { proxyFor } from "./net/proxy.ts";
 import { credentialsFromSettings } from "./net/proxy-auth/credentials.ts";
 import { SCHEME_NAMES } from "./net/proxy-auth/select.ts";
 import { type OriginSetup, readPem, readUserFile, setUpOrigin } from "./origin-setup.ts";
+import { withScheme } from "./relay-info.ts";
 import { visitorRules } from "./rules.ts";
 import type { Runtime } from "./runtime.ts";
 
@@ -72,12 +73,18 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
           "type it at the prompt, or pipe it in: agent login --relay URL < token.txt",
         );
       }
-      const settings = await options(args, lists, runtime, log, false);
+      const settings = await options(args, lists, runtime, log, false, argv);
       return await login(settings.relay, settings.net, env, (line) => console.log(line));
     }
     if (diagnose) {
-      const settings = await options(args, lists, runtime, log, false);
-      return await doctor(settings.relay, settings.name, settings.net, (line) => console.log(line), settings.token);
+      const settings = await options(args, lists, runtime, log, false, argv);
+      // Given a local server (--port, --origin, --dir), doctor checks it answers too.
+      const local = ["port", "origin", "dir"].some((key) => args[key] !== undefined);
+      const setup = local ? await setUpOrigin(args, runtime) : undefined;
+      if (setup) origins.push(setup);
+      const print = (line: string) => console.log(line);
+      const { relay, name, net, token } = settings;
+      return await doctor(relay, name, net, print, { token, version: VERSION, origin: setup?.origin });
     }
     log = new Log({ mode, debug, quiet: args.quiet === "true", terminal: runtime.terminal });
     const tunnels: { settings: Awaited<ReturnType<typeof options>>; setup: OriginSetup }[] = [];
@@ -85,7 +92,7 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       from = tunnel.from;
       const setup = await setUpOrigin(tunnel.values, runtime);
       origins.push(setup);
-      tunnels.push({ settings: await options(tunnel.values, tunnel.lists, runtime, log, true), setup });
+      tunnels.push({ settings: await options(tunnel.values, tunnel.lists, runtime, log, true, argv), setup });
     }
     from = parsed.from;
     const names = tunnels.map((t) => t.settings.name);
@@ -241,6 +248,7 @@ async function options(
   runtime: Runtime,
   log: Log,
   serving: boolean,
+  argv: string[],
 ): Promise<AgentOptions & { summary: string; connections: number }> {
   const name = args.name ?? randomName();
   if (!TUNNEL_NAME_PATTERN.test(name)) {
@@ -264,6 +272,8 @@ async function options(
     verifyWebhook: lists["verify-webhook"] ?? [],
   });
   const relayText = args.relay ?? "http://localhost:8787";
+  const schemed = withScheme(relayText);
+  if (schemed) throw missingScheme(relayText, schemed, argv);
   let relay: URL;
   try {
     relay = new URL(relayText);
@@ -365,6 +375,16 @@ async function options(
     transport,
     connections,
   };
+}
+
+/** `localhost:8787` for `http://localhost:8787`: the fix, as the whole command when it was typed. */
+function missingScheme(text: string, fixed: string, argv: string[]): AgentError {
+  const message = `--relay ${text} has no scheme (http:// or https://)`;
+  const at = argv.findIndex((arg, i) => arg === `--relay=${text}` || (arg === text && argv[i - 1] === "--relay"));
+  if (at < 0) return new AgentError("usage", message, `use ${fixed} (from BURROW_RELAY or burrow.toml's relay)`);
+  const command = argv.map((arg, i) => (i !== at ? arg : arg.startsWith("--relay=") ? `--relay=${fixed}` : fixed));
+  const quoted = command.map((arg) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`));
+  return new AgentError("usage", message, `run: agent ${quoted.join(" ")}`);
 }
 
 /** The first line of --token-file, trimmed. */

@@ -1,23 +1,28 @@
-import { CONNECT_PATH, HEARTBEAT, INFO_PATH, PROTOCOL_VERSION, SESSION_HEADER, SESSION_PATH } from "@burrow/protocol";
+import { CONNECT_PATH, HEARTBEAT, SESSION_HEADER, SESSION_PATH } from "@burrow/protocol";
+import { probeOrigin, probeToken } from "./doctor-checks.ts";
 import { type DialReport, describe, dial, type NetConfig, NetworkError, type Step } from "./net/dial.ts";
 import { HttpConnection } from "./net/http.ts";
 import type { PacDecision, PacSettings } from "./net/pac/pac.ts";
 import { openWebSocket } from "./net/websocket.ts";
-
-export type Outcome = { ok: true; detail: string } | { ok: false; detail: string; hint: string } | { ok: "skip"; detail: string };
+import type { Origin } from "./origin.ts";
+import { type Outcome, probeInfo } from "./relay-info.ts";
 
 /**
  * `agent doctor`: walks the path to the relay one step at a time (proxy, CONNECT, TLS,
  * Burrow relay of this protocol, WebSocket, HTTPS transport), prints what works and what to do about what does not, and
- * says which transport the agent would use. Exit status 0 when some transport works, else 5.
+ * says which transport the agent would use; then whether the relay accepts the agent (a hello
+ * with its token) and, given --port, --origin or --dir, whether the local server answers.
+ * Exit status 0 when all of that works; 5 when no transport reaches the relay, 3 when the relay
+ * refuses the agent (its token), 1 when only the local server fails.
  */
 export async function doctor(
   relay: URL,
   name: string,
   net: NetConfig,
   print: (line: string) => void,
-  token = "",
+  agent: { token: string; version: string; origin?: Origin },
 ): Promise<number> {
+  const { token } = agent;
   const show = (step: string, outcome: Outcome) => {
     const mark = outcome.ok === true ? "ok  " : outcome.ok === false ? "FAIL" : "--  ";
     print(`${mark} ${step.padEnd(10)} ${outcome.detail}`);
@@ -93,16 +98,30 @@ export async function doctor(
   show("websocket", websocket);
   const https = await probeHttps(relay, name, net, token);
   show("https", https);
-  if (websocket.ok === true) {
-    print("verdict: the agent will use the WebSocket transport");
-    return 0;
+  if (websocket.ok !== true && https.ok !== true) {
+    show("token", { ok: "skip", detail: "not tried: no transport gets through" });
+    print("verdict: neither transport gets through; see the hints above");
+    return 5;
   }
-  if (https.ok === true) {
-    print("verdict: WebSockets do not get through; the agent will use the HTTPS transport (by itself, with --transport auto)");
-    return 0;
+  const transport = websocket.ok === true ? "websocket" : "https";
+  const accepted = await probeToken(relay, net, token, transport, agent.version);
+  show("token", accepted);
+  const origin = agent.origin ? await probeOrigin(agent.origin) : undefined;
+  if (origin) show("origin", origin);
+  if (accepted.ok !== true) {
+    print(`verdict: the relay ${accepted.refused ? "refuses" : "did not accept"} this agent; see the hint above`);
+    return accepted.refused ? 3 : 5;
   }
-  print("verdict: neither transport gets through; see the hints above");
-  return 5;
+  if (origin && origin.ok !== true) {
+    print("verdict: the relay is ready, but the local server does not answer; see the hint above");
+    return 1;
+  }
+  print(
+    transport === "websocket"
+      ? "verdict: the agent will use the WebSocket transport"
+      : "verdict: WebSockets do not get through; the agent will use the HTTPS transport (by itself, with --transport auto)",
+  );
+  return 0;
 }
 
 /**
@@ -130,56 +149,6 @@ function showPac(
   const indent = `     ${"".padEnd(10)}`;
   if (decision.trace.length > 0) print(`${indent} because ${decision.trace.join(", ")}`);
   for (const line of decision.skipped) print(`${indent} skipped ${line}`);
-}
-
-/** Asks the relay what it is (INFO_PATH): a Burrow relay, and of which protocol version. */
-export async function probeInfo(relay: URL, net: NetConfig): Promise<Outcome> {
-  const notBurrow = (what: string): Outcome => ({
-    ok: false,
-    detail: `not a Burrow relay: ${relay.origin}${INFO_PATH} answered ${what}`,
-    hint: "check --relay: it is the URL `npm run deploy` printed, like https://burrow.<account>.workers.dev (or your own domain)",
-  });
-  let connection: HttpConnection | undefined;
-  try {
-    connection = await HttpConnection.open(relay, net);
-    const answer = await connection.request("GET", INFO_PATH, { timeoutMs: net.timeoutMs, maxBody: 64 * 1024 });
-    const type = answer.headers.get("content-type") ?? "no content type";
-    if (answer.status === 404 && answer.headers.get("x-burrow-error") === "not-found") {
-      return {
-        ok: false,
-        detail: `a Burrow relay from before ${INFO_PATH} (it answered 404 not-found), older than this agent`,
-        hint: "redeploy the relay with this version of Burrow (npm run deploy), or use the agent of the relay's version",
-      };
-    }
-    if (answer.status !== 200) return notBurrow(`${answer.status} ${answer.statusText} (${type})`);
-    let info: { burrow?: unknown; protocol?: unknown };
-    try {
-      info = JSON.parse(answer.body.toString("utf8"));
-    } catch {
-      return notBurrow(`200 with ${type}, not JSON`);
-    }
-    if (info?.burrow !== true || typeof info.protocol !== "number") return notBurrow("JSON that is not a Burrow relay's");
-    if (info.protocol < PROTOCOL_VERSION) {
-      return {
-        ok: false,
-        detail: `protocol mismatch: the relay speaks protocol ${info.protocol} and this agent ${PROTOCOL_VERSION}`,
-        hint: "redeploy the relay with this version of Burrow (npm run deploy), or use an older agent",
-      };
-    }
-    if (info.protocol > PROTOCOL_VERSION) {
-      return {
-        ok: false,
-        detail: `protocol mismatch: the relay speaks protocol ${info.protocol} and this agent ${PROTOCOL_VERSION}`,
-        hint: "upgrade the agent: npm install burrow-agent@latest, or the newest executable",
-      };
-    }
-    return { ok: true, detail: `a Burrow relay speaking protocol ${info.protocol}, as this agent does` };
-  } catch (error) {
-    const failure = error instanceof NetworkError ? error : new NetworkError("relay", describe(error), "", false);
-    return { ok: false, detail: `no answer at ${INFO_PATH}: ${failure.message}`, hint: failure.hint };
-  } finally {
-    connection?.close();
-  }
 }
 
 async function probeWebSocket(relay: URL, name: string, net: NetConfig): Promise<Outcome> {

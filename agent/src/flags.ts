@@ -159,7 +159,7 @@ const FLAGS: Flag[] = [
     default: "auto",
     help: "auto (a live console on a terminal, else plain lines), plain, or json (one object per line)",
   },
-  { name: "quiet", help: "print only warnings and errors" },
+  { name: "quiet", help: "print only the public URL, warnings and errors" },
   {
     name: "inspect",
     value: "[HOST:]PORT",

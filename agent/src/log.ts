@@ -186,6 +186,11 @@ export class Log {
     if (!this.quiet) this.sink.write({ level: "info", event, text: line, fields });
   }
 
+  /** An info line that --quiet keeps: the tunnel's public URL is the one line a user needs. */
+  result(line: string, event = "info", fields?: Record<string, unknown>): void {
+    this.sink.write({ level: "info", event, text: line, fields });
+  }
+
   warn(line: string, event = "warning", fields?: Record<string, unknown>): void {
     this.sink.write({ level: "warn", event, text: line, fields });
   }
@@ -239,6 +244,7 @@ export class Log {
     const named = (line: string) => (line.startsWith(`tunnel ${name} `) ? line : `tunnel ${name}: ${line}`);
     const view = Object.create(this) as Log;
     view.info = (line, event, fields) => this.info(named(line), event, fields);
+    view.result = (line, event, fields) => this.result(named(line), event, fields);
     view.warn = (line, event, fields) => this.warn(named(line), event, fields);
     view.error = (message, hint, event, fields) => this.error(named(message), hint, event, fields);
     return view;

@@ -2,11 +2,11 @@
 // user's config.toml (user-config.ts), as `ngrok config add-authtoken` saves ngrok's.
 import process from "node:process";
 import { SESSION_HEADER, SESSION_PATH } from "@burrow/protocol";
-import { probeInfo } from "./doctor.ts";
 import { AgentError } from "./errors.ts";
 import { randomName } from "./names.ts";
 import type { NetConfig } from "./net/dial.ts";
 import { HttpConnection } from "./net/http.ts";
+import { probeInfo } from "./relay-info.ts";
 import { removeUserConfig, saveUserConfig, userConfigFile } from "./user-config.ts";
 
 type Env = (name: string) => string | undefined;

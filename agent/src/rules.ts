@@ -55,7 +55,8 @@ export async function visitorRules(name: string, flags: RuleFlags): Promise<Rule
   ].filter(Boolean);
   return {
     rules: { basicAuth, allowIp, webhooks },
-    summary: `visitors: ${parts.length ? parts.join("; ") : "anyone with the URL"}`,
+    // Named: an agent with several tunnels (burrow.toml) prints one such line for each.
+    summary: `visitors of tunnel ${name}: ${parts.length ? parts.join("; ") : "anyone with the URL"}`,
   };
 }
 

@@ -171,3 +171,12 @@ export const VISITOR_MESSAGES_BUDGET = 48 * 1024 * 1024;
  * way: a grace, then more time for each MinRate bytes).
  */
 export const SIGNED_BODY_GRACE_MS = 5000;
+
+/**
+ * How long the relay waits for the agent holding a name to answer a ping, when another agent
+ * with the same claim asks for the name as a new session (see TunnelObject.answers). 3 s: an
+ * agent's answer is one round trip, a second at worst through a corporate proxy; a holder
+ * that stays silent this long is taken for dead (a half-open connection the relay has not
+ * noticed yet), so that the owner's own restart gets its name back within seconds.
+ */
+export const LIVENESS_PROBE_MS = 3_000;

@@ -90,6 +90,11 @@ export class PollingLink implements AgentLink {
     setTimeout(() => this.end(code, reason), CLOSE_LINGER_MS);
   }
 
+  /** Answers the waiting poll now, with what is queued: the agent polls again at once if it is alive. */
+  nudge(): void {
+    if (this.waiting) queueMicrotask(() => this.answer());
+  }
+
   /** The agent said goodbye (DELETE). */
   closedByAgent(code: number, reason: string): void {
     this.end(code, reason);

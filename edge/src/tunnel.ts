@@ -23,7 +23,7 @@ import type { Env } from "./env.ts";
 import { EdgeError, isTeardownNoise } from "./errors.ts";
 import { tunnelLimit } from "./gate.ts";
 import { INTERNAL, isInternal, SHARDS_HEADER, VISIT_URL, type VisitorHead, withHeaders } from "./headers.ts";
-import { RateMeter, type RelayLimits, readLimits } from "./limits.ts";
+import { LIVENESS_PROBE_MS, RateMeter, type RelayLimits, readLimits } from "./limits.ts";
 import { type AgentLink, PollingLink } from "./polling.ts";
 import { RuleSet } from "./rules.ts";
 import { AgentSession, sessionId } from "./session.ts";
@@ -129,6 +129,8 @@ export class TunnelObject extends DurableObject<Env> {
   private readonly admitted = new Tally();
   /** Bodies read before their check, in a pool of their own (see bodies.ts). */
   private readonly signedBodies = new SignedBodies(this.limits);
+  /** Links asked whether they are alive (see answers), and what to call when they say so. */
+  private readonly probes = new Map<AgentLink, (alive: boolean) => void>();
   /** Hellos are judged one at a time: two racing for a name must not both win it. */
   private hellos: Promise<unknown> = Promise.resolve();
 
@@ -230,6 +232,7 @@ export class TunnelObject extends DurableObject<Env> {
       if (!Number.isSafeInteger(value) || value < 0) throw new EdgeError(400, "bad-request", `?${name}= must be a count`);
       return value;
     };
+    if (request.method !== "DELETE") this.probes.get(link)?.(true);
     switch (request.method) {
       case "GET":
         return link.poll(number("ack"), number("wait"), request.signal);
@@ -436,6 +439,7 @@ export class TunnelObject extends DurableObject<Env> {
       else this.sockets.closeAll("the tunnel's agent is not connected");
       return;
     }
+    this.probes.get(socket)?.(true);
     if (typeof message === "string") return;
     await this.fromAgent(socket, new Uint8Array(message));
   }
@@ -670,6 +674,27 @@ export class TunnelObject extends DurableObject<Env> {
         });
       }
     }
+    // Open relay: a new session (not a resume) of the same claim while the holder's connection
+    // is open. Two agents of one user on one machine share the claim file (claims.ts): the
+    // newer one must not silently take the name over, so it is refused while the holder
+    // answers. A holder that crashed closed its socket and is gone from `live` already; one
+    // whose connection is half-open (the relay has not noticed it die) does not answer within
+    // LIVENESS_PROBE_MS and is replaced, as before, so an owner's restart is never locked out.
+    if (
+      verdict.ok &&
+      verdict.replaces &&
+      live &&
+      verdict.owner.startsWith("claim:") &&
+      frame?.type === FrameType.Hello &&
+      !(frame.resume !== null && previous === this.current && frame.resume.session === previous?.id) &&
+      (await this.answers(live))
+    ) {
+      verdict = {
+        ok: false,
+        code: "name-in-use",
+        message: `the name "${attachment.name}" is in use by another agent of yours on this relay: stop it, or pick another --name`,
+      };
+    }
     // A waiting session holds its place in the token's count already.
     const counted = verdict.ok && previous?.owner === verdict.owner;
     if (verdict.ok && !counted && !attachment.shard && verdict.owner.startsWith("token:") && frame?.type === FrameType.Hello) {
@@ -759,6 +784,31 @@ export class TunnelObject extends DurableObject<Env> {
     for (const waiter of this.returning) waiter(session);
     this.returning.clear();
     return session;
+  }
+
+  /**
+   * Whether the agent on `link` is alive: asked with a ping (an agent answers with a pong; on
+   * the HTTPS transport the waiting poll is answered and the agent's next poll is the sign),
+   * and any message from it within LIVENESS_PROBE_MS counts. An agent from before the ping
+   * was answered stays silent and is taken for dead: it is replaced, as it always was.
+   */
+  private answers(link: AgentLink): Promise<boolean> {
+    return new Promise((resolve) => {
+      const done = (alive: boolean) => {
+        clearTimeout(timer);
+        if (this.probes.get(link) === done) this.probes.delete(link);
+        resolve(alive);
+      };
+      const timer = setTimeout(() => done(false), LIVENESS_PROBE_MS);
+      // Its close ends the wait at once (see dropped).
+      this.probes.set(link, done);
+      try {
+        if (link instanceof PollingLink) link.nudge();
+        else link.send(HEARTBEAT.ping);
+      } catch {
+        done(false); // the socket is closing already
+      }
+    });
   }
 
   /** `link` carries `session` from now on (it had received `peerReceived` of its frames). */
@@ -993,6 +1043,7 @@ export class TunnelObject extends DurableObject<Env> {
    */
   private dropped(socket: AgentLink, code: number, reason: string): void {
     const attachment = socket.deserializeAttachment() as Attachment | null;
+    this.probes.get(socket)?.(false);
     this.close(socket, 1000, "closed");
     if (attachment?.phase !== "ready") return;
     const session = this.current;

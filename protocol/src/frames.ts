@@ -129,6 +129,11 @@ export type RefusalCode =
   | "unauthorized"
   /** Open relay: another agent holds the name, for the seconds the message gives (retry if it was ours). */
   | "name-taken"
+  /**
+   * Open relay: another agent with the same claim (the same user's claim file: another agent
+   * of this user on this machine) holds the name on a connection that still answers. Final.
+   */
+  | "name-in-use"
   /** The name belongs to another token (for NAME_TTL_DAYS after its last use). */
   | "name-owned"
   /** The name is one the relay keeps for itself (see RESERVED_NAMES). */

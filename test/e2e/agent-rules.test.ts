@@ -71,8 +71,8 @@ describe("agent, against a scripted relay", () => {
         { kind: "hmac-sha256", header: "x-signature", secret: "other-secret" },
       ],
     });
-    expect(process.lines.filter((line) => line.startsWith("visitors:"))).toEqual([
-      "visitors: basic auth for alice, bob; from 10.0.0.0/8, ::1; webhook signatures github (x-hub-signature-256), hmac-sha256 (x-signature)",
+    expect(process.lines.filter((line) => line.startsWith("visitors"))).toEqual([
+      "visitors of tunnel rules-app: basic auth for alice, bob; from 10.0.0.0/8, ::1; webhook signatures github (x-hub-signature-256), hmac-sha256 (x-signature)",
     ]);
     for (const secret of ["pa:ss", "hunter2", "gh-secret", "other-secret", "s3cret-token"])
       expect(process.output).not.toContain(secret);
@@ -86,7 +86,7 @@ describe("agent, against a scripted relay", () => {
     const process = agent("node", relay.url, ["--name", "open-app"]);
     await process.ready();
     await process.ready(process.lines.findIndex((line) => line.includes("is up")) + 1);
-    expect(process.lines).toContain("visitors: anyone with the URL");
+    expect(process.lines).toContain("visitors of tunnel open-app: anyone with the URL");
     expect(process.lines.filter((line) => line.includes("this relay is open"))).toEqual([
       "warning: this relay is open: anyone who can reach it can open tunnels and claim names (its owner can require tokens; see the README's Security section)",
     ]);
@@ -201,6 +201,15 @@ describe("agent, against the real relay", () => {
     const files = readdirSync(directory);
     expect(files).toHaveLength(1);
     expect(statSync(join(directory, files[0]!)).mode & 0o777).toBe(0o600);
+  });
+
+  it("prints the public URL with --quiet, and no other information line", async () => {
+    const process = agent("node", relay.url, ["--name", "quiet-app", "--quiet"]);
+    const url = await process.ready();
+    expect(url).toMatch(/^http:\/\/quiet-app\.localhost:\d+$/);
+    expect(process.lines.filter((line) => !line.startsWith("warning: "))).toEqual([
+      `tunnel quiet-app is up: ${url} -> http://localhost:9`,
+    ]);
   });
 
   it("warns once and keeps its claim in memory when the config directory cannot be written", async () => {

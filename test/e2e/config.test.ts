@@ -95,6 +95,11 @@ describe("the config file and several tunnels", () => {
     // Each tunnel's own connection lines name it.
     await agent.waitFor(/^tunnel cfg-one: transport: websocket$/);
     await agent.waitFor(/^tunnel cfg-two: transport: websocket$/);
+    // Neither has visitor rules: each says so under its own name.
+    expect(agent.lines.filter((line) => line.startsWith("visitors"))).toEqual([
+      "visitors of tunnel cfg-one: anyone with the URL",
+      "visitors of tunnel cfg-two: anyone with the URL",
+    ]);
     const first = await visit(at(urls["cfg-one"]!, "/"));
     expect(first.body.toString()).toBe("one host=app.internal.test");
     const second = await visit(at(urls["cfg-two"]!, "/"));

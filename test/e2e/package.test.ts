@@ -14,7 +14,7 @@ import {
   PACKAGE_NAME,
   packageLaunchers,
 } from "../_package.ts";
-import { Child } from "../_process.ts";
+import { Child, freePort } from "../_process.ts";
 import { Relay, ROOT } from "../_relay.ts";
 import { at, visit } from "../_visit.ts";
 
@@ -194,6 +194,18 @@ describe("the burrow-agent package", () => {
     expect(readme).toContain(command);
     expect(readme).toContain("npx -p burrow-agent agent --port 8000");
     expect(readme).toContain("bunx --bun --package burrow-agent agent --port 8000");
+  });
+
+  it("tells a package user whose relay is not running to deploy one, not to run the clone's scripts", async () => {
+    // A port nothing listens on: the relay the user named is not running.
+    const closed = await freePort();
+    const agent = new AgentProcess(launchers.node, ["--port", "8000", "--relay", `http://localhost:${closed}`]);
+    await agent.waitFor(/hint: /);
+    await agent.stop("SIGINT");
+    expect(agent.output).toContain(
+      `hint: no relay runs at http://localhost:${closed}: deploy your relay (see the README's "The relay") and pass its URL with --relay https://... (or BURROW_RELAY)`,
+    );
+    expect(agent.output).not.toMatch(/npm run (relay|dev)/);
   });
 
   it("tells visitors of a tunnel without an agent to start the package's agent", async () => {

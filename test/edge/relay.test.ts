@@ -126,7 +126,7 @@ describe("relay", () => {
       }
     });
 
-    it("hands the tunnel to a newer connection from the same agent", async () => {
+    it("hands the tunnel to a newer connection of the same claim when the holder does not answer the relay's ping (half-open)", async () => {
       const first = await RawAgent.hello(relay, "same", { claim: "claim-number-one" });
       const second = await RawAgent.hello(relay, "same", { claim: "claim-number-one" });
       expect(second.frames).toEqual([]);
@@ -173,6 +173,28 @@ describe("relay", () => {
         await holder.stop("SIGINT");
       }
     });
+
+    it.each(["websocket", "https"])(
+      "refuses over %s a second agent of the same user (same claim file) the name its first agent holds; the first serves on",
+      async (transport) => {
+        const home = mkdtempSync(join(tmpdir(), "burrow-config-"));
+        const name = `twice-${transport}`;
+        const args = [...tunnelArgs(origin.port, relay, name), "--transport", transport];
+        const holder = await AgentProcess.start("node", args, { XDG_CONFIG_HOME: home });
+        try {
+          const second = new AgentProcess("node", args, { XDG_CONFIG_HOME: home });
+          expect(await second.exited, second.output).toBe(3);
+          expect(second.output).toContain(
+            `error: the relay refused the tunnel: the name "${name}" is in use by another agent of yours on this relay: stop it, or pick another --name`,
+          );
+          expect(second.output).toContain("hint: agents of one user on one machine share their claim to a name");
+          expect(holder.output).not.toContain("taken over");
+          expect((await visit(at(holder.url, "/echo"))).status).toBe(200);
+        } finally {
+          await holder.stop("SIGINT");
+        }
+      },
+    );
 
     it("keeps a dropped agent's name for it for a while, and frees it at once after a clean stop", async () => {
       const dropped = await RawAgent.hello(relay, "keep", { claim: "claim-that-is-mine" });

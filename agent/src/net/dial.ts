@@ -1,12 +1,13 @@
 import net from "node:net";
 import type { Duplex } from "node:stream";
 import tls from "node:tls";
+import { INFO_PATH } from "@burrow/protocol";
 import type { Ffi } from "../runtime.ts";
 import { type PacDecision, PacFailure, type PacProxies } from "./pac/pac.ts";
 import type { ProxyConfig } from "./proxy.ts";
 import type { Credentials } from "./proxy-auth/scheme.ts";
 import { connectThrough, type ProxyAuthReport } from "./proxy-connect.ts";
-import { describe, forbidden, NetworkError, openTcp } from "./tcp.ts";
+import { describe, forbidden, NetworkError, openTcp, withTimeout } from "./tcp.ts";
 
 export { describe, NetworkError, type Step, withTimeout } from "./tcp.ts";
 
@@ -32,6 +33,8 @@ export interface NetConfig {
   credentialsFor?: (proxyHost: string) => Credentials | undefined;
   /** The runtime's FFI, for Negotiate's GSSAPI (Runtime.ffi); absent on Node 20. */
   ffi?: () => Promise<Ffi>;
+  /** Aborted when the agent stops: every socket the dial opened is destroyed, whatever step it is at. */
+  signal?: AbortSignal;
 }
 
 /** What the dial found on its way, for `agent doctor` and the transport line. */
@@ -118,7 +121,7 @@ async function throughPac(pac: PacProxies, target: URL, host: string, port: numb
 
 async function direct(host: string, port: number, config: NetConfig): Promise<net.Socket> {
   try {
-    return await openTcp(host, port, config.timeoutMs);
+    return await openTcp(host, port, config.timeoutMs, config.signal);
   } catch (error) {
     if (forbidden(error)) throw error;
     throw new NetworkError(
@@ -162,6 +165,11 @@ async function handshake(
     ALPNProtocols: ["http/1.1"],
   };
   if (config.ca.length > 0) options.ca = [...tls.rootCertificates, ...config.ca];
+  let probe: Promise<boolean> | undefined;
+  const plain = () => {
+    probe ??= speaksPlainBurrow(host, port, config);
+    return probe;
+  };
   try {
     const socket = await new Promise<tls.TLSSocket>((resolve, reject) => {
       const socket = tls.connect(options);
@@ -169,13 +177,26 @@ async function handshake(
         () => socket.destroy(Object.assign(new Error("timed out"), { code: "ETIMEDOUT" })),
         config.timeoutMs,
       );
+      // A plain-http relay (`npm run relay`, wrangler dev) says nothing to a ClientHello: asked
+      // over plain HTTP a moment later, it answers, and the agent says so then, not at the timeout.
+      // Direct connections only: through a proxy a slow handshake is common, and the question
+      // would cost the proxy another connection (and its authentication) for nothing.
+      const direct = !config.proxy && !config.pac;
+      const early = setTimeout(() => {
+        if (!direct) return;
+        void plain().then((yes) => {
+          if (yes) socket.destroy(Object.assign(new Error("plain HTTP"), { code: PLAIN_HTTP }));
+        });
+      }, PLAIN_PROBE_AFTER_MS);
       socket.once("secureConnect", () => {
         clearTimeout(timer);
+        clearTimeout(early);
         socket.off("error", reject);
         resolve(socket);
       });
       socket.once("error", (error) => {
         clearTimeout(timer);
+        clearTimeout(early);
         reject(error);
       });
     });
@@ -184,6 +205,22 @@ async function handshake(
   } catch (error) {
     raw.destroy();
     const code = (error as { code?: string }).code ?? "";
+    if (code === PLAIN_HTTP || (PLAINTEXT_ERRORS.has(code) && (await plain()))) {
+      throw new NetworkError(
+        "tls",
+        `${host}:${port} speaks plain HTTP, not TLS: a Burrow relay answers at http://${target.host}`,
+        `use --relay http://${target.host} (https:// is for a relay behind TLS, such as a deployed one)`,
+        true,
+      );
+    }
+    if (PLAINTEXT_ERRORS.has(code)) {
+      throw new NetworkError(
+        "tls",
+        `the server at ${host}:${port} answered the TLS handshake in plain text (${code}): it is not an https:// server`,
+        "check --relay: its scheme (http:// for a local relay), host and port",
+        true,
+      );
+    }
     if (!CERTIFICATE_ERRORS.has(code) && !/certificate|self.signed|issuer/i.test((error as Error).message)) {
       throw new NetworkError(
         "tls",
@@ -214,6 +251,55 @@ async function handshake(
         : "a TLS-inspecting proxy re-signs HTTPS with its own CA: get that CA's certificate (PEM) from the network's administrators and pass it with --ca FILE, or NODE_EXTRA_CA_CERTS=FILE (--insecure turns verification off, which is not safe)",
       true,
     );
+  }
+}
+
+/** TLS stacks' codes for a server that answered the ClientHello with plain text (an HTTP server). */
+const PLAINTEXT_ERRORS = new Set(["ERR_SSL_WRONG_VERSION_NUMBER", "ERR_SSL_PACKET_LENGTH_TOO_LONG", "ERR_SSL_HTTP_REQUEST"]);
+/** What a Burrow relay's INFO_PATH answers with (see RelayInfo). */
+const BURROW_JSON = /"burrow"\s*:\s*true/;
+/** The TLS handshake was cut because the server answered plain HTTP (see handshake). */
+const PLAIN_HTTP = "BURROW_PLAIN_HTTP";
+/**
+ * How long a TLS handshake goes unanswered before the agent asks the server over plain HTTP
+ * too. A handshake takes a few round trips, well under this even through a proxy; a slower
+ * one costs one extra small request, and only a Burrow relay's answer ends the handshake.
+ */
+const PLAIN_PROBE_AFTER_MS = 1_000;
+
+/**
+ * Whether a Burrow relay answers plain HTTP at host:port (its INFO_PATH, through the same
+ * proxy): only then is an https:// --relay certainly meant as http://.
+ */
+async function speaksPlainBurrow(host: string, port: number, config: NetConfig): Promise<boolean> {
+  const authority = `${net.isIPv6(host) ? `[${host}]` : host}:${port}`;
+  let socket: Duplex | undefined;
+  try {
+    socket = await dial(new URL(`http://${authority}`), { ...config, note: undefined });
+    const opened = socket;
+    opened.write(`GET ${INFO_PATH} HTTP/1.1\r\nHost: ${authority}\r\nConnection: close\r\n\r\n`);
+    const answer = await withTimeout(
+      new Promise<string>((resolve) => {
+        let text = "";
+        opened.on("data", (chunk: Buffer) => {
+          text += chunk.toString("latin1");
+          // Decided without waiting for the close (wrangler dev keeps the connection 5 s after
+          // a Connection: close answer): an answer that is not 200, or the relay's JSON.
+          const head = text.includes("\r\n\r\n");
+          if (text.length > 16_384 || (head && !/^HTTP\/1\.[01] 200 /.test(text)) || BURROW_JSON.test(text)) resolve(text);
+        });
+        opened.once("end", () => resolve(text));
+        opened.once("close", () => resolve(text));
+        opened.once("error", () => resolve(text));
+      }),
+      config.timeoutMs,
+      "no answer over plain HTTP",
+    );
+    return /^HTTP\/1\.[01] 200 /.test(answer) && BURROW_JSON.test(answer);
+  } catch {
+    return false;
+  } finally {
+    socket?.destroy();
   }
 }
 

@@ -227,7 +227,7 @@ async function connectOnce(
 
 async function open(proxy: ProxyConfig, config: NetConfig): Promise<net.Socket> {
   try {
-    return await openTcp(proxy.host, proxy.port, config.timeoutMs);
+    return await openTcp(proxy.host, proxy.port, config.timeoutMs, config.signal);
   } catch (error) {
     if (forbidden(error)) throw error;
     throw new NetworkError(

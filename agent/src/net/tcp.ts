@@ -22,9 +22,20 @@ export class NetworkError extends Error {
   }
 }
 
-export function openTcp(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
+/**
+ * A TCP connection. Aborting `signal` destroys it, at any time of its life: while connecting,
+ * and during what follows on it (a proxy's CONNECT and authentication, TLS, the upgrade), so a
+ * stopped agent waits for none of their timeouts.
+ */
+export function openTcp(host: string, port: number, timeoutMs: number, signal?: AbortSignal): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(Object.assign(new Error("stopped"), { code: "ABORT_ERR" }));
     const socket = net.connect({ host, port });
+    if (signal) {
+      const abort = () => socket.destroy(Object.assign(new Error("stopped"), { code: "ABORT_ERR" }));
+      signal.addEventListener("abort", abort, { once: true });
+      socket.once("close", () => signal.removeEventListener("abort", abort));
+    }
     const timer = setTimeout(() => {
       socket.destroy();
       reject(Object.assign(new Error(`no answer within ${timeoutMs / 1000}s`), { code: "ETIMEDOUT" }));
