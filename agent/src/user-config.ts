@@ -48,7 +48,10 @@ export function loadUserConfig(env: (name: string) => string | undefined): UserC
   try {
     mode = statSync(file).mode;
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    // ENOTDIR: a part of the path is a file (the claims' fallback copes with such a config
+    // home too): no file can be there, so nothing was saved.
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") return undefined;
     throw new AgentError(
       "usage",
       `cannot read ${file}: ${(error as Error).message}`,
