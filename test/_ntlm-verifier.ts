@@ -74,7 +74,14 @@ export function ntlmVerifier(dir: string, account: NtlmAccount): { config: strin
   copyFileSync(HELPER, helper);
   writeFileSync(users, `${account.domain}:${account.user}:${account.password}\n`, { mode: 0o600 });
   writeFileSync(verdicts, "");
-  const program = ["/usr/bin/env", `NTLM_USER_FILE=${users}`, `BURROW_NTLM_VERDICTS=${verdicts}`, "LM_COMPAT_LEVEL=5", PYTHON, helper];
+  const program = [
+    "/usr/bin/env",
+    `NTLM_USER_FILE=${users}`,
+    `BURROW_NTLM_VERDICTS=${verdicts}`,
+    "LM_COMPAT_LEVEL=5",
+    PYTHON,
+    helper,
+  ];
   return {
     config: [
       `auth_param ntlm program ${program.join(" ")}`,
