@@ -19,7 +19,7 @@ import { promisify } from "node:util";
 import { PROXY_ENV_VARS } from "../agent/src/net/proxy.ts";
 import { Realm } from "./_kerberos.ts";
 import { type NtlmAccount, ntlmVerifier } from "./_ntlm-verifier.ts";
-import { Child, waitForListen } from "./_process.ts";
+import { Child, processAlive, waitForListen } from "./_process.ts";
 import { Relay, type RelayOptions, ROOT } from "./_relay.ts";
 
 const run = promisify(execFile);
@@ -34,15 +34,6 @@ function quietly(action: () => unknown): void {
     action();
   } catch {
     // best effort: cleanup of something that may not exist
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 
@@ -134,7 +125,7 @@ let swept = false;
 function sweep(): void {
   if (swept) return;
   swept = true;
-  const dead = (pid: string | undefined) => pid !== undefined && !alive(Number(pid));
+  const dead = (pid: string | undefined) => pid !== undefined && !processAlive(Number(pid));
   for (const line of sh("ip", ["netns", "list"]).split("\n")) {
     const match = /^(burrow-(\d+)-\d+)\b/.exec(line);
     if (!match || !dead(match[2])) continue;
@@ -205,7 +196,7 @@ function claimSubnet(): { prefix: string; release(): void } {
       writeFileSync(file, String(process.pid), { flag: "wx" });
     } catch {
       const owner = Number(readFileSync(file, "utf8") || 0);
-      if (owner && (owner === process.pid || alive(owner))) continue;
+      if (owner && (owner === process.pid || processAlive(owner))) continue;
       quietly(() => unlinkSync(file));
       i--; // try the same slot again
       continue;

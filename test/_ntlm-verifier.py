@@ -201,8 +201,18 @@ class Handshake:
         return major, minor.value, reply, peer
 
 
+VERDICTS = os.environ.get("BURROW_NTLM_VERDICTS")
+
+
 def log(message):
-    print("burrow ntlm verifier: " + message, file=sys.stderr, flush=True)
+    line = "burrow ntlm verifier: " + message
+    print(line, file=sys.stderr, flush=True)
+    # Also in a file of its own, written before squid has the answer: squid copies a helper's
+    # stderr into cache.log when it gets to it, so a test that reads cache.log as soon as its
+    # client has its answer could miss the last verdicts.
+    if VERDICTS:
+        with open(VERDICTS, "a", encoding="utf-8") as verdicts:
+            verdicts.write(line + "\n")
 
 
 def answer(handshake, line):

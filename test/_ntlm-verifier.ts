@@ -22,6 +22,8 @@ export interface NtlmAccount {
 
 const PYTHON = "/usr/bin/python3";
 const HELPER = join(ROOT, "test", "_ntlm-verifier.py");
+/** The helper's verdicts, one line each, written before it answers squid (see log() there). */
+const VERDICTS = "ntlm-verdicts.log";
 
 let availability: { ok: true } | { ok: false; reason: string } | undefined;
 
@@ -67,11 +69,19 @@ export function ntlmVerifier(dir: string, account: NtlmAccount): { config: strin
   }
   const available = ntlmVerifierAvailable();
   if (!available.ok) throw new Error(available.reason);
-  const [helper, users] = [join(dir, "ntlm-verifier.py"), join(dir, "ntlm-users")];
+  const [helper, users, verdicts] = [join(dir, "ntlm-verifier.py"), join(dir, "ntlm-users"), join(dir, VERDICTS)];
   // Copied: squid's user may not be able to read the repository.
   copyFileSync(HELPER, helper);
   writeFileSync(users, `${account.domain}:${account.user}:${account.password}\n`, { mode: 0o600 });
-  const program = ["/usr/bin/env", `NTLM_USER_FILE=${users}`, "LM_COMPAT_LEVEL=5", PYTHON, helper];
+  writeFileSync(verdicts, "");
+  const program = [
+    "/usr/bin/env",
+    `NTLM_USER_FILE=${users}`,
+    `BURROW_NTLM_VERDICTS=${verdicts}`,
+    "LM_COMPAT_LEVEL=5",
+    PYTHON,
+    helper,
+  ];
   return {
     config: [
       `auth_param ntlm program ${program.join(" ")}`,
@@ -79,18 +89,18 @@ export function ntlmVerifier(dir: string, account: NtlmAccount): { config: strin
       "auth_param ntlm children 4 startup=1 idle=1",
       "auth_param ntlm keep_alive on",
     ],
-    files: [helper, users],
+    files: [helper, users, verdicts],
   };
 }
 
 /**
- * The verifier's verdicts so far, from squid's cache.log in `dir` (the corp network's dir): one
+ * The verifier's verdicts so far, from its own log in `dir` (the corp network's dir): one
  * line per type 3 message, such as "accepted NTLMv2 response from CORP\alice" or "refused
  * NTLMv2 response from CORP\alice: <gss-ntlmssp's reason>". Squid's access log shows only
  * `TCP_DENIED/407 ... -` for a refused handshake, without the user or the reason.
  */
 export function ntlmVerdicts(dir: string): string[] {
-  const file = join(dir, "cache.log");
+  const file = join(dir, VERDICTS);
   if (!existsSync(file)) return [];
   const prefix = "burrow ntlm verifier: ";
   return readFileSync(file, "utf8")

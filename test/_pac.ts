@@ -12,17 +12,9 @@ import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
 import type { CorpNetwork } from "./_corp.ts";
+import { processAlive } from "./_process.ts";
 
 const NETNS_ETC = "/etc/netns";
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 /** Removes /etc/netns/burrow-<pid>-<n> left by test processes that died. */
 function sweepHosts(): void {
@@ -34,7 +26,7 @@ function sweepHosts(): void {
   }
   for (const entry of entries) {
     const pid = /^burrow-(\d+)-\d+$/.exec(entry)?.[1];
-    if (pid && !alive(Number(pid))) rmSync(join(NETNS_ETC, entry), { recursive: true, force: true });
+    if (pid && !processAlive(Number(pid))) rmSync(join(NETNS_ETC, entry), { recursive: true, force: true });
   }
 }
 

@@ -130,7 +130,8 @@ process.once("exit", () => {
   for (const port of claimedPorts) rmSync(join(PORT_CLAIMS, String(port)), { force: true });
 });
 
-function processAlive(pid: number): boolean {
+/** Whether a process of this pid exists (EPERM: it does, as another user's). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

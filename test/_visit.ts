@@ -58,7 +58,18 @@ export function visit(url: string, options: VisitOptions = {}): Promise<Visit> {
         });
       },
     );
-    request.on("error", reject);
+    request.on("error", (error: NodeJS.ErrnoException) => {
+      // A kept-alive socket the server closed as it was reused (servers drop idle connections
+      // after a few seconds; a busy test process sees the FIN late): the request never reached
+      // the server, so it is sent again on a new connection, as Node's docs advise for
+      // request.reusedSocket. Only for GET and HEAD, which are safe to send twice.
+      const method = options.method ?? "GET";
+      if (request.reusedSocket && error.code === "ECONNRESET" && (method === "GET" || method === "HEAD")) {
+        visit(url, { ...options, fresh: true }).then(resolve, reject);
+        return;
+      }
+      reject(error);
+    });
     request.end(options.body);
   });
 }

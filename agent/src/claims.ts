@@ -20,14 +20,24 @@ import { randomClaim } from "./names.ts";
 /** Environment variables that locate the claims directory (Deno's task must grant them). */
 export const CLAIM_ENV_VARS = ["XDG_CONFIG_HOME", "HOME", "APPDATA"];
 
-/** Where this user's claims live: `$XDG_CONFIG_HOME/burrow/claims`, `~/.config/...`, `%APPDATA%\burrow\claims`. */
-export function claimsDirectory(env: (name: string) => string | undefined): string | undefined {
+/**
+ * This user's Burrow directory: `$XDG_CONFIG_HOME/burrow`, else `~/.config/burrow`, else
+ * `%APPDATA%\burrow` on Windows. It holds the claims and what `agent login` saves
+ * (user-config.ts), where Deno's task may write (--allow-write=$HOME/.config/burrow).
+ */
+export function burrowDirectory(env: (name: string) => string | undefined): string | undefined {
   if (process.platform === "win32") {
     const appData = env("APPDATA");
-    return appData ? join(appData, "burrow", "claims") : undefined;
+    return appData ? join(appData, "burrow") : undefined;
   }
   const config = env("XDG_CONFIG_HOME") || (env("HOME") ? join(env("HOME")!, ".config") : undefined);
-  return config ? join(config, "burrow", "claims") : undefined;
+  return config ? join(config, "burrow") : undefined;
+}
+
+/** Where this user's claims live: the `claims` folder of {@link burrowDirectory}. */
+export function claimsDirectory(env: (name: string) => string | undefined): string | undefined {
+  const directory = burrowDirectory(env);
+  return directory ? join(directory, "claims") : undefined;
 }
 
 /** The file of one relay's claim to one name: a hash, so the directory lists no relays or names. */

@@ -3,6 +3,7 @@
 import { chmodSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import process from "node:process";
+import { burrowDirectory } from "./claims.ts";
 import { loadConfig } from "./config.ts";
 import { AgentError } from "./errors.ts";
 
@@ -22,18 +23,10 @@ export interface UserConfig {
   notes: string[];
 }
 
-/**
- * `$XDG_CONFIG_HOME/burrow/config.toml`, else `~/.config/burrow/config.toml`, else
- * `%APPDATA%\burrow\config.toml` on Windows: beside the claims (claims.ts), in the directory
- * Deno's task may write (--allow-write=$HOME/.config/burrow).
- */
+/** `config.toml` in the user's Burrow directory (claims.ts), beside the claims. */
 export function userConfigFile(env: (name: string) => string | undefined): string | undefined {
-  if (process.platform === "win32") {
-    const appData = env("APPDATA");
-    return appData ? join(appData, "burrow", "config.toml") : undefined;
-  }
-  const config = env("XDG_CONFIG_HOME") || (env("HOME") ? join(env("HOME")!, ".config") : undefined);
-  return config ? join(config, "burrow", "config.toml") : undefined;
+  const directory = burrowDirectory(env);
+  return directory ? join(directory, "config.toml") : undefined;
 }
 
 /**
@@ -48,8 +41,8 @@ export function loadUserConfig(env: (name: string) => string | undefined): UserC
   try {
     mode = statSync(file).mode;
   } catch (error) {
-    // ENOTDIR: the burrow directory is a file, so nothing was ever saved there (the claims then
-    // live in memory, with a warning: claims.ts).
+    // ENOTDIR: a part of the path is a file (the claims' fallback copes with such a config
+    // home too): no file can be there, so nothing was saved.
     const code = (error as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ENOTDIR") return undefined;
     throw new AgentError(
