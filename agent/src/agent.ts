@@ -550,7 +550,7 @@ function notRunningHint(relay: URL): string {
   // `npm run relay` exists only in a clone of the repository; a package user deploys one.
   return runsFromClone()
     ? `start one in this clone with \`npm run relay\` (it listens on http://localhost:8787), or point --relay (BURROW_RELAY) at a running relay`
-    : `no relay runs at ${relay.origin}${relay.origin === "http://localhost:8787" ? " (the default --relay)" : ""}: deploy your relay (see the README's "The relay") and pass its URL with --relay https://... (or BURROW_RELAY)`;
+    : `no relay runs at ${relay.origin}${relay.origin === "http://localhost:8787" ? " (the default --relay)" : ""}: deploy your relay (see "Deploy your relay" in Burrow's README) and pass its URL with --relay https://... (or BURROW_RELAY)`;
 }
 
 function formatDelay(ms: number): string {

@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -56,5 +56,33 @@ describe("the docs' link checker", () => {
     expect(output).toContain("README.md:5: dead link #not-a-heading: no heading #not-a-heading in README.md");
     expect(output).toContain("error: 4 dead links in the docs");
     expect(status).toBe(1);
+  });
+});
+
+describe("the README sections that messages name", () => {
+  // The agent and the relay send people to the README by section name ("see the README's
+  // Security section", "see \"Deploy your relay\" in Burrow's README"); those sections must exist.
+  const sources = ["agent/src", "edge/src"].flatMap((dir) =>
+    readdirSync(join(ROOT, dir), { recursive: true, encoding: "utf8" })
+      .filter((file) => file.endsWith(".ts"))
+      .map((file) => readFileSync(join(ROOT, dir, file), "utf8")),
+  );
+  const named = new Set(
+    sources.flatMap((text) => [
+      ...[...text.matchAll(/the README's ([A-Z][A-Za-z ]*?) section/g)].map((m) => m[1]!),
+      ...[...text.matchAll(/"([A-Z][A-Za-z ]*?)" in Burrow's README/g)].map((m) => m[1]!),
+    ]),
+  );
+  const headings = readFileSync(join(ROOT, "README.md"), "utf8")
+    .split("\n")
+    .filter((line) => line.startsWith("#"))
+    .map((line) => line.replace(/^#+\s*/, ""));
+
+  it("finds the messages", () => {
+    expect([...named]).toEqual(expect.arrayContaining(["Security", "Deploy your relay"]));
+  });
+
+  it.each([...named])("the README has a section %s", (name) => {
+    expect(headings.some((heading) => heading === name || heading.startsWith(`${name},`))).toBe(true);
   });
 });

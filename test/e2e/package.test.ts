@@ -203,7 +203,7 @@ describe("the burrow-agent package", () => {
     await agent.waitFor(/hint: /);
     await agent.stop("SIGINT");
     expect(agent.output).toContain(
-      `hint: no relay runs at http://localhost:${closed}: deploy your relay (see the README's "The relay") and pass its URL with --relay https://... (or BURROW_RELAY)`,
+      `hint: no relay runs at http://localhost:${closed}: deploy your relay (see "Deploy your relay" in Burrow's README) and pass its URL with --relay https://... (or BURROW_RELAY)`,
     );
     expect(agent.output).not.toMatch(/npm run (relay|dev)/);
   });
