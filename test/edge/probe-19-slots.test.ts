@@ -154,4 +154,21 @@ describe("slow bodies and shares, rerun", () => {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }, 30_000);
+
+  it("keeps an address to its share whatever address fields its requests carry", async () => {
+    const agent = await RawAgent.hello(relay, "spoofed");
+    const url = `http://spoofed.localhost:${relay.port}/`;
+    const claim = (n: number) => ({
+      "cf-connecting-ip": `10.0.0.${n}`,
+      "x-forwarded-for": `10.0.1.${n}`,
+      "true-client-ip": `10.0.2.${n}`,
+      "x-real-ip": `10.0.3.${n}`,
+      forwarded: `for=10.0.4.${n}`,
+    });
+    const held = [ask(url, "127.0.0.24", { headers: claim(1) }), ask(url, "127.0.0.24", { headers: claim(2) })];
+    const heads = [await agent.nextOf(FrameType.RequestHead), await agent.nextOf(FrameType.RequestHead)];
+    expect(await ask(url, "127.0.0.24", { headers: claim(3) })).toMatchObject({ status: 503, code: "too-many-from-address" });
+    for (const { stream } of heads) agent.send({ type: FrameType.ResponseHead, stream, status: 204, headers: [] });
+    expect((await Promise.all(held)).map((a) => a.status)).toEqual([204, 204]);
+  });
 });
