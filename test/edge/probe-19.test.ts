@@ -1,6 +1,7 @@
 import net from "node:net";
 import { FrameType } from "@burrow/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
 import { AgentProcess, tunnelArgs } from "../_agent.ts";
 import { Origin } from "../_origin.ts";
 import { RawAgent } from "../_raw-agent.ts";
@@ -107,6 +108,36 @@ describe("issue 19 rerun on a relay with a base domain", () => {
       const seen = await cookiesSeen(host, "/t/demo/cookies", [`a=1; Domain=${BASE}.`, "b=1; Domain=127.0.0.1"]);
       expect(seen.filter((c) => !c.startsWith("burrow_tunnel="))).toEqual(["a=1; Path=/t/demo/", "b=1; Path=/t/demo/"]);
     }
+  });
+
+  it("narrows a Domain on a WebSocket's 101 too, on both forms", async () => {
+    const agent = await RawAgent.hello(relay, "sockets");
+    const cookies = async (host: string, path: string) => {
+      const socket = new WebSocket(`ws://127.0.0.1:${relay.port}${path}`, { headers: { host: `${host}:${relay.port}` } });
+      const upgraded = new Promise<string[]>((resolve, reject) => {
+        socket.once("upgrade", (response) => resolve(response.headers["set-cookie"] ?? []));
+        socket.once("error", reject);
+      });
+      const head = await agent.nextOf(FrameType.RequestHead);
+      agent.send({
+        type: FrameType.ResponseHead,
+        stream: head.stream,
+        status: 101,
+        headers: [
+          ["set-cookie", `a=1; Domain=${BASE}; Path=/`],
+          ["Set-Cookie", `b=1; domain=.${BASE.toUpperCase()}.`],
+        ],
+      });
+      const seen = await upgraded;
+      socket.close(1000);
+      return seen.filter((cookie) => !cookie.startsWith("burrow_tunnel="));
+    };
+    // The relay's 101 carries none of the origin's fields but its subprotocol (today), or
+    // the cookies narrowed: never a Domain wider than the tunnel's host.
+    const sub = await cookies(`sockets.${BASE}`, "/ws");
+    const path = await cookies(BASE, "/t/sockets/ws");
+    for (const cookie of [...sub, ...path]) expect(cookie).not.toMatch(/domain/i);
+    agent.socket.close(1000);
   });
 
   it("drops client-address fields sent twice, with _ for -, or folded onto two lines", async () => {
