@@ -12,8 +12,9 @@ import { download, upload } from "../_transfer.ts";
 import { at } from "../_visit.ts";
 
 // A Windows-domain network, all of issue 20 at once: the only way out is squid, which offers
-// `Proxy-Authenticate: Negotiate` (Kerberos tickets of the network's realm, test/_kerberos.ts)
-// and `Proxy-Authenticate: NTLM` (NTLMv2 checked for real by gss-ntlmssp, test/_ntlm-verifier.ts),
+// `Proxy-Authenticate: Negotiate` (negotiate_wrapper_auth: Kerberos tickets of the network's
+// realm, test/_kerberos.ts, or an NTLMSSP token inside it) and `Proxy-Authenticate: NTLM`, NTLM
+// either way checked for real (NTLMv2 only) by gss-ntlmssp (test/_ntlm-verifier.ts),
 // and the agent learns of squid only from a PAC file (served over HTTP in the network, and found
 // by WPAD). The agents get nothing but their own flags and variables: --proxy-pac or --proxy auto,
 // a Kerberos ticket (kinit) or BURROW_PROXY_USER/PASSWORD; no HTTPS_PROXY, no cntlm.
@@ -47,7 +48,11 @@ describe.skipIf(skip)("agents in a Windows-domain network (Negotiate + NTLM prox
 
   beforeAll(async () => {
     relay = await CorpRelay.start();
-    network = await CorpNetwork.create({ egress: "squid", kerberos: true, squid: { negotiate: "kerberos", ntlm: ACCOUNT } });
+    network = await CorpNetwork.create({
+      egress: "squid",
+      kerberos: true,
+      squid: { negotiate: "kerberos-or-ntlm", ntlm: ACCOUNT },
+    });
     origin = await CorpOrigin.start(network);
     const realm = network.realm!;
     // The rig's hosts file replaces the realm's: it names the proxy and the KDC again, and wpad.
@@ -117,6 +122,14 @@ describe.skipIf(skip)("agents in a Windows-domain network (Negotiate + NTLM prox
     expect(answer.output).toMatch(/HTTP\/1\.1 407/);
     expect(answer.output).toMatch(/^Proxy-Authenticate: Negotiate\r?$/m);
     expect(answer.output).toMatch(/^Proxy-Authenticate: NTLM\r?$/m);
+    // An NTLM Negotiate message (MS-NLMP 2.2.1.1) inside Negotiate, as Windows sends one without
+    // a ticket: gss-ntlmssp's challenge comes back inside Negotiate.
+    const type1 = "TlRMTVNTUAABAAAABoIIAAAAAAAAAAAAAAAAAAAAAAA=";
+    const inside = await network.run([
+      ...["curl", "-sS", "-i", "--max-time", "10", "--proxy", `http://${network.realm!.proxyHost}:3128`],
+      ...["--proxy-header", `Proxy-Authorization: Negotiate ${type1}`, "-p", `${relay.url}/`],
+    ]);
+    expect(inside.output).toMatch(/^Proxy-Authenticate: Negotiate TlRMTVNTUAACAAAA/m);
   }, 30_000);
 
   const kerberos = [
