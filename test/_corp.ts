@@ -565,7 +565,8 @@ export class CorpNetwork {
     const file = (name: string) => join(this.dir, name);
     const user = squidUser();
     const ntlm = options.ntlm ? ntlmVerifier(this.dir, options.ntlm) : undefined;
-    const inside = options.negotiate === "kerberos-or-ntlm" ? (ntlm?.program ?? "/usr/lib/squid/ntlm_fake_auth") : undefined;
+    const inside =
+      options.negotiate === "kerberos-or-ntlm" ? (ntlm?.insideNegotiate ?? "/usr/lib/squid/ntlm_fake_auth") : undefined;
     const negotiate = options.negotiate && this.realm ? this.realm.squidConfig(inside) : [];
     // squid offers its schemes in the order of their auth_param lines.
     const schemes = [...negotiate, ...(ntlm?.config ?? []), ...(options.auth ? squidAuth(options.auth, file) : [])];
