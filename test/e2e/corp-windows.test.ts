@@ -9,7 +9,7 @@ import { PacRig } from "../_pac.ts";
 import { executableLauncher } from "../_package.ts";
 import { ROOT } from "../_relay.ts";
 import { download, upload } from "../_transfer.ts";
-import { at } from "../_visit.ts";
+import { at, visit } from "../_visit.ts";
 
 // A Windows-domain network, all of issue 20 at once: the only way out is squid, which offers
 // `Proxy-Authenticate: Negotiate` (negotiate_wrapper_auth: Kerberos tickets of the network's
@@ -83,9 +83,9 @@ describe.skipIf(skip)("agents in a Windows-domain network (Negotiate + NTLM prox
     return agent;
   }
 
-  function tunnel(runtime: AgentRuntime, name: string, env: Record<string, string>): AgentProcess {
+  function tunnel(runtime: AgentRuntime, name: string, env: Record<string, string>, more: string[] = []): AgentProcess {
     const args = ["--port", String(origin.port), "--relay", relay.url, "--name", name, "--ca", relay.caFile];
-    return start(runtime, [...args, "--proxy-pac", pacUrl], env);
+    return start(runtime, [...args, "--proxy-pac", pacUrl, ...more], env);
   }
 
   /** A 20 MB download and a 20 MB upload through tunnel `name`, both checked by sha256. */
@@ -169,6 +169,20 @@ describe.skipIf(skip)("agents in a Windows-domain network (Negotiate + NTLM prox
     expect(await tunnelUser(agent, seen)).toBe(`${ACCOUNT.domain}\\\\${ACCOUNT.user}`);
     expect(ntlmVerdicts(network.dir).slice(verdicts)).toEqual([`accepted NTLMv2 response from CORP\\${ACCOUNT.user}`]);
   }, 180_000);
+
+  it("has a bun agent told --proxy-auth negotiate, without a ticket, send its credentials as NTLM inside Negotiate, checked by gss-ntlmssp", async () => {
+    const realm = network.realm!;
+    const name = "win-spnego-bun";
+    const seen = network.squidLog().length;
+    const verdicts = ntlmVerdicts(network.dir).length;
+    const env = { ...realm.clientEnv(realm.cache("none")), ...NTLM_CREDENTIALS };
+    const agent = tunnel("bun", name, env, ["--proxy-auth", "negotiate"]);
+    await agent.ready();
+    expect((await visit(at(relay.visitorUrl(name), "/status/201"))).status).toBe(201);
+    expect(await tunnelUser(agent, seen)).toBe(`${ACCOUNT.domain}\\\\${ACCOUNT.user}`);
+    // Through negotiate_wrapper_auth to the verifier, not through squid's NTLM scheme.
+    expect(ntlmVerdicts(network.dir).slice(verdicts)).toEqual([`accepted NTLMv2 response from CORP\\${ACCOUNT.user}`]);
+  }, 60_000);
 
   it("has agent doctor (bun, --proxy auto) show what WPAD found, the PAC's answer and Negotiate chosen", async () => {
     const realm = network.realm!;
