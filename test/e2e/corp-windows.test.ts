@@ -77,6 +77,19 @@ describe.skipIf(skip)("agents in a Windows-domain network (Negotiate + NTLM prox
     await relay?.dispose();
   });
 
+  /** Waits for `agent` to exit (it is expected to); fails if it keeps running. */
+  async function exitOf(agent: AgentProcess, timeoutMs = 30_000): Promise<number | null> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`still running after ${timeoutMs}ms:\n${agent.output}`)), timeoutMs);
+    });
+    try {
+      return await Promise.race([agent.exited, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   function start(runtime: AgentRuntime, args: string[], env: Record<string, string>): AgentProcess {
     const agent = new AgentProcess(runtime, args, networkEnv(env), { netns: network.ns });
     agents.push(agent);
@@ -184,10 +197,36 @@ describe.skipIf(skip)("agents in a Windows-domain network (Negotiate + NTLM prox
     expect(ntlmVerdicts(network.dir).slice(verdicts)).toEqual([`accepted NTLMv2 response from CORP\\${ACCOUNT.user}`]);
   }, 60_000);
 
+  it("has a bun agent told --proxy-auth negotiate, with a wrong password, exit 5 after one NTLM-inside-Negotiate refusal", async () => {
+    const realm = network.realm!;
+    const verdicts = ntlmVerdicts(network.dir).length;
+    const env = { ...realm.clientEnv(realm.cache("none")), ...NTLM_CREDENTIALS, BURROW_PROXY_PASSWORD: "wrong" };
+    const agent = tunnel("bun", "win-spnego-wrong", env, ["--proxy-auth", "negotiate"]);
+    expect(await exitOf(agent)).toBe(5);
+    expect(agent.output).toMatch(/^error: .*Negotiate.*407/m);
+    expect(ntlmVerdicts(network.dir).slice(verdicts)).toEqual([
+      expect.stringMatching(/^refused NTLMv2 response from CORP\\bob: /),
+    ]);
+    // squid is still up for the next agent.
+    const answer = await network.run([
+      "curl",
+      "-sS",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      "--proxy",
+      `http://${realm.proxyHost}:3128`,
+      "-p",
+      `${relay.url}/`,
+    ]);
+    expect(answer.output).toContain("407");
+  }, 60_000);
+
   it("has agent doctor (bun, --proxy auto) show what WPAD found, the PAC's answer and Negotiate chosen", async () => {
     const realm = network.realm!;
     const doctor = start("bun", ["doctor", "--relay", relay.url, "--ca", relay.caFile, "--proxy", "auto"], realm.clientEnv());
-    expect(await doctor.exited, doctor.output).toBe(0);
+    expect(await exitOf(doctor), doctor.output).toBe(0);
     expect(doctor.output).toMatch(
       new RegExp(
         `^ok\\s+pac\\s+WPAD found http://wpad/wpad\\.dat answers "PROXY ${realm.proxyHost.replaceAll(".", "\\.")}:3128"`,
@@ -207,7 +246,7 @@ describe.skipIf(skip)("agents in a Windows-domain network (Negotiate + NTLM prox
       ...realm.clientEnv(realm.cache("none")),
       ...NTLM_CREDENTIALS,
     });
-    expect(await doctor.exited, doctor.output).toBe(0);
+    expect(await exitOf(doctor), doctor.output).toBe(0);
     expect(doctor.output).toMatch(
       new RegExp(`^ok\\s+pac\\s+${pacUrl.replaceAll(".", "\\.")} \\(from --proxy-pac\\) answers "PROXY `, "m"),
     );
