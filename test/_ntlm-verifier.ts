@@ -73,7 +73,9 @@ export function ntlmVerifier(dir: string, account: NtlmAccount): { config: strin
   // Copied: squid's user may not be able to read the repository.
   copyFileSync(HELPER, helper);
   writeFileSync(users, `${account.domain}:${account.user}:${account.password}\n`, { mode: 0o600 });
-  writeFileSync(verdicts, "");
+  // Appended to, never emptied: restartSquid() comes here again, and a test counts the verdicts
+  // from before the restart.
+  writeFileSync(verdicts, "", { flag: "a" });
   const program = [
     "/usr/bin/env",
     `NTLM_USER_FILE=${users}`,
