@@ -364,7 +364,8 @@ export interface SquidOptions {
   deny?: string[];
   /**
    * Offers Negotiate, checked against the network's Kerberos realm (CorpOptions.kerberos);
-   * "kerberos-or-ntlm" also takes an NTLMSSP token inside Negotiate (ntlm_fake_auth).
+   * "kerberos-or-ntlm" also takes an NTLMSSP token inside Negotiate: checked by the NTLMv2
+   * verifier with `ntlm` (which squid then also offers as its own scheme), else ntlm_fake_auth.
    */
   negotiate?: "kerberos" | "kerberos-or-ntlm";
 }
@@ -563,8 +564,10 @@ export class CorpNetwork {
     const options = this.options.squid ?? {};
     const file = (name: string) => join(this.dir, name);
     const user = squidUser();
-    const negotiate = options.negotiate && this.realm ? this.realm.squidConfig(options.negotiate === "kerberos-or-ntlm") : [];
     const ntlm = options.ntlm ? ntlmVerifier(this.dir, options.ntlm) : undefined;
+    const inside =
+      options.negotiate === "kerberos-or-ntlm" ? (ntlm?.insideNegotiate ?? "/usr/lib/squid/ntlm_fake_auth") : undefined;
+    const negotiate = options.negotiate && this.realm ? this.realm.squidConfig(inside) : [];
     // squid offers its schemes in the order of their auth_param lines.
     const schemes = [...negotiate, ...(ntlm?.config ?? []), ...(options.auth ? squidAuth(options.auth, file) : [])];
     const auth = schemes.length > 0 ? [...schemes, "acl authed proxy_auth REQUIRED", "http_access deny !authed"] : [];

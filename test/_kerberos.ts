@@ -233,15 +233,13 @@ export class Realm {
 
   /**
    * squid.conf lines that offer Negotiate, checked by negotiate_kerberos_auth against the
-   * proxy's keytab; with `ntlm`, negotiate_wrapper_auth passes an NTLMSSP token inside
-   * Negotiate to ntlm_fake_auth (any password), as Windows proxies accept it.
+   * proxy's keytab; with `ntlm` (an NTLM helper's command line), negotiate_wrapper_auth passes
+   * an NTLMSSP token inside Negotiate to that helper, as Windows proxies accept it.
    */
-  squidConfig(ntlm: boolean): string[] {
+  squidConfig(ntlm?: string): string[] {
     // -s GSS_C_NO_NAME: any principal of the keytab; -t none: no replay cache on disk.
     const kerberos = `/usr/lib/squid/negotiate_kerberos_auth -s GSS_C_NO_NAME -k ${this.keytab} -t none`;
-    const program = ntlm
-      ? `/usr/lib/squid/negotiate_wrapper_auth --ntlm /usr/lib/squid/ntlm_fake_auth --kerberos ${kerberos}`
-      : kerberos;
+    const program = ntlm ? `/usr/lib/squid/negotiate_wrapper_auth --ntlm ${ntlm} --kerberos ${kerberos}` : kerberos;
     return [`auth_param negotiate program ${program}`, "auth_param negotiate children 5", "auth_param negotiate keep_alive on"];
   }
 

@@ -204,6 +204,10 @@ class Handshake:
 VERDICTS = os.environ.get("BURROW_NTLM_VERDICTS")
 
 
+# Set when negotiate_wrapper_auth runs this helper for NTLMSSP tokens inside Negotiate.
+INSIDE_NEGOTIATE = os.environ.get("BURROW_NTLM_INSIDE_NEGOTIATE") == "1"
+
+
 def log(message):
     line = "burrow ntlm verifier: " + message
     print(line, file=sys.stderr, flush=True)
@@ -255,6 +259,11 @@ def answer(handshake, line):
         handshake.reset()
         if major == GSS_S_COMPLETE and peer:
             log("accepted " + summary)
+            if INSIDE_NEGOTIATE:
+                # Squid 5 takes a Negotiate success only with a token ("Unsupported helper
+                # response" is fatal to it), and NTLM has none: negotiate_wrapper_auth turns the
+                # old-style "AF user" into "AF = user", a placeholder token, as for ntlm_fake_auth.
+                return "AF " + peer if " " not in peer else "BH the user name holds a space (old-style AF reply)"
             return "OK user=" + urllib.parse.quote(peer, safe="")
         reason = describe(major, minor)
         if mic and handshake.padded_negotiate:

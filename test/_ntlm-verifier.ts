@@ -59,11 +59,11 @@ export function skipNtlmVerifier(what: string): boolean {
 /**
  * Writes the helper and its user file into `dir` (squid's temp dir) and returns the squid.conf
  * lines that make squid answer `407 Proxy-Authenticate: NTLM` and check each handshake with it,
- * and the files to hand to squid's user.
+ * the files to hand to squid's user, and its command line for negotiate_wrapper_auth (NTLM inside Negotiate).
  * @throws when a field holds ":" or a line break (the user file's separators: gss-ntlmssp reads
  * a line with a fourth ":" as smbpasswd format), or when the verifier cannot run here.
  */
-export function ntlmVerifier(dir: string, account: NtlmAccount): { config: string[]; files: string[] } {
+export function ntlmVerifier(dir: string, account: NtlmAccount): { config: string[]; files: string[]; insideNegotiate: string } {
   for (const [field, value] of Object.entries(account)) {
     if (/[:\r\n]/.test(value)) throw new Error(`NTLM test account: the ${field} must not hold ":" or a line break`);
   }
@@ -73,7 +73,9 @@ export function ntlmVerifier(dir: string, account: NtlmAccount): { config: strin
   // Copied: squid's user may not be able to read the repository.
   copyFileSync(HELPER, helper);
   writeFileSync(users, `${account.domain}:${account.user}:${account.password}\n`, { mode: 0o600 });
-  writeFileSync(verdicts, "");
+  // Appended to, never emptied: restartSquid() comes here again, and a test counts the verdicts
+  // from before the restart.
+  writeFileSync(verdicts, "", { flag: "a" });
   const program = [
     "/usr/bin/env",
     `NTLM_USER_FILE=${users}`,
@@ -90,6 +92,7 @@ export function ntlmVerifier(dir: string, account: NtlmAccount): { config: strin
       "auth_param ntlm keep_alive on",
     ],
     files: [helper, users, verdicts],
+    insideNegotiate: [program[0], "BURROW_NTLM_INSIDE_NEGOTIATE=1", ...program.slice(1)].join(" "),
   };
 }
 

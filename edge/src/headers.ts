@@ -103,7 +103,29 @@ const CLIENT_ADDRESS_FIELDS: readonly string[] = [
   "x-remote-ip",
   "x-remote-addr",
 ];
-const DROPPED_FROM_VISITOR = new Set<string>(["host", ...CLIENT_ADDRESS_FIELDS, ...HANDSHAKE, ...INTERNAL_NAMES]);
+/**
+ * Fields that a proxy in front of a server sets to say which URL or host the client asked for,
+ * and that servers route, check access or build links by: IIS's URL Rewrite and Symfony before
+ * CVE-2018-14773 (X-Original-URL, X-Rewrite-URL), nginx setups (X-Original-URI), and the
+ * host overrides some frameworks read (X-Original-Host, X-Host, X-HTTP-Host-Override). The
+ * relay sets none of them: a visitor's own would let it pass `/public` to a front check and
+ * `/admin` to the app, or put its host in a password-reset link.
+ */
+const REQUEST_TARGET_FIELDS: readonly string[] = [
+  "x-original-url",
+  "x-original-uri",
+  "x-rewrite-url",
+  "x-original-host",
+  "x-host",
+  "x-http-host-override",
+];
+const DROPPED_FROM_VISITOR = new Set<string>([
+  "host",
+  ...CLIENT_ADDRESS_FIELDS,
+  ...REQUEST_TARGET_FIELDS,
+  ...HANDSHAKE,
+  ...INTERNAL_NAMES,
+]);
 
 /**
  * True for the fields a client may not send through the relay: the relay's own (`x-burrow-*`,

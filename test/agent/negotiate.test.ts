@@ -47,6 +47,12 @@ describe("Negotiate without Kerberos", () => {
     expect(exchange.scheme).toBe("NTLM");
   });
 
+  it("sends NTLM inside Negotiate when --proxy-auth pins negotiate, though the proxy offers NTLM too", async () => {
+    const { exchange } = await selectScheme(parseChallenges(["Negotiate", "NTLM"]), context, "negotiate");
+    expect(exchange.scheme).toBe("Negotiate");
+    expect(await exchange.respond(undefined)).toMatch(new RegExp(`^Negotiate ${NTLMSSP_NEGOTIATE}`));
+  });
+
   it("on Node without credentials, names the Bun agent, the executable and credentials", async () => {
     const error = await unavailable(negotiate.start(anonymous, parseChallenges(["Negotiate"])));
     expect(error.message).toMatch(/Node has no FFI/);

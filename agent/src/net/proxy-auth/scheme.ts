@@ -69,8 +69,9 @@ export interface ProxyAuthScheme {
   /** Lowercase, as `--proxy-auth` takes it and challenges are matched. */
   readonly name: "negotiate" | "ntlm" | "digest" | "basic";
   /**
-   * A new exchange for `context`, given every challenge the proxy `offered` (Negotiate falls
-   * back to NTLM inside it only when the proxy does not offer NTLM on its own).
+   * A new exchange for `context`, given the challenges the proxy `offered` (all of them, or only
+   * this scheme's when --proxy-auth pins it): Negotiate falls back to NTLM inside it only when
+   * no NTLM challenge is among them.
    * @throws {SchemeUnavailable} when the scheme cannot be used here (no credentials, no
    *   Kerberos ticket, no GSSAPI library...): the selection moves on to the next scheme.
    */

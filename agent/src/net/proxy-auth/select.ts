@@ -44,11 +44,14 @@ export async function selectScheme(
   const list = offered.join(", ");
   const candidates = pinned ? SCHEMES.filter((scheme) => scheme.name === pinned) : SCHEMES;
   const reasons: SchemeUnavailable[] = [];
+  // A pinned scheme is told only of its own challenges: the user ruled the others out, so
+  // Negotiate without a ticket sends NTLM inside itself even where the proxy offers NTLM alone.
+  const offering = pinned ? challenges.filter((c) => c.name === pinned) : challenges;
   for (const scheme of candidates) {
     const challenge = challenges.find((c) => c.name === scheme.name);
     if (!challenge) continue;
     try {
-      return { exchange: await scheme.start(context, challenges), challenge };
+      return { exchange: await scheme.start(context, offering), challenge };
     } catch (error) {
       if (!(error instanceof SchemeUnavailable)) throw error;
       reasons.push(error);
