@@ -34,6 +34,8 @@ interface Outbound {
   credit: number;
   queue: WsMessageFrame[];
   queued: number;
+  /** Waiting for the session to take input again (see flush). */
+  parked: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -196,26 +198,43 @@ export class SocketRelay {
   private outboundOf(id: number): Outbound {
     let out = this.outbound.get(id);
     if (!out) {
-      out = { credit: INITIAL_WINDOW, queue: [], queued: 0 };
+      out = { credit: INITIAL_WINDOW, queue: [], queued: 0, parked: false };
       this.outbound.set(id, out);
     }
     return out;
   }
 
+  /**
+   * Sends the queued pieces the agent has credit for, while its session takes input (see
+   * AgentSession.takesInput): during a cut they wait here, within the same byte bounds, instead
+   * of becoming one kept frame each; the session's return sends them on.
+   */
   private flush(agent: AgentSession, out: Outbound): void {
-    while (out.queue.length > 0 && out.credit > 0) {
+    while (out.queue.length > 0 && out.credit > 0 && agent.takesInput) {
       const piece = out.queue.shift()!;
       out.queued -= piece.bytes.byteLength;
       this.waiting.give(piece.bytes.byteLength);
       out.credit -= piece.bytes.byteLength;
       this.send(agent, piece);
     }
+    if (out.queue.length > 0 && out.credit > 0 && !out.parked) {
+      out.parked = true;
+      agent.whenTakesInput(() => {
+        out.parked = false;
+        this.flush(agent, out);
+      });
+    }
   }
 
   private forget(id: number): void {
     this.partial.delete(id);
     this.taken.delete(id);
-    this.waiting.give(this.outbound.get(id)?.queued ?? 0);
+    const out = this.outbound.get(id);
+    if (!out) return;
+    this.waiting.give(out.queued);
+    // A flush parked for the session's return (see flush) finds nothing left to send.
+    out.queue = [];
+    out.queued = 0;
     this.outbound.delete(id);
   }
 

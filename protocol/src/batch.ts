@@ -51,6 +51,11 @@ export class FrameBatch {
     }
   }
 
+  /** Frames queued for the next message. */
+  get queued(): number {
+    return this.frames;
+  }
+
   /** True when nothing is queued: the next frame starts a message. */
   get empty(): boolean {
     return this.parts.length === 0;
