@@ -1,19 +1,24 @@
 import { connect, type Socket } from "node:net";
-import { type Frame, FrameType, type ReadyFrame, unackedLimit } from "@burrow/protocol";
+import { FrameType, type ReadyFrame, unackedLimit } from "@burrow/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
 import { RawAgent } from "../_raw-agent.ts";
 import { Relay } from "../_relay.ts";
-import { counted } from "../_unacked.ts";
 
-// While the agent is away (a cut, up to RESUME_SECONDS), the relay reads no more of a
-// visitor's body: each chunk read would become one frame kept for the agent, and a visitor
-// trickling 1-byte chunks would pass the session's frame bound (unackedLimit) and end the
-// tunnel's session, failing every stream. Reading resumes when the agent is back.
+// While the agent is away (a cut, up to RESUME_SECONDS), or leaves half the session's frame
+// bound unacknowledged (a cut the relay has not noticed looks the same), the relay reads no
+// more of a visitor's body and forwards no more of a visitor WebSocket's messages: each chunk
+// would become one frame kept for the agent, and a visitor trickling 1-byte chunks would pass
+// the frame bound (unackedLimit) and end the tunnel's session, failing every stream. Input
+// goes on when the agent is back, or acknowledges.
 
-describe("a visitor trickling an upload while the agent is away, on a relay of 2 streams a tunnel", () => {
+/** The frame bound of a relay of 2 streams a tunnel: 2 streams' windows and the headroom, 18,560 frames. */
+const LIMIT = unackedLimit(2).frames;
+/** Twice the frame bound of 1-byte pieces. */
+const PIECES = 2 * LIMIT;
+
+describe("a visitor trickling tiny pieces to an agent that is away or silent, on a relay of 2 streams a tunnel", () => {
   let relay: Relay;
-  // 2 streams' windows and the headroom: 18,560 frames.
-  const limit = unackedLimit(2);
 
   beforeAll(async () => {
     relay = await Relay.start({ launcher: "workerd", vars: { MAX_STREAMS_PER_TUNNEL: "2" } });
@@ -23,78 +28,159 @@ describe("a visitor trickling an upload while the agent is away, on a relay of 2
     await relay?.dispose();
   });
 
-  it("does not end the session, and the upload arrives byte for byte once the agent is back", async () => {
+  it("through a cut: the session is not ended, and the upload arrives byte for byte once the agent is back", async () => {
     const [agent, ready] = (await RawAgent.say(relay, "trickle")) as [RawAgent, ReadyFrame];
-    expect(ready.type).toBe(FrameType.Ready);
-
-    // The visitor starts a chunked upload; the agent sees its head, then its connection is cut.
-    const visitor = connect(relay.port, "127.0.0.1");
-    visitor.setNoDelay(true);
-    const answer = response(visitor);
-    await new Promise((resolve) => visitor.once("connect", resolve));
-    visitor.write(`POST /upload HTTP/1.1\r\nHost: trickle.localhost:${relay.port}\r\nTransfer-Encoding: chunked\r\n\r\n`);
+    const upload = await Upload.start(relay, "trickle");
     const head = await agent.nextOf(FrameType.RequestHead);
     const cut = agent.closed;
     agent.socket.terminate();
     await cut;
 
-    // Twice the frame bound of 1-byte chunks, each its own write (and TCP segment). Node's
-    // socket buffers what the relay does not read, so the writes never wait.
-    const chunks = 2 * limit.frames;
-    const sent = new Uint8Array(chunks);
-    for (let i = 0; i < chunks; i++) {
-      sent[i] = i % 251;
-      visitor.write(`1\r\n${String.fromCharCode(sent[i]!)}\r\n`, "latin1");
-      if (i % 64 === 0) await new Promise((resolve) => setImmediate(resolve));
-    }
-    visitor.write("0\r\n\r\n");
-    // Let the relay read what it will of the trickle while the agent is away.
+    const sent = await upload.trickle(PIECES);
+    // Time for the relay to read what it would of the trickle while the agent is away.
     await new Promise((resolve) => setTimeout(resolve, 1000));
 
-    // The agent comes back and resumes; its session is still there.
+    // It acknowledged nothing, so it asks for every frame again, from the RequestHead on.
     const [back, again] = (await RawAgent.say(relay, "trickle", {
-      resume: { session: ready.session, received: counted(agent) },
+      resume: { session: ready.session, received: 0 },
     })) as [RawAgent, ReadyFrame];
     expect(again).toMatchObject({ type: FrameType.Ready, resumed: true });
+    const { bytes, frames } = await take(back, head.stream, 0);
+    answer(back, head.stream, frames);
 
-    // It takes the body, granting credit and acknowledging as an agent does, until End.
-    const parts: Uint8Array[] = [];
-    let frames = counted(agent);
-    for (;;) {
-      const frame: Frame = await back.next();
+    expect(bytes.byteLength).toBe(PIECES);
+    expect(bytes.equals(sent)).toBe(true);
+    expect(await upload.answer).toMatch(/^HTTP\/1\.1 200 .*\r\n\r\nok$/s);
+    upload.socket.destroy();
+    back.socket.close(1000);
+  });
+
+  it("to a connected agent that does not acknowledge: it is not closed, and the upload completes once it does", async () => {
+    const agent = await RawAgent.hello(relay, "silent");
+    const upload = await Upload.start(relay, "silent");
+    const head = await agent.nextOf(FrameType.RequestHead);
+
+    const sent = await upload.trickle(PIECES);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    expect(agent.socket.readyState).toBe(WebSocket.OPEN);
+
+    const { bytes, frames } = await take(agent, head.stream, 1);
+    answer(agent, head.stream, frames);
+    expect(bytes.equals(sent)).toBe(true);
+    expect(await upload.answer).toMatch(/^HTTP\/1\.1 200 .*\r\n\r\nok$/s);
+    upload.socket.destroy();
+    agent.socket.close(1000);
+  });
+
+  it("through a cut, a visitor WebSocket's 1-byte messages: the session is not ended, and each reaches the agent in order", async () => {
+    const [agent, ready] = (await RawAgent.say(relay, "trickle-ws")) as [RawAgent, ReadyFrame];
+    const visitor = new WebSocket(`ws://127.0.0.1:${relay.port}/ws`, { headers: { host: `trickle-ws.localhost:${relay.port}` } });
+    const head = await agent.nextOf(FrameType.RequestHead);
+    agent.send({ type: FrameType.ResponseHead, stream: head.stream, status: 101, headers: [] });
+    await new Promise((resolve, reject) => visitor.once("open", resolve).once("error", reject));
+    const cut = agent.closed;
+    agent.socket.terminate();
+    await cut;
+
+    const sent = Buffer.alloc(PIECES);
+    for (let i = 0; i < PIECES; i++) {
+      sent[i] = i % 251;
+      visitor.send(sent.subarray(i, i + 1));
+      if (i % 64 === 0) await new Promise((resolve) => setImmediate(resolve));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+
+    // It acknowledged nothing: every frame again, from the RequestHead on.
+    const [back, again] = (await RawAgent.say(relay, "trickle-ws", {
+      resume: { session: ready.session, received: 0 },
+    })) as [RawAgent, ReadyFrame];
+    expect(again).toMatchObject({ type: FrameType.Ready, resumed: true });
+    expect(await back.next()).toMatchObject({ type: FrameType.RequestHead, stream: head.stream });
+    const got: number[] = [];
+    let frames = 1;
+    while (got.length < PIECES) {
+      const frame = await back.next();
       if (frame.type === FrameType.Ack) continue;
       frames++;
-      if (frame.type === FrameType.Data && frame.stream === head.stream) {
-        parts.push(frame.bytes);
-        back.send({ type: FrameType.Ack, received: frames });
-        back.send({ type: FrameType.Credit, stream: head.stream, bytes: frame.bytes.byteLength });
-      }
-      if (frame.type === FrameType.End && frame.stream === head.stream) break;
-      expect(frame.type).not.toBe(FrameType.Reset);
+      if (frame.type === FrameType.End) continue; // the upgrade request's empty body
+      expect(frame).toMatchObject({ type: FrameType.WsMessage, stream: head.stream, final: true });
+      if (frame.type !== FrameType.WsMessage) break;
+      got.push(...frame.bytes);
+      back.send({ type: FrameType.Ack, received: frames });
+      back.send({ type: FrameType.Credit, stream: head.stream, bytes: frame.bytes.byteLength });
     }
-    const got = Buffer.concat(parts);
-    back.send({ type: FrameType.Ack, received: frames });
-    back.send({ type: FrameType.ResponseHead, stream: head.stream, status: 200, headers: [["content-length", "2"]] });
-    back.send({ type: FrameType.Data, stream: head.stream, bytes: new TextEncoder().encode("ok") });
-    back.send({ type: FrameType.End, stream: head.stream });
-
-    expect(got.byteLength).toBe(chunks);
-    expect(got.equals(Buffer.from(sent))).toBe(true);
-    expect(await answer).toMatch(/^HTTP\/1\.1 200 [^]*\r\n\r\nok$/);
-    visitor.destroy();
+    expect(Buffer.from(got).equals(sent)).toBe(true);
+    visitor.close();
     back.socket.close(1000);
   });
 });
 
-/** The visitor's whole response, as text, once the relay ends it or sends a complete `ok` body. */
-function response(socket: Socket): Promise<string> {
-  return new Promise((resolve) => {
-    let text = "";
-    socket.on("data", (data: Buffer) => {
-      text += data.toString("latin1");
-      if (/\r\n\r\n[^]*ok$/.test(text) || /^HTTP\/1\.1 5/.test(text)) resolve(text);
+/** A visitor's chunked upload over its own TCP connection, one write (and segment) a chunk. */
+class Upload {
+  readonly answer: Promise<string>;
+
+  private constructor(readonly socket: Socket) {
+    this.answer = new Promise((resolve) => {
+      let text = "";
+      socket.on("data", (data: Buffer) => {
+        text += data.toString("latin1");
+        if (/\r\n\r\n.*ok$/s.test(text)) resolve(text);
+      });
+      socket.on("close", () => resolve(text));
+      socket.on("error", () => resolve(text));
     });
-    socket.on("close", () => resolve(text));
-    socket.on("error", () => resolve(text));
-  });
+  }
+
+  static async start(relay: Relay, name: string): Promise<Upload> {
+    const socket = connect(relay.port, "127.0.0.1");
+    socket.setNoDelay(true);
+    const upload = new Upload(socket);
+    await new Promise((resolve) => socket.once("connect", resolve));
+    socket.write(`POST /upload HTTP/1.1\r\nHost: ${name}.localhost:${relay.port}\r\nTransfer-Encoding: chunked\r\n\r\n`);
+    return upload;
+  }
+
+  /**
+   * Sends `count` 1-byte chunks, then the body's end; returns the bytes. Node's socket buffers
+   * what the relay does not read, so the writes never wait for it.
+   */
+  async trickle(count: number): Promise<Buffer> {
+    const sent = Buffer.alloc(count);
+    for (let i = 0; i < count; i++) {
+      sent[i] = i % 251;
+      this.socket.write(`1\r\n${String.fromCharCode(sent[i]!)}\r\n`, "latin1");
+      if (i % 64 === 0) await new Promise((resolve) => setImmediate(resolve));
+    }
+    this.socket.write("0\r\n\r\n");
+    return sent;
+  }
+}
+
+/**
+ * Takes the body of `stream` up to its End, granting credit and acknowledging each frame as an
+ * agent does (it had received `frames` of the session's frames before); returns the body and
+ * the count of frames received.
+ */
+async function take(agent: RawAgent, stream: number, frames: number): Promise<{ bytes: Buffer; frames: number }> {
+  const parts: Uint8Array[] = [];
+  for (;;) {
+    const frame = await agent.next();
+    if (frame.type === FrameType.Ack) continue;
+    frames++;
+    expect(frame.type).not.toBe(FrameType.Reset);
+    if (frame.type === FrameType.End && frame.stream === stream) return { bytes: Buffer.concat(parts), frames };
+    if (frame.type === FrameType.Data && frame.stream === stream) {
+      parts.push(frame.bytes);
+      agent.send({ type: FrameType.Ack, received: frames });
+      agent.send({ type: FrameType.Credit, stream, bytes: frame.bytes.byteLength });
+    }
+  }
+}
+
+/** The agent answers `stream` with a 200 and "ok", having acknowledged `frames`. */
+function answer(agent: RawAgent, stream: number, frames: number): void {
+  agent.send({ type: FrameType.Ack, received: frames });
+  agent.send({ type: FrameType.ResponseHead, stream, status: 200, headers: [["content-length", "2"]] });
+  agent.send({ type: FrameType.Data, stream, bytes: new TextEncoder().encode("ok") });
+  agent.send({ type: FrameType.End, stream });
 }
