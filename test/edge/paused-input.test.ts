@@ -28,47 +28,52 @@ describe("a visitor trickling tiny pieces to an agent that is away or silent, on
     await relay?.dispose();
   });
 
-  it("through a cut: the session is not ended, and the upload arrives byte for byte once the agent is back", async () => {
+  it("through a cut: the session is not ended, and two uploads arrive byte for byte once the agent is back", async () => {
     const [agent, ready] = (await RawAgent.say(relay, "trickle")) as [RawAgent, ReadyFrame];
-    const upload = await Upload.start(relay, "trickle");
-    const head = await agent.nextOf(FrameType.RequestHead);
+    const uploads = [await Upload.start(relay, "trickle"), await Upload.start(relay, "trickle")];
+    const heads = [await agent.nextOf(FrameType.RequestHead), await agent.nextOf(FrameType.RequestHead)];
     const cut = agent.closed;
     agent.socket.terminate();
     await cut;
 
-    const sent = await upload.trickle(PIECES);
+    const sent = await trickle(uploads, PIECES / 2);
     // Time for the relay to read what it would of the trickle while the agent is away.
     await new Promise((resolve) => setTimeout(resolve, 1000));
 
-    // It acknowledged nothing, so it asks for every frame again, from the RequestHead on.
+    // It acknowledged nothing, so it asks for every frame again, from the RequestHeads on.
     const [back, again] = (await RawAgent.say(relay, "trickle", {
       resume: { session: ready.session, received: 0 },
     })) as [RawAgent, ReadyFrame];
     expect(again).toMatchObject({ type: FrameType.Ready, resumed: true });
-    const { bytes, frames } = await take(back, head.stream, 0);
-    answer(back, head.stream, frames);
+    const streams = heads.map((head) => head.stream);
+    const { bodies, frames } = await take(back, streams, 0);
+    for (const stream of streams) answer(back, stream, frames);
 
-    expect(bytes.byteLength).toBe(PIECES);
-    expect(bytes.equals(sent)).toBe(true);
-    expect(await upload.answer).toMatch(/^HTTP\/1\.1 200 .*\r\n\r\nok$/s);
-    upload.socket.destroy();
+    for (const stream of streams) expect(bodies.get(stream)?.equals(sent)).toBe(true);
+    for (const upload of uploads) {
+      expect(await upload.answer).toMatch(/^HTTP\/1\.1 200 .*\r\n\r\nok$/s);
+      upload.socket.destroy();
+    }
     back.socket.close(1000);
   });
 
-  it("to a connected agent that does not acknowledge: it is not closed, and the upload completes once it does", async () => {
+  it("to a connected agent that does not acknowledge: it is not closed, and two uploads complete once it does", async () => {
     const agent = await RawAgent.hello(relay, "silent");
-    const upload = await Upload.start(relay, "silent");
-    const head = await agent.nextOf(FrameType.RequestHead);
+    const uploads = [await Upload.start(relay, "silent"), await Upload.start(relay, "silent")];
+    const heads = [await agent.nextOf(FrameType.RequestHead), await agent.nextOf(FrameType.RequestHead)];
 
-    const sent = await upload.trickle(PIECES);
+    const sent = await trickle(uploads, PIECES / 2);
     await new Promise((resolve) => setTimeout(resolve, 1000));
     expect(agent.socket.readyState).toBe(WebSocket.OPEN);
 
-    const { bytes, frames } = await take(agent, head.stream, 1);
-    answer(agent, head.stream, frames);
-    expect(bytes.equals(sent)).toBe(true);
-    expect(await upload.answer).toMatch(/^HTTP\/1\.1 200 .*\r\n\r\nok$/s);
-    upload.socket.destroy();
+    const streams = heads.map((head) => head.stream);
+    const { bodies, frames } = await take(agent, streams, 2);
+    for (const stream of streams) answer(agent, stream, frames);
+    for (const stream of streams) expect(bodies.get(stream)?.equals(sent)).toBe(true);
+    for (const upload of uploads) {
+      expect(await upload.answer).toMatch(/^HTTP\/1\.1 200 .*\r\n\r\nok$/s);
+      upload.socket.destroy();
+    }
     agent.socket.close(1000);
   });
 
@@ -140,41 +145,60 @@ class Upload {
     return upload;
   }
 
-  /**
-   * Sends `count` 1-byte chunks, then the body's end; returns the bytes. Node's socket buffers
-   * what the relay does not read, so the writes never wait for it.
-   */
-  async trickle(count: number): Promise<Buffer> {
-    const sent = Buffer.alloc(count);
-    for (let i = 0; i < count; i++) {
-      sent[i] = i % 251;
-      this.socket.write(`1\r\n${String.fromCharCode(sent[i]!)}\r\n`, "latin1");
-      if (i % 64 === 0) await new Promise((resolve) => setImmediate(resolve));
-    }
+  /** Sends one 1-byte chunk. */
+  write(byte: number): void {
+    this.socket.write(`1\r\n${String.fromCharCode(byte)}\r\n`, "latin1");
+  }
+
+  /** Ends the body. */
+  end(): void {
     this.socket.write("0\r\n\r\n");
-    return sent;
   }
 }
 
 /**
- * Takes the body of `stream` up to its End, granting credit and acknowledging each frame as an
- * agent does (it had received `frames` of the session's frames before); returns the body and
- * the count of frames received.
+ * Sends `count` 1-byte chunks on each upload, taking turns (so that no two chunks of one
+ * stream come in a row, which the relay would join into one frame), then the bodies' end;
+ * returns each body. Node's sockets buffer what the relay does not read, so this never waits
+ * for it.
  */
-async function take(agent: RawAgent, stream: number, frames: number): Promise<{ bytes: Buffer; frames: number }> {
-  const parts: Uint8Array[] = [];
-  for (;;) {
+async function trickle(uploads: Upload[], count: number): Promise<Buffer> {
+  const sent = Buffer.alloc(count);
+  for (let i = 0; i < count; i++) {
+    sent[i] = i % 251;
+    for (const upload of uploads) upload.write(sent[i]!);
+    if (i % 32 === 0) await new Promise((resolve) => setImmediate(resolve));
+  }
+  for (const upload of uploads) upload.end();
+  return sent;
+}
+
+/**
+ * Takes the bodies of `streams` up to their End, granting credit and acknowledging each frame
+ * as an agent does (it had received `frames` of the session's frames before); returns the
+ * bodies and the count of frames received.
+ */
+async function take(
+  agent: RawAgent,
+  streams: number[],
+  frames: number,
+): Promise<{ bodies: Map<number, Buffer>; frames: number }> {
+  const parts = new Map(streams.map((stream) => [stream, [] as Uint8Array[]]));
+  const bodies = new Map<number, Buffer>();
+  while (bodies.size < streams.length) {
     const frame = await agent.next();
     if (frame.type === FrameType.Ack) continue;
     frames++;
     expect(frame.type).not.toBe(FrameType.Reset);
-    if (frame.type === FrameType.End && frame.stream === stream) return { bytes: Buffer.concat(parts), frames };
-    if (frame.type === FrameType.Data && frame.stream === stream) {
-      parts.push(frame.bytes);
+    if (frame.type === FrameType.End && parts.has(frame.stream))
+      bodies.set(frame.stream, Buffer.concat(parts.get(frame.stream)!));
+    if (frame.type === FrameType.Data && parts.has(frame.stream)) {
+      parts.get(frame.stream)!.push(frame.bytes);
       agent.send({ type: FrameType.Ack, received: frames });
-      agent.send({ type: FrameType.Credit, stream, bytes: frame.bytes.byteLength });
+      agent.send({ type: FrameType.Credit, stream: frame.stream, bytes: frame.bytes.byteLength });
     }
   }
+  return { bodies, frames };
 }
 
 /** The agent answers `stream` with a 200 and "ok", having acknowledged `frames`. */
