@@ -80,7 +80,7 @@ export class FrameBatch {
     if (!tail || tail.stream !== stream || bytes.byteLength >= JOIN_DATA_BELOW || length > JOINED_DATA_MAX) return false;
     if (this.size + bytes.byteLength > MAX_MESSAGE_BYTES) return false;
     if (!tail.owned || length > tail.buffer.byteLength) {
-      const grown = new Uint8Array(Math.min(JOINED_DATA_MAX, Math.max(2 * length, 256)));
+      const grown = new Uint8Array(Math.min(JOINED_DATA_MAX, Math.max(2 * length, 64)));
       grown.set(tail.buffer.subarray(0, tail.length));
       tail.buffer = grown;
       tail.owned = true;
