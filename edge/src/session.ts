@@ -16,6 +16,10 @@ export class AgentSession {
   resumeTimer: ReturnType<typeof setTimeout> | null = null;
   /** Writes the session's counts once it has been quiet a moment (see TunnelObject.use). */
   persistTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Visitor input paused until the session takes it again (see takesInput). */
+  private readonly paused = new Set<() => void>();
+  /** Kept frames past which visitors' input waits for the agent's Acks (see takesInput). */
+  private readonly inputFrames: number;
 
   constructor(
     readonly id: string,
@@ -30,6 +34,36 @@ export class AgentSession {
     // requests, at load) have run, so their frames go to the agent as one message, one send
     // and one wake-up of the agent instead of one each. Alone, a request waits for nothing.
     this.frames = new FrameSession((flush) => void setTimeout(flush, 0), counts, limit);
+    this.inputFrames = Math.floor(limit.frames / 2);
+    this.frames.onAcknowledged = () => this.resume();
+  }
+
+  /**
+   * Whether the relay reads more of its visitors' input (request bodies, WebSocket messages)
+   * for this session now. Not while the agent is away: every chunk read becomes a frame kept
+   * for it, and flow control bounds their bytes, not their number, so a visitor trickling
+   * 1-byte chunks through a cut would pass the session's frame bound (unackedLimit) and end
+   * it, failing every stream of the tunnel. Nor while half that bound is kept unacknowledged:
+   * a cut the relay has not noticed yet looks the same. An agent that acknowledges (within
+   * ACK_DELAY_MS of each message) never comes near it. While paused, TCP backpressure reaches
+   * the visitor, as when a stream's credit runs out.
+   */
+  get takesInput(): boolean {
+    return this.link !== undefined && this.frames.outstandingFrames < this.inputFrames;
+  }
+
+  /** Calls `wake` once the session takes input again (see takesInput), or at once if it does. */
+  whenTakesInput(wake: () => void): void {
+    if (this.takesInput) wake();
+    else this.paused.add(wake);
+  }
+
+  /** Wakes the paused input, if the session takes it again. */
+  private resume(): void {
+    if (this.paused.size === 0 || !this.takesInput) return;
+    const waiting = [...this.paused];
+    this.paused.clear();
+    for (const wake of waiting) wake();
   }
 
   /** Queues a frame for the agent: on the connection, or kept for the next one. */
@@ -48,6 +82,7 @@ export class AgentSession {
         if (!isTeardownNoise(error)) console.error("sending frames to the agent failed", error);
       }
     }, peerReceived);
+    this.resume();
   }
 
   detach(): void {

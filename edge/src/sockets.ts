@@ -29,11 +29,21 @@ interface Partial {
   size: number;
 }
 
+/**
+ * What a queued piece costs beyond its bytes, against MAX_WAITING_WS_BYTES, the tunnel's bound
+ * on what waits for the origin: its object, frame fields and array slot (about 100-150 bytes in V8).
+ * Without it a visitor sending 1-byte messages to an origin that grants no credit, or during a
+ * cut, would hold MAX_WAITING_WS_BYTES of messages in objects a hundred times that size.
+ */
+const QUEUED_PIECE_COST = 128;
+
 /** Visitor-to-origin pieces waiting for the agent's credit, per stream. */
 interface Outbound {
   credit: number;
   queue: WsMessageFrame[];
   queued: number;
+  /** Waiting for the session to take input again (see flush). */
+  parked: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -87,7 +97,8 @@ export class SocketRelay {
       return;
     }
     // All visitors' waiting messages together stay within what the Durable Object can hold.
-    if (!this.waiting.take(bytes.byteLength)) {
+    const pieces = Math.max(1, Math.ceil(bytes.byteLength / MAX_DATA_CHUNK));
+    if (!this.waiting.take(bytes.byteLength + pieces * QUEUED_PIECE_COST)) {
       this.close(visitor, 1013, "the tunnel's origin is not keeping up with its visitors; try again later");
       this.send(agent, { type: FrameType.WsClose, stream: id, code: 1001, reason: "the relay holds too much for this tunnel" });
       this.forget(id);
@@ -196,26 +207,43 @@ export class SocketRelay {
   private outboundOf(id: number): Outbound {
     let out = this.outbound.get(id);
     if (!out) {
-      out = { credit: INITIAL_WINDOW, queue: [], queued: 0 };
+      out = { credit: INITIAL_WINDOW, queue: [], queued: 0, parked: false };
       this.outbound.set(id, out);
     }
     return out;
   }
 
+  /**
+   * Sends the queued pieces the agent has credit for, while its session takes input (see
+   * AgentSession.takesInput): during a cut they wait here, within the same byte bounds, instead
+   * of becoming one kept frame each; the session's return sends them on.
+   */
   private flush(agent: AgentSession, out: Outbound): void {
-    while (out.queue.length > 0 && out.credit > 0) {
+    while (out.queue.length > 0 && out.credit > 0 && agent.takesInput) {
       const piece = out.queue.shift()!;
       out.queued -= piece.bytes.byteLength;
-      this.waiting.give(piece.bytes.byteLength);
+      this.waiting.give(piece.bytes.byteLength + QUEUED_PIECE_COST);
       out.credit -= piece.bytes.byteLength;
       this.send(agent, piece);
+    }
+    if (out.queue.length > 0 && out.credit > 0 && !out.parked) {
+      out.parked = true;
+      agent.whenTakesInput(() => {
+        out.parked = false;
+        this.flush(agent, out);
+      });
     }
   }
 
   private forget(id: number): void {
     this.partial.delete(id);
     this.taken.delete(id);
-    this.waiting.give(this.outbound.get(id)?.queued ?? 0);
+    const out = this.outbound.get(id);
+    if (!out) return;
+    this.waiting.give(out.queued + out.queue.length * QUEUED_PIECE_COST);
+    // A flush parked for the session's return (see flush) finds nothing left to send.
+    out.queue = [];
+    out.queued = 0;
     this.outbound.delete(id);
   }
 

@@ -153,18 +153,24 @@ export class StreamTable {
     }
   }
 
-  /** Waits until the agent accepts at least one byte; returns how many of `want` it may take (0: stream gone). */
+  /**
+   * Waits until the agent accepts at least one byte and its session takes input (see
+   * AgentSession.takesInput: not during a cut); returns how many of `want` it may take (0:
+   * stream gone). The body is not read meanwhile, so the visitor waits on TCP backpressure.
+   */
   private async credit(id: number, want: number): Promise<number> {
     for (;;) {
       const stream = this.streams.get(id);
       if (!stream) return 0;
-      if (stream.credit > 0) {
+      const open = stream.socket.takesInput;
+      if (stream.credit > 0 && open) {
         const allowed = Math.min(want, stream.credit);
         stream.credit -= allowed;
         return allowed;
       }
       await new Promise<void>((resolve) => {
         stream.wake = resolve;
+        if (!open) stream.socket.whenTakesInput(resolve);
       });
     }
   }

@@ -57,6 +57,8 @@ export class FrameSession {
    * The side closes the connection (CloseCode.Unacknowledged) and fails the session's streams.
    */
   onOverflow: ((why: string) => void) | undefined;
+  /** Called when an Ack let go of kept frames (a side that paused its input for them resumes). */
+  onAcknowledged: (() => void) | undefined;
 
   /**
    * @param schedule runs a flush later in this turn (see FrameBatch).
@@ -88,6 +90,11 @@ export class FrameSession {
   /** Frames kept for the peer until it acknowledges them. */
   get keptFrames(): number {
     return this.over ? 0 : this.sentFrames - this.ackedFrames;
+  }
+
+  /** Frames kept for the peer or queued for it (Acks among them): what it has yet to acknowledge. */
+  get outstandingFrames(): number {
+    return this.keptFrames + this.batch.queued;
   }
 
   /** The session ended (see {@link end}): nothing more is sent or kept. */
@@ -157,6 +164,7 @@ export class FrameSession {
     if (frames <= this.ackedFrames) return;
     this.ackedFrames = frames;
     while (this.kept.length > 0 && this.kept[0]!.end <= frames) this.keptSize -= this.kept.shift()!.size;
+    this.onAcknowledged?.();
     if (this.quiescent) this.onQuiescent?.();
   }
 

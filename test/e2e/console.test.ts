@@ -90,7 +90,7 @@ describe("agent console, not on a terminal", () => {
     const agent = spawn(["--port", String(origin.port), "--relay", `http://127.0.0.1:${await freePort()}`]);
     await agent.waitFor(/^still cannot connect \(attempt 3\); retrying in \d/, { timeoutMs: 15_000 });
     expect(agent.output).toMatch(/^error: cannot reach the relay at 127\.0\.0\.1:\d+: /m);
-    expect(agent.output).toMatch(/^ {2}hint: start it with `npm run dev`.*; retrying in \d/m);
+    expect(agent.output).toMatch(/^ {2}hint: start one in this clone with `npm run relay`.*; retrying in \d/m);
     expect(agent.output.match(/cannot reach the relay/g)).toHaveLength(1);
     expect(agent.lines).toContainEqual(expect.stringMatching(/^still cannot connect \(attempt 2\); retrying in \d+(ms|\.\ds)$/));
   }, 30_000);

@@ -354,6 +354,29 @@ describe("an open relay", () => {
     calm.socket.close(1000);
   });
 
+  it("counts each waiting message's own cost against MAX_WAITING_WS_BYTES, so tiny messages cannot pile up in objects", async () => {
+    const agent = await RawAgent.hello(relay, "tiny-messages");
+    const socket = new WebSocket(`ws://127.0.0.1:${relay.port}/ws`, {
+      headers: { host: `tiny-messages.localhost:${relay.port}` },
+    });
+    const head = await agent.nextOf(FrameType.RequestHead);
+    agent.send({ type: FrameType.ResponseHead, stream: head.stream, status: 101, headers: [] });
+    await new Promise((resolve, reject) => socket.once("open", resolve).once("error", reject));
+    const closed = new Promise<number>((resolve) => {
+      socket.once("close", resolve);
+      (socket as unknown as { _receiver: { on(event: "conclude", listener: (code: number) => void): void } })._receiver.on(
+        "conclude",
+        resolve,
+      );
+    });
+    // The window's worth goes to the agent, which grants no more; then 60,000 one-byte messages
+    // wait: 60 KB of bytes, far under the 6 MiB bound, but 60,000 objects.
+    socket.send(new Uint8Array(1024 * 1024));
+    const one = new Uint8Array(1);
+    for (let i = 0; i < 60_000 && socket.readyState === WebSocket.OPEN; i++) socket.send(one);
+    expect(await closed).toBe(1013);
+  });
+
   it("resets only the stream an agent's frame breaks the protocol on: a second head, data before a head, too much credit", async () => {
     const agent = await RawAgent.hello(relay, "sloppy");
     const url = `http://sloppy.localhost:${relay.port}/`;
