@@ -1,4 +1,5 @@
 import http from "node:http";
+import type { Socket } from "node:net";
 
 export interface Visit {
   status: number;
@@ -34,6 +35,19 @@ export function dialOptions(url: string, headers: http.OutgoingHttpHeaders = {})
 
 const pool = new http.Agent({ keepAlive: true, maxSockets: 128 });
 
+const guarded = new WeakSet<Socket>();
+/**
+ * A server that answers before it has read a request's body (a 502, a 413) may reset the
+ * connection while the body is still being written: the request has its answer and has let go
+ * of the socket by then, so the write's ECONNRESET would be nobody's (an uncaught exception in
+ * the test run). While a request holds the socket, its own error listener reports errors.
+ */
+function guard(socket: Socket): void {
+  if (guarded.has(socket)) return;
+  guarded.add(socket);
+  socket.on("error", () => {});
+}
+
 /**
  * Requests `url` the way a browser would reach a tunnel, but dialing 127.0.0.1 with the URL's
  * Host header: Node's resolver does not map *.localhost to loopback.
@@ -58,6 +72,7 @@ export function visit(url: string, options: VisitOptions = {}): Promise<Visit> {
         });
       },
     );
+    request.on("socket", guard);
     request.on("error", (error: NodeJS.ErrnoException) => {
       // A kept-alive socket the server closed as it was reused (servers drop idle connections
       // after a few seconds; a busy test process sees the FIN late): the request never reached
