@@ -103,6 +103,9 @@ async function opensSession(relay: URL, net: NetConfig, token: string): Promise<
   }
 }
 
+/** Characters the token's line may hold: tokens are tens of characters; a file piped in by mistake stops here. */
+const MAX_TOKEN_LINE = 4096;
+
 /**
  * One line from stdin: typed at a prompt that does not echo it on a terminal, else the first
  * line piped in (an empty stdin is an empty line).
@@ -132,6 +135,19 @@ async function readSecret(prompt: string, terminal: boolean): Promise<string> {
           if (char === "\r" || char === "\n") return done(text);
           if (terminal && (char === "\u007f" || char === "\b")) text = text.slice(0, -1);
           else text += char;
+          if (text.length > MAX_TOKEN_LINE) {
+            stdin.off("data", onData);
+            stdin.off("end", onEnd);
+            stdin.pause();
+            reject(
+              new AgentError(
+                "usage",
+                `the token's line is over ${MAX_TOKEN_LINE} characters, longer than any token`,
+                "give the token alone on its first line: agent login --relay URL < token.txt",
+              ),
+            );
+            return;
+          }
         }
       };
       stdin.on("data", onData);

@@ -111,6 +111,14 @@ describe("agent login and logout", () => {
     expect(output).toContain(`error: http://localhost:${relay.port} requires a token, and none was given`);
   });
 
+  it("stops reading a token line longer than any token, and saves nothing", async () => {
+    const home = configHome();
+    const { status, output } = await login(relay.url, "x".repeat(100_000), home);
+    expect(status, output).toBe(2);
+    expect(output).toContain("error: the token's line is over 4096 characters, longer than any token");
+    expect(existsSync(join(home, "burrow", "config.toml"))).toBe(false);
+  });
+
   it("saves an open relay with no token for an empty line", async () => {
     const home = configHome();
     const { status, output } = await login(open.url, "\n", home);
