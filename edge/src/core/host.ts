@@ -1,0 +1,96 @@
+/**
+ * What a host gives the relay's core. The core (this folder) is the relay itself, written
+ * against web standards only (its tsconfig has neither workers-types nor Node's): the front
+ * that routes visitors, and one TunnelCore per tunnel (or shard of one). Everything that truly
+ * differs between hosts is here, passed in: on Cloudflare (../cloudflare/) a Durable Object's
+ * hibernating WebSockets, storage and alarms and stubs of other objects; self-hosted
+ * (../selfhost/) sockets in memory, a data directory and the other cores in the same process.
+ */
+
+/**
+ * A WebSocket the core holds: an agent's, a visitor's, or an HTTPS-transport session posing as
+ * one (polling.ts). The attachment survives hibernation on Cloudflare (at most 2 KiB); the
+ * self-hosted store keeps it in memory.
+ */
+export interface Link {
+  send(message: string | ArrayBuffer | ArrayBufferView): void;
+  close(code?: number, reason?: string): void;
+  serializeAttachment(value: unknown): void;
+  deserializeAttachment(): unknown;
+}
+
+/** The connections of one tunnel, each accepted with tags so that finding one never walks the rest. */
+export interface LinkStore {
+  /**
+   * Makes a WebSocket for the request being answered and accepts its server end here with
+   * `tags`. Returns that end and the response that completes the upgrade (on Cloudflare a 101
+   * carrying the client end; self-hosted a marker the server recognises). The host sends the
+   * link's messages, closes and errors to the core's `message`, `closed` and `errored`.
+   */
+  upgrade(tags: readonly string[], headers?: HeadersInit): { link: Link; response: Response };
+  /** The open links that carry `tag`. */
+  byTag(tag: string): Link[];
+}
+
+/** A tunnel's durable state: a few small values, and one alarm that calls the core's `alarm()`. */
+export interface TunnelStorage {
+  get<T>(key: string): Promise<T | undefined>;
+  put(key: string, value: unknown): Promise<void>;
+  delete(key: string): Promise<void>;
+  /** Forgets every key (and the alarm). */
+  deleteAll(): Promise<void>;
+  /** Calls the core's `alarm()` at `at` (ms since the epoch), replacing an earlier alarm. */
+  setAlarm(at: number): Promise<void>;
+}
+
+/** Another tunnel's (or shard's) core: a Durable Object stub on Cloudflare, the core itself in one process. */
+export interface TunnelPeer {
+  fetch(request: Request): Promise<Response>;
+  liveShards(): Promise<number[]>;
+  shardState(shard: number, up: boolean): Promise<void>;
+  evictStale(primary: string): Promise<void>;
+  connectedOwner(): Promise<string | undefined>;
+  admitShard(
+    hello: import("@burrow/protocol").HelloFrame,
+    shard: number,
+    name: string,
+  ): Promise<import("./tunnel.ts").ShardAdmission>;
+}
+
+/** Counts across tunnels, one per key (see gate.ts): agents' connects per address, tunnels per token. */
+export interface GatePeer {
+  admit(limit: number): Promise<import("./rate.ts").RateVerdict>;
+  hold(name: string, limit: number): Promise<{ ok: true } | { ok: false; held: string[] }>;
+  release(...names: string[]): Promise<void>;
+}
+
+/** The relay's settings, as strings, named as the Worker's vars (RelaySettings reads them). */
+export type SettingVars = Readonly<Record<string, string | undefined>>;
+
+/** What every part of the core may ask of its host. */
+export interface RelayHost {
+  /** The vars: wrangler.toml's and secrets on Cloudflare, the environment and flags self-hosted. */
+  readonly vars: SettingVars;
+  /** The core of tunnel object `object` (a name, or a shard's object name: see shards.ts). */
+  tunnel(object: string): TunnelPeer;
+  /** The gate for `key` (a client address, or "token:<hash>"). */
+  gate(key: string): GatePeer;
+  /** Keeps the host alive until `work` settles (Cloudflare's waitUntil); self-hosted, logs a rejection. */
+  waitUntil(work: Promise<unknown>): void;
+}
+
+/** What one TunnelCore is given: the relay's host, and its own connections and storage. */
+export interface TunnelHost extends RelayHost {
+  readonly links: LinkStore;
+  readonly storage: TunnelStorage;
+  /**
+   * A response whose body is written as it comes. With `length`, the host sends Content-Length
+   * and fails the response if fewer bytes are written (a truncated body is never a clean end).
+   * The bytes are sent as they are (already encoded as Content-Encoding says).
+   */
+  streamingResponse(
+    status: number,
+    headers: Headers,
+    length: number | undefined,
+  ): { response: Response; writable: WritableStream<Uint8Array> };
+}
