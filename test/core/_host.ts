@@ -1,0 +1,396 @@
+// The relay's core in this process, on an in-memory host: links that record what the core
+// sends and let a test speak as an agent or a visitor, storage in a Map whose alarm the test
+// fires, a registry of cores by object name (shards included) and GateCores for the gates.
+// No workerd, no sockets, no child processes: a test of the core runs in milliseconds.
+import {
+  CONNECT_PATH,
+  concatBytes,
+  decodeFrames,
+  encodeFrame,
+  type Frame,
+  FrameType,
+  type HelloFrame,
+  PROTOCOL_VERSION,
+  type ReadyFrame,
+} from "@burrow/protocol";
+import { handleRequest } from "../../edge/src/core/front.ts";
+import { GateCore } from "../../edge/src/core/gate.ts";
+import type {
+  GatePeer,
+  Link,
+  LinkStore,
+  RelayHost,
+  SettingVars,
+  TunnelHost,
+  TunnelPeer,
+  TunnelStorage,
+} from "../../edge/src/core/host.ts";
+import { type RelaySettings, readSettings } from "../../edge/src/core/settings.ts";
+import { TunnelCore } from "../../edge/src/core/tunnel.ts";
+
+/** Marks the response that completes an upgrade (Node's Response refuses 101); its value is the link's id. */
+const UPGRADE_HEADER = "x-memory-upgrade";
+
+export const NO_RULES: HelloFrame["rules"] = { basicAuth: [], allowIp: [], webhooks: [] };
+
+/** The address visitors and agents come from unless a test says otherwise. */
+export const CLIENT_IP = "203.0.113.7";
+
+/** The hello a well-behaved agent sends, with `fields` changed. */
+export function helloFrame(name: string, fields: Partial<HelloFrame> = {}): HelloFrame {
+  return {
+    type: FrameType.Hello,
+    version: PROTOCOL_VERSION,
+    agent: "core-test",
+    name,
+    token: "",
+    claim: `claim-of-${name}-0123456789`,
+    rules: NO_RULES,
+    resume: null,
+    ...fields,
+  };
+}
+
+/** Frames back to back in one message, as either side sends them. */
+export function message(...frames: Frame[]): Uint8Array {
+  const parts = frames.map(encodeFrame);
+  return concatBytes(
+    parts,
+    parts.reduce((size, part) => size + part.byteLength, 0),
+  );
+}
+
+/** Waits until the timers and promises queued now have run (the core flushes frames on a zero timer). */
+export const tick = (ms = 0) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * One WebSocket (or what poses as one) the core holds. What the core sends is kept in `sent`;
+ * `deliver` and `cut` are the other end speaking and leaving.
+ */
+export class MemoryLink implements Link {
+  readonly sent: (string | Uint8Array)[] = [];
+  closed: { code: number | undefined; reason: string | undefined } | undefined;
+  /** Frames `next` has handed out so far. */
+  private taken = 0;
+  private attachment: unknown = null;
+  private wake: (() => void) | undefined;
+
+  constructor(
+    readonly tunnel: MemoryTunnel,
+    readonly id: string,
+    readonly tags: readonly string[],
+  ) {}
+
+  send(data: string | ArrayBuffer | ArrayBufferView): void {
+    if (this.closed) throw new Error("WebSocket is already closed");
+    if (typeof data === "string") this.sent.push(data);
+    else if (ArrayBuffer.isView(data)) this.sent.push(new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice());
+    else this.sent.push(new Uint8Array(data).slice());
+    this.wake?.();
+  }
+
+  close(code?: number, reason?: string): void {
+    if (this.closed) return;
+    this.closed = { code, reason };
+    this.tunnel.drop(this);
+    this.wake?.();
+  }
+
+  serializeAttachment(value: unknown): void {
+    this.attachment = structuredClone(value);
+  }
+
+  deserializeAttachment(): unknown {
+    return structuredClone(this.attachment);
+  }
+
+  /** Every frame the core sent on this link so far, decoded. */
+  frames(): Frame[] {
+    return this.sent.flatMap((m) => (typeof m === "string" ? [] : decodeFrames(m)));
+  }
+
+  /** The next frame not yet taken (Acks skipped), waiting up to `timeoutMs` for it. */
+  async next(timeoutMs = 2000): Promise<Frame> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const frames = this.frames().filter((f) => f.type !== FrameType.Ack);
+      if (frames.length > this.taken) return frames[this.taken++]!;
+      const left = deadline - Date.now();
+      if (left <= 0 || this.closed) {
+        const why = this.closed ? `the link closed (${this.closed.code} ${this.closed.reason})` : `none within ${timeoutMs} ms`;
+        throw new Error(`no frame from the core: ${why}`);
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  }
+
+  /** The next frame of `type`, skipping others. */
+  async nextOf<T extends Frame["type"]>(type: T, timeoutMs = 2000): Promise<Extract<Frame, { type: T }>> {
+    for (;;) {
+      const frame = await this.next(timeoutMs);
+      if (frame.type === type) return frame as Extract<Frame, { type: T }>;
+    }
+  }
+
+  /** Frames sent on this link that have not been taken by `next` yet (Acks left out). */
+  pending(): Frame[] {
+    return this.frames()
+      .filter((f) => f.type !== FrameType.Ack)
+      .slice(this.taken);
+  }
+
+  /** The other end sends `frames` as one message, as an agent does. */
+  deliver(...frames: Frame[]): Promise<void> {
+    return this.deliverBytes(message(...frames));
+  }
+
+  /** The other end sends these bytes as one binary message. */
+  deliverBytes(bytes: Uint8Array): Promise<void> {
+    return this.tunnel.core.message(this, bytes.slice().buffer as ArrayBuffer);
+  }
+
+  /** The other end closes (1006: the connection broke, as the runtime reports a cut). */
+  cut(code = 1006, reason = ""): void {
+    if (!this.closed) this.closed = { code, reason };
+    this.tunnel.drop(this);
+    this.tunnel.core.closed(this, code, reason);
+  }
+
+  /** Resolves once the core closed the link (or throws after `timeoutMs`). */
+  async whenClosed(timeoutMs = 2000): Promise<{ code: number | undefined; reason: string | undefined }> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.closed) {
+      if (Date.now() > deadline) throw new Error(`the core did not close the link within ${timeoutMs} ms`);
+      await tick(5);
+    }
+    return this.closed;
+  }
+}
+
+/** A tunnel's storage: values cloned in and out, as Durable Object storage does, and one alarm. */
+export class MemoryStorage implements TunnelStorage {
+  readonly values = new Map<string, unknown>();
+  alarm: number | undefined;
+
+  async get<T>(key: string): Promise<T | undefined> {
+    return structuredClone(this.values.get(key)) as T | undefined;
+  }
+
+  async put(key: string, value: unknown): Promise<void> {
+    this.values.set(key, structuredClone(value));
+  }
+
+  async delete(key: string): Promise<void> {
+    this.values.delete(key);
+  }
+
+  async deleteAll(): Promise<void> {
+    this.values.clear();
+    this.alarm = undefined;
+  }
+
+  async setAlarm(at: number): Promise<void> {
+    this.alarm = at;
+  }
+}
+
+/** One tunnel object (a name, or a shard's object name): its core on in-memory links and storage. */
+export class MemoryTunnel {
+  readonly core: TunnelCore;
+  readonly storage = new MemoryStorage();
+  readonly links = new Set<MemoryLink>();
+  /** Resolves once the core's start() ran; the peer's calls wait for it, as blockConcurrencyWhile makes them. */
+  readonly ready: Promise<void>;
+  readonly peer: TunnelPeer;
+  private linkIds = 0;
+
+  constructor(
+    readonly relay: MemoryRelay,
+    readonly object: string,
+  ) {
+    const links: LinkStore = {
+      upgrade: (tags, headers) => {
+        const link = new MemoryLink(this, `${object}/${++this.linkIds}`, tags);
+        this.links.add(link);
+        const fields = new Headers(headers);
+        fields.set(UPGRADE_HEADER, link.id);
+        return { link, response: new Response(null, { status: 200, headers: fields }) };
+      },
+      byTag: (tag) => [...this.links].filter((link) => link.tags.includes(tag)),
+    };
+    const host: TunnelHost = {
+      settings: relay.settings,
+      tunnel: (name) => relay.tunnel(name),
+      gate: (key) => relay.gate(key),
+      waitUntil: (work) => relay.waitUntil(work),
+      isUpgrade: (response) => relay.isUpgrade(response),
+      withUpgradeHeaders: (response, headers) => relay.withUpgradeHeaders(response, headers),
+      links,
+      storage: this.storage,
+      streamingResponse(status, headers, length) {
+        // Readable side without a queue: a write settles once the visitor read the chunk, so
+        // credit goes back to the agent only for what was read (as on a real connection).
+        let written = 0;
+        const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>(
+          {
+            transform(chunk, controller) {
+              written += chunk.byteLength;
+              controller.enqueue(chunk);
+            },
+            flush(controller) {
+              if (length !== undefined && written !== length) {
+                controller.error(new Error(`the body ended after ${written} of its ${length} bytes`));
+              }
+            },
+          },
+          undefined,
+          { highWaterMark: 0 },
+        );
+        if (length !== undefined) headers.set("content-length", String(length));
+        return { response: new Response(readable, { status, headers }), writable };
+      },
+      wholeResponse: (status, headers, body) => new Response(body as Uint8Array<ArrayBuffer>, { status, headers }),
+    };
+    this.core = new TunnelCore(host);
+    this.ready = this.core.start();
+    const core = this.core;
+    const when = <T>(call: () => Promise<T>) => this.ready.then(call);
+    this.peer = {
+      // Node's Request takes a streamed body only with duplex "half" (workerd needs none).
+      fetch: (input, init) => when(() => core.fetch(input, init?.body ? ({ ...init, duplex: "half" } as RequestInit) : init)),
+      liveShards: () => when(() => core.liveShards()),
+      shardState: (shard, up) => when(() => core.shardState(shard, up)),
+      evictStale: (primary) => when(() => core.evictStale(primary)),
+      connectedOwner: () => when(() => core.connectedOwner()),
+      admitShard: (hello, shard, name) => when(() => core.admitShard(hello, shard, name)),
+    };
+  }
+
+  /** The link the upgrade `response` completes. */
+  link(response: Response): MemoryLink {
+    const id = response.headers.get(UPGRADE_HEADER);
+    const link = [...this.links].find((l) => l.id === id);
+    if (!link)
+      throw new Error(`not an upgrade of tunnel ${this.object}: ${response.status} ${response.headers.get("x-burrow-error")}`);
+    return link;
+  }
+
+  /** A closed link is no longer among the open ones (byTag). */
+  drop(link: MemoryLink): void {
+    this.links.delete(link);
+  }
+
+  /** The host fires the alarm the core set. */
+  async fireAlarm(): Promise<void> {
+    this.storage.alarm = undefined;
+    await this.core.alarm();
+  }
+}
+
+/** An agent connected through the front: its link, and the relay's answer to its hello. */
+export interface MemoryAgent {
+  link: MemoryLink;
+  ready: ReadyFrame;
+}
+
+/**
+ * The relay's host in memory: what every part of the core asks of it (settings, tunnels by
+ * object name, gates, waitUntil, upgrades), and the test's way in through the front.
+ */
+export class MemoryRelay implements RelayHost {
+  readonly settings: RelaySettings;
+  readonly tunnels = new Map<string, MemoryTunnel>();
+  readonly gates = new Map<string, GateCore>();
+  /** What the core handed to waitUntil. */
+  readonly work: Promise<unknown>[] = [];
+
+  constructor(vars: SettingVars = {}) {
+    const { settings, problems } = readSettings(vars);
+    if (problems.length > 0) throw new Error(`bad settings for the test relay: ${problems.join("; ")}`);
+    this.settings = settings;
+  }
+
+  tunnel(object: string): TunnelPeer {
+    return this.object(object).peer;
+  }
+
+  /** Tunnel object `object` (made on first use, as the runtime makes a Durable Object). */
+  object(object: string): MemoryTunnel {
+    let tunnel = this.tunnels.get(object);
+    if (!tunnel) {
+      tunnel = new MemoryTunnel(this, object);
+      this.tunnels.set(object, tunnel);
+    }
+    return tunnel;
+  }
+
+  gate(key: string): GatePeer {
+    let gate = this.gates.get(key);
+    if (!gate) {
+      const values = new Map<string, unknown>();
+      gate = new GateCore({
+        get: async <T>(k: string) => values.get(k) as T | undefined,
+        put: async (k, value) => void values.set(k, value),
+      });
+      this.gates.set(key, gate);
+    }
+    return gate;
+  }
+
+  waitUntil(work: Promise<unknown>): void {
+    this.work.push(work);
+  }
+
+  isUpgrade(response: Response): boolean {
+    return response.headers.has(UPGRADE_HEADER);
+  }
+
+  withUpgradeHeaders(response: Response, headers: Headers): Response {
+    const fields = new Headers(headers);
+    fields.set(UPGRADE_HEADER, response.headers.get(UPGRADE_HEADER)!);
+    return new Response(null, { status: response.status, headers: fields });
+  }
+
+  /** A request to the relay, through its front, from `clientIp`. */
+  fetch(url: string, init: RequestInit = {}, clientIp: string | undefined = CLIENT_IP): Promise<Response> {
+    const body = init.body ? ({ duplex: "half" } as RequestInit) : {};
+    return handleRequest(new Request(new URL(url, "http://relay.test"), { ...init, ...body }), this, clientIp);
+  }
+
+  /** A visitor's request to tunnel `name`, by path (`/t/<name>/...`). */
+  visit(name: string, path = "/", init: RequestInit = {}, clientIp: string | undefined = CLIENT_IP): Promise<Response> {
+    return this.fetch(`/t/${name}${path}`, init, clientIp);
+  }
+
+  /** An agent's connection for `name`, upgraded, before its hello. */
+  async connect(name: string, clientIp: string | undefined = CLIENT_IP, query = ""): Promise<MemoryLink> {
+    const response = await this.fetch(`${CONNECT_PATH}?name=${name}${query}`, { headers: { upgrade: "websocket" } }, clientIp);
+    const shard = /[?&]shard=(\d+)/.exec(query)?.[1];
+    return this.object(shard && shard !== "0" ? `${name}#${shard}` : name).link(response);
+  }
+
+  /** Connects and says hello; returns the link with the core's answer (Ready or Refused). */
+  async say(name: string, fields: Partial<HelloFrame> = {}, clientIp?: string): Promise<{ link: MemoryLink; answer: Frame }> {
+    const link = await this.connect(name, clientIp);
+    await link.deliver(helloFrame(name, fields));
+    return { link, answer: await link.next() };
+  }
+
+  /** Connects, says hello and expects Ready. */
+  async agent(name: string, fields: Partial<HelloFrame> = {}, clientIp?: string): Promise<MemoryAgent> {
+    const { link, answer } = await this.say(name, fields, clientIp);
+    if (answer.type !== FrameType.Ready) throw new Error(`the core did not answer Ready: ${JSON.stringify(answer)}`);
+    return { link, ready: answer };
+  }
+
+  /** Waits for what the core handed to waitUntil so far. */
+  async settled(): Promise<void> {
+    for (let seen = 0; seen < this.work.length; seen++) await this.work[seen];
+  }
+}
