@@ -13,6 +13,7 @@ import {
   PROTOCOL_VERSION,
   type ReadyFrame,
 } from "@burrow/protocol";
+import { onTestFinished, vi } from "vitest";
 import { handleRequest } from "../../edge/src/core/front.ts";
 import { GateCore } from "../../edge/src/core/gate.ts";
 import type {
@@ -58,6 +59,20 @@ export function message(...frames: Frame[]): Uint8Array {
     parts,
     parts.reduce((size, part) => size + part.byteLength, 0),
   );
+}
+
+/**
+ * Keeps the core's warnings (an agent that broke the protocol, say) out of the test output and
+ * returns them, for the test to check that they name the tunnel; TEST_DEBUG=1 prints them too.
+ */
+export function quietWarnings(): string[] {
+  const warnings: string[] = [];
+  const spy = vi.spyOn(console, "warn").mockImplementation((...parts: unknown[]) => {
+    warnings.push(parts.map(String).join(" "));
+    if (process.env.TEST_DEBUG) process.stderr.write(`${parts.map(String).join(" ")}\n`);
+  });
+  onTestFinished(() => spy.mockRestore());
+  return warnings;
 }
 
 /** Waits until the timers and promises queued now have run (the core flushes frames on a zero timer). */
