@@ -218,7 +218,6 @@ export class MemoryStorage implements TunnelStorage {
 /** One tunnel object (a name, or a shard's object name): its core on in-memory links and storage. */
 export class MemoryTunnel {
   readonly core: TunnelCore;
-  readonly storage = new MemoryStorage();
   readonly links = new Set<MemoryLink>();
   /** Resolves once the core's start() ran; the peer's calls wait for it, as blockConcurrencyWhile makes them. */
   readonly ready: Promise<void>;
@@ -228,6 +227,7 @@ export class MemoryTunnel {
   constructor(
     readonly relay: MemoryRelay,
     readonly object: string,
+    readonly storage = new MemoryStorage(),
   ) {
     const links: LinkStore = {
       upgrade: (tags, headers) => {
@@ -322,13 +322,28 @@ export class MemoryRelay implements RelayHost {
   readonly settings: RelaySettings;
   readonly tunnels = new Map<string, MemoryTunnel>();
   readonly gates = new Map<string, GateCore>();
+  /** What each gate stores (kept across a restart). */
+  private readonly gateValues: Map<string, Map<string, unknown>>;
+  /** Tunnels' storage from before a restart, for their cores' start(). */
+  private readonly stored: Map<string, MemoryStorage>;
   /** What the core handed to waitUntil. */
   readonly work: Promise<unknown>[] = [];
 
-  constructor(vars: SettingVars = {}) {
+  constructor(
+    readonly vars: SettingVars = {},
+    before?: { stored: Map<string, MemoryStorage>; gateValues: Map<string, Map<string, unknown>> },
+  ) {
     const { settings, problems } = readSettings(vars);
     if (problems.length > 0) throw new Error(`bad settings for the test relay: ${problems.join("; ")}`);
     this.settings = settings;
+    this.stored = before?.stored ?? new Map();
+    this.gateValues = before?.gateValues ?? new Map();
+  }
+
+  /** The same relay after a restart (a deploy, a crash): storage kept, links and memory gone. */
+  restarted(): MemoryRelay {
+    const stored = new Map([...this.tunnels].map(([object, tunnel]) => [object, tunnel.storage]));
+    return new MemoryRelay(this.vars, { stored, gateValues: this.gateValues });
   }
 
   tunnel(object: string): TunnelPeer {
@@ -339,7 +354,7 @@ export class MemoryRelay implements RelayHost {
   object(object: string): MemoryTunnel {
     let tunnel = this.tunnels.get(object);
     if (!tunnel) {
-      tunnel = new MemoryTunnel(this, object);
+      tunnel = new MemoryTunnel(this, object, this.stored.get(object));
       this.tunnels.set(object, tunnel);
     }
     return tunnel;
@@ -348,7 +363,8 @@ export class MemoryRelay implements RelayHost {
   gate(key: string): GatePeer {
     let gate = this.gates.get(key);
     if (!gate) {
-      const values = new Map<string, unknown>();
+      const values = this.gateValues.get(key) ?? new Map<string, unknown>();
+      this.gateValues.set(key, values);
       gate = new GateCore({
         get: async <T>(k: string) => values.get(k) as T | undefined,
         put: async (k, value) => void values.set(k, value),
