@@ -2,7 +2,7 @@
 // an agent reaches it (through the front's connect path).
 import { CloseCode, type Frame, FrameType, PROTOCOL_VERSION, SESSION_PATH } from "@burrow/protocol";
 import { describe, expect, it } from "vitest";
-import { helloFrame, MemoryRelay } from "./_host.ts";
+import { helloFrame, MemoryRelay, tick } from "./_host.ts";
 
 const TOKENS = { BURROW_TOKENS: "alice:alice-token-0001,bob:bob-token-0002" };
 
@@ -28,7 +28,10 @@ describe("an open relay", () => {
     const holder = await relay.agent("demo");
     const pending = relay.say("demo");
     // The holder is asked whether it is alive, and says so.
-    while (!holder.link.sent.includes("burrow:ping")) await new Promise((r) => setTimeout(r, 1));
+    for (let waited = 0; !holder.link.sent.includes("burrow:ping"); waited++) {
+      if (waited > 200) throw new Error("the holder was never asked whether it is alive");
+      await tick(5);
+    }
     await holder.link.tunnel.core.message(holder.link, "burrow:pong");
     const { answer } = await pending;
     expect(refusal(answer).code).toBe("name-in-use");
