@@ -388,19 +388,19 @@ export class MemoryRelay implements RelayHost {
     return new Response(null, { status: response.status, headers: fields });
   }
 
-  /** A request to the relay, through its front, from `clientIp`. */
-  fetch(url: string, init: RequestInit = {}, clientIp: string | undefined = CLIENT_IP): Promise<Response> {
+  /** A request to the relay, through its front, from `clientIp` (null: an address the host cannot tell). */
+  fetch(url: string, init: RequestInit = {}, clientIp: string | null = CLIENT_IP): Promise<Response> {
     const body = init.body ? ({ duplex: "half" } as RequestInit) : {};
-    return handleRequest(new Request(new URL(url, "http://relay.test"), { ...init, ...body }), this, clientIp);
+    return handleRequest(new Request(new URL(url, "http://relay.test"), { ...init, ...body }), this, clientIp ?? undefined);
   }
 
   /** A visitor's request to tunnel `name`, by path (`/t/<name>/...`). */
-  visit(name: string, path = "/", init: RequestInit = {}, clientIp: string | undefined = CLIENT_IP): Promise<Response> {
+  visit(name: string, path = "/", init: RequestInit = {}, clientIp: string | null = CLIENT_IP): Promise<Response> {
     return this.fetch(`/t/${name}${path}`, init, clientIp);
   }
 
   /** An agent's connection for `name`, upgraded, before its hello. */
-  async connect(name: string, clientIp: string | undefined = CLIENT_IP, query = ""): Promise<MemoryLink> {
+  async connect(name: string, clientIp: string | null = CLIENT_IP, query = ""): Promise<MemoryLink> {
     const response = await this.fetch(`${CONNECT_PATH}?name=${name}${query}`, { headers: { upgrade: "websocket" } }, clientIp);
     const shard = /[?&]shard=(\d+)/.exec(query)?.[1];
     return this.object(shard && shard !== "0" ? `${name}#${shard}` : name).link(response);
