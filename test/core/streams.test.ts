@@ -70,6 +70,14 @@ describe("a visitor's request", () => {
     await link.deliver({ type: FrameType.ResponseHead, stream, status: 200, headers: [["content-length", "10"]] });
     await link.deliver({ type: FrameType.Data, stream, bytes: text("short") }, { type: FrameType.End, stream });
     await expect((await response).text()).rejects.toThrow();
+    // The same in one message: not answered whole, but streamed and failed.
+    const whole = await request(relay, link);
+    await link.deliver(
+      { type: FrameType.ResponseHead, stream: whole.head.stream, status: 200, headers: [["content-length", "10"]] },
+      { type: FrameType.Data, stream: whole.head.stream, bytes: text("short") },
+      { type: FrameType.End, stream: whole.head.stream },
+    );
+    await expect((await whole.response).text()).rejects.toThrow();
   });
 
   it("answers 502 origin-unreachable when the agent resets the stream so", async () => {
