@@ -1,5 +1,6 @@
 import type { IncomingMessage } from "node:http";
 import {
+  closeReason,
   type Frame,
   FrameType,
   type HeaderList,
@@ -157,7 +158,7 @@ export class OriginSockets {
     ws.on("close", (code: number, reason: Buffer) => {
       if (!stream.open || !this.streams.has(id)) return;
       this.streams.delete(id);
-      this.send({ type: FrameType.WsClose, stream: id, code: code || 1005, reason: reason.toString().slice(0, 120) });
+      this.send({ type: FrameType.WsClose, stream: id, code: code || 1005, reason: closeReason(reason.toString()) });
       watch?.close(code || 1005, reason.toString(), "origin");
     });
   }
@@ -314,7 +315,7 @@ export class OriginSockets {
     // or no close frame at all, tells the origin the same.
     if (frame.code === 1006) stream.ws.terminate();
     else if (frame.code === 1005) stream.ws.close();
-    else stream.ws.close(sendableCode(frame.code), utf8Prefix(frame.reason, 123));
+    else stream.ws.close(sendableCode(frame.code), closeReason(frame.reason));
     this.log.request(stream.head.method, stream.head.path, `101 closed ${frame.code}`, stream.startedAt);
   }
 }
@@ -327,14 +328,4 @@ export function sendableCode(code: number): number {
   return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999)
     ? code
     : 1011;
-}
-
-/** The longest prefix of `text` within `bytes` bytes of UTF-8 (a close reason's limit is 123). */
-export function utf8Prefix(text: string, bytes: number): string {
-  const encoded = new TextEncoder().encode(text);
-  if (encoded.byteLength <= bytes) return text;
-  let end = bytes;
-  // Back up to the start of a UTF-8 sequence (continuation bytes are 10xxxxxx).
-  while (end > 0 && (encoded[end]! & 0xc0) === 0x80) end--;
-  return new TextDecoder().decode(encoded.subarray(0, end));
 }
