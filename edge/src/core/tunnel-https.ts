@@ -21,7 +21,7 @@ export async function httpsRequest(t: TunnelCore, request: Request, url: URL): P
       }
     }
     const link = new PollingLink((ended, code, reason) => {
-      t.sessions.delete(ended.id);
+      t.pollingLinks.delete(ended.id);
       t.linkClosed(ended, code, reason);
     }, unackedLimit(t.settings.maxStreams).bytes);
     t.setAttachment(link, {
@@ -30,11 +30,11 @@ export async function httpsRequest(t: TunnelCore, request: Request, url: URL): P
       name: url.searchParams.get("name") ?? "",
       url: request.headers.get(INTERNAL.publicUrl) ?? "",
     } satisfies Attachment);
-    t.sessions.set(link.id, link);
+    t.pollingLinks.set(link.id, link);
     t.helloDeadline(link);
     return Response.json({ session: link.id }, { status: 201, headers: { "Cache-Control": "no-store" } });
   }
-  const link = id === null ? undefined : t.sessions.get(id);
+  const link = id === null ? undefined : t.pollingLinks.get(id);
   if (!link) {
     throw new EdgeError(404, "not-found", "No such session: it ended, or the relay restarted. Open a new one.");
   }

@@ -54,8 +54,8 @@ export class TunnelCore implements TunnelPeer {
   readonly attachments = new WeakMap<Link, Attachment>();
   /** Links the relay closed or saw close, whose attachments may still say "ready". */
   readonly ended = new WeakSet<Link>();
-  /** Agents on the HTTPS transport, by session id (in memory: see PollingLink). */
-  readonly sessions = new Map<string, PollingLink>();
+  /** Agents on the HTTPS transport, by the id of their PollingLink (in memory only). */
+  readonly pollingLinks = new Map<string, PollingLink>();
   /** The visitor rules of the connected agent; undefined until read from storage. */
   rules: RuleSet | null | undefined;
   /** Counts changes of `rules`, so a request checked under older ones is checked again. */
@@ -268,7 +268,7 @@ export class TunnelCore implements TunnelPeer {
 
   /** Agents' WebSockets and HTTPS sessions (visitors' WebSockets carry another tag). */
   agentLinks(): Link[] {
-    return [...this.host.links.byTag(AGENT_TAG), ...this.sessions.values()];
+    return [...this.host.links.byTag(AGENT_TAG), ...this.pollingLinks.values()];
   }
 
   /**
