@@ -1,7 +1,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CloseCode, CONNECT_PATH, FrameType, PROTOCOL_VERSION } from "@burrow/protocol";
+import { CloseCode, CONNECT_PATH, FrameType, INITIAL_WINDOW, PROTOCOL_VERSION } from "@burrow/protocol";
 import { encode } from "@msgpack/msgpack";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
@@ -154,6 +154,37 @@ describe("relay", () => {
       visitor.close(1000);
       expect(await closed).toBe(1000);
       second.socket.close(1000);
+    });
+
+    it("sends a visitor's messages to the agent up to its credit and not a byte past, cutting a piece where the credit ends", async () => {
+      const agent = await RawAgent.hello(relay, "credit-bound");
+      const visitor = new WebSocket(`ws://127.0.0.1:${relay.port}/`, {
+        headers: { host: `credit-bound.localhost:${relay.port}` },
+      });
+      const head = await agent.nextOf(FrameType.RequestHead);
+      agent.send({ type: FrameType.ResponseHead, stream: head.stream, status: 101, headers: [] });
+      await new Promise((resolve, reject) => visitor.once("open", resolve).once("error", reject));
+      // 1,000 bytes, then a window's worth: its last 64 KiB piece would end 1,000 bytes past the credit.
+      visitor.send(new Uint8Array(1000));
+      visitor.send(new Uint8Array(INITIAL_WINDOW));
+      const pieces: { bytes: Uint8Array; final: boolean }[] = [];
+      let sent = 0;
+      while (sent < INITIAL_WINDOW) {
+        const piece = await agent.nextOf(FrameType.WsMessage);
+        pieces.push(piece);
+        sent += piece.bytes.byteLength;
+      }
+      expect(sent).toBe(INITIAL_WINDOW);
+      expect(pieces.at(-1)?.final).toBe(false);
+      // Nothing more without credit.
+      for (const until = Date.now() + 500; Date.now() < until; ) {
+        const frame = await agent.next(until - Date.now()).catch(() => undefined);
+        expect(frame?.type).not.toBe(FrameType.WsMessage);
+      }
+      agent.send({ type: FrameType.Credit, stream: head.stream, bytes: 1000 });
+      expect(await agent.nextOf(FrameType.WsMessage)).toMatchObject({ final: true, bytes: new Uint8Array(1000) });
+      visitor.close(1000);
+      agent.socket.close(1000);
     });
 
     it("refuses a name in use by another agent process, which exits 3 with a hint", async () => {

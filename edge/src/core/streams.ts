@@ -1,12 +1,12 @@
 import {
-  CREDIT_BATCH,
   concatBytes,
   type Frame,
   FrameType,
   type HeaderList,
-  INITIAL_WINDOW,
   MAX_DATA_CHUNK,
+  ReceiveWindow,
   type ResponseHeadFrame,
+  SendCredit,
 } from "@burrow/protocol";
 import { EdgeError, type EdgeErrorCode, isTeardownNoise } from "./errors.ts";
 import { responseHeaders } from "./headers.ts";
@@ -41,13 +41,11 @@ interface Stream {
   readonly visitor: string | undefined;
   resolve(response: Response): void;
   /** Request body bytes the agent still accepts before it grants more. */
-  credit: number;
+  readonly credit: SendCredit;
   /** Wakes the request body pump when credit arrives or the stream ends. */
   wake?: () => void;
-  /** Response body bytes the visitor consumed that the agent has not been credited for. */
-  consumed: number;
-  /** Response body bytes the agent may still send: its window, less what came, plus credit sent. */
-  allowance: number;
+  /** Response body bytes from the agent: within its credit, credited back once the visitor took them. */
+  readonly window: ReceiveWindow;
   /** Set once the response head arrived and the body is streaming to the visitor. */
   writer?: WritableStreamDefaultWriter<Uint8Array>;
   /**
@@ -119,9 +117,8 @@ export class StreamTable {
         cookieHost,
         visitor,
         resolve,
-        credit: INITIAL_WINDOW,
-        consumed: 0,
-        allowance: INITIAL_WINDOW,
+        credit: new SendCredit(),
+        window: new ReceiveWindow(),
       });
     });
   }
@@ -165,11 +162,8 @@ export class StreamTable {
       const stream = this.streams.get(id);
       if (!stream) return 0;
       const open = stream.socket.takesInput;
-      if (stream.credit > 0 && open) {
-        const allowed = Math.min(want, stream.credit);
-        stream.credit -= allowed;
-        return allowed;
-      }
+      const allowed = open ? stream.credit.take(want) : 0;
+      if (allowed > 0) return allowed;
       await new Promise<void>((resolve) => {
         stream.wake = resolve;
         if (!open) stream.socket.whenTakesInput(resolve);
@@ -181,11 +175,8 @@ export class StreamTable {
   granted(id: number, socket: AgentSession, bytes: number): Verdict {
     const stream = this.streams.get(id);
     if (stream?.socket !== socket) return "gone";
-    // The agent can only grant what it received: more than the window is a bug or an attack.
-    if (stream.credit + bytes > INITIAL_WINDOW) {
-      return { violation: `credit of ${bytes} bytes would exceed the ${INITIAL_WINDOW}-byte window` };
-    }
-    stream.credit += bytes;
+    const violation = stream.credit.grant(bytes);
+    if (violation) return { violation };
     stream.wake?.();
     stream.wake = undefined;
     return "ok";
@@ -312,8 +303,8 @@ export class StreamTable {
     const stream = this.streams.get(id);
     if (stream?.socket !== socket) return "gone";
     if (!stream.writer && !stream.pending) return { violation: "body data before the response head" };
-    stream.allowance -= bytes.byteLength;
-    if (stream.allowance < 0) return { violation: "more response body than its credit allows" };
+    const overrun = stream.window.receive(bytes.byteLength);
+    if (overrun) return { violation: `more response body than its credit allows (${overrun})` };
     if (stream.pending) {
       stream.pending.chunks.push(bytes);
       stream.pending.size += bytes.byteLength;
@@ -326,11 +317,8 @@ export class StreamTable {
   private write(id: number, stream: Stream, bytes: Uint8Array): void {
     stream.writer!.write(bytes).then(
       () => {
-        stream.consumed += bytes.byteLength;
-        if (stream.consumed < CREDIT_BATCH || !this.streams.has(id)) return;
-        this.send(stream.socket, { type: FrameType.Credit, stream: id, bytes: stream.consumed });
-        stream.allowance += stream.consumed;
-        stream.consumed = 0;
+        const credit = stream.window.consume(bytes.byteLength);
+        if (credit > 0 && this.streams.has(id)) this.send(stream.socket, { type: FrameType.Credit, stream: id, bytes: credit });
       },
       () => this.cancel(id, "the visitor went away"),
     );
