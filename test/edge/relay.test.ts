@@ -156,6 +156,26 @@ describe("relay", () => {
       second.socket.close(1000);
     });
 
+    it("closes a visitor's WebSocket with the origin's reason cut to 123 bytes at a character, not ASCII either", async () => {
+      const agent = await RawAgent.hello(relay, "long-reason");
+      const visitor = new WebSocket(`ws://127.0.0.1:${relay.port}/`, {
+        headers: { host: `long-reason.localhost:${relay.port}` },
+      });
+      const head = await agent.nextOf(FrameType.RequestHead);
+      agent.send({ type: FrameType.ResponseHead, stream: head.stream, status: 101, headers: [] });
+      await new Promise((resolve, reject) => visitor.once("open", resolve).once("error", reject));
+      // The relay's close frame, as it arrives (ws reports "close" only once TCP ends).
+      const closed = new Promise<[number, string]>((resolve) =>
+        (
+          visitor as unknown as { _receiver: { on(event: "conclude", listener: (code: number, reason: Buffer) => void): void } }
+        )._receiver.on("conclude", (code, reason) => resolve([code, reason.toString()])),
+      );
+      // 100 characters, as the frame allows, but 200 bytes of UTF-8.
+      agent.send({ type: FrameType.WsClose, stream: head.stream, code: 4000, reason: "é".repeat(100) });
+      expect(await closed).toEqual([4000, `${"é".repeat(60)}...`]);
+      agent.socket.close(1000);
+    });
+
     it("sends a visitor's messages to the agent up to its credit and not a byte past, cutting a piece where the credit ends", async () => {
       const agent = await RawAgent.hello(relay, "credit-bound");
       const visitor = new WebSocket(`ws://127.0.0.1:${relay.port}/`, {

@@ -1,4 +1,5 @@
 import {
+  closeReason,
   concatBytes,
   FrameType,
   MAX_DATA_CHUNK,
@@ -263,7 +264,7 @@ export class SocketRelay {
 
   private close(socket: Link, code: number, reason: string): void {
     try {
-      socket.close(code, reason.slice(0, 120));
+      socket.close(code, closeReason(reason));
     } catch (error) {
       if (!isTeardownNoise(error)) console.warn("closing a visitor socket failed", error);
     }

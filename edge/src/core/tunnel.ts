@@ -1,4 +1,13 @@
-import { CloseCode, CONNECT_PATH, encodeFrame, type Frame, type HelloFrame, SESSION_PATH, unackedLimit } from "@burrow/protocol";
+import {
+  CloseCode,
+  CONNECT_PATH,
+  closeReason,
+  encodeFrame,
+  type Frame,
+  type HelloFrame,
+  SESSION_PATH,
+  unackedLimit,
+} from "@burrow/protocol";
 import { type NameRecord, parseTokens, type Tokens } from "./admission.ts";
 import { SignedBodies } from "./bodies.ts";
 import { EdgeError, isTeardownNoise } from "./errors.ts";
@@ -306,16 +315,9 @@ export class TunnelCore implements TunnelPeer {
   close(socket: Link, code: number, reason: string): void {
     this.ended.add(socket);
     try {
-      // Close reasons are limited to 123 bytes (RFC 6455 section 5.5).
-      socket.close(code, truncateUtf8(reason, 123));
+      socket.close(code, closeReason(reason));
     } catch (error) {
       if (!isTeardownNoise(error)) console.warn("closing a socket failed", error);
     }
   }
-}
-
-function truncateUtf8(text: string, maxBytes: number): string {
-  const bytes = new TextEncoder().encode(text);
-  if (bytes.byteLength <= maxBytes) return text;
-  return `${new TextDecoder().decode(bytes.subarray(0, maxBytes - 3)).replace(/\uFFFD$/, "")}...`;
 }
