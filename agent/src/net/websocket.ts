@@ -6,7 +6,7 @@ import { maskPayload } from "./mask.ts";
 import { parseHead, SocketReader } from "./reader.ts";
 
 /** A message-oriented connection to the relay, whichever transport carries it. */
-export interface Link {
+export interface RelayLink {
   /**
    * Binary messages are protocol frames, given whole or as parts to send as one message; text
    * is a heartbeat (transports without one ignore it).
@@ -137,7 +137,7 @@ class FrameError extends Error {
  * received is held to the RFC as websockets/ws's receiver holds it. A violation fails the
  * connection with the code ws would use (1002, 1007, 1009): a close frame, then the end.
  */
-export class WebSocketLink implements Link {
+export class WebSocketLink implements RelayLink {
   onmessage: (message: Uint8Array | string) => void = () => {};
   onclose: (code: number, reason: string) => void = () => {};
   private chunks: Buffer[] = [];
