@@ -1,0 +1,111 @@
+import { handleRequest } from "../core/front.ts";
+import type { SettingVars } from "../core/host.ts";
+import { seenFrom, type TrustedProxies } from "./_address.ts";
+import { Registry } from "./_registry.ts";
+import type { DataDir } from "./_storage.ts";
+import type { RelayHandler, RunningServer, ServeRelay } from "./server.ts";
+
+export interface RelayConfig {
+  host: string;
+  port: number;
+  /** PEM text of the certificate chain and key, checked (see _tls.ts). */
+  tls?: { cert: string; key: string };
+  /** The Worker's vars: the environment's, with the flags' on top (BASE_DOMAIN from --base-domain). */
+  vars: SettingVars;
+  /** Where names and token counts are kept across restarts; in memory without one. */
+  data?: DataDir;
+  trusted: TrustedProxies;
+  /** The URL visitors use, when the relay cannot tell it from a request (no base domain). */
+  publicUrl?: URL;
+  /** The largest request head the relay checks itself (MAX_REQUEST_HEAD_BYTES). */
+  maxHeadBytes: number;
+}
+
+export interface RunningRelay {
+  readonly port: number;
+  /**
+   * A graceful stop: no new connections; agents are told to reconnect (1012, as after a
+   * Cloudflare deploy), visitors' WebSockets that the relay is going away (1001); what is
+   * stored is written. Resolves within about two seconds.
+   */
+  stop(): Promise<void>;
+}
+
+/** How long a stop waits for peers to answer the close before it drops their connections. */
+const STOP_GRACE_MS = 1000;
+
+/**
+ * The self-hosted relay: the core's front and tunnels in this process, served by `serve`, the
+ * runtime's adapter. Resolves once it listens.
+ * @throws {ListenError} from the adapter.
+ */
+export async function startRelay(config: RelayConfig, serve: ServeRelay): Promise<RunningRelay> {
+  const registry = new Registry(config.vars, config.data);
+  const handler: RelayHandler = {
+    fetch: (request, peer) => relayRequest(request, peer, config, registry),
+    takeUpgrade: (response) => registry.upgrades.take(response),
+  };
+  let server: RunningServer;
+  try {
+    server = await serve({ host: config.host, port: config.port, tls: config.tls, maxHeadBytes: config.maxHeadBytes, handler });
+  } catch (error) {
+    await registry.stop();
+    throw error;
+  }
+  return {
+    port: server.port,
+    async stop() {
+      const closing = server.close(STOP_GRACE_MS);
+      const links = [...registry.links()];
+      for (const { agent, link } of links) {
+        if (agent) link.close(1012, "the relay is restarting; reconnect");
+        else link.close(1001, "the relay is going away");
+      }
+      const deadline = Date.now() + STOP_GRACE_MS;
+      while ([...registry.links()].length > 0 && Date.now() < deadline) await sleep(25);
+      for (const { link } of registry.links()) link.hardClose();
+      await registry.stop();
+      await closing;
+    },
+  };
+}
+
+async function relayRequest(request: Request, peer: string | undefined, config: RelayConfig, registry: Registry): Promise<Response> {
+  try {
+    const seen = seenFrom(peer, request.headers, config.trusted);
+    let url = request.url;
+    if (seen.proto) url = url.replace(/^https?:/, `${seen.proto}:`);
+    if (config.publicUrl && !config.vars.BASE_DOMAIN) {
+      const { pathname, search } = new URL(url);
+      url = `${config.publicUrl.origin}${pathname}${search}`;
+    }
+    const forwardedFor = request.headers.get("x-forwarded-for") ?? undefined;
+    if (url !== request.url || forwardedFor !== seen.forwardedFor) {
+      const headers = new Headers(request.headers);
+      if (seen.forwardedFor) headers.set("x-forwarded-for", seen.forwardedFor);
+      else headers.delete("x-forwarded-for");
+      if (config.publicUrl && !config.vars.BASE_DOMAIN) headers.set("host", config.publicUrl.host);
+      request = new Request(url, {
+        method: request.method,
+        headers,
+        body: request.body,
+        signal: request.signal,
+        redirect: "manual",
+        duplex: "half",
+      } as RequestInit);
+    }
+    return await handleRequest(request, registry.host, seen.clientIp);
+  } catch (error) {
+    console.error("relay | a request failed", error);
+    return new Response("500 relay-error\n\nThe relay failed to handle this request; it has been logged.\n", {
+      status: 500,
+      headers: { "content-type": "text/plain; charset=utf-8", "x-burrow-error": "relay-error" },
+    });
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export type { SettingVars };
