@@ -15,7 +15,7 @@ const NOISE =
 
 // Printed once, when the relay is ready. Under wrangler dev the relay takes a visitor's own
 // CF-Connecting-IP for its address (wrangler sets the field only when the client sent none; see
-// clientAddress in edge/src/headers.ts), so --allow-ip and CONNECTS_PER_MINUTE can be fooled.
+// clientAddress in edge/src/core/headers.ts), so --allow-ip and CONNECTS_PER_MINUTE can be fooled.
 const DEV_ONLY =
   "relay | note: this relay is for development: it believes the address a visitor claims (CF-Connecting-IP), so --allow-ip and\n" +
   "relay |   CONNECTS_PER_MINUTE can be fooled. Do not let an untrusted network reach it; deploy with `npm run deploy`.\n";

@@ -389,7 +389,7 @@ export class Agent {
         lastHeard = performance.now();
         if (typeof data === "string") {
           // The relay asks whether this agent is alive: another agent of this user asks for
-          // its name, and is refused while this one answers (edge/src/tunnel.ts, answers).
+          // its name, and is refused while this one answers (edge/src/core/tunnel.ts, answers).
           if (data === HEARTBEAT.ping) return link.send(HEARTBEAT.pong);
           // A heartbeat answer.
           if (pingSentAt !== undefined) this.log.update({ rttMs: Math.round(lastHeard - pingSentAt) });

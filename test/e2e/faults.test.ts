@@ -229,7 +229,7 @@ describe.skipIf(!cuttable)("what faults cost a visitor", () => {
         expect(turnedAway.status).toBe(502);
         expect(turnedAway.headers["x-burrow-error"]).toMatch(/^(agent-offline|agent-disconnected)$/);
         // A visitor waits for a dropped agent up to 10 s after the drop (AGENT_RETURN_WAIT_MS in
-        // edge/src/tunnel.ts), even past a shorter RESUME_SECONDS: the agent may come back anew.
+        // edge/src/core/tunnel.ts), even past a shorter RESUME_SECONDS: the agent may come back anew.
         expect(turnedAwayAfter).toBeLessThan(12_000);
         console.log(
           `agent away: download failed ${(failedAfter / 1000).toFixed(1)}s after the cut (RESUME_SECONDS 2); a new visitor got ${turnedAway.headers["x-burrow-error"]} ${(turnedAwayAfter / 1000).toFixed(1)}s after it`,

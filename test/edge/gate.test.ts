@@ -1,7 +1,7 @@
 import { CONNECT_PATH, SESSION_PATH } from "@burrow/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { SlidingWindow } from "../../edge/src/rate.ts";
+import { SlidingWindow } from "../../edge/src/core/rate.ts";
 import { AgentProcess, tunnelArgs } from "../_agent.ts";
 import { Origin } from "../_origin.ts";
 import { Relay } from "../_relay.ts";

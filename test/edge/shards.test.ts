@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { EdgeError } from "../../edge/src/errors.ts";
-import { parseLiveShards, parseShard, pickShard, SHARDS_TTL_MS, ShardMap, shardObjectName } from "../../edge/src/shards.ts";
+import { EdgeError } from "../../edge/src/core/errors.ts";
+import { parseLiveShards, parseShard, pickShard, SHARDS_TTL_MS, ShardMap, shardObjectName } from "../../edge/src/core/shards.ts";
 
 // The Worker's side of `--connections`, runtime-free (the end-to-end behaviour is in
 // test/e2e/shards.test.ts).

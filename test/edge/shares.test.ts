@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { visitorKey } from "../../edge/src/cidr.ts";
-import { readLimits } from "../../edge/src/limits.ts";
-import { Tally } from "../../edge/src/shares.ts";
+import { visitorKey } from "../../edge/src/core/cidr.ts";
+import { readSettings } from "../../edge/src/core/settings.ts";
+import { Tally } from "../../edge/src/core/shares.ts";
 
 // Whom a visitor counts as, and how big its share is, runtime-free (the behaviour against the
 // real relay is in slots.test.ts).
@@ -19,7 +19,7 @@ describe("visitor shares", () => {
 
   it("gives each visitor a quarter of the streams, at least 6 and never more than all of them", () => {
     const share = (vars: Record<string, string>) => {
-      const limits = readLimits(vars);
+      const limits = readSettings(vars).settings;
       return [limits.maxStreamsPerVisitor, limits.maxSignedBodies, limits.maxSignedBodiesPerVisitor];
     };
     expect(share({})).toEqual([25, 100, 25]);
@@ -30,10 +30,12 @@ describe("visitor shares", () => {
     expect(share({ MAX_SIGNED_BODIES: "40" })).toEqual([25, 40, 10]);
     // One rule for bad values, as for every limit: the default.
     for (const bad of ["0", "-1", "many", "", "Infinity"]) expect(share({ MAX_STREAMS_PER_VISITOR: bad })[0], bad).toBe(25);
-    expect(readLimits({ SIGNED_BODY_SECONDS: "x", MIN_SIGNED_BODY_BYTES_PER_SECOND: "-5" })).toMatchObject({
-      signedBodyTimeoutMs: 30_000,
-      minSignedBodyRate: 16 * 1024,
-    });
+    const { settings, problems } = readSettings({ SIGNED_BODY_SECONDS: "x", MIN_SIGNED_BODY_BYTES_PER_SECOND: "-5" });
+    expect(settings).toMatchObject({ signedBodyTimeoutMs: 30_000, minSignedBodyRate: 16 * 1024 });
+    expect(problems).toEqual([
+      'SIGNED_BODY_SECONDS="x" is not a number above 0; using the default, 30',
+      'MIN_SIGNED_BODY_BYTES_PER_SECOND="-5" is not a whole number above 0; using the default, 16384',
+    ]);
   });
 
   it("tallies what each visitor holds and forgets a visitor who holds nothing", () => {

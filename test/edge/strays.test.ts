@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { strayTunnel, withoutTunnelCookie } from "../../edge/src/strays.ts";
+import { strayTunnel, withoutTunnelCookie } from "../../edge/src/core/strays.ts";
 import { AgentProcess, tunnelArgs } from "../_agent.ts";
 import { Origin } from "../_origin.ts";
 import { Relay } from "../_relay.ts";

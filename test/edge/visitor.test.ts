@@ -3,7 +3,7 @@ import net from "node:net";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { CONNECT_PATH, MAX_HEADER_BYTES, SESSION_PATH } from "@burrow/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checkVisitorRequest } from "../../edge/src/visitor.ts";
+import { checkVisitorRequest } from "../../edge/src/core/visitor.ts";
 import { AgentProcess, tunnelArgs } from "../_agent.ts";
 import { patternHash } from "../_bytes.ts";
 import { Origin } from "../_origin.ts";

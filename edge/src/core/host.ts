@@ -6,6 +6,10 @@
  * hibernating WebSockets, storage and alarms and stubs of other objects; self-hosted
  * (../selfhost/) sockets in memory, a data directory and the other cores in the same process.
  */
+import type { HelloFrame } from "@burrow/protocol";
+import type { Admission } from "./admission.ts";
+import type { RateVerdict } from "./rate.ts";
+import type { RelaySettings } from "./settings.ts";
 
 /**
  * A WebSocket the core holds: an agent's, a visitor's, or an HTTPS-transport session posing as
@@ -45,38 +49,48 @@ export interface TunnelStorage {
 
 /** Another tunnel's (or shard's) core: a Durable Object stub on Cloudflare, the core itself in one process. */
 export interface TunnelPeer {
-  fetch(request: Request): Promise<Response>;
+  /** A request for the tunnel: a visitor's, an agent's connect or HTTPS-transport exchange. */
+  fetch(input: Request | string, init?: RequestInit): Promise<Response>;
   liveShards(): Promise<number[]>;
   shardState(shard: number, up: boolean): Promise<void>;
   evictStale(primary: string): Promise<void>;
   connectedOwner(): Promise<string | undefined>;
-  admitShard(
-    hello: import("@burrow/protocol").HelloFrame,
-    shard: number,
-    name: string,
-  ): Promise<import("./tunnel.ts").ShardAdmission>;
+  admitShard(hello: HelloFrame, shard: number, name: string): Promise<ShardAdmission>;
+}
+
+/** Shard 0's answer to a shard's hello (see TunnelCore.admitShard). */
+export interface ShardAdmission {
+  admission: Admission;
+  /** The tunnel's visitor rules, which the shard enforces. */
+  rules: HelloFrame["rules"];
+  /** Shard 0's session that admitted it. */
+  primary?: string;
 }
 
 /** Counts across tunnels, one per key (see gate.ts): agents' connects per address, tunnels per token. */
 export interface GatePeer {
-  admit(limit: number): Promise<import("./rate.ts").RateVerdict>;
+  admit(limit: number): Promise<RateVerdict>;
   hold(name: string, limit: number): Promise<{ ok: true } | { ok: false; held: string[] }>;
   release(...names: string[]): Promise<void>;
 }
 
-/** The relay's settings, as strings, named as the Worker's vars (RelaySettings reads them). */
+/** The relay's settings as strings, named as the Worker's vars (readSettings reads them). */
 export type SettingVars = Readonly<Record<string, string | undefined>>;
 
 /** What every part of the core may ask of its host. */
 export interface RelayHost {
-  /** The vars: wrangler.toml's and secrets on Cloudflare, the environment and flags self-hosted. */
-  readonly vars: SettingVars;
+  /** The vars as readSettings read them: wrangler.toml's and secrets on Cloudflare, the environment and flags self-hosted. */
+  readonly settings: RelaySettings;
   /** The core of tunnel object `object` (a name, or a shard's object name: see shards.ts). */
   tunnel(object: string): TunnelPeer;
   /** The gate for `key` (a client address, or "token:<hash>"). */
   gate(key: string): GatePeer;
   /** Keeps the host alive until `work` settles (Cloudflare's waitUntil); self-hosted, logs a rejection. */
   waitUntil(work: Promise<unknown>): void;
+  /** Whether `response` completes a WebSocket upgrade (one that LinkStore.upgrade made). */
+  isUpgrade(response: Response): boolean;
+  /** The upgrade `response` with the header fields `headers` instead of its own. */
+  withUpgradeHeaders(response: Response, headers: Headers): Response;
 }
 
 /** What one TunnelCore is given: the relay's host, and its own connections and storage. */
@@ -93,4 +107,6 @@ export interface TunnelHost extends RelayHost {
     headers: Headers,
     length: number | undefined,
   ): { response: Response; writable: WritableStream<Uint8Array> };
+  /** A response with its whole body in hand, sent as it is (already encoded as Content-Encoding says). */
+  wholeResponse(status: number, headers: Headers, body: Uint8Array): Response;
 }

@@ -1,4 +1,3 @@
-import { DurableObject } from "cloudflare:workers";
 import {
   CloseCode,
   CONNECT_PATH,
@@ -19,18 +18,19 @@ import {
 import { type Admission, admit, identify, type NameRecord, parseTokens, type Tokens } from "./admission.ts";
 import { SignedBodies } from "./bodies.ts";
 import { visitorKey } from "./cidr.ts";
-import type { Env } from "./env.ts";
 import { EdgeError, isTeardownNoise } from "./errors.ts";
-import { tunnelLimit } from "./gate.ts";
 import { INTERNAL, isInternal, SHARDS_HEADER, VISIT_URL, type VisitorHead, withHeaders } from "./headers.ts";
-import { LIVENESS_PROBE_MS, RateMeter, type RelayLimits, readLimits } from "./limits.ts";
-import { type AgentLink, PollingLink } from "./polling.ts";
+import type { Link, ShardAdmission, TunnelHost, TunnelPeer } from "./host.ts";
+import { LIVENESS_PROBE_MS, RateMeter } from "./limits.ts";
+import { PollingLink } from "./polling.ts";
 import { RuleSet } from "./rules.ts";
 import { AgentSession, sessionId } from "./session.ts";
+import type { RelaySettings } from "./settings.ts";
 import { pickShard, shardObjectName } from "./shards.ts";
 import { checkShare, Tally } from "./shares.ts";
 import { SocketRelay, type VisitorAttachment } from "./sockets.ts";
 import { StreamTable, type Verdict } from "./streams.ts";
+import { cancelTimer } from "./timers.ts";
 
 /** What each agent socket remembers across hibernation (`serializeAttachment`, max 2 KiB). */
 type Attachment =
@@ -60,16 +60,6 @@ const NAME_GRACE_MS = 60_000;
  * this long for it instead of getting an error: agents retry within a second after a drop.
  */
 const AGENT_RETURN_WAIT_MS = 10_000;
-const DEFAULT_RESPONSE_TIMEOUT_S = 600;
-/**
- * How long a session whose connection was cut waits for its agent (RESUME_SECONDS). 30 s: an
- * agent notices a cut that came with a FIN or RST at once and is back within a second or two
- * (its first retries are 250 ms to 1 s apart; a proxy and TLS add a few round trips), and within
- * about 10 s when its WebSocket keeps dying and it moves to the HTTPS transport; while waiting,
- * a download's visitor sees a pause well inside browsers' and Cloudflare's idle limits (100 s),
- * and what is kept meanwhile is bounded by the streams' windows.
- */
-const DEFAULT_RESUME_S = 30;
 /** While an agent is connected its name's last use is refreshed this often (an alarm). */
 const REFRESH_MS = 86_400_000;
 const AGENT_TAG = "agent";
@@ -83,27 +73,22 @@ const RULES_KEY = "rules";
 const SHARDS_KEY = "shards";
 
 /**
- * One tunnel: holds its agent's WebSocket (Hibernation API, so an idle tunnel costs nothing)
- * and turns each visitor request into a stream of frames on it. Who may connect and who owns
- * the name is decided in admission.ts, who may visit in rules.ts, with the limits of limits.ts;
- * this class adapts them to the Durable Object's storage, sockets and alarms.
+ * One tunnel (or one shard of it: see shards.ts): holds its agent's connection and turns each
+ * visitor request into a stream of frames on it. Who may connect and who owns the name is
+ * decided in admission.ts, who may visit in rules.ts, with the limits of settings.ts; this
+ * class puts them together on what its host gives it (see host.ts): a Durable Object's
+ * hibernating sockets, storage and alarms on Cloudflare, memory and a data directory self-hosted.
  */
-export class TunnelObject extends DurableObject<Env> {
-  private readonly sockets = new SocketRelay(
-    this.ctx,
-    (socket, frame) => this.sendFrame(socket, frame),
-    readLimits(this.env).maxWaitingMessages,
-  );
-  private readonly streams = new StreamTable(
-    (socket, frame) => this.sendFrame(socket, frame),
-    (id, protocol, visitor) => this.sockets.accept(id, protocol, visitor),
-  );
-  private readonly limits: RelayLimits = readLimits(this.env);
+export class TunnelCore implements TunnelPeer {
+  private readonly host: TunnelHost;
+  private readonly settings: RelaySettings;
+  private readonly sockets: SocketRelay;
+  private readonly streams: StreamTable;
   private readonly bootedAt = Date.now();
   private tokens: Promise<Tokens> | undefined;
   private lastStreamId = Math.floor(Math.random() * 0x7fff_ffff);
   /** How fast each agent link sends (frames, bytes), against the limits. */
-  private readonly meters = new WeakMap<AgentLink, { frames: RateMeter; bytes: RateMeter }>();
+  private readonly meters = new WeakMap<Link, { frames: RateMeter; bytes: RateMeter }>();
   /** Visitors waiting for a dropped agent to come back (see agentBack). */
   private readonly returning = new Set<(agent: AgentSession) => void>();
   /**
@@ -113,9 +98,9 @@ export class TunnelObject extends DurableObject<Env> {
    */
   private current: AgentSession | undefined;
   /** Attachments as last set or read (see attachment). */
-  private readonly attachments = new WeakMap<AgentLink | WebSocket, Attachment>();
+  private readonly attachments = new WeakMap<Link, Attachment>();
   /** Links the relay closed or saw close, whose attachments may still say "ready". */
-  private readonly ended = new WeakSet<AgentLink>();
+  private readonly ended = new WeakSet<Link>();
   /** Agents on the HTTPS transport, by session id (in memory: see PollingLink). */
   private readonly sessions = new Map<string, PollingLink>();
   /** The visitor rules of the connected agent; undefined until read from storage. */
@@ -128,37 +113,49 @@ export class TunnelObject extends DurableObject<Env> {
    */
   private readonly admitted = new Tally();
   /** Bodies read before their check, in a pool of their own (see bodies.ts). */
-  private readonly signedBodies = new SignedBodies(this.limits);
+  private readonly signedBodies: SignedBodies;
   /** Links asked whether they are alive (see answers), and what to call when they say so. */
-  private readonly probes = new Map<AgentLink, (alive: boolean) => void>();
+  private readonly probes = new Map<Link, (alive: boolean) => void>();
   /** Hellos are judged one at a time: two racing for a name must not both win it. */
   private hellos: Promise<unknown> = Promise.resolve();
 
-  constructor(ctx: DurableObjectState, env: Env) {
-    super(ctx, env);
-    // Answered by the runtime itself, without waking this object.
-    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(HEARTBEAT.ping, HEARTBEAT.pong));
-    // A restart (a deploy, an eviction) says nothing to the links it drops: a record still
-    // marked connected with no agent link alive is from before, and counts as a drop now (the
-    // name waits for its agent as after a cut, and lapses after NAME_TTL_DAYS from here).
-    void ctx.blockConcurrencyWhile(async () => {
-      const record = await ctx.storage.get<NameRecord>(NAME_KEY);
-      if (!record?.connected) return;
-      const alive = ctx.getWebSockets(AGENT_TAG).some((s) => (s.deserializeAttachment() as Attachment | null)?.phase === "ready");
-      if (alive) return;
-      const now = Date.now();
-      await ctx.storage.put(NAME_KEY, { ...record, connected: false, dropped: true, lastUsed: now });
-      await ctx.storage.setAlarm(now + this.resumeMs + 1000);
-    });
+  constructor(host: TunnelHost) {
+    this.host = host;
+    this.settings = host.settings;
+    this.sockets = new SocketRelay(
+      host.links,
+      (socket, frame) => this.sendFrame(socket, frame),
+      this.settings.maxWaitingMessages,
+    );
+    this.streams = new StreamTable(
+      host,
+      (socket, frame) => this.sendFrame(socket, frame),
+      (id, protocol, visitor) => this.sockets.accept(id, protocol, visitor),
+    );
+    this.signedBodies = new SignedBodies(this.settings);
   }
 
-  /** How long a cut session waits for its agent (RESUME_SECONDS). */
-  private get resumeMs(): number {
-    const seconds = Number(this.env.RESUME_SECONDS);
-    return 1000 * (seconds > 0 ? seconds : DEFAULT_RESUME_S);
+  /**
+   * Called once by the host before anything else (on Cloudflare inside blockConcurrencyWhile).
+   * A restart (a deploy, an eviction, a self-hosted relay's restart) says nothing to the links
+   * it drops: a record still marked connected with no agent link alive is from before, and
+   * counts as a drop now (the name waits for its agent as after a cut, and lapses after
+   * NAME_TTL_DAYS from here).
+   */
+  async start(): Promise<void> {
+    const record = await this.host.storage.get<NameRecord>(NAME_KEY);
+    if (!record?.connected) return;
+    const alive = this.host.links
+      .byTag(AGENT_TAG)
+      .some((s) => (s.deserializeAttachment() as Attachment | null)?.phase === "ready");
+    if (alive) return;
+    const now = Date.now();
+    await this.host.storage.put(NAME_KEY, { ...record, connected: false, dropped: true, lastUsed: now });
+    await this.host.storage.setAlarm(now + this.settings.resumeMs + 1000);
   }
 
-  override async fetch(request: Request): Promise<Response> {
+  async fetch(input: Request | string, init?: RequestInit): Promise<Response> {
+    const request = typeof input === "string" ? new Request(input, init) : input;
     try {
       if (request.url === VISIT_URL) return await this.visit(request);
       const url = new URL(request.url);
@@ -174,8 +171,7 @@ export class TunnelObject extends DurableObject<Env> {
 
   /** The Worker validated the name and the upgrade; the hello decides whether the agent stays. */
   private accept(request: Request, url: URL): Response {
-    const { 0: client, 1: server } = new WebSocketPair();
-    this.ctx.acceptWebSocket(server, [AGENT_TAG]);
+    const { link: server, response } = this.host.links.upgrade([AGENT_TAG]);
     this.setAttachment(server, {
       phase: "hello",
       shard: this.learnShard(url),
@@ -183,18 +179,18 @@ export class TunnelObject extends DurableObject<Env> {
       url: request.headers.get(INTERNAL.publicUrl) ?? "",
     } satisfies Attachment);
     this.helloDeadline(server);
-    return new Response(null, { status: 101, webSocket: client });
+    return response;
   }
 
   /**
    * A connection that never says hello is closed: it would hold a socket (and its memory in
    * the runtime) for nothing. The timer keeps this object awake that long, no longer.
    */
-  private helloDeadline(link: AgentLink): void {
+  private helloDeadline(link: Link): void {
     setTimeout(() => {
       if (this.ended.has(link) || (link.deserializeAttachment() as Attachment | null)?.phase !== "hello") return;
-      this.close(link, CloseCode.HelloTimeout, `no hello within ${this.limits.helloTimeoutMs / 1000}s`);
-    }, this.limits.helloTimeoutMs);
+      this.close(link, CloseCode.HelloTimeout, `no hello within ${this.settings.helloTimeoutMs / 1000}s`);
+    }, this.settings.helloTimeoutMs);
   }
 
   /** The HTTPS transport: open a session, carry frames both ways, close it. */
@@ -211,8 +207,8 @@ export class TunnelObject extends DurableObject<Env> {
       }
       const link = new PollingLink((ended, code, reason) => {
         this.sessions.delete(ended.id);
-        this.closed(ended, code, reason);
-      }, unackedLimit(this.limits.maxStreams).bytes);
+        this.linkClosed(ended, code, reason);
+      }, unackedLimit(this.settings.maxStreams).bytes);
       this.setAttachment(link, {
         phase: "hello",
         shard: this.learnShard(url),
@@ -261,7 +257,7 @@ export class TunnelObject extends DurableObject<Env> {
       response = error.toResponse();
     }
     const live = (await this.liveShards()).join(",");
-    return withHeaders(response, (headers) => headers.set(SHARDS_HEADER, live));
+    return withHeaders(this.host, response, (headers) => headers.set(SHARDS_HEADER, live));
   }
 
   private async serve(request: Request, visited: ReturnType<typeof visitorHead>): Promise<Response> {
@@ -321,21 +317,21 @@ export class TunnelObject extends DurableObject<Env> {
     const id = this.nextStreamId();
     // Cookies may name the tunnel's own host at most (see narrowCookie); the path form's
     // Worker then drops Domain altogether (see scopeCookie).
-    const base = this.env.BASE_DOMAIN?.toLowerCase();
+    const base = this.settings.baseDomain;
     const response = this.streams.open(id, agent, request.method, upgrade, base ? `${tunnel}.${base}` : "", from);
     // Before the head, only the signal tells that the visitor left (compatibility flag
     // enable_request_signal; see awaitHead); after it, the response body's writer does.
     // The agent opens its own WebSocket to the origin when it sees this.
     if (upgrade) headers.push(["upgrade", "websocket"]);
     this.sendFrame(agent, { type: FrameType.RequestHead, stream: id, method: request.method, path, headers });
-    const timeoutMs = 1000 * (Number(this.env.RESPONSE_TIMEOUT_SECONDS) || DEFAULT_RESPONSE_TIMEOUT_S);
+    const timeoutMs = this.settings.responseTimeoutMs;
     if (body === null) {
       // Most requests: nothing to pump, so End goes with the head.
       this.sendFrame(agent, { type: FrameType.End, stream: id });
       this.streams.awaitHead(id, timeoutMs, tunnel, request.signal);
       return response;
     }
-    this.ctx.waitUntil(
+    this.host.waitUntil(
       this.streams.forwardBody(id, body).then(() => {
         this.signedBodies.give(held);
         this.streams.awaitHead(id, timeoutMs, tunnel, request.signal);
@@ -351,7 +347,7 @@ export class TunnelObject extends DurableObject<Env> {
   private admit(from: string | undefined): void {
     const sockets = this.sockets.count;
     const open = this.streams.size + sockets + this.admitted.total;
-    if (open >= this.limits.maxStreams) {
+    if (open >= this.settings.maxStreams) {
       throw new EdgeError(
         503,
         "too-many-streams",
@@ -360,9 +356,9 @@ export class TunnelObject extends DurableObject<Env> {
       );
     }
     // Fewer open than a share: no visitor can hold its share yet (and no socket is looked up).
-    if (open < this.limits.maxStreamsPerVisitor) return;
+    if (open < this.settings.maxStreamsPerVisitor) return;
     const held = this.streams.heldBy(from) + (sockets > 0 ? this.sockets.heldBy(from) : 0) + this.admitted.of(from);
-    checkShare(from, held, this.limits.maxStreamsPerVisitor, "requests and WebSockets open");
+    checkShare(from, held, this.settings.maxStreamsPerVisitor, "requests and WebSockets open");
   }
 
   /** Sends a visitor to shard `to` of its tunnel, marked so that it goes no further. */
@@ -373,14 +369,13 @@ export class TunnelObject extends DurableObject<Env> {
     } else {
       headers.set(INTERNAL.shard, `${to}!`);
     }
-    const id = this.env.TUNNELS.idFromName(shardObjectName(head.tunnel, to));
-    return this.env.TUNNELS.get(id).fetch(new Request(request, { headers }));
+    return this.host.tunnel(shardObjectName(head.tunnel, to)).fetch(new Request(request, { headers }));
   }
 
   /** The connected agent's rules, from memory or (after a wake from hibernation) storage. */
   private async visitorRules(): Promise<RuleSet | null> {
     if (this.rules === undefined) {
-      const stored = await this.ctx.storage.get<HelloFrame["rules"]>(RULES_KEY);
+      const stored = await this.host.storage.get<HelloFrame["rules"]>(RULES_KEY);
       this.rules = stored ? new RuleSet(stored) : null;
     }
     return this.rules;
@@ -392,7 +387,7 @@ export class TunnelObject extends DurableObject<Env> {
    * AGENT_RETURN_WAIT_MS.
    */
   private async agentBack(): Promise<AgentSession | undefined> {
-    const record = await this.ctx.storage.get<NameRecord & { dropped?: boolean }>(NAME_KEY);
+    const record = await this.host.storage.get<NameRecord & { dropped?: boolean }>(NAME_KEY);
     const now = Date.now();
     // A shard keeps no record: its visitors wait while its session waits for its agent.
     const since =
@@ -429,8 +424,8 @@ export class TunnelObject extends DurableObject<Env> {
     return id;
   }
 
-  override async webSocketMessage(socket: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    // Text is only ever a heartbeat, and those are answered by the auto-response.
+  /** A message on one of this tunnel's links. Text is only ever a heartbeat, which the host answers itself. */
+  async message(socket: Link, message: string | ArrayBuffer): Promise<void> {
     const attachment = this.attachment(socket);
     if (attachment.phase === "visitor") {
       // While the agent is away its session keeps the visitor's messages, within their credit.
@@ -445,7 +440,7 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   /** One message of frames from an agent, on either transport. */
-  private async fromAgent(link: AgentLink, message: Uint8Array): Promise<void> {
+  private async fromAgent(link: Link, message: Uint8Array): Promise<void> {
     if (this.ended.has(link)) return;
     const attachment = this.attachment(link) as Exclude<Attachment, VisitorAttachment>;
     try {
@@ -489,13 +484,13 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   /** Counts an agent's message against the frame and byte rates; closes the link past them. */
-  private withinRate(link: AgentLink, frames: number, bytes: number): boolean {
+  private withinRate(link: Link, frames: number, bytes: number): boolean {
     const now = Date.now();
     let meter = this.meters.get(link);
     if (!meter) {
       meter = {
-        frames: new RateMeter(this.limits.maxFramesPerSecond, 2, now),
-        bytes: new RateMeter(this.limits.maxBytesPerSecond, 2, now),
+        frames: new RateMeter(this.settings.maxFramesPerSecond, 2, now),
+        bytes: new RateMeter(this.settings.maxBytesPerSecond, 2, now),
       };
       this.meters.set(link, meter);
     }
@@ -503,8 +498,8 @@ export class TunnelObject extends DurableObject<Env> {
     const bytesOk = meter.bytes.take(bytes, now);
     if (framesOk && bytesOk) return true;
     const what = framesOk
-      ? `${this.limits.maxBytesPerSecond} bytes a second (MAX_AGENT_BYTES_PER_SECOND)`
-      : `${this.limits.maxFramesPerSecond} frames a second (MAX_AGENT_FRAMES_PER_SECOND)`;
+      ? `${this.settings.maxBytesPerSecond} bytes a second (MAX_AGENT_BYTES_PER_SECOND)`
+      : `${this.settings.maxFramesPerSecond} frames a second (MAX_AGENT_FRAMES_PER_SECOND)`;
     const attachment = link.deserializeAttachment() as { name?: string } | null;
     console.warn(`tunnel ${attachment?.name}: closing the agent's connection: it sent more than ${what}`);
     this.close(link, CloseCode.RateLimited, `sent more than ${what}`);
@@ -513,13 +508,15 @@ export class TunnelObject extends DurableObject<Env> {
     return false;
   }
 
-  override async webSocketClose(socket: WebSocket, code: number, reason: string): Promise<void> {
-    this.closed(socket, code, reason);
+  /** The peer of one of this tunnel's links closed it. */
+  closed(socket: Link, code: number, reason: string): void {
+    this.linkClosed(socket, code, reason);
   }
 
-  override async webSocketError(socket: WebSocket, error: unknown): Promise<void> {
+  /** One of this tunnel's links failed. */
+  errored(socket: Link, error: unknown): void {
     if (!isTeardownNoise(error)) console.warn("socket error", error);
-    this.closed(socket, 1006, "socket error");
+    this.linkClosed(socket, 1006, "socket error");
   }
 
   /**
@@ -527,35 +524,35 @@ export class TunnelObject extends DurableObject<Env> {
    * gone longer than RESUME_SECONDS, the tunnel's visitor rules (webhook secrets among them)
    * are deleted; once unused for NAME_TTL_DAYS, the name is.
    */
-  override async alarm(): Promise<void> {
-    const record = await this.ctx.storage.get<NameRecord>(NAME_KEY);
+  async alarm(): Promise<void> {
+    const record = await this.host.storage.get<NameRecord>(NAME_KEY);
     if (!record) {
       // A shard (which keeps no name): its rules leave once its agent has not come back.
-      if (!(this.agent() ?? this.current)) await this.ctx.storage.delete(RULES_KEY);
+      if (!(this.agent() ?? this.current)) await this.host.storage.delete(RULES_KEY);
       return;
     }
     const now = Date.now();
     if (this.agent() ?? this.current) {
-      await this.ctx.storage.put(NAME_KEY, { ...record, lastUsed: now });
-      await this.ctx.storage.setAlarm(now + REFRESH_MS);
+      await this.host.storage.put(NAME_KEY, { ...record, lastUsed: now });
+      await this.host.storage.setAlarm(now + REFRESH_MS);
       return;
     }
-    const expires = record.lastUsed + this.limits.nameTtlMs;
+    const expires = record.lastUsed + this.settings.nameTtlMs;
     if (now >= expires) {
-      await this.ctx.storage.deleteAll();
+      await this.host.storage.deleteAll();
       return;
     }
-    if (now >= record.lastUsed + this.resumeMs) {
+    if (now >= record.lastUsed + this.settings.resumeMs) {
       this.rules = null;
       this.rulesGeneration++;
-      await this.ctx.storage.delete(RULES_KEY);
-      await this.ctx.storage.setAlarm(expires);
+      await this.host.storage.delete(RULES_KEY);
+      await this.host.storage.setAlarm(expires);
     } else {
-      await this.ctx.storage.setAlarm(Math.min(expires, record.lastUsed + this.resumeMs + 1000));
+      await this.host.storage.setAlarm(Math.min(expires, record.lastUsed + this.settings.resumeMs + 1000));
     }
   }
 
-  private closed(socket: AgentLink, code: number, reason: string): void {
+  private linkClosed(socket: Link, code: number, reason: string): void {
     const attachment = socket.deserializeAttachment() as Attachment | null;
     if (attachment?.phase !== "visitor") {
       this.dropped(socket, code, reason);
@@ -627,7 +624,7 @@ export class TunnelObject extends DurableObject<Env> {
    * else a new one (a previous session's streams then end). Returns the session, or undefined.
    */
   private async hello(
-    socket: AgentLink,
+    socket: Link,
     frame: Frame | InvalidFrame | undefined,
     attachment: HelloAttachment,
   ): Promise<AgentSession | undefined> {
@@ -666,11 +663,11 @@ export class TunnelObject extends DurableObject<Env> {
           hello: frame,
           requested: attachment.name,
           tokens,
-          record: await this.ctx.storage.get<NameRecord>(NAME_KEY),
+          record: await this.host.storage.get<NameRecord>(NAME_KEY),
           liveOwner: live ? previous?.owner : undefined,
           now: Date.now(),
           bootedAt: this.bootedAt,
-          policy: { nameTtlMs: this.limits.nameTtlMs, graceMs: NAME_GRACE_MS, allowPunycode: this.limits.allowPunycodeNames },
+          policy: { nameTtlMs: this.settings.nameTtlMs, graceMs: NAME_GRACE_MS, allowPunycode: this.settings.allowPunycodeNames },
         });
       }
     }
@@ -702,7 +699,7 @@ export class TunnelObject extends DurableObject<Env> {
     }
     // The link may have dropped while the hello was judged.
     if (this.ended.has(socket)) {
-      if (verdict.ok && !counted) this.ctx.waitUntil(this.releaseForToken(verdict.owner, attachment.name));
+      if (verdict.ok && !counted) this.host.waitUntil(this.releaseForToken(verdict.owner, attachment.name));
       return undefined;
     }
     if (!verdict.ok) {
@@ -736,7 +733,7 @@ export class TunnelObject extends DurableObject<Env> {
     if (!resumed) this.sockets.closeAll("the tunnel's agent reconnected as a new session");
     const session = resumed
       ? previous
-      : new AgentSession(sessionId(), verdict.owner, verdict.label, unackedLimit(this.limits.maxStreams));
+      : new AgentSession(sessionId(), verdict.owner, verdict.label, unackedLimit(this.settings.maxStreams));
     this.current = session;
     this.setAttachment(socket, {
       phase: "ready",
@@ -757,14 +754,14 @@ export class TunnelObject extends DurableObject<Env> {
       // A shard keeps no name: shard 0 does.
       attachment.shard
         ? undefined
-        : this.ctx.storage.put(NAME_KEY, {
+        : this.host.storage.put(NAME_KEY, {
             owner: verdict.owner,
             label: verdict.label,
             lastUsed: now,
             connected: true,
           } satisfies NameRecord),
-      rules.empty ? this.ctx.storage.delete(RULES_KEY) : this.ctx.storage.put(RULES_KEY, ruleList),
-      attachment.shard ? undefined : this.ctx.storage.setAlarm(now + REFRESH_MS),
+      rules.empty ? this.host.storage.delete(RULES_KEY) : this.host.storage.put(RULES_KEY, ruleList),
+      attachment.shard ? undefined : this.host.storage.setAlarm(now + REFRESH_MS),
       // Shard 0, a new session: the shards of the one before it leave (see evictStale).
       attachment.shard || resumed ? undefined : this.evictShards(attachment.name, session.id),
     ]);
@@ -792,7 +789,7 @@ export class TunnelObject extends DurableObject<Env> {
    * and any message from it within LIVENESS_PROBE_MS counts. An agent from before the ping
    * was answered stays silent and is taken for dead: it is replaced, as it always was.
    */
-  private answers(link: AgentLink): Promise<boolean> {
+  private answers(link: Link): Promise<boolean> {
     return new Promise((resolve) => {
       const done = (alive: boolean) => {
         clearTimeout(timer);
@@ -812,7 +809,7 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   /** `link` carries `session` from now on (it had received `peerReceived` of its frames). */
-  private use(session: AgentSession, link: AgentLink, peerReceived: number): void {
+  private use(session: AgentSession, link: Link, peerReceived: number): void {
     session.attach(link, peerReceived);
     // Idle and with nothing kept, the counts are all a wake from hibernation needs. Written
     // PERSIST_MS after the session went quiet, if it still is (a serializeAttachment at every
@@ -842,7 +839,7 @@ export class TunnelObject extends DurableObject<Env> {
 
   /** The session is over: its streams fail, its visitors' WebSockets close. */
   private endSession(session: AgentSession, why: string): void {
-    clearTimeout(session.resumeTimer);
+    cancelTimer(session.resumeTimer);
     session.frames.end();
     this.streams.failSocket(session, 502, "agent-disconnected", why);
     if (this.current === session) {
@@ -857,13 +854,13 @@ export class TunnelObject extends DurableObject<Env> {
    * are dropped from the count before the token is refused.
    */
   private async holdForToken(admission: Extract<Admission, { ok: true }>, name: string): Promise<Admission> {
-    const gate = this.env.GATES.get(this.env.GATES.idFromName(admission.owner));
-    const limit = tunnelLimit(this.env.TUNNELS_PER_TOKEN);
+    const gate = this.host.gate(admission.owner);
+    const limit = this.settings.tunnelsPerToken;
     let answer = await gate.hold(name, limit);
     if (answer.ok) return admission;
     const stale: string[] = [];
     for (const other of answer.held) {
-      const tunnel = this.env.TUNNELS.get(this.env.TUNNELS.idFromName(other));
+      const tunnel = this.host.tunnel(other);
       if ((await tunnel.connectedOwner()) !== admission.owner) stale.push(other);
     }
     if (stale.length > 0) {
@@ -882,7 +879,7 @@ export class TunnelObject extends DurableObject<Env> {
   private async releaseForToken(owner: string, name: string): Promise<void> {
     // The same owner holds the tunnel again (a twin connection, a resumed session): keep it counted.
     if (!owner.startsWith("token:") || this.current?.owner === owner || this.shard > 0) return;
-    await this.env.GATES.get(this.env.GATES.idFromName(owner)).release(name);
+    await this.host.gate(owner).release(name);
   }
 
   /** Which of its tunnel's objects this is (see shards.ts): learnt from its links and visits. */
@@ -896,8 +893,8 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   /** The tunnel's shard 0, which holds its name (for a shard k > 0). */
-  private primary(name: string): DurableObjectStub<TunnelObject> {
-    return this.env.TUNNELS.get(this.env.TUNNELS.idFromName(name));
+  private primary(name: string): TunnelPeer {
+    return this.host.tunnel(name);
   }
 
   /** This shard's reports to shard 0, one after the other (see reportShard). */
@@ -914,11 +911,11 @@ export class TunnelObject extends DurableObject<Env> {
       .catch((error: unknown) =>
         console.warn(`tunnel ${name}: shard ${shard} could not tell shard 0 it is ${up ? "up" : "down"}`, error),
       );
-    this.ctx.waitUntil(this.shardReports);
+    this.host.waitUntil(this.shardReports);
   }
 
   private async shardSet(): Promise<Set<number>> {
-    this.shardsUp ??= new Set(await this.ctx.storage.get<number[]>(SHARDS_KEY));
+    this.shardsUp ??= new Set(await this.host.storage.get<number[]>(SHARDS_KEY));
     return this.shardsUp;
   }
 
@@ -940,7 +937,7 @@ export class TunnelObject extends DurableObject<Env> {
     if (up === set.has(shard)) return;
     if (up) set.add(shard);
     else set.delete(shard);
-    await this.ctx.storage.put(SHARDS_KEY, [...set]);
+    await this.host.storage.put(SHARDS_KEY, [...set]);
   }
 
   /**
@@ -949,11 +946,7 @@ export class TunnelObject extends DurableObject<Env> {
    * relay), only while it does, and only for this name; the shard gets this tunnel's visitor
    * rules to enforce.
    */
-  async admitShard(
-    hello: HelloFrame,
-    shard: number,
-    name: string,
-  ): Promise<{ admission: Admission; rules: HelloFrame["rules"]; primary?: string }> {
+  async admitShard(hello: HelloFrame, shard: number, name: string): Promise<ShardAdmission> {
     const none: HelloFrame["rules"] = { basicAuth: [], allowIp: [], webhooks: [] };
     const session = this.agent() ?? this.current;
     if (!session) {
@@ -970,11 +963,11 @@ export class TunnelObject extends DurableObject<Env> {
       hello,
       requested: name,
       tokens: await this.tokenList(),
-      record: await this.ctx.storage.get<NameRecord>(NAME_KEY),
+      record: await this.host.storage.get<NameRecord>(NAME_KEY),
       liveOwner: session.owner,
       now: Date.now(),
       bootedAt: this.bootedAt,
-      policy: { nameTtlMs: this.limits.nameTtlMs, graceMs: NAME_GRACE_MS, allowPunycode: this.limits.allowPunycodeNames },
+      policy: { nameTtlMs: this.settings.nameTtlMs, graceMs: NAME_GRACE_MS, allowPunycode: this.settings.allowPunycodeNames },
     });
     if (admission.ok && admission.owner !== session.owner) {
       return {
@@ -984,7 +977,7 @@ export class TunnelObject extends DurableObject<Env> {
     }
     return {
       admission,
-      rules: (await this.ctx.storage.get<HelloFrame["rules"]>(RULES_KEY)) ?? none,
+      rules: (await this.host.storage.get<HelloFrame["rules"]>(RULES_KEY)) ?? none,
       primary: session.id,
     };
   }
@@ -1001,11 +994,12 @@ export class TunnelObject extends DurableObject<Env> {
     if (set.size === 0) return;
     const stale = [...set];
     set.clear();
-    await this.ctx.storage.put(SHARDS_KEY, []);
-    this.ctx.waitUntil(
+    await this.host.storage.put(SHARDS_KEY, []);
+    this.host.waitUntil(
       Promise.all(
         stale.map((shard) =>
-          this.env.TUNNELS.get(this.env.TUNNELS.idFromName(shardObjectName(name, shard)))
+          this.host
+            .tunnel(shardObjectName(name, shard))
             .evictStale(primary)
             .catch((error: unknown) => console.warn(`tunnel ${name}: shard ${shard} could not be told to drop its agent`, error)),
         ),
@@ -1033,7 +1027,7 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   private tokenList(): Promise<Tokens> {
-    this.tokens ??= parseTokens(this.env.BURROW_TOKENS, this.env.BURROW_TOKEN);
+    this.tokens ??= parseTokens(this.settings.tokens, this.settings.token);
     return this.tokens;
   }
 
@@ -1041,7 +1035,7 @@ export class TunnelObject extends DurableObject<Env> {
    * The agent link left. A clean stop ends its session; a cut leaves the session waiting
    * RESUME_SECONDS for the agent, its streams paused; either way the name stays its owner's.
    */
-  private dropped(socket: AgentLink, code: number, reason: string): void {
+  private dropped(socket: Link, code: number, reason: string): void {
     const attachment = socket.deserializeAttachment() as Attachment | null;
     this.probes.get(socket)?.(false);
     this.close(socket, 1000, "closed");
@@ -1055,14 +1049,14 @@ export class TunnelObject extends DurableObject<Env> {
     if (clean) {
       this.endSession(session, `The agent for tunnel "${attachment.name}" ${why}.`);
     } else {
-      const resumeMs = this.resumeMs;
+      const resumeMs = this.settings.resumeMs;
       session.resumeTimer = setTimeout(() => {
         if (this.current === session && !session.link) {
           this.endSession(
             session,
             `The agent for tunnel "${attachment.name}" ${why} and did not come back within ${resumeMs / 1000}s.`,
           );
-          this.ctx.waitUntil(this.releaseForToken(attachment.owner, attachment.name));
+          this.host.waitUntil(this.releaseForToken(attachment.owner, attachment.name));
         }
       }, resumeMs);
     }
@@ -1070,13 +1064,13 @@ export class TunnelObject extends DurableObject<Env> {
     if (attachment.shard) {
       // Visitors go to the tunnel's other shards from now on; this one's rules go soon after.
       this.reportShard(attachment.name, attachment.shard, false);
-      if (!clean) return void this.ctx.waitUntil(this.ctx.storage.setAlarm(now + this.resumeMs + 1000));
+      if (!clean) return void this.host.waitUntil(this.host.storage.setAlarm(now + this.settings.resumeMs + 1000));
       this.rules = null;
       this.rulesGeneration++;
-      this.ctx.waitUntil(this.ctx.storage.delete(RULES_KEY));
+      this.host.waitUntil(this.host.storage.delete(RULES_KEY));
       return;
     }
-    this.ctx.waitUntil(
+    this.host.waitUntil(
       (async () => {
         if (clean) {
           await this.releaseForToken(attachment.owner, attachment.name);
@@ -1085,8 +1079,8 @@ export class TunnelObject extends DurableObject<Env> {
           // Its rules leave with it; on an open relay the name is free at once.
           this.rules = null;
           this.rulesGeneration++;
-          await this.ctx.storage.delete(RULES_KEY);
-          if (!attachment.owner.startsWith("token:")) return void (await this.ctx.storage.delete(NAME_KEY));
+          await this.host.storage.delete(RULES_KEY);
+          if (!attachment.owner.startsWith("token:")) return void (await this.host.storage.delete(NAME_KEY));
         }
         const record: NameRecord & { dropped: boolean } = {
           owner: attachment.owner,
@@ -1097,9 +1091,9 @@ export class TunnelObject extends DurableObject<Env> {
         };
         if (this.current && this.current !== session) return;
         if (!clean && session.link) return; // resumed already
-        await this.ctx.storage.put(NAME_KEY, record);
+        await this.host.storage.put(NAME_KEY, record);
         // Soon after the resume window, to delete the rules of an agent that did not come back.
-        await this.ctx.storage.setAlarm(clean ? now + this.limits.nameTtlMs : now + this.resumeMs + 1000);
+        await this.host.storage.setAlarm(clean ? now + this.settings.nameTtlMs : now + this.settings.resumeMs + 1000);
       })(),
     );
   }
@@ -1119,7 +1113,7 @@ export class TunnelObject extends DurableObject<Env> {
       attachment.session,
       attachment.owner,
       attachment.label,
-      unackedLimit(this.limits.maxStreams),
+      unackedLimit(this.settings.maxStreams),
       attachment.counts,
     );
     this.current = session;
@@ -1128,8 +1122,8 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   /** Agents' WebSockets and HTTPS sessions (visitors' WebSockets carry another tag). */
-  private agentLinks(): AgentLink[] {
-    return [...this.ctx.getWebSockets(AGENT_TAG), ...this.sessions.values()];
+  private agentLinks(): Link[] {
+    return [...this.host.links.byTag(AGENT_TAG), ...this.sessions.values()];
   }
 
   /**
@@ -1137,7 +1131,7 @@ export class TunnelObject extends DurableObject<Env> {
    * and a deserialization each cost the relay about 10 µs of its CPU per small request. A wake
    * from hibernation starts with an empty cache; every change goes through setAttachment.
    */
-  private attachment(link: AgentLink | WebSocket): Attachment {
+  private attachment(link: Link): Attachment {
     let attachment = this.attachments.get(link);
     if (!attachment) {
       attachment = link.deserializeAttachment() as Attachment;
@@ -1146,7 +1140,7 @@ export class TunnelObject extends DurableObject<Env> {
     return attachment;
   }
 
-  private setAttachment(link: AgentLink | WebSocket, attachment: Attachment): void {
+  private setAttachment(link: Link, attachment: Attachment): void {
     link.serializeAttachment(attachment);
     this.attachments.set(link, attachment);
   }
@@ -1156,7 +1150,7 @@ export class TunnelObject extends DurableObject<Env> {
   }
 
   /** A frame outside any session (Ready, Refused), as a message of its own. */
-  private sendAlone(link: AgentLink, frame: Frame): void {
+  private sendAlone(link: Link, frame: Frame): void {
     try {
       link.send(encodeFrame(frame));
     } catch (error) {
@@ -1164,7 +1158,7 @@ export class TunnelObject extends DurableObject<Env> {
     }
   }
 
-  private close(socket: AgentLink, code: number, reason: string): void {
+  private close(socket: Link, code: number, reason: string): void {
     this.ended.add(socket);
     try {
       // Close reasons are limited to 123 bytes (RFC 6455 section 5.5).

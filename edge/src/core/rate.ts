@@ -1,5 +1,5 @@
 /** The outcome of one attempt: admitted, or refused with the seconds until one would be. */
-export type Admission = { ok: true } | { ok: false; retryAfterSeconds: number };
+export type RateVerdict = { ok: true } | { ok: false; retryAfterSeconds: number };
 
 /**
  * At most `limit` attempts in any `windowMs` (a sliding log: the times of the admitted
@@ -12,7 +12,7 @@ export class SlidingWindow {
   constructor(private readonly windowMs = 60_000) {}
 
   /** Records an attempt at `now` (ms) if fewer than `limit` were admitted in the window before it. */
-  attempt(now: number, limit: number): Admission {
+  attempt(now: number, limit: number): RateVerdict {
     while (this.times.length > 0 && this.times[0]! <= now - this.windowMs) this.times.shift();
     // A lowered limit leaves more times than it allows: only the newest `limit` matter.
     if (this.times.length > limit) this.times.splice(0, this.times.length - limit);

@@ -1,11 +1,7 @@
 import { CloseCode, concatBytes, encodePollAnswer, MAX_MESSAGE_BYTES, MAX_POLL_WAIT_MS } from "@burrow/protocol";
 import { EdgeError } from "./errors.ts";
-
-/**
- * What the Durable Object needs of an agent's connection, whichever transport carries it:
- * the hibernatable WebSocket, or a {@link PollingLink} for the HTTPS transport.
- */
-export type AgentLink = Pick<WebSocket, "send" | "close" | "serializeAttachment" | "deserializeAttachment">;
+import type { Link } from "./host.ts";
+import { cancelTimer } from "./timers.ts";
 
 /**
  * After an answered poll the agent's next one is due at once (or after a reconnect through its
@@ -29,7 +25,7 @@ const HEADERS = { "Content-Type": "application/octet-stream", "Cache-Control": "
  * Lives in memory: if the Durable Object is evicted, the agent's next poll gets 404 and it
  * opens a new session (as a WebSocket agent reconnects).
  */
-export class PollingLink implements AgentLink {
+export class PollingLink implements Link {
   readonly id = randomId();
   private attachment: unknown = null;
   private queue: Uint8Array[] = [];
@@ -38,8 +34,8 @@ export class PollingLink implements AgentLink {
   private unacknowledged: Uint8Array | undefined;
   private received = 0;
   private waiting: WritableStreamDefaultWriter<Uint8Array> | undefined;
-  private waitTimer: ReturnType<typeof setTimeout> | null = null;
-  private idleTimer: ReturnType<typeof setTimeout> | null = null;
+  private waitTimer: ReturnType<typeof setTimeout> | undefined;
+  private idleTimer: ReturnType<typeof setTimeout> | undefined;
   private closing: { code: number; reason: string } | undefined;
   private ended = false;
 
@@ -106,7 +102,7 @@ export class PollingLink implements AgentLink {
    */
   poll(ack: number, waitMs: number, signal?: AbortSignal): Response {
     if (this.ended) throw new EdgeError(404, "not-found", "This session has ended. Open a new one.");
-    clearTimeout(this.idleTimer);
+    cancelTimer(this.idleTimer);
     if (this.unacknowledged && ack === this.sent - 1) return this.now(this.unacknowledged);
     if (ack !== this.sent) {
       throw new EdgeError(
@@ -126,7 +122,7 @@ export class PollingLink implements AgentLink {
     const gone = () => {
       if (this.waiting !== writer) return;
       this.waiting = undefined;
-      clearTimeout(this.waitTimer);
+      cancelTimer(this.waitTimer);
       this.idle(RECONNECT_GRACE_MS);
     };
     writer.closed.catch(gone);
@@ -154,7 +150,7 @@ export class PollingLink implements AgentLink {
     const writer = this.waiting;
     if (!writer) return;
     this.waiting = undefined;
-    clearTimeout(this.waitTimer);
+    cancelTimer(this.waitTimer);
     const body = this.take();
     writer.write(body).catch(() => {});
     // The next poll is due once the agent has this answer.
@@ -166,7 +162,7 @@ export class PollingLink implements AgentLink {
 
   private now(body: Uint8Array): Response {
     this.idle(SESSION_IDLE_MS);
-    return new Response(body, { headers: HEADERS });
+    return new Response(body as Uint8Array<ArrayBuffer>, { headers: HEADERS });
   }
 
   /** Takes queued messages, up to MAX_MESSAGE_BYTES, as the next numbered batch. */
@@ -192,7 +188,7 @@ export class PollingLink implements AgentLink {
 
   /** (Re)starts the countdown after which an agent that stopped polling counts as gone. */
   private idle(ms: number): void {
-    clearTimeout(this.idleTimer);
+    cancelTimer(this.idleTimer);
     this.idleTimer = setTimeout(() => this.end(1006, "the agent stopped polling"), ms);
   }
 
@@ -200,8 +196,8 @@ export class PollingLink implements AgentLink {
     if (this.ended) return;
     this.ended = true;
     this.closing ??= { code, reason };
-    clearTimeout(this.idleTimer);
-    clearTimeout(this.waitTimer);
+    cancelTimer(this.idleTimer);
+    cancelTimer(this.waitTimer);
     // The waiting poll gets a last answer that says why, like any other: an end is no error.
     // Aborting its body instead errors a response stream nobody reads to the end, which workerd
     // reports as "Uncaught Error" with a stack trace each time an agent stops.

@@ -1,6 +1,7 @@
 import { type HeaderList, HOP_BY_HOP } from "@burrow/protocol";
 import { narrowCookie } from "./cookies.ts";
 import { ERROR_HEADER } from "./errors.ts";
+import type { RelayHost } from "./host.ts";
 import { withoutTunnelCookie } from "./strays.ts";
 
 /** Where the Worker sends visitors' requests to their tunnel's Durable Object. */
@@ -286,11 +287,15 @@ export function responseHeaders(
  * kept: copied from the response itself, a fetched gzip body goes on compressed (given
  * `encodeBody: "manual"`, the runtime would inflate it and keep its Content-Encoding).
  */
-export function withHeaders(response: Response, edit: (headers: Headers) => void): Response {
-  if (response.webSocket) {
+export function withHeaders(
+  host: Pick<RelayHost, "isUpgrade" | "withUpgradeHeaders">,
+  response: Response,
+  edit: (headers: Headers) => void,
+): Response {
+  if (host.isUpgrade(response)) {
     const headers = new Headers(response.headers);
     edit(headers);
-    return new Response(null, { status: 101, webSocket: response.webSocket, headers });
+    return host.withUpgradeHeaders(response, headers);
   }
   const copy = new Response(response.body, response);
   edit(copy.headers);

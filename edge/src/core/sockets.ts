@@ -9,6 +9,7 @@ import {
   type WsMessageFrame,
 } from "@burrow/protocol";
 import { isTeardownNoise } from "./errors.ts";
+import type { Link, LinkStore } from "./host.ts";
 import { ByteBudget } from "./limits.ts";
 import type { AgentSession } from "./session.ts";
 import type { SendFrame, Verdict } from "./streams.ts";
@@ -67,7 +68,7 @@ export class SocketRelay {
   private readonly waiting: ByteBudget;
 
   constructor(
-    private readonly ctx: DurableObjectState,
+    private readonly links: LinkStore,
     private readonly send: SendFrame,
     waitingBytes: number,
   ) {
@@ -79,15 +80,14 @@ export class SocketRelay {
    * whom it counts for (see visitorKey), so its share is counted across hibernation too.
    */
   accept(id: number, protocol: string | null, visitor: string | undefined): Response {
-    const { 0: client, 1: server } = new WebSocketPair();
-    this.ctx.acceptWebSocket(server, visitor === undefined ? [VISITOR_TAG, tag(id)] : [VISITOR_TAG, tag(id), fromTag(visitor)]);
-    server.serializeAttachment({ phase: "visitor", stream: id } satisfies VisitorAttachment);
-    const headers = protocol ? { "Sec-WebSocket-Protocol": protocol } : undefined;
-    return new Response(null, { status: 101, webSocket: client, headers });
+    const tags = visitor === undefined ? [VISITOR_TAG, tag(id)] : [VISITOR_TAG, tag(id), fromTag(visitor)];
+    const { link, response } = this.links.upgrade(tags, protocol ? { "Sec-WebSocket-Protocol": protocol } : undefined);
+    link.serializeAttachment({ phase: "visitor", stream: id } satisfies VisitorAttachment);
+    return response;
   }
 
   /** A message from the visitor: pieces to the agent, as far as its credit goes. */
-  fromVisitor(agent: AgentSession, visitor: WebSocket, id: number, message: string | ArrayBuffer): void {
+  fromVisitor(agent: AgentSession, visitor: Link, id: number, message: string | ArrayBuffer): void {
     const binary = typeof message !== "string";
     const bytes = binary ? new Uint8Array(message) : encoder.encode(message);
     const out = this.outboundOf(id);
@@ -116,12 +116,12 @@ export class SocketRelay {
 
   /** Visitor WebSockets open now (for the per-tunnel stream limit). */
   get count(): number {
-    return this.ctx.getWebSockets(VISITOR_TAG).length;
+    return this.links.byTag(VISITOR_TAG).length;
   }
 
   /** Visitor WebSockets open now of one visitor (for its share). */
   heldBy(visitor: string | undefined): number {
-    return visitor === undefined ? 0 : this.ctx.getWebSockets(fromTag(visitor)).length;
+    return visitor === undefined ? 0 : this.links.byTag(fromTag(visitor)).length;
   }
 
   /** The agent may send `bytes` more of the visitor's messages. */
@@ -192,7 +192,7 @@ export class SocketRelay {
 
   /** The agent is gone: every visitor socket it carried closes. */
   closeAll(reason: string): void {
-    for (const socket of this.ctx.getWebSockets(VISITOR_TAG)) {
+    for (const socket of this.links.byTag(VISITOR_TAG)) {
       const attachment = socket.deserializeAttachment() as { phase: string } | null;
       if (attachment?.phase !== "visitor") continue;
       this.forget((attachment as VisitorAttachment).stream);
@@ -200,8 +200,8 @@ export class SocketRelay {
     }
   }
 
-  private visitor(id: number): WebSocket | undefined {
-    return this.ctx.getWebSockets(tag(id))[0];
+  private visitor(id: number): Link | undefined {
+    return this.links.byTag(tag(id))[0];
   }
 
   private outboundOf(id: number): Outbound {
@@ -247,7 +247,7 @@ export class SocketRelay {
     this.outbound.delete(id);
   }
 
-  private close(socket: WebSocket, code: number, reason: string): void {
+  private close(socket: Link, code: number, reason: string): void {
     try {
       socket.close(code, reason.slice(0, 120));
     } catch (error) {

@@ -1,8 +1,7 @@
 // The relay's limits on what agents and visitors may make it do, each with a default and the
 // variable that changes it (wrangler.toml [vars], `--var`, or the dashboard). Runtime-free.
-import { DEFAULT_NAME_TTL_DAYS } from "@burrow/protocol";
 
-/** Limits in force for one tunnel, read from the Worker's environment. */
+/** Limits in force for one tunnel (read by settings.ts). */
 export interface RelayLimits {
   /** Requests and visitor WebSockets open at once on one tunnel; more get 503 with Retry-After. */
   maxStreams: number;
@@ -36,76 +35,6 @@ export interface RelayLimits {
    * been read for t ms holds its place while it has more than (t - grace) / 1000 * rate bytes.
    */
   minSignedBodyRate: number;
-}
-
-type LimitVars = Partial<
-  Record<
-    | "MAX_STREAMS_PER_TUNNEL"
-    | "HELLO_TIMEOUT_SECONDS"
-    | "MAX_AGENT_FRAMES_PER_SECOND"
-    | "MAX_AGENT_BYTES_PER_SECOND"
-    | "MAX_SIGNED_BODY_BYTES"
-    | "NAME_TTL_DAYS"
-    | "MAX_WAITING_WS_BYTES"
-    | "ALLOW_PUNYCODE_NAMES"
-    | "MAX_STREAMS_PER_VISITOR"
-    | "MAX_SIGNED_BODIES"
-    | "SIGNED_BODY_SECONDS"
-    | "MIN_SIGNED_BODY_BYTES_PER_SECOND",
-    string
-  >
->;
-
-/**
- * Defaults: 100 streams (a Durable Object has 128 MB; a stalled stream holds up to its 1 MiB
- * window), 10 s for the hello, 100,000 frames and 1 GiB per second (far above what one Durable
- * Object can carry, so only a runaway agent meets them), 25 MiB signed bodies (GitHub's
- * largest webhook payload), names kept 7 days.
- *
- * A visitor's share: a quarter of the tunnel's streams, and never fewer than 6 (a browser opens
- * up to 6 connections to one host over HTTP/1.1), so that it takes four addresses (four IPv6
- * /64s) to fill a tunnel, while an office behind one NAT address still has 25 of the default
- * 100. The same share of the signed bodies in check, which are as many as the streams.
- * Signed bodies must arrive within 30 s (GitHub gives a whole delivery 10 s, Shopify 5 s) and,
- * after SIGNED_BODY_GRACE_MS, at 16 KiB/s or more (a webhook sender is a server in a data
- * centre): a visitor who trickles one holds its place a few seconds, or pays for it in bandwidth.
- */
-export function readLimits(env: LimitVars): RelayLimits {
-  const number = (value: string | undefined, fallback: number) => {
-    const parsed = Number(value);
-    return value !== undefined && value !== "" && Number.isFinite(parsed) && parsed > 0 ? parsed : fallback;
-  };
-  const maxStreams = number(env.MAX_STREAMS_PER_TUNNEL, 100);
-  const maxSignedBodies = number(env.MAX_SIGNED_BODIES, maxStreams);
-  return {
-    maxStreams,
-    helloTimeoutMs: 1000 * number(env.HELLO_TIMEOUT_SECONDS, 10),
-    maxFramesPerSecond: number(env.MAX_AGENT_FRAMES_PER_SECOND, 100_000),
-    maxBytesPerSecond: number(env.MAX_AGENT_BYTES_PER_SECOND, 1024 ** 3),
-    maxSignedBody: number(env.MAX_SIGNED_BODY_BYTES, 25 * 1024 * 1024),
-    nameTtlMs: 86_400_000 * number(env.NAME_TTL_DAYS, DEFAULT_NAME_TTL_DAYS),
-    maxWaitingMessages: number(env.MAX_WAITING_WS_BYTES, VISITOR_MESSAGES_BUDGET),
-    allowPunycodeNames: allowsPunycode(env.ALLOW_PUNYCODE_NAMES),
-    maxStreamsPerVisitor: Math.min(maxStreams, number(env.MAX_STREAMS_PER_VISITOR, visitorShare(maxStreams))),
-    maxSignedBodies,
-    maxSignedBodiesPerVisitor: Math.min(maxSignedBodies, number(env.MAX_STREAMS_PER_VISITOR, visitorShare(maxSignedBodies))),
-    signedBodyTimeoutMs: 1000 * number(env.SIGNED_BODY_SECONDS, 30),
-    minSignedBodyRate: number(env.MIN_SIGNED_BODY_BYTES_PER_SECOND, 16 * 1024),
-  };
-}
-
-/** The default share of one visitor: a quarter of `limit`, at least 6, at most `limit`. */
-function visitorShare(limit: number): number {
-  return Math.min(limit, Math.max(6, Math.ceil(limit / 4)));
-}
-
-/**
- * ALLOW_PUNYCODE_NAMES: "true" (or "1", "yes") admits tunnel names that start with `xn--`,
- * which a browser may show as a look-alike of another name; anything else, unset included,
- * refuses them (fail closed).
- */
-export function allowsPunycode(setting: string | undefined): boolean {
-  return ["true", "1", "yes"].includes(setting?.trim().toLowerCase() ?? "");
 }
 
 /**

@@ -14,11 +14,8 @@ import {
 import { type Context, Hono } from "hono";
 import { visitorKey } from "./cidr.ts";
 import { withScopedCookies } from "./cookies.ts";
-import type { Env } from "./env.ts";
 import { EdgeError, ERROR_HEADER, RELAY_PAGE_HEADERS } from "./errors.ts";
-import { connectLimit } from "./gate.ts";
 import {
-  clientAddress,
   forwardedRequestHeaders,
   INTERNAL,
   MAX_HEAD_FIELD,
@@ -28,16 +25,15 @@ import {
   withHeaders,
   withoutSpoofable,
 } from "./headers.ts";
-import { allowsPunycode } from "./limits.ts";
+import type { RelayHost } from "./host.ts";
 import { parseLiveShards, parseShard, ShardMap, shardObjectName } from "./shards.ts";
 import { cookieValue, strayTunnel, TUNNEL_COOKIE, tunnelCookie } from "./strays.ts";
-import type { TunnelObject } from "./tunnel.ts";
-import { checkVisitorRequest, headLimit } from "./visitor.ts";
+import { checkVisitorRequest } from "./visitor.ts";
 
 type App = {
-  Bindings: Env;
-  Variables: {
-    /** The client's address (see clientAddress), or undefined. */
+  Bindings: {
+    host: RelayHost;
+    /** The client's address as the host determined it (see visitorKey), or undefined. */
     clientIp: string | undefined;
   };
 };
@@ -63,41 +59,35 @@ function errorResponse(error: unknown): Response {
 }
 
 /**
- * The Worker's entry. A visitor of `<name>.<BASE_DOMAIN>` goes straight to its tunnel, with one
- * URL parse and no routing: that is every request a tunnel serves, and the Worker's share of
- * its cost (see bench/profile.ts). Everything else goes through the routes of `app`.
+ * The relay's entry, on every host: `clientIp` is the visitor's address as the host knows it
+ * (Cloudflare's CF-Connecting-IP, or the socket's peer). A visitor of `<name>.<BASE_DOMAIN>`
+ * goes straight to its tunnel, with one URL parse and no routing: that is every request a
+ * tunnel serves, and the front's share of its cost (see bench/profile.ts). Everything else goes
+ * through the routes of `app`.
  */
-export async function handle(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> {
+export async function handleRequest(request: Request, host: RelayHost, clientIp: string | undefined): Promise<Response> {
   const url = new URL(request.url);
-  const label = subdomainOf(url.hostname, env.BASE_DOMAIN);
+  const label = subdomainOf(url.hostname, host.settings.baseDomain);
   if (label === undefined) {
     // An HTTPS-transport agent's polls and posts (two for each request its tunnel serves) go
     // straight to their object; opening a session, which is admitted, takes the routes.
     const session = url.pathname === SESSION_PATH ? request.headers.get(SESSION_HEADER) : null;
     if (session !== null && SESSION_METHODS.has(request.method)) {
       try {
-        return await sessionRequest(request, env, url, session);
+        return await sessionRequest(request, host, url, session);
       } catch (error) {
         return errorResponse(error);
       }
     }
-    return app.fetch(request, env, ctx);
+    return app.fetch(request, { host, clientIp });
   }
   try {
-    checkVisitorName(label, env);
-    return await visit(request, env, url, label, url.pathname + url.search, "");
+    checkVisitorName(label, host);
+    return await visit(request, host, clientIp, url, label, url.pathname + url.search, "");
   } catch (error) {
     return errorResponse(error);
   }
 }
-
-// On every route, agents' included: the Durable Object and the origin never see a client's
-// x-burrow-* or cf-* fields, only what the Worker determined (see withoutSpoofable, and
-// forwardedRequestHeaders for visitors).
-app.use("*", async (c, next) => {
-  c.set("clientIp", clientAddress(c.req.raw.headers, c.req.raw.cf));
-  return next();
-});
 
 app.get(CONNECT_PATH, async (c) => {
   const name = c.req.query("name") ?? "";
@@ -107,7 +97,7 @@ app.get(CONNECT_PATH, async (c) => {
     throw new EdgeError(426, "bad-request", `${CONNECT_PATH} is where Burrow agents connect, with a WebSocket upgrade.`);
   }
   await admitConnection(c);
-  return tunnel(c.env, name, shard).fetch(agentRequest(c, name));
+  return tunnel(c.env.host, name, shard).fetch(agentRequest(c, name));
 });
 
 // `agent doctor` asks whether this is a Burrow relay, and which protocol it speaks.
@@ -122,7 +112,7 @@ app.on(["GET", "POST", "DELETE"], SESSION_PATH, async (c) => {
   checkName(name);
   const shard = parseShard(c.req.query("shard"));
   if (c.req.method === "POST") await admitConnection(c);
-  return tunnel(c.env, name, shard).fetch(agentRequest(c, name));
+  return tunnel(c.env.host, name, shard).fetch(agentRequest(c, name));
 });
 
 const SESSION_METHODS = new Set(["GET", "POST", "DELETE"]);
@@ -131,11 +121,11 @@ const SESSION_METHODS = new Set(["GET", "POST", "DELETE"]);
  * A request of an open HTTPS-transport session, as its object gets it: the URL, the body and
  * the session's id, no other field of the client's. The session id is what the object checks.
  */
-function sessionRequest(request: Request, env: Env, url: URL, session: string): Promise<Response> {
+function sessionRequest(request: Request, host: RelayHost, url: URL, session: string): Promise<Response> {
   const name = url.searchParams.get("name") ?? "";
   checkName(name);
   const shard = parseShard(url.searchParams.get("shard") ?? undefined);
-  return tunnel(env, name, shard).fetch(url.href, {
+  return tunnel(host, name, shard).fetch(url.href, {
     method: request.method,
     headers: [[SESSION_HEADER, session]],
     body: request.method === "POST" ? request.body : null,
@@ -143,10 +133,13 @@ function sessionRequest(request: Request, env: Env, url: URL, session: string): 
   });
 }
 
-/** An agent's request as its tunnel's Durable Object gets it: no spoofable fields, and the public URL. */
+/**
+ * An agent's request as its tunnel's core gets it: no client's x-burrow-* or cf-* fields, only
+ * what the front determined (see withoutSpoofable), and the public URL.
+ */
 function agentRequest(c: Context<App>, name: string): Request {
-  const request = withoutSpoofable(c.req.raw, c.var.clientIp);
-  request.headers.set(INTERNAL.publicUrl, publicUrl(new URL(c.req.url), name, c.env.BASE_DOMAIN));
+  const request = withoutSpoofable(c.req.raw, c.env.clientIp);
+  request.headers.set(INTERNAL.publicUrl, publicUrl(new URL(c.req.url), name, c.env.host.settings.baseDomain));
   return request;
 }
 
@@ -161,19 +154,19 @@ app.all("/t/:name{[^/]+}/*", (c) => {
   // The segment as sent: the forwarded path is cut after it, not after the decoded name.
   const segment = url.pathname.split("/")[2]!;
   const name = decoded(segment);
-  checkVisitorName(name, c.env);
+  checkVisitorName(name, c.env.host);
   const rest = url.pathname.slice(`/t/${segment}`.length);
   // One URL per tunnel: `/t/%64emo/x` is `/t/demo/x`, and cookies scoped to the one are not the other's.
   if (segment !== name) return c.redirect(`/t/${name}${rest}${url.search}`, 308);
-  return visit(c.req.raw, c.env, url, name, rest + url.search, `/t/${name}`);
+  return visit(c.req.raw, c.env.host, c.env.clientIp, url, name, rest + url.search, `/t/${name}`);
 });
 
 app.get("/", (c) => {
   const url = new URL(c.req.url);
-  const byName = publicUrl(url, "<name>", c.env.BASE_DOMAIN);
+  const byName = publicUrl(url, "<name>", c.env.host.settings.baseDomain);
   const byPath = `${url.origin}/t/<name>/`;
   const where = byName.endsWith("/") ? byPath : `${byName}/ and ${byPath}`;
-  const open = !(c.env.BURROW_TOKENS?.trim() || c.env.BURROW_TOKEN?.trim());
+  const open = c.env.host.settings.open;
   const who = open
     ? "This relay is open: anyone who can reach it can open tunnels and claim names (its owner can require tokens with BURROW_TOKENS).\n"
     : "Agents need a token to open tunnels here.\n";
@@ -202,20 +195,28 @@ app.notFound(notFound);
  * (one pass over the visitor's, see forwardedRequestHeaders), checked against the protocol's
  * limits, plus the INTERNAL fields the Durable Object reads.
  */
-async function visit(request: Request, env: Env, url: URL, name: string, path: string, prefix: string): Promise<Response> {
+async function visit(
+  request: Request,
+  host: RelayHost,
+  clientIp: string | undefined,
+  url: URL,
+  name: string,
+  path: string,
+  prefix: string,
+): Promise<Response> {
+  const { baseDomain } = host.settings;
   // Each property of the runtime's Request, Headers and URL read is a call into it: once each.
   const incoming = request.headers;
   const method = request.method;
   const protocol = url.protocol;
-  const clientIp = clientAddress(incoming, request.cf);
   // The Durable Object needs `upgrade`, a hop-by-hop field, to answer with a WebSocket.
   const { list, upgrade } = forwardedRequestHeaders(incoming, {
     clientIp,
     proto: protocol.slice(0, -1),
-    publicHost: prefix ? pathFormHost(url, env.BASE_DOMAIN) : url.host,
+    publicHost: prefix ? pathFormHost(url, baseDomain) : url.host,
     prefix,
   });
-  checkVisitorRequest({ method, path, headers: list }, headLimit(env.MAX_REQUEST_HEAD_BYTES));
+  checkVisitorRequest({ method, path, headers: list }, host.settings.maxRequestHeadBytes);
   let body = request.body;
   // The runtime refuses a GET or HEAD with a body on the hop to the Durable Object.
   if (body !== null && (method === "GET" || method === "HEAD")) {
@@ -235,7 +236,7 @@ async function visit(request: Request, env: Env, url: URL, name: string, path: s
     tunnel: name,
     shard,
     path,
-    relayUrl: relayUrl(url, env.BASE_DOMAIN),
+    relayUrl: relayUrl(url, baseDomain),
     clientIp: clientIp ?? null,
     headers: list,
     upgrade,
@@ -258,12 +259,7 @@ async function visit(request: Request, env: Env, url: URL, name: string, path: s
   if (upgrade) fields.push(["upgrade", "websocket"]);
   let response: Response;
   try {
-    response = await tunnel(env, name, shard).fetch(VISIT_URL, {
-      method,
-      headers: fields,
-      body,
-      redirect: "manual",
-    });
+    response = await tunnel(host, name, shard).fetch(VISIT_URL, { method, headers: fields, body, redirect: "manual" });
   } catch (error) {
     console.warn(`tunnel ${name}: the request to its Durable Object failed`, error);
     throw hopTooLarge();
@@ -272,11 +268,11 @@ async function visit(request: Request, env: Env, url: URL, name: string, path: s
   // request's head is over a limit of its own (below MAX_HEADER_BYTES: a 20000-byte field
   // or path already fails): the request never reached the tunnel.
   if (response.status === 431 && !response.headers.has(ERROR_HEADER)) throw hopTooLarge();
-  if (asks) response = learnShards(name, response, now);
+  if (asks) response = learnShards(host, name, response, now);
   if (!prefix) return response;
   // Pages name their tunnel for the root-relative requests they make without a Referer.
-  const routing = isPage(response) && cookieValue(incoming.get("cookie"), TUNNEL_COOKIE) !== name;
-  return underPrefix(response, prefix, routing ? tunnelCookie(name, protocol === "https:") : undefined);
+  const routing = isPage(host, response) && cookieValue(incoming.get("cookie"), TUNNEL_COOKIE) !== name;
+  return underPrefix(host, response, prefix, routing ? tunnelCookie(name, protocol === "https:") : undefined);
 }
 
 function hopTooLarge(): EdgeError {
@@ -287,22 +283,22 @@ function hopTooLarge(): EdgeError {
   );
 }
 
-function isPage(response: Response): boolean {
-  return !response.webSocket && /^text\/html\b/i.test(response.headers.get("content-type") ?? "");
+function isPage(host: RelayHost, response: Response): boolean {
+  return !host.isUpgrade(response) && /^text\/html\b/i.test(response.headers.get("content-type") ?? "");
 }
 
 /**
  * Reached by path: root-relative redirects stay inside the prefix, and cookies too (see
  * scopeCookie); `routing`, the relay's own cookie, is added after the origin's.
  */
-function underPrefix(response: Response, prefix: string, routing?: string): Response {
+function underPrefix(host: RelayHost, response: Response, prefix: string, routing?: string): Response {
   const location = response.headers.get("location");
   const relocate = location?.startsWith("/") && !location.startsWith("//");
   if (!relocate && !routing && !response.headers.has("set-cookie")) return response;
-  if (response.webSocket) {
+  if (host.isUpgrade(response)) {
     const headers = new Headers(response.headers);
     withScopedCookies(headers, prefix);
-    return new Response(null, { status: 101, webSocket: response.webSocket, headers });
+    return host.withUpgradeHeaders(response, headers);
   }
   const rewritten = new Response(response.body, response);
   if (relocate) rewritten.headers.set("location", prefix + location);
@@ -317,11 +313,11 @@ function underPrefix(response: Response, prefix: string, routing?: string): Resp
  * @throws {EdgeError} 429 rate-limited, with Retry-After.
  */
 async function admitConnection(c: Context<App>): Promise<void> {
-  const key = rateKey(c.var.clientIp);
-  const limit = connectLimit(c.env.CONNECTS_PER_MINUTE);
-  const admission = await c.env.GATES.get(c.env.GATES.idFromName(key)).admit(limit);
+  const key = rateKey(c.env.clientIp);
+  const limit = c.env.host.settings.connectsPerMinute;
+  const admission = await c.env.host.gate(key).admit(limit);
   if (admission.ok) return;
-  const from = c.var.clientIp ? "this address" : "clients whose address the relay cannot see";
+  const from = c.env.clientIp ? "this address" : "clients whose address the relay cannot see";
   throw new EdgeError(
     429,
     "rate-limited",
@@ -335,18 +331,9 @@ export function rateKey(ip: string | null | undefined): string {
   return visitorKey(ip) ?? "unknown";
 }
 
-/** Tunnels' object ids by object name, as the runtime hashes them (idFromName is a SHA-256 each time). */
-const tunnelIds = new Map<string, DurableObjectId>();
-
-function tunnel(env: Env, name: string, shard = 0): DurableObjectStub<TunnelObject> {
-  const object = shardObjectName(name, shard);
-  let id = tunnelIds.get(object);
-  if (!id) {
-    if (tunnelIds.size >= 1000) tunnelIds.clear();
-    id = env.TUNNELS.idFromName(object);
-    tunnelIds.set(object, id);
-  }
-  return env.TUNNELS.get(id);
+/** The core of shard `shard` of tunnel `name`. */
+function tunnel(host: RelayHost, name: string, shard = 0) {
+  return host.tunnel(shardObjectName(name, shard));
 }
 
 /** What this isolate knows of tunnels' live shards (see ShardMap). */
@@ -357,12 +344,12 @@ const liveShards = new ShardMap();
  * that asked, and keeps it for the visits of the next SHARDS_TTL_MS. Without the field (an
  * answer that never reached shard 0), the next visit asks again.
  */
-function learnShards(name: string, response: Response, now: number): Response {
+function learnShards(host: RelayHost, name: string, response: Response, now: number): Response {
   const stated = response.headers.get(SHARDS_HEADER);
   if (stated === null) return response;
   const live = parseLiveShards(stated);
   if (live) liveShards.set(name, live, now);
-  return withHeaders(response, (headers) => headers.delete(SHARDS_HEADER));
+  return withHeaders(host, response, (headers) => headers.delete(SHARDS_HEADER));
 }
 
 /** Echoes no client input: a name that fails the pattern is "that name". */
@@ -380,13 +367,13 @@ function checkName(name: string): void {
  * For visitors: reserved names (RESERVED_NAMES) are nobody's tunnel, nor punycode ones unless
  * ALLOW_PUNYCODE_NAMES (no agent may hold them), then checkName.
  */
-function checkVisitorName(name: string, env: Env): void {
+function checkVisitorName(name: string, host: RelayHost): void {
   if (RESERVED_NAMES.has(name)) {
     const shown = TUNNEL_NAME_PATTERN.test(name) ? `the name "${name}"` : "that name";
     throw new EdgeError(404, "not-found", `No tunnel here: ${shown} is reserved by the relay.`);
   }
   checkName(name);
-  if (isPunycodeName(name) && !allowsPunycode(env.ALLOW_PUNYCODE_NAMES)) {
+  if (isPunycodeName(name) && !host.settings.allowPunycodeNames) {
     throw new EdgeError(
       404,
       "not-found",

@@ -17,14 +17,7 @@ export const DEFAULT_MAX_HEAD_BYTES = 64 * 1024;
  * The RequestHead frame must stay under MAX_FRAME_BYTES whatever the var says: msgpack adds at
  * most 11 bytes per field (a fixarray and two str32 headers) and a few for the frame itself.
  */
-const MAX_HEAD_BYTES_CEILING = MAX_FRAME_BYTES - MAX_HEADERS * 11 - 1024;
-
-/** The head limit from the var MAX_REQUEST_HEAD_BYTES (a positive integer), capped to fit a frame. */
-export function headLimit(setting: string | undefined): number {
-  const value = Number(setting);
-  const limit = Number.isSafeInteger(value) && value > 0 ? value : DEFAULT_MAX_HEAD_BYTES;
-  return Math.min(limit, MAX_HEAD_BYTES_CEILING);
-}
+export const MAX_HEAD_BYTES_CEILING = MAX_FRAME_BYTES - MAX_HEADERS * 11 - 1024;
 
 // The same grammar as the codec's guards (protocol/src/codec.ts), which the agent applies to
 // every RequestHead: a frame they refuse costs the agent its whole connection.

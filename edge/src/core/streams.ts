@@ -10,6 +10,7 @@ import {
 } from "@burrow/protocol";
 import { EdgeError, type EdgeErrorCode, isTeardownNoise } from "./errors.ts";
 import { responseHeaders } from "./headers.ts";
+import type { TunnelHost } from "./host.ts";
 import type { AgentSession } from "./session.ts";
 import { Tally } from "./shares.ts";
 
@@ -81,6 +82,7 @@ export class StreamTable {
   private unsettled: number[] = [];
 
   constructor(
+    private readonly host: Pick<TunnelHost, "streamingResponse" | "wholeResponse">,
     private readonly send: SendFrame,
     private readonly upgrade: Upgrade,
   ) {}
@@ -284,18 +286,19 @@ export class StreamTable {
   private stream(id: number, stream: Stream): void {
     const { status, headers, contentLength, chunks } = stream.pending!;
     stream.pending = undefined;
-    // A declared length makes the runtime send Content-Length and fail the response if the
-    // agent ends early: a truncated body is never delivered as a clean end.
+    // A declared length makes the host send Content-Length and fail the response if the agent
+    // ends early: a truncated body is never delivered as a clean end.
     const length = Number(contentLength ?? Number.NaN);
-    const { readable, writable } =
-      Number.isSafeInteger(length) && length >= 0 ? new FixedLengthStream(length) : new IdentityTransformStream();
+    const { response, writable } = this.host.streamingResponse(
+      status,
+      new Headers(headers),
+      Number.isSafeInteger(length) && length >= 0 ? length : undefined,
+    );
     const writer = writable.getWriter();
     stream.writer = writer;
     // Fires when the visitor goes away, even while the origin is sending nothing.
     writer.closed.catch(() => this.cancel(id, "the visitor went away"));
-    // `encodeBody: "manual"`: the origin's bytes are already encoded as its Content-Encoding
-    // says; without it the runtime would compress them a second time.
-    stream.resolve(new Response(readable, { status, headers, encodeBody: "manual" }));
+    stream.resolve(response);
     for (const chunk of chunks) this.write(id, stream, chunk);
   }
 
@@ -342,7 +345,7 @@ export class StreamTable {
     if (whole && Number(whole.contentLength ?? whole.size) === whole.size) {
       this.remove(id);
       const body = whole.chunks.length === 1 ? whole.chunks[0]! : concatBytes(whole.chunks, whole.size);
-      stream.resolve(new Response(body, { status: whole.status, headers: whole.headers, encodeBody: "manual" }));
+      stream.resolve(this.host.wholeResponse(whole.status, new Headers(whole.headers), body));
       return "ok";
     }
     // Not the length it declared: streamed, so the runtime fails it as it would any short body.

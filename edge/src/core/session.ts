@@ -1,6 +1,7 @@
 import { concatBytes, type Frame, FrameSession, type UnackedLimit } from "@burrow/protocol";
 import { isTeardownNoise } from "./errors.ts";
-import type { AgentLink } from "./polling.ts";
+import type { Link } from "./host.ts";
+import { cancelTimer } from "./timers.ts";
 
 /**
  * An agent's session on the relay: what its streams belong to, across the connections that
@@ -11,9 +12,9 @@ import type { AgentLink } from "./polling.ts";
 export class AgentSession {
   readonly frames: FrameSession;
   /** The connection carrying the session now; undefined while the agent is away. */
-  link: AgentLink | undefined;
+  link: Link | undefined;
   /** Ends the session if the agent does not come back in time. */
-  resumeTimer: ReturnType<typeof setTimeout> | null = null;
+  resumeTimer: ReturnType<typeof setTimeout> | undefined;
   /** Writes the session's counts once it has been quiet a moment (see TunnelObject.use). */
   persistTimer: ReturnType<typeof setTimeout> | undefined;
   /** Visitor input paused until the session takes it again (see takesInput). */
@@ -72,8 +73,8 @@ export class AgentSession {
   }
 
   /** `link` carries the session from now on; the agent had received `peerReceived` frames. */
-  attach(link: AgentLink, peerReceived: number): void {
-    clearTimeout(this.resumeTimer);
+  attach(link: Link, peerReceived: number): void {
+    cancelTimer(this.resumeTimer);
     this.link = link;
     this.frames.attach((parts, size) => {
       try {

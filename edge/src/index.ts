@@ -1,8 +1,0 @@
-import { handle } from "./app.ts";
-
-import type { Env } from "./env.ts";
-
-export { GateObject } from "./gate.ts";
-export { TunnelObject } from "./tunnel.ts";
-
-export default { fetch: handle } satisfies ExportedHandler<Env>;
