@@ -1,4 +1,4 @@
-import { type Cidr, inCidr, parseCidr, parseIp } from "../cidr.ts";
+import { type Cidr, inCidr, parseCidr, parseIp } from "../core/cidr.ts";
 
 /**
  * Where a visitor's (or an agent's) address comes from on a self-hosted relay: the TCP peer,
@@ -15,7 +15,10 @@ export class TrustedProxies {
    */
   static parse(list: string[]): TrustedProxies {
     const ranges: Cidr[] = [];
-    for (const entry of list.flatMap((item) => item.split(",")).map((item) => item.trim()).filter(Boolean)) {
+    for (const entry of list
+      .flatMap((item) => item.split(","))
+      .map((item) => item.trim())
+      .filter(Boolean)) {
       const range = parseCidr(entry);
       if (!range) throw new Error(`"${entry}" is not an IP address or a CIDR range`);
       ranges.push(range);

@@ -82,9 +82,9 @@ export class MemoryLinks implements LinkStore {
     const link = new MemoryLink(this, tags);
     this.all.add(link);
     for (const tag of tags) {
-      let set = this.tagged.get(tag);
-      if (!set) this.tagged.set(tag, (set = new Set()));
-      set.add(link);
+      const set = this.tagged.get(tag);
+      if (set) set.add(link);
+      else this.tagged.set(tag, new Set([link]));
     }
     const response = new Response(null, { status: 200, headers });
     response.headers.set(UPGRADE_HEADER, this.upgrades.add(link));
@@ -106,10 +106,10 @@ export class MemoryLinks implements LinkStore {
   }
 
   /** @internal MemoryLink's: the link is gone; the core hears it. */
-  ended(link: MemoryLink, code: number, reason: string): void {
+  ended(link: MemoryLink, close: { code: number; reason: string } | undefined): void {
     if (!this.all.delete(link)) return;
     for (const tag of link.tags) this.tagged.get(tag)?.delete(link);
-    this.deliver("closed", () => this.target?.closed(link, code, reason));
+    if (close) this.deliver("closed", () => this.target?.closed(link, close.code, close.reason));
     if (this.all.size === 0) this.onEmpty();
   }
 
@@ -204,8 +204,13 @@ export class MemoryLink implements Link {
     return {
       message: (message) => this.received(message),
       closed: (code, reason) => this.end(code, reason),
+      // The core treats an error as the link's end (1006): no close follows it.
       errored: (error) => {
-        if (!this.done) this.store.deliver("errored", () => this.store.target?.errored(this, error));
+        if (this.done) return;
+        this.done = true;
+        clearTimeout(this.backstop);
+        this.store.ended(this, undefined);
+        this.store.deliver("errored", () => this.store.target?.errored(this, error));
       },
     };
   }
@@ -228,9 +233,9 @@ export class MemoryLink implements Link {
     if (this.done) return;
     this.done = true;
     clearTimeout(this.backstop);
-    this.store.ended(this, code, reason);
+    this.store.ended(this, { code, reason });
   }
 }
 
-/** The tag the core gives agents' links (`AGENT_TAG` in core/tunnel.ts); any other link is a visitor's. */
+/** The tag the core gives agents' links (AGENT_TAG in core/tunnel.ts); any other link is a visitor's. */
 export const AGENT_TAG = "agent";

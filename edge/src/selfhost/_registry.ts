@@ -1,10 +1,12 @@
 import { GateCore } from "../core/gate.ts";
-import type { GatePeer, RelayHost, SettingVars, TunnelHost, TunnelPeer } from "../core/host.ts";
+import type { GatePeer, RelayHost, TunnelHost, TunnelPeer } from "../core/host.ts";
+import type { RelaySettings } from "../core/settings.ts";
 import { TunnelCore } from "../core/tunnel.ts";
 import { AGENT_TAG, MemoryLinks, Upgrades } from "./_links.ts";
 import type { DataDir } from "./_storage.ts";
 import { ObjectStorage } from "./_storage.ts";
-import { streamingResponse } from "./_streaming.ts";
+import { streamingResponse, wholeResponse } from "./_streaming.ts";
+import { UPGRADE_HEADER } from "./server.ts";
 
 /** A tunnel that has been idle this long (no links, no alarm, no request, no agent session) is dropped. */
 const IDLE_MS = 60_000;
@@ -48,14 +50,21 @@ export class Registry {
   private stopping = false;
 
   constructor(
-    readonly vars: SettingVars,
+    readonly settings: RelaySettings,
     private readonly data: DataDir | undefined,
   ) {
     this.host = {
-      vars,
+      settings,
       tunnel: (object) => this.peer(object),
       gate: (key) => this.gate(key),
       waitUntil: (work) => this.waitUntil(work),
+      isUpgrade: (response) => response.headers.has(UPGRADE_HEADER),
+      // The marker stays: it names the link waiting for the server's socket.
+      withUpgradeHeaders(response, headers) {
+        const copy = new Response(null, { status: response.status, headers });
+        copy.headers.set(UPGRADE_HEADER, response.headers.get(UPGRADE_HEADER) ?? "");
+        return copy;
+      },
     };
     // Alarms outlive the process: a name's lease and TTL fire after a restart too.
     for (const { object, at } of data?.alarms() ?? []) this.arm(object, at);
@@ -65,7 +74,7 @@ export class Registry {
   /** The tunnel object `object` as its peers see it: each call waits for the core's start(). */
   peer(object: string): TunnelPeer {
     return {
-      fetch: (request) => this.use(object, (core) => core.fetch(request)),
+      fetch: (input, init) => this.use(object, (core) => core.fetch(input, init)),
       liveShards: () => this.use(object, (core) => core.liveShards()),
       shardState: (shard, up) => this.use(object, (core) => core.shardState(shard, up)),
       evictStale: (primary) => this.use(object, (core) => core.evictStale(primary)),
@@ -77,8 +86,7 @@ export class Registry {
   gate(key: string): GatePeer {
     let entry = this.gates.get(key);
     if (!entry) {
-      const storage =
-        this.kept.get(`gate:${key}`) ?? new ObjectStorage(this.data?.file("gates", key), () => {});
+      const storage = this.kept.get(`gate:${key}`) ?? new ObjectStorage(this.data?.file("gates", key), () => {});
       this.kept.delete(`gate:${key}`);
       entry = { core: new GateCore(storage), storage, lastUsed: Date.now() };
       this.gates.set(key, entry);
@@ -126,14 +134,13 @@ export class Registry {
   private entry(object: string): TunnelEntry {
     const existing = this.tunnels.get(object);
     if (existing) return existing;
-    const storage =
-      this.kept.get(object) ?? new ObjectStorage(this.data?.file("tunnels", object), (at) => this.arm(object, at));
+    const storage = this.kept.get(object) ?? new ObjectStorage(this.data?.file("tunnels", object), (at) => this.arm(object, at));
     this.kept.delete(object);
     const links = new MemoryLinks(this.upgrades, object, () => {
       const entry = this.tunnels.get(object);
       if (entry) entry.lastUsed = Date.now();
     });
-    const host: TunnelHost = { ...this.host, links, storage, streamingResponse };
+    const host: TunnelHost = { ...this.host, links, storage, streamingResponse, wholeResponse };
     const core = new TunnelCore(host);
     links.target = core;
     const started = core.start().catch((error: unknown) => console.error(`relay | tunnel ${object}: start failed`, error));

@@ -31,3 +31,8 @@ export function streamingResponse(
   });
   return { response: new Response(readable, { status, headers }), writable };
 }
+
+/** TunnelHost.wholeResponse: the bytes as they are (the adapters add no Content-Encoding of their own). */
+export function wholeResponse(status: number, headers: Headers, body: Uint8Array): Response {
+  return new Response(body as Uint8Array<ArrayBuffer>, { status, headers });
+}

@@ -14,7 +14,10 @@ interface DenoServer {
 }
 
 interface DenoApi {
-  serve(options: Record<string, unknown>, handler: (request: Request, info: { remoteAddr: { hostname: string } }) => Promise<Response>): DenoServer;
+  serve(
+    options: Record<string, unknown>,
+    handler: (request: Request, info: { remoteAddr: { hostname: string } }) => Promise<Response>,
+  ): DenoServer;
   upgradeWebSocket(request: Request, options: { protocol?: string }): { socket: WebSocket; response: Response };
   errors: { AddrInUse: new () => Error; PermissionDenied: new () => Error; NotCapable?: new () => Error };
 }
@@ -54,7 +57,8 @@ export const serveDeno: ServeRelay = async ({ host, port, tls, handler }) => {
     );
   } catch (error) {
     if (error instanceof Deno.errors.AddrInUse) throw new ListenError("in-use", `${host}:${port} is already in use`);
-    const denied = error instanceof Deno.errors.PermissionDenied || (Deno.errors.NotCapable && error instanceof Deno.errors.NotCapable);
+    const denied =
+      error instanceof Deno.errors.PermissionDenied || (Deno.errors.NotCapable && error instanceof Deno.errors.NotCapable);
     if (denied) throw new ListenError("denied", `listening on ${host}:${port} is not permitted: ${(error as Error).message}`);
     throw new ListenError("unknown", `cannot listen on ${host}:${port}: ${(error as Error).message}`);
   }

@@ -31,7 +31,10 @@ export const serveNode: ServeRelay = async ({ host, port, tls, maxHeadBytes, han
     for (const [name, value] of upgrades.get(request)?.headers ?? []) lines.push(`${name}: ${value}`);
   });
   server.on("request", (request, response) => void serveRequest(request, response, scheme, handler));
-  server.on("upgrade", (request, socket: Socket, head) => void serveUpgrade(request, socket, head, scheme, handler, sockets, upgrades));
+  server.on(
+    "upgrade",
+    (request, socket: Socket, head) => void serveUpgrade(request, socket, head, scheme, handler, sockets, upgrades),
+  );
   server.on("clientError", (_error, socket: Socket) => {
     if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
     else socket.destroy();

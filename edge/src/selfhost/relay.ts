@@ -1,5 +1,5 @@
 import { handleRequest } from "../core/front.ts";
-import type { SettingVars } from "../core/host.ts";
+import type { RelaySettings } from "../core/settings.ts";
 import { seenFrom, type TrustedProxies } from "./_address.ts";
 import { Registry } from "./_registry.ts";
 import type { DataDir } from "./_storage.ts";
@@ -10,13 +10,15 @@ export interface RelayConfig {
   port: number;
   /** PEM text of the certificate chain and key, checked (see _tls.ts). */
   tls?: { cert: string; key: string };
-  /** The Worker's vars: the environment's, with the flags' on top (BASE_DOMAIN from --base-domain). */
-  vars: SettingVars;
+  /** The Worker's vars as readSettings read them: the environment's, with the flags' on top. */
+  settings: RelaySettings;
   /** Where names and token counts are kept across restarts; in memory without one. */
   data?: DataDir;
   trusted: TrustedProxies;
-  /** The URL visitors use, when the relay cannot tell it from a request (no base domain). */
+  /** --public-url: the URL visitors use, when there is no base domain to tell it by. */
   publicUrl?: URL;
+  /** Without either, visitors by path are told the relay's own host, as this machine reaches it ("localhost"). */
+  localHost: string;
   /** The largest request head the relay checks itself (MAX_REQUEST_HEAD_BYTES). */
   maxHeadBytes: number;
 }
@@ -40,9 +42,10 @@ const STOP_GRACE_MS = 1000;
  * @throws {ListenError} from the adapter.
  */
 export async function startRelay(config: RelayConfig, serve: ServeRelay): Promise<RunningRelay> {
-  const registry = new Registry(config.vars, config.data);
+  const registry = new Registry(config.settings, config.data);
+  const local = { origin: "" };
   const handler: RelayHandler = {
-    fetch: (request, peer) => relayRequest(request, peer, config, registry),
+    fetch: (request, peer) => relayRequest(request, peer, config, local.origin, registry),
     takeUpgrade: (response) => registry.upgrades.take(response),
   };
   let server: RunningServer;
@@ -52,6 +55,7 @@ export async function startRelay(config: RelayConfig, serve: ServeRelay): Promis
     await registry.stop();
     throw error;
   }
+  local.origin = `${config.tls ? "https" : "http"}://${config.localHost}:${server.port}`;
   return {
     port: server.port,
     async stop() {
@@ -70,22 +74,31 @@ export async function startRelay(config: RelayConfig, serve: ServeRelay): Promis
   };
 }
 
-async function relayRequest(request: Request, peer: string | undefined, config: RelayConfig, registry: Registry): Promise<Response> {
+async function relayRequest(
+  request: Request,
+  peer: string | undefined,
+  config: RelayConfig,
+  localOrigin: string,
+  registry: Registry,
+): Promise<Response> {
   try {
     const seen = seenFrom(peer, request.headers, config.trusted);
-    let url = request.url;
-    if (seen.proto) url = url.replace(/^https?:/, `${seen.proto}:`);
-    if (config.publicUrl && !config.vars.BASE_DOMAIN) {
-      const { pathname, search } = new URL(url);
-      url = `${config.publicUrl.origin}${pathname}${search}`;
+    const url = new URL(request.url);
+    let origin = seen.proto ? `${seen.proto}://${url.host}` : url.origin;
+    // Without a base domain the front takes the public host of a tunnel reached by path from
+    // the request (pathFormHost), and on Cloudflare that is one of the Worker's own routes; here
+    // any client may send any Host, which an origin under `--host-header preserve` would put in
+    // its links. So the host is --public-url's, or for visitors the relay's own address.
+    if (!config.settings.baseDomain) {
+      if (config.publicUrl) origin = config.publicUrl.origin;
+      else if (url.pathname.startsWith("/t/")) origin = localOrigin;
     }
     const forwardedFor = request.headers.get("x-forwarded-for") ?? undefined;
-    if (url !== request.url || forwardedFor !== seen.forwardedFor) {
+    if (origin !== url.origin || forwardedFor !== seen.forwardedFor) {
       const headers = new Headers(request.headers);
       if (seen.forwardedFor) headers.set("x-forwarded-for", seen.forwardedFor);
       else headers.delete("x-forwarded-for");
-      if (config.publicUrl && !config.vars.BASE_DOMAIN) headers.set("host", config.publicUrl.host);
-      request = new Request(url, {
+      request = new Request(origin + url.pathname + url.search, {
         method: request.method,
         headers,
         body: request.body,
@@ -107,5 +120,3 @@ async function relayRequest(request: Request, peer: string | undefined, config: 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
-
-export type { SettingVars };
