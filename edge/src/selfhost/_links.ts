@@ -153,12 +153,12 @@ export class MemoryLink implements Link {
         : ArrayBuffer.isView(message)
           ? new Uint8Array(message.buffer, message.byteOffset, message.byteLength)
           : new Uint8Array(message);
-    if (!this.socket) {
-      this.waiting!.push(data);
+    if (this.waiting) {
+      this.waiting.push(data);
       return;
     }
-    this.socket.send(data);
-    if (this.visitor && this.socket.bufferedAmount() > VISITOR_SEND_BOUND) {
+    this.socket!.send(data);
+    if (this.visitor && this.socket!.bufferedAmount() > VISITOR_SEND_BOUND) {
       this.close(1008, `the visitor did not read ${VISITOR_SEND_BOUND} bytes the relay sent it`);
     }
   }
@@ -166,8 +166,8 @@ export class MemoryLink implements Link {
   close(code = 1000, reason = ""): void {
     if (this.done || this.closing) return;
     this.closing = { code, reason };
-    if (!this.socket) return; // closed as soon as the server hands the socket over
-    this.socket.close(code, reason);
+    if (this.waiting) return; // closed once the socket exists and what waits is sent (flush)
+    this.socket!.close(code, reason);
     this.backstop = setTimeout(() => this.hardClose(), CLOSE_BACKSTOP_MS);
   }
 
@@ -189,18 +189,11 @@ export class MemoryLink implements Link {
   /** @internal The server upgraded the request: the socket is open. */
   attach(socket: ServerSocket): SocketEvents {
     this.socket = socket;
-    const waiting = this.waiting!;
-    this.waiting = undefined;
-    if (this.done) {
-      socket.terminate();
-    } else if (this.closing) {
-      // The core closed the link before it had a socket: the close goes out now.
-      for (const data of waiting) socket.send(data);
-      socket.close(this.closing.code, this.closing.reason);
-      this.backstop = setTimeout(() => this.hardClose(), CLOSE_BACKSTOP_MS);
-    } else {
-      for (const data of waiting) socket.send(data);
-    }
+    if (this.done) socket.terminate();
+    // What the core sent before the socket existed goes out a turn later than the 101: written
+    // together, a client that handles its 'open' and the first message in one read (ws) would
+    // deliver the message before the page's code had a chance to listen for it.
+    else setTimeout(() => this.flush(), 0);
     return {
       message: (message) => this.received(message),
       closed: (code, reason) => this.end(code, reason),
@@ -213,6 +206,18 @@ export class MemoryLink implements Link {
         this.store.deliver("errored", () => this.store.target?.errored(this, error));
       },
     };
+  }
+
+  private flush(): void {
+    const waiting = this.waiting!;
+    this.waiting = undefined;
+    if (this.done) return;
+    for (const data of waiting) this.socket!.send(data);
+    if (this.closing) {
+      // The core closed the link before it had a socket: the close goes out now.
+      this.socket!.close(this.closing.code, this.closing.reason);
+      this.backstop = setTimeout(() => this.hardClose(), CLOSE_BACKSTOP_MS);
+    }
   }
 
   /** @internal No socket will come. */

@@ -107,6 +107,7 @@ export async function relayCommand(argv: string[], io: RelayIo): Promise<number>
   }
   const publicUrl = flags["public-url"] === undefined ? undefined : publicUrlOf(flags["public-url"]);
   const data = flags.data === undefined ? undefined : prepareData(flags.data);
+  const localHost = ["0.0.0.0", "::", "127.0.0.1", "::1"].includes(host) ? "localhost" : bracketed(host);
   let relay: Awaited<ReturnType<typeof startRelay>>;
   try {
     relay = await startRelay(
@@ -118,7 +119,7 @@ export async function relayCommand(argv: string[], io: RelayIo): Promise<number>
         data,
         trusted,
         publicUrl,
-        localHost: ["0.0.0.0", "::", "127.0.0.1", "::1"].includes(host) ? "localhost" : bracketed(host),
+        localHost,
         maxHeadBytes: settings.maxRequestHeadBytes,
       },
       io.serve,
@@ -128,12 +129,11 @@ export async function relayCommand(argv: string[], io: RelayIo): Promise<number>
     throw error;
   }
   const scheme = tls ? "https" : "http";
-  const shown = port === 0 || relay.port !== port ? relay.port : port;
   const where = settings.baseDomain
-    ? `${scheme}://<name>.${settings.baseDomain}:${shown}/`
-    : `${publicUrl ? publicUrl.origin : `${scheme}://${host === "0.0.0.0" || host === "::" ? "localhost" : bracketed(host)}:${shown}`}/t/<name>/`;
+    ? `${scheme}://<name>.${settings.baseDomain}:${relay.port}/`
+    : `${publicUrl ? publicUrl.origin : `${scheme}://${localHost}:${relay.port}`}/t/<name>/`;
   const kept = data ? `data in ${data.path}` : "data in memory only";
-  io.print(`relay | listening on ${scheme}://${bracketed(host)}:${shown} (tunnels at ${where}, ${kept})`);
+  io.print(`relay | listening on ${scheme}://${bracketed(host)}:${relay.port} (tunnels at ${where}, ${kept})`);
   if (settings.open)
     io.print("relay | open: anyone who can reach this relay may open tunnels (set BURROW_TOKENS to require tokens)");
   if (!settings.baseDomain && !publicUrl && !["127.0.0.1", "::1", "localhost"].includes(host)) {

@@ -11,6 +11,7 @@ import https from "node:https";
 import type { AddressInfo, Socket } from "node:net";
 import { Readable } from "node:stream";
 import { type WebSocket, WebSocketServer } from "ws";
+import { EdgeError } from "../core/errors.ts";
 import { ListenError, MAX_SOCKET_MESSAGE, type RelayHandler, type ServeRelay, type Upgrade } from "./server.ts";
 
 export const serveNode: ServeRelay = async ({ host, port, tls, maxHeadBytes, handler }) => {
@@ -71,7 +72,16 @@ function webRequest(request: http.IncomingMessage, scheme: string, signal: Abort
   const raw = request.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
   const method = request.method ?? "GET";
-  const body = method === "GET" || method === "HEAD" ? null : (Readable.toWeb(request) as ReadableStream<Uint8Array>);
+  const bodiless = method === "GET" || method === "HEAD";
+  if (bodiless && (request.headers["transfer-encoding"] !== undefined || Number(request.headers["content-length"] ?? 0) > 0)) {
+    // undici's Request refuses a GET or HEAD with a body, as workerd does: refused as there.
+    throw new EdgeError(
+      400,
+      "bad-request",
+      `A ${method} request cannot carry a body through the relay; send the body with POST or PUT.`,
+    );
+  }
+  const body = bodiless ? null : (Readable.toWeb(request) as ReadableStream<Uint8Array>);
   return new Request(`${scheme}://${request.headers.host ?? "localhost"}${path}`, {
     method,
     headers,
@@ -95,11 +105,18 @@ async function serveRequest(
   let answer: Response;
   try {
     answer = await handler.fetch(webRequest(request, scheme, abort.signal), request.socket.remoteAddress);
-  } catch {
-    // An unparsable Host or target: the relay never saw it.
-    response.writeHead(400, { "content-type": "text/plain", connection: "close" }).end("400 bad-request\n");
-    return;
+  } catch (error) {
+    // A GET with a body, or an unparsable Host or target: the relay never saw it.
+    answer =
+      error instanceof EdgeError
+        ? error.toResponse()
+        : new EdgeError(400, "bad-request", "This request cannot be parsed.").toResponse();
+    response.shouldKeepAlive = false;
   }
+  // Node adds its own `Keep-Alive: timeout=N` to every answer; the relay sends no hop-by-hop
+  // field of its own (on Cloudflare none arrives either). The connection still idles out after
+  // server.keepAliveTimeout: the field only announces it.
+  (response as unknown as { _keepAliveTimeout: number })._keepAliveTimeout = 0;
   const fields: string[] = [];
   for (const [name, value] of answer.headers) fields.push(name, value);
   response.writeHead(answer.status, answer.statusText || undefined, fields);
@@ -138,9 +155,9 @@ async function serveUpgrade(
   let answer: Response;
   try {
     answer = await handler.fetch(webRequest(request, scheme, abort.signal), socket.remoteAddress);
-  } catch {
-    socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-    return;
+  } catch (error) {
+    const refusal = error instanceof EdgeError ? error : new EdgeError(400, "bad-request", "This request cannot be parsed.");
+    return void writeRaw(socket, refusal.toResponse());
   }
   const upgrade = handler.takeUpgrade(answer);
   if (!upgrade) return void writeRaw(socket, answer);
