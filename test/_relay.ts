@@ -88,10 +88,11 @@ export class Relay {
    * Stops workerd, as a redeploy (SIGTERM: workerd lets requests in flight finish first) or a
    * crash (SIGKILL) would; Durable Object storage is kept.
    */
-  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
-    await this.child?.stop(signal);
+  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {
+    const status = (await this.child?.stop(signal)) ?? null;
     this.stoppedOutput = this.child?.output ?? this.stoppedOutput;
     this.child = undefined;
+    return status;
   }
 
   /**

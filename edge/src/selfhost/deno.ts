@@ -34,7 +34,10 @@ export const serveDeno: ServeRelay = async ({ host, port, tls, handler }) => {
         const answer = await handler.fetch(request, info.remoteAddr.hostname);
         const upgrade = handler.takeUpgrade(answer);
         if (!upgrade) return answer;
-        const { socket, response } = Deno.upgradeWebSocket(request, { protocol: upgrade.protocol });
+        // The subprotocol is stated on the 101 here: upgradeWebSocket's own check splits the
+        // client's list on ", " only, and refuses "chat.v1,chat.v2" as ws sends it (Deno 2.9).
+        const { socket, response } = Deno.upgradeWebSocket(request, {});
+        if (upgrade.protocol !== undefined) response.headers.set("sec-websocket-protocol", upgrade.protocol);
         for (const [name, value] of upgrade.headers) response.headers.append(name, value);
         socket.binaryType = "arraybuffer";
         let events: ReturnType<typeof upgrade.attach> | undefined;

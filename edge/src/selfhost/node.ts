@@ -72,16 +72,8 @@ function webRequest(request: http.IncomingMessage, scheme: string, signal: Abort
   const raw = request.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
   const method = request.method ?? "GET";
-  const bodiless = method === "GET" || method === "HEAD";
-  if (bodiless && (request.headers["transfer-encoding"] !== undefined || Number(request.headers["content-length"] ?? 0) > 0)) {
-    // undici's Request refuses a GET or HEAD with a body, as workerd does: refused as there.
-    throw new EdgeError(
-      400,
-      "bad-request",
-      `A ${method} request cannot carry a body through the relay; send the body with POST or PUT.`,
-    );
-  }
-  const body = bodiless ? null : (Readable.toWeb(request) as ReadableStream<Uint8Array>);
+  // undici's Request refuses a GET or HEAD with a body; the relay refuses those by their fields (relay.ts).
+  const body = method === "GET" || method === "HEAD" ? null : (Readable.toWeb(request) as ReadableStream<Uint8Array>);
   return new Request(`${scheme}://${request.headers.host ?? "localhost"}${path}`, {
     method,
     headers,
@@ -106,7 +98,7 @@ async function serveRequest(
   try {
     answer = await handler.fetch(webRequest(request, scheme, abort.signal), request.socket.remoteAddress);
   } catch (error) {
-    // A GET with a body, or an unparsable Host or target: the relay never saw it.
+    // An unparsable Host or target: the relay never saw it.
     answer =
       error instanceof EdgeError
         ? error.toResponse()

@@ -1,3 +1,4 @@
+import { EdgeError } from "../core/errors.ts";
 import { handleRequest } from "../core/front.ts";
 import type { RelaySettings } from "../core/settings.ts";
 import { seenFrom, type TrustedProxies } from "./_address.ts";
@@ -82,6 +83,15 @@ async function relayRequest(
   registry: Registry,
 ): Promise<Response> {
   try {
+    const method = request.method;
+    if ((method === "GET" || method === "HEAD") && hasBody(request.headers)) {
+      // The runtimes' Request drops (Bun, Deno) or refuses (Node) such a body: refused here, as workerd does.
+      return new EdgeError(
+        400,
+        "bad-request",
+        `A ${method} request cannot carry a body through the relay; send the body with POST or PUT.`,
+      ).toResponse();
+    }
     const seen = seenFrom(peer, request.headers, config.trusted);
     const url = new URL(request.url);
     let origin = seen.proto ? `${seen.proto}://${url.host}` : url.origin;
@@ -115,6 +125,11 @@ async function relayRequest(
       headers: { "content-type": "text/plain; charset=utf-8", "x-burrow-error": "relay-error" },
     });
   }
+}
+
+function hasBody(headers: Headers): boolean {
+  const length = headers.get("content-length");
+  return headers.has("transfer-encoding") || (length !== null && length.trim() !== "0");
 }
 
 function sleep(ms: number): Promise<void> {
