@@ -237,3 +237,55 @@ describe.each(RUNTIMES)("agent relay on %s refuses to start, with the cause and 
     expect(output).not.toMatch(/using the default/);
   });
 });
+
+describe("the self-hosted relay's visitor address", () => {
+  let origin: Origin;
+  const relays: Relay[] = [];
+  let agentUrl = "";
+  const agents: AgentProcess[] = [];
+
+  beforeAll(async () => {
+    origin = await Origin.start();
+  });
+
+  afterAll(async () => {
+    await Promise.all(agents.map((agent) => agent.stop("SIGKILL")));
+    await Promise.all(relays.map((relay) => relay.dispose()));
+    await origin?.close();
+  });
+
+  async function echoHeaders(args: string[], name: string, forwardedFor: string) {
+    const relay = await Relay.start({ launcher: "selfhost-node", args });
+    relays.push(relay);
+    const agent = await AgentProcess.start("node", [
+      "--relay",
+      relay.url,
+      "--port",
+      String(origin.port),
+      "--name",
+      name,
+      "--inspect",
+      "false",
+    ]);
+    agents.push(agent);
+    agentUrl = agent.url;
+    const answer = await visit(at(agentUrl, "/echo"), { headers: { "x-forwarded-for": forwardedFor, "x-real-ip": "6.6.6.6" } });
+    return (JSON.parse(answer.body.toString()) as { headers: Record<string, string> }).headers;
+  }
+
+  it("is the socket's peer, whatever X-Forwarded-For a visitor sends", async () => {
+    const headers = await echoHeaders([], "addr-direct", "6.6.6.6");
+    expect(headers["x-real-ip"]).toBe("127.0.0.1");
+    expect(headers["x-forwarded-for"]).toBe("127.0.0.1");
+  });
+
+  it("comes from X-Forwarded-For, rightmost untrusted hop first, when the peer is a --trust-proxy", async () => {
+    const headers = await echoHeaders(
+      ["--trust-proxy", "127.0.0.1,10.0.0.0/8"],
+      "addr-proxied",
+      "6.6.6.6, 203.0.113.7, 10.1.2.3",
+    );
+    expect(headers["x-real-ip"]).toBe("203.0.113.7");
+    expect(headers["x-forwarded-for"]).toBe("6.6.6.6, 203.0.113.7");
+  });
+});
