@@ -2,14 +2,10 @@ import {
   CONNECT_PATH,
   type HeaderList,
   INFO_PATH,
-  isPunycodeName,
   PROTOCOL_VERSION,
-  PUNYCODE_PREFIX,
-  RESERVED_NAMES,
   type RelayInfo,
   SESSION_HEADER,
   SESSION_PATH,
-  TUNNEL_NAME_PATTERN,
 } from "@burrow/protocol";
 import { type Context, Hono } from "hono";
 import { visitorKey } from "./cidr.ts";
@@ -21,13 +17,14 @@ import {
   MAX_HEAD_FIELD,
   SHARDS_HEADER,
   VISIT_URL,
-  type VisitorHead,
+  type VisitHead,
   withHeaders,
   withoutSpoofable,
 } from "./headers.ts";
 import type { RelayHost } from "./host.ts";
 import { parseLiveShards, parseShard, ShardMap, shardObjectName } from "./shards.ts";
 import { cookieValue, strayTunnel, TUNNEL_COOKIE, tunnelCookie } from "./strays.ts";
+import { checkName, checkVisitorName, decoded, pathFormHost, publicUrl, relayUrl, subdomainOf } from "./urls.ts";
 import { checkVisitorRequest } from "./visitor.ts";
 
 type App = {
@@ -232,7 +229,7 @@ async function visit(
   // Shard 0 says which shards are live when asked, on its answer (see ShardMap).
   const now = Date.now();
   const { shard, asks } = liveShards.route(name, now);
-  const visit: VisitorHead = {
+  const visit: VisitHead = {
     tunnel: name,
     shard,
     path,
@@ -350,78 +347,4 @@ function learnShards(host: RelayHost, name: string, response: Response, now: num
   const live = parseLiveShards(stated);
   if (live) liveShards.set(name, live, now);
   return withHeaders(host, response, (headers) => headers.delete(SHARDS_HEADER));
-}
-
-/** Echoes no client input: a name that fails the pattern is "that name". */
-function checkName(name: string): void {
-  if (!TUNNEL_NAME_PATTERN.test(name)) {
-    throw new EdgeError(
-      400,
-      "bad-request",
-      "That name is not a tunnel name: use 1 to 63 lowercase letters, digits and inner hyphens.",
-    );
-  }
-}
-
-/**
- * For visitors: reserved names (RESERVED_NAMES) are nobody's tunnel, nor punycode ones unless
- * ALLOW_PUNYCODE_NAMES (no agent may hold them), then checkName.
- */
-function checkVisitorName(name: string, host: RelayHost): void {
-  if (RESERVED_NAMES.has(name)) {
-    const shown = TUNNEL_NAME_PATTERN.test(name) ? `the name "${name}"` : "that name";
-    throw new EdgeError(404, "not-found", `No tunnel here: ${shown} is reserved by the relay.`);
-  }
-  checkName(name);
-  if (isPunycodeName(name) && !host.settings.allowPunycodeNames) {
-    throw new EdgeError(
-      404,
-      "not-found",
-      `No tunnel here: this relay refuses names that start with ${PUNYCODE_PREFIX} (punycode, which browsers show as look-alikes of other names).`,
-    );
-  }
-}
-
-/** The percent-decoded path segment, or the segment itself when it does not decode. */
-function decoded(segment: string): string {
-  try {
-    return decodeURIComponent(segment);
-  } catch {
-    return segment;
-  }
-}
-
-/** `demo.localhost` with base `localhost` -> "demo"; `a.b.localhost` -> "a.b"; else undefined. */
-function subdomainOf(hostname: string, base: string): string | undefined {
-  if (!base || !hostname.endsWith(`.${base}`)) return undefined;
-  return hostname.slice(0, -base.length - 1);
-}
-
-/** The relay's own URL, what agents pass as --relay: the base domain's, or the host's itself. */
-export function relayUrl(visited: URL, base: string): string {
-  const { hostname, protocol, port } = visited;
-  if (base && hostname.endsWith(`.${base}`)) return `${protocol}//${base}${port ? `:${port}` : ""}`;
-  return visited.origin;
-}
-
-/**
- * The host a tunnel reached by path is served on, as the origin is told it (X-Forwarded-Host):
- * the base domain, with the port the visitor used, whatever Host the visitor sent, since a
- * relay that is not behind Cloudflare's routes (wrangler dev, workerd serve) is reached with
- * any Host. Without a base domain, the visited host: on Cloudflare a Worker only gets requests
- * for its own routes and workers.dev host. (On `<name>.<BASE_DOMAIN>` the visited host is the
- * tunnel's: routing checked it.)
- */
-export function pathFormHost(visited: URL, base: string): string {
-  if (!base) return visited.host;
-  return visited.port ? `${base}:${visited.port}` : base;
-}
-
-/** The URL visitors use: a subdomain when the agent reached the relay on its base domain. */
-export function publicUrl(connect: URL, name: string, base: string): string {
-  const { hostname, protocol, port } = connect;
-  if (base && (hostname === base || hostname.endsWith(`.${base}`))) {
-    return `${protocol}//${name}.${base}${port ? `:${port}` : ""}`;
-  }
-  return `${connect.origin}/t/${name}/`;
 }

@@ -1,0 +1,61 @@
+import { SESSION_HEADER, SESSION_PATH, unackedLimit } from "@burrow/protocol";
+import { identify } from "./admission.ts";
+import { EdgeError } from "./errors.ts";
+import { INTERNAL } from "./headers.ts";
+import { PollingLink } from "./polling.ts";
+import type { TunnelCore } from "./tunnel.ts";
+import { fromAgent } from "./tunnel-frames.ts";
+import { learnShard } from "./tunnel-shards.ts";
+import type { Attachment } from "./tunnel-state.ts";
+
+/** The HTTPS transport: open a session, carry frames both ways, close it. */
+export async function httpsRequest(t: TunnelCore, request: Request, url: URL): Promise<Response> {
+  const id = request.headers.get(SESSION_HEADER);
+  if (request.method === "POST" && id === null) {
+    // A relay with tokens opens sessions for its agents only (the hello checks again).
+    const tokens = await t.tokenList();
+    if (tokens.entries.length > 0 || tokens.error) {
+      const bearer = /^Bearer\s+(\S+)$/i.exec(request.headers.get("authorization") ?? "")?.[1] ?? "";
+      if (!(await identify(tokens, bearer))) {
+        throw new EdgeError(401, "unauthorized", "This relay requires a token: pass --token-file, --token or BURROW_TOKEN.");
+      }
+    }
+    const link = new PollingLink((ended, code, reason) => {
+      t.pollingLinks.delete(ended.id);
+      t.linkClosed(ended, code, reason);
+    }, unackedLimit(t.settings.maxStreams).bytes);
+    t.setAttachment(link, {
+      phase: "hello",
+      shard: learnShard(t, url),
+      name: url.searchParams.get("name") ?? "",
+      url: request.headers.get(INTERNAL.publicUrl) ?? "",
+    } satisfies Attachment);
+    t.pollingLinks.set(link.id, link);
+    t.helloDeadline(link);
+    return Response.json({ session: link.id }, { status: 201, headers: { "Cache-Control": "no-store" } });
+  }
+  const link = id === null ? undefined : t.pollingLinks.get(id);
+  if (!link) {
+    throw new EdgeError(404, "not-found", "No such session: it ended, or the relay restarted. Open a new one.");
+  }
+  const number = (name: string) => {
+    const value = Number(url.searchParams.get(name));
+    if (!Number.isSafeInteger(value) || value < 0) throw new EdgeError(400, "bad-request", `?${name}= must be a count`);
+    return value;
+  };
+  if (request.method !== "DELETE") t.probes.get(link)?.(true);
+  switch (request.method) {
+    case "GET":
+      return link.poll(number("ack"), number("wait"), request.signal);
+    case "POST": {
+      const body = new Uint8Array(await request.arrayBuffer());
+      if (link.receive(number("seq")) === "new") await fromAgent(t, link, body);
+      return new Response(null, { status: 204 });
+    }
+    case "DELETE":
+      link.closedByAgent(number("code"), url.searchParams.get("reason") ?? "");
+      return new Response(null, { status: 204 });
+    default:
+      throw new EdgeError(405, "bad-request", `${request.method} is not used on ${SESSION_PATH}`);
+  }
+}
