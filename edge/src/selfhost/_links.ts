@@ -1,5 +1,6 @@
 import { HEARTBEAT } from "@burrow/protocol";
 import type { Link, LinkStore } from "../core/host.ts";
+import { AGENT_TAG } from "../core/tunnel-state.ts";
 import { type ServerSocket, type SocketEvents, UPGRADE_HEADER, type Upgrade } from "./server.ts";
 
 /** Where a link's socket events go: its tunnel's core (message, closed, errored). */
@@ -241,6 +242,3 @@ export class MemoryLink implements Link {
     this.store.ended(this, { code, reason });
   }
 }
-
-/** The tag the core gives agents' links (AGENT_TAG in core/tunnel.ts); any other link is a visitor's. */
-export const AGENT_TAG = "agent";
