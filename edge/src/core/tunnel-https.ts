@@ -1,12 +1,9 @@
 import { SESSION_HEADER, SESSION_PATH, unackedLimit } from "@burrow/protocol";
 import { identify } from "./admission.ts";
 import { EdgeError } from "./errors.ts";
-import { INTERNAL } from "./headers.ts";
 import { PollingLink } from "./polling.ts";
 import type { TunnelCore } from "./tunnel.ts";
 import { fromAgent } from "./tunnel-frames.ts";
-import { learnShard } from "./tunnel-shards.ts";
-import type { Attachment } from "./tunnel-state.ts";
 
 /** The HTTPS transport: open a session, carry frames both ways, close it. */
 export async function httpsRequest(t: TunnelCore, request: Request, url: URL): Promise<Response> {
@@ -24,14 +21,8 @@ export async function httpsRequest(t: TunnelCore, request: Request, url: URL): P
       t.pollingLinks.delete(ended.id);
       t.linkClosed(ended, code, reason);
     }, unackedLimit(t.settings.maxStreams).bytes);
-    t.setAttachment(link, {
-      phase: "hello",
-      shard: learnShard(t, url),
-      name: url.searchParams.get("name") ?? "",
-      url: request.headers.get(INTERNAL.publicUrl) ?? "",
-    } satisfies Attachment);
     t.pollingLinks.set(link.id, link);
-    t.helloDeadline(link);
+    t.awaitHello(link, request, url);
     return Response.json({ session: link.id }, { status: 201, headers: { "Cache-Control": "no-store" } });
   }
   const link = id === null ? undefined : t.pollingLinks.get(id);

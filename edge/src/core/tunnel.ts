@@ -131,17 +131,22 @@ export class TunnelCore implements TunnelPeer {
     }
   }
 
-  /** The Worker validated the name and the upgrade; the hello decides whether the agent stays. */
+  /** The front validated the name and the upgrade; the hello decides whether the agent stays. */
   accept(request: Request, url: URL): Response {
-    const { link: server, response } = this.host.links.upgrade([AGENT_TAG]);
-    this.setAttachment(server, {
+    const { link, response } = this.host.links.upgrade([AGENT_TAG]);
+    this.awaitHello(link, request, url);
+    return response;
+  }
+
+  /** A new agent link, on either transport: it has HELLO_TIMEOUT_SECONDS to say hello. */
+  awaitHello(link: Link, request: Request, url: URL): void {
+    this.setAttachment(link, {
       phase: "hello",
       shard: learnShard(this, url),
       name: url.searchParams.get("name") ?? "",
       url: request.headers.get(INTERNAL.publicUrl) ?? "",
     } satisfies Attachment);
-    this.helloDeadline(server);
-    return response;
+    this.helloDeadline(link);
   }
 
   /**
