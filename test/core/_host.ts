@@ -1,7 +1,10 @@
 // The relay's core in this process, on an in-memory host: links that record what the core
-// sends and let a test speak as an agent or a visitor, storage in a Map whose alarm the test
-// fires, a registry of cores by object name (shards included) and GateCores for the gates.
-// No workerd, no sockets, no child processes: a test of the core runs in milliseconds.
+// sends and let a test speak as an agent or a visitor, the self-hosted relay's storage (in
+// memory, without a data directory) whose alarm the test fires, a registry of cores by object
+// name (shards included) and GateCores for the gates. The self-hosted relay's registry is not
+// used: it arms alarms on real timers and hands links to real sockets, where a test needs to
+// fire the alarm itself and to speak on a link by hand. No workerd, no sockets, no child
+// processes: a test of the core runs in milliseconds.
 import {
   CONNECT_PATH,
   concatBytes,
@@ -16,18 +19,11 @@ import {
 import { onTestFinished, vi } from "vitest";
 import { handleRequest } from "../../edge/src/core/front.ts";
 import { GateCore } from "../../edge/src/core/gate.ts";
-import type {
-  GatePeer,
-  Link,
-  LinkStore,
-  RelayHost,
-  SettingVars,
-  TunnelHost,
-  TunnelPeer,
-  TunnelStorage,
-} from "../../edge/src/core/host.ts";
+import type { GatePeer, Link, LinkStore, RelayHost, SettingVars, TunnelHost, TunnelPeer } from "../../edge/src/core/host.ts";
 import { type RelaySettings, readSettings } from "../../edge/src/core/settings.ts";
 import { TunnelCore } from "../../edge/src/core/tunnel.ts";
+import { ObjectStorage } from "../../edge/src/selfhost/_storage.ts";
+import { streamingResponse, wholeResponse } from "../../edge/src/selfhost/_streaming.ts";
 
 /** Marks the response that completes an upgrade (Node's Response refuses 101); its value is the link's id. */
 const UPGRADE_HEADER = "x-memory-upgrade";
@@ -188,33 +184,6 @@ export class MemoryLink implements Link {
   }
 }
 
-/** A tunnel's storage: values cloned in and out, as Durable Object storage does, and one alarm. */
-export class MemoryStorage implements TunnelStorage {
-  readonly values = new Map<string, unknown>();
-  alarm: number | undefined;
-
-  async get<T>(key: string): Promise<T | undefined> {
-    return structuredClone(this.values.get(key)) as T | undefined;
-  }
-
-  async put(key: string, value: unknown): Promise<void> {
-    this.values.set(key, structuredClone(value));
-  }
-
-  async delete(key: string): Promise<void> {
-    this.values.delete(key);
-  }
-
-  async deleteAll(): Promise<void> {
-    this.values.clear();
-    this.alarm = undefined;
-  }
-
-  async setAlarm(at: number): Promise<void> {
-    this.alarm = at;
-  }
-}
-
 /** One tunnel object (a name, or a shard's object name): its core on in-memory links and storage. */
 export class MemoryTunnel {
   readonly core: TunnelCore;
@@ -227,7 +196,7 @@ export class MemoryTunnel {
   constructor(
     readonly relay: MemoryRelay,
     readonly object: string,
-    readonly storage = new MemoryStorage(),
+    readonly storage = new ObjectStorage(undefined, () => {}),
   ) {
     const links: LinkStore = {
       upgrade: (tags, headers) => {
@@ -248,29 +217,10 @@ export class MemoryTunnel {
       withUpgradeHeaders: (response, headers) => relay.withUpgradeHeaders(response, headers),
       links,
       storage: this.storage,
-      streamingResponse(status, headers, length) {
-        // Readable side without a queue: a write settles once the visitor read the chunk, so
-        // credit goes back to the agent only for what was read (as on a real connection).
-        let written = 0;
-        const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>(
-          {
-            transform(chunk, controller) {
-              written += chunk.byteLength;
-              controller.enqueue(chunk);
-            },
-            flush(controller) {
-              if (length !== undefined && written !== length) {
-                controller.error(new Error(`the body ended after ${written} of its ${length} bytes`));
-              }
-            },
-          },
-          undefined,
-          { highWaterMark: 0 },
-        );
-        if (length !== undefined) headers.set("content-length", String(length));
-        return { response: new Response(readable, { status, headers }), writable };
-      },
-      wholeResponse: (status, headers, body) => new Response(body as Uint8Array<ArrayBuffer>, { status, headers }),
+      // A write to the body settles once the visitor read the chunk (no queue on the readable
+      // side), so credit goes back to the agent only for what was read.
+      streamingResponse,
+      wholeResponse,
     };
     this.core = new TunnelCore(host);
     this.ready = this.core.start();
@@ -303,7 +253,7 @@ export class MemoryTunnel {
 
   /** The host fires the alarm the core set. */
   async fireAlarm(): Promise<void> {
-    this.storage.alarm = undefined;
+    await this.storage.alarmFired();
     await this.core.alarm();
   }
 }
@@ -323,27 +273,27 @@ export class MemoryRelay implements RelayHost {
   readonly tunnels = new Map<string, MemoryTunnel>();
   readonly gates = new Map<string, GateCore>();
   /** What each gate stores (kept across a restart). */
-  private readonly gateValues: Map<string, Map<string, unknown>>;
+  private readonly gateStorage: Map<string, ObjectStorage>;
   /** Tunnels' storage from before a restart, for their cores' start(). */
-  private readonly stored: Map<string, MemoryStorage>;
+  private readonly stored: Map<string, ObjectStorage>;
   /** What the core handed to waitUntil. */
   readonly work: Promise<unknown>[] = [];
 
   constructor(
     readonly vars: SettingVars = {},
-    before?: { stored: Map<string, MemoryStorage>; gateValues: Map<string, Map<string, unknown>> },
+    before?: { stored: Map<string, ObjectStorage>; gateStorage: Map<string, ObjectStorage> },
   ) {
     const { settings, problems } = readSettings(vars);
     if (problems.length > 0) throw new Error(`bad settings for the test relay: ${problems.join("; ")}`);
     this.settings = settings;
     this.stored = before?.stored ?? new Map();
-    this.gateValues = before?.gateValues ?? new Map();
+    this.gateStorage = before?.gateStorage ?? new Map();
   }
 
   /** The same relay after a restart (a deploy, a crash): storage kept, links and memory gone. */
   restarted(): MemoryRelay {
     const stored = new Map([...this.tunnels].map(([object, tunnel]) => [object, tunnel.storage]));
-    return new MemoryRelay(this.vars, { stored, gateValues: this.gateValues });
+    return new MemoryRelay(this.vars, { stored, gateStorage: this.gateStorage });
   }
 
   tunnel(object: string): TunnelPeer {
@@ -363,12 +313,9 @@ export class MemoryRelay implements RelayHost {
   gate(key: string): GatePeer {
     let gate = this.gates.get(key);
     if (!gate) {
-      const values = this.gateValues.get(key) ?? new Map<string, unknown>();
-      this.gateValues.set(key, values);
-      gate = new GateCore({
-        get: async <T>(k: string) => values.get(k) as T | undefined,
-        put: async (k, value) => void values.set(k, value),
-      });
+      const storage = this.gateStorage.get(key) ?? new ObjectStorage(undefined, () => {});
+      this.gateStorage.set(key, storage);
+      gate = new GateCore(storage);
       this.gates.set(key, gate);
     }
     return gate;

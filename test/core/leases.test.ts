@@ -33,11 +33,11 @@ describe("a name's lease", () => {
     const relay = new MemoryRelay(TOKENS);
     await relay.agent("demo", ALICE);
     const tunnel = relay.object("demo");
-    const connectedAt = (tunnel.storage.values.get("name") as NameRecord).lastUsed;
+    const connectedAt = (await tunnel.storage.get<NameRecord>("name"))!.lastUsed;
     expect(tunnel.storage.alarm).toBeGreaterThanOrEqual(connectedAt + DAY);
     clock(connectedAt + DAY);
     await tunnel.fireAlarm();
-    expect(tunnel.storage.values.get("name")).toMatchObject({ lastUsed: connectedAt + DAY, connected: true });
+    expect(await tunnel.storage.get("name")).toMatchObject({ lastUsed: connectedAt + DAY, connected: true });
     expect(tunnel.storage.alarm).toBe(connectedAt + 2 * DAY);
   });
 
@@ -45,26 +45,26 @@ describe("a name's lease", () => {
     const relay = new MemoryRelay({ ...TOKENS, RESUME_SECONDS: "0.1", NAME_TTL_DAYS: "2" });
     const alice = await relay.agent("demo", { ...ALICE, rules: { ...NO_RULES, allowIp: ["198.51.100.0/24"] } });
     const tunnel = relay.object("demo");
-    expect(tunnel.storage.values.get("rules")).toMatchObject({ allowIp: ["198.51.100.0/24"] });
+    expect(await tunnel.storage.get("rules")).toMatchObject({ allowIp: ["198.51.100.0/24"] });
     alice.link.cut(1006);
     await tick(150); // the session waits RESUME_SECONDS (real timers), then ends
     await relay.settled();
-    const record = tunnel.storage.values.get("name") as NameRecord;
+    const record = (await tunnel.storage.get<NameRecord>("name"))!;
     expect(record).toMatchObject({ connected: false, dropped: true });
     expect(tunnel.storage.alarm).toBe(record.lastUsed + 100 + 1000);
 
     // Fired early (a host may), the alarm keeps the rules and comes back.
     clock(record.lastUsed + 50);
     await tunnel.fireAlarm();
-    expect(tunnel.storage.values.has("rules")).toBe(true);
+    expect(await tunnel.storage.get("rules")).toBeDefined();
     expect(tunnel.storage.alarm).toBe(record.lastUsed + 1100);
     // Meanwhile the rules still hold visitors off.
     expect((await relay.visit("demo", "/", {}, "203.0.113.9")).headers.get("x-burrow-error")).toBe("forbidden");
 
     clock(record.lastUsed + 1100);
     await tunnel.fireAlarm();
-    expect(tunnel.storage.values.has("rules")).toBe(false);
-    expect(tunnel.storage.values.get("name")).toMatchObject({ owner: record.owner });
+    expect(await tunnel.storage.get("rules")).toBeUndefined();
+    expect(await tunnel.storage.get("name")).toMatchObject({ owner: record.owner });
     expect(tunnel.storage.alarm).toBe(record.lastUsed + 2 * DAY);
     expect((await relay.say("demo", BOB)).answer).toMatchObject({ type: FrameType.Refused, code: "name-owned" });
     // Visitors are no longer checked against them (and, past AGENT_RETURN_WAIT_MS, wait for nobody).
@@ -73,8 +73,7 @@ describe("a name's lease", () => {
 
     clock(record.lastUsed + 2 * DAY);
     await tunnel.fireAlarm();
-    expect(tunnel.storage.values.size).toBe(0);
-    expect(tunnel.storage.alarm).toBeUndefined();
+    expect(tunnel.storage.empty).toBe(true); // no value, no alarm
     await relay.agent("demo", BOB);
   });
 
@@ -95,7 +94,7 @@ describe("a name's lease", () => {
     const stopped = await relay.agent("clean");
     stopped.link.cut(CloseCode.Normal, "stopped");
     await relay.settled();
-    expect(relay.object("clean").storage.values.has("name")).toBe(false);
+    expect(await relay.object("clean").storage.get("name")).toBeUndefined();
     await relay.agent("clean", { claim: "another-claim-0123456789" });
   });
 
@@ -105,7 +104,7 @@ describe("a name's lease", () => {
     const relay = before.restarted();
     const tunnel = relay.object("demo");
     await tunnel.ready;
-    const record = tunnel.storage.values.get("name") as NameRecord;
+    const record = (await tunnel.storage.get<NameRecord>("name"))!;
     expect(record).toMatchObject({ connected: false, dropped: true });
     expect(tunnel.storage.alarm).toBe(record.lastUsed + 30_000 + 1000);
     expect((await relay.say("demo", BOB)).answer).toMatchObject({ code: "name-owned" });
