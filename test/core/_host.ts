@@ -353,9 +353,14 @@ export class MemoryRelay implements RelayHost {
     return this.object(shard && shard !== "0" ? `${name}#${shard}` : name).link(response);
   }
 
-  /** Connects and says hello; returns the link with the core's answer (Ready or Refused). */
-  async say(name: string, fields: Partial<HelloFrame> = {}, clientIp?: string): Promise<{ link: MemoryLink; answer: Frame }> {
-    const link = await this.connect(name, clientIp);
+  /** Connects (shard `shard` of the tunnel) and says hello; returns the link with the core's answer (Ready or Refused). */
+  async say(
+    name: string,
+    fields: Partial<HelloFrame> = {},
+    clientIp?: string,
+    shard = 0,
+  ): Promise<{ link: MemoryLink; answer: Frame }> {
+    const link = await this.connect(name, clientIp, shard ? `&shard=${shard}` : "");
     await link.deliver(helloFrame(name, fields));
     return { link, answer: await link.next() };
   }
