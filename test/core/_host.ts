@@ -227,8 +227,7 @@ export class MemoryTunnel {
     const core = this.core;
     const when = <T>(call: () => Promise<T>) => this.ready.then(call);
     this.peer = {
-      // Node's Request takes a streamed body only with duplex "half" (workerd needs none).
-      fetch: (input, init) => when(() => core.fetch(input, init?.body ? ({ ...init, duplex: "half" } as RequestInit) : init)),
+      fetch: (input, init) => when(() => core.fetch(input, init)),
       liveShards: () => when(() => core.liveShards()),
       shardState: (shard, up) => when(() => core.shardState(shard, up)),
       evictStale: (primary) => when(() => core.evictStale(primary)),

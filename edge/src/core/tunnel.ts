@@ -117,7 +117,10 @@ export class TunnelCore implements TunnelPeer {
   }
 
   async fetch(input: Request | string, init?: RequestInit): Promise<Response> {
-    const request = typeof input === "string" ? new Request(input, init) : input;
+    // A host in one process hands over the front's (url, init); Node's Request (undici) takes a
+    // streamed body only with `duplex: "half"`, which workerd ignores.
+    const request =
+      typeof input === "string" ? new Request(input, init?.body ? ({ ...init, duplex: "half" } as RequestInit) : init) : input;
     try {
       if (request.url === VISIT_URL) return await visit(this, request);
       const url = new URL(request.url);

@@ -75,10 +75,7 @@ export class Registry {
   /** The tunnel object `object` as its peers see it: each call waits for the core's start(). */
   peer(object: string): TunnelPeer {
     return {
-      // Node's Request (undici) refuses a stream body without `duplex: "half"`, which Workers
-      // do not know of; the front hands a visitor's body over as a stream.
-      fetch: (input, init) =>
-        this.use(object, (core) => core.fetch(input, init?.body ? ({ ...init, duplex: "half" } as RequestInit) : init)),
+      fetch: (input, init) => this.use(object, (core) => core.fetch(input, init)),
       liveShards: () => this.use(object, (core) => core.liveShards()),
       shardState: (shard, up) => this.use(object, (core) => core.shardState(shard, up)),
       evictStale: (primary) => this.use(object, (core) => core.evictStale(primary)),
