@@ -71,19 +71,21 @@ describe("agent console, not on a terminal", () => {
     expect(records.at(-1)).toMatchObject({ event: "stopped", message: "stopped: tunnel json-lines closed, the name is free" });
   }, 30_000);
 
-  it("warns at once when nothing listens on the origin's port, and --quiet keeps only warnings", async () => {
+  it("warns at once when nothing listens on the origin's port, and --quiet keeps only warnings and the URL", async () => {
     const port = await freePort();
     const agent = spawn([...tunnelArgs(port, relay, "quiet-one"), "--quiet"]);
     await agent.waitFor(/^warning: nothing is listening on localhost:\d+ yet/);
     expect(agent.lines).toContain(
       `warning: nothing is listening on localhost:${port} yet; visitors get 502 origin-unreachable until it does`,
     );
-    // The tunnel opens all the same, and visitors get what they got before.
+    // The tunnel opens all the same (--quiet keeps its URL line), and visitors get what they got
+    // before. Waiting for the line: a visit before it may meet 502 agent-offline instead.
+    await agent.waitFor(/^tunnel quiet-one is up: /);
     const response = await visit(`http://quiet-one.localhost:${relay.port}/`);
-    expect(response.status).toBe(502);
+    expect([response.status, response.headers["x-burrow-error"]]).toEqual([502, "origin-unreachable"]);
     agent.signal("SIGINT");
     expect(await agent.exited).toBe(0);
-    for (const line of agent.lines) expect(line).toMatch(/^warning: /);
+    for (const line of agent.lines) expect(line).toMatch(/^(warning: |tunnel quiet-one is up: )/);
   }, 30_000);
 
   it("says a repeated failure to connect once, then one short line per attempt", async () => {

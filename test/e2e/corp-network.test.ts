@@ -238,8 +238,10 @@ describe.skipIf(skip || !curl)("simulated corporate networks", () => {
     expect(second.output).toMatch(/^HTTP\/1\.1 200 .*\nECONNRESET after (\d+)$/);
     for (const { output } of [first, second]) {
       const after = Number(/after (\d+)/.exec(output)![1]);
+      // Cut for its age (1 s), by the cutter: not by the 10 s the run may take. The cutter's timer
+      // may fire late on a loaded machine (1878 ms was seen with the suite and benchmarks at once).
       expect(after).toBeGreaterThanOrEqual(1000);
-      expect(after).toBeLessThan(1600);
+      expect(after).toBeLessThan(5000);
     }
     expect(corp.cuts.map((cut) => cut.how)).toEqual(["close", "reset"]);
   });
