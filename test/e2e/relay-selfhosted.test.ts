@@ -302,7 +302,7 @@ describe("the self-hosted relay's visitor address", () => {
     await origin?.close();
   });
 
-  async function echoHeaders(args: string[], name: string, forwardedFor: string) {
+  async function echoHeaders(args: string[], name: string, forwardedFor: string, more: Record<string, string> = {}) {
     const relay = await Relay.start({ launcher: "selfhost-node", args });
     relays.push(relay);
     const agent = await AgentProcess.start("node", [
@@ -317,14 +317,20 @@ describe("the self-hosted relay's visitor address", () => {
     ]);
     agents.push(agent);
     agentUrl = agent.url;
-    const answer = await visit(at(agentUrl, "/echo"), { headers: { "x-forwarded-for": forwardedFor, "x-real-ip": "6.6.6.6" } });
+    const answer = await visit(at(agentUrl, "/echo"), {
+      headers: { "x-forwarded-for": forwardedFor, "x-real-ip": "6.6.6.6", ...more },
+    });
     return (JSON.parse(answer.body.toString()) as { headers: Record<string, string> }).headers;
   }
 
   it("is the socket's peer, whatever X-Forwarded-For a visitor sends", async () => {
-    const headers = await echoHeaders([], "addr-direct", "6.6.6.6");
+    const spoofed = { "x-forwarded-host": "evil.example", "x-forwarded-proto": "https" };
+    const headers = await echoHeaders([], "addr-direct", "6.6.6.6", spoofed);
     expect(headers["x-real-ip"]).toBe("127.0.0.1");
     expect(headers["x-forwarded-for"]).toBe("127.0.0.1");
+    // Nor are its X-Forwarded-Host and -Proto believed: only a --trust-proxy may state them.
+    expect(headers["x-forwarded-host"]).toBe(new URL(agentUrl).host);
+    expect(headers["x-forwarded-proto"]).toBe("http");
   });
 
   it("comes from X-Forwarded-For, rightmost untrusted hop first, when the peer is a --trust-proxy", async () => {
@@ -335,5 +341,6 @@ describe("the self-hosted relay's visitor address", () => {
     );
     expect(headers["x-real-ip"]).toBe("203.0.113.7");
     expect(headers["x-forwarded-for"]).toBe("6.6.6.6, 203.0.113.7");
+    expect(headers["x-forwarded-proto"]).toBe("http");
   });
 });
