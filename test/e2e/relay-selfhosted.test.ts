@@ -62,6 +62,14 @@ describe.each(RUNTIMES)("the self-hosted relay on %s", (runtime) => {
     expect(JSON.parse(answer.body.toString())).toMatchObject({ burrow: true });
   });
 
+  it("passes agent doctor's checks, both transports and the token", async () => {
+    const doctor = new AgentProcess("node", ["doctor", "--relay", relay.url, "--token", "alice-token-0123456789"]);
+    expect(await doctor.exited, doctor.output).toBe(0);
+    for (const step of ["relay", "websocket", "https"]) expect(doctor.output).toMatch(new RegExp(`^ok +${step} `, "m"));
+    expect(doctor.output).toMatch(/^ok +token +the relay accepts the token/m);
+    expect(doctor.output).toMatch(/^verdict: the agent will use the WebSocket transport$/m);
+  });
+
   it("serves a tunnel through an agent on either transport", async () => {
     for (const transport of ["websocket", "https"]) {
       const agent = await start(
@@ -90,6 +98,28 @@ describe.each(RUNTIMES)("the self-hosted relay on %s", (runtime) => {
     agent.signal("SIGINT");
     expect(await agent.exited).toBe(0);
   });
+
+  // Bun.serve strips a handler's Content-Length from every ReadableStream body and frames it
+  // chunked (oven-sh/bun#10507, open as of Bun 1.4.5); its node:http keeps it. When Bun fixes
+  // it, this fails: drop the row from docs/relay-selfhosted.md's table.
+  it(
+    runtime === "bun"
+      ? "sends a streamed response of known length chunked, since Bun.serve drops its Content-Length"
+      : "sends a streamed response of known length with its Content-Length",
+    async () => {
+      const agent = await start(agentArgs(relay, origin, `length-${runtime}`, "alice-token-0123456789"));
+      const answer = await visit(at(agent.url, "/bytes/3000000"));
+      expect(answer.body.length).toBe(3_000_000);
+      if (runtime === "bun") {
+        expect(answer.headers["content-length"]).toBeUndefined();
+        expect(answer.headers["transfer-encoding"]).toBe("chunked");
+      } else {
+        expect(answer.headers["content-length"]).toBe("3000000");
+      }
+      agent.signal("SIGINT");
+      expect(await agent.exited).toBe(0);
+    },
+  );
 
   it("stops on SIGTERM within seconds, telling agents to reconnect, and their names come back", async () => {
     const name = `back-${runtime}`;
@@ -165,10 +195,13 @@ describe.each(RUNTIMES)("the self-hosted relay on %s, serving TLS itself", (runt
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it("serves a tunnel to an agent that trusts its certificate with --ca", async () => {
-    agent = await AgentProcess.start("node", [
+  const started = async () =>
+    (agent ??= await AgentProcess.start("node", [
       ...["--relay", relay.url, "--port", String(origin.port), "--name", `tls-${runtime}`, "--ca", cert, "--inspect", "false"],
-    ]);
+    ]));
+
+  it("serves a tunnel to an agent that trusts its certificate with --ca", async () => {
+    agent = await started();
     expect(agent.url).toBe(`https://localhost:${relay.port}/t/tls-${runtime}/`);
     const status = await new Promise<number>((resolve, reject) => {
       https
@@ -179,6 +212,21 @@ describe.each(RUNTIMES)("the self-hosted relay on %s, serving TLS itself", (runt
         .on("error", reject);
     });
     expect(status).toBe(200);
+  });
+
+  it("tells the origin its own address as the public host, not the Host a visitor sent", async () => {
+    const target = new URL(at((await started()).url, "/echo"));
+    const headers = await new Promise<Record<string, string>>((resolve, reject) => {
+      https
+        .get(target, { ca: [readFileSync(cert)], servername: "localhost", headers: { host: "evil.example" } }, (response) => {
+          const chunks: Buffer[] = [];
+          response.on("data", (chunk: Buffer) => chunks.push(chunk));
+          response.on("end", () => resolve(JSON.parse(Buffer.concat(chunks).toString()).headers));
+        })
+        .on("error", reject);
+    });
+    expect(headers["x-forwarded-host"]).toBe(`localhost:${relay.port}`);
+    expect(headers["x-forwarded-proto"]).toBe("https");
   });
 });
 
@@ -254,7 +302,7 @@ describe("the self-hosted relay's visitor address", () => {
     await origin?.close();
   });
 
-  async function echoHeaders(args: string[], name: string, forwardedFor: string) {
+  async function echoHeaders(args: string[], name: string, forwardedFor: string, more: Record<string, string> = {}) {
     const relay = await Relay.start({ launcher: "selfhost-node", args });
     relays.push(relay);
     const agent = await AgentProcess.start("node", [
@@ -269,14 +317,20 @@ describe("the self-hosted relay's visitor address", () => {
     ]);
     agents.push(agent);
     agentUrl = agent.url;
-    const answer = await visit(at(agentUrl, "/echo"), { headers: { "x-forwarded-for": forwardedFor, "x-real-ip": "6.6.6.6" } });
+    const answer = await visit(at(agentUrl, "/echo"), {
+      headers: { "x-forwarded-for": forwardedFor, "x-real-ip": "6.6.6.6", ...more },
+    });
     return (JSON.parse(answer.body.toString()) as { headers: Record<string, string> }).headers;
   }
 
   it("is the socket's peer, whatever X-Forwarded-For a visitor sends", async () => {
-    const headers = await echoHeaders([], "addr-direct", "6.6.6.6");
+    const spoofed = { "x-forwarded-host": "evil.example", "x-forwarded-proto": "https" };
+    const headers = await echoHeaders([], "addr-direct", "6.6.6.6", spoofed);
     expect(headers["x-real-ip"]).toBe("127.0.0.1");
     expect(headers["x-forwarded-for"]).toBe("127.0.0.1");
+    // Nor are its X-Forwarded-Host and -Proto believed: only a --trust-proxy may state them.
+    expect(headers["x-forwarded-host"]).toBe(new URL(agentUrl).host);
+    expect(headers["x-forwarded-proto"]).toBe("http");
   });
 
   it("comes from X-Forwarded-For, rightmost untrusted hop first, when the peer is a --trust-proxy", async () => {
@@ -287,5 +341,6 @@ describe("the self-hosted relay's visitor address", () => {
     );
     expect(headers["x-real-ip"]).toBe("203.0.113.7");
     expect(headers["x-forwarded-for"]).toBe("6.6.6.6, 203.0.113.7");
+    expect(headers["x-forwarded-proto"]).toBe("http");
   });
 });

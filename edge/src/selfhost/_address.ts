@@ -50,17 +50,24 @@ export interface Seen {
   forwardedFor: string | undefined;
   /** "https" when a trusted proxy says the client used it. */
   proto: string | undefined;
+  /** The Host the client sent, as a trusted proxy states it in X-Forwarded-Host (one that rewrites Host). */
+  host: string | undefined;
 }
+
+/** A host and optional port, as a Host field holds it: a name, IPv4 address or bracketed IPv6 one. */
+const HOST_FIELD = /^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(?::\d{1,5})?$/i;
 
 /**
  * The client's address: the peer's, unless the peer is a trusted proxy; then the rightmost
  * address of X-Forwarded-For that is not a trusted proxy's (each proxy appends the address it
  * saw, so everything left of that one was written by the client and proves nothing). A client's
- * own X-Forwarded-For, from an untrusted peer, is dropped.
+ * own X-Forwarded-For, from an untrusted peer, is dropped; so are its X-Forwarded-Proto and
+ * X-Forwarded-Host, which only a trusted proxy may state (nginx sets them itself, see
+ * docs/relay-selfhosted.md; Caddy does by default).
  */
 export function seenFrom(peer: string | undefined, headers: Headers, trusted: TrustedProxies): Seen {
   const address = unmapped(peer);
-  if (!trusted.trusts(address)) return { clientIp: address, forwardedFor: undefined, proto: undefined };
+  if (!trusted.trusts(address)) return { clientIp: address, forwardedFor: undefined, proto: undefined, host: undefined };
   const hops = (headers.get("x-forwarded-for") ?? "")
     .split(",")
     .map((hop) => unmapped(hop.trim()))
@@ -68,10 +75,12 @@ export function seenFrom(peer: string | undefined, headers: Headers, trusted: Tr
   let at = hops.length - 1;
   while (at > 0 && trusted.trusts(hops[at])) at--;
   const proto = headers.get("x-forwarded-proto")?.split(",")[0]?.trim().toLowerCase();
+  const host = headers.get("x-forwarded-host")?.split(",")[0]?.trim();
   return {
     // A trusted proxy that states no address: the proxy's own is the best the relay knows.
     clientIp: hops[at] ?? address,
     forwardedFor: at > 0 ? hops.slice(0, at).join(", ") : undefined,
     proto: proto === "https" || proto === "http" ? proto : undefined,
+    host: host && HOST_FIELD.test(host) ? host.toLowerCase() : undefined,
   };
 }

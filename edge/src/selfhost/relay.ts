@@ -94,7 +94,7 @@ async function relayRequest(
     }
     const seen = seenFrom(peer, request.headers, config.trusted);
     const url = new URL(request.url);
-    let origin = seen.proto ? `${seen.proto}://${url.host}` : url.origin;
+    let origin = seen.proto || seen.host ? `${seen.proto ?? url.protocol.slice(0, -1)}://${seen.host ?? url.host}` : url.origin;
     // Without a base domain the front takes the public host of a tunnel reached by path from
     // the request (pathFormHost), and on Cloudflare that is one of the Worker's own routes; here
     // any client may send any Host, which an origin under `--host-header preserve` would put in
