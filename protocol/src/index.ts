@@ -9,6 +9,6 @@ export { ProtocolError, type ProtocolErrorCode } from "./errors.ts";
 export * from "./frames.ts";
 export { HOP_BY_HOP } from "./http.ts";
 export * from "./limits.ts";
-export { decodePollAnswer, encodePollAnswer, MAX_POLL_ANSWER, type PollAnswer } from "./poll.ts";
+export { decodePollAnswer, encodePollAnswer, MAX_POLL_ANSWER, type PollAnswer, TAKE_PARAM } from "./poll.ts";
 export { hashBasicCredentials, sameBytes } from "./secrets.ts";
 export { ACK_DELAY_MS, FrameSession } from "./session.ts";
