@@ -56,7 +56,34 @@ describe("the HTTPS transport's exchanges", () => {
       const exchanges = proxy.requests.slice(before);
       // A GET and a POST per request without it; a little room for a slow turn of the origin.
       expect(exchanges.length, exchanges.join("\n")).toBeLessThan(1.5 * visits);
-      expect(exchanges.filter((line) => line.startsWith("POST ")).length).toBe(visits);
+      // Mostly one POST each; two where the origin's head and body reach the agent in two turns
+      // (seen in 1 or 2 of 20 on a loaded machine).
+      const posts = exchanges.filter((line) => line.startsWith("POST ")).length;
+      expect(posts).toBeGreaterThanOrEqual(visits);
+      expect(posts).toBeLessThanOrEqual(1.25 * visits);
+    } finally {
+      await agent.stop("SIGINT");
+    }
+  });
+
+  it("keeps a GET as the poll while a response body is under way: no POST of a download waits at the relay", async () => {
+    // A POST waiting as the poll holds back the next one until a GET releases it, a round trip
+    // at every pause of the origin or the credit: downloads fell from ~100 to ~57 MB/s that way.
+    const agent = await AgentProcess.start("node", [
+      ...tunnelArgs(origin.port, relay, "download-polls"),
+      ...["--proxy", proxy.url, "--inspect", "false"],
+    ]);
+    try {
+      expect((await visit(at(agent.url, "/echo"))).status).toBe(200);
+      const before = proxy.requests.length;
+      const size = 16 * 1024 * 1024;
+      const download = await visit(at(agent.url, `/bytes/${size}`));
+      expect(download.body.byteLength).toBe(size);
+      const posts = proxy.requests.slice(before).filter((line) => line.startsWith("POST "));
+      expect(posts.length).toBeGreaterThanOrEqual(16);
+      // The POST of the response's last frames may be the poll again (its stream has ended).
+      const waiting = posts.filter((line) => /[?&]take=1\b/.test(line) && !/[?&]wait=0\b/.test(line));
+      expect(waiting.length, posts.join("\n")).toBeLessThanOrEqual(1);
     } finally {
       await agent.stop("SIGINT");
     }

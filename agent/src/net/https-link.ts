@@ -41,11 +41,15 @@ const REPOLL_DELAY_MS = 20;
  * One poll is at the relay at a time, and where the relay takes them (TAKE_PARAM) a POST is the
  * poll whenever no GET is out: a request answered through the tunnel then costs one exchange
  * (the POST of its response brings the next request back), not a POST and a GET. A POST that
- * waits as the poll holds back the next one, so the agent sends a GET to take its place.
+ * waits as the poll holds back the next one, so the agent sends a GET to take its place. While
+ * a response body is under way (`sendingMore`) POSTs are plain and the poll is a GET, as before
+ * TAKE_PARAM: a download's POSTs would otherwise wait for that release at every pause.
  */
 export class HttpsLink implements Link {
   onmessage: (message: Uint8Array | string) => void = () => {};
   onclose: (code: number, reason: string) => void = () => {};
+  /** Whether the agent has more to send soon without hearing from the relay (a response body under way). */
+  sendingMore: () => boolean = () => false;
   private readonly base: string;
   /** Names the session in every request, outside the URL (see SESSION_PATH). */
   private readonly session: Record<string, string>;
@@ -172,8 +176,9 @@ export class HttpsLink implements Link {
    */
   private keepPolling(delay = 0): void {
     if (this.finished || this.getting) return;
-    if (this.postPolling ? this.queue.length === 0 : this.sending && this.takes) return;
-    if (delay > 0 && this.takes) {
+    const posts = this.postsPoll();
+    if (this.postPolling ? this.queue.length === 0 : this.sending && posts) return;
+    if (delay > 0 && posts) {
       this.repoll ??= setTimeout(() => {
         this.repoll = undefined;
         this.keepPolling();
@@ -183,6 +188,15 @@ export class HttpsLink implements Link {
     clearTimeout(this.repoll);
     this.repoll = undefined;
     void this.poll();
+  }
+
+  /**
+   * Whether POSTs are polls now: where the relay takes them, and not while a response body is
+   * under way (its POSTs follow each other as the origin and the credit allow, and one waiting
+   * as the poll would hold the next back until a GET released it, a round trip each time).
+   */
+  private postsPoll(): boolean {
+    return this.takes && !this.sendingMore();
   }
 
   private async poll(): Promise<void> {
@@ -238,12 +252,15 @@ export class HttpsLink implements Link {
       let fresh = false;
       for (let failures = 0; !this.finished; ) {
         // The poll when no GET is out: it waits for frames only if nothing is queued behind it.
-        const polls = this.takes && !this.getting;
+        const polls = this.postsPoll() && !this.getting;
         const wait = this.queue.length > 0 ? 0 : this.waitMs;
         this.postPolling = polls && wait > 0;
         if (polls) {
           clearTimeout(this.repoll);
           this.repoll = undefined;
+        } else {
+          // A response body began while a GET was only due after REPOLL_DELAY_MS: it is due now.
+          this.keepPolling();
         }
         try {
           this.up = this.up?.usable ? this.up : await HttpConnection.open(this.relay, this.config);
