@@ -4,7 +4,9 @@
 // writes the figures as JSON under bench/results/ and the package's size into docs/benchmarks.md.
 // Environment: BENCH_ROUNDS (2), BENCH_BYTES (1 GiB), BENCH_SECONDS (5 per load run), BENCH_RUNS
 // (10 startups per runtime), BURROW_PEERS (the peers folder, ../shared/peers beside the clone),
-// PEERS_ROOT (their built trees, /tmp/peers).
+// PEERS_ROOT (their built trees, /tmp/peers), BENCH_ONLY (a regular expression: only the Burrow
+// variants and peers whose names match, beside direct, nginx and the floors; no startup or
+// package size then), e.g. BENCH_ONLY='^Burrow node( https)? \(workerd\)$'.
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import http from "node:http";
@@ -23,6 +25,8 @@ import { measureStartup, printStartup } from "./startup.ts";
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const BYTES = Number(process.env.BENCH_BYTES ?? 1024 ** 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : undefined;
+const chosen = (name: string) => !ONLY || ONLY.test(name);
 /** The size localtunnel's transfers fall back to when BENCH_BYTES fails through it. */
 const PEER_FALLBACK_BYTES = 64 * 1024 ** 2;
 /** How long a transfer through a peer may take before it counts as failed (the others: 20 s over their own length). */
@@ -101,6 +105,8 @@ async function setUp(): Promise<Variant[]> {
     ["node", "workerd", "https"],
   ];
   for (const [runtime, launcher, transport] of plan) {
+    const name = `Burrow ${runtime}${transport === "https" ? " https" : ""} (${launcher})`;
+    if (!chosen(name)) continue;
     // One relay per agent, so that each relay's memory is its own tunnel's.
     const relay = await Relay.start({ launcher });
     stops.push(() => relay.dispose());
@@ -112,7 +118,7 @@ async function setUp(): Promise<Variant[]> {
     stops.push(() => agent.stop("SIGINT"));
     const url = new URL(agent.url);
     variants.push({
-      name: `Burrow ${runtime}${transport === "https" ? " https" : ""} (${launcher})`,
+      name,
       kind: "burrow",
       launcher,
       runtime,
@@ -123,6 +129,7 @@ async function setUp(): Promise<Variant[]> {
     });
   }
   // The peers on the same origin (bench/_peers.ts). They never fail the bench: a missing one is said.
+  if (!chosen("localtunnel") && !chosen("tunnelmole")) return variants;
   const peers = await startPeers(originPort);
   stops.push(peers.stop);
   for (const note of peers.notes) console.log(note);
@@ -141,7 +148,7 @@ async function setUp(): Promise<Variant[]> {
       "localtunnel: kept in use by a small request every 15 s between its turns (idle for two minutes, its tunnel stops answering)",
     );
   }
-  for (const peer of peers.peers) {
+  for (const peer of peers.peers.filter((p) => chosen(p.name))) {
     variants.push({
       name: peer.name,
       kind: "peer",
@@ -383,11 +390,13 @@ try {
   if (!lt || !tm)
     console.log(`- "no peer": ${[!lt && "localtunnel", !tm && "tunnelmole"].filter(Boolean).join(" and ")} not in this run`);
 
-  const startup = await measureStartup(Number(process.env.BENCH_RUNS ?? 10));
-  printStartup(startup);
-  const packageSize = measurePackage();
-  writePackageSize(packageSize);
-  console.log("package size written to docs/benchmarks.md");
+  const startup = ONLY ? undefined : await measureStartup(Number(process.env.BENCH_RUNS ?? 10));
+  if (startup) printStartup(startup);
+  const packageSize = ONLY ? undefined : measurePackage();
+  if (packageSize) {
+    writePackageSize(packageSize);
+    console.log("package size written to docs/benchmarks.md");
+  }
 
   const dir = join(ROOT, "bench/results");
   mkdirSync(dir, { recursive: true });

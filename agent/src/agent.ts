@@ -305,7 +305,7 @@ export class Agent {
     const net = { ...this.options.net, signal: dialing.signal };
     try {
       if (this.transport === "https") {
-        return await HttpsLink.open(
+        const link = await HttpsLink.open(
           relay,
           name,
           net,
@@ -314,6 +314,8 @@ export class Agent {
           token,
           this.options.shard,
         );
+        link.sendingMore = () => this.current?.forwarder.responding ?? false;
+        return link;
       }
       const url = new URL(this.connectUrl);
       return await openWebSocket(await dial(url, net), url, net.timeoutMs);

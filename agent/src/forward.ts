@@ -132,11 +132,18 @@ export class Forwarder {
     }
   }
 
-  /** The connection to the relay is gone: abandon every request to the origin. */
   /** Requests and WebSockets in flight. */
   get open(): number {
     return this.streams.size + this.sockets.size;
   }
+
+  /** Whether a response body is under way: its head is sent and its End is not. */
+  get responding(): boolean {
+    for (const stream of this.streams.values()) if (stream.status !== undefined) return true;
+    return false;
+  }
+
+  /** The connection to the relay is gone: abandon every request to the origin. */
 
   abortAll(): void {
     this.sockets.abortAll();

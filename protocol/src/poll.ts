@@ -16,6 +16,16 @@ export interface PollAnswer {
 
 const PREFIX = 8;
 
+/**
+ * The query parameter with which an agent's POST asks to take frames: with
+ * `?seq=<n>&take=1&ack=<a>&wait=<ms>` the POST is also a long poll (as `GET ?ack=<a>&wait=<ms>`),
+ * and the relay answers it 200 with a PollAnswer, numbered and acknowledged like a GET's, once it
+ * has applied the POST's frames: one exchange carries frames both ways. An agent asks only when
+ * the relay's answer to the session's opening said `"take": true`; a POST without it is answered
+ * 204 with no body, as by relays before it.
+ */
+export const TAKE_PARAM = "take";
+
 export function encodePollAnswer(answer: PollAnswer): Uint8Array {
   const reason = new TextEncoder().encode(answer.close?.reason ?? "").subarray(0, 1024);
   const out = new Uint8Array(PREFIX + reason.byteLength + answer.frames.byteLength);

@@ -97,8 +97,10 @@ export class PollingLink implements Link {
   }
 
   /**
-   * A long poll that acknowledges batch `ack`. Answers at once when frames are queued (or the
-   * last batch needs sending again), else when some are, or after `waitMs` with none.
+   * A long poll that acknowledges batch `ack`: a GET, or a POST that asked to take frames
+   * (TAKE_PARAM). Answers at once when frames are queued (or the last batch needs sending
+   * again), else when some are, or after `waitMs` with none. A newer poll answers one still
+   * waiting, so the agent has one poll here at a time, whichever request it is.
    */
   poll(ack: number, waitMs: number, signal?: AbortSignal): Response {
     if (this.ended) throw new EdgeError(404, "not-found", "This session has ended. Open a new one.");
@@ -114,7 +116,7 @@ export class PollingLink implements Link {
     this.unacknowledged = undefined;
     // A newer poll replaces one still waiting (the agent lost its connection to it).
     this.answer();
-    if (this.queue.length > 0 || this.closing) return this.now(this.take());
+    if (this.queue.length > 0 || this.closing || waitMs === 0) return this.now(this.take());
     const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
     const writer = writable.getWriter();
     this.waiting = writer;

@@ -1,4 +1,4 @@
-import { SESSION_HEADER, SESSION_PATH, unackedLimit } from "@burrow/protocol";
+import { SESSION_HEADER, SESSION_PATH, TAKE_PARAM, unackedLimit } from "@burrow/protocol";
 import { identify } from "./admission.ts";
 import { EdgeError } from "./errors.ts";
 import { PollingLink } from "./polling.ts";
@@ -23,7 +23,9 @@ export async function httpsRequest(t: TunnelCore, request: Request, url: URL): P
     }, unackedLimit(t.settings.maxStreams).bytes);
     t.pollingLinks.set(link.id, link);
     t.awaitHello(link, request, url);
-    return Response.json({ session: link.id }, { status: 201, headers: { "Cache-Control": "no-store" } });
+    // `take`: this relay answers a POST with frames when the POST asks (TAKE_PARAM); an agent
+    // that does not know it ignores the field, and its POSTs are answered 204 as before.
+    return Response.json({ session: link.id, take: true }, { status: 201, headers: { "Cache-Control": "no-store" } });
   }
   const link = id === null ? undefined : t.pollingLinks.get(id);
   if (!link) {
@@ -41,6 +43,9 @@ export async function httpsRequest(t: TunnelCore, request: Request, url: URL): P
     case "POST": {
       const body = new Uint8Array(await request.arrayBuffer());
       if (link.receive(number("seq")) === "new") await fromAgent(t, link, body);
+      // Applied first: the answer carries what the frames caused (a Ready after a hello) or
+      // what came meanwhile. A repeated POST is a poll again, so a cut answer is sent again.
+      if (url.searchParams.get(TAKE_PARAM) === "1") return link.poll(number("ack"), number("wait"), request.signal);
       return new Response(null, { status: 204 });
     }
     case "DELETE":
