@@ -64,6 +64,14 @@ export function denoFlags(): string[] {
   return match[1]!.split(" ");
 }
 
+/** The flags of deno.json's relay task: what `agent relay` needs of Deno's permissions. */
+export function denoRelayFlags(): string[] {
+  const task = JSON.parse(readFileSync(join(ROOT, "deno.json"), "utf8")).tasks.relay.command as string;
+  const match = /\bdeno run (.+) agent\/bin\/deno\.ts relay$/.exec(task);
+  if (!match) throw new Error(`deno.json's relay task is not "... deno run <flags> agent/bin/deno.ts relay": ${task}`);
+  return match[1]!.split(" ");
+}
+
 /** Where the installed package keeps the Deno bundle, relative to the project. */
 export const DENO_ENTRY = `node_modules/${PACKAGE_NAME}/dist/deno.js`;
 

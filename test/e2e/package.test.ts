@@ -8,11 +8,13 @@ import { Origin } from "../_origin.ts";
 import {
   DENO_ENTRY,
   denoFlags,
+  denoRelayFlags,
   executableLauncher,
   type InstalledPackage,
   installPackage,
   PACKAGE_NAME,
   packageLaunchers,
+  packageNodeLauncher,
 } from "../_package.ts";
 import { Child, freePort } from "../_process.ts";
 import { Relay, ROOT } from "../_relay.ts";
@@ -61,6 +63,29 @@ afterAll(async () => {
   if (installed) rmSync(dirname(installed.tarball), { recursive: true, force: true });
 });
 
+/**
+ * Starts `agent relay` from `runtime` (the installed package or the executable) on a free port,
+ * has an agent from the sources serve a tunnel through it, and stops both.
+ */
+async function relays(runtime: Launcher, name: string): Promise<void> {
+  const port = await freePort();
+  const [command, argv] = runtime.command(["relay", "--port", String(port), "--host", "127.0.0.1", "--base-domain", "localhost"]);
+  const child = new Child(`relay:${runtime.name}`, command, argv, { cwd: runtime.cwd, env: { ...process.env, ...runtime.env } });
+  try {
+    await child.waitFor(/^relay \| listening on http:\/\/127\.0\.0\.1:\d+ /);
+    const agent = await AgentProcess.start("node", tunnelArgs(origin.port, { url: `http://localhost:${port}` }, name));
+    try {
+      expect(agent.url).toBe(`http://${name}.localhost:${port}`);
+      const response = await visit(at(agent.url, "/status/201"));
+      expect(response.status, agent.output).toBe(201);
+    } finally {
+      await agent.stop("SIGINT");
+    }
+  } finally {
+    expect(await child.stop("SIGTERM"), child.output).toBe(0);
+  }
+}
+
 /** Starts an agent, checks a visitor gets the origin's answer through it, and stops it. */
 async function serves(runtime: AgentRuntime, name: string, extra: string[] = []): Promise<AgentProcess> {
   const agent = await AgentProcess.start(runtime, [...tunnelArgs(origin.port, relay, name), ...extra]);
@@ -102,6 +127,21 @@ describe("the burrow-agent package", () => {
     const agent = await serves(launchers[runtime], `package-${runtime}`);
     // The only warning: the test relay has no tokens, and the agent says so.
     expect(agent.output.replace(/^warning: this relay is open: .*$/m, "")).not.toMatch(/^(error|warning):/m);
+  });
+
+  it.each(["node", "bun", "deno"] as const)("runs `agent relay` when installed, on %s", async (runtime) => {
+    // Node: the bin npx runs, without npx, whose exit on SIGTERM is its own, not the relay's.
+    const launcher =
+      runtime === "node"
+        ? packageNodeLauncher(installed.project)
+        : runtime === "deno"
+          ? {
+              ...launchers.deno,
+              command: (args: string[]) =>
+                [join(ROOT, "node_modules/.bin/deno"), ["run", ...denoRelayFlags(), DENO_ENTRY, ...args]] as [string, string[]],
+            }
+          : launchers[runtime];
+    await relays(launcher, `relay-${runtime}`);
   });
 
   it.each(["node", "bun", "deno"] as const)("prints the sources' --help and the package version on %s", async (runtime) => {
@@ -229,6 +269,10 @@ describe("the agent executable", () => {
   it("serves a tunnel from an empty directory with no Node, Bun or Deno on PATH, on both transports", async () => {
     await serves(alone, "executable-ws", ["--transport", "websocket"]);
     await serves(alone, "executable-https", ["--transport", "https"]);
+  });
+
+  it("runs `agent relay` from an empty directory with no Node, Bun or Deno on PATH", async () => {
+    await relays(alone, "executable-relay");
   });
 
   it("prints the sources' --help and the package version", async () => {
