@@ -4,7 +4,9 @@
 // writes the figures as JSON under bench/results/ and the package's size into docs/benchmarks.md.
 // Environment: BENCH_ROUNDS (2), BENCH_BYTES (1 GiB), BENCH_SECONDS (5 per load run), BENCH_RUNS
 // (10 startups per runtime), BURROW_PEERS (the peers folder, ../shared/peers beside the clone),
-// PEERS_ROOT (their built trees, /tmp/peers).
+// PEERS_ROOT (their built trees, /tmp/peers), BENCH_ONLY (variants by id, comma-separated, e.g.
+// "direct,nginx,floor-workerd,node-workerd": an A/B of a few; startup and package size are then
+// left out).
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import http from "node:http";
@@ -21,6 +23,28 @@ import { measurePackage, writePackageSize } from "./package-size.ts";
 import { measureStartup, printStartup } from "./startup.ts";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+/** The variants' ids, in the order they run. */
+const IDS = [
+  "direct",
+  "nginx",
+  "floor-wrangler",
+  "floor-workerd",
+  "node-wrangler",
+  "node-workerd",
+  "bun-workerd",
+  "deno-workerd",
+  "node-https-workerd",
+  "localtunnel",
+  "tunnelmole",
+];
+const ONLY = process.env.BENCH_ONLY?.split(",")
+  .map((id) => id.trim())
+  .filter(Boolean);
+for (const id of ONLY ?? []) {
+  if (!IDS.includes(id)) throw new Error(`BENCH_ONLY: no variant "${id}"; the ids are ${IDS.join(", ")}`);
+}
+/** Whether the variant `id` runs (all of them without BENCH_ONLY). */
+const wanted = (id: string) => !ONLY || ONLY.includes(id);
 const BYTES = Number(process.env.BENCH_BYTES ?? 1024 ** 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 /** The size localtunnel's transfers fall back to when BENCH_BYTES fails through it. */
@@ -73,15 +97,17 @@ async function setUp(): Promise<Variant[]> {
   const originPort = Number((await origin.waitFor(/^listening (\d+)/))[1]);
   const local = (port: number): Target => ({ base: `http://127.0.0.1:${port}`, host: `127.0.0.1:${port}` });
   const common = () => ({ bytes: BYTES, failed: new Map<string, string>() });
-  const variants: Variant[] = [{ name: "direct", kind: "direct", target: local(originPort), ...common() }];
+  const variants: Variant[] = [];
+  if (wanted("direct")) variants.push({ name: "direct", kind: "direct", target: local(originPort), ...common() });
 
-  const nginx = await startNginx(originPort);
+  const nginx = wanted("nginx") ? await startNginx(originPort) : undefined;
   if (nginx) {
     stops.push(nginx.stop);
     variants.push({ name: "nginx", kind: "nginx", target: local(nginx.port), ...common() });
   }
   const workerdOf = (relay: Relay) => () => processTree(relay.pid).filter((pid) => command(pid) === "workerd");
   for (const launcher of ["wrangler", "workerd"] as const) {
+    if (!wanted(`floor-${launcher}`)) continue;
     const floor = await Relay.start({ launcher, config: join(ROOT, "bench/floor/wrangler.toml") });
     stops.push(() => floor.dispose());
     variants.push({
@@ -101,6 +127,7 @@ async function setUp(): Promise<Variant[]> {
     ["node", "workerd", "https"],
   ];
   for (const [runtime, launcher, transport] of plan) {
+    if (!wanted(`${runtime}${transport === "https" ? "-https" : ""}-${launcher}`)) continue;
     // One relay per agent, so that each relay's memory is its own tunnel's.
     const relay = await Relay.start({ launcher });
     stops.push(() => relay.dispose());
@@ -123,6 +150,8 @@ async function setUp(): Promise<Variant[]> {
     });
   }
   // The peers on the same origin (bench/_peers.ts). They never fail the bench: a missing one is said.
+  const peerIds = (["localtunnel", "tunnelmole"] as const).filter(wanted);
+  if (peerIds.length === 0) return variants;
   const peers = await startPeers(originPort);
   stops.push(peers.stop);
   for (const note of peers.notes) console.log(note);
@@ -142,6 +171,7 @@ async function setUp(): Promise<Variant[]> {
     );
   }
   for (const peer of peers.peers) {
+    if (!wanted(peer.name)) continue;
     variants.push({
       name: peer.name,
       kind: "peer",
@@ -263,7 +293,9 @@ try {
       process.stdout.write(`round ${round}/${ROUNDS}: ${variant.name}... `);
       const sample = await measure(variant);
       samples.get(variant.name)!.push(sample);
-      console.log(`${fixed(sample.c50.rps)} req/s at c50, ${fixed(sample.downMBps)} MB/s down, ${fixed(sample.upMBps)} MB/s up`);
+      console.log(
+        `c1 p50 ${fixed(sample.c1.p50, 2)} ms, ${fixed(sample.c50.rps)} req/s at c50, ${fixed(sample.downMBps)} MB/s down, ${fixed(sample.upMBps)} MB/s up`,
+      );
     }
   }
 
@@ -275,7 +307,7 @@ try {
     return { ...v, ...s, relayGrowthMB, agentPeakMB };
   });
   const byName = new Map(results.map((r) => [r.name, r]));
-  const direct = byName.get("direct")!;
+  const direct = byName.get("direct");
   const nginx = byName.get("nginx");
   const peerResult = (name: PeerName) => results.find((r) => r.peer === name);
   const lt = peerResult("localtunnel");
@@ -320,10 +352,11 @@ try {
   const ratios = results
     .filter((r) => r.kind === "burrow")
     .map((r) => {
-      const floor = byName.get(`DO floor (${r.launcher})`)!;
+      // With BENCH_ONLY, a reference may be missing: its ratios are "-".
+      const floor = byName.get(`DO floor (${r.launcher})`) ?? summarize([]);
       return {
         variant: r.name,
-        "c50 req/s vs direct": fixed(r.c50rps / direct.c50rps, 2),
+        "c50 req/s vs direct": direct ? fixed(r.c50rps / direct.c50rps, 2) : "-",
         "c50 req/s vs nginx": nginx ? fixed(r.c50rps / nginx.c50rps, 2) : "-",
         "c50 req/s vs floor": fixed(r.c50rps / floor.c50rps, 2),
         "c50 vs localtunnel": lt ? fixed(r.c50rps / lt.c50rps, 2) : "-",
@@ -339,7 +372,7 @@ try {
   // Issue 13's goals, against the floor on the same launcher and the peers of this run. The
   // workerd variants are the goals; the wrangler one is shown for information.
   const goals = results
-    .filter((r) => r.kind === "burrow")
+    .filter((r) => r.kind === "burrow" && byName.has(`DO floor (${r.launcher})`))
     .map((r) => {
       const floor = byName.get(`DO floor (${r.launcher})`)!;
       const ahead = (peer: typeof lt, pick: (x: NonNullable<typeof lt>) => number) =>
@@ -383,11 +416,14 @@ try {
   if (!lt || !tm)
     console.log(`- "no peer": ${[!lt && "localtunnel", !tm && "tunnelmole"].filter(Boolean).join(" and ")} not in this run`);
 
-  const startup = await measureStartup(Number(process.env.BENCH_RUNS ?? 10));
-  printStartup(startup);
-  const packageSize = measurePackage();
-  writePackageSize(packageSize);
-  console.log("package size written to docs/benchmarks.md");
+  // An A/B of a few variants (BENCH_ONLY) leaves startup and the package's size to a full run.
+  const startup = ONLY ? undefined : await measureStartup(Number(process.env.BENCH_RUNS ?? 10));
+  if (startup) printStartup(startup);
+  const packageSize = ONLY ? undefined : measurePackage();
+  if (packageSize) {
+    writePackageSize(packageSize);
+    console.log("package size written to docs/benchmarks.md");
+  }
 
   const dir = join(ROOT, "bench/results");
   mkdirSync(dir, { recursive: true });
@@ -401,7 +437,7 @@ try {
   const uploads = { client: UPLOADS.client, expectContinue: UPLOADS.expectContinue };
   writeFileSync(
     file,
-    `${JSON.stringify({ date: new Date().toISOString(), machine, rounds: ROUNDS, bytes: BYTES, uploads, footnotes, results: clean, ratios, goals, goalsOf: "issue 13", startup, packageSize, raw }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), machine, only: ONLY, rounds: ROUNDS, bytes: BYTES, uploads, footnotes, results: clean, ratios, goals, goalsOf: "issue 13", startup, packageSize, raw }, null, 2)}\n`,
   );
   console.log(`\nwrote ${file}`);
 } finally {
