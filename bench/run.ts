@@ -6,8 +6,10 @@
 // (10 startups per runtime), BURROW_PEERS (the peers folder, ../shared/peers beside the clone),
 // PEERS_ROOT (their built trees, /tmp/peers), BENCH_ONLY (variants by id, comma-separated, e.g.
 // "direct,nginx,floor-workerd,node-workerd": an A/B of a few; startup and package size are then
-// left out).
+// left out), BENCH_AB_TREE (another checkout, e.g. a worktree at the commit before a change: its
+// relay on workerd with this checkout's Node agent, beside node-workerd in the same rounds).
 
+import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { cpus } from "node:os";
@@ -43,6 +45,11 @@ const ONLY = process.env.BENCH_ONLY?.split(",")
 for (const id of ONLY ?? []) {
   if (!IDS.includes(id)) throw new Error(`BENCH_ONLY: no variant "${id}"; the ids are ${IDS.join(", ")}`);
 }
+/** BENCH_AB_TREE: another checkout (a worktree at the commit before a change) whose relay runs too. */
+const AB_TREE = process.env.BENCH_AB_TREE;
+/** The short commit of a checkout, for a variant's name. */
+const treeCommit = (tree: string) =>
+  execFileSync("git", ["-C", tree, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
 /** Whether the variant `id` runs (all of them without BENCH_ONLY). */
 const wanted = (id: string) => !ONLY || ONLY.includes(id);
 const BYTES = Number(process.env.BENCH_BYTES ?? 1024 ** 3);
@@ -119,27 +126,31 @@ async function setUp(): Promise<Variant[]> {
       ...common(),
     });
   }
-  const plan: [RuntimeName, Launcher, "websocket" | "https"][] = [
+  const plan: [RuntimeName, Launcher, "websocket" | "https", tree?: string][] = [
     ["node", "wrangler", "websocket"],
     ["node", "workerd", "websocket"],
     ["bun", "workerd", "websocket"],
     ["deno", "workerd", "websocket"],
     ["node", "workerd", "https"],
   ];
-  for (const [runtime, launcher, transport] of plan) {
+  // An A/B in the same rounds: the relay of another checkout (its wrangler.toml and sources),
+  // with this checkout's Node agent, right after this one's.
+  if (AB_TREE) plan.splice(2, 0, ["node", "workerd", "websocket", AB_TREE]);
+  for (const [runtime, launcher, transport, tree] of plan) {
     if (!wanted(`${runtime}${transport === "https" ? "-https" : ""}-${launcher}`)) continue;
     // One relay per agent, so that each relay's memory is its own tunnel's.
-    const relay = await Relay.start({ launcher });
+    const config = tree ? join(tree, "wrangler.toml") : undefined;
+    const relay = await Relay.start({ launcher, config });
     stops.push(() => relay.dispose());
     const agent = await AgentProcess.start(runtime, [
-      ...tunnelArgs(originPort, relay, `bench-${runtime}-${transport}`),
+      ...tunnelArgs(originPort, relay, `bench-${runtime}-${transport}${tree ? "-ab" : ""}`),
       "--transport",
       transport,
     ]);
     stops.push(() => agent.stop("SIGINT"));
     const url = new URL(agent.url);
     variants.push({
-      name: `Burrow ${runtime}${transport === "https" ? " https" : ""} (${launcher})`,
+      name: `Burrow ${runtime}${transport === "https" ? " https" : ""} (${launcher}${tree ? `, ${treeCommit(tree)}` : ""})`,
       kind: "burrow",
       launcher,
       runtime,
