@@ -4,6 +4,9 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Child, freePort, waitForListen } from "./_process.ts";
 
+/** How a relay is run: on workerd (the Cloudflare relay), or self-hosted (`agent relay`) on a runtime. */
+export type RelayLauncher = "wrangler" | "workerd" | "selfhost-node" | "selfhost-bun" | "selfhost-deno";
+
 export const ROOT = resolve(import.meta.dirname, "..");
 
 export interface RelayOptions {
@@ -12,8 +15,13 @@ export interface RelayOptions {
   /**
    * "wrangler": `wrangler dev`, what users run (default). "workerd": `workerd serve` with the
    * bundle `wrangler deploy` would upload, no dev tooling in front: closest to production.
+   * "selfhost-node", "selfhost-bun", "selfhost-deno": `agent relay` on that runtime, with the
+   * vars as environment variables, `--base-domain localhost` unless vars say otherwise, and a
+   * data directory kept across restart().
    */
-  launcher?: "wrangler" | "workerd";
+  launcher?: RelayLauncher;
+  /** Self-hosted only: more flags for `agent relay` (--tls-cert, --trust-proxy...). */
+  args?: string[];
   /** Another Worker to run the same way (the benchmark's Durable Object floor). */
   config?: string;
   /**
@@ -25,7 +33,7 @@ export interface RelayOptions {
   inspector?: number;
 }
 
-/** A real relay: the Worker and its Durable Objects on workerd, through `wrangler dev`. */
+/** A real relay: the Worker and its Durable Objects on workerd (through `wrangler dev` by default), or `agent relay`. */
 export class Relay {
   private child: Child | undefined;
   private stoppedOutput = "";
@@ -48,14 +56,22 @@ export class Relay {
     // come from that one address too: far above a visitor's share of a tunnel's streams
     // (MAX_STREAMS_PER_VISITOR). A test of a limit sets its var itself.
     const vars = { CONNECTS_PER_MINUTE: "100000", MAX_STREAMS_PER_VISITOR: "100000", ...options.vars };
-    const relay = new Relay(await freePort(), await freePort(), { ...options, vars });
+    // TEST_RELAY=selfhost-node (say) runs the tests that take the default relay on that one.
+    const launcher = options.launcher ?? (process.env.TEST_RELAY as RelayLauncher | undefined);
+    const relay = new Relay(await freePort(), await freePort(), { ...options, launcher, vars });
     await relay.launch();
     return relay;
   }
 
   /** The URL agents are given, as a user would write it. */
   get url(): string {
-    return `http://localhost:${this.port}`;
+    const tls = this.options.args?.includes("--tls-cert");
+    return `${tls ? "https" : "http"}://localhost:${this.port}`;
+  }
+
+  /** Self-hosted: the relay's --data directory, kept across restart(). */
+  get dataDir(): string {
+    return join(this.persist, "data");
   }
 
   /** The wrangler process; workerd runs under it. */
@@ -72,10 +88,11 @@ export class Relay {
    * Stops workerd, as a redeploy (SIGTERM: workerd lets requests in flight finish first) or a
    * crash (SIGKILL) would; Durable Object storage is kept.
    */
-  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
-    await this.child?.stop(signal);
+  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {
+    const status = (await this.child?.stop(signal)) ?? null;
     this.stoppedOutput = this.child?.output ?? this.stoppedOutput;
     this.child = undefined;
+    return status;
   }
 
   /**
@@ -103,6 +120,7 @@ export class Relay {
 
   private async launch(): Promise<void> {
     if (this.options.launcher === "workerd") return this.launchWorkerd();
+    if (this.options.launcher?.startsWith("selfhost-")) return this.launchSelfhost();
     if (this.options.tls) throw new Error('a relay with tls needs launcher: "workerd"');
     const vars = Object.entries(this.options.vars ?? {}).flatMap(([key, value]) => ["--var", `${key}:${value}`]);
     this.child = new Child(
@@ -122,6 +140,20 @@ export class Relay {
       { cwd: ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1", NO_COLOR: "1" } },
     );
     await this.child.waitFor(/Ready on http/, { timeoutMs: 60_000 });
+  }
+
+  private async launchSelfhost(): Promise<void> {
+    if (this.options.tls) throw new Error('a self-hosted relay serves TLS with args: ["--tls-cert", FILE, "--tls-key", FILE]');
+    const runtime = this.options.launcher!.slice("selfhost-".length) as "node" | "bun" | "deno";
+    const args = ["--port", String(this.port), "--host", "127.0.0.1", "--data", this.dataDir, ...(this.options.args ?? [])];
+    const [command, argv] = relayCommand(runtime, args);
+    // As wrangler.toml's [vars]: tunnels at <name>.localhost. No BURROW_* of the test's own.
+    const base = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("BURROW_")));
+    this.child = new Child(`relay:${runtime}`, command, argv, {
+      cwd: ROOT,
+      env: { ...base, BASE_DOMAIN: "localhost", ...this.options.vars },
+    });
+    await this.child.waitFor(/^relay \| listening on /, { timeoutMs: 30_000 });
   }
 
   private async launchWorkerd(): Promise<void> {
@@ -156,6 +188,19 @@ export class Relay {
       const host = (match?.[1] ?? tls.address).replace(/^\[|\]$/g, "");
       await waitForListen(this.child, Number(match?.[2] ?? 443), host);
     }
+  }
+}
+
+/** `agent relay` as a user runs it on each runtime (docs/relay-selfhosted.md), as argv. */
+export function relayCommand(runtime: "node" | "bun" | "deno", args: string[]): [string, string[]] {
+  const bin = join(ROOT, "node_modules/.bin");
+  switch (runtime) {
+    case "node":
+      return [process.execPath, [join(ROOT, "agent/bin/agent.js"), "relay", ...args]];
+    case "bun":
+      return [join(bin, "bun"), [join(ROOT, "agent/bin/agent.js"), "relay", ...args]];
+    case "deno":
+      return [join(bin, "deno"), ["task", "--quiet", "relay", ...args]];
   }
 }
 

@@ -14,6 +14,8 @@ const runtime: Runtime = {
   },
   exit: (code) => process.exit(code),
   terminal: processTerminal,
+  // `agent relay` only.
+  relayServer: async () => (await import("@burrow/edge/selfhost/bun")).serveBun,
   // bun:ffi, for Negotiate's GSSAPI: loaded when a proxy asks for Negotiate, never before.
   ffi: async () => (await import("./_bun-ffi.ts")).bunFfi,
 };

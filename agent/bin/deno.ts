@@ -36,6 +36,8 @@ const runtime: Runtime = {
   },
   // Deno.dlopen, for Negotiate's GSSAPI: only under --allow-ffi (`deno task agent-negotiate`).
   ffi: async () => (await import("./_deno-ffi.ts")).denoFfi(),
+  // `agent relay` only (`deno task relay`).
+  relayServer: async () => (await import("@burrow/edge/selfhost/deno")).serveDeno,
   listenDenied(host, port) {
     const address = `${host.includes(":") ? `[${host}]` : host}:${port}`;
     const { state } = Deno.permissions.querySync({ name: "net", host: address });

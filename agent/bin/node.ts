@@ -16,6 +16,8 @@ const runtime: Runtime = {
   },
   exit: (code) => process.exit(code),
   terminal: processTerminal,
+  // `agent relay` only.
+  relayServer: async () => (await import("@burrow/edge/selfhost/node")).serveNode,
 };
 
 runtime.exit(await main(runtime, process.argv.slice(2)));

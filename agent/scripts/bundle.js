@@ -6,6 +6,7 @@
 // The PAC sandbox and QuickJS (~900 KB, most of it the engine's wasm) are a file of their own,
 // dist/pac-sandbox.js, shared by the three entries and imported only when a PAC file is used.
 import { rmSync } from "node:fs";
+import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
@@ -43,6 +44,8 @@ const common = {
   banner: {
     js: 'import { createRequire as __burrowRequire } from "node:module";\nconst require = __burrowRequire(import.meta.url);',
   },
+  // One ws for the agent's client and the relay's server (edge/ has its own copy in a clone).
+  alias: { ws: dirname(createRequire(join(agent, "package.json")).resolve("ws/package.json")) },
   legalComments: "eof",
   logLevel: "warning",
 };

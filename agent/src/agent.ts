@@ -21,7 +21,7 @@ import type { Log } from "./log.ts";
 import { randomClaim } from "./names.ts";
 import { dial, type NetConfig, NetworkError } from "./net/dial.ts";
 import { HttpsLink } from "./net/https-link.ts";
-import { type Link, openWebSocket, UpgradeRefused } from "./net/websocket.ts";
+import { openWebSocket, type RelayLink, UpgradeRefused } from "./net/websocket.ts";
 import type { Origin } from "./origin.ts";
 import { probeInfo, runsFromClone } from "./relay-info.ts";
 import type { Runtime } from "./runtime.ts";
@@ -96,7 +96,7 @@ const RATE_LIMITED_MIN_ATTEMPT = 4;
 export class Agent {
   private readonly claim: string;
   private warnedOpen = false;
-  private link: Link | undefined;
+  private link: RelayLink | undefined;
   private stopped = false;
   /** The transport in use; "auto" starts on WebSocket and may move to HTTPS for good. */
   private transport: "websocket" | "https";
@@ -242,7 +242,7 @@ export class Agent {
 
   /** Opens a link on the current transport, then serves it until it ends. */
   private async session(): Promise<SessionEnd> {
-    let link: Link;
+    let link: RelayLink;
     try {
       link = await this.connect();
     } catch (error) {
@@ -297,7 +297,7 @@ export class Agent {
   }
 
   /** Dials the relay on the current transport (through the proxy and TLS of `options.net`). */
-  private async connect(): Promise<Link> {
+  private async connect(): Promise<RelayLink> {
     const { relay, name, heartbeatMs, token } = this.options;
     const dialing = new AbortController();
     this.dialing = dialing;
@@ -329,7 +329,7 @@ export class Agent {
     this.log.warn(`${why}; switching to the HTTPS transport`, "fallback", { transport: "https", reason: why });
   }
 
-  private serve(link: Link): Promise<SessionEnd> {
+  private serve(link: RelayLink): Promise<SessionEnd> {
     const { name, token, heartbeatMs, version } = this.options;
     return new Promise<SessionEnd>((resolve) => {
       let ready = false;
@@ -468,7 +468,7 @@ export class Agent {
    * streams of the previous one end: the relay restarted, or the agent was away too long).
    * @throws {ProtocolError} when the relay's count does not fit what this agent sent.
    */
-  private begin(frame: ReadyFrame, link: Link): void {
+  private begin(frame: ReadyFrame, link: RelayLink): void {
     const resumed = frame.resumed && this.current?.id === frame.session;
     if (!resumed) {
       this.endStreams();

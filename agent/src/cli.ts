@@ -17,6 +17,7 @@ import { proxyFor } from "./net/proxy.ts";
 import { credentialsFromSettings } from "./net/proxy-auth/credentials.ts";
 import { SCHEME_NAMES } from "./net/proxy-auth/select.ts";
 import { type OriginSetup, readPem, readUserFile, setUpOrigin } from "./origin-setup.ts";
+import { relay } from "./relay-command.ts";
 import { withScheme } from "./relay-info.ts";
 import { visitorRules } from "./rules.ts";
 import type { Runtime } from "./runtime.ts";
@@ -32,6 +33,8 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
   // The settings being checked: an error about one names the file and line, or the variable.
   let from: Record<string, string> | undefined;
   try {
+    // The relay reads none of the agent's flags, files or variables.
+    if (argv[0] === "relay") return await relay(runtime, argv.slice(1));
     const command = ["doctor", "login", "logout"].includes(argv[0] ?? "") ? argv[0] : undefined;
     const env = (name: string) => runtime.env(name);
     // login and logout do not read the saved settings they replace (a broken file included).

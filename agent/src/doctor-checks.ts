@@ -6,7 +6,7 @@ import { CONNECT_PATH, decodeMessage, encodeFrame, FrameType, MAX_POLL_WAIT_MS, 
 import { randomClaim, randomName } from "./names.ts";
 import { describe, dial, type NetConfig, NetworkError } from "./net/dial.ts";
 import { HttpsLink } from "./net/https-link.ts";
-import { type Link, openWebSocket } from "./net/websocket.ts";
+import { openWebSocket, type RelayLink } from "./net/websocket.ts";
 import type { Origin } from "./origin.ts";
 import type { Outcome } from "./relay-info.ts";
 
@@ -27,7 +27,7 @@ export async function probeToken(
   version: string,
 ): Promise<Outcome & { refused?: boolean }> {
   const name = `doctor-${randomName()}`.slice(0, 63).replace(/-+$/, "");
-  let link: Link | undefined;
+  let link: RelayLink | undefined;
   try {
     if (transport === "https") {
       link = await HttpsLink.open(relay, name, net, MAX_POLL_WAIT_MS, undefined, token);

@@ -1,12 +1,12 @@
 import {
-  CREDIT_BATCH,
   type Frame,
   FrameType,
-  INITIAL_WINDOW,
   type InvalidFrame,
   MAX_DATA_CHUNK,
+  ReceiveWindow,
   type RequestHeadFrame,
   type ResetCode,
+  SendCredit,
 } from "@burrow/protocol";
 import type { ExchangeWatch, Observer } from "./inspector/observer.ts";
 import type { Log } from "./log.ts";
@@ -20,13 +20,13 @@ interface Stream {
   exchange: OriginExchange;
   status?: number;
   /** Response body bytes the relay accepts before it grants more. */
-  credit: number;
+  readonly credit: SendCredit;
   /** Response body bytes from the origin waiting for credit. */
   queue: Uint8Array[];
   /** The origin finished; End follows the queue. */
   ended: boolean;
-  /** Request body bytes the origin took that the relay has not been credited for. */
-  flushed: number;
+  /** Request body bytes from the relay: within its credit, credited back once the origin took them. */
+  readonly window: ReceiveWindow;
   /** Response body bytes sent, for the request's log line. */
   sent: number;
   /** The inspector's view of this exchange, when it is on. */
@@ -94,8 +94,14 @@ export class Forwarder {
         return true;
       case FrameType.Data: {
         const stream = this.streams.get(frame.stream);
-        stream?.watch?.requestData(frame.bytes);
-        stream?.exchange.write(frame.bytes, () => this.flushed(stream, frame.bytes.byteLength));
+        if (!stream) return true;
+        const overrun = stream.window.receive(frame.bytes.byteLength);
+        if (overrun) {
+          this.reset(stream.id, `the relay sent more request body than its credit allows (${overrun})`);
+          return true;
+        }
+        stream.watch?.requestData(frame.bytes);
+        stream.exchange.write(frame.bytes, () => this.flushed(stream, frame.bytes.byteLength));
         return true;
       }
       case FrameType.End: {
@@ -107,8 +113,9 @@ export class Forwarder {
       case FrameType.Credit: {
         const stream = this.streams.get(frame.stream);
         if (!stream) return false;
-        stream.credit += frame.bytes;
-        this.pump(stream);
+        const violation = stream.credit.grant(frame.bytes);
+        if (violation) this.reset(stream.id, `the relay granted too much: ${violation}`);
+        else this.pump(stream);
         return true;
       }
       case FrameType.Reset: {
@@ -166,10 +173,10 @@ export class Forwarder {
       head,
       startedAt: performance.now(),
       exchange: undefined as unknown as OriginExchange,
-      credit: INITIAL_WINDOW,
+      credit: new SendCredit(),
       queue: [],
       ended: false,
-      flushed: 0,
+      window: new ReceiveWindow(),
       sent: 0,
       watch: this.observer?.exchange(head),
     };
@@ -210,11 +217,10 @@ export class Forwarder {
 
   /** Sends queued response bytes while credit lasts; pauses the origin when it runs out. */
   private pump(stream: Stream): void {
-    while (stream.queue.length > 0 && stream.credit > 0) {
+    while (stream.queue.length > 0 && stream.credit.available > 0) {
       const chunk = stream.queue[0]!;
-      const size = Math.min(chunk.byteLength, MAX_DATA_CHUNK, stream.credit);
+      const size = stream.credit.take(Math.min(chunk.byteLength, MAX_DATA_CHUNK));
       if (!this.sendIfOpen(stream, { type: FrameType.Data, stream: stream.id, bytes: chunk.subarray(0, size) })) return;
-      stream.credit -= size;
       stream.sent += size;
       if (size === chunk.byteLength) stream.queue.shift();
       else stream.queue[0] = chunk.subarray(size);
@@ -232,10 +238,8 @@ export class Forwarder {
 
   /** The origin took `bytes` more of the request body: credit the relay in batches. */
   private flushed(stream: Stream, bytes: number): void {
-    stream.flushed += bytes;
-    if (stream.flushed < CREDIT_BATCH || !this.streams.has(stream.id)) return;
-    this.send({ type: FrameType.Credit, stream: stream.id, bytes: stream.flushed });
-    stream.flushed = 0;
+    const credit = stream.window.consume(bytes);
+    if (credit > 0) this.sendIfOpen(stream, { type: FrameType.Credit, stream: stream.id, bytes: credit });
   }
 
   /** Sends a frame for a stream the relay has not reset; returns whether it was sent. */

@@ -1,4 +1,4 @@
-import { isPunycodeName, RESERVED_NAMES, TUNNEL_NAME_PATTERN } from "@burrow/protocol";
+import { isPunycodeName, RESERVED_NAMES, randomId, TUNNEL_NAME_PATTERN } from "@burrow/protocol";
 
 export const ADJECTIVES = [
   "amber",
@@ -94,6 +94,5 @@ export function randomName(): string {
 
 /** A fresh secret that lets an agent take its name back after a reconnect (see claims.ts). */
 export function randomClaim(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(24));
-  return btoa(String.fromCharCode(...bytes));
+  return randomId(24);
 }

@@ -1,3 +1,5 @@
+import type { ServeRelay } from "@burrow/edge/selfhost/server";
+
 /**
  * What differs between Node, Bun and Deno, passed in by the small entry in `agent/bin/` for
  * each runtime. Everything else in the agent is shared and speaks web standards.
@@ -26,6 +28,11 @@ export interface Runtime {
    * message and a hint when the runtime withholds it (Deno without --allow-ffi).
    */
   ffi?(): Promise<Ffi>;
+  /**
+   * The runtime's server for `agent relay` (edge/src/selfhost/node.ts, bun.ts, deno.ts), loaded
+   * by that command only: an agent never loads the relay.
+   */
+  relayServer?(): Promise<ServeRelay>;
 }
 
 /** An argument to a C function: an integer, a pointer's address, or the address of this buffer. */

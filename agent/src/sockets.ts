@@ -1,6 +1,6 @@
 import type { IncomingMessage } from "node:http";
 import {
-  CREDIT_BATCH,
+  closeReason,
   type Frame,
   FrameType,
   type HeaderList,
@@ -8,7 +8,10 @@ import {
   INITIAL_WINDOW,
   MAX_DATA_CHUNK,
   MAX_WS_MESSAGE,
+  PIECE_OVERSHOOT,
+  ReceiveWindow,
   type RequestHeadFrame,
+  SendCredit,
   type WsCloseFrame,
   type WsMessageFrame,
 } from "@burrow/protocol";
@@ -29,12 +32,12 @@ interface SocketStream {
   readonly startedAt: number;
   readonly ws: WebSocket;
   /** Message bytes the relay accepts before it grants more. */
-  credit: number;
+  readonly credit: SendCredit;
   /** The origin's message pieces waiting for credit. */
   queue: WsMessageFrame[];
   queued: number;
-  /** Visitor message bytes the origin took that the relay has not been credited for. */
-  flushed: number;
+  /** Visitor message bytes from the relay: within its credit, credited back once the origin took them. */
+  readonly window: ReceiveWindow;
   open: boolean;
   /** The inspector's view of this WebSocket, when it is on. */
   watch: SocketWatch | undefined;
@@ -125,10 +128,11 @@ export class OriginSockets {
       head,
       startedAt: performance.now(),
       ws,
-      credit: INITIAL_WINDOW,
+      credit: new SendCredit(),
       queue: [],
       queued: 0,
-      flushed: 0,
+      // Relays before issue 22 send a whole piece while any credit is left (see PIECE_OVERSHOOT).
+      window: new ReceiveWindow(INITIAL_WINDOW, PIECE_OVERSHOOT),
       open: false,
       watch,
     };
@@ -154,7 +158,7 @@ export class OriginSockets {
     ws.on("close", (code: number, reason: Buffer) => {
       if (!stream.open || !this.streams.has(id)) return;
       this.streams.delete(id);
-      this.send({ type: FrameType.WsClose, stream: id, code: code || 1005, reason: reason.toString().slice(0, 120) });
+      this.send({ type: FrameType.WsClose, stream: id, code: code || 1005, reason: closeReason(reason.toString()) });
       watch?.close(code || 1005, reason.toString(), "origin");
     });
   }
@@ -170,10 +174,12 @@ export class OriginSockets {
       case FrameType.WsClose:
         this.closeByRelay(stream, frame);
         return true;
-      case FrameType.Credit:
-        stream.credit += frame.bytes;
-        this.flush(stream);
+      case FrameType.Credit: {
+        const violation = stream.credit.grant(frame.bytes);
+        if (violation) this.violated(stream, `the relay granted too much: ${violation}`);
+        else this.flush(stream);
         return true;
+      }
       case FrameType.Reset:
         this.streams.delete(stream.id);
         stream.ws.terminate();
@@ -194,6 +200,13 @@ export class OriginSockets {
     return true;
   }
 
+  /** The relay broke the protocol on this stream: it ends here, and the relay is told why. */
+  private violated(stream: SocketStream, message: string): void {
+    this.abort(stream.id);
+    this.send({ type: FrameType.Reset, stream: stream.id, code: "protocol-error", message });
+    this.log.warn(`stream ${stream.id}: ${message}; reset that stream`);
+  }
+
   abortAll(): void {
     for (const stream of this.streams.values()) {
       stream.ws.terminate();
@@ -212,10 +225,11 @@ export class OriginSockets {
     stream.watch?.open(response.statusCode ?? 502, kept);
     // Refusal pages are small; credit still bounds what goes out.
     response.on("data", (chunk: Buffer) => {
-      for (let offset = 0; offset < chunk.byteLength && stream.credit > 0; offset += MAX_DATA_CHUNK) {
-        const bytes = chunk.subarray(offset, offset + Math.min(MAX_DATA_CHUNK, stream.credit));
-        stream.credit -= bytes.byteLength;
-        this.send({ type: FrameType.Data, stream: stream.id, bytes });
+      for (let offset = 0; offset < chunk.byteLength; ) {
+        const size = stream.credit.take(Math.min(MAX_DATA_CHUNK, chunk.byteLength - offset));
+        if (size === 0) break;
+        this.send({ type: FrameType.Data, stream: stream.id, bytes: chunk.subarray(offset, offset + size) });
+        offset += size;
       }
     });
     response.on("end", () => {
@@ -238,13 +252,22 @@ export class OriginSockets {
     this.flush(stream);
   }
 
-  /** Sends the origin's pieces while credit lasts; a long queue pauses the origin's socket. */
+  /**
+   * Sends the origin's pieces while credit lasts, the last one cut where the credit ends (the
+   * rest of it waits, the same message's next piece); a long queue pauses the origin's socket.
+   */
   private flush(stream: SocketStream): void {
-    while (stream.queue.length > 0 && stream.credit > 0) {
-      const piece = stream.queue.shift()!;
-      stream.queued -= piece.bytes.byteLength;
-      stream.credit -= piece.bytes.byteLength;
-      this.send(piece);
+    while (stream.queue.length > 0 && stream.credit.available > 0) {
+      const piece = stream.queue[0]!;
+      const size = stream.credit.take(piece.bytes.byteLength);
+      stream.queued -= size;
+      if (size === piece.bytes.byteLength) {
+        stream.queue.shift();
+        this.send(piece);
+      } else {
+        this.send({ ...piece, final: false, bytes: piece.bytes.subarray(0, size) });
+        stream.queue[0] = { ...piece, bytes: piece.bytes.subarray(size) };
+      }
     }
     if (stream.queued > INITIAL_WINDOW) stream.ws.pause();
     else stream.ws.resume();
@@ -267,12 +290,15 @@ export class OriginSockets {
       return;
     }
     const size = frame.bytes.byteLength;
+    const overrun = stream.window.receive(size);
+    if (overrun) {
+      this.violated(stream, `the relay sent more of the visitor's messages than its credit allows (${overrun})`);
+      return;
+    }
     stream.watch?.message("visitor", frame.bytes, frame.binary, frame.final);
     stream.ws.send(frame.bytes, { binary: frame.binary, fin: frame.final }, () => {
-      stream.flushed += size;
-      if (stream.flushed < CREDIT_BATCH || !this.streams.has(stream.id)) return;
-      this.send({ type: FrameType.Credit, stream: stream.id, bytes: stream.flushed });
-      stream.flushed = 0;
+      const credit = stream.window.consume(size);
+      if (credit > 0 && this.streams.has(stream.id)) this.send({ type: FrameType.Credit, stream: stream.id, bytes: credit });
     });
   }
 
@@ -289,7 +315,7 @@ export class OriginSockets {
     // or no close frame at all, tells the origin the same.
     if (frame.code === 1006) stream.ws.terminate();
     else if (frame.code === 1005) stream.ws.close();
-    else stream.ws.close(sendableCode(frame.code), utf8Prefix(frame.reason, 123));
+    else stream.ws.close(sendableCode(frame.code), closeReason(frame.reason));
     this.log.request(stream.head.method, stream.head.path, `101 closed ${frame.code}`, stream.startedAt);
   }
 }
@@ -302,14 +328,4 @@ export function sendableCode(code: number): number {
   return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999)
     ? code
     : 1011;
-}
-
-/** The longest prefix of `text` within `bytes` bytes of UTF-8 (a close reason's limit is 123). */
-export function utf8Prefix(text: string, bytes: number): string {
-  const encoded = new TextEncoder().encode(text);
-  if (encoded.byteLength <= bytes) return text;
-  let end = bytes;
-  // Back up to the start of a UTF-8 sequence (continuation bytes are 10xxxxxx).
-  while (end > 0 && (encoded[end]! & 0xc0) === 0x80) end--;
-  return new TextDecoder().decode(encoded.subarray(0, end));
 }

@@ -33,8 +33,9 @@ export const DEFAULT_MAX_STREAMS = 100;
 /**
  * What one open stream may leave unacknowledged in its sender's session: its window of body
  * bytes (flow control: a sender never has more in flight, and an honest receiver's Ack leads
- * the Credit that gives the window back, see FrameSession), one piece more (a visitor WebSocket
- * piece may overshoot its credit by up to one chunk), and 64 KiB for its head and the frames
+ * the Credit that gives the window back, see FrameSession), one piece more (until issue 22 a
+ * visitor WebSocket piece could overshoot its credit by up to a chunk, see PIECE_OVERSHOOT in
+ * flow.ts; kept as headroom), and 64 KiB for its head and the frames
  * that end it (a request head is at most the relay's default MAX_REQUEST_HEAD_BYTES, 64 KiB).
  */
 export const UNACKED_STREAM_BYTES = INITIAL_WINDOW + MAX_DATA_CHUNK + 64 * 1024;

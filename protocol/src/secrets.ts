@@ -29,6 +29,19 @@ export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return diff === 0;
 }
 
+/**
+ * A fresh random id that nobody can guess: `bytes` random bytes (16 by default, 128 bits) from
+ * the runtime's CSPRNG, as URL-safe base64 without padding (RFC 4648 section 5), so it goes in
+ * a path, a query or a cookie as it is. For session ids, connection ids, an agent's claim.
+ */
+export function randomId(bytes = 16): string {
+  const random = crypto.getRandomValues(new Uint8Array(bytes));
+  return btoa(String.fromCharCode(...random))
+    .replace(/\+/g, "-")
+    .replace(/\//g, "_")
+    .replace(/=+$/, "");
+}
+
 function toHex(bytes: Uint8Array): string {
   let out = "";
   for (const byte of bytes) out += byte.toString(16).padStart(2, "0");

@@ -12,6 +12,8 @@ declare const crypto: {
   subtle: { digest(algorithm: "SHA-256", data: Uint8Array): Promise<ArrayBuffer> };
   getRandomValues<T extends Uint8Array>(array: T): T;
 };
+// Base64 of a binary string (secrets.ts randomId), in every runtime since Node 16.
+declare function btoa(data: string): string;
 // Timers, present in every runtime the protocol runs in (FrameSession's delayed Ack).
 declare function setTimeout(callback: () => void, ms: number): unknown;
 declare function clearTimeout(timer: unknown): void;

@@ -45,7 +45,7 @@ describe("claim files", () => {
       // Not named like a claim: not ours.
       aged(join(directory, "notes.txt"), 400, "mine"),
     ];
-    expect(loadClaim(relay, "new", env, log)).toMatch(/^[A-Za-z0-9+/=]{16,}$/);
+    expect(loadClaim(relay, "new", env, log)).toMatch(/^[A-Za-z0-9_-]{32}$/);
     for (const path of stale) expect(existsSync(path), path).toBe(false);
     for (const path of kept) expect(existsSync(path), path).toBe(true);
     expect(readdirSync(directory)).toHaveLength(kept.length + 1);

@@ -1,8 +1,11 @@
 import {
   CloseCode,
+  CREDIT_BATCH,
   encodeFrame,
   type Frame,
   FrameType,
+  INITIAL_WINDOW,
+  MAX_DATA_CHUNK,
   MAX_HEADER_BYTES,
   MAX_HEADERS,
   type RequestHeadFrame,
@@ -124,7 +127,8 @@ describe("agent frame handling", () => {
       originSide.once("close", (_c: number, reason: Buffer) => resolve(reason.toString())),
     );
     current().send({ type: FrameType.WsClose, stream: id, code: 1000, reason: "é".repeat(100) });
-    expect(await closed).toBe("é".repeat(61));
+    // 60 two-byte characters and the mark of a cut (closeReason): 123 bytes.
+    expect(await closed).toBe(`${"é".repeat(60)}...`);
     await stillServes();
   });
 
@@ -174,6 +178,61 @@ describe("agent frame handling", () => {
     });
     const first = await answered(frame.stream);
     expect(first.type === FrameType.Reset || (first.type === FrameType.ResponseHead && first.status === 101)).toBe(true);
+    await stillServes();
+  });
+
+  it("resets a request whose body the relay sends past its credit, and keeps serving", async () => {
+    const post = { ...head("/echo"), method: "POST" };
+    const data = (bytes: number) => ({ type: FrameType.Data, stream: post.stream, bytes: new Uint8Array(bytes) });
+    const credited = () =>
+      current()
+        .frames.filter((f) => f.type === FrameType.Credit && f.stream === post.stream)
+        .reduce((sum, f) => sum + (f.type === FrameType.Credit ? f.bytes : 0), 0);
+    // 960 KiB: the origin reads them all, and the agent credits three batches, 768 KiB.
+    current().send(post, ...Array.from({ length: 15 }, () => data(MAX_DATA_CHUNK)));
+    await current().until(() => credited() === 3 * CREDIT_BATCH);
+    // Allowed now: the window, less 960 KiB, plus 768 KiB. One message (handled at once) of one byte more.
+    const allowed = INITIAL_WINDOW - 15 * MAX_DATA_CHUNK + 3 * CREDIT_BATCH;
+    current().send(...Array.from({ length: allowed / MAX_DATA_CHUNK }, () => data(MAX_DATA_CHUNK)), data(1));
+    expect(await answer<ResetFrame>(post.stream, FrameType.Reset)).toMatchObject({
+      code: "protocol-error",
+      message: expect.stringContaining("more request body than its credit allows (1 bytes arrived with credit for 0)"),
+    });
+    await stillServes();
+  });
+
+  it.each(["request", "WebSocket"])("resets a %s stream whose Credit gives more than the window", async (kind) => {
+    let id: number;
+    if (kind === "request") {
+      // A body that never ends keeps the request open.
+      const post = { ...head("/echo"), method: "POST" };
+      current().send(post);
+      id = post.stream;
+    } else {
+      id = (await openSocket()).id;
+    }
+    current().send({ type: FrameType.Credit, stream: id, bytes: 1 });
+    expect(await answer<ResetFrame>(id, FrameType.Reset)).toMatchObject({
+      code: "protocol-error",
+      message: expect.stringContaining(`would exceed the ${INITIAL_WINDOW}-byte window`),
+    });
+    await stillServes();
+  });
+
+  it("sends the origin's messages up to its credit and not a byte past, cutting a piece where the credit ends", async () => {
+    const { id, originSide } = await openSocket();
+    const pieces = () => current().frames.filter((f): f is WsMessageFrame => f.type === FrameType.WsMessage && f.stream === id);
+    const sent = () => pieces().reduce((sum, piece) => sum + piece.bytes.byteLength, 0);
+    // 1,000 bytes, then a window's worth: its last 64 KiB piece would end 1,000 bytes past the credit.
+    originSide.send(new Uint8Array(1000));
+    originSide.send(new Uint8Array(INITIAL_WINDOW));
+    await current().until(() => sent() >= INITIAL_WINDOW);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(sent()).toBe(INITIAL_WINDOW);
+    expect(pieces().at(-1)).toMatchObject({ final: false });
+    current().send({ type: FrameType.Credit, stream: id, bytes: 1000 });
+    await current().until(() => sent() === INITIAL_WINDOW + 1000);
+    expect(pieces().at(-1)).toMatchObject({ final: true, bytes: new Uint8Array(1000) });
     await stillServes();
   });
 

@@ -326,9 +326,9 @@ describe("the close handshake", () => {
     expect(() => pair.link.close(1006, "")).toThrow(RangeError);
     pair.link.close(1000, "é".repeat(100));
     const sent = await pair.peer.frame(0);
-    // 61 two-byte characters: the 62nd would not fit in 123 bytes and is not split.
-    expect(sent?.payload.byteLength).toBe(2 + 122);
-    expect(sent?.payload.subarray(2).toString()).toBe("é".repeat(61));
+    // 60 two-byte characters and the mark of a cut: the 61st would not fit beside it, and is not split.
+    expect(sent?.payload.byteLength).toBe(2 + 123);
+    expect(sent?.payload.subarray(2).toString()).toBe(`${"é".repeat(60)}...`);
     pair.peer.write(frame(Op.Close, closePayload(1000)));
     await pair.closed;
   });

@@ -1,7 +1,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CloseCode, CONNECT_PATH, FrameType, PROTOCOL_VERSION } from "@burrow/protocol";
+import { CloseCode, CONNECT_PATH, FrameType, INITIAL_WINDOW, PROTOCOL_VERSION } from "@burrow/protocol";
 import { encode } from "@msgpack/msgpack";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
@@ -154,6 +154,57 @@ describe("relay", () => {
       visitor.close(1000);
       expect(await closed).toBe(1000);
       second.socket.close(1000);
+    });
+
+    it("closes a visitor's WebSocket with the origin's reason cut to 123 bytes at a character, not ASCII either", async () => {
+      const agent = await RawAgent.hello(relay, "long-reason");
+      const visitor = new WebSocket(`ws://127.0.0.1:${relay.port}/`, {
+        headers: { host: `long-reason.localhost:${relay.port}` },
+      });
+      const head = await agent.nextOf(FrameType.RequestHead);
+      agent.send({ type: FrameType.ResponseHead, stream: head.stream, status: 101, headers: [] });
+      await new Promise((resolve, reject) => visitor.once("open", resolve).once("error", reject));
+      // The relay's close frame, as it arrives (ws reports "close" only once TCP ends).
+      const closed = new Promise<[number, string]>((resolve) =>
+        (
+          visitor as unknown as { _receiver: { on(event: "conclude", listener: (code: number, reason: Buffer) => void): void } }
+        )._receiver.on("conclude", (code, reason) => resolve([code, reason.toString()])),
+      );
+      // 100 characters, as the frame allows, but 200 bytes of UTF-8.
+      agent.send({ type: FrameType.WsClose, stream: head.stream, code: 4000, reason: "é".repeat(100) });
+      expect(await closed).toEqual([4000, `${"é".repeat(60)}...`]);
+      agent.socket.close(1000);
+    });
+
+    it("sends a visitor's messages to the agent up to its credit and not a byte past, cutting a piece where the credit ends", async () => {
+      const agent = await RawAgent.hello(relay, "credit-bound");
+      const visitor = new WebSocket(`ws://127.0.0.1:${relay.port}/`, {
+        headers: { host: `credit-bound.localhost:${relay.port}` },
+      });
+      const head = await agent.nextOf(FrameType.RequestHead);
+      agent.send({ type: FrameType.ResponseHead, stream: head.stream, status: 101, headers: [] });
+      await new Promise((resolve, reject) => visitor.once("open", resolve).once("error", reject));
+      // 1,000 bytes, then a window's worth: its last 64 KiB piece would end 1,000 bytes past the credit.
+      visitor.send(new Uint8Array(1000));
+      visitor.send(new Uint8Array(INITIAL_WINDOW));
+      const pieces: { bytes: Uint8Array; final: boolean }[] = [];
+      let sent = 0;
+      while (sent < INITIAL_WINDOW) {
+        const piece = await agent.nextOf(FrameType.WsMessage);
+        pieces.push(piece);
+        sent += piece.bytes.byteLength;
+      }
+      expect(sent).toBe(INITIAL_WINDOW);
+      expect(pieces.at(-1)?.final).toBe(false);
+      // Nothing more without credit.
+      for (const until = Date.now() + 500; Date.now() < until; ) {
+        const frame = await agent.next(until - Date.now()).catch(() => undefined);
+        expect(frame?.type).not.toBe(FrameType.WsMessage);
+      }
+      agent.send({ type: FrameType.Credit, stream: head.stream, bytes: 1000 });
+      expect(await agent.nextOf(FrameType.WsMessage)).toMatchObject({ final: true, bytes: new Uint8Array(1000) });
+      visitor.close(1000);
+      agent.socket.close(1000);
     });
 
     it("refuses a name in use by another agent process, which exits 3 with a hint", async () => {

@@ -11,7 +11,7 @@ import {
 } from "@burrow/protocol";
 import { type DialReport, describe, type NetConfig, NetworkError } from "./dial.ts";
 import { HttpConnection, type HttpResponse } from "./http.ts";
-import type { Link } from "./websocket.ts";
+import type { RelayLink } from "./websocket.ts";
 
 /** Consecutive failed requests after which the link counts as lost (the agent reconnects). */
 const MAX_FAILURES = 3;
@@ -30,7 +30,7 @@ const MAX_QUEUED = unackedLimit().bytes;
  * POSTs of at most MAX_MESSAGE_BYTES, one at a time, because some proxies hold a request body
  * until it ends. Both directions are numbered, so a request cut by a proxy is simply retried.
  */
-export class HttpsLink implements Link {
+export class HttpsLink implements RelayLink {
   onmessage: (message: Uint8Array | string) => void = () => {};
   onclose: (code: number, reason: string) => void = () => {};
   private readonly base: string;

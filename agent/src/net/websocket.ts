@@ -1,12 +1,12 @@
 import { createHash, randomBytes, randomFillSync } from "node:crypto";
 import type { Duplex } from "node:stream";
-import { BATCH_FLUSH_BYTES, MAX_DATA_CHUNK } from "@burrow/protocol";
+import { BATCH_FLUSH_BYTES, closeReason, MAX_DATA_CHUNK } from "@burrow/protocol";
 import { NetworkError } from "./dial.ts";
 import { maskPayload } from "./mask.ts";
 import { parseHead, SocketReader } from "./reader.ts";
 
 /** A message-oriented connection to the relay, whichever transport carries it. */
-export interface Link {
+export interface RelayLink {
   /**
    * Binary messages are protocol frames, given whole or as parts to send as one message; text
    * is a heartbeat (transports without one ignore it).
@@ -137,7 +137,7 @@ class FrameError extends Error {
  * received is held to the RFC as websockets/ws's receiver holds it. A violation fails the
  * connection with the code ws would use (1002, 1007, 1009): a close frame, then the end.
  */
-export class WebSocketLink implements Link {
+export class WebSocketLink implements RelayLink {
   onmessage: (message: Uint8Array | string) => void = () => {};
   onclose: (code: number, reason: string) => void = () => {};
   private chunks: Buffer[] = [];
@@ -198,13 +198,10 @@ export class WebSocketLink implements Link {
     this.closeSent = true;
     let payload = Buffer.alloc(0);
     if (code !== undefined) {
-      const text = Buffer.from(reason);
-      // A control frame carries at most 125 bytes (RFC 6455 5.5); a cut must not split a character.
-      let end = Math.min(text.byteLength, 123);
-      while (end < text.byteLength && end > 0 && (text[end]! & 0xc0) === 0x80) end--;
-      payload = Buffer.alloc(2 + end);
+      const text = Buffer.from(closeReason(reason));
+      payload = Buffer.alloc(2 + text.byteLength);
       payload.writeUInt16BE(code, 0);
-      text.copy(payload, 2, 0, end);
+      text.copy(payload, 2);
     }
     this.write(Opcode.Close, [payload]);
     // The peer answers with its close frame and then ends TCP (RFC 6455 7.1.1); a silent one

@@ -17,7 +17,7 @@ import {
   MAX_HEAD_FIELD,
   SHARDS_HEADER,
   VISIT_URL,
-  type VisitorHead,
+  type VisitHead,
   withHeaders,
   withoutSpoofable,
 } from "./headers.ts";
@@ -229,7 +229,7 @@ async function visit(
   // Shard 0 says which shards are live when asked, on its answer (see ShardMap).
   const now = Date.now();
   const { shard, asks } = liveShards.route(name, now);
-  const visit: VisitorHead = {
+  const visit: VisitHead = {
     tunnel: name,
     shard,
     path,

@@ -26,13 +26,13 @@ export const INTERNAL = {
   shard: "x-burrow-shard",
   /**
    * All of the above for a visit, and the fields the origin gets, as one JSON field (see
-   * VisitorHead): the runtime copies one field across the hop instead of one per field.
+   * VisitHead): the runtime copies one field across the hop instead of one per field.
    */
   head: "x-burrow-head",
 } as const;
 
-/** A visit as the Worker hands it to the Durable Object in INTERNAL.head. */
-export interface VisitorHead {
+/** A visit as the front hands it to its tunnel's core in INTERNAL.head (on Cloudflare, the Worker to the Durable Object). */
+export interface VisitHead {
   tunnel: string;
   /** The shard the Worker chose (see shards.ts). */
   shard: number;
@@ -60,7 +60,7 @@ export interface VisitorHead {
 export const MAX_HEAD_FIELD = 16 * 1024;
 
 /**
- * On a response from shard 0 to a visit that asked for it (VisitorHead.asks): the shards of the
+ * On a response from shard 0 to a visit that asked for it (VisitHead.asks): the shards of the
  * tunnel visitors may go to now, "0,2,3". The Worker reads it and takes it off the response.
  */
 export const SHARDS_HEADER = "x-burrow-shards";

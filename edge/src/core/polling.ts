@@ -1,4 +1,4 @@
-import { CloseCode, concatBytes, encodePollAnswer, MAX_MESSAGE_BYTES, MAX_POLL_WAIT_MS } from "@burrow/protocol";
+import { CloseCode, concatBytes, encodePollAnswer, MAX_MESSAGE_BYTES, MAX_POLL_WAIT_MS, randomId } from "@burrow/protocol";
 import { EdgeError } from "./errors.ts";
 import type { Link } from "./host.ts";
 import { cancelTimer } from "./timers.ts";
@@ -211,12 +211,4 @@ export class PollingLink implements Link {
     this.queued = 0;
     this.onEnd(this, code, reason);
   }
-}
-
-function randomId(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return btoa(String.fromCharCode(...bytes))
-    .replace(/\+/g, "-")
-    .replace(/\//g, "_")
-    .replace(/=+$/, "");
 }

@@ -91,12 +91,3 @@ export class AgentSession {
     this.frames.detach();
   }
 }
-
-/** A session id: 128 random bits, URL-safe. */
-export function sessionId(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return btoa(String.fromCharCode(...bytes))
-    .replace(/\+/g, "-")
-    .replace(/\//g, "_")
-    .replace(/=+$/, "");
-}

@@ -1,10 +1,11 @@
 import {
-  CREDIT_BATCH,
+  closeReason,
   concatBytes,
   FrameType,
-  INITIAL_WINDOW,
   MAX_DATA_CHUNK,
   MAX_WS_MESSAGE,
+  ReceiveWindow,
+  SendCredit,
   type WsCloseFrame,
   type WsMessageFrame,
 } from "@burrow/protocol";
@@ -40,7 +41,7 @@ const QUEUED_PIECE_COST = 128;
 
 /** Visitor-to-origin pieces waiting for the agent's credit, per stream. */
 interface Outbound {
-  credit: number;
+  readonly credit: SendCredit;
   queue: WsMessageFrame[];
   queued: number;
   /** Waiting for the session to take input again (see flush). */
@@ -62,8 +63,8 @@ const decoder = new TextDecoder();
 export class SocketRelay {
   private readonly partial = new Map<number, Partial>();
   private readonly outbound = new Map<number, Outbound>();
-  /** Bytes of the origin's messages taken in but not yet credited to the agent, per stream. */
-  private readonly taken = new Map<number, number>();
+  /** The origin's message pieces taken in, against the agent's credit, per stream. */
+  private readonly inbound = new Map<number, ReceiveWindow>();
   /** Bytes of visitors' messages waiting here for the agent's credit, on all sockets. */
   private readonly waiting: ByteBudget;
 
@@ -129,18 +130,26 @@ export class SocketRelay {
     // Only for a socket that exists: credit for made-up ids must not leave entries behind.
     if (!this.visitor(id)) return "gone";
     const out = this.outboundOf(id);
-    if (out.credit + bytes > INITIAL_WINDOW) {
-      return { violation: `credit of ${bytes} bytes would exceed the ${INITIAL_WINDOW}-byte window` };
-    }
-    out.credit += bytes;
+    const violation = out.credit.grant(bytes);
+    if (violation) return { violation };
     this.flush(agent, out);
     return "ok";
   }
 
   /** A piece of the origin's message: the visitor gets it once it is whole. */
-  fromAgent(agent: AgentSession, frame: WsMessageFrame): boolean {
+  fromAgent(agent: AgentSession, frame: WsMessageFrame): Verdict {
     const visitor = this.visitor(frame.stream);
-    if (!visitor) return false;
+    if (!visitor) return "gone";
+    let window = this.inbound.get(frame.stream);
+    if (!window) {
+      // Credit goes back as pieces arrive (see below), so an agent is never less than a window
+      // less a batch from its limit: the piece an earlier agent sends past its credit (see
+      // PIECE_OVERSHOOT) is within it.
+      window = new ReceiveWindow();
+      this.inbound.set(frame.stream, window);
+    }
+    const overrun = window.receive(frame.bytes.byteLength);
+    if (overrun) return { violation: `more of the origin's messages than its credit allows (${overrun})` };
     const partial = this.partial.get(frame.stream) ?? { binary: frame.binary, parts: [], size: 0 };
     partial.parts.push(frame.bytes);
     partial.size += frame.bytes.byteLength;
@@ -148,18 +157,16 @@ export class SocketRelay {
       this.partial.delete(frame.stream);
       this.close(visitor, 1009, `the origin's message is over ${MAX_WS_MESSAGE} bytes`);
       this.send(agent, { type: FrameType.WsClose, stream: frame.stream, code: 1009, reason: "message too big for the tunnel" });
-      return true;
+      return "ok";
     }
     // Workers cannot send a message in fragments, so the piece waits here for the rest, and the
     // agent gets credit for it on arrival (in CREDIT_BATCH lots): waiting for the whole message
-    // would deadlock any message
-    // bigger than the window. MAX_WS_MESSAGE bounds what this holds.
-    const taken = (this.taken.get(frame.stream) ?? 0) + frame.bytes.byteLength;
-    this.taken.set(frame.stream, taken >= CREDIT_BATCH ? 0 : taken);
-    if (taken >= CREDIT_BATCH) this.send(agent, { type: FrameType.Credit, stream: frame.stream, bytes: taken });
+    // would deadlock any message bigger than the window. MAX_WS_MESSAGE bounds what this holds.
+    const credit = window.consume(frame.bytes.byteLength);
+    if (credit > 0) this.send(agent, { type: FrameType.Credit, stream: frame.stream, bytes: credit });
     if (!frame.final) {
       this.partial.set(frame.stream, partial);
-      return true;
+      return "ok";
     }
     this.partial.delete(frame.stream);
     const whole = partial.parts.length === 1 ? partial.parts[0]! : concatBytes(partial.parts, partial.size);
@@ -168,7 +175,7 @@ export class SocketRelay {
     } catch (error) {
       if (!isTeardownNoise(error)) console.error(`stream ${frame.stream}: sending to the visitor failed`, error);
     }
-    return true;
+    return "ok";
   }
 
   /** The origin closed: close the visitor's socket the same way. */
@@ -207,7 +214,7 @@ export class SocketRelay {
   private outboundOf(id: number): Outbound {
     let out = this.outbound.get(id);
     if (!out) {
-      out = { credit: INITIAL_WINDOW, queue: [], queued: 0, parked: false };
+      out = { credit: new SendCredit(), queue: [], queued: 0, parked: false };
       this.outbound.set(id, out);
     }
     return out;
@@ -216,17 +223,25 @@ export class SocketRelay {
   /**
    * Sends the queued pieces the agent has credit for, while its session takes input (see
    * AgentSession.takesInput): during a cut they wait here, within the same byte bounds, instead
-   * of becoming one kept frame each; the session's return sends them on.
+   * of becoming one kept frame each; the session's return sends them on. The piece where the
+   * credit ends is cut there (final: false); its rest waits, the same message's next piece.
    */
   private flush(agent: AgentSession, out: Outbound): void {
-    while (out.queue.length > 0 && out.credit > 0 && agent.takesInput) {
-      const piece = out.queue.shift()!;
-      out.queued -= piece.bytes.byteLength;
-      this.waiting.give(piece.bytes.byteLength + QUEUED_PIECE_COST);
-      out.credit -= piece.bytes.byteLength;
-      this.send(agent, piece);
+    while (out.queue.length > 0 && out.credit.available > 0 && agent.takesInput) {
+      const piece = out.queue[0]!;
+      const size = out.credit.take(piece.bytes.byteLength);
+      out.queued -= size;
+      if (size === piece.bytes.byteLength) {
+        out.queue.shift();
+        this.waiting.give(size + QUEUED_PIECE_COST);
+        this.send(agent, piece);
+      } else {
+        this.waiting.give(size);
+        this.send(agent, { ...piece, final: false, bytes: piece.bytes.subarray(0, size) });
+        out.queue[0] = { ...piece, bytes: piece.bytes.subarray(size) };
+      }
     }
-    if (out.queue.length > 0 && out.credit > 0 && !out.parked) {
+    if (out.queue.length > 0 && out.credit.available > 0 && !out.parked) {
       out.parked = true;
       agent.whenTakesInput(() => {
         out.parked = false;
@@ -237,7 +252,7 @@ export class SocketRelay {
 
   private forget(id: number): void {
     this.partial.delete(id);
-    this.taken.delete(id);
+    this.inbound.delete(id);
     const out = this.outbound.get(id);
     if (!out) return;
     this.waiting.give(out.queued + out.queue.length * QUEUED_PIECE_COST);
@@ -249,7 +264,7 @@ export class SocketRelay {
 
   private close(socket: Link, code: number, reason: string): void {
     try {
-      socket.close(code, reason.slice(0, 120));
+      socket.close(code, closeReason(reason));
     } catch (error) {
       if (!isTeardownNoise(error)) console.warn("closing a visitor socket failed", error);
     }

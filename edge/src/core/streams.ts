@@ -1,23 +1,20 @@
 import {
-  CREDIT_BATCH,
   concatBytes,
   type Frame,
   FrameType,
   type HeaderList,
-  INITIAL_WINDOW,
   MAX_DATA_CHUNK,
+  ReceiveWindow,
   type ResponseHeadFrame,
+  SendCredit,
 } from "@burrow/protocol";
+import { bytesReader, chunkReader } from "./body-readers.ts";
 import { EdgeError, type EdgeErrorCode, isTeardownNoise } from "./errors.ts";
+import { HeadDeadlines } from "./head-deadlines.ts";
 import { responseHeaders } from "./headers.ts";
 import type { TunnelHost } from "./host.ts";
 import type { AgentSession } from "./session.ts";
 import { Tally } from "./shares.ts";
-
-/** How often streams waiting for their head are looked at (see awaitHead). */
-const SWEEP_MS = 1000;
-/** A stream waiting this long for its head starts watching for its visitor's departure. */
-const WATCH_AFTER_MS = 500;
 
 // Statuses whose responses never carry a body (Fetch standard, "null body status").
 const NULL_BODY_STATUS = new Set([101, 204, 205, 304]);
@@ -41,13 +38,11 @@ interface Stream {
   readonly visitor: string | undefined;
   resolve(response: Response): void;
   /** Request body bytes the agent still accepts before it grants more. */
-  credit: number;
+  readonly credit: SendCredit;
   /** Wakes the request body pump when credit arrives or the stream ends. */
   wake?: () => void;
-  /** Response body bytes the visitor consumed that the agent has not been credited for. */
-  consumed: number;
-  /** Response body bytes the agent may still send: its window, less what came, plus credit sent. */
-  allowance: number;
+  /** Response body bytes from the agent: within its credit, credited back once the visitor took them. */
+  readonly window: ReceiveWindow;
   /** Set once the response head arrived and the body is streaming to the visitor. */
   writer?: WritableStreamDefaultWriter<Uint8Array>;
   /**
@@ -72,12 +67,12 @@ export class StreamTable {
   private readonly streams = new Map<number, Stream>();
   /** The streams each visitor holds (see shares.ts). */
   private readonly held = new Tally();
-  /** Streams waiting for their response head, in the order of their deadlines (see awaitHead). */
-  private readonly waiting = new Map<
-    number,
-    { since: number; deadline: number; timeoutMs: number; tunnel: string; signal: AbortSignal; watched: boolean }
-  >();
-  private sweeper: ReturnType<typeof setTimeout> | undefined;
+  /** Streams waiting for their response head (see awaitHead). */
+  private readonly deadlines = new HeadDeadlines(
+    (id) => this.waitsForHead(id),
+    (id, tunnel, timeoutMs) => this.late(id, tunnel, timeoutMs),
+    (id) => this.abandon(id, "the visitor went away"),
+  );
   /** Streams whose head came in the message being read (see settle). */
   private unsettled: number[] = [];
 
@@ -119,9 +114,8 @@ export class StreamTable {
         cookieHost,
         visitor,
         resolve,
-        credit: INITIAL_WINDOW,
-        consumed: 0,
-        allowance: INITIAL_WINDOW,
+        credit: new SendCredit(),
+        window: new ReceiveWindow(),
       });
     });
   }
@@ -165,11 +159,8 @@ export class StreamTable {
       const stream = this.streams.get(id);
       if (!stream) return 0;
       const open = stream.socket.takesInput;
-      if (stream.credit > 0 && open) {
-        const allowed = Math.min(want, stream.credit);
-        stream.credit -= allowed;
-        return allowed;
-      }
+      const allowed = open ? stream.credit.take(want) : 0;
+      if (allowed > 0) return allowed;
       await new Promise<void>((resolve) => {
         stream.wake = resolve;
         if (!open) stream.socket.whenTakesInput(resolve);
@@ -181,11 +172,8 @@ export class StreamTable {
   granted(id: number, socket: AgentSession, bytes: number): Verdict {
     const stream = this.streams.get(id);
     if (stream?.socket !== socket) return "gone";
-    // The agent can only grant what it received: more than the window is a bug or an attack.
-    if (stream.credit + bytes > INITIAL_WINDOW) {
-      return { violation: `credit of ${bytes} bytes would exceed the ${INITIAL_WINDOW}-byte window` };
-    }
-    stream.credit += bytes;
+    const violation = stream.credit.grant(bytes);
+    if (violation) return { violation };
     stream.wake?.();
     stream.wake = undefined;
     return "ok";
@@ -195,49 +183,26 @@ export class StreamTable {
    * Starts the wait for the response head, once the visitor's body has been passed on: an
    * upload that takes long is not the agent being slow. Without a head within `timeoutMs`, the
    * visitor gets a 504 page and the agent a Reset; a visitor who leaves meanwhile (`signal`)
-   * has the agent abort the origin's request. One timer serves every waiting stream, every
-   * SWEEP_MS while any waits (so an idle object can still hibernate): a timer per request, and
-   * an abort listener on each, cost the relay about 60 µs of its CPU per small request at c=1
-   * (bench/profile.ts), and most requests have their head within a millisecond. A request still
-   * waiting after WATCH_AFTER_MS gets its listener. Streams wait in the order of their
-   * deadlines, since `timeoutMs` is the relay's one setting.
+   * has the agent abort the origin's request (see HeadDeadlines).
    */
   awaitHead(id: number, timeoutMs: number, tunnel: string, signal: AbortSignal): void {
     const stream = this.streams.get(id);
     if (!stream || stream.writer || stream.pending) return;
-    const now = Date.now();
-    this.waiting.set(id, { since: now, deadline: now + timeoutMs, timeoutMs, tunnel, signal, watched: false });
-    this.sweeper ??= setTimeout(() => this.sweep(), SWEEP_MS);
+    this.deadlines.add(id, timeoutMs, tunnel, signal);
   }
 
-  /** Times out the streams whose head is late, and watches for visitors who left the others. */
-  private sweep(): void {
-    this.sweeper = undefined;
-    const now = Date.now();
-    for (const [id, wait] of this.waiting) {
-      const stream = this.streams.get(id);
-      if (!stream || stream.writer || stream.pending) {
-        this.waiting.delete(id);
-        continue;
-      }
-      if (wait.deadline <= now) {
-        this.waiting.delete(id);
-        this.send(stream.socket, { type: FrameType.Reset, stream: id, code: "cancelled", message: "no response head in time" });
-        this.fail(
-          id,
-          504,
-          "agent-timeout",
-          `The agent for tunnel "${wait.tunnel}" did not answer within ${wait.timeoutMs / 1000}s.`,
-        );
-        continue;
-      }
-      if (now - wait.since < WATCH_AFTER_MS) break; // the ones after it are younger still
-      if (wait.watched) continue;
-      wait.watched = true;
-      if (wait.signal.aborted) this.abandon(id, "the visitor went away");
-      else wait.signal.addEventListener("abort", () => this.abandon(id, "the visitor went away"));
-    }
-    if (this.waiting.size > 0) this.sweeper = setTimeout(() => this.sweep(), SWEEP_MS);
+  /** Whether stream `id` still waits for its response head. */
+  private waitsForHead(id: number): boolean {
+    const stream = this.streams.get(id);
+    return stream !== undefined && !stream.writer && !stream.pending;
+  }
+
+  /** Stream `id` had no response head within `timeoutMs`. */
+  private late(id: number, tunnel: string, timeoutMs: number): void {
+    const stream = this.streams.get(id);
+    if (!stream) return;
+    this.send(stream.socket, { type: FrameType.Reset, stream: id, code: "cancelled", message: "no response head in time" });
+    this.fail(id, 504, "agent-timeout", `The agent for tunnel "${tunnel}" did not answer within ${timeoutMs / 1000}s.`);
   }
 
   /** The agent answered: start the visitor's response. */
@@ -245,7 +210,7 @@ export class StreamTable {
     const stream = this.streams.get(frame.stream);
     if (stream?.socket !== socket) return "gone";
     if (stream.writer || stream.pending) return { violation: "a second response head" };
-    this.waiting.delete(frame.stream);
+    this.deadlines.delete(frame.stream);
     const { headers, contentLength } = responseHeaders(frame.headers, stream.cookieHost);
     if (frame.status === 101) {
       this.forget(frame.stream);
@@ -312,8 +277,8 @@ export class StreamTable {
     const stream = this.streams.get(id);
     if (stream?.socket !== socket) return "gone";
     if (!stream.writer && !stream.pending) return { violation: "body data before the response head" };
-    stream.allowance -= bytes.byteLength;
-    if (stream.allowance < 0) return { violation: "more response body than its credit allows" };
+    const overrun = stream.window.receive(bytes.byteLength);
+    if (overrun) return { violation: `more response body than its credit allows (${overrun})` };
     if (stream.pending) {
       stream.pending.chunks.push(bytes);
       stream.pending.size += bytes.byteLength;
@@ -326,11 +291,8 @@ export class StreamTable {
   private write(id: number, stream: Stream, bytes: Uint8Array): void {
     stream.writer!.write(bytes).then(
       () => {
-        stream.consumed += bytes.byteLength;
-        if (stream.consumed < CREDIT_BATCH || !this.streams.has(id)) return;
-        this.send(stream.socket, { type: FrameType.Credit, stream: id, bytes: stream.consumed });
-        stream.allowance += stream.consumed;
-        stream.consumed = 0;
+        const credit = stream.window.consume(bytes.byteLength);
+        if (credit > 0 && this.streams.has(id)) this.send(stream.socket, { type: FrameType.Credit, stream: id, bytes: credit });
       },
       () => this.cancel(id, "the visitor went away"),
     );
@@ -419,56 +381,8 @@ export class StreamTable {
     const stream = this.streams.get(id);
     if (!stream) return undefined;
     this.remove(id);
-    this.waiting.delete(id);
+    this.deadlines.delete(id);
     stream.wake?.();
     return stream;
   }
-}
-
-/** A body the relay already holds whole (it checked a signature over it), in MAX_DATA_CHUNK reads. */
-function bytesReader(bytes: Uint8Array): { read(): Promise<Uint8Array | undefined>; cancel(): Promise<void> } {
-  let offset = 0;
-  return {
-    read: async () => {
-      if (offset >= bytes.byteLength) return undefined;
-      const chunk = bytes.subarray(offset, offset + MAX_DATA_CHUNK);
-      offset += chunk.byteLength;
-      return chunk;
-    },
-    cancel: async () => {},
-  };
-}
-
-/**
- * Reads a body in chunks of up to MAX_DATA_CHUNK. workerd's default reader hands a request body
- * over in chunks of about 4 KiB, and each costs a read, a frame and a credit check (uploads
- * measured 53 MB/s); a BYOB read into a 64 KiB buffer takes what the connection has, about
- * 62 KiB a read (160-220 MB/s). Bodies that are not byte streams get the default reader.
- */
-function chunkReader(body: ReadableStream<Uint8Array>): { read(): Promise<Uint8Array | undefined>; cancel(): Promise<void> } {
-  let byob: ReadableStreamBYOBReader | undefined;
-  try {
-    byob = body.getReader({ mode: "byob" });
-  } catch {
-    // not a byte stream
-  }
-  if (byob) {
-    const reader = byob;
-    return {
-      // A fresh buffer each time: the read transfers it, and the frame keeps a view of it.
-      read: async () => {
-        const { done, value } = await reader.read(new Uint8Array(MAX_DATA_CHUNK));
-        return done ? undefined : value;
-      },
-      cancel: () => reader.cancel(),
-    };
-  }
-  const reader = body.getReader();
-  return {
-    read: async () => {
-      const { done, value } = await reader.read();
-      return done ? undefined : value;
-    },
-    cancel: () => reader.cancel(),
-  };
 }

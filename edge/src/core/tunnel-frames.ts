@@ -104,7 +104,7 @@ export function receive(t: TunnelCore, socket: AgentSession, frame: Frame | Inva
       break;
     }
     case FrameType.WsMessage:
-      verdict = t.sockets.fromAgent(socket, frame) ? "ok" : "gone";
+      verdict = t.sockets.fromAgent(socket, frame);
       break;
     case FrameType.WsClose:
       t.sockets.closedByOrigin(frame);

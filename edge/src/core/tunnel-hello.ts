@@ -1,10 +1,19 @@
-import { CloseCode, type Frame, FrameType, HEARTBEAT, type HelloFrame, type InvalidFrame, unackedLimit } from "@burrow/protocol";
+import {
+  CloseCode,
+  type Frame,
+  FrameType,
+  HEARTBEAT,
+  type HelloFrame,
+  type InvalidFrame,
+  randomId,
+  unackedLimit,
+} from "@burrow/protocol";
 import { type Admission, admit, type NameRecord } from "./admission.ts";
 import type { Link } from "./host.ts";
 import { LIVENESS_PROBE_MS } from "./limits.ts";
 import { PollingLink } from "./polling.ts";
 import { RuleSet } from "./rules.ts";
-import { AgentSession, sessionId } from "./session.ts";
+import { AgentSession } from "./session.ts";
 import { cancelTimer } from "./timers.ts";
 import type { TunnelCore } from "./tunnel.ts";
 import { evictShards, reportShard, shardZero } from "./tunnel-shards.ts";
@@ -136,7 +145,7 @@ export async function hello(
   if (!resumed) t.sockets.closeAll("the tunnel's agent reconnected as a new session");
   const session = resumed
     ? previous
-    : new AgentSession(sessionId(), verdict.owner, verdict.label, unackedLimit(t.settings.maxStreams));
+    : new AgentSession(randomId(), verdict.owner, verdict.label, unackedLimit(t.settings.maxStreams));
   t.current = session;
   t.setAttachment(socket, {
     phase: "ready",
@@ -247,7 +256,7 @@ export function endSession(t: TunnelCore, session: AgentSession, why: string): v
   t.streams.failSocket(session, 502, "agent-disconnected", why);
   if (t.current === session) {
     t.current = undefined;
-    t.sockets.closeAll(why.slice(0, 120));
+    t.sockets.closeAll(why);
   }
 }
 

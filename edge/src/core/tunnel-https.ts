@@ -1,12 +1,9 @@
 import { SESSION_HEADER, SESSION_PATH, unackedLimit } from "@burrow/protocol";
 import { identify } from "./admission.ts";
 import { EdgeError } from "./errors.ts";
-import { INTERNAL } from "./headers.ts";
 import { PollingLink } from "./polling.ts";
 import type { TunnelCore } from "./tunnel.ts";
 import { fromAgent } from "./tunnel-frames.ts";
-import { learnShard } from "./tunnel-shards.ts";
-import type { Attachment } from "./tunnel-state.ts";
 
 /** The HTTPS transport: open a session, carry frames both ways, close it. */
 export async function httpsRequest(t: TunnelCore, request: Request, url: URL): Promise<Response> {
@@ -21,20 +18,14 @@ export async function httpsRequest(t: TunnelCore, request: Request, url: URL): P
       }
     }
     const link = new PollingLink((ended, code, reason) => {
-      t.sessions.delete(ended.id);
+      t.pollingLinks.delete(ended.id);
       t.linkClosed(ended, code, reason);
     }, unackedLimit(t.settings.maxStreams).bytes);
-    t.setAttachment(link, {
-      phase: "hello",
-      shard: learnShard(t, url),
-      name: url.searchParams.get("name") ?? "",
-      url: request.headers.get(INTERNAL.publicUrl) ?? "",
-    } satisfies Attachment);
-    t.sessions.set(link.id, link);
-    t.helloDeadline(link);
+    t.pollingLinks.set(link.id, link);
+    t.awaitHello(link, request, url);
     return Response.json({ session: link.id }, { status: 201, headers: { "Cache-Control": "no-store" } });
   }
-  const link = id === null ? undefined : t.sessions.get(id);
+  const link = id === null ? undefined : t.pollingLinks.get(id);
   if (!link) {
     throw new EdgeError(404, "not-found", "No such session: it ended, or the relay restarted. Open a new one.");
   }

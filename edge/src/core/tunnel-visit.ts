@@ -2,7 +2,7 @@ import { FrameType, type HeaderList, type HelloFrame, HOP_BY_HOP } from "@burrow
 import type { NameRecord } from "./admission.ts";
 import { visitorKey } from "./cidr.ts";
 import { EdgeError } from "./errors.ts";
-import { INTERNAL, isInternal, SHARDS_HEADER, type VisitorHead, withHeaders } from "./headers.ts";
+import { INTERNAL, isInternal, SHARDS_HEADER, type VisitHead, withHeaders } from "./headers.ts";
 import { RuleSet } from "./rules.ts";
 import type { AgentSession } from "./session.ts";
 import { pickShard, shardObjectName } from "./shards.ts";
@@ -128,7 +128,7 @@ export function takeStream(t: TunnelCore, from: string | undefined): void {
 }
 
 /** Sends a visitor to shard `to` of its tunnel, marked so that it goes no further. */
-export function forwardToShard(t: TunnelCore, request: Request, head: VisitorHead, to: number): Promise<Response> {
+export function forwardToShard(t: TunnelCore, request: Request, head: VisitHead, to: number): Promise<Response> {
   const headers = new Headers(request.headers);
   if (headers.has(INTERNAL.head)) {
     headers.set(INTERNAL.head, JSON.stringify({ ...head, shard: to, forwarded: true, asks: undefined }));
@@ -187,10 +187,10 @@ export function nextStreamId(t: TunnelCore): number {
  * fields: the INTERNAL ones read, the hop-by-hop ones the runtime may add to this hop
  * (Transfer-Encoding) dropped, the rest as the RequestHead frame carries them.
  */
-function visitorHead(fields: Headers): VisitorHead & { upgrade: boolean; contentLength: number | undefined } {
+function visitorHead(fields: Headers): VisitHead & { upgrade: boolean; contentLength: number | undefined } {
   const json = fields.get(INTERNAL.head);
   if (json !== null) {
-    const head = JSON.parse(json) as VisitorHead;
+    const head = JSON.parse(json) as VisitHead;
     const length = head.headers.find(([name]) => name === "content-length")?.[1];
     const upgrade = head.upgrade ?? fields.get("upgrade")?.toLowerCase() === "websocket";
     return { ...head, upgrade, contentLength: length === undefined ? undefined : Number(length) };

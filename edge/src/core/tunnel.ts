@@ -1,4 +1,13 @@
-import { CloseCode, CONNECT_PATH, encodeFrame, type Frame, type HelloFrame, SESSION_PATH, unackedLimit } from "@burrow/protocol";
+import {
+  CloseCode,
+  CONNECT_PATH,
+  closeReason,
+  encodeFrame,
+  type Frame,
+  type HelloFrame,
+  SESSION_PATH,
+  unackedLimit,
+} from "@burrow/protocol";
 import { type NameRecord, parseTokens, type Tokens } from "./admission.ts";
 import { SignedBodies } from "./bodies.ts";
 import { EdgeError, isTeardownNoise } from "./errors.ts";
@@ -54,8 +63,8 @@ export class TunnelCore implements TunnelPeer {
   readonly attachments = new WeakMap<Link, Attachment>();
   /** Links the relay closed or saw close, whose attachments may still say "ready". */
   readonly ended = new WeakSet<Link>();
-  /** Agents on the HTTPS transport, by session id (in memory: see PollingLink). */
-  readonly sessions = new Map<string, PollingLink>();
+  /** Agents on the HTTPS transport, by the id of their PollingLink (in memory only). */
+  readonly pollingLinks = new Map<string, PollingLink>();
   /** The visitor rules of the connected agent; undefined until read from storage. */
   rules: RuleSet | null | undefined;
   /** Counts changes of `rules`, so a request checked under older ones is checked again. */
@@ -122,17 +131,22 @@ export class TunnelCore implements TunnelPeer {
     }
   }
 
-  /** The Worker validated the name and the upgrade; the hello decides whether the agent stays. */
+  /** The front validated the name and the upgrade; the hello decides whether the agent stays. */
   accept(request: Request, url: URL): Response {
-    const { link: server, response } = this.host.links.upgrade([AGENT_TAG]);
-    this.setAttachment(server, {
+    const { link, response } = this.host.links.upgrade([AGENT_TAG]);
+    this.awaitHello(link, request, url);
+    return response;
+  }
+
+  /** A new agent link, on either transport: it has HELLO_TIMEOUT_SECONDS to say hello. */
+  awaitHello(link: Link, request: Request, url: URL): void {
+    this.setAttachment(link, {
       phase: "hello",
       shard: learnShard(this, url),
       name: url.searchParams.get("name") ?? "",
       url: request.headers.get(INTERNAL.publicUrl) ?? "",
     } satisfies Attachment);
-    this.helloDeadline(server);
-    return response;
+    this.helloDeadline(link);
   }
 
   /**
@@ -268,7 +282,7 @@ export class TunnelCore implements TunnelPeer {
 
   /** Agents' WebSockets and HTTPS sessions (visitors' WebSockets carry another tag). */
   agentLinks(): Link[] {
-    return [...this.host.links.byTag(AGENT_TAG), ...this.sessions.values()];
+    return [...this.host.links.byTag(AGENT_TAG), ...this.pollingLinks.values()];
   }
 
   /**
@@ -306,16 +320,9 @@ export class TunnelCore implements TunnelPeer {
   close(socket: Link, code: number, reason: string): void {
     this.ended.add(socket);
     try {
-      // Close reasons are limited to 123 bytes (RFC 6455 section 5.5).
-      socket.close(code, truncateUtf8(reason, 123));
+      socket.close(code, closeReason(reason));
     } catch (error) {
       if (!isTeardownNoise(error)) console.warn("closing a socket failed", error);
     }
   }
-}
-
-function truncateUtf8(text: string, maxBytes: number): string {
-  const bytes = new TextEncoder().encode(text);
-  if (bytes.byteLength <= maxBytes) return text;
-  return `${new TextDecoder().decode(bytes.subarray(0, maxBytes - 3)).replace(/\uFFFD$/, "")}...`;
 }

@@ -2,7 +2,7 @@ import { type HeaderList, MAX_FRAME_BYTES, MAX_HEADER_BYTES, MAX_HEADERS } from 
 import { EdgeError } from "./errors.ts";
 
 /** A visitor's request as the RequestHead frame will carry it. */
-export interface VisitorHead {
+export interface ForwardedRequest {
   method: string;
   /** Path and query as forwarded (the `/t/<name>` prefix already cut). */
   path: string;
@@ -35,7 +35,7 @@ const MAX_METHOD_LENGTH = 64;
  * the relay answers a request the agent would refuse instead of sending it.
  * @throws {EdgeError} 414 uri-too-long, 431 request-header-too-large, 400 bad-request.
  */
-export function checkVisitorRequest(head: VisitorHead, maxHeadBytes: number): void {
+export function checkVisitorRequest(head: ForwardedRequest, maxHeadBytes: number): void {
   const { method, path, headers } = head;
   if (method.length > MAX_METHOD_LENGTH || !TOKEN.test(method)) {
     throw new EdgeError(
