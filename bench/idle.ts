@@ -3,7 +3,8 @@
 // 20 s as the agent sends them) against one relay, leaves them idle, then sends one visitor
 // request through each tunnel, answered by its raw agent, and prints the relay process's memory
 // (VmRSS from /proc: workerd's for the Cloudflare relay) per idle tunnel.
-// Environment: IDLE_TUNNELS (5000), IDLE_LAUNCHER (workerd; a launcher of test/_relay.ts),
+// Environment: IDLE_TUNNELS (5000), IDLE_LAUNCHER (workerd, selfhost-node, selfhost-bun or selfhost-deno:
+// the launchers of test/_relay.ts),
 // IDLE_SECONDS (60 of idleness before the check), IDLE_CONCURRENCY (50 hellos or requests at once).
 // Each process holds a descriptor per tunnel: the harness and the relay need `ulimit -n` above
 // IDLE_TUNNELS + 1024 (checked below; the relay inherits the harness's limit).
@@ -14,10 +15,10 @@ import { join } from "node:path";
 import { FrameType, HEARTBEAT, type ReadyFrame } from "@burrow/protocol";
 import { command, cpuTime, memory, processTree } from "../test/_memory.ts";
 import { RawAgent } from "../test/_raw-agent.ts";
-import { Relay, ROOT } from "../test/_relay.ts";
+import { Relay, type RelayLauncher, ROOT } from "../test/_relay.ts";
 
 const TUNNELS = Number(process.env.IDLE_TUNNELS ?? 5000);
-const LAUNCHER = (process.env.IDLE_LAUNCHER ?? "workerd") as NonNullable<Parameters<typeof Relay.start>[0]>["launcher"];
+const LAUNCHER = (process.env.IDLE_LAUNCHER ?? "workerd") as RelayLauncher;
 const IDLE_SECONDS = Number(process.env.IDLE_SECONDS ?? 60);
 const CONCURRENCY = Number(process.env.IDLE_CONCURRENCY ?? 50);
 /** The agent's default --heartbeat. */
@@ -95,7 +96,10 @@ let heartbeats: NodeJS.Timeout | undefined;
 // rather than in the relay.
 const relay = await Relay.start({ launcher: LAUNCHER });
 try {
-  /** The relay's own process: workerd under the Cloudflare launchers, else the launcher's process tree. */
+  /**
+   * The relay's own process: workerd under the Cloudflare launchers; else the launcher's process
+   * tree (`agent relay` itself; under Deno, `deno task` and the `deno run` it starts).
+   */
   const relayPids = () => {
     const tree = processTree(relay.pid);
     const workerd = tree.filter((pid) => command(pid) === "workerd");

@@ -1,6 +1,8 @@
 // `npm run bench`: Burrow against direct access, one nginx hop, the Durable Object floor and two
 // peer tunnels (localtunnel, tunnelmole; bench/_peers.ts), in one run on this machine, variants
-// interleaved (A B C D A B C D) because the machine is noisy. Prints tables, issue 13's goals, and
+// interleaved (A B C D A B C D) because the machine is noisy. Burrow runs on the Cloudflare relay
+// (wrangler dev, workerd serve) and on the self-hosted relay (`agent relay` on Node, Bun and Deno,
+// with the Node agent). Prints tables, issue 13's goals, issue 22's (bench/_goals.ts), and
 // writes the figures as JSON under bench/results/ and the package's size into docs/benchmarks.md.
 // Environment: BENCH_ROUNDS (2), BENCH_BYTES (1 GiB), BENCH_SECONDS (5 per load run), BENCH_RUNS
 // (10 startups per runtime), BURROW_PEERS (the peers folder, ../shared/peers beside the clone),
@@ -17,7 +19,8 @@ import { join } from "node:path";
 import { AgentProcess, type RuntimeName, tunnelArgs } from "../test/_agent.ts";
 import { command, memory, processTree, sampleRss } from "../test/_memory.ts";
 import { Child } from "../test/_process.ts";
-import { Relay, ROOT } from "../test/_relay.ts";
+import { Relay, type RelayLauncher, ROOT } from "../test/_relay.ts";
+import { selfhostGoals } from "./_goals.ts";
 import { download, echo, firstEvent, type Load, load, median, sequential, type Target, upload } from "./_measure.ts";
 import { startNginx } from "./_nginx.ts";
 import { type PeerName, startPeers } from "./_peers.ts";
@@ -36,6 +39,9 @@ const IDS = [
   "bun-workerd",
   "deno-workerd",
   "node-https-workerd",
+  "selfhost-node",
+  "selfhost-bun",
+  "selfhost-deno",
   "localtunnel",
   "tunnelmole",
 ];
@@ -65,11 +71,13 @@ const UPLOADS = {
   note: "uploads: node:http with Content-Length, without Expect: 100-continue (workerd never answers it: docs/known-limits.md)",
 };
 type Launcher = "wrangler" | "workerd";
+type SelfhostLauncher = Extract<RelayLauncher, `selfhost-${string}`>;
 
 interface Variant {
   name: string;
-  kind: "direct" | "nginx" | "floor" | "burrow" | "peer";
-  launcher?: Launcher;
+  /** "burrow": on the Cloudflare relay (wrangler dev or workerd); "selfhost": on `agent relay`. */
+  kind: "direct" | "nginx" | "floor" | "burrow" | "selfhost" | "peer";
+  launcher?: RelayLauncher;
   runtime?: RuntimeName;
   peer?: PeerName;
   target: Target;
@@ -157,6 +165,26 @@ async function setUp(): Promise<Variant[]> {
       target: { base: `http://127.0.0.1:${url.port}`, host: url.host },
       agentPid: () => agent.runtimePid,
       relayPids: workerdOf(relay),
+      ...common(),
+    });
+  }
+  // The self-hosted relay (`agent relay`) on each runtime, with the Node agent.
+  for (const launcher of ["selfhost-node", "selfhost-bun", "selfhost-deno"] as const satisfies SelfhostLauncher[]) {
+    if (!wanted(launcher)) continue;
+    const relay = await Relay.start({ launcher });
+    stops.push(() => relay.dispose());
+    const agent = await AgentProcess.start("node", tunnelArgs(originPort, relay, `bench-${launcher}`));
+    stops.push(() => agent.stop("SIGINT"));
+    const url = new URL(agent.url);
+    variants.push({
+      name: `Burrow node (${launcher})`,
+      kind: "selfhost",
+      launcher,
+      runtime: "node",
+      target: { base: `http://127.0.0.1:${url.port}`, host: url.host },
+      agentPid: () => agent.runtimePid,
+      // `agent relay` itself (under Deno, `deno task` and the `deno run` it starts).
+      relayPids: () => processTree(relay.pid),
       ...common(),
     });
   }
@@ -361,7 +389,7 @@ try {
 
   console.log("\nratios (Burrow / reference); the DO floor is the one on the same launcher");
   const ratios = results
-    .filter((r) => r.kind === "burrow")
+    .filter((r) => r.kind === "burrow" || r.kind === "selfhost")
     .map((r) => {
       // With BENCH_ONLY, a reference may be missing: its ratios are "-".
       const floor = byName.get(`DO floor (${r.launcher})`) ?? summarize([]);
@@ -412,20 +440,37 @@ try {
         relayGrowthMB: r.relayGrowthMB,
       };
     });
-  console.log(
-    "\ngoals (issue 13): c50 >= 0.6x the floor's and ahead of both peers; c1 req/s >= 0.5x the floor's and ahead of both, under 0.5 ms added over the floor's c1 p50; download >= 0.5x the floor's and ahead of localtunnel's, upload ahead of localtunnel's; memory compared with the previous run by eye",
-  );
-  console.table(
-    goals.map((g) => ({
-      variant: g.informational ? `${g.variant} (informational)` : g.variant,
-      ...Object.fromEntries(Object.entries(g.checks).map(([goal, c]) => [goal, c.text])),
-      "agent peak MB": fixed(g.agentPeakMB),
-      "relay growth MB": fixed(g.relayGrowthMB),
-      met: g.met,
-    })),
-  );
+  if (goals.length > 0)
+    console.log(
+      "\ngoals (issue 13): c50 >= 0.6x the floor's and ahead of both peers; c1 req/s >= 0.5x the floor's and ahead of both, under 0.5 ms added over the floor's c1 p50; download >= 0.5x the floor's and ahead of localtunnel's, upload ahead of localtunnel's; memory compared with the previous run by eye",
+    );
+  if (goals.length > 0)
+    console.table(
+      goals.map((g) => ({
+        variant: g.informational ? `${g.variant} (informational)` : g.variant,
+        ...Object.fromEntries(Object.entries(g.checks).map(([goal, c]) => [goal, c.text])),
+        "agent peak MB": fixed(g.agentPeakMB),
+        "relay growth MB": fixed(g.relayGrowthMB),
+        met: g.met,
+      })),
+    );
   if (!lt || !tm)
     console.log(`- "no peer": ${[!lt && "localtunnel", !tm && "tunnelmole"].filter(Boolean).join(" and ")} not in this run`);
+
+  const selfhosted = results.filter((r) => r.kind === "selfhost");
+  const goalsSelfhost = selfhostGoals(selfhosted, { direct, nginx, peers: results.filter((r) => r.kind === "peer") });
+  if (selfhosted.length > 0) {
+    console.log(
+      "\ngoals (issue 22, the self-hosted relay): c50 >= 2x the best peer's and >= 0.3x one nginx hop's; c1 p50 over direct's no more than localtunnel's; download >= 0.7x nginx's",
+    );
+    console.table(
+      goalsSelfhost.map((g) => ({
+        variant: g.variant,
+        ...Object.fromEntries(Object.entries(g.checks).map(([goal, c]) => [goal, c.text])),
+        met: g.met,
+      })),
+    );
+  }
 
   // An A/B of a few variants (BENCH_ONLY) leaves startup and the package's size to a full run.
   const startup = ONLY ? undefined : await measureStartup(Number(process.env.BENCH_RUNS ?? 10));
@@ -448,7 +493,7 @@ try {
   const uploads = { client: UPLOADS.client, expectContinue: UPLOADS.expectContinue };
   writeFileSync(
     file,
-    `${JSON.stringify({ date: new Date().toISOString(), machine, only: ONLY, rounds: ROUNDS, bytes: BYTES, uploads, footnotes, results: clean, ratios, goals, goalsOf: "issue 13", startup, packageSize, raw }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), machine, only: ONLY, rounds: ROUNDS, bytes: BYTES, uploads, footnotes, results: clean, ratios, goals, goalsOf: "issue 13", goalsSelfhost, startup, packageSize, raw }, null, 2)}\n`,
   );
   console.log(`\nwrote ${file}`);
 } finally {
