@@ -5,7 +5,8 @@
 // Environment: PROFILE_RUNTIME (node; bun or deno profile that agent instead), PROFILE_SECONDS (5), PROFILE_CONNECTIONS (50), PROFILE_TOP (25), PROFILE_PATH
 // (/small; /bytes/16777216 profiles downloads of 16 MiB, say), PROFILE_AGENT_ARGS (more
 // arguments for the agent, e.g. "--inspect false"), PROFILE_LINES (names of the relay's
-// functions whose hottest source lines to list, e.g. "visit,handle").
+// functions whose hottest source lines to list, e.g. "visit,handle"), PROFILE_RELAY (workerd;
+// selfhost-node profiles `agent relay` on Node instead, through its inspector).
 import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -23,6 +24,8 @@ const PATH = process.env.PROFILE_PATH ?? "/small";
 const LINES = (process.env.PROFILE_LINES ?? "").split(",").filter(Boolean);
 const RUNTIME = (process.env.PROFILE_RUNTIME ?? "node") as RuntimeName;
 if (!["node", "bun", "deno"].includes(RUNTIME)) throw new Error(`PROFILE_RUNTIME is node, bun or deno, not "${RUNTIME}"`);
+const RELAY = process.env.PROFILE_RELAY ?? "workerd";
+if (!["workerd", "selfhost-node"].includes(RELAY)) throw new Error(`PROFILE_RELAY is workerd or selfhost-node, not "${RELAY}"`);
 
 /** The agent as the bench starts it on `runtime`, with its runtime's V8 (or JSC) CPU profiler writing to `dir` on exit. */
 function profiledAgent(runtime: RuntimeName, dir: string): Launcher {
@@ -154,9 +157,14 @@ try {
   stops.push(() => origin.stop());
   const originPort = Number((await origin.waitFor(/^listening (\d+)/))[1]);
   const inspectorPort = await freePort();
-  const relay = await Relay.start({ launcher: "workerd", inspector: inspectorPort });
-  stops.push(() => relay.dispose());
   const profiles = mkdtempSync(join(tmpdir(), "burrow-profile-"));
+  // The self-hosted relay takes its vars from the environment, NODE_OPTIONS among them (Node 20
+  // refuses --cpu-prof there, --inspect it takes): profiled through its inspector as workerd is.
+  const relay =
+    RELAY === "workerd"
+      ? await Relay.start({ launcher: "workerd", inspector: inspectorPort })
+      : await Relay.start({ launcher: "selfhost-node", vars: { NODE_OPTIONS: `--inspect=127.0.0.1:${inspectorPort}` } });
+  stops.push(() => relay.dispose());
   const profiled = profiledAgent(RUNTIME, profiles);
   const extra = (process.env.PROFILE_AGENT_ARGS ?? "").split(" ").filter(Boolean);
   const agent = await AgentProcess.start(profiled, [...tunnelArgs(originPort, relay, "profile"), ...extra]);
@@ -167,7 +175,8 @@ try {
   // its whole life, so its per-request figures include the warm-up (counted in).
   const warm = await autocannon({ ...target, connections: CONNECTIONS, duration: 2 });
   // First without the profiler: each process's CPU time per request, from /proc.
-  const workerd = processTree(relay.pid).find((pid) => command(pid) === "workerd") ?? relay.pid;
+  const workerd =
+    RELAY === "workerd" ? (processTree(relay.pid).find((pid) => command(pid) === "workerd") ?? relay.pid) : relay.pid;
   const processes = { relay: workerd, agent: agent.runtimePid, origin: origin.pid };
   const before = Object.values(processes).map(cpuTime);
   const plain = await autocannon({ ...target, connections: CONNECTIONS, duration: SECONDS });
@@ -189,7 +198,7 @@ try {
   console.log(
     `profiled: ${requests} requests at c=${CONNECTIONS} in ${SECONDS} s: ${result.requests.average.toFixed(0)} req/s, p50 ${result.latency.p50} ms, ${result.errors + result.non2xx} errors`,
   );
-  print("relay (workerd: Worker and Durable Object, one isolate)", profile, requests);
+  print(RELAY === "workerd" ? "relay (workerd: Worker and Durable Object, one isolate)" : `relay (${RELAY})`, profile, requests);
   if (LINES.length > 0) {
     await call("Debugger.enable");
     await printLines(profile, requests, call);

@@ -1,13 +1,17 @@
 // `npm run bench`: Burrow against direct access, one nginx hop, the Durable Object floor and two
 // peer tunnels (localtunnel, tunnelmole; bench/_peers.ts), in one run on this machine, variants
-// interleaved (A B C D A B C D) because the machine is noisy. Prints tables, issue 13's goals, and
+// interleaved (A B C D A B C D) because the machine is noisy. Burrow runs on the Cloudflare relay
+// (wrangler dev, workerd serve) and on the self-hosted relay (`agent relay` on Node, Bun and Deno,
+// with the Node agent). Prints tables, issue 13's goals, issue 22's (bench/_goals.ts), and
 // writes the figures as JSON under bench/results/ and the package's size into docs/benchmarks.md.
 // Environment: BENCH_ROUNDS (2), BENCH_BYTES (1 GiB), BENCH_SECONDS (5 per load run), BENCH_RUNS
 // (10 startups per runtime), BURROW_PEERS (the peers folder, ../shared/peers beside the clone),
-// PEERS_ROOT (their built trees, /tmp/peers), BENCH_ONLY (a regular expression: only the Burrow
-// variants and peers whose names match, beside direct, nginx and the floors; no startup or
-// package size then), e.g. BENCH_ONLY='^Burrow node( https)? \(workerd\)$'.
+// PEERS_ROOT (their built trees, /tmp/peers), BENCH_ONLY (variants by id, comma-separated, e.g.
+// "direct,nginx,floor-workerd,node-workerd": an A/B of a few; startup and package size are then
+// left out), BENCH_AB_TREE (another checkout, e.g. a worktree at the commit before a change: its
+// relay on workerd with this checkout's Node agent, beside node-workerd in the same rounds).
 
+import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { cpus } from "node:os";
@@ -15,7 +19,8 @@ import { join } from "node:path";
 import { AgentProcess, type RuntimeName, tunnelArgs } from "../test/_agent.ts";
 import { command, memory, processTree, sampleRss } from "../test/_memory.ts";
 import { Child } from "../test/_process.ts";
-import { Relay, ROOT } from "../test/_relay.ts";
+import { Relay, type RelayLauncher, ROOT } from "../test/_relay.ts";
+import { selfhostGoals } from "./_goals.ts";
 import { download, echo, firstEvent, type Load, load, median, sequential, type Target, upload } from "./_measure.ts";
 import { startNginx } from "./_nginx.ts";
 import { type PeerName, startPeers } from "./_peers.ts";
@@ -23,10 +28,38 @@ import { measurePackage, writePackageSize } from "./package-size.ts";
 import { measureStartup, printStartup } from "./startup.ts";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+/** The variants' ids, in the order they run. */
+const IDS = [
+  "direct",
+  "nginx",
+  "floor-wrangler",
+  "floor-workerd",
+  "node-wrangler",
+  "node-workerd",
+  "bun-workerd",
+  "deno-workerd",
+  "node-https-workerd",
+  "selfhost-node",
+  "selfhost-bun",
+  "selfhost-deno",
+  "localtunnel",
+  "tunnelmole",
+];
+const ONLY = process.env.BENCH_ONLY?.split(",")
+  .map((id) => id.trim())
+  .filter(Boolean);
+for (const id of ONLY ?? []) {
+  if (!IDS.includes(id)) throw new Error(`BENCH_ONLY: no variant "${id}"; the ids are ${IDS.join(", ")}`);
+}
+/** BENCH_AB_TREE: another checkout (a worktree at the commit before a change) whose relay runs too. */
+const AB_TREE = process.env.BENCH_AB_TREE;
+/** The short commit of a checkout, for a variant's name. */
+const treeCommit = (tree: string) =>
+  execFileSync("git", ["-C", tree, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
+/** Whether the variant `id` runs (all of them without BENCH_ONLY). */
+const wanted = (id: string) => !ONLY || ONLY.includes(id);
 const BYTES = Number(process.env.BENCH_BYTES ?? 1024 ** 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
-const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : undefined;
-const chosen = (name: string) => !ONLY || ONLY.test(name);
 /** The size localtunnel's transfers fall back to when BENCH_BYTES fails through it. */
 const PEER_FALLBACK_BYTES = 64 * 1024 ** 2;
 /** How long a transfer through a peer may take before it counts as failed (the others: 20 s over their own length). */
@@ -38,11 +71,13 @@ const UPLOADS = {
   note: "uploads: node:http with Content-Length, without Expect: 100-continue (workerd never answers it: docs/known-limits.md)",
 };
 type Launcher = "wrangler" | "workerd";
+type SelfhostLauncher = Extract<RelayLauncher, `selfhost-${string}`>;
 
 interface Variant {
   name: string;
-  kind: "direct" | "nginx" | "floor" | "burrow" | "peer";
-  launcher?: Launcher;
+  /** "burrow": on the Cloudflare relay (wrangler dev or workerd); "selfhost": on `agent relay`. */
+  kind: "direct" | "nginx" | "floor" | "burrow" | "selfhost" | "peer";
+  launcher?: RelayLauncher;
   runtime?: RuntimeName;
   peer?: PeerName;
   target: Target;
@@ -77,15 +112,17 @@ async function setUp(): Promise<Variant[]> {
   const originPort = Number((await origin.waitFor(/^listening (\d+)/))[1]);
   const local = (port: number): Target => ({ base: `http://127.0.0.1:${port}`, host: `127.0.0.1:${port}` });
   const common = () => ({ bytes: BYTES, failed: new Map<string, string>() });
-  const variants: Variant[] = [{ name: "direct", kind: "direct", target: local(originPort), ...common() }];
+  const variants: Variant[] = [];
+  if (wanted("direct")) variants.push({ name: "direct", kind: "direct", target: local(originPort), ...common() });
 
-  const nginx = await startNginx(originPort);
+  const nginx = wanted("nginx") ? await startNginx(originPort) : undefined;
   if (nginx) {
     stops.push(nginx.stop);
     variants.push({ name: "nginx", kind: "nginx", target: local(nginx.port), ...common() });
   }
   const workerdOf = (relay: Relay) => () => processTree(relay.pid).filter((pid) => command(pid) === "workerd");
   for (const launcher of ["wrangler", "workerd"] as const) {
+    if (!wanted(`floor-${launcher}`)) continue;
     const floor = await Relay.start({ launcher, config: join(ROOT, "bench/floor/wrangler.toml") });
     stops.push(() => floor.dispose());
     variants.push({
@@ -97,28 +134,31 @@ async function setUp(): Promise<Variant[]> {
       ...common(),
     });
   }
-  const plan: [RuntimeName, Launcher, "websocket" | "https"][] = [
+  const plan: [RuntimeName, Launcher, "websocket" | "https", tree?: string][] = [
     ["node", "wrangler", "websocket"],
     ["node", "workerd", "websocket"],
     ["bun", "workerd", "websocket"],
     ["deno", "workerd", "websocket"],
     ["node", "workerd", "https"],
   ];
-  for (const [runtime, launcher, transport] of plan) {
-    const name = `Burrow ${runtime}${transport === "https" ? " https" : ""} (${launcher})`;
-    if (!chosen(name)) continue;
+  // An A/B in the same rounds: the relay of another checkout (its wrangler.toml and sources),
+  // with this checkout's Node agent, right after this one's.
+  if (AB_TREE) plan.splice(2, 0, ["node", "workerd", "websocket", AB_TREE]);
+  for (const [runtime, launcher, transport, tree] of plan) {
+    if (!wanted(`${runtime}${transport === "https" ? "-https" : ""}-${launcher}`)) continue;
     // One relay per agent, so that each relay's memory is its own tunnel's.
-    const relay = await Relay.start({ launcher });
+    const config = tree ? join(tree, "wrangler.toml") : undefined;
+    const relay = await Relay.start({ launcher, config });
     stops.push(() => relay.dispose());
     const agent = await AgentProcess.start(runtime, [
-      ...tunnelArgs(originPort, relay, `bench-${runtime}-${transport}`),
+      ...tunnelArgs(originPort, relay, `bench-${runtime}-${transport}${tree ? "-ab" : ""}`),
       "--transport",
       transport,
     ]);
     stops.push(() => agent.stop("SIGINT"));
     const url = new URL(agent.url);
     variants.push({
-      name,
+      name: `Burrow ${runtime}${transport === "https" ? " https" : ""} (${launcher}${tree ? `, ${treeCommit(tree)}` : ""})`,
       kind: "burrow",
       launcher,
       runtime,
@@ -128,8 +168,29 @@ async function setUp(): Promise<Variant[]> {
       ...common(),
     });
   }
+  // The self-hosted relay (`agent relay`) on each runtime, with the Node agent.
+  for (const launcher of ["selfhost-node", "selfhost-bun", "selfhost-deno"] as const satisfies SelfhostLauncher[]) {
+    if (!wanted(launcher)) continue;
+    const relay = await Relay.start({ launcher });
+    stops.push(() => relay.dispose());
+    const agent = await AgentProcess.start("node", tunnelArgs(originPort, relay, `bench-${launcher}`));
+    stops.push(() => agent.stop("SIGINT"));
+    const url = new URL(agent.url);
+    variants.push({
+      name: `Burrow node (${launcher})`,
+      kind: "selfhost",
+      launcher,
+      runtime: "node",
+      target: { base: `http://127.0.0.1:${url.port}`, host: url.host },
+      agentPid: () => agent.runtimePid,
+      // `agent relay` itself (under Deno, `deno task` and the `deno run` it starts).
+      relayPids: () => processTree(relay.pid),
+      ...common(),
+    });
+  }
   // The peers on the same origin (bench/_peers.ts). They never fail the bench: a missing one is said.
-  if (!chosen("localtunnel") && !chosen("tunnelmole")) return variants;
+  const peerIds = (["localtunnel", "tunnelmole"] as const).filter(wanted);
+  if (peerIds.length === 0) return variants;
   const peers = await startPeers(originPort);
   stops.push(peers.stop);
   for (const note of peers.notes) console.log(note);
@@ -148,7 +209,8 @@ async function setUp(): Promise<Variant[]> {
       "localtunnel: kept in use by a small request every 15 s between its turns (idle for two minutes, its tunnel stops answering)",
     );
   }
-  for (const peer of peers.peers.filter((p) => chosen(p.name))) {
+  for (const peer of peers.peers) {
+    if (!wanted(peer.name)) continue;
     variants.push({
       name: peer.name,
       kind: "peer",
@@ -270,7 +332,9 @@ try {
       process.stdout.write(`round ${round}/${ROUNDS}: ${variant.name}... `);
       const sample = await measure(variant);
       samples.get(variant.name)!.push(sample);
-      console.log(`${fixed(sample.c50.rps)} req/s at c50, ${fixed(sample.downMBps)} MB/s down, ${fixed(sample.upMBps)} MB/s up`);
+      console.log(
+        `c1 p50 ${fixed(sample.c1.p50, 2)} ms, ${fixed(sample.c50.rps)} req/s at c50, ${fixed(sample.downMBps)} MB/s down, ${fixed(sample.upMBps)} MB/s up`,
+      );
     }
   }
 
@@ -282,7 +346,7 @@ try {
     return { ...v, ...s, relayGrowthMB, agentPeakMB };
   });
   const byName = new Map(results.map((r) => [r.name, r]));
-  const direct = byName.get("direct")!;
+  const direct = byName.get("direct");
   const nginx = byName.get("nginx");
   const peerResult = (name: PeerName) => results.find((r) => r.peer === name);
   const lt = peerResult("localtunnel");
@@ -325,12 +389,13 @@ try {
 
   console.log("\nratios (Burrow / reference); the DO floor is the one on the same launcher");
   const ratios = results
-    .filter((r) => r.kind === "burrow")
+    .filter((r) => r.kind === "burrow" || r.kind === "selfhost")
     .map((r) => {
-      const floor = byName.get(`DO floor (${r.launcher})`)!;
+      // With BENCH_ONLY, a reference may be missing: its ratios are "-".
+      const floor = byName.get(`DO floor (${r.launcher})`) ?? summarize([]);
       return {
         variant: r.name,
-        "c50 req/s vs direct": fixed(r.c50rps / direct.c50rps, 2),
+        "c50 req/s vs direct": direct ? fixed(r.c50rps / direct.c50rps, 2) : "-",
         "c50 req/s vs nginx": nginx ? fixed(r.c50rps / nginx.c50rps, 2) : "-",
         "c50 req/s vs floor": fixed(r.c50rps / floor.c50rps, 2),
         "c50 vs localtunnel": lt ? fixed(r.c50rps / lt.c50rps, 2) : "-",
@@ -346,7 +411,7 @@ try {
   // Issue 13's goals, against the floor on the same launcher and the peers of this run. The
   // workerd variants are the goals; the wrangler one is shown for information.
   const goals = results
-    .filter((r) => r.kind === "burrow")
+    .filter((r) => r.kind === "burrow" && byName.has(`DO floor (${r.launcher})`))
     .map((r) => {
       const floor = byName.get(`DO floor (${r.launcher})`)!;
       const ahead = (peer: typeof lt, pick: (x: NonNullable<typeof lt>) => number) =>
@@ -375,21 +440,39 @@ try {
         relayGrowthMB: r.relayGrowthMB,
       };
     });
-  console.log(
-    "\ngoals (issue 13): c50 >= 0.6x the floor's and ahead of both peers; c1 req/s >= 0.5x the floor's and ahead of both, under 0.5 ms added over the floor's c1 p50; download >= 0.5x the floor's and ahead of localtunnel's, upload ahead of localtunnel's; memory compared with the previous run by eye",
-  );
-  console.table(
-    goals.map((g) => ({
-      variant: g.informational ? `${g.variant} (informational)` : g.variant,
-      ...Object.fromEntries(Object.entries(g.checks).map(([goal, c]) => [goal, c.text])),
-      "agent peak MB": fixed(g.agentPeakMB),
-      "relay growth MB": fixed(g.relayGrowthMB),
-      met: g.met,
-    })),
-  );
+  if (goals.length > 0)
+    console.log(
+      "\ngoals (issue 13): c50 >= 0.6x the floor's and ahead of both peers; c1 req/s >= 0.5x the floor's and ahead of both, under 0.5 ms added over the floor's c1 p50; download >= 0.5x the floor's and ahead of localtunnel's, upload ahead of localtunnel's; memory compared with the previous run by eye",
+    );
+  if (goals.length > 0)
+    console.table(
+      goals.map((g) => ({
+        variant: g.informational ? `${g.variant} (informational)` : g.variant,
+        ...Object.fromEntries(Object.entries(g.checks).map(([goal, c]) => [goal, c.text])),
+        "agent peak MB": fixed(g.agentPeakMB),
+        "relay growth MB": fixed(g.relayGrowthMB),
+        met: g.met,
+      })),
+    );
   if (!lt || !tm)
     console.log(`- "no peer": ${[!lt && "localtunnel", !tm && "tunnelmole"].filter(Boolean).join(" and ")} not in this run`);
 
+  const selfhosted = results.filter((r) => r.kind === "selfhost");
+  const goalsSelfhost = selfhostGoals(selfhosted, { direct, nginx, peers: results.filter((r) => r.kind === "peer") });
+  if (selfhosted.length > 0) {
+    console.log(
+      "\ngoals (issue 22, the self-hosted relay): c50 >= 2x the best peer's and >= 0.3x one nginx hop's; c1 p50 over direct's no more than localtunnel's; download >= 0.7x nginx's",
+    );
+    console.table(
+      goalsSelfhost.map((g) => ({
+        variant: g.variant,
+        ...Object.fromEntries(Object.entries(g.checks).map(([goal, c]) => [goal, c.text])),
+        met: g.met,
+      })),
+    );
+  }
+
+  // An A/B of a few variants (BENCH_ONLY) leaves startup and the package's size to a full run.
   const startup = ONLY ? undefined : await measureStartup(Number(process.env.BENCH_RUNS ?? 10));
   if (startup) printStartup(startup);
   const packageSize = ONLY ? undefined : measurePackage();
@@ -410,7 +493,7 @@ try {
   const uploads = { client: UPLOADS.client, expectContinue: UPLOADS.expectContinue };
   writeFileSync(
     file,
-    `${JSON.stringify({ date: new Date().toISOString(), machine, rounds: ROUNDS, bytes: BYTES, uploads, footnotes, results: clean, ratios, goals, goalsOf: "issue 13", startup, packageSize, raw }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), machine, only: ONLY, rounds: ROUNDS, bytes: BYTES, uploads, footnotes, results: clean, ratios, goals, goalsOf: "issue 13", goalsSelfhost, startup, packageSize, raw }, null, 2)}\n`,
   );
   console.log(`\nwrote ${file}`);
 } finally {
