@@ -137,6 +137,20 @@ describe.each(RUNTIMES)("the self-hosted relay on %s", (runtime) => {
     expect(await agent.exited).toBe(0);
   }, 40_000);
 
+  it("tells an agent on the HTTPS transport to reconnect on SIGTERM, in the answer to its waiting poll", async () => {
+    const name = `back-https-${runtime}`;
+    const agent = await start([...agentArgs(relay, origin, name, "bob-token-0123456789"), "--transport", "https"]);
+    const from = agent.lines.length;
+    expect(await relay.stop("SIGTERM")).toBe(0);
+    // Not a failed poll (the relay gone): the relay's own word, 1012.
+    await agent.waitFor(/^connection lost \(.*1012.*\); reconnecting/, { from });
+    await relay.restart();
+    expect(await agent.ready(from)).toBe(`http://${name}.localhost:${relay.port}`);
+    expect((await visit(at(agent.url, "/echo"))).status).toBe(200);
+    agent.signal("SIGINT");
+    expect(await agent.exited).toBe(0);
+  }, 40_000);
+
   it("keeps names' owners and tokens' tunnels in --data across kill -9", async () => {
     const name = `kept-${runtime}`;
     // Carol takes the name and stops: on a relay with tokens, the name stays her token's.

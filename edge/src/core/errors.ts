@@ -20,6 +20,7 @@ export type EdgeErrorCode =
   | "uri-too-long"
   | "request-header-too-large"
   | "rate-limited"
+  | "relay-restarting"
   | "relay-error";
 
 export const ERROR_HEADER = "X-Burrow-Error";

@@ -178,6 +178,20 @@ export class TunnelCore implements TunnelPeer {
     await fromAgent(this, socket, new Uint8Array(message));
   }
 
+  /**
+   * The host is going away (a self-hosted relay's graceful stop): every agent, on either
+   * transport, is told `code` and `reason` (1012: reconnect, as after a Cloudflare deploy). An
+   * HTTPS-transport agent hears it in the answer to its waiting poll.
+   */
+  closeAgents(code: number, reason: string): void {
+    for (const link of this.agentLinks()) this.close(link, code, reason);
+  }
+
+  /** Agent links not yet gone, on either transport: a host's graceful stop waits for none. */
+  agentLinkCount(): number {
+    return this.agentLinks().length;
+  }
+
   /** The peer of one of this tunnel's links closed it. */
   closed(socket: Link, code: number, reason: string): void {
     this.linkClosed(socket, code, reason);

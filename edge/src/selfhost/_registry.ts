@@ -102,6 +102,18 @@ export class Registry {
     void tracked.finally(() => this.background.delete(tracked));
   }
 
+  /** Tells every tunnel's agents, on either transport, `code` and `reason` (a graceful stop). */
+  closeAgents(code: number, reason: string): void {
+    for (const entry of this.tunnels.values()) entry.core.closeAgents(code, reason);
+  }
+
+  /** Agent links not yet gone, in every tunnel (HTTPS-transport ones too). */
+  agentLinkCount(): number {
+    let count = 0;
+    for (const entry of this.tunnels.values()) count += entry.core.agentLinkCount();
+    return count;
+  }
+
   /** Links of every tunnel, for a graceful stop. */
   *links(): Generator<{ agent: boolean; link: import("./_links.ts").MemoryLink }> {
     for (const entry of this.tunnels.values()) {

@@ -1,3 +1,4 @@
+import { SESSION_HEADER } from "@burrow/protocol";
 import { EdgeError } from "../core/errors.ts";
 import { handleRequest } from "../core/front.ts";
 import type { RelaySettings } from "../core/settings.ts";
@@ -36,6 +37,15 @@ export interface RunningRelay {
 
 /** How long a stop waits for peers to answer the close before it drops their connections. */
 const STOP_GRACE_MS = 1000;
+/** Then how long answers already under way may take to finish before their connections drop. */
+const CLOSE_GRACE_MS = 300;
+
+/** What a stopping relay answers new connections and visitors. */
+function restarting(): Response {
+  return new EdgeError(503, "relay-restarting", "The relay is restarting; retry in a moment.", {
+    "Retry-After": "1",
+  }).toResponse();
+}
 
 /**
  * The self-hosted relay: the core's front and tunnels in this process, served by `serve`, the
@@ -44,9 +54,13 @@ const STOP_GRACE_MS = 1000;
  */
 export async function startRelay(config: RelayConfig, serve: ServeRelay): Promise<RunningRelay> {
   const registry = new Registry(config.settings, config.data);
-  const local = { origin: "" };
+  const local = { origin: "", stopping: false };
   const handler: RelayHandler = {
-    fetch: (request, peer) => relayRequest(request, peer, config, local.origin, registry),
+    fetch: (request, peer) =>
+      // Stopping: only HTTPS-transport agents' polls and posts, which collect the 1012 (see stop).
+      local.stopping && !request.headers.has(SESSION_HEADER)
+        ? Promise.resolve(restarting())
+        : relayRequest(request, peer, config, local.origin, registry),
     takeUpgrade: (response) => registry.upgrades.take(response),
   };
   let server: RunningServer;
@@ -60,15 +74,15 @@ export async function startRelay(config: RelayConfig, serve: ServeRelay): Promis
   return {
     port: server.port,
     async stop() {
-      const closing = server.close(STOP_GRACE_MS);
-      const links = [...registry.links()];
-      for (const { agent, link } of links) {
-        if (agent) link.close(1012, "the relay is restarting; reconnect");
-        else link.close(1001, "the relay is going away");
-      }
+      // Agents are told first, while the relay still listens: an HTTPS-transport agent hears
+      // it in the answer to its next poll, which may be on a new connection.
+      local.stopping = true;
+      registry.closeAgents(1012, "the relay is restarting; reconnect");
+      for (const { agent, link } of registry.links()) if (!agent) link.close(1001, "the relay is going away");
       const deadline = Date.now() + STOP_GRACE_MS;
-      while ([...registry.links()].length > 0 && Date.now() < deadline) await sleep(25);
+      while (([...registry.links()].length > 0 || registry.agentLinkCount() > 0) && Date.now() < deadline) await sleep(25);
       for (const { link } of registry.links()) link.hardClose();
+      const closing = server.close(CLOSE_GRACE_MS);
       await registry.stop();
       await closing;
     },
