@@ -127,9 +127,8 @@ export class Registry {
     clearInterval(this.sweeper);
     for (const timer of this.alarms.values()) clearTimeout(timer);
     this.alarms.clear();
+    // Storage is in its files already (each change is written as it is made).
     await Promise.race([Promise.all(this.background), new Promise((resolve) => setTimeout(resolve, 500))]);
-    const stores = [...this.tunnels.values(), ...this.gates.values()].map((entry) => entry.storage);
-    await Promise.all(stores.map((storage) => storage.flush()));
   }
 
   private async use<T>(object: string, call: (core: TunnelCore) => Promise<T>): Promise<T> {
@@ -189,7 +188,7 @@ export class Registry {
     const now = Date.now();
     for (const [object, entry] of this.tunnels) {
       if (entry.busy > 0 || entry.links.size > 0 || now - entry.lastUsed < IDLE_MS) continue;
-      if (entry.storage.alarm !== undefined || !entry.storage.settled) continue;
+      if (entry.storage.alarm !== undefined) continue;
       // An agent on the HTTPS transport holds no link here, and a cut session waits for its agent.
       if ((await entry.core.connectedOwner()) !== undefined) continue;
       if (this.tunnels.get(object) !== entry || entry.busy > 0 || entry.links.size > 0) continue;
@@ -197,7 +196,7 @@ export class Registry {
       if (!this.data && !entry.storage.empty) this.kept.set(object, entry.storage);
     }
     for (const [key, entry] of this.gates) {
-      if (now - entry.lastUsed < 2 * IDLE_MS || !entry.storage.settled) continue;
+      if (now - entry.lastUsed < 2 * IDLE_MS) continue;
       this.gates.delete(key);
       if (!this.data && !entry.storage.empty) this.kept.set(`gate:${key}`, entry.storage);
     }

@@ -1,5 +1,4 @@
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { rename, rm, writeFile } from "node:fs/promises";
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TunnelStorage } from "../core/host.ts";
 
@@ -70,14 +69,17 @@ function readStored(file: string): Stored | undefined {
 
 /**
  * One object's storage: in memory, and in its file when the relay has a data directory. Values
- * are copied in and out (structuredClone), as Durable Object storage does. Writes are
- * coalesced: while one is on its way, further changes wait for the next, which writes them all.
+ * are copied in and out (structuredClone), as Durable Object storage does.
+ *
+ * Every change is in the file before its promise settles, written synchronously: a Durable
+ * Object delivers no other event while its storage works (its input gate), and the core counts
+ * on it (a hello that writes the name's record must not meet a visitor or a close halfway).
+ * An asynchronous write here would let sockets' events in between. The writes are few (an
+ * agent's hello and drop, an alarm) and small: a fraction of a millisecond each.
  */
 export class ObjectStorage implements TunnelStorage {
   private values: Map<string, unknown>;
   private alarmAt: number | undefined;
-  private writing: Promise<void> | undefined;
-  private again: Promise<void> | undefined;
 
   constructor(
     private readonly file: string | undefined,
@@ -94,31 +96,30 @@ export class ObjectStorage implements TunnelStorage {
     return value === undefined ? undefined : (structuredClone(value) as T);
   }
 
-  put(key: string, value: unknown): Promise<void> {
+  async put(key: string, value: unknown): Promise<void> {
     this.values.set(key, structuredClone(value));
-    return this.persist();
+    this.persist();
   }
 
-  delete(key: string): Promise<void> {
-    if (!this.values.delete(key)) return Promise.resolve();
-    return this.persist();
+  async delete(key: string): Promise<void> {
+    if (this.values.delete(key)) this.persist();
   }
 
-  deleteAll(): Promise<void> {
+  async deleteAll(): Promise<void> {
     this.values.clear();
     this.setAlarmAt(undefined);
-    return this.persist();
+    this.persist();
   }
 
-  setAlarm(at: number): Promise<void> {
+  async setAlarm(at: number): Promise<void> {
     this.setAlarmAt(at);
-    return this.persist();
+    this.persist();
   }
 
   /** The alarm fired: it is cleared before the core's alarm() runs, as on Cloudflare. */
-  alarmFired(): Promise<void> {
+  async alarmFired(): Promise<void> {
     this.alarmAt = undefined;
-    return this.persist();
+    this.persist();
   }
 
   get alarm(): number | undefined {
@@ -130,50 +131,27 @@ export class ObjectStorage implements TunnelStorage {
     return this.values.size === 0 && this.alarmAt === undefined;
   }
 
-  /** No write on its way: dropping this object now loses nothing. */
-  get settled(): boolean {
-    return this.writing === undefined && this.again === undefined;
-  }
-
-  /** Resolves once every change so far is in the file. */
-  async flush(): Promise<void> {
-    while (this.writing || this.again) await (this.again ?? this.writing);
-  }
-
   private setAlarmAt(at: number | undefined): void {
     this.alarmAt = at;
     this.onAlarm(at);
   }
 
-  private persist(): Promise<void> {
+  /** Replaces the object's file atomically (a temporary file, then rename(2)), or removes it when empty. */
+  private persist(): void {
     const file = this.file;
-    if (!file) return Promise.resolve();
-    if (this.writing) {
-      this.again ??= this.writing.then(() => {
-        this.again = undefined;
-        return this.persist();
-      });
-      return this.again;
-    }
-    const write = async () => {
-      try {
-        if (this.empty) {
-          await rm(file, { force: true });
-          return;
-        }
-        const stored: Stored = { values: Object.fromEntries(this.values) };
-        if (this.alarmAt !== undefined) stored.alarm = this.alarmAt;
-        // One write at a time per object (see persist): one temporary name is enough.
-        const temporary = `${file}.tmp`;
-        await writeFile(temporary, JSON.stringify(stored));
-        await rename(temporary, file);
-      } catch (error) {
-        console.error(`relay | cannot write ${file}; the change is kept in memory only`, error);
-      } finally {
-        this.writing = undefined;
+    if (!file) return;
+    try {
+      if (this.empty) {
+        rmSync(file, { force: true });
+        return;
       }
-    };
-    this.writing = write();
-    return this.writing;
+      const stored: Stored = { values: Object.fromEntries(this.values) };
+      if (this.alarmAt !== undefined) stored.alarm = this.alarmAt;
+      const temporary = `${file}.tmp`;
+      writeFileSync(temporary, JSON.stringify(stored));
+      renameSync(temporary, file);
+    } catch (error) {
+      console.error(`relay | cannot write ${file}; the change is kept in memory only`, error);
+    }
   }
 }
