@@ -117,13 +117,17 @@ async function serveRequest(
     return;
   }
   const reader = answer.body.getReader();
-  abort.signal.addEventListener("abort", () => void reader.cancel().catch(() => {}), { once: true });
+  const cancel = () => void reader.cancel().catch(() => {});
+  // A visitor may leave before the answer's head (the signal has fired already): cancelling
+  // the body is what tells the agent, and so the origin, to stop.
+  if (abort.signal.aborted || response.destroyed) return cancel();
+  abort.signal.addEventListener("abort", cancel, { once: true });
   try {
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
+      if (response.destroyed) return cancel();
       if (!response.write(value)) await Promise.race([once(response, "drain"), once(response, "close")]);
-      if (response.destroyed) return;
     }
     response.end();
   } catch (error) {
