@@ -9,7 +9,6 @@ import { once } from "node:events";
 import http from "node:http";
 import https from "node:https";
 import type { AddressInfo, Socket } from "node:net";
-import { Readable } from "node:stream";
 import { type WebSocket, WebSocketServer } from "ws";
 import { EdgeError } from "../core/errors.ts";
 import { ListenError, MAX_SOCKET_MESSAGE, type RelayHandler, type ServeRelay, type Upgrade } from "./server.ts";
@@ -73,7 +72,7 @@ function webRequest(request: http.IncomingMessage, scheme: string, signal: Abort
   for (let i = 0; i < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
   const method = request.method ?? "GET";
   // undici's Request refuses a GET or HEAD with a body; the relay refuses those by their fields (relay.ts).
-  const body = method === "GET" || method === "HEAD" ? null : (Readable.toWeb(request) as ReadableStream<Uint8Array>);
+  const body = method === "GET" || method === "HEAD" ? null : bodyStream(request);
   return new Request(`${scheme}://${request.headers.host ?? "localhost"}${path}`, {
     method,
     headers,
@@ -82,6 +81,44 @@ function webRequest(request: http.IncomingMessage, scheme: string, signal: Abort
     redirect: "manual",
     duplex: "half",
   } as RequestInit);
+}
+
+/**
+ * The request's body as a web stream, read as the relay pulls. Not Readable.toWeb: on Node 20 it
+ * enqueues data that arrives after the relay cancelled the body (a refused or timed-out upload)
+ * and throws ERR_INVALID_STATE "Controller is already closed" outside any handler, which ends
+ * the process. Once cancelled, the rest is read and dropped, so that the answer still goes out.
+ */
+function bodyStream(request: http.IncomingMessage): ReadableStream<Uint8Array> {
+  let settled = false;
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      request.on("data", (chunk: Buffer) => {
+        if (settled) return;
+        controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        if ((controller.desiredSize ?? 0) <= 0) request.pause();
+      });
+      request.once("end", () => {
+        if (settled) return;
+        settled = true;
+        controller.close();
+      });
+      request.once("close", () => {
+        if (settled) return;
+        settled = true;
+        controller.error(new Error("the visitor went away before the end of the body"));
+      });
+      request.on("error", () => {}); // the close above says it
+      request.pause();
+    },
+    pull() {
+      request.resume();
+    },
+    cancel() {
+      settled = true;
+      request.resume();
+    },
+  });
 }
 
 async function serveRequest(
