@@ -14,7 +14,11 @@ import { EdgeError } from "../core/errors.ts";
 import { ListenError, MAX_SOCKET_MESSAGE, type RelayHandler, type ServeRelay, type Upgrade } from "./server.ts";
 
 export const serveNode: ServeRelay = async ({ host, port, tls, maxHeadBytes, handler }) => {
-  const options: http.ServerOptions = { maxHeaderSize: maxHeadBytes + 16 * 1024, requestTimeout: 0, keepAliveTimeout: 65_000 };
+  // Node's parser refuses a head past maxHeaderSize before the relay sees it: set well past the
+  // relay's own limit, so that the relay measures and names a head over it (as on workerd), and
+  // a head past even Node's gets the relay's 431 page below, not a bare 400.
+  const headerLimit = Math.max(2 * maxHeadBytes, 128 * 1024);
+  const options: http.ServerOptions = { maxHeaderSize: headerLimit, requestTimeout: 0, keepAliveTimeout: 65_000 };
   const server = tls ? https.createServer({ ...options, cert: tls.cert, key: tls.key }) : http.createServer(options);
   const scheme = tls ? "https" : "http";
   const upgrades = new WeakMap<http.IncomingMessage, Upgrade>();
@@ -35,9 +39,13 @@ export const serveNode: ServeRelay = async ({ host, port, tls, maxHeadBytes, han
     "upgrade",
     (request, socket: Socket, head) => void serveUpgrade(request, socket, head, scheme, handler, sockets, upgrades),
   );
-  server.on("clientError", (_error, socket: Socket) => {
-    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-    else socket.destroy();
+  server.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
+    if (!socket.writable) return void socket.destroy();
+    if (error.code !== "HPE_HEADER_OVERFLOW") {
+      return void socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    }
+    const message = `The request's head is over ${headerLimit} bytes; the limit is ${maxHeadBytes} (MAX_REQUEST_HEAD_BYTES).`;
+    void writeRaw(socket, new EdgeError(431, "request-header-too-large", message).toResponse());
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", (error: NodeJS.ErrnoException) => reject(listenError(error, host, port)));
