@@ -20,6 +20,10 @@ export const serveNode: ServeRelay = async ({ host, port, tls, maxHeadBytes, han
   const headerLimit = Math.max(2 * maxHeadBytes, 128 * 1024);
   const options: http.ServerOptions = { maxHeaderSize: headerLimit, requestTimeout: 0, keepAliveTimeout: 65_000 };
   const server = tls ? https.createServer({ ...options, cert: tls.cert, key: tls.key }) : http.createServer(options);
+  // A client may end its side once the request is sent (RFC 9112 9.6 lets it); Node's server
+  // would then drop the requests it has not answered yet, so that a visitor who half-closes
+  // gets no answer from a tunnel. Node's own flag, not in the typings.
+  (server as unknown as { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   const scheme = tls ? "https" : "http";
   const upgrades = new WeakMap<http.IncomingMessage, Upgrade>();
   const sockets = new WebSocketServer({
