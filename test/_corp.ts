@@ -282,7 +282,8 @@ export class CorpRelay {
     private readonly release: () => void,
   ) {}
 
-  static async start(options: Omit<RelayOptions, "launcher" | "tls"> = {}): Promise<CorpRelay> {
+  /** The relay on workerd unless `options.launcher` says otherwise. */
+  static async start(options: Omit<RelayOptions, "tls"> = {}): Promise<CorpRelay> {
     const { prefix, release } = claimSubnet();
     const ip = `${prefix}.1`;
     const n = relays++;
@@ -295,7 +296,7 @@ export class CorpRelay {
       sh("ip", ["link", "set", link, "up"]);
       sh("ip", ["link", "set", peer, "up"]);
       const { cert, key } = relayCertificate(dir, ip);
-      const relay = await Relay.start({ ...options, launcher: "workerd", tls: { address: `${ip}:443`, cert, key } });
+      const relay = await Relay.start({ launcher: "workerd", ...options, tls: { address: `${ip}:443`, cert, key } });
       liveRelays++;
       return new CorpRelay(relay, ip, testCa().cert, link, dir, release);
     } catch (error) {

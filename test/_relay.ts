@@ -1,11 +1,69 @@
 import { execFileSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import tlsClient from "node:tls";
+import { command, processTree } from "./_memory.ts";
 import { Child, freePort, waitForListen } from "./_process.ts";
 
 /** How a relay is run: on workerd (the Cloudflare relay), or self-hosted (`agent relay`) on a runtime. */
 export type RelayLauncher = "wrangler" | "workerd" | "selfhost-node" | "selfhost-bun" | "selfhost-deno";
+
+/**
+ * The relay the test run is about (vitest.config.ts's projects set it): unset, the Cloudflare
+ * relay; "selfhost-node" (say), that one in place of the Cloudflare relay for every test that
+ * asks for the Cloudflare relay in either form ("wrangler" or "workerd", or no launcher).
+ */
+const RELAY_UNDER_TEST = process.env.TEST_RELAY as RelayLauncher | undefined;
+
+/**
+ * The launchers a test that compares the Cloudflare relay's two forms runs on: both of them,
+ * or only the relay under test (TEST_RELAY) when that is the self-hosted one.
+ */
+export const RELAY_FORMS: readonly RelayLauncher[] = RELAY_UNDER_TEST?.startsWith("selfhost-")
+  ? [RELAY_UNDER_TEST]
+  : ["wrangler", "workerd"];
+
+/**
+ * What differs between the relays, for the few expectations that do (as crossws's adapters'
+ * flags): each is a fact of the host, not of Burrow's code, which is the same core on both.
+ */
+export interface RelayCapabilities {
+  /**
+   * The visitor's address is the TCP peer the relay itself sees. Under `wrangler dev` it is
+   * whatever CF-Connecting-IP the visitor sent, as wrangler dev's entry Worker passes it on
+   * (production Cloudflare sets it itself); plain workerd and the self-hosted relay see the socket.
+   */
+  peerAddress: boolean;
+  /**
+   * A response of known length reaches the visitor with that Content-Length. Not on Bun: a
+   * streamed Response body goes out chunked whatever its length (docs/relay-selfhosted.md).
+   */
+  contentLength: boolean;
+  /**
+   * A body that fails without a length (the origin died mid-body) reaches the visitor as an
+   * aborted transfer. Not on workerd, which ends such a chunked response cleanly
+   * (cloudflare/workerd#6818).
+   */
+  abortsChunkedBody: boolean;
+}
+
+/** The launcher a test asking for `asked` gets (see RELAY_UNDER_TEST). */
+export function launcherFor(asked: RelayLauncher = "wrangler"): RelayLauncher {
+  return RELAY_UNDER_TEST?.startsWith("selfhost-") && !asked.startsWith("selfhost-") ? RELAY_UNDER_TEST : asked;
+}
+
+/** What the relay `launcherFor(asked)` starts can do, known before it starts (for it.fails and skips). */
+export function capabilitiesOf(asked?: RelayLauncher): RelayCapabilities {
+  const launcher = launcherFor(asked);
+  const cloudflare = !launcher.startsWith("selfhost-");
+  return {
+    peerAddress: launcher !== "wrangler",
+    contentLength: launcher !== "selfhost-bun",
+    abortsChunkedBody: !cloudflare,
+  };
+}
 
 export const ROOT = resolve(import.meta.dirname, "..");
 
@@ -17,7 +75,8 @@ export interface RelayOptions {
    * bundle `wrangler deploy` would upload, no dev tooling in front: closest to production.
    * "selfhost-node", "selfhost-bun", "selfhost-deno": `agent relay` on that runtime, with the
    * vars as environment variables, `--base-domain localhost` unless vars say otherwise, and a
-   * data directory kept across restart().
+   * data directory kept across restart(). Under TEST_RELAY=selfhost-<runtime>, "wrangler" and
+   * "workerd" mean that relay instead (the "selfhost" project of vitest.config.ts).
    */
   launcher?: RelayLauncher;
   /** Self-hosted only: more flags for `agent relay` (--tls-cert, --trust-proxy...). */
@@ -25,8 +84,10 @@ export interface RelayOptions {
   /** Another Worker to run the same way (the benchmark's Durable Object floor). */
   config?: string;
   /**
-   * workerd only: a second socket serving the same Worker over TLS on `address` (e.g.
-   * "10.201.0.1:443"), with the PEM files `cert` (chain) and `key`, besides the plain-http one.
+   * TLS on `address` (e.g. "10.201.0.1:443"), with the PEM files `cert` (chain) and `key`, besides
+   * plain http on 127.0.0.1:`port`. workerd serves both sockets. `agent relay` serves one: it
+   * serves TLS on `address`, and the plain-http port is a door in the test process that passes
+   * each connection on to it through TLS (the relay sees the visitor at `address`' own IP).
    */
   tls?: { address: string; cert: string; key: string };
   /** workerd only: serve the V8 inspector (DevTools protocol) on 127.0.0.1:`inspector`, for CPU profiles. */
@@ -37,6 +98,8 @@ export interface RelayOptions {
 export class Relay {
   private child: Child | undefined;
   private stoppedOutput = "";
+  /** Self-hosted with `tls`: the plain-http port, passed on to the relay's TLS listener. */
+  private door: net.Server | undefined;
   private readonly persist = mkdtempSync(join(tmpdir(), "burrow-relay-"));
 
   private constructor(
@@ -56,11 +119,35 @@ export class Relay {
     // come from that one address too: far above a visitor's share of a tunnel's streams
     // (MAX_STREAMS_PER_VISITOR). A test of a limit sets its var itself.
     const vars = { CONNECTS_PER_MINUTE: "100000", MAX_STREAMS_PER_VISITOR: "100000", ...options.vars };
-    // TEST_RELAY=selfhost-node (say) runs the tests that take the default relay on that one.
-    const launcher = options.launcher ?? (process.env.TEST_RELAY as RelayLauncher | undefined);
+    const launcher = launcherFor(options.launcher);
     const relay = new Relay(await freePort(), await freePort(), { ...options, launcher, vars });
     await relay.launch();
     return relay;
+  }
+
+  /** How this relay runs. */
+  get launcher(): RelayLauncher {
+    return this.options.launcher!;
+  }
+
+  /** Where it runs: on workerd (`wrangler dev` or `workerd serve`), or as `agent relay`. */
+  get host(): "cloudflare" | "selfhost" {
+    return this.launcher.startsWith("selfhost-") ? "selfhost" : "cloudflare";
+  }
+
+  /** What this relay can do that the other cannot: see RelayCapabilities. */
+  get can(): RelayCapabilities {
+    return capabilitiesOf(this.launcher);
+  }
+
+  /**
+   * The processes that hold the relay's memory: workerd's, or the runtime's that runs `agent
+   * relay` (for `deno task`, the `deno run` it starts).
+   */
+  processes(): number[] {
+    const tree = processTree(this.pid);
+    if (this.host === "cloudflare") return tree.filter((pid) => command(pid) === "workerd");
+    return tree.filter((pid) => /^(node|bun|deno)$/.test(command(pid))).slice(-1);
   }
 
   /** The URL agents are given, as a user would write it. */
@@ -115,13 +202,14 @@ export class Relay {
 
   async dispose(): Promise<void> {
     await this.stop();
+    await new Promise((resolve) => (this.door ? this.door.close(resolve) : resolve(undefined)));
     rmSync(this.persist, { recursive: true, force: true });
   }
 
   private async launch(): Promise<void> {
     if (this.options.launcher === "workerd") return this.launchWorkerd();
-    if (this.options.launcher?.startsWith("selfhost-")) return this.launchSelfhost();
-    if (this.options.tls) throw new Error('a relay with tls needs launcher: "workerd"');
+    if (this.options.launcher!.startsWith("selfhost-")) return this.launchSelfhost();
+    if (this.options.tls) throw new Error('a relay with tls needs launcher: "workerd" or a self-hosted one');
     const vars = Object.entries(this.options.vars ?? {}).flatMap(([key, value]) => ["--var", `${key}:${value}`]);
     this.child = new Child(
       "relay",
@@ -143,9 +231,10 @@ export class Relay {
   }
 
   private async launchSelfhost(): Promise<void> {
-    if (this.options.tls) throw new Error('a self-hosted relay serves TLS with args: ["--tls-cert", FILE, "--tls-key", FILE]');
     const runtime = this.options.launcher!.slice("selfhost-".length) as "node" | "bun" | "deno";
-    const args = ["--port", String(this.port), "--host", "127.0.0.1", "--data", this.dataDir, ...(this.options.args ?? [])];
+    const { tls } = this.options;
+    const listen = tls ? tlsListen(tls) : ["--port", String(this.port), "--host", "127.0.0.1"];
+    const args = [...listen, "--data", this.dataDir, ...(this.options.args ?? [])];
     const [command, argv] = relayCommand(runtime, args);
     // As wrangler.toml's [vars]: tunnels at <name>.localhost. No BURROW_* of the test's own.
     const base = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("BURROW_")));
@@ -154,6 +243,7 @@ export class Relay {
       env: { ...base, BASE_DOMAIN: "localhost", ...this.options.vars },
     });
     await this.child.waitFor(/^relay \| listening on /, { timeoutMs: 30_000 });
+    if (tls && !this.door) this.door = await tlsDoor(this.port, tls);
   }
 
   private async launchWorkerd(): Promise<void> {
@@ -202,6 +292,26 @@ export function relayCommand(runtime: "node" | "bun" | "deno", args: string[]): 
     case "deno":
       return [join(bin, "deno"), ["task", "--quiet", "relay", ...args]];
   }
+}
+
+/** `agent relay`'s flags for serving TLS on `address` ("10.201.0.1:443", "[fd00::1]:443"). */
+function tlsListen(tls: NonNullable<RelayOptions["tls"]>): string[] {
+  const [, host, port] = /^\[?(.*?)\]?:(\d+)$/.exec(tls.address)!;
+  return ["--host", host!, "--port", port!, "--tls-cert", tls.cert, "--tls-key", tls.key];
+}
+
+/** A plain-http port on 127.0.0.1 whose connections go on to the relay's TLS listener. */
+async function tlsDoor(port: number, tls: NonNullable<RelayOptions["tls"]>): Promise<net.Server> {
+  const [, host, relayPort] = /^\[?(.*?)\]?:(\d+)$/.exec(tls.address)!;
+  const door = net.createServer((visitor) => {
+    // The test's own hop to its own relay: the agents are what checks the relay's certificate.
+    const relay = tlsClient.connect({ host, port: Number(relayPort), rejectUnauthorized: false });
+    visitor.pipe(relay).pipe(visitor);
+    visitor.on("error", () => relay.destroy());
+    relay.on("error", () => visitor.destroy());
+  });
+  await new Promise<void>((resolve, reject) => door.once("error", reject).listen(port, "127.0.0.1", resolve));
+  return door;
 }
 
 const bundled = new Map<string, string>();

@@ -6,6 +6,7 @@ import { AgentProcess, type AgentRuntime, type RuntimeName } from "../_agent.ts"
 import { patternHash } from "../_bytes.ts";
 import { CorpNetwork, type CorpOptions, CorpOrigin, CorpRelay, networkEnv, skipCorp } from "../_corp.ts";
 import { executableLauncher } from "../_package.ts";
+import type { RelayLauncher } from "../_relay.ts";
 import { download, upload } from "../_transfer.ts";
 import { at, dialOptions, visit } from "../_visit.ts";
 import { deniedSince, proxyAuthBlocks } from "./_corp-auth.ts";
@@ -69,21 +70,22 @@ export async function exitOf(agent: AgentProcess, timeoutMs = 30_000): Promise<n
  * The agent behind simulated corporate networks, run once per agent runtime: a network
  * namespace whose firewall lets out only port 443, or only a proxy (squid with Basic auth,
  * mitmproxy inspecting TLS, mitmproxy refusing WebSockets, squid cutting connections), with the
- * agent and the origin inside it and the relay (workerd, TLS on :443) outside. Visitors reach
- * the tunnel from the test process at the relay's plain-http port, by path. The executable
+ * agent and the origin inside it and the relay (workerd, or `relayLauncher`: TLS on :443) outside.
+ * Visitors reach the tunnel from the test process at the relay's plain-http port, by path. The executable
  * (`npm run build:binary`) gets the blocks marked `shared` only (proxies, --ca, both transports,
  * doctor): it is the Bun agent's code, which the whole suite covers.
  */
-export function corpSuite(runtime: RuntimeName | "executable"): void {
+export function corpSuite(runtime: RuntimeName | "executable", relayLauncher: RelayLauncher = "workerd"): void {
   const full = runtime !== "executable";
   const shared = describe;
   const block = full ? describe : describe.skip;
-  describe.skipIf(skip)(`a ${runtime} agent in corporate networks`, () => {
+  const against = relayLauncher === "workerd" ? "" : `, the ${relayLauncher} relay outside`;
+  describe.skipIf(skip)(`a ${runtime} agent in corporate networks${against}`, () => {
     let relay: CorpRelay;
     let agentRuntime: AgentRuntime;
 
     beforeAll(async () => {
-      relay = await CorpRelay.start();
+      relay = await CorpRelay.start({ launcher: relayLauncher });
       // The executable alone in a directory; the PATH stays, for `ip netns exec` to be found.
       agentRuntime = full ? runtime : executableLauncher(inject("agentExecutable"), { keepPath: true });
     }, 90_000);

@@ -3,7 +3,7 @@ import WebSocket from "ws";
 import { AgentProcess, type RuntimeName, tunnelArgs } from "../_agent.ts";
 import { blob, sha256 } from "../_bytes.ts";
 import { Origin } from "../_origin.ts";
-import { Relay } from "../_relay.ts";
+import { Relay, type RelayLauncher } from "../_relay.ts";
 
 const MB = 1024 * 1024;
 
@@ -34,9 +34,9 @@ function closed(ws: WebSocket): Promise<{ code: number; reason: string }> {
   return new Promise((resolve) => ws.once("close", (code, reason) => resolve({ code, reason: reason.toString() })));
 }
 
-/** Visitor WebSockets through a tunnel, run once per agent runtime. */
-export function websocketSuite(runtime: RuntimeName): void {
-  describe(`visitor WebSockets through a ${runtime} agent`, () => {
+/** Visitor WebSockets through a tunnel, run once per agent runtime and once per relay. */
+export function websocketSuite(runtime: RuntimeName, relayLauncher?: RelayLauncher): void {
+  describe(`visitor WebSockets through a ${runtime} agent${relayLauncher ? ` and the ${relayLauncher} relay` : ""}`, () => {
     let relay: Relay;
     let origin: Origin;
     let agent: AgentProcess;
@@ -44,7 +44,10 @@ export function websocketSuite(runtime: RuntimeName): void {
 
     beforeAll(async () => {
       // An agent that is gone for good is noticed RESUME_SECONDS after its connection drops.
-      [relay, origin] = await Promise.all([Relay.start({ vars: { RESUME_SECONDS: "2" } }), Origin.start()]);
+      [relay, origin] = await Promise.all([
+        Relay.start({ launcher: relayLauncher, vars: { RESUME_SECONDS: "2" } }),
+        Origin.start(),
+      ]);
       agent = await AgentProcess.start(runtime, tunnelArgs(origin.port, relay, `ws-${runtime}`));
     }, 90_000);
 

@@ -4,7 +4,7 @@ import WebSocket from "ws";
 import { AgentProcess, tunnelArgs } from "../_agent.ts";
 import { patternHash } from "../_bytes.ts";
 import { canCut, cutConnections } from "../_cut.ts";
-import { command, memory, processTree } from "../_memory.ts";
+import { memory } from "../_memory.ts";
 import { Origin } from "../_origin.ts";
 import { Child, freePort } from "../_process.ts";
 import { StallingProxy } from "../_proxy.ts";
@@ -75,7 +75,7 @@ function downloadOutcome(url: string): Promise<string> {
 describe.skipIf(!cuttable)("what faults cost a visitor", () => {
   let relay: Relay;
   let origin: Origin;
-  const workerdPids = () => processTree(relay.pid).filter((pid) => command(pid) === "workerd");
+  const relayPids = () => relay.processes();
 
   beforeAll(async () => {
     [relay, origin] = await Promise.all([Relay.start({ launcher: "workerd" }), Origin.start()]);
@@ -254,7 +254,7 @@ describe.skipIf(!cuttable)("what faults cost a visitor", () => {
       const agent = await AgentProcess.start("node", tunnelArgs(origin.port, relay, "faults-soak"));
       try {
         const agentBefore = memory(agent.runtimePid).rss;
-        const relayBefore = rss(workerdPids());
+        const relayBefore = rss(relayPids());
         const failures: string[] = [];
         const counts = { downloads: 0, uploads: 0, small: 0, events: 0, messages: 0, cuts: 0 };
         /** RSS of the agent and of workerd at each cut. */
@@ -311,7 +311,7 @@ describe.skipIf(!cuttable)("what faults cost a visitor", () => {
           await pause(Math.min(CUT_EVERY_MS, Math.max(0, endAt - performance.now())));
           if (!running()) break;
           counts.cuts += (await cutConnections(agent.runtimePid, relay.port)) > 0 ? 1 : 0;
-          series.push([memory(agent.runtimePid).rss, rss(workerdPids())]);
+          series.push([memory(agent.runtimePid).rss, rss(relayPids())]);
         }
         await traffic;
         counts.messages = sent;
@@ -321,7 +321,7 @@ describe.skipIf(!cuttable)("what faults cost a visitor", () => {
         socket.close(1000);
 
         const agentAfter = memory(agent.runtimePid).rss;
-        const relayAfter = rss(workerdPids());
+        const relayAfter = rss(relayPids());
         console.log(
           `soak ${SOAK_MS / 1000}s: ${counts.cuts} cuts, ${counts.downloads} downloads, ${counts.uploads} uploads, ${counts.small} small requests, ${counts.events} events, ${counts.messages} WebSocket messages, ${failures.length} failures; agent RSS ${mb(agentBefore)} -> ${mb(agentAfter)}, workerd RSS ${mb(relayBefore)} -> ${mb(relayAfter)}; at each cut: agent ${series.map(([a]) => mb(a)).join(", ")}; workerd ${series.map(([, r]) => mb(r)).join(", ")}`,
         );

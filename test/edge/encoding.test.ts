@@ -2,7 +2,7 @@ import { gunzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentProcess, tunnelArgs } from "../_agent.ts";
 import { Origin } from "../_origin.ts";
-import { Relay } from "../_relay.ts";
+import { RELAY_FORMS, Relay } from "../_relay.ts";
 import { visit } from "../_visit.ts";
 
 const HTML = `<!doctype html><p>${"uncompressed ".repeat(200)}</p>`;
@@ -12,7 +12,7 @@ const HTML = `<!doctype html><p>${"uncompressed ".repeat(200)}</p>`;
 // entry Worker (miniflare 4.20260426, `ensureAcceptableEncoding` in
 // workers/core/entry.worker.js) gzips or brotlis the content types Cloudflare's edge compresses
 // (its compression docs' list: text/html, text/css, text/javascript, ...), as production does.
-describe.each(["wrangler", "workerd"] as const)("an uncompressed response on %s", (launcher) => {
+describe.each(RELAY_FORMS)("an uncompressed response on %s", (launcher) => {
   let relay: Relay;
   let origin: Origin;
   let agent: AgentProcess;

@@ -4,7 +4,7 @@ import WebSocket from "ws";
 import { SlidingWindow } from "../../edge/src/core/rate.ts";
 import { AgentProcess, tunnelArgs } from "../_agent.ts";
 import { Origin } from "../_origin.ts";
-import { Relay } from "../_relay.ts";
+import { RELAY_FORMS, Relay } from "../_relay.ts";
 import { at, visit } from "../_visit.ts";
 
 describe("SlidingWindow", () => {
@@ -47,7 +47,7 @@ function connect(relay: Relay, name: string): Promise<{ status: number; retryAft
   });
 }
 
-describe.each(["wrangler", "workerd"] as const)("connection attempts per address on %s", (launcher) => {
+describe.each(RELAY_FORMS)("connection attempts per address on %s", (launcher) => {
   let relay: Relay;
   let origin: Origin;
 

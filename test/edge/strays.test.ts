@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { strayTunnel, withoutTunnelCookie } from "../../edge/src/core/strays.ts";
 import { AgentProcess, tunnelArgs } from "../_agent.ts";
 import { Origin } from "../_origin.ts";
-import { Relay } from "../_relay.ts";
+import { RELAY_FORMS, Relay } from "../_relay.ts";
 import { visit } from "../_visit.ts";
 
 const PAGE = `<!doctype html><link rel="stylesheet" href="/style.css"><p>hi</p><script src="/app.js"></script>`;
@@ -64,7 +64,7 @@ describe("strayTunnel", () => {
   });
 });
 
-describe.each(["wrangler", "workerd"] as const)("root-relative links of a tunnel reached by path, on %s", (launcher) => {
+describe.each(RELAY_FORMS)("root-relative links of a tunnel reached by path, on %s", (launcher) => {
   let relay: Relay;
   let origin: Origin;
   let agent: AgentProcess;

@@ -9,14 +9,21 @@ import { once } from "node:events";
 import http from "node:http";
 import https from "node:https";
 import type { AddressInfo, Socket } from "node:net";
-import { Readable } from "node:stream";
 import { type WebSocket, WebSocketServer } from "ws";
 import { EdgeError } from "../core/errors.ts";
 import { ListenError, MAX_SOCKET_MESSAGE, type RelayHandler, type ServeRelay, type Upgrade } from "./server.ts";
 
 export const serveNode: ServeRelay = async ({ host, port, tls, maxHeadBytes, handler }) => {
-  const options: http.ServerOptions = { maxHeaderSize: maxHeadBytes + 16 * 1024, requestTimeout: 0, keepAliveTimeout: 65_000 };
+  // Node's parser refuses a head past maxHeaderSize before the relay sees it: set well past the
+  // relay's own limit, so that the relay measures and names a head over it (as on workerd), and
+  // a head past even Node's gets the relay's 431 page below, not a bare 400.
+  const headerLimit = Math.max(2 * maxHeadBytes, 128 * 1024);
+  const options: http.ServerOptions = { maxHeaderSize: headerLimit, requestTimeout: 0, keepAliveTimeout: 65_000 };
   const server = tls ? https.createServer({ ...options, cert: tls.cert, key: tls.key }) : http.createServer(options);
+  // A client may end its side once the request is sent (RFC 9112 9.6 lets it); Node's server
+  // would then drop the requests it has not answered yet, so that a visitor who half-closes
+  // gets no answer from a tunnel. Node's own flag, not in the typings.
+  (server as unknown as { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   const scheme = tls ? "https" : "http";
   const upgrades = new WeakMap<http.IncomingMessage, Upgrade>();
   const sockets = new WebSocketServer({
@@ -36,9 +43,13 @@ export const serveNode: ServeRelay = async ({ host, port, tls, maxHeadBytes, han
     "upgrade",
     (request, socket: Socket, head) => void serveUpgrade(request, socket, head, scheme, handler, sockets, upgrades),
   );
-  server.on("clientError", (_error, socket: Socket) => {
-    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-    else socket.destroy();
+  server.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
+    if (!socket.writable) return void socket.destroy();
+    if (error.code !== "HPE_HEADER_OVERFLOW") {
+      return void socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    }
+    const message = `The request's head is over ${headerLimit} bytes; the limit is ${maxHeadBytes} (MAX_REQUEST_HEAD_BYTES).`;
+    void writeRaw(socket, new EdgeError(431, "request-header-too-large", message).toResponse());
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", (error: NodeJS.ErrnoException) => reject(listenError(error, host, port)));
@@ -73,7 +84,7 @@ function webRequest(request: http.IncomingMessage, scheme: string, signal: Abort
   for (let i = 0; i < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
   const method = request.method ?? "GET";
   // undici's Request refuses a GET or HEAD with a body; the relay refuses those by their fields (relay.ts).
-  const body = method === "GET" || method === "HEAD" ? null : (Readable.toWeb(request) as ReadableStream<Uint8Array>);
+  const body = method === "GET" || method === "HEAD" ? null : bodyStream(request);
   return new Request(`${scheme}://${request.headers.host ?? "localhost"}${path}`, {
     method,
     headers,
@@ -82,6 +93,44 @@ function webRequest(request: http.IncomingMessage, scheme: string, signal: Abort
     redirect: "manual",
     duplex: "half",
   } as RequestInit);
+}
+
+/**
+ * The request's body as a web stream, read as the relay pulls. Not Readable.toWeb: on Node 20 it
+ * enqueues data that arrives after the relay cancelled the body (a refused or timed-out upload)
+ * and throws ERR_INVALID_STATE "Controller is already closed" outside any handler, which ends
+ * the process. Once cancelled, the rest is read and dropped, so that the answer still goes out.
+ */
+function bodyStream(request: http.IncomingMessage): ReadableStream<Uint8Array> {
+  let settled = false;
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      request.on("data", (chunk: Buffer) => {
+        if (settled) return;
+        controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        if ((controller.desiredSize ?? 0) <= 0) request.pause();
+      });
+      request.once("end", () => {
+        if (settled) return;
+        settled = true;
+        controller.close();
+      });
+      request.once("close", () => {
+        if (settled) return;
+        settled = true;
+        controller.error(new Error("the visitor went away before the end of the body"));
+      });
+      request.on("error", () => {}); // the close above says it
+      request.pause();
+    },
+    pull() {
+      request.resume();
+    },
+    cancel() {
+      settled = true;
+      request.resume();
+    },
+  });
 }
 
 async function serveRequest(
@@ -117,13 +166,17 @@ async function serveRequest(
     return;
   }
   const reader = answer.body.getReader();
-  abort.signal.addEventListener("abort", () => void reader.cancel().catch(() => {}), { once: true });
+  const cancel = () => void reader.cancel().catch(() => {});
+  // A visitor may leave before the answer's head (the signal has fired already): cancelling
+  // the body is what tells the agent, and so the origin, to stop.
+  if (abort.signal.aborted || response.destroyed) return cancel();
+  abort.signal.addEventListener("abort", cancel, { once: true });
   try {
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
+      if (response.destroyed) return cancel();
       if (!response.write(value)) await Promise.race([once(response, "drain"), once(response, "close")]);
-      if (response.destroyed) return;
     }
     response.end();
   } catch (error) {
