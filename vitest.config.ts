@@ -18,6 +18,9 @@ const CLOUDFLARE_ONLY = [
   "test/edge/shares.test.ts", // runtime-free, no relay
   "test/e2e/cli.test.ts", // no relay
   "test/e2e/config-errors.test.ts", // no relay
+  // The package and the executable: their agent against one relay is enough, and they run
+  // `agent relay` themselves; packing twice would cost a minute for nothing.
+  "test/e2e/package.test.ts",
   // The corporate networks with workerd outside (they need it serving TLS on a namespace's
   // address); corp-selfhost.test.ts has them with the self-hosted relay on Bun and on Deno.
   "test/e2e/corp.test.ts",
@@ -29,9 +32,14 @@ const CLOUDFLARE_ONLY = [
 
 /**
  * Files that start the self-hosted relay by name, on each runtime: the behaviour suites on Bun
- * and Deno (relay-on-*), the corporate networks, and the self-hosted relay's own file.
+ * and Deno (relay-on-*), the corporate networks, and the self-hosted relay's own files.
  */
-const SELFHOST_ONLY = ["test/e2e/relay-selfhosted.test.ts", "test/e2e/relay-on-*.test.ts", "test/e2e/corp-selfhost.test.ts"];
+const SELFHOST_ONLY = [
+  "test/e2e/relay-selfhosted.test.ts",
+  "test/e2e/relay-nginx.test.ts",
+  "test/e2e/relay-on-*.test.ts",
+  "test/e2e/corp-selfhost.test.ts",
+];
 
 export default defineConfig({
   test: {
