@@ -8,7 +8,7 @@ interface Wait {
   deadline: number;
   timeoutMs: number;
   tunnel: string;
-  signal: AbortSignal;
+  signal: AbortSignal | undefined;
   watched: boolean;
 }
 
@@ -35,7 +35,8 @@ export class HeadDeadlines {
     private readonly left: (id: number) => void,
   ) {}
 
-  add(id: number, timeoutMs: number, tunnel: string, signal: AbortSignal): void {
+  /** `signal`: the visitor's departure, where the host tells it (in one process the front's hop carries none). */
+  add(id: number, timeoutMs: number, tunnel: string, signal: AbortSignal | undefined): void {
     const now = Date.now();
     this.waiting.set(id, { since: now, deadline: now + timeoutMs, timeoutMs, tunnel, signal, watched: false });
     this.sweeper ??= setTimeout(() => this.sweep(), SWEEP_MS);
@@ -60,7 +61,7 @@ export class HeadDeadlines {
         continue;
       }
       if (now - wait.since < WATCH_AFTER_MS) break; // the ones after it are younger still
-      if (wait.watched) continue;
+      if (wait.watched || !wait.signal) continue;
       wait.watched = true;
       if (wait.signal.aborted) this.left(id);
       else wait.signal.addEventListener("abort", () => this.left(id));

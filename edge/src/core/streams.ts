@@ -185,7 +185,7 @@ export class StreamTable {
    * visitor gets a 504 page and the agent a Reset; a visitor who leaves meanwhile (`signal`)
    * has the agent abort the origin's request (see HeadDeadlines).
    */
-  awaitHead(id: number, timeoutMs: number, tunnel: string, signal: AbortSignal): void {
+  awaitHead(id: number, timeoutMs: number, tunnel: string, signal: AbortSignal | undefined): void {
     const stream = this.streams.get(id);
     if (!stream || stream.writer || stream.pending) return;
     this.deadlines.add(id, timeoutMs, tunnel, signal);

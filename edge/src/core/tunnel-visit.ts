@@ -2,7 +2,7 @@ import { FrameType, type HeaderList, type HelloFrame, HOP_BY_HOP } from "@burrow
 import type { NameRecord } from "./admission.ts";
 import { visitorKey } from "./cidr.ts";
 import { EdgeError } from "./errors.ts";
-import { INTERNAL, isInternal, SHARDS_HEADER, type VisitHead, withHeaders } from "./headers.ts";
+import { INTERNAL, isInternal, SHARDS_HEADER, VISIT_URL, type VisitHead, withHeaders } from "./headers.ts";
 import { RuleSet } from "./rules.ts";
 import type { AgentSession } from "./session.ts";
 import { pickShard, shardObjectName } from "./shards.ts";
@@ -11,7 +11,18 @@ import type { TunnelCore } from "./tunnel.ts";
 import { liveShards, shardSet } from "./tunnel-shards.ts";
 import { AGENT_RETURN_WAIT_MS, NAME_KEY, RULES_KEY } from "./tunnel-state.ts";
 
-export async function visit(t: TunnelCore, request: Request): Promise<Response> {
+/**
+ * What a visit reads of its request: on Cloudflare the Durable Object's Request; in one process
+ * the front's hop as it is (see TunnelCore.fetch), with no Request made for it.
+ */
+export interface VisitRequest {
+  readonly method: string;
+  readonly headers: Headers;
+  readonly body: ReadableStream<Uint8Array> | null;
+  readonly signal: AbortSignal | undefined;
+}
+
+export async function visit(t: TunnelCore, request: VisitRequest): Promise<Response> {
   const visited = visitorHead(request.headers);
   if (!visited.asks || visited.shard !== 0) return serve(t, request, visited);
   // The Worker asks which shards are live (see ShardMap): said on the answer, whatever it is.
@@ -26,7 +37,7 @@ export async function visit(t: TunnelCore, request: Request): Promise<Response> 
   return withHeaders(t.host, response, (headers) => headers.set(SHARDS_HEADER, live));
 }
 
-export async function serve(t: TunnelCore, request: Request, visited: ReturnType<typeof visitorHead>): Promise<Response> {
+export async function serve(t: TunnelCore, request: VisitRequest, visited: ReturnType<typeof visitorHead>): Promise<Response> {
   const { tunnel, path, upgrade, clientIp, relayUrl, contentLength } = visited;
   t.shard = visited.shard;
   // A shard whose agent's connection is not here (it left, or is on its way back, since the
@@ -128,14 +139,16 @@ export function takeStream(t: TunnelCore, from: string | undefined): void {
 }
 
 /** Sends a visitor to shard `to` of its tunnel, marked so that it goes no further. */
-export function forwardToShard(t: TunnelCore, request: Request, head: VisitHead, to: number): Promise<Response> {
+export function forwardToShard(t: TunnelCore, request: VisitRequest, head: VisitHead, to: number): Promise<Response> {
   const headers = new Headers(request.headers);
   if (headers.has(INTERNAL.head)) {
     headers.set(INTERNAL.head, JSON.stringify({ ...head, shard: to, forwarded: true, asks: undefined }));
   } else {
     headers.set(INTERNAL.shard, `${to}!`);
   }
-  return t.host.tunnel(shardObjectName(head.tunnel, to)).fetch(new Request(request, { headers }));
+  const peer = t.host.tunnel(shardObjectName(head.tunnel, to));
+  if (request instanceof Request) return peer.fetch(new Request(request, { headers }));
+  return peer.fetch(VISIT_URL, { method: request.method, headers, body: request.body, redirect: "manual" });
 }
 
 /** The connected agent's rules, from memory or (after a wake from hibernation) storage. */

@@ -32,7 +32,21 @@ export function streamingResponse(
   return { response: new Response(readable, { status, headers }), writable };
 }
 
+/** The bytes of each Response that wholeResponse made, for a server that writes them itself. */
+const wholeBodies = new WeakMap<Response, Uint8Array>();
+
 /** TunnelHost.wholeResponse: the bytes as they are (the adapters add no Content-Encoding of their own). */
 export function wholeResponse(status: number, headers: Headers, body: Uint8Array): Response {
-  return new Response(body as Uint8Array<ArrayBuffer>, { status, headers });
+  const response = new Response(body as Uint8Array<ArrayBuffer>, { status, headers });
+  wholeBodies.set(response, body);
+  return response;
+}
+
+/**
+ * The whole body of a Response that wholeResponse made, unread: node.ts writes it to the
+ * socket in one call instead of reading the body stream chunk by chunk, a promise each. A
+ * Response the core rewrapped (a prefix's cookies, say) is another object: undefined.
+ */
+export function wholeBody(response: Response): Uint8Array | undefined {
+  return response.bodyUsed ? undefined : wholeBodies.get(response);
 }
