@@ -5,7 +5,7 @@
 // 'request': the relay answers it like any other, and a marker response (UPGRADE_HEADER)
 // becomes ws's 101. Node's own limits are raised where the relay checks its own (the head size)
 // or where they would cut long polls and uploads (requestTimeout, 300 s by default since 18).
-import { once } from "node:events";
+import { type EventEmitter, once } from "node:events";
 import http from "node:http";
 import https from "node:https";
 import type { AddressInfo, Socket } from "node:net";
@@ -231,6 +231,13 @@ async function serveUpgrade(
     ws.binaryType = "arraybuffer";
     const events = upgrade.attach(serverSocket(ws));
     ws.on("message", (data: ArrayBuffer, binary) => events.message(binary ? data : new TextDecoder().decode(data)));
+    // ws says "close" once the TCP connection has ended too; Cloudflare tells a Durable Object
+    // when the peer's close frame arrives, and the core counts on that order (an agent's clean
+    // stop is seen before the hello of its next connection). ws's receiver says that moment
+    // ("conclude"); the later "close" then finds the link ended.
+    (ws as unknown as { _receiver?: EventEmitter })._receiver?.once("conclude", (code: number, reason: Buffer) =>
+      events.closed(code, reason.toString()),
+    );
     ws.on("close", (code, reason) => events.closed(code, reason.toString()));
     ws.on("error", (error) => events.errored(error));
   });
