@@ -440,7 +440,11 @@ describe("an open relay", () => {
     it("checks a visitor who waited for a reconnecting agent against the rules it came back with", async () => {
       const claim = "claim-of-the-flipper-0123456789";
       const first = await RawAgent.hello(relay, "flip", { claim });
-      first.socket.terminate(); // an unclean drop: visitors wait for the agent
+      // Not a stop (a close other than 1000): visitors wait for the agent. A close frame, not a
+      // cut connection: the relay has heard it once the close handshake is over, whereas a cut
+      // races the visitor's new connection to the relay (who is first is the kernel's choice;
+      // second, the visitor's request goes down the dead link and fails with the old session).
+      first.socket.close(1001, "going away");
       await first.closed;
       const visitor = visit(`http://flip.localhost:${relay.port}/secret`).then((v) => v.status);
       await new Promise((resolve) => setTimeout(resolve, 300));
