@@ -107,6 +107,12 @@ export interface TunnelHost extends RelayHost {
     headers: Headers,
     length: number | undefined,
   ): { response: Response; writable: WritableStream<Uint8Array> };
+  /**
+   * Runs `work` once the events already queued have run, so that frames for the agent made by
+   * several of them go as one message. setTimeout(work, 0) where absent: on workerd it waits for
+   * nothing more; Node holds such a timer at least a millisecond (setImmediate does not).
+   */
+  defer?(work: () => void): void;
   /** A response with its whole body in hand, sent as it is (already encoded as Content-Encoding says). */
   wholeResponse(status: number, headers: Headers, body: Uint8Array): Response;
 }

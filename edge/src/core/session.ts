@@ -30,11 +30,13 @@ export class AgentSession {
     /** What the session keeps for the agent at most until it acknowledges (see unackedLimit). */
     limit: UnackedLimit,
     counts?: { sent: number; received: number },
+    /** The host's defer (see TunnelHost.defer). */
+    defer: (work: () => void) => void = (work) => void setTimeout(work, 0),
   ) {
-    // A zero timer, not a microtask: it fires once the events already queued (other visitors'
-    // requests, at load) have run, so their frames go to the agent as one message, one send
-    // and one wake-up of the agent instead of one each. Alone, a request waits for nothing.
-    this.frames = new FrameSession((flush) => void setTimeout(flush, 0), counts, limit);
+    // Deferred, not a microtask: the flush runs once the events already queued (other
+    // visitors' requests, at load) have run, so their frames go to the agent as one message,
+    // one send and one wake-up of the agent instead of one each. Alone, a request waits for nothing.
+    this.frames = new FrameSession(defer, counts, limit);
     this.inputFrames = Math.floor(limit.frames / 2);
     this.frames.onAcknowledged = () => this.resume();
   }

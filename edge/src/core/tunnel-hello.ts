@@ -145,7 +145,7 @@ export async function hello(
   if (!resumed) t.sockets.closeAll("the tunnel's agent reconnected as a new session");
   const session = resumed
     ? previous
-    : new AgentSession(randomId(), verdict.owner, verdict.label, unackedLimit(t.settings.maxStreams));
+    : new AgentSession(randomId(), verdict.owner, verdict.label, unackedLimit(t.settings.maxStreams), undefined, t.defer);
   t.current = session;
   t.setAttachment(socket, {
     phase: "ready",

@@ -47,6 +47,8 @@ export class TunnelCore implements TunnelPeer {
   readonly sockets: SocketRelay;
   readonly streams: StreamTable;
   readonly bootedAt = Date.now();
+  /** How the agent's session batches its frames (see TunnelHost.defer). */
+  readonly defer: ((work: () => void) => void) | undefined;
   tokens: Promise<Tokens> | undefined;
   lastStreamId = Math.floor(Math.random() * 0x7fff_ffff);
   /** How fast each agent link sends (frames, bytes), against the limits. */
@@ -84,6 +86,7 @@ export class TunnelCore implements TunnelPeer {
   constructor(host: TunnelHost) {
     this.host = host;
     this.settings = host.settings;
+    this.defer = host.defer?.bind(host);
     this.sockets = new SocketRelay(
       host.links,
       (socket, frame) => this.sendFrame(socket, frame),
@@ -309,6 +312,7 @@ export class TunnelCore implements TunnelPeer {
       attachment.label,
       unackedLimit(this.settings.maxStreams),
       attachment.counts,
+      this.defer,
     );
     this.current = session;
     use(this, session, link, attachment.counts?.sent ?? 0);

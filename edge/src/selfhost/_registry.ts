@@ -1,3 +1,4 @@
+import { setImmediate } from "node:timers";
 import { GateCore } from "../core/gate.ts";
 import type { GatePeer, RelayHost, TunnelHost, TunnelPeer } from "../core/host.ts";
 import type { RelaySettings } from "../core/settings.ts";
@@ -152,7 +153,16 @@ export class Registry {
       const entry = this.tunnels.get(object);
       if (entry) entry.lastUsed = Date.now();
     });
-    const host: TunnelHost = { ...this.host, links, storage, streamingResponse, wholeResponse };
+    // setImmediate: after the I/O events already queued, as a Durable Object's zero timer is;
+    // Node's setTimeout(0) waits a millisecond, on every request's way to the agent.
+    const host: TunnelHost = {
+      ...this.host,
+      links,
+      storage,
+      streamingResponse,
+      wholeResponse,
+      defer: (work) => void setImmediate(work),
+    };
     const core = new TunnelCore(host);
     links.target = core;
     const started = core.start().catch((error: unknown) => console.error(`relay | tunnel ${object}: start failed`, error));
