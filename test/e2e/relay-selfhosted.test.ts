@@ -30,6 +30,15 @@ function connect(url: string): WebSocket {
   return new WebSocket(target.href, { headers: { host } });
 }
 
+/** The origin's socket number `index` once it exists (the visitor's upgrade reached it). */
+async function expectSocket(origin: Origin, index: number): Promise<WebSocket> {
+  for (;;) {
+    const socket = origin.sockets[index];
+    if (socket) return socket as unknown as WebSocket;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 describe.each(RUNTIMES)("the self-hosted relay on %s", (runtime) => {
   let relay: Relay;
   let origin: Origin;
@@ -95,6 +104,31 @@ describe.each(RUNTIMES)("the self-hosted relay on %s", (runtime) => {
     ws.send("through the self-hosted relay");
     expect(await echoed).toBe("through the self-hosted relay");
     ws.close();
+    agent.signal("SIGINT");
+    expect(await agent.exited).toBe(0);
+  });
+
+  it("closes a visitor WebSocket that reads nothing once 16 MiB wait in its socket, and the origin's with it", async () => {
+    const name = `sink-${runtime}`;
+    const agent = await start(agentArgs(relay, origin, name, "alice-token-0123456789"));
+    const before = origin.sockets.length;
+    // A visitor by hand: the handshake, one masked text frame (mask key 0), then no reading.
+    const visitor = net.connect(relay.port, "127.0.0.1");
+    visitor.on("error", () => {});
+    visitor.write(
+      `GET /ws/hash HTTP/1.1\r\nHost: ${name}.localhost:${relay.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    const head = await new Promise<string>((resolve) => visitor.once("data", (data: Buffer) => resolve(data.toString("latin1"))));
+    expect(head).toMatch(/^HTTP\/1\.1 101 /);
+    visitor.pause();
+    const ask = Buffer.from("send 25165824");
+    visitor.write(Buffer.concat([Buffer.from([0x81, 0x80 | ask.length, 0, 0, 0, 0]), ask]));
+    // The origin's 24 MiB message passes the relay's 16 MiB bound for what waits in the
+    // visitor's socket: the visitor is closed (1008), and the origin's socket then too.
+    const socket = await expectSocket(origin, before);
+    await new Promise((resolve) => (socket.readyState === WebSocket.CLOSED ? resolve(null) : socket.once("close", resolve)));
+    visitor.destroy();
     agent.signal("SIGINT");
     expect(await agent.exited).toBe(0);
   });
