@@ -1,6 +1,7 @@
 import {
   CloseCode,
   CONNECT_PATH,
+  CONNECTOR_ROLE,
   decodeMessage,
   encodeFrame,
   type Frame,
@@ -28,6 +29,29 @@ import type { Runtime } from "./runtime.ts";
 
 export type TransportChoice = "auto" | "websocket" | "https";
 
+/** What a session's frames are served by: HTTP to an origin, TCP to a target, a visitor's local clients. */
+export interface SessionStreams {
+  /** A frame of the session from the relay. */
+  receive(frame: Frame | InvalidFrame): unknown;
+  /** The session ended: every stream is abandoned. */
+  abortAll(): void;
+  /** Streams open, for the resume line. */
+  readonly open: number;
+  /** Sending a response body now (the HTTPS transport does not hold such POSTs as polls). */
+  readonly responding: boolean;
+}
+
+/**
+ * What a tunnel's connection serves, beside the HTTP origin of `agent --port`: a TCP target
+ * (`agent --tcp`) or a visitor's local clients (`agent connect`). `up` replaces the tunnel-up
+ * lines when given.
+ */
+export interface LinkService {
+  readonly label: string;
+  streams(send: (frame: Frame) => void, log: Log): SessionStreams;
+  up?(frame: ReadyFrame, resumed: boolean, open: number): void;
+}
+
 export interface AgentOptions {
   /** The relay's base URL, http(s)://. */
   relay: URL;
@@ -53,6 +77,10 @@ export interface AgentOptions {
    */
   shard?: number;
   connections?: number;
+  /** A TCP tunnel (`--tcp`): the hello says so, and a relay that does not carry TCP is an error. */
+  tcp?: boolean;
+  /** A visitor's `agent connect`: it says Connect with this key instead of Hello. */
+  connect?: { key: string };
 }
 
 /** How one connection ended. */
@@ -116,16 +144,24 @@ export class Agent {
    * The session the relay gave this agent: its streams, and the frames kept for a resend, which
    * outlive a cut connection (see FrameSession). A Ready that does not resume it ends it.
    */
-  private current: { id: string; frames: FrameSession; forwarder: Forwarder } | undefined;
+  private current: { id: string; frames: FrameSession; forwarder: SessionStreams } | undefined;
+  private readonly service: LinkService;
 
   constructor(
     private readonly options: AgentOptions,
-    private readonly origin: Origin,
+    served: Origin | LinkService,
     private readonly runtime: Runtime,
     private readonly log: Log,
   ) {
     this.transport = options.transport === "https" ? "https" : "websocket";
     this.claim = options.claim ?? randomClaim();
+    this.service =
+      "streams" in served
+        ? served
+        : {
+            label: served.label,
+            streams: (send, log) => new Forwarder(served, send, log, options.observer),
+          };
   }
 
   /** Whether the relay ever said Ready. */
@@ -145,6 +181,7 @@ export class Agent {
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     url.searchParams.set("name", this.options.name);
     if (this.options.shard) url.searchParams.set("shard", String(this.options.shard));
+    if (this.options.connect) url.searchParams.set("role", CONNECTOR_ROLE);
     return url.href;
   }
 
@@ -189,6 +226,9 @@ export class Agent {
         } else if (now - takenSince > NAME_RETURN_WAIT_MS) {
           throw refusal(end.refused);
         }
+      } else if (end.refused?.code === "agent-offline" && everReady) {
+        // A visitor's connect whose tunnel's agent left: it waits for it, as a listener would.
+        attempt = Math.max(attempt, 3);
       } else if (end.refused?.code === "shard-waiting") {
         // The tunnel's first connection is not (or no longer) up: this one waits for it.
         attempt = Math.max(attempt, 2);
@@ -313,6 +353,7 @@ export class Agent {
           undefined,
           token,
           this.options.shard,
+          this.options.connect ? CONNECTOR_ROLE : undefined,
         );
         link.sendingMore = () => this.current?.forwarder.responding ?? false;
         return link;
@@ -349,17 +390,23 @@ export class Agent {
       // The hello travels outside the session, alone; it asks to go on with the one this agent
       // had, if any, saying how far it got.
       const resume = this.current ? { session: this.current.id, received: this.current.frames.received } : null;
+      const connect = this.options.connect;
       link.send(
-        encodeFrame({
-          type: FrameType.Hello,
-          version: PROTOCOL_VERSION,
-          agent: version,
-          name,
-          token,
-          claim: this.claim,
-          rules: this.options.rules,
-          resume,
-        }),
+        encodeFrame(
+          connect
+            ? { type: FrameType.Connect, version: PROTOCOL_VERSION, client: version, name, key: connect.key, resume }
+            : {
+                type: FrameType.Hello,
+                version: PROTOCOL_VERSION,
+                agent: version,
+                name,
+                token,
+                claim: this.claim,
+                rules: this.options.rules,
+                resume,
+                tcp: this.options.tcp ?? false,
+              },
+        ),
       );
       // WebSocket only: the HTTPS transport opens a second connection for the poll that brings
       // the answer, retries what a proxy cuts, and has no transport to fall back to.
@@ -417,6 +464,16 @@ export class Agent {
             return;
           }
           if (first.type !== FrameType.Ready) return;
+          if ((this.options.tcp || this.options.connect) && !first.tcp) {
+            // A relay from before TCP tunnels took the hello as an HTTP tunnel's.
+            refused = {
+              type: FrameType.Refused,
+              code: "version-mismatch",
+              message: `the relay at ${this.options.relay.origin} does not carry TCP tunnels: it is older than this agent (${version}); upgrade the relay (redeploy it, or update the package that runs \`agent relay\`)`,
+            };
+            link.close(CloseCode.Normal, "the relay does not carry TCP tunnels");
+            return finish(refused.message);
+          }
           ready = true;
           this.linkReady = true;
           try {
@@ -491,7 +548,7 @@ export class Agent {
       this.current = {
         id: frame.session,
         frames,
-        forwarder: new Forwarder(this.origin, send, this.log, this.options.observer),
+        forwarder: this.service.streams(send, this.log),
       };
     }
     const session = this.current!;
@@ -499,6 +556,10 @@ export class Agent {
     const kept = resumed ? `; its streams go on (${session.forwarder.open} open)` : "";
     this.wasUp = true;
     this.markUp?.();
+    if (this.service.up) {
+      this.service.up(frame, resumed, session.forwarder.open);
+      return;
+    }
     const { shard = 0, connections = 1 } = this.options;
     if (shard > 0) {
       this.log.info(`tunnel ${frame.name}: connection ${shard + 1} of ${connections} is up${kept}`, "connection-up", {
@@ -508,12 +569,12 @@ export class Agent {
       });
       return;
     }
-    this.log.tunnelUp({ name: frame.name, url: frame.url, origin: this.origin.label });
+    this.log.tunnelUp({ name: frame.name, url: frame.url, origin: this.service.label });
     const more = connections > 1 ? ` (connection 1 of ${connections})` : "";
-    this.log.result(`tunnel ${frame.name} is up: ${frame.url} -> ${this.origin.label}${kept}${more}`, "up", {
+    this.log.result(`tunnel ${frame.name} is up: ${frame.url} -> ${this.service.label}${kept}${more}`, "up", {
       name: frame.name,
       url: frame.url,
-      origin: this.origin.label,
+      origin: this.service.label,
       resumed,
       ...(connections > 1 ? { connection: 0, connections } : {}),
     });
@@ -543,7 +604,13 @@ function refusal(frame: RefusedFrame): AgentError {
     "too-many-tunnels": "stop one of this token's other tunnels, or ask the relay's owner for a higher limit",
     unauthorized: "ask the relay's owner for its token and pass it with --token (or BURROW_TOKEN)",
     "version-mismatch": "the agent and relay must speak the same protocol version",
+    "agent-offline": "start the tunnel's agent (`agent --tcp PORT --name NAME`) on the machine it serves, then connect again",
+    "not-tcp": "open the tunnel's URL in a browser; `agent connect` is for tunnels started with --tcp",
+    forbidden: "the tunnel's owner admits listed addresses only (--allow-ip): ask them to add yours",
   };
+  if (frame.code === "unauthorized" && frame.message.includes("key")) {
+    hints.unauthorized = "ask the tunnel's owner for its connect key; pass it with --key-file FILE or BURROW_CONNECT_KEY";
+  }
   return new AgentError("refused", `the relay refused the tunnel: ${frame.message}`, hints[frame.code] ?? "");
 }
 

@@ -21,6 +21,8 @@ import { relay } from "./relay-command.ts";
 import { withScheme } from "./relay-info.ts";
 import { visitorRules } from "./rules.ts";
 import type { Runtime } from "./runtime.ts";
+import { connect, connectRequest } from "./tcp/command.ts";
+import { announceKeys, type ConnectKeys, connectKeys } from "./tcp/setup.ts";
 
 export { ENV_VARS } from "./flags.ts";
 
@@ -35,11 +37,16 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
   try {
     // The relay reads none of the agent's flags, files or variables.
     if (argv[0] === "relay") return await relay(runtime, argv.slice(1));
-    const command = ["doctor", "login", "logout"].includes(argv[0] ?? "") ? argv[0] : undefined;
+    const command = ["doctor", "login", "logout", "connect"].includes(argv[0] ?? "") ? argv[0] : undefined;
     const env = (name: string) => runtime.env(name);
     // login and logout do not read the saved settings they replace (a broken file included).
     const parsed = command
-      ? parseArgs(argv.slice(1), env, undefined, command === "doctor" ? undefined : () => undefined)
+      ? parseArgs(
+          argv.slice(command === "connect" ? 2 : 1),
+          env,
+          undefined,
+          command === "doctor" || command === "connect" ? undefined : () => undefined,
+        )
       : parseArgs(argv, env);
     const diagnose = command === "doctor";
     const { values: args, lists } = parsed;
@@ -60,6 +67,27 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       throw new AgentError("usage", `--log ${mode} is not a log format`, "use auto (the default), plain or json");
     }
     if (command === "logout") return logout(env, (line) => console.log(line));
+    if (command === "connect") {
+      const name = argv[1];
+      if (name === undefined || name.startsWith("-")) {
+        throw new AgentError(
+          "usage",
+          "agent connect needs the tunnel's name",
+          "for example: agent connect devbox --listen 127.0.0.1:2222",
+        );
+      }
+      const request = connectRequest(name, args, runtime);
+      // --stdio: stdout is the connection; every line goes to stderr, and only warnings and errors unless --debug.
+      log = new Log({
+        mode,
+        debug,
+        quiet: args.quiet === "true" || (request.listen === undefined && !debug),
+        stderrOnly: request.listen === undefined,
+      });
+      const settings = await options({ ...args, name }, lists, runtime, log, false, argv);
+      from = undefined;
+      return await connect(settings, request, runtime, log);
+    }
     if (command === "login") {
       if (args.relay === undefined || parsed.from?.relay) {
         throw new AgentError(
@@ -109,7 +137,7 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       log.info(settings.summary, "start", {
         name: settings.name,
         relay: settings.relay.origin,
-        origin: setup.origin.label,
+        origin: setup.label,
         version: VERSION,
       });
     }
@@ -123,7 +151,7 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       (await startInspector(
         address,
         new Recorder(first.settings.name, keep),
-        new Map(tunnels.map(({ settings, setup }) => [settings.name, setup.origin])),
+        new Map(tunnels.flatMap(({ settings, setup }) => (setup.origin ? [[settings.name, setup.origin] as const] : []))),
         VERSION,
         log,
         runtime.listenDenied,
@@ -137,7 +165,7 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       ({ settings, setup }) =>
         new Agent(
           { ...settings, observer: inspector?.recorder.for(settings.name) },
-          setup.origin,
+          setup.served,
           runtime,
           settings.connections > 1
             ? (several ? log.forTunnel(settings.name) : log).forConnection(0)
@@ -161,7 +189,7 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       return Array.from({ length: settings.connections - 1 }, (_, k) => {
         const shard = new Agent(
           { ...settings, observer: inspector?.recorder.for(settings.name), shard: k + 1 },
-          setup.origin,
+          setup.served,
           runtime,
           tunnelLog.forConnection(k + 1),
         );
@@ -176,6 +204,7 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       });
     });
     for (const { setup } of tunnels) void setup.check(log);
+    for (const { settings } of tunnels) if (settings.keys) announceKeys(settings.keys, settings.name, settings.relay, log);
     let stoppingSince = 0;
     runtime.onStop(() => {
       if (!stoppingSince) {
@@ -252,7 +281,7 @@ async function options(
   log: Log,
   serving: boolean,
   argv: string[],
-): Promise<AgentOptions & { summary: string; connections: number }> {
+): Promise<AgentOptions & { summary: string; connections: number; keys?: ConnectKeys }> {
   const name = args.name ?? randomName();
   if (!TUNNEL_NAME_PATTERN.test(name)) {
     throw new AgentError(
@@ -269,11 +298,6 @@ async function options(
       `choose another name, such as ${other} (--name ${other}, or name = "${other}" in burrow.toml)`,
     );
   }
-  const { rules, summary } = await visitorRules(name, {
-    basicAuth: lists["basic-auth"] ?? [],
-    allowIp: lists["allow-ip"] ?? [],
-    verifyWebhook: lists["verify-webhook"] ?? [],
-  });
   const relayText = args.relay ?? "http://localhost:8787";
   const schemed = withScheme(relayText);
   if (schemed) throw missingScheme(relayText, schemed, argv);
@@ -294,6 +318,25 @@ async function options(
       "for example --relay https://tunnel.example.com",
     );
   }
+  const tcp = args.tcp !== undefined;
+  const notForTcp = ["basic-auth", "verify-webhook"].find((key) => tcp && (lists[key]?.length ?? 0) > 0);
+  if (notForTcp) {
+    throw new AgentError(
+      "usage",
+      `--${notForTcp} checks HTTP requests; a --tcp tunnel carries bytes, so it cannot apply`,
+      "a TCP tunnel admits visitors by connect key (--connect-key-file) and address (--allow-ip)",
+    );
+  }
+  if (!tcp && args["connect-key-file"] !== undefined) {
+    throw new AgentError("usage", "--connect-key-file applies to a --tcp tunnel only", "leave it out, or add --tcp PORT");
+  }
+  const keys = tcp && serving ? connectKeys(args["connect-key-file"], relay, name, args.name !== undefined, runtime) : undefined;
+  const { rules, summary } = await visitorRules(name, {
+    basicAuth: lists["basic-auth"] ?? [],
+    allowIp: lists["allow-ip"] ?? [],
+    verifyWebhook: lists["verify-webhook"] ?? [],
+    connectKeys: keys?.keys ?? [],
+  });
   const heartbeat = Number(args.heartbeat ?? "20");
   if (!(heartbeat >= 0.05 && heartbeat <= 3600)) {
     throw new AgentError(
@@ -377,6 +420,8 @@ async function options(
     net,
     transport,
     connections,
+    tcp,
+    keys,
   };
 }
 

@@ -38,6 +38,8 @@ export const TUNNEL_KEYS = new Set([
   "host",
   "origin",
   "dir",
+  "tcp",
+  "connect-key-file",
   "dir-dotfiles",
   "host-header",
   "origin-insecure",

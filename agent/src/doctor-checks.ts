@@ -64,8 +64,9 @@ export async function probeToken(
             name,
             token,
             claim: randomClaim(),
-            rules: { basicAuth: [], allowIp: [], webhooks: [] },
+            rules: { basicAuth: [], allowIp: [], webhooks: [], connectKeys: [] },
             resume: null,
+            tcp: false,
           }),
         );
       },

@@ -56,6 +56,16 @@ const FLAGS: Flag[] = [
     default: "rewrite",
     help: "the Host the local server sees: rewrite (its own host:port), preserve (the public host), or this VALUE",
   },
+  {
+    name: "tcp",
+    value: "PORT|HOST:PORT",
+    help: "a TCP tunnel to this port (ssh, a database) instead of a web server; visitors use `agent connect NAME`; only that host and port are reached",
+  },
+  {
+    name: "connect-key-file",
+    value: "FILE",
+    help: "with --tcp: the keys (one per line) that let visitors `agent connect`; without it the agent makes one, keeps it and prints the command to hand out",
+  },
   { name: "origin-ca", value: "FILE", help: "trust the CA certificates in this PEM file for an https:// --origin" },
   { name: "origin-insecure", help: "do not verify an https:// --origin's certificate (a local dev server's self-signed one)" },
   {
@@ -167,6 +177,23 @@ const FLAGS: Flag[] = [
     help: "serve the inspector (recent requests, replay) there, or on the next free port; false: none; a HOST other than loopback lets other machines in",
   },
   { name: "inspect-keep", value: "N", default: "100", help: "requests the inspector keeps, each body up to 64 KiB each way" },
+  {
+    name: "listen",
+    value: "HOST:PORT",
+    help: "agent connect: accept local connections here, each one a connection to the tunnel's service (127.0.0.1:2222)",
+    noFile: true,
+  },
+  {
+    name: "stdio",
+    help: "agent connect: one connection on stdin and stdout (ssh -o ProxyCommand='agent connect NAME --stdio')",
+    noFile: true,
+  },
+  {
+    name: "key-file",
+    value: "FILE",
+    help: "agent connect: read the tunnel's connect key from the first line of this file",
+  },
+  { name: "key", env: "BURROW_CONNECT_KEY", value: "KEY", help: "agent connect: the tunnel's connect key", yieldsTo: "key-file" },
   { name: "debug", env: "BURROW_DEBUG", help: "print details and stack traces" },
   {
     name: "config",
@@ -208,6 +235,8 @@ export function help(): string {
     "Usage: agent --port 8000 [--name NAME] [--relay URL]    (also: agent 8000, agent http 8000)",
     "       agent --origin https://localhost:8443 --origin-insecure | --dir ./public",
     "       agent [--config FILE]    the tunnels of burrow.toml's [[tunnel]] tables",
+    "       agent --tcp 22 [--connect-key-file FILE]    a TCP tunnel (ssh, a database)",
+    "       agent connect NAME --listen 127.0.0.1:2222 | --stdio [--key-file FILE]    reach a TCP tunnel",
     "       agent doctor [--relay URL] [--proxy URL] [--ca FILE]    checks the way to the relay",
     "       agent login --relay URL    checks the relay, reads its token from a prompt or stdin, saves both",
     "       agent logout               forgets what login saved",
@@ -235,7 +264,7 @@ export interface Args extends Settings {
 }
 
 /** Keys that say where one tunnel's traffic goes: a layer that has one of them decides. */
-const ORIGIN_KEYS = ["port", "origin", "dir"];
+const ORIGIN_KEYS = ["port", "origin", "dir", "tcp"];
 
 /**
  * Reads flags, then the config file (--config, or burrow.toml here), then environment
@@ -294,7 +323,7 @@ export function parseArgs(
   }
   const [shapeFlag, shapeValue] = readShapes(words);
   if (shapeFlag && shapeValue !== undefined) {
-    const twice = ["port", "origin", "dir"].find((key) => key in flags.values);
+    const twice = ORIGIN_KEYS.find((key) => key in flags.values);
     if (twice) {
       throw new AgentError(
         "usage",

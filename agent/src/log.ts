@@ -55,6 +55,8 @@ export interface LogOptions {
   quiet?: boolean;
   /** Stdout as a terminal, for --log auto; absent: not a terminal. */
   terminal?: Terminal;
+  /** Every line on stderr: stdout carries something else (`agent connect --stdio`). */
+  stderrOnly?: boolean;
 }
 
 /** How long request lines may wait to be written together (see Lines). */
@@ -69,6 +71,8 @@ const LINES_MAX_PENDING = 64 * 1024;
  * first and goes at once, so lines keep their order on both streams.
  */
 class Lines {
+  constructor(private readonly stderrOnly = false) {}
+
   private pending: string[] = [];
   private size = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
@@ -77,7 +81,8 @@ class Lines {
   out(line: string, batched: boolean): void {
     if (!batched) {
       this.flush();
-      console.log(line);
+      if (this.stderrOnly) console.error(line);
+      else console.log(line);
       return;
     }
     this.pending.push(line);
@@ -98,13 +103,18 @@ class Lines {
     const lines = this.pending.join("\n");
     this.pending = [];
     this.size = 0;
-    console.log(lines);
+    if (this.stderrOnly) console.error(lines);
+    else console.log(lines);
   }
 }
 
 /** Today's lines: results on stdout, warnings, errors and details on stderr. */
 export class PlainSink implements Sink {
-  private readonly lines = new Lines();
+  private readonly lines: Lines;
+
+  constructor(stderrOnly = false) {
+    this.lines = new Lines(stderrOnly);
+  }
 
   write(record: LogRecord): void {
     switch (record.level) {
@@ -169,10 +179,17 @@ export class Log {
   private readonly quiet: boolean;
 
   constructor(options: LogOptions | boolean = {}) {
-    const { mode = "auto", debug = false, quiet = false, terminal } = typeof options === "boolean" ? { debug: options } : options;
+    const {
+      mode = "auto",
+      debug = false,
+      quiet = false,
+      terminal,
+      stderrOnly = false,
+    } = typeof options === "boolean" ? { debug: options } : options;
     this.debugging = debug;
     this.quiet = quiet;
-    if (mode === "json") this.sink = new JsonSink();
+    if (stderrOnly) this.sink = new PlainSink(true);
+    else if (mode === "json") this.sink = new JsonSink();
     else if (mode === "auto" && terminal?.isTTY) this.sink = new TtySink(terminal, this.status);
     else this.sink = new PlainSink();
   }

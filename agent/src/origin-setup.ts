@@ -2,15 +2,22 @@ import { readFileSync } from "node:fs";
 import { connect as connectTcp } from "node:net";
 import { resolve } from "node:path";
 import { connect as connectTls } from "node:tls";
+import type { LinkService } from "./agent.ts";
 import { AgentError } from "./errors.ts";
 import type { Log } from "./log.ts";
 import { Origin, UNREACHABLE, UNTRUSTED, untrustedMessage } from "./origin.ts";
 import type { Runtime } from "./runtime.ts";
 import { serveDirectory } from "./static.ts";
+import { parseTcpTarget, tcpService } from "./tcp/setup.ts";
 
 /** One tunnel's origin, and what it took to set up (the file server of --dir). */
 export interface OriginSetup {
-  origin: Origin;
+  /** The HTTP origin; undefined for a TCP tunnel. */
+  origin: Origin | undefined;
+  /** What the tunnel's agent serves: the origin, or a TCP target (tcp/setup.ts). */
+  served: Origin | LinkService;
+  /** The origin or target, for the start line. */
+  label: string;
   /** Looks at the origin once at start and warns of what will fail; never throws. */
   check(log: Log): Promise<void>;
   close(): void;
@@ -22,13 +29,26 @@ export interface OriginSetup {
  * @throws {AgentError} "usage" for missing, conflicting or bad values.
  */
 export async function setUpOrigin(values: Record<string, string>, runtime: Runtime): Promise<OriginSetup> {
-  const given = ["port", "origin", "dir"].filter((key) => values[key] !== undefined);
+  const given = ["port", "origin", "dir", "tcp"].filter((key) => values[key] !== undefined);
   if (given.length > 1) {
     throw new AgentError(
       "usage",
       `${given.map((key) => `--${key}`).join(" and ")} are both given`,
-      "a tunnel forwards to one origin: give --port, --origin or --dir",
+      "a tunnel forwards to one origin: give --port, --origin, --dir or --tcp",
     );
+  }
+  if (values.tcp !== undefined) {
+    const http = ["host-header", "origin-ca", "origin-insecure", "dir-dotfiles"].find((key) => values[key] !== undefined);
+    if (http) {
+      throw new AgentError(
+        "usage",
+        `--${http} applies to web servers, not to a --tcp tunnel`,
+        "leave it out; --tcp takes a port or HOST:PORT",
+      );
+    }
+    const target = parseTcpTarget(values.tcp);
+    const served = tcpService(target);
+    return { origin: undefined, served, label: served.label, check: (log) => checkTcpTarget(target, log), close: () => {} };
   }
   const hostHeader = values["host-header"] ?? "rewrite";
   if (!/^[\x21-\x7e]+$/.test(hostHeader)) {
@@ -54,7 +74,7 @@ export async function setUpOrigin(values: Record<string, string>, runtime: Runti
       );
     }
     const origin = new Origin(new URL(`http://127.0.0.1:${server.port}`), { hostHeader, label: resolve(dir) });
-    return { origin, check: async () => {}, close: () => server.close() };
+    return { origin, served: origin, label: origin.label, check: async () => {}, close: () => server.close() };
   }
   let target: URL;
   if (values.origin !== undefined) {
@@ -91,7 +111,7 @@ export async function setUpOrigin(values: Record<string, string>, runtime: Runti
     if (insecure) log.warn(`--origin-insecure: the certificate of ${origin.url} is not verified`);
     return checkOrigin(origin, log);
   };
-  return { origin, check, close: () => origin.close() };
+  return { origin, served: origin, label: origin.label, check, close: () => origin.close() };
 }
 
 /** How long the start-up look at the origin may take; past it, the agent says nothing. */
@@ -167,4 +187,25 @@ function portNumber(text: string | undefined): number {
     throw new AgentError("usage", `--port ${text} is not a port number`, "use a number from 1 to 65535, for example --port 8000");
   }
   return value;
+}
+
+/** Says at once when nothing listens on a TCP tunnel's target; the tunnel opens all the same. */
+async function checkTcpTarget(target: { host: string; port: number; label: string }, log: Log): Promise<void> {
+  const error = await new Promise<Error | undefined>((done) => {
+    const socket = connectTcp({ host: target.host, port: target.port });
+    const timer = setTimeout(() => finish(undefined), ORIGIN_CHECK_MS);
+    const finish = (result: Error | undefined) => {
+      clearTimeout(timer);
+      socket.destroy();
+      done(result);
+    };
+    socket.once("connect", () => finish(undefined));
+    socket.once("error", (e) => finish(e));
+  });
+  if (!error) return;
+  const code = (error as NodeJS.ErrnoException).code ?? error.message;
+  log.warn(
+    `nothing answers at ${target.label} (${code}): visitors' connections will fail until something listens there`,
+    "tcp-unreachable",
+  );
 }

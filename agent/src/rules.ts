@@ -1,5 +1,5 @@
 import { isIPv4, isIPv6 } from "node:net";
-import { hashBasicCredentials, MAX_RULES, type VisitorRules, type WebhookRule } from "@burrow/protocol";
+import { hashBasicCredentials, hashConnectKey, MAX_RULES, type VisitorRules, type WebhookRule } from "@burrow/protocol";
 import { AgentError } from "./errors.ts";
 
 /** What --basic-auth, --allow-ip and --verify-webhook ask for, before the hashing. */
@@ -7,6 +7,8 @@ export interface RuleFlags {
   basicAuth: string[];
   allowIp: string[];
   verifyWebhook: string[];
+  /** A TCP tunnel's keys, as given (`--connect-key-file`); the hello carries their hashes. */
+  connectKeys?: string[];
 }
 
 /** The rules for the Hello, and the line the agent prints about them (no password, no secret). */
@@ -48,13 +50,17 @@ export async function visitorRules(name: string, flags: RuleFlags): Promise<Rule
   }
   const allowIp = flags.allowIp.map(checkCidr);
   const webhooks = flags.verifyWebhook.map(checkWebhook);
+  const keys = flags.connectKeys ?? [];
+  limit("--connect-key-file", keys);
+  const connectKeys = await Promise.all(keys.map((key) => hashConnectKey(name, key)));
   const parts = [
+    keys.length ? `agent connect with ${keys.length === 1 ? "its key" : `one of ${keys.length} keys`}` : "",
     users.length ? `basic auth for ${users.join(", ")}` : "",
     allowIp.length ? `from ${allowIp.join(", ")}` : "",
     webhooks.length ? `webhook signatures ${webhooks.map((w) => `${w.kind} (${w.header})`).join(", ")}` : "",
   ].filter(Boolean);
   return {
-    rules: { basicAuth, allowIp, webhooks },
+    rules: { basicAuth, allowIp, webhooks, connectKeys },
     // Named: an agent with several tunnels (burrow.toml) prints one such line for each.
     summary: `visitors of tunnel ${name}: ${parts.length ? parts.join("; ") : "anyone with the URL"}`,
   };

@@ -6,7 +6,7 @@ import { AgentError } from "./errors.ts";
 import { closest } from "./suggest.ts";
 
 /** The subcommands; anything else before the flags is a shape or a mistake. */
-export const COMMANDS = ["doctor", "login", "logout"] as const;
+export const COMMANDS = ["doctor", "login", "logout", "connect"] as const;
 
 const PORT = /^\d{1,5}$/;
 const HOST_PORT = /^(localhost|\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-f:]+\]|[a-z0-9.-]+):(\d{1,5})$/i;
@@ -36,8 +36,20 @@ export function readShapes(words: string[]): string[] {
     extra = rest;
   } else if ((COMMANDS as readonly string[]).includes(first)) {
     throw new AgentError("usage", `${first} must come first`, `agent ${first} ${words.slice(1).join(" ")}[flags]`);
-  } else if (["tcp", "tls", "udp"].includes(first)) {
-    throw new AgentError("usage", `Burrow tunnels HTTP (and WebSockets), not ${first}`, "for an HTTP server: agent --port 8000");
+  } else if (first === "tcp") {
+    // ngrok's `ngrok tcp 22`.
+    const [target, ...after] = rest;
+    if (target === undefined || !(PORT.test(target) || HOST_PORT.test(target))) {
+      throw new AgentError("usage", "`agent tcp` needs a port or HOST:PORT", "for example: agent tcp 22, or agent --tcp 22");
+    }
+    flags = ["--tcp", target];
+    extra = after;
+  } else if (["tls", "udp"].includes(first)) {
+    throw new AgentError(
+      "usage",
+      `Burrow tunnels HTTP (and WebSockets) and TCP, not ${first}`,
+      "for an HTTP server: agent --port 8000; for TCP: agent --tcp 22",
+    );
   } else {
     const near = closest(first, [...COMMANDS, "http"]);
     throw new AgentError(

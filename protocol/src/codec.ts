@@ -60,11 +60,37 @@ export function encodeFrame(frame: Frame): Uint8Array {
         frame.name,
         frame.token,
         frame.claim,
-        [frame.rules.basicAuth, frame.rules.allowIp, frame.rules.webhooks.map((w) => [w.kind, w.header, w.secret])],
+        [
+          frame.rules.basicAuth,
+          frame.rules.allowIp,
+          frame.rules.webhooks.map((w) => [w.kind, w.header, w.secret]),
+          frame.rules.connectKeys ?? [],
+        ],
         frame.resume ? [frame.resume.session, frame.resume.received] : null,
+        frame.tcp ?? false,
       ]);
     case FrameType.Ready:
-      return encoder.encode([frame.type, frame.name, frame.url, frame.open, frame.session, frame.resumed, frame.received]);
+      return encoder.encode([
+        frame.type,
+        frame.name,
+        frame.url,
+        frame.open,
+        frame.session,
+        frame.resumed,
+        frame.received,
+        frame.tcp ?? false,
+      ]);
+    case FrameType.Connect:
+      return encoder.encode([
+        frame.type,
+        frame.version,
+        frame.client,
+        frame.name,
+        frame.key,
+        frame.resume ? [frame.resume.session, frame.resume.received] : null,
+      ]);
+    case FrameType.Open:
+      return encoder.encode([frame.type, frame.stream, frame.from]);
     case FrameType.Ack:
       return encoder.encode([frame.type, frame.received]);
     case FrameType.Refused:
@@ -217,6 +243,7 @@ const STREAM_FRAMES: ReadonlySet<number> = new Set([
   FrameType.Credit,
   FrameType.WsMessage,
   FrameType.WsClose,
+  FrameType.Open,
 ]);
 
 /** Validates one decoded msgpack value as a frame (undefined for an unknown type). */
@@ -247,8 +274,9 @@ function checkOther(at: Fields, type: number): Frame | undefined {
         token: at.text(4, "token", 512),
         claim: at.text(5, "claim", 128),
         // Absent in a protocol 1 hello: the relay reads its version and refuses it.
-        rules: at.has(6) ? at.rules(6) : { basicAuth: [], allowIp: [], webhooks: [] },
+        rules: at.has(6) ? at.rules(6) : { basicAuth: [], allowIp: [], webhooks: [], connectKeys: [] },
         resume: at.has(7) ? at.resume(7) : null,
+        tcp: at.has(8) ? at.bool(8, "tcp") : false,
       };
     case FrameType.Ready:
       return {
@@ -259,6 +287,16 @@ function checkOther(at: Fields, type: number): Frame | undefined {
         session: at.text(4, "session", 64),
         resumed: at.bool(5, "resumed"),
         received: at.int(6, "received", 0, Number.MAX_SAFE_INTEGER),
+        tcp: at.has(7) ? at.bool(7, "tcp") : false,
+      };
+    case FrameType.Connect:
+      return {
+        type,
+        version: at.int(1, "version", 0, 0xffff),
+        client: at.text(2, "client", 64),
+        name: at.text(3, "name", 63),
+        key: at.text(4, "key", 512),
+        resume: at.resume(5),
       };
     case FrameType.Ack:
       return { type, received: at.int(1, "received", 0, Number.MAX_SAFE_INTEGER) };
@@ -293,6 +331,8 @@ function checkStreamFrame(at: Fields, type: number, stream: number): Frame | und
       return { type, stream, binary: at.bool(2, "binary"), final: at.bool(3, "final"), bytes: at.bytes(4) };
     case FrameType.WsClose:
       return { type, stream, code: at.int(2, "code", 1000, 4999), reason: at.text(3, "reason", 123) };
+    case FrameType.Open:
+      return { type, stream, from: at.text(2, "from", 64) };
     default:
       return undefined;
   }
@@ -444,7 +484,9 @@ class Fields {
       if (!TOKEN.test(header)) malformed(`${this.frame()} webhook header ${JSON.stringify(header)} is not an HTTP token`);
       return { kind, header: header.toLowerCase(), secret: text(x[2], "webhooks.secret", 512) };
     });
-    return { basicAuth, allowIp, webhooks };
+    // Absent before TCP tunnels: no keys.
+    const connectKeys = v.length > 3 ? list(3, "connectKeys").map((x) => text(x, "connectKeys", 128)) : [];
+    return { basicAuth, allowIp, webhooks, connectKeys };
   }
 }
 

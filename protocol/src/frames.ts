@@ -15,6 +15,8 @@ export const FrameType = {
   WsMessage: 10,
   WsClose: 11,
   Ack: 12,
+  Connect: 13,
+  Open: 14,
 } as const;
 
 /**
@@ -76,6 +78,11 @@ export interface HelloFrame {
    * Null for a new session. See FrameSession.
    */
   resume: { session: string; received: number } | null;
+  /**
+   * The tunnel carries TCP streams (`agent --tcp`): visitors reach it with `agent connect`
+   * (Connect, then Open per connection), never with HTTP. Absent (false) in hellos of agents before it.
+   */
+  tcp?: boolean;
 }
 
 /**
@@ -89,6 +96,12 @@ export interface VisitorRules {
   allowIp: string[];
   /** Request signatures: a request must carry a valid HMAC-SHA256 of its raw body in one of these. */
   webhooks: WebhookRule[];
+  /**
+   * TCP tunnels: {@link hashConnectKey} of each key a visitor's Connect may carry; the relay
+   * never sees a key it did not get from a visitor. Empty on an HTTP tunnel. A TCP tunnel with
+   * none is reachable by no `connect` (only by a self-hosted relay's public port, if any).
+   */
+  connectKeys?: string[];
 }
 
 /**
@@ -116,6 +129,12 @@ export interface ReadyFrame {
   resumed: boolean;
   /** Frames of the session the relay received from the agent (when resumed). */
   received: number;
+  /**
+   * The relay took the hello's `tcp`: it carries this tunnel's TCP streams (a relay that
+   * predates TCP tunnels leaves it out, and the agent says the relay needs an upgrade). On a
+   * Ready for a Connect: true.
+   */
+  tcp?: boolean;
 }
 
 /**
@@ -145,7 +164,13 @@ export type RefusalCode =
   /** A tunnel's further connection (`--connections`) before its first is up: retry later. */
   | "shard-waiting"
   /** The hello itself is wrong (first frame, name, rules). */
-  | "bad-hello";
+  | "bad-hello"
+  /** Connect: no agent serves this tunnel now (it never connected, or left). */
+  | "agent-offline"
+  /** Connect: the tunnel is an HTTP tunnel; it has no TCP service to connect to. */
+  | "not-tcp"
+  /** Connect: the visitor's address is outside the tunnel's --allow-ip ranges. */
+  | "forbidden";
 
 /** Relay -> agent: the tunnel was refused; the relay closes the socket after sending it. */
 export interface RefusedFrame {
@@ -193,9 +218,10 @@ export interface EndFrame {
  * - `origin-error`: the local server failed mid-request or mid-response.
  * - `cancelled`: the other side gave up (a visitor closed the tab).
  * - `protocol-error`: a frame for this stream broke the protocol.
+ * - `too-many-streams`: the relay refused a TCP stream past MAX_STREAMS_PER_TUNNEL or a visitor's share.
  * A newer peer may send codes not listed here: receivers treat those as `origin-error`.
  */
-export type ResetCode = "origin-unreachable" | "origin-error" | "cancelled" | "protocol-error";
+export type ResetCode = "origin-unreachable" | "origin-error" | "cancelled" | "protocol-error" | "too-many-streams";
 
 /** Either direction: abandon `stream` in both directions; nothing more is sent for it. */
 export interface ResetFrame {
@@ -250,6 +276,41 @@ export interface AckFrame {
   received: number;
 }
 
+/**
+ * Visitor's `agent connect` -> relay, the first message on its connection (outside any
+ * session, like Hello): it asks for the TCP service of tunnel `name`. Its first two fields never
+ * change shape. The relay answers Ready (then Open, Data, End, Reset and Credit per TCP
+ * connection, in a session that survives a cut like an agent's) or Refused.
+ */
+export interface ConnectFrame {
+  type: typeof FrameType.Connect;
+  /** {@link PROTOCOL_VERSION} of the visitor's software. */
+  version: number;
+  /** The visitor's software and version, for logs. */
+  client: string;
+  /** The tunnel's name. */
+  name: string;
+  /** One of the keys the tunnel's owner handed out (see VisitorRules.connectKeys); "" for none. */
+  key: string;
+  /** Going on with a session after a cut, as in HelloFrame. */
+  resume: { session: string; received: number } | null;
+}
+
+/**
+ * Starts TCP connection `stream` of a TCP tunnel. Visitor -> relay: a client connected (the
+ * visitor's stream id, its own). Relay -> agent: connect to the tunnel's one target (the
+ * relay's stream id). Bytes follow both ways as Data within Credit, as bodies do; End is a
+ * half-close of that direction (the peer reads EOF, the other direction goes on); Reset aborts
+ * both. The stream ends when both directions ended or either side reset it. No answer frame:
+ * an agent that cannot reach its target resets the stream (`origin-unreachable`).
+ */
+export interface OpenFrame {
+  type: typeof FrameType.Open;
+  stream: number;
+  /** Relay -> agent: the visitor's address as the relay saw it, for the agent's log ("" unknown). Visitor -> relay: "". */
+  from: string;
+}
+
 /** Every frame either side sends. */
 export type Frame =
   | HelloFrame
@@ -263,4 +324,6 @@ export type Frame =
   | CreditFrame
   | WsMessageFrame
   | WsCloseFrame
-  | AckFrame;
+  | AckFrame
+  | ConnectFrame
+  | OpenFrame;

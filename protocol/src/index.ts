@@ -11,6 +11,7 @@ export { PIECE_OVERSHOOT, ReceiveWindow, SendCredit } from "./flow.ts";
 export * from "./frames.ts";
 export { HOP_BY_HOP } from "./http.ts";
 export * from "./limits.ts";
+export { attachSocket, type PipeEnd, type PipeSocket, TcpPipe } from "./pipe.ts";
 export { decodePollAnswer, encodePollAnswer, MAX_POLL_ANSWER, type PollAnswer, TAKE_PARAM } from "./poll.ts";
-export { hashBasicCredentials, randomId, sameBytes } from "./secrets.ts";
+export { hashBasicCredentials, hashConnectKey, randomId, sameBytes } from "./secrets.ts";
 export { ACK_DELAY_MS, FrameSession } from "./session.ts";

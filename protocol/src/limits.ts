@@ -179,6 +179,13 @@ export const MAX_RULES = 16;
 export const CONNECT_PATH = "/_burrow/connect";
 
 /**
+ * The `role` query value of a connect URL (and of an HTTPS-transport session's opening POST)
+ * that makes it a visitor's `agent connect`, not an agent: the relay expects a Connect frame
+ * on it. A relay from before TCP tunnels ignores the query and refuses the Connect as a bad hello.
+ */
+export const CONNECTOR_ROLE = "connect";
+
+/**
  * Path on the relay that says what it is, for `agent doctor`: `GET INFO_PATH` answers a
  * {@link RelayInfo} as JSON. Something else at the relay's URL (a login page, another site)
  * answers otherwise, and an agent can tell before it dials in.

@@ -18,6 +18,16 @@ export async function hashBasicCredentials(tunnel: string, user: string, passwor
 }
 
 /**
+ * What an agent sends the relay for each key of a TCP tunnel (`--connect-key-file`), and what
+ * the relay computes from a visitor's Connect to compare: SHA-256 over the tunnel name and the
+ * key, hex. The relay stores and compares hashes only; the name salts them per tunnel.
+ */
+export async function hashConnectKey(tunnel: string, key: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", encoder.encode(`burrow-connect-key\u0000${tunnel}\u0000${key}`));
+  return toHex(new Uint8Array(digest));
+}
+
+/**
  * Compares two byte strings in time that depends on their length only, in plain JavaScript (not
  * workerd's `crypto.subtle.timingSafeEqual`, so it runs on any runtime). Callers compare
  * fixed-length digests, so the length says nothing.

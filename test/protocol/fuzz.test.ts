@@ -62,6 +62,10 @@ const rules = fc.record({
     }),
     { maxLength: 2 },
   ),
+  connectKeys: fc.array(
+    text(128).filter((s) => s.length > 0),
+    { maxLength: 3 },
+  ),
 });
 
 /** Every frame type, with edge values. */
@@ -75,6 +79,7 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
     claim: text(128),
     rules,
     resume: fc.oneof(fc.constant(null), fc.record({ session: text(64), received: fc.maxSafeNat() })),
+    tcp: fc.boolean(),
   }),
   fc.record({
     type: fc.constant(FrameType.Ready),
@@ -84,7 +89,17 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
     session: text(64),
     resumed: fc.boolean(),
     received: fc.maxSafeNat(),
+    tcp: fc.boolean(),
   }),
+  fc.record({
+    type: fc.constant(FrameType.Connect),
+    version: fc.integer({ min: 0, max: 0xffff }),
+    client: text(64),
+    name: text(63),
+    key: text(512),
+    resume: fc.oneof(fc.constant(null), fc.record({ session: text(64), received: fc.maxSafeNat() })),
+  }),
+  fc.record({ type: fc.constant(FrameType.Open), stream, from: text(64) }),
   fc.record({ type: fc.constant(FrameType.Ack), received: fc.maxSafeNat() }),
   fc.record({ type: fc.constant(FrameType.Refused), code, message: text(1024) }),
   fc.record({ type: fc.constant(FrameType.RequestHead), stream, method: token(64), path, headers }),
@@ -193,7 +208,13 @@ describe("codec under fuzzing", () => {
       }
     });
     const good = fc.array(
-      frame.filter((f) => f.type !== FrameType.Hello && f.type !== FrameType.Ready && f.type !== FrameType.Refused),
+      frame.filter(
+        (f) =>
+          f.type !== FrameType.Hello &&
+          f.type !== FrameType.Ready &&
+          f.type !== FrameType.Refused &&
+          f.type !== FrameType.Connect,
+      ),
       {
         maxLength: 4,
       },

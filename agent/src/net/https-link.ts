@@ -96,13 +96,15 @@ export class HttpsLink implements RelayLink {
     report?: DialReport,
     token = "",
     shard = 0,
+    /** CONNECTOR_ROLE for a visitor's `agent connect`. */
+    role?: string,
   ): Promise<HttpsLink> {
     const connection = await HttpConnection.open(relay, config, report);
     let response: HttpResponse;
     try {
       response = await connection.request(
         "POST",
-        `${SESSION_PATH}?name=${encodeURIComponent(name)}${shard ? `&shard=${shard}` : ""}`,
+        `${SESSION_PATH}?name=${encodeURIComponent(name)}${shard ? `&shard=${shard}` : ""}${role ? `&role=${role}` : ""}`,
         {
           timeoutMs: config.timeoutMs,
           maxBody: SMALL_ANSWER,

@@ -21,6 +21,7 @@ export type EdgeErrorCode =
   | "request-header-too-large"
   | "rate-limited"
   | "relay-restarting"
+  | "tcp-tunnel"
   | "relay-error";
 
 export const ERROR_HEADER = "X-Burrow-Error";

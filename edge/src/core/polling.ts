@@ -27,6 +27,8 @@ const HEADERS = { "Content-Type": "application/octet-stream", "Cache-Control": "
  */
 export class PollingLink implements Link {
   readonly id = randomId();
+  /** A visitor's `agent connect` on the HTTPS transport (tunnel-connect.ts), not an agent. */
+  connector = false;
   private attachment: unknown = null;
   private queue: Uint8Array[] = [];
   private queued = 0;

@@ -22,8 +22,15 @@ export class RuleSet {
     return rules.allowIp.filter((text) => !parseCidr(text));
   }
 
+  /** Whether --allow-ip admits `address` (undefined: the relay cannot tell it; admitted only without ranges). */
+  admitsAddress(address: ReturnType<typeof parseIp>): boolean {
+    if (this.ranges.length === 0) return true;
+    return address !== undefined && this.ranges.some((range) => inCidr(address, range));
+  }
+
   get empty(): boolean {
-    return this.rules.basicAuth.length === 0 && this.rules.allowIp.length === 0 && this.rules.webhooks.length === 0;
+    const { basicAuth, allowIp, webhooks, connectKeys } = this.rules;
+    return basicAuth.length === 0 && allowIp.length === 0 && webhooks.length === 0 && (connectKeys?.length ?? 0) === 0;
   }
 
   /**

@@ -17,6 +17,8 @@ export class AgentSession {
   resumeTimer: ReturnType<typeof setTimeout> | undefined;
   /** Writes the session's counts once it has been quiet a moment (see TunnelObject.use). */
   persistTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The agent serves a TCP tunnel (its hello said `tcp`): visitors come with `agent connect`. */
+  tcp = false;
   /** Visitor input paused until the session takes it again (see takesInput). */
   private readonly paused = new Set<() => void>();
   /** Kept frames past which visitors' input waits for the agent's Acks (see takesInput). */

@@ -3,8 +3,8 @@ import { isTeardownNoise } from "./errors.ts";
 import type { Link } from "./host.ts";
 import { RateMeter } from "./limits.ts";
 import type { AgentSession } from "./session.ts";
-import type { VisitorAttachment } from "./sockets.ts";
 import type { Verdict } from "./streams.ts";
+import { isTcpFrame } from "./tcp.ts";
 import type { TunnelCore } from "./tunnel.ts";
 import { endSession, hello } from "./tunnel-hello.ts";
 import type { Attachment } from "./tunnel-state.ts";
@@ -12,7 +12,7 @@ import type { Attachment } from "./tunnel-state.ts";
 /** One message of frames from an agent, on either transport. */
 export async function fromAgent(t: TunnelCore, link: Link, message: Uint8Array): Promise<void> {
   if (t.ended.has(link)) return;
-  const attachment = t.attachment(link) as Exclude<Attachment, VisitorAttachment>;
+  const attachment = t.attachment(link) as Extract<Attachment, { phase: "hello" | "ready" }>;
   try {
     const counted = { frames: 0 };
     const frames = decodeMessage(message, counted);
@@ -54,7 +54,7 @@ export async function fromAgent(t: TunnelCore, link: Link, message: Uint8Array):
 }
 
 /** Counts an agent's message against the frame and byte rates; closes the link past them. */
-export function withinRate(t: TunnelCore, link: Link, frames: number, bytes: number): boolean {
+export function withinRate(t: TunnelCore, link: Link, frames: number, bytes: number, who = "the agent's connection"): boolean {
   const now = Date.now();
   let meter = t.meters.get(link);
   if (!meter) {
@@ -71,7 +71,7 @@ export function withinRate(t: TunnelCore, link: Link, frames: number, bytes: num
     ? `${t.settings.maxBytesPerSecond} bytes a second (MAX_AGENT_BYTES_PER_SECOND)`
     : `${t.settings.maxFramesPerSecond} frames a second (MAX_AGENT_FRAMES_PER_SECOND)`;
   const attachment = link.deserializeAttachment() as { name?: string } | null;
-  console.warn(`tunnel ${attachment?.name}: closing the agent's connection: it sent more than ${what}`);
+  console.warn(`tunnel ${attachment?.name}: closing ${who}: it sent more than ${what}`);
   t.close(link, CloseCode.RateLimited, `sent more than ${what}`);
   const session = t.current;
   if (session?.link === link) endSession(t, session, "The tunnel's agent sent faster than the relay allows.");
@@ -81,6 +81,13 @@ export function withinRate(t: TunnelCore, link: Link, frames: number, bytes: num
 /** One frame from a ready agent; a frame that breaks the protocol resets its stream only. */
 export function receive(t: TunnelCore, socket: AgentSession, frame: Frame | InvalidFrame): void {
   let verdict: Verdict;
+  // A TCP tunnel's streams pass through to their visitor (tcp.ts).
+  if (t.tcp.size > 0 && frame.type !== "invalid" && isTcpFrame(frame) && t.tcp.has(frame.stream)) {
+    const violation = t.tcp.fromAgent(frame);
+    if (violation && violation !== "gone")
+      console.warn(`tunnel stream ${frame.stream}: the agent broke the protocol: ${violation}`);
+    return;
+  }
   switch (frame.type) {
     case "invalid":
       verdict = { violation: frame.error.message };

@@ -16,6 +16,7 @@ import { RuleSet } from "./rules.ts";
 import { AgentSession } from "./session.ts";
 import { cancelTimer } from "./timers.ts";
 import type { TunnelCore } from "./tunnel.ts";
+import { closeConnectors } from "./tunnel-connect.ts";
 import { evictShards, reportShard, shardZero } from "./tunnel-shards.ts";
 import {
   type Attachment,
@@ -55,6 +56,13 @@ export async function hello(
       ok: false,
       code: "bad-hello",
       message: `--allow-ip ${RuleSet.invalid(frame.rules)[0]} is not an address or CIDR range`,
+    };
+  } else if (frame.tcp && (frame.rules.basicAuth.length > 0 || frame.rules.webhooks.length > 0)) {
+    verdict = {
+      ok: false,
+      code: "bad-hello",
+      message:
+        "a TCP tunnel carries bytes, not HTTP requests: --basic-auth and --verify-webhook cannot apply to it (use connect keys and --allow-ip)",
     };
   } else if (frame.name !== attachment.name) {
     // The connect URL chose this object (and, for a shard, the shard 0 that judges it); a
@@ -146,6 +154,7 @@ export async function hello(
   const session = resumed
     ? previous
     : new AgentSession(randomId(), verdict.owner, verdict.label, unackedLimit(t.settings.maxStreams), undefined, t.defer);
+  session.tcp = hello.tcp ?? false;
   t.current = session;
   t.setAttachment(socket, {
     phase: "ready",
@@ -156,6 +165,7 @@ export async function hello(
     label: verdict.label,
     session: session.id,
     primary,
+    tcp: hello.tcp || undefined,
   } satisfies Attachment);
   const now = Date.now();
   const ruleList = shardRules ?? hello.rules;
@@ -187,6 +197,7 @@ export async function hello(
     session: session.id,
     resumed,
     received: session.frames.received,
+    tcp: hello.tcp ?? false,
   });
   use(t, session, socket, resumed ? resume.received : 0);
   if (attachment.shard) reportShard(t, attachment.name, attachment.shard, true);
@@ -257,6 +268,7 @@ export function endSession(t: TunnelCore, session: AgentSession, why: string): v
   if (t.current === session) {
     t.current = undefined;
     t.sockets.closeAll(why);
+    closeConnectors(t, why);
   }
 }
 

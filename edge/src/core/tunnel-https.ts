@@ -1,17 +1,21 @@
 import { SESSION_HEADER, SESSION_PATH, TAKE_PARAM, unackedLimit } from "@burrow/protocol";
 import { identify } from "./admission.ts";
 import { EdgeError } from "./errors.ts";
+import { INTERNAL } from "./headers.ts";
 import { PollingLink } from "./polling.ts";
 import type { TunnelCore } from "./tunnel.ts";
+import { awaitConnect, CONNECTOR_ROLE, fromConnector } from "./tunnel-connect.ts";
 import { fromAgent } from "./tunnel-frames.ts";
 
 /** The HTTPS transport: open a session, carry frames both ways, close it. */
 export async function httpsRequest(t: TunnelCore, request: Request, url: URL): Promise<Response> {
   const id = request.headers.get(SESSION_HEADER);
   if (request.method === "POST" && id === null) {
-    // A relay with tokens opens sessions for its agents only (the hello checks again).
+    const connector = url.searchParams.get("role") === CONNECTOR_ROLE;
+    // A relay with tokens opens sessions for its agents only (the hello checks again); a
+    // visitor's connect has a key instead, which its Connect shows.
     const tokens = await t.tokenList();
-    if (tokens.entries.length > 0 || tokens.error) {
+    if (!connector && (tokens.entries.length > 0 || tokens.error)) {
       const bearer = /^Bearer\s+(\S+)$/i.exec(request.headers.get("authorization") ?? "")?.[1] ?? "";
       if (!(await identify(tokens, bearer))) {
         throw new EdgeError(401, "unauthorized", "This relay requires a token: pass --token-file, --token or BURROW_TOKEN.");
@@ -22,7 +26,9 @@ export async function httpsRequest(t: TunnelCore, request: Request, url: URL): P
       t.linkClosed(ended, code, reason);
     }, unackedLimit(t.settings.maxStreams).bytes);
     t.pollingLinks.set(link.id, link);
-    t.awaitHello(link, request, url);
+    link.connector = connector;
+    if (connector) awaitConnect(t, link, request, url, request.headers.get(INTERNAL.clientIp) ?? "");
+    else t.awaitHello(link, request, url);
     // `take`: this relay answers a POST with frames when the POST asks (TAKE_PARAM); an agent
     // that does not know it ignores the field, and its POSTs are answered 204 as before.
     return Response.json({ session: link.id, take: true }, { status: 201, headers: { "Cache-Control": "no-store" } });
@@ -42,7 +48,7 @@ export async function httpsRequest(t: TunnelCore, request: Request, url: URL): P
       return link.poll(number("ack"), number("wait"), request.signal);
     case "POST": {
       const body = new Uint8Array(await request.arrayBuffer());
-      if (link.receive(number("seq")) === "new") await fromAgent(t, link, body);
+      if (link.receive(number("seq")) === "new") await (link.connector ? fromConnector : fromAgent)(t, link, body);
       // Applied first: the answer carries what the frames caused (a Ready after a hello) or
       // what came meanwhile. A repeated POST is a poll again, so a cut answer is sent again.
       if (url.searchParams.get(TAKE_PARAM) === "1") return link.poll(number("ack"), number("wait"), request.signal);

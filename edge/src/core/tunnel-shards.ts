@@ -63,7 +63,7 @@ export async function shardState(t: TunnelCore, shard: number, up: boolean): Pro
  * rules to enforce.
  */
 export async function admitShard(t: TunnelCore, hello: HelloFrame, shard: number, name: string): Promise<ShardAdmission> {
-  const none: HelloFrame["rules"] = { basicAuth: [], allowIp: [], webhooks: [] };
+  const none: HelloFrame["rules"] = { basicAuth: [], allowIp: [], webhooks: [], connectKeys: [] };
   const session = t.agent() ?? t.current;
   if (!session) {
     return {

@@ -1,4 +1,5 @@
 import type { VisitorAttachment } from "./sockets.ts";
+import type { ConnectorAttachment } from "./tunnel-connect.ts";
 /** What each agent socket remembers across hibernation (`serializeAttachment`, max 2 KiB). */
 export type Attachment =
   | { phase: "hello"; name: string; url: string; shard?: number }
@@ -15,8 +16,11 @@ export type Attachment =
       counts?: { sent: number; received: number };
       /** A shard k > 0: the session of shard 0 it was admitted under (see evictStale). */
       primary?: string;
+      /** The agent serves a TCP tunnel (its hello's `tcp`). */
+      tcp?: boolean;
     }
-  | VisitorAttachment;
+  | VisitorAttachment
+  | ConnectorAttachment;
 export type HelloAttachment = Extract<Attachment, { phase: "hello" }>;
 export type ReadyAttachment = Extract<Attachment, { phase: "ready" }>;
 

@@ -48,6 +48,13 @@ export async function serve(t: TunnelCore, request: VisitRequest, visited: Retur
     const others = visited.shard === 0 ? await shardSet(t) : undefined;
     if (others?.size) return forwardToShard(t, request, visited, pickShard([...others]));
   }
+  if ((t.agent() ?? t.current)?.tcp) {
+    throw new EdgeError(
+      421,
+      "tcp-tunnel",
+      `Tunnel "${tunnel}" carries TCP (ssh, a database), not web pages: reach it with \`agent connect ${tunnel} --listen 127.0.0.1:PORT\` and the key its owner gave you.`,
+    );
+  }
   let headers = visited.headers;
   let body: ReadableStream<Uint8Array> | Uint8Array | null = request.body;
   const from = visitorKey(clientIp);
@@ -123,7 +130,7 @@ export async function serve(t: TunnelCore, request: VisitRequest, visited: Retur
  */
 export function takeStream(t: TunnelCore, from: string | undefined): void {
   const sockets = t.sockets.count;
-  const open = t.streams.size + sockets + t.admitted.total;
+  const open = t.streams.size + sockets + t.admitted.total + t.tcp.size;
   if (open >= t.settings.maxStreams) {
     throw new EdgeError(
       503,
@@ -134,7 +141,11 @@ export function takeStream(t: TunnelCore, from: string | undefined): void {
   }
   // Fewer open than a share: no visitor can hold its share yet (and no socket is looked up).
   if (open < t.settings.maxStreamsPerVisitor) return;
-  const held = t.streams.heldBy(from) + (sockets > 0 ? t.sockets.heldBy(from) : 0) + t.admitted.of(from);
+  const held =
+    t.streams.heldBy(from) +
+    (sockets > 0 ? t.sockets.heldBy(from) : 0) +
+    t.admitted.of(from) +
+    (t.tcp.size > 0 ? t.tcp.heldBy(from) : 0);
   checkShare(from, held, t.settings.maxStreamsPerVisitor, "requests and WebSockets open");
 }
 
@@ -190,8 +201,7 @@ export async function agentBack(t: TunnelCore): Promise<AgentSession | undefined
 
 /** Stream ids are unique per Durable Object instance; the random start keeps them unique across wake-ups. */
 export function nextStreamId(t: TunnelCore): number {
-  const id = t.lastStreamId >= 0xffff_fffe ? 1 : t.lastStreamId + 1;
-  t.lastStreamId = id;
+  const id = t.nextStreamId();
   return id;
 }
 

@@ -21,6 +21,8 @@ import type { RelaySettings } from "./settings.ts";
 import { Tally } from "./shares.ts";
 import { SocketRelay } from "./sockets.ts";
 import { StreamTable } from "./streams.ts";
+import { type Connector, TcpRoutes } from "./tcp.ts";
+import { awaitConnect, CONNECTOR_ROLE, CONNECTOR_TAG, connectorDropped, fromConnector } from "./tunnel-connect.ts";
 import { fromAgent } from "./tunnel-frames.ts";
 import { use } from "./tunnel-hello.ts";
 import { httpsRequest } from "./tunnel-https.ts";
@@ -46,6 +48,10 @@ export class TunnelCore implements TunnelPeer {
   readonly settings: RelaySettings;
   readonly sockets: SocketRelay;
   readonly streams: StreamTable;
+  /** A TCP tunnel's streams, joined to visitors' connects or (self-hosted) public ports. */
+  readonly tcp: TcpRoutes;
+  /** Visitors' `agent connect` sessions, by id (see tunnel-connect.ts). */
+  readonly connectors = new Map<string, Connector>();
   readonly bootedAt = Date.now();
   /** How the agent's session batches its frames (see TunnelHost.defer). */
   readonly defer: ((work: () => void) => void) | undefined;
@@ -98,6 +104,17 @@ export class TunnelCore implements TunnelPeer {
       (id, protocol, visitor) => this.sockets.accept(id, protocol, visitor),
     );
     this.signedBodies = new SignedBodies(this.settings);
+    this.tcp = new TcpRoutes(
+      () => this.agent() ?? this.current,
+      () => this.nextStreamId(),
+    );
+  }
+
+  /** A stream id for the agent's session, unique among the open ones. */
+  nextStreamId(): number {
+    const id = this.lastStreamId >= 0xffff_fffe ? 1 : this.lastStreamId + 1;
+    this.lastStreamId = id;
+    return id;
   }
 
   /**
@@ -157,6 +174,11 @@ export class TunnelCore implements TunnelPeer {
 
   /** The front validated the name and the upgrade; the hello decides whether the agent stays. */
   accept(request: Request, url: URL): Response {
+    if (url.searchParams.get("role") === CONNECTOR_ROLE) {
+      const { link, response } = this.host.links.upgrade([CONNECTOR_TAG]);
+      awaitConnect(this, link, request, url, request.headers.get(INTERNAL.clientIp) ?? "");
+      return response;
+    }
     const { link, response } = this.host.links.upgrade([AGENT_TAG]);
     this.awaitHello(link, request, url);
     return response;
@@ -177,9 +199,9 @@ export class TunnelCore implements TunnelPeer {
    * A connection that never says hello is closed: it would hold a socket (and its memory in
    * the runtime) for nothing. The timer keeps this object awake that long, no longer.
    */
-  helloDeadline(link: Link): void {
+  helloDeadline(link: Link, phase: "hello" | "connect" = "hello"): void {
     setTimeout(() => {
-      if (this.ended.has(link) || (link.deserializeAttachment() as Attachment | null)?.phase !== "hello") return;
+      if (this.ended.has(link) || (link.deserializeAttachment() as Attachment | null)?.phase !== phase) return;
       this.close(link, CloseCode.HelloTimeout, `no hello within ${this.settings.helloTimeoutMs / 1000}s`);
     }, this.settings.helloTimeoutMs);
   }
@@ -192,6 +214,10 @@ export class TunnelCore implements TunnelPeer {
       const agent = this.agent() ?? this.current;
       if (agent) this.sockets.fromVisitor(agent, socket, attachment.stream, message);
       else this.sockets.closeAll("the tunnel's agent is not connected");
+      return;
+    }
+    if (attachment.phase === "connect" || attachment.phase === "connector") {
+      if (typeof message !== "string") await fromConnector(this, socket, new Uint8Array(message));
       return;
     }
     this.probes.get(socket)?.(true);
@@ -235,6 +261,10 @@ export class TunnelCore implements TunnelPeer {
 
   linkClosed(socket: Link, code: number, reason: string): void {
     const attachment = socket.deserializeAttachment() as Attachment | null;
+    if (attachment?.phase === "connect" || attachment?.phase === "connector") {
+      connectorDropped(this, socket, code);
+      return;
+    }
     if (attachment?.phase !== "visitor") {
       dropped(this, socket, code, reason);
       return;
@@ -314,6 +344,7 @@ export class TunnelCore implements TunnelPeer {
       attachment.counts,
       this.defer,
     );
+    session.tcp = attachment.tcp ?? false;
     this.current = session;
     use(this, session, link, attachment.counts?.sent ?? 0);
     return session;
@@ -321,7 +352,8 @@ export class TunnelCore implements TunnelPeer {
 
   /** Agents' WebSockets and HTTPS sessions (visitors' WebSockets carry another tag). */
   agentLinks(): Link[] {
-    return [...this.host.links.byTag(AGENT_TAG), ...this.pollingLinks.values()];
+    const polling = [...this.pollingLinks.values()].filter((link) => !link.connector);
+    return [...this.host.links.byTag(AGENT_TAG), ...polling];
   }
 
   /**
