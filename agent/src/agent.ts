@@ -486,7 +486,9 @@ export class Agent {
           frames = frames.slice(at + 1);
           total -= at + 1;
         }
-        const session = this.current!;
+        const session = this.current;
+        // Stopped meanwhile: the session's streams are gone, and so is what it would serve.
+        if (!session) return;
         let rest: (Frame | InvalidFrame)[];
         try {
           rest = session.frames.take(frames, total);

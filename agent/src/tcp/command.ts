@@ -66,11 +66,13 @@ export function connectRequest(name: string, args: Record<string, string>, runti
 export async function connect(options: AgentOptions, request: ConnectRequest, runtime: Runtime, log: Log): Promise<number> {
   let status = 0;
   let agent: Agent | undefined;
+  let stopping = false;
   const clients = new LocalClients(log, (end: ClientEnd) => {
-    if (request.listen) return;
+    if (request.listen || stopping) return;
     // --stdio: its one connection is the command's life.
     status = end.reset ? 1 : 0;
     if (end.reset) log.error(`the connection to ${request.name} was reset: ${end.why}`);
+    stopping = true;
     agent?.stop();
   });
   let announced = false;
@@ -82,11 +84,12 @@ export async function connect(options: AgentOptions, request: ConnectRequest, ru
         return log.info(`connection to the relay resumed; ${open} connection${open === 1 ? "" : "s"} go on`, "resumed");
       if (announced) return log.info(`connected to tunnel ${frame.name} again (a new session)`, "up");
       announced = true;
-      const where = request.listen ? `: connect to ${listenLabel(server)}` : "";
-      log.result(`connected to tunnel ${frame.name}${where}`, "up", {
-        name: frame.name,
-        listen: request.listen ? listenLabel(server) : undefined,
-      });
+      if (!request.listen) {
+        log.info(`connected to tunnel ${frame.name}`, "up", { name: frame.name });
+        return;
+      }
+      const at = listenLabel(server);
+      log.result(`connected to tunnel ${frame.name}: connect to ${at}`, "up", { name: frame.name, listen: at });
     },
   };
   agent = new Agent({ ...options, connect: { key: request.key } }, service, runtime, log);
@@ -99,7 +102,11 @@ export async function connect(options: AgentOptions, request: ConnectRequest, ru
   } else {
     clients.add(stdioSocket());
   }
-  runtime.onStop(() => agent?.stop());
+  // ssh ends its ProxyCommand with SIGHUP once it is done with it: nobody reads on, nothing to say.
+  runtime.onStop(() => {
+    stopping = true;
+    agent?.stop();
+  });
   try {
     await agent.run();
   } finally {
