@@ -8,7 +8,7 @@ import { sampleRss } from "../test/_memory.ts";
 import { Child } from "../test/_process.ts";
 import { ROOT } from "../test/_relay.ts";
 import { findProgram, redisBenchmark, startRedis } from "../test/_services.ts";
-import { type TcpMedians, tcpGoals } from "./_goals.ts";
+import { tcpGoals } from "./_goals.ts";
 import { median } from "./_measure.ts";
 import { tcpDownload, tcpUpload } from "./_tcp-measure.ts";
 import { TCP_PATHS, type TcpPath, type TcpPathPlan } from "./_tcp-paths.ts";
@@ -124,7 +124,7 @@ export async function runTcp(stops: (() => Promise<unknown>)[], rounds: number) 
       upMBps: m((x) => x.upMBps),
       peakMB: peaks.length > 0 ? Math.max(...peaks) : undefined,
       errors: s.reduce((sum, x) => sum + x.errors, 0),
-    } satisfies TcpMedians & Record<string, unknown>;
+    };
   });
   const ssh = results.find((r) => r.id === "tcp-ssh");
 
