@@ -1,6 +1,6 @@
-// The variants `npm run bench` measures (see run.ts): their ids for BENCH_ONLY, and what each
-// needs started: the origin, nginx, the Durable Object floor, Burrow on the Cloudflare relay and
-// on the self-hosted one, and the peers.
+// The HTTP variants `npm run bench` measures (see run.ts): their ids for BENCH_ONLY (beside the
+// TCP paths', bench/_tcp-paths.ts), and what each needs started: the origin, nginx, the Durable
+// Object floor, Burrow on the Cloudflare relay and on the self-hosted one, and the peers.
 import { execFileSync } from "node:child_process";
 import http from "node:http";
 import { join } from "node:path";
@@ -11,6 +11,7 @@ import { Relay, type RelayLauncher, ROOT } from "../test/_relay.ts";
 import type { Target } from "./_measure.ts";
 import { startNginx } from "./_nginx.ts";
 import { type PeerName, startPeers } from "./_peers.ts";
+import { TCP_IDS } from "./_tcp-paths.ts";
 
 /** Bytes each transfer moves (BENCH_BYTES), unless a peer needs less. */
 export const BYTES = Number(process.env.BENCH_BYTES ?? 1024 ** 3);
@@ -36,7 +37,9 @@ export const ONLY = process.env.BENCH_ONLY?.split(",")
   .map((id) => id.trim())
   .filter(Boolean);
 for (const id of ONLY ?? []) {
-  if (!IDS.includes(id)) throw new Error(`BENCH_ONLY: no variant "${id}"; the ids are ${IDS.join(", ")}`);
+  if (!IDS.includes(id) && !TCP_IDS.includes(id)) {
+    throw new Error(`BENCH_ONLY: no variant "${id}"; the ids are ${[...IDS, ...TCP_IDS].join(", ")}`);
+  }
 }
 /** BENCH_AB_TREE: another checkout (a worktree at the commit before a change) whose relay runs too. */
 const AB_TREE = process.env.BENCH_AB_TREE;
@@ -45,6 +48,8 @@ const treeCommit = (tree: string) =>
   execFileSync("git", ["-C", tree, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
 /** Whether the variant `id` runs (all of them without BENCH_ONLY). */
 const wanted = (id: string) => !ONLY || ONLY.includes(id);
+/** Whether BENCH_ONLY leaves any HTTP variant to run (it may name TCP paths only). */
+export const HTTP_WANTED = IDS.some(wanted);
 
 export type Launcher = "wrangler" | "workerd";
 export type SelfhostLauncher = Extract<RelayLauncher, `selfhost-${string}`>;
@@ -71,6 +76,7 @@ export interface Variant {
  * variants; `stops` collects how to stop each part, `footnotes` what to print under the table.
  */
 export async function setUp(stops: (() => Promise<unknown>)[], footnotes: string[]): Promise<Variant[]> {
+  if (!HTTP_WANTED) return [];
   const origin = new Child("origin", process.execPath, [join(ROOT, "bench/_origin.js")], { cwd: ROOT });
   stops.push(() => origin.stop());
   const originPort = Number((await origin.waitFor(/^listening (\d+)/))[1]);

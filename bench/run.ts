@@ -10,6 +10,9 @@
 // "direct,nginx,floor-workerd,node-workerd": an A/B of a few; startup and package size are then
 // left out), BENCH_AB_TREE (another checkout, e.g. a worktree at the commit before a change: its
 // relay on workerd with this checkout's Node agent, beside node-workerd in the same rounds).
+// Then, with the HTTP variants stopped, the TCP section (bench/_tcp.ts): TCP paths to redis-server
+// and a byte service, ids tcp-direct, tcp-ssh, tcp-workerd, tcp-selfhost-node in BENCH_ONLY;
+// BENCH_TCP_REQUESTS (200000 per redis-benchmark test), BENCH_BYTES each way.
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -19,7 +22,8 @@ import { ROOT } from "../test/_relay.ts";
 import { selfhostGoals } from "./_goals.ts";
 import { download, echo, firstEvent, type Load, load, median, sequential, upload } from "./_measure.ts";
 import type { PeerName } from "./_peers.ts";
-import { BYTES, ONLY, setUp, type Variant } from "./_variants.ts";
+import { runTcp } from "./_tcp.ts";
+import { BYTES, HTTP_WANTED, ONLY, setUp, type Variant } from "./_variants.ts";
 import { measurePackage, writePackageSize } from "./package-size.ts";
 import { measureStartup, printStartup } from "./startup.ts";
 
@@ -127,12 +131,15 @@ function summarize(samples: Sample[]) {
 
 const fixed = (n: number | undefined, digits = 0) => (n === undefined || Number.isNaN(n) ? "-" : n.toFixed(digits));
 
-let stopping: Promise<void> | undefined;
-/** Stops everything started, once (the bench's end, a failure, or Ctrl-C). */
+let stopping: Promise<void> = Promise.resolve();
+/**
+ * Stops everything started so far, in reverse order (between the HTTP and the TCP sections, at
+ * the bench's end, on a failure, or on Ctrl-C); calls queue, so each part is stopped once.
+ */
 function stopAll(): Promise<void> {
-  stopping ??= (async () => {
-    for (const stop of stops.reverse()) await stop().catch(() => {});
-  })();
+  stopping = stopping.then(async () => {
+    while (stops.length > 0) await stops.pop()!().catch(() => {});
+  });
   return stopping;
 }
 for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
@@ -149,7 +156,9 @@ function verdict(ratio: number, met: boolean): { text: string; value: number; me
 }
 
 try {
-  console.log(`setting up: origin, nginx, DO floor and Burrow relays on wrangler dev and workerd serve, agents, peers...`);
+  if (HTTP_WANTED) {
+    console.log(`setting up: origin, nginx, DO floor and Burrow relays on wrangler dev and workerd serve, agents, peers...`);
+  }
   const variants = await setUp(stops, footnotes);
   const baselines = new Map(variants.map((v) => [v.name, { rss: v.relayPids?.().reduce((s, p) => s + memory(p).rss, 0) ?? 0 }]));
   const samples = new Map<string, Sample[]>(variants.map((v) => [v.name, []]));
@@ -192,28 +201,31 @@ try {
   footnotes.push(UPLOADS.note);
 
   const sizes = [...new Set(results.filter((r) => r.bytes > 0).map((r) => r.bytes / MiB))].join(" or ");
-  console.log(`\nmedians of ${ROUNDS} rounds; ${sizes} MiB transfers; load runs of ${SECONDS}s (autocannon)`);
-  console.table(
-    results.map((r) => ({
-      variant: r.name,
-      "c1 req/s": fixed(r.c1rps),
-      "c1 p50 ms": fixed(r.c1p50, 2),
-      "c1 p99 ms": fixed(r.c1p99, 2),
-      "c50 req/s": fixed(r.c50rps),
-      "c50 p50 ms": fixed(r.c50p50, 1),
-      "c50 p99 ms": fixed(r.c50p99, 1),
-      "down MB/s": fixed(r.downMBps),
-      "up MB/s": fixed(r.upMBps),
-      "ws echo ms": fixed(r.echoMs, 2),
-      "1st SSE ms": fixed(r.firstEventMs, 2),
-      "agent peak MB": fixed(r.agentPeakMB),
-      "relay growth MB": fixed(r.relayGrowthMB),
-      errors: r.errors,
-    })),
-  );
-  for (const note of footnotes) console.log(`- ${note}`);
+  // BENCH_ONLY with TCP paths only: no HTTP tables.
+  if (results.length > 0) {
+    console.log(`\nmedians of ${ROUNDS} rounds; ${sizes} MiB transfers; load runs of ${SECONDS}s (autocannon)`);
+    console.table(
+      results.map((r) => ({
+        variant: r.name,
+        "c1 req/s": fixed(r.c1rps),
+        "c1 p50 ms": fixed(r.c1p50, 2),
+        "c1 p99 ms": fixed(r.c1p99, 2),
+        "c50 req/s": fixed(r.c50rps),
+        "c50 p50 ms": fixed(r.c50p50, 1),
+        "c50 p99 ms": fixed(r.c50p99, 1),
+        "down MB/s": fixed(r.downMBps),
+        "up MB/s": fixed(r.upMBps),
+        "ws echo ms": fixed(r.echoMs, 2),
+        "1st SSE ms": fixed(r.firstEventMs, 2),
+        "agent peak MB": fixed(r.agentPeakMB),
+        "relay growth MB": fixed(r.relayGrowthMB),
+        errors: r.errors,
+      })),
+    );
+    for (const note of footnotes) console.log(`- ${note}`);
+  }
 
-  console.log("\nratios (Burrow / reference); the DO floor is the one on the same launcher");
+  if (results.length > 0) console.log("\nratios (Burrow / reference); the DO floor is the one on the same launcher");
   const ratios = results
     .filter((r) => r.kind === "burrow" || r.kind === "selfhost")
     .map((r) => {
@@ -232,7 +244,7 @@ try {
         "up MB/s": fixed(r.upMBps),
       };
     });
-  console.table(ratios);
+  if (results.length > 0) console.table(ratios);
 
   // Issue 13's goals, against the floor on the same launcher and the peers of this run. The
   // workerd variants are the goals; the wrangler one is shown for information.
@@ -280,7 +292,7 @@ try {
         met: g.met,
       })),
     );
-  if (!lt || !tm)
+  if (results.length > 0 && (!lt || !tm))
     console.log(`- "no peer": ${[!lt && "localtunnel", !tm && "tunnelmole"].filter(Boolean).join(" and ")} not in this run`);
 
   const selfhosted = results.filter((r) => r.kind === "selfhost");
@@ -297,6 +309,10 @@ try {
       })),
     );
   }
+
+  // The HTTP variants' relays, agents and peers stop first: the TCP paths get the machine alone.
+  await stopAll();
+  const tcp = await runTcp(stops, ROUNDS);
 
   // An A/B of a few variants (BENCH_ONLY) leaves startup and the package's size to a full run.
   const startup = ONLY ? undefined : await measureStartup(Number(process.env.BENCH_RUNS ?? 10));
@@ -319,7 +335,7 @@ try {
   const uploads = { client: UPLOADS.client, expectContinue: UPLOADS.expectContinue };
   writeFileSync(
     file,
-    `${JSON.stringify({ date: new Date().toISOString(), machine, only: ONLY, rounds: ROUNDS, bytes: BYTES, uploads, footnotes, results: clean, ratios, goals, goalsOf: "issue 13", goalsSelfhost, startup, packageSize, raw }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), machine, only: ONLY, rounds: ROUNDS, bytes: BYTES, uploads, footnotes, results: clean, ratios, goals, goalsOf: "issue 13", goalsSelfhost, tcp, startup, packageSize, raw }, null, 2)}\n`,
   );
   console.log(`\nwrote ${file}`);
 } finally {
