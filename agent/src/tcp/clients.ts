@@ -1,4 +1,12 @@
-import { attachSocket, type Frame, FrameType, type InvalidFrame, type PipeSocket, TcpPipe } from "@burrow/protocol";
+import {
+  attachSocket,
+  type Frame,
+  FrameType,
+  type InvalidFrame,
+  MAX_CONNECT_STREAM_ID,
+  type PipeSocket,
+  TcpPipe,
+} from "@burrow/protocol";
 import type { Log } from "../log.ts";
 
 /** A local client's socket as `connect` gets it: node:net's, or stdin and stdout together. */
@@ -67,7 +75,10 @@ export class ClientStreams {
   }
 
   add(socket: ClientSocket): void {
-    const stream = this.next++;
+    // Ids wrap at MAX_CONNECT_STREAM_ID, skipping those still open (a long-lived --listen).
+    let stream = this.next;
+    while (this.pipes.has(stream)) stream = stream >= MAX_CONNECT_STREAM_ID ? 1 : stream + 1;
+    this.next = stream >= MAX_CONNECT_STREAM_ID ? 1 : stream + 1;
     const pipe = new TcpPipe(
       stream,
       socket,

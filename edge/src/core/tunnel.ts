@@ -22,7 +22,14 @@ import { Tally } from "./shares.ts";
 import { SocketRelay } from "./sockets.ts";
 import { StreamTable } from "./streams.ts";
 import { type Connector, TcpRoutes } from "./tcp.ts";
-import { awaitConnect, CONNECTOR_ROLE, CONNECTOR_TAG, connectorDropped, fromConnector } from "./tunnel-connect.ts";
+import {
+  awaitConnect,
+  CONNECTOR_ROLE,
+  CONNECTOR_TAG,
+  connectorDropped,
+  connectorInSlot,
+  fromConnector,
+} from "./tunnel-connect.ts";
 import { fromAgent } from "./tunnel-frames.ts";
 import { use } from "./tunnel-hello.ts";
 import { httpsRequest } from "./tunnel-https.ts";
@@ -107,12 +114,14 @@ export class TunnelCore implements TunnelPeer {
     this.tcp = new TcpRoutes(
       () => this.agent() ?? this.current,
       () => this.nextStreamId(),
+      (slot) => connectorInSlot(this, slot),
     );
   }
 
   /** A stream id for the agent's session, unique among the open ones. */
   nextStreamId(): number {
-    const id = this.lastStreamId >= 0xffff_fffe ? 1 : this.lastStreamId + 1;
+    // The upper half of the ids is the connectors' (see tcp.ts, CONNECTOR_IDS).
+    const id = this.lastStreamId >= 0x7fff_fffe ? 1 : this.lastStreamId + 1;
     this.lastStreamId = id;
     return id;
   }
