@@ -111,7 +111,7 @@ export class ClientStreams {
     return true;
   }
 
-  abortAll(): void {
-    for (const pipe of [...this.pipes.values()]) pipe.abort("the connection to the relay ended and could not be resumed", false);
+  abortAll(why = "the connection to the relay ended"): void {
+    for (const pipe of [...this.pipes.values()]) pipe.abort(why, false);
   }
 }
