@@ -1,5 +1,6 @@
 import {
   attachSocket,
+  DEFAULT_MAX_STREAMS,
   type Frame,
   FrameType,
   type InvalidFrame,
@@ -44,7 +45,11 @@ export class LocalClients {
   /** A local client connected: a stream now, or once the relay first says Ready. */
   add(socket: ClientSocket): void {
     if (this.current) this.current.add(socket);
-    else {
+    else if (this.waiting.length >= DEFAULT_MAX_STREAMS) {
+      // The relay would refuse more than a tunnel's streams anyway; none waits unbounded.
+      this.log.warn(`${DEFAULT_MAX_STREAMS} connections already wait for the relay; closing another one`, "tcp-refused");
+      socket.destroy();
+    } else {
       socket.pause();
       this.waiting.push(socket);
     }
