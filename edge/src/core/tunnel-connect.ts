@@ -218,7 +218,7 @@ function freeSlot(t: TunnelCore): number | undefined {
 }
 
 /** Connectors' links, on either transport. */
-function connectorLinks(t: TunnelCore): Link[] {
+export function connectorLinks(t: TunnelCore): Link[] {
   return [...t.host.links.byTag(CONNECTOR_TAG), ...[...t.pollingLinks.values()].filter((link) => link.connector)];
 }
 

@@ -28,6 +28,7 @@ import {
   CONNECTOR_TAG,
   connectorDropped,
   connectorInSlot,
+  connectorLinks,
   fromConnector,
 } from "./tunnel-connect.ts";
 import { fromAgent } from "./tunnel-frames.ts";
@@ -240,12 +241,13 @@ export class TunnelCore implements TunnelPeer {
    * HTTPS-transport agent hears it in the answer to its waiting poll.
    */
   closeAgents(code: number, reason: string): void {
-    for (const link of this.agentLinks()) this.close(link, code, reason);
+    // Visitors' connects too: they come back as the agent does, and resume.
+    for (const link of [...this.agentLinks(), ...connectorLinks(this)]) this.close(link, code, reason);
   }
 
-  /** Agent links not yet gone, on either transport: a host's graceful stop waits for none. */
+  /** Agent (and connect) links not yet gone, on either transport: a host's graceful stop waits for none. */
   agentLinkCount(): number {
-    return this.agentLinks().length;
+    return this.agentLinks().length + connectorLinks(this).length;
   }
 
   /** The peer of one of this tunnel's links closed it. */
