@@ -35,17 +35,21 @@ const common = {
   platform: "node",
   // Node 20.6 is the oldest runtime the package supports (engines); Bun and Deno run ES2022.
   target: ["node20.6", "es2022"],
-  // ws loads these native helpers with require() inside a try/catch and runs without them;
-  // left out, the require fails and ws uses its JavaScript fallbacks.
-  // bun:ffi is Bun's own module (Negotiate's GSSAPI, in the Bun entry only).
-  external: ["bufferutil", "utf-8-validate", "bun:ffi"],
+  // ws loads its native helpers with require() inside a try/catch and runs without them: left
+  // out, utf-8-validate's require fails and ws validates in JavaScript. bufferutil is ours,
+  // bundled (see the alias). bun:ffi is Bun's own module (Negotiate's GSSAPI, in the Bun entry only).
+  external: ["utf-8-validate", "bun:ffi"],
   // ws is CommonJS: its require("events") etc. need a real require in an ES module, on
   // Node, Bun and Deno alike.
   banner: {
     js: 'import { createRequire as __burrowRequire } from "node:module";\nconst require = __burrowRequire(import.meta.url);',
   },
-  // One ws for the agent's client and the relay's server (edge/ has its own copy in a clone).
-  alias: { ws: dirname(createRequire(join(agent, "package.json")).resolve("ws/package.json")) },
+  // One ws for the agent's client and the relay's server (edge/ has its own copy in a clone), and
+  // ws's masking helpers a word at a time (edge/src/selfhost/ws-bufferutil, a workspace in a clone).
+  alias: {
+    ws: dirname(createRequire(join(agent, "package.json")).resolve("ws/package.json")),
+    bufferutil: join(agent, "../edge/src/selfhost/ws-bufferutil/index.cjs"),
+  },
   legalComments: "eof",
   logLevel: "warning",
 };
