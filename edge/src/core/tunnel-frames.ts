@@ -84,8 +84,10 @@ export function receive(t: TunnelCore, socket: AgentSession, frame: Frame | Inva
   // A TCP tunnel's streams pass through to their visitor (tcp.ts).
   if (t.tcp.size > 0 && frame.type !== "invalid" && isTcpFrame(frame) && t.tcp.has(frame.stream)) {
     const violation = t.tcp.fromAgent(frame);
-    if (violation && violation !== "gone")
-      console.warn(`tunnel stream ${frame.stream}: the agent broke the protocol: ${violation}`);
+    if (violation && violation !== "gone") {
+      const name = (socket.link?.deserializeAttachment() as { name?: string } | null | undefined)?.name;
+      console.warn(`tunnel ${name}: stream ${frame.stream}: the agent broke the protocol: ${violation}`);
+    }
     return;
   }
   switch (frame.type) {
