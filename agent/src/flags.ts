@@ -191,7 +191,7 @@ const FLAGS: Flag[] = [
   {
     name: "key-file",
     value: "FILE",
-    help: "agent connect: read the tunnel's connect key from the first line of this file",
+    help: "agent connect (and agent doctor connect): read the tunnel's connect key from the first line of this file",
   },
   { name: "key", env: "BURROW_CONNECT_KEY", value: "KEY", help: "agent connect: the tunnel's connect key", yieldsTo: "key-file" },
   { name: "debug", env: "BURROW_DEBUG", help: "print details and stack traces" },
@@ -238,6 +238,7 @@ export function help(): string {
     "       agent --tcp 22 [--connect-key-file FILE]    a TCP tunnel (ssh, a database)",
     "       agent connect NAME --listen 127.0.0.1:2222 | --stdio [--key-file FILE]    reach a TCP tunnel",
     "       agent doctor [--relay URL] [--proxy URL] [--ca FILE]    checks the way to the relay",
+    "       agent doctor connect NAME --key-file FILE    checks it for agent connect: is NAME a TCP tunnel taking the key",
     "       agent login --relay URL    checks the relay, reads its token from a prompt or stdin, saves both",
     "       agent logout               forgets what login saved",
     "",

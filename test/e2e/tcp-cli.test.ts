@@ -6,7 +6,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type ConnectFrame, encodeFrame, FrameType, type HelloFrame, hashConnectKey } from "@burrow/protocol";
+import { type ConnectFrame, encodeFrame, FrameType, type HelloFrame, hashConnectKey, PROTOCOL_VERSION } from "@burrow/protocol";
 import { encode } from "@msgpack/msgpack";
 import { afterEach, describe, expect, it } from "vitest";
 import { AgentProcess, agentCommand } from "../_agent.ts";
@@ -44,9 +44,12 @@ function agent(args: string[], cwd = tempDir(), env: NodeJS.ProcessEnv = {}): Ag
   return child;
 }
 
-/** A stand-in relay on 127.0.0.1; closed after the test. */
-async function scriptedRelay(onHello?: (connection: RelayConnection, index: number) => void): Promise<ScriptedRelay> {
-  const relay = await ScriptedRelay.start(onHello ?? (() => {}));
+/** A stand-in relay on 127.0.0.1 (answering INFO_PATH with `info`, if given); closed after the test. */
+async function scriptedRelay(
+  onHello?: (connection: RelayConnection, index: number) => void,
+  info?: object,
+): Promise<ScriptedRelay> {
+  const relay = await ScriptedRelay.start(onHello ?? (() => {}), info);
   cleanups.push(() => relay.close());
   return relay;
 }
@@ -293,6 +296,47 @@ describe("against a relay from before TCP tunnels", () => {
     );
     expect(child.output).toContain("hint: upgrade the relay (redeploy it, or update the package that runs `agent relay`)");
     expect(relay.connections).toHaveLength(1);
+  });
+
+  it("agent doctor connect says the relay is from before TCP tunnels, and fails the key step with exit 3", async () => {
+    // An older relay: its INFO_PATH says nothing of tcp, and it refuses a Connect as a bad hello.
+    const relay = await scriptedRelay(undefined, { burrow: true, protocol: PROTOCOL_VERSION });
+    // Doctor's connections: the WebSocket step's (a heartbeat only), then the key step's.
+    const refusing = (async () => {
+      for (let i = 0; i < 2; i++) {
+        const connection = await relay.connection(i);
+        void connection
+          .next((frame) => frame.type === FrameType.Connect)
+          .then(
+            () => connection.refuse("bad-hello", "the first frame on a connection must be a Hello"),
+            () => {},
+          );
+      }
+    })();
+    void refusing.catch(() => {});
+    const child = agent(["doctor", "connect", "devbox", "--relay", relay.url], undefined, { BURROW_CONNECT_KEY: KEY });
+    expect(await child.exited).toBe(3);
+    expect(child.output).toContain(
+      `ok   relay      a Burrow relay speaking protocol ${PROTOCOL_VERSION}, as this agent does, from before TCP tunnels (agent --tcp and agent connect need a newer one)`,
+    );
+    expect(child.output).toContain(
+      "FAIL key        the relay refused the Connect: it is older than this agent and carries no TCP tunnels",
+    );
+    expect(child.output).toMatch(
+      /^ {16}hint: upgrade the relay \(redeploy it, or update the package that runs `agent relay`\)$/m,
+    );
+    expect(child.output).toContain("verdict: the relay refuses this visitor; see the hint above");
+  });
+
+  it("agent doctor --tcp fails the token step when the relay takes a TCP hello for an HTTP tunnel's", async () => {
+    const relay = await scriptedRelay((connection) => void connection.ready(), { burrow: true, protocol: PROTOCOL_VERSION });
+    const child = agent(["doctor", "--tcp", "22", "--relay", relay.url]);
+    expect(await child.exited).toBe(3);
+    expect(child.output).toContain(
+      "FAIL token      the relay took a TCP tunnel's hello for an HTTP tunnel's: it is older than this agent and carries no TCP tunnels",
+    );
+    const hello = await (await relay.connection(1)).hello;
+    expect(hello).toMatchObject({ tcp: true, name: expect.stringMatching(/^doctor-/) });
   });
 
   it("agent connect stops the same way when a Ready to its Connect does not say tcp", async () => {

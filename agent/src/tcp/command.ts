@@ -28,6 +28,26 @@ export function connectRequest(name: string, args: Record<string, string>, runti
       "--listen 127.0.0.1:2222 for any client (ssh -p 2222 localhost), --stdio for ssh's ProxyCommand",
     );
   }
+  const key = connectKey(name, args, runtime);
+  if (stdio) return { name, key };
+  const match = /^(?:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):)?(\d{1,5})$/.exec(args.listen!);
+  const port = Number(match?.[2]);
+  if (!match || !(port >= 0 && port <= 65535)) {
+    throw new AgentError(
+      "usage",
+      `--listen ${JSON.stringify(args.listen)} is not HOST:PORT`,
+      "for example --listen 127.0.0.1:2222",
+    );
+  }
+  return { name, key, listen: { host: match[1]?.replace(/^\[|\]$/g, "") ?? "127.0.0.1", port } };
+}
+
+/**
+ * The tunnel's key for `agent connect NAME` (and `agent doctor connect NAME`): the first line
+ * of --key-file, else --key or BURROW_CONNECT_KEY.
+ * @throws {AgentError} "usage" when there is none, or the file cannot be read.
+ */
+export function connectKey(name: string, args: Record<string, string>, runtime: Runtime, command = "agent connect"): string {
   let key = args.key ?? "";
   if (args["key-file"] !== undefined) {
     const text = readUserFile(
@@ -41,21 +61,11 @@ export function connectRequest(name: string, args: Record<string, string>, runti
   if (!key) {
     throw new AgentError(
       "usage",
-      `agent connect ${name} needs the tunnel's key`,
+      `${command} ${name} needs the tunnel's key`,
       "its owner's agent printed it when the tunnel started: pass it with --key-file FILE or BURROW_CONNECT_KEY",
     );
   }
-  if (stdio) return { name, key };
-  const match = /^(?:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):)?(\d{1,5})$/.exec(args.listen!);
-  const port = Number(match?.[2]);
-  if (!match || !(port >= 0 && port <= 65535)) {
-    throw new AgentError(
-      "usage",
-      `--listen ${JSON.stringify(args.listen)} is not HOST:PORT`,
-      "for example --listen 127.0.0.1:2222",
-    );
-  }
-  return { name, key, listen: { host: match[1]?.replace(/^\[|\]$/g, "") ?? "127.0.0.1", port } };
+  return key;
 }
 
 /**
