@@ -92,6 +92,11 @@ export interface Sshd {
   sshOptions: string[];
   /** `ssh` to this server running `command`. */
   ssh(command: string, options?: { input?: string | Uint8Array; timeoutMs?: number }): Promise<RunResult>;
+  /**
+   * TCP connections the server has accepted so far (its "Connection from" lines), whether or
+   * not they logged in: what reached it.
+   */
+  connections(): number;
   /** The listener and the per-connection processes it forked. */
   pids(): number[];
   output(): string;
@@ -137,6 +142,8 @@ export async function startSshd(): Promise<Sshd> {
       // Tests open many connections at once; the defaults (10:30:100, 10) start refusing them.
       "MaxStartups 200",
       "MaxSessions 200",
+      // VERBOSE logs each accepted connection ("Connection from ..."), even one that never logs in.
+      "LogLevel VERBOSE",
       "",
     ].join("\n"),
   );
@@ -167,6 +174,7 @@ export async function startSshd(): Promise<Sshd> {
     dir,
     sshOptions,
     ssh: (command, options) => sshRun("ssh", [...sshOptions, "-p", String(port), target, command], options),
+    connections: () => child.lines.filter((line) => line.startsWith("Connection from ")).length,
     pids: () => processTree(child.pid),
     output: () => child.output,
     async stop() {
