@@ -79,6 +79,7 @@ export function encodeFrame(frame: Frame): Uint8Array {
         frame.resumed,
         frame.received,
         frame.tcp ?? false,
+        frame.notice ?? "",
       ]);
     case FrameType.Connect:
       return encoder.encode([
@@ -288,6 +289,7 @@ function checkOther(at: Fields, type: number): Frame | undefined {
         resumed: at.bool(5, "resumed"),
         received: at.int(6, "received", 0, Number.MAX_SAFE_INTEGER),
         tcp: at.has(7) ? at.bool(7, "tcp") : false,
+        notice: at.has(8) ? at.text(8, "notice", MAX_MESSAGE_LENGTH) : "",
       };
     case FrameType.Connect:
       return {

@@ -119,7 +119,10 @@ export interface WebhookRule {
 export interface ReadyFrame {
   type: typeof FrameType.Ready;
   name: string;
-  /** The public URL visitors use. */
+  /**
+   * The public URL visitors use. For a TCP tunnel that a self-hosted relay gave a public port
+   * (--tcp-ports), `tcp://HOST:PORT`: plain clients reach it there, with no `connect`.
+   */
   url: string;
   /** The relay has no tokens: anyone who can reach it may open tunnels (the agent says so). */
   open: boolean;
@@ -135,6 +138,12 @@ export interface ReadyFrame {
    * Ready for a Connect: true.
    */
   tcp?: boolean;
+  /**
+   * Something the agent's user should know about the tunnel, printed as a warning ("" none):
+   * a self-hosted relay with --tcp-ports that has no port free for it, say. At most
+   * MAX_MESSAGE_LENGTH characters; an older agent ignores it.
+   */
+  notice?: string;
 }
 
 /**

@@ -90,6 +90,7 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
     resumed: fc.boolean(),
     received: fc.maxSafeNat(),
     tcp: fc.boolean(),
+    notice: text(1024),
   }),
   fc.record({
     type: fc.constant(FrameType.Connect),
