@@ -129,7 +129,7 @@ export class PortPool {
     });
     return new Promise((resolve, reject) => {
       server.once("error", reject);
-      server.listen({ port, host: this.host, exclusive: true }, () => {
+      server.listen({ port, host: this.host }, () => {
         server.off("error", reject);
         server.on("error", (error) => console.error(`relay | tunnel ${name}: public TCP port ${port} failed`, error));
         resolve(server);
