@@ -49,8 +49,7 @@ Options:
   --public-url URL         the URL visitors use, without a base domain (a proxy in front, say):
                            https://relay.example.com
   --data DIR               keep what must survive a restart here (names' owners, tokens' tunnels,
-                           TCP tunnels' ports);
-                           without it, in memory only
+                           TCP tunnels' ports); without it, in memory only
   --tls-cert FILE          serve HTTPS with this PEM certificate chain (and --tls-key)
   --tls-key FILE           the certificate's PEM private key
   --trust-proxy ADDR[,..]  take the visitor's address from X-Forwarded-For when the connection
