@@ -166,6 +166,16 @@ describe.skipIf(skip)("ssh and scp through a TCP tunnel, with the agent and its 
     await copiesBothWays(client, "basic");
   }, 120_000);
 
+  it("gives ssh the proxy's refusal of wrong credentials at once, with its hint, instead of retrying", async () => {
+    const wrong = basic.proxyUrl.replace(encodeURIComponent(BASIC.password), "xyzzy-not-it");
+    const client = visitor(basic, "node", ["--ca", relay.caFile], { HTTPS_PROXY: wrong });
+    const result = await client.ssh("echo hello");
+    expect(result.code).toBe(255); // ssh's own: the ProxyCommand closed the connection
+    expect(result.stderr).toMatch(/^error: .*refused the Basic credentials of user "corp user" \(407 /m);
+    expect(result.stderr).toMatch(/^ {2}hint: check the user name and the password, from the proxy URL/m);
+    expect(result.stderr).not.toContain("xyzzy-not-it");
+  }, 30_000);
+
   it.skipIf(skipNtlm)(
     "runs a command and copies files both ways for a Bun visitor behind squid checking NTLMv2 passwords",
     async () => {
