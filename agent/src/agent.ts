@@ -33,8 +33,8 @@ export type TransportChoice = "auto" | "websocket" | "https";
 export interface SessionStreams {
   /** A frame of the session from the relay. */
   receive(frame: Frame | InvalidFrame): unknown;
-  /** The session ended: every stream is abandoned. */
-  abortAll(): void;
+  /** The session ended (`why`, for the streams' users): every stream is abandoned. */
+  abortAll(why?: string): void;
   /** Streams open, for the resume line. */
   readonly open: number;
   /** Sending a response body now (the HTTPS transport does not hold such POSTs as polls). */
@@ -146,6 +146,8 @@ export class Agent {
    */
   private current: { id: string; frames: FrameSession; forwarder: SessionStreams } | undefined;
   private readonly service: LinkService;
+  /** Why the last link that was up ended, for the streams a new session ends. */
+  private lastDrop = "";
 
   constructor(
     private readonly options: AgentOptions,
@@ -198,6 +200,7 @@ export class Agent {
     let lastWhy = "";
     while (!this.stopped) {
       const end = await this.session();
+      if (end.ready) this.lastDrop = end.why;
       if (this.stopped) break;
       if (end.closeCode === CloseCode.Replaced) {
         // Another process with the same token (or claim file) took the tunnel over. Taking it
@@ -532,7 +535,9 @@ export class Agent {
   private begin(frame: ReadyFrame, link: RelayLink): void {
     const resumed = frame.resumed && this.current?.id === frame.session;
     if (!resumed) {
-      this.endStreams();
+      this.endStreams(
+        this.current ? `the relay could not resume the session (the connection ended: ${this.lastDrop || "unknown"})` : undefined,
+      );
       const frames = new FrameSession((flush) => setImmediate(flush));
       // A relay that never acknowledges would have the agent keep every frame it sends: past the
       // bound (unackedLimit), the session ends, what it kept goes, and the agent starts anew.
@@ -589,8 +594,8 @@ export class Agent {
   }
 
   /** Ends the session's streams: their origin requests and WebSockets are abandoned. */
-  private endStreams(): void {
-    this.current?.forwarder.abortAll();
+  private endStreams(why?: string): void {
+    this.current?.forwarder.abortAll(why);
     this.current?.frames.end();
     this.current = undefined;
   }

@@ -186,10 +186,11 @@ export class MemoryLink implements Link {
 
 /** One tunnel object (a name, or a shard's object name): its core on in-memory links and storage. */
 export class MemoryTunnel {
-  readonly core: TunnelCore;
+  core: TunnelCore;
   readonly links = new Set<MemoryLink>();
   /** Resolves once the core's start() ran; the peer's calls wait for it, as blockConcurrencyWhile makes them. */
-  readonly ready: Promise<void>;
+  ready: Promise<void>;
+  private readonly host: TunnelHost;
   readonly peer: TunnelPeer;
   private linkIds = 0;
 
@@ -222,18 +223,27 @@ export class MemoryTunnel {
       streamingResponse,
       wholeResponse,
     };
+    this.host = host;
     this.core = new TunnelCore(host);
     this.ready = this.core.start();
-    const core = this.core;
     const when = <T>(call: () => Promise<T>) => this.ready.then(call);
     this.peer = {
-      fetch: (input, init) => when(() => core.fetch(input, init)),
-      liveShards: () => when(() => core.liveShards()),
-      shardState: (shard, up) => when(() => core.shardState(shard, up)),
-      evictStale: (primary) => when(() => core.evictStale(primary)),
-      connectedOwner: () => when(() => core.connectedOwner()),
-      admitShard: (hello, shard, name) => when(() => core.admitShard(hello, shard, name)),
+      fetch: (input, init) => when(() => this.core.fetch(input, init)),
+      liveShards: () => when(() => this.core.liveShards()),
+      shardState: (shard, up) => when(() => this.core.shardState(shard, up)),
+      evictStale: (primary) => when(() => this.core.evictStale(primary)),
+      connectedOwner: () => when(() => this.core.connectedOwner()),
+      admitShard: (hello, shard, name) => when(() => this.core.admitShard(hello, shard, name)),
     };
+  }
+
+  /**
+   * The runtime evicted the object while its links stayed open (a Durable Object's hibernation):
+   * a new core, with nothing in memory, over the same links (and their attachments) and storage.
+   */
+  hibernate(): void {
+    this.core = new TunnelCore(this.host);
+    this.ready = this.core.start();
   }
 
   /** The link the upgrade `response` completes. */

@@ -3,6 +3,7 @@ import {
   type DataFrame,
   type EndFrame,
   FrameType,
+  MAX_CONNECT_STREAM_ID,
   type ResetCode,
   type ResetFrame,
   SendCredit,
@@ -31,10 +32,27 @@ import type { AgentSession } from "./session.ts";
 // The relay still checks each Data against the credit its receiver gave (the SendCredit pairs
 // below): a sender that ignores credit is reset here, before its bytes cost the other session.
 // A self-hosted relay's public TCP port ends the stream here instead, in a TcpPipe. Runtime-free.
+//
+// A Durable Object hibernates while its links are quiet (an idle ssh session), and wakes with
+// nothing in memory. So the agent's id of a connector's stream is computed, not stored: each
+// connector has a slot (in its link's attachment), and its stream c is CONNECTOR_IDS + slot *
+// SLOT_SIZE + c. After a wake a frame of either side finds its route again from its id alone;
+// a route is made anew (credit full, as the relay checks it) on the first frame that needs it.
+
+/** The agent's ids of connectors' streams: the upper half (HTTP streams and public ports use the lower). */
+export const CONNECTOR_IDS = 0x8000_0000;
+/** Ids per connector slot: MAX_CONNECT_STREAM_ID + 1. */
+const SLOT_SIZE = MAX_CONNECT_STREAM_ID + 1;
+/** Connector slots per tunnel: its visitors' connects open at once, at most. */
+export const CONNECTOR_SLOTS = (0x1_0000_0000 - CONNECTOR_IDS) / SLOT_SIZE;
 
 /** A connector: a visitor's `agent connect` session (an AgentSession over its link, see tunnel-connect.ts). */
 export interface Connector {
   readonly session: AgentSession;
+  /** Its block of the agent's stream ids (see CONNECTOR_IDS); kept in its link's attachment. */
+  readonly slot: number;
+  /** Found again after a wake from hibernation: its routes are made anew as frames come. */
+  readonly restored: boolean;
   /** The visitor's address as the relay saw it ("" unknown). */
   readonly from: string;
   /** Its streams, by its own ids. */
@@ -71,9 +89,16 @@ export class TcpRoutes {
   constructor(
     /** The agent's session now, or while it is away (its frames are kept for it). */
     private readonly agent: () => AgentSession | undefined,
-    /** A fresh stream id on the agent's session. */
+    /** A fresh stream id on the agent's session (the lower half: public ports). */
     private readonly nextId: () => number,
+    /** The connector in `slot`, found again from its link after a wake. */
+    private readonly connectorAt: (slot: number) => Connector | undefined,
   ) {}
+
+  /** Whether `stream` of the agent's session is a TCP stream here, or may be one after a wake. */
+  carries(stream: number): boolean {
+    return stream >= CONNECTOR_IDS || this.routes.has(stream);
+  }
 
   get size(): number {
     return this.routes.size;
@@ -95,12 +120,21 @@ export class TcpRoutes {
 
   /** The connector opened stream `clientStream`: the agent is asked to connect its target. */
   open(connector: Connector, clientStream: number): string | undefined {
+    if (clientStream < 1 || clientStream > MAX_CONNECT_STREAM_ID) {
+      return `a connect's stream ids are 1 to ${MAX_CONNECT_STREAM_ID}, not ${clientStream}`;
+    }
     if (connector.streams.has(clientStream)) return `stream ${clientStream} is open already`;
     const agent = this.agent();
     if (!agent) return undefined; // the caller refused it already
+    const route = this.join(connector, clientStream);
+    agent.push({ type: FrameType.Open, stream: route.agentStream, from: connector.from });
+    return undefined;
+  }
+
+  private join(connector: Connector, clientStream: number): Joined {
     const route: Joined = {
       kind: "joined",
-      agentStream: this.nextId(),
+      agentStream: CONNECTOR_IDS + connector.slot * SLOT_SIZE + clientStream,
       connector,
       clientStream,
       toAgent: new SendCredit(),
@@ -110,8 +144,13 @@ export class TcpRoutes {
     };
     this.routes.set(route.agentStream, route);
     connector.streams.set(clientStream, route);
-    agent.push({ type: FrameType.Open, stream: route.agentStream, from: connector.from });
-    return undefined;
+    return route;
+  }
+
+  /** The route of a stream that was open when the relay hibernated, made anew. */
+  private revive(connector: Connector | undefined, clientStream: number): Joined | undefined {
+    if (!connector?.restored || clientStream < 1 || clientStream > MAX_CONNECT_STREAM_ID) return undefined;
+    return this.join(connector, clientStream);
   }
 
   /**
@@ -139,7 +178,8 @@ export class TcpRoutes {
    * @returns undefined, or why it breaks the protocol (the stream was reset both ways).
    */
   fromConnector(connector: Connector, frame: TcpFrame): string | undefined {
-    const route = connector.streams.get(frame.stream);
+    const route =
+      connector.streams.get(frame.stream) ?? (frame.type === FrameType.Reset ? undefined : this.revive(connector, frame.stream));
     if (!route) {
       // Credit and Reset may trail a stream that just ended; anything else is answered.
       if (frame.type !== FrameType.Credit && frame.type !== FrameType.Reset) {
@@ -171,7 +211,12 @@ export class TcpRoutes {
    * or why it breaks the protocol.
    */
   fromAgent(frame: TcpFrame): string | "gone" | undefined {
-    const route = this.routes.get(frame.stream);
+    const id = frame.stream;
+    const route =
+      this.routes.get(id) ??
+      (id >= CONNECTOR_IDS && frame.type !== FrameType.Reset
+        ? this.revive(this.connectorAt(Math.floor((id - CONNECTOR_IDS) / SLOT_SIZE)), (id - CONNECTOR_IDS) % SLOT_SIZE)
+        : undefined);
     if (!route) return "gone";
     if (route.kind === "piped") {
       const violation = route.pipe.receive(frame);

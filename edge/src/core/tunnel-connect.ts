@@ -18,10 +18,11 @@ import { parseIp } from "./cidr.ts";
 import { isTeardownNoise } from "./errors.ts";
 import type { Link } from "./host.ts";
 import { AgentSession } from "./session.ts";
-import type { Connector } from "./tcp.ts";
+import { CONNECTOR_SLOTS, type Connector } from "./tcp.ts";
 import { cancelTimer } from "./timers.ts";
 import type { TunnelCore } from "./tunnel.ts";
 import { withinRate } from "./tunnel-frames.ts";
+import { PERSIST_MS } from "./tunnel-state.ts";
 import { visitorRules } from "./tunnel-visit.ts";
 
 // A visitor's `agent connect` on the relay: its link says Connect instead of Hello, is judged
@@ -34,7 +35,19 @@ export const CONNECTOR_TAG = "connector";
 /** What a connector's link remembers (its attachment). */
 export type ConnectorAttachment =
   | { phase: "connect"; name: string; url: string; from: string }
-  | { phase: "connector"; name: string; url: string; from: string; session: string };
+  | {
+      phase: "connector";
+      name: string;
+      url: string;
+      from: string;
+      session: string;
+      /** Who may resume the session: the hash of its key. */
+      owner: string;
+      /** Its block of the agent's stream ids (see tcp.ts). */
+      slot: number;
+      /** The session's counts when it was last quiescent (see FrameSession.snapshot). */
+      counts?: { sent: number; received: number };
+    };
 
 export { CONNECTOR_ROLE };
 
@@ -61,7 +74,7 @@ export async function fromConnector(t: TunnelCore, link: Link, message: Uint8Arr
       return;
     }
     if (attachment.phase === "connector") {
-      const connector = t.connectors.get(attachment.session);
+      const connector = t.connectors.get(attachment.session) ?? restore(t, link, attachment);
       if (!connector || connector.session.link !== link) return;
       for (const frame of connector.session.frames.take(frames, counted.frames)) {
         if (connector.session.frames.ended) break;
@@ -131,15 +144,27 @@ async function judge(
   if (previous && resumed && previous.session.link && previous.session.link !== link) {
     t.close(previous.session.link, CloseCode.Replaced, "the visitor resumed its session on a newer connection");
   }
-  const connector: Connector = resumed
-    ? previous
-    : {
-        session: new AgentSession(randomId(), owner, attachment.from, unackedLimit(t.settings.maxStreams), undefined, t.defer),
-        from: attachment.from,
-        streams: new Map(),
-      };
+  let connector: Connector;
+  if (resumed) connector = previous;
+  else {
+    const slot = freeSlot(t);
+    if (slot === undefined) {
+      return refuse(
+        "rate-limited",
+        `tunnel "${frame.name}" has ${CONNECTOR_SLOTS} visitors' connects open, its most; retry later`,
+      );
+    }
+    const session = new AgentSession(randomId(), owner, attachment.from, unackedLimit(t.settings.maxStreams), undefined, t.defer);
+    connector = { session, slot, restored: false, from: attachment.from, streams: new Map() };
+  }
   t.connectors.set(connector.session.id, connector);
-  t.setAttachment(link, { ...attachment, phase: "connector", session: connector.session.id } satisfies ConnectorAttachment);
+  t.setAttachment(link, {
+    ...attachment,
+    phase: "connector",
+    session: connector.session.id,
+    owner,
+    slot: connector.slot,
+  } satisfies ConnectorAttachment);
   t.sendAlone(link, {
     type: FrameType.Ready,
     name: attachment.name,
@@ -150,14 +175,86 @@ async function judge(
     received: connector.session.frames.received,
     tcp: true,
   });
-  connector.session.attach(link, resumed ? frame.resume!.received : 0);
-  // A connector that never acknowledges has its session end at the bound, as an agent's does.
-  connector.session.frames.onOverflow = (why) => {
-    console.warn(`tunnel ${attachment.name}: closing a visitor's connect: it ${why}`);
-    if (connector.session.link) t.close(connector.session.link, CloseCode.Unacknowledged, `the visitor ${why}`);
-    endConnector(t, connector.session.id, `it ${why}`);
-  };
+  carry(t, connector, link, resumed ? frame.resume!.received : 0, attachment.name);
   return connector;
+}
+
+/** `link` carries the connector's session from now on (it had received `peerReceived` of its frames). */
+function carry(t: TunnelCore, connector: Connector, link: Link, peerReceived: number, name: string): void {
+  const session = connector.session;
+  session.attach(link, peerReceived);
+  // A connector that never acknowledges has its session end at the bound, as an agent's does.
+  session.frames.onOverflow = (why) => {
+    console.warn(`tunnel ${name}: closing a visitor's connect: it ${why}`);
+    if (session.link) t.close(session.link, CloseCode.Unacknowledged, `the visitor ${why}`);
+    endConnector(t, session.id, `it ${why}`);
+  };
+  // As the agent's (see use in tunnel-hello.ts): the counts a wake from hibernation needs,
+  // written once the session has been quiet PERSIST_MS.
+  session.frames.onQuiescent = () => {
+    if (session.persistTimer) return;
+    session.persistTimer = setTimeout(() => {
+      session.persistTimer = undefined;
+      if (session.link !== link || t.ended.has(link) || !session.frames.quiescent) return;
+      const attachment = t.attachment(link) as Extract<ConnectorAttachment, { phase: "connector" }>;
+      t.setAttachment(link, { ...attachment, counts: session.frames.snapshot() } satisfies ConnectorAttachment);
+    }, PERSIST_MS);
+  };
+}
+
+/** A free connector slot: none of the open connectors' (on their links, after a wake too). */
+function freeSlot(t: TunnelCore): number | undefined {
+  const used = new Set<number>();
+  for (const connector of t.connectors.values()) used.add(connector.slot);
+  for (const link of connectorLinks(t)) {
+    const attachment = t.attachment(link) as ConnectorAttachment;
+    if (attachment.phase === "connector") used.add(attachment.slot);
+  }
+  if (used.size >= CONNECTOR_SLOTS) return undefined;
+  for (;;) {
+    const slot = Math.floor(Math.random() * CONNECTOR_SLOTS);
+    if (!used.has(slot)) return slot;
+  }
+}
+
+/** Connectors' links, on either transport. */
+export function connectorLinks(t: TunnelCore): Link[] {
+  return [...t.host.links.byTag(CONNECTOR_TAG), ...[...t.pollingLinks.values()].filter((link) => link.connector)];
+}
+
+/**
+ * The connector on `link` after a wake from hibernation: its session as it was when last
+ * quiescent (the runtime hibernates an object only when nothing is in flight), its routes
+ * made anew as their frames come (see tcp.ts).
+ */
+function restore(
+  t: TunnelCore,
+  link: Link,
+  attachment: Extract<ConnectorAttachment, { phase: "connector" }>,
+): Connector | undefined {
+  if (t.ended.has(link)) return undefined;
+  const session = new AgentSession(
+    attachment.session,
+    attachment.owner,
+    attachment.from,
+    unackedLimit(t.settings.maxStreams),
+    attachment.counts,
+    t.defer,
+  );
+  const connector: Connector = { session, slot: attachment.slot, restored: true, from: attachment.from, streams: new Map() };
+  t.connectors.set(session.id, connector);
+  carry(t, connector, link, attachment.counts?.sent ?? 0, attachment.name);
+  return connector;
+}
+
+/** The connector in `slot`, found again from the links after a wake if need be (see tcp.ts). */
+export function connectorInSlot(t: TunnelCore, slot: number): Connector | undefined {
+  for (const connector of t.connectors.values()) if (connector.slot === slot) return connector;
+  for (const link of connectorLinks(t)) {
+    const attachment = t.attachment(link) as ConnectorAttachment;
+    if (attachment.phase === "connector" && attachment.slot === slot && !t.ended.has(link)) return restore(t, link, attachment);
+  }
+  return undefined;
 }
 
 /** The refusal for a Connect that the tunnel's rules do not let in, or undefined. */

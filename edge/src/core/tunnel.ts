@@ -22,7 +22,15 @@ import { Tally } from "./shares.ts";
 import { SocketRelay } from "./sockets.ts";
 import { StreamTable } from "./streams.ts";
 import { type Connector, TcpRoutes } from "./tcp.ts";
-import { awaitConnect, CONNECTOR_ROLE, CONNECTOR_TAG, connectorDropped, fromConnector } from "./tunnel-connect.ts";
+import {
+  awaitConnect,
+  CONNECTOR_ROLE,
+  CONNECTOR_TAG,
+  connectorDropped,
+  connectorInSlot,
+  connectorLinks,
+  fromConnector,
+} from "./tunnel-connect.ts";
 import { fromAgent } from "./tunnel-frames.ts";
 import { use } from "./tunnel-hello.ts";
 import { httpsRequest } from "./tunnel-https.ts";
@@ -107,12 +115,14 @@ export class TunnelCore implements TunnelPeer {
     this.tcp = new TcpRoutes(
       () => this.agent() ?? this.current,
       () => this.nextStreamId(),
+      (slot) => connectorInSlot(this, slot),
     );
   }
 
   /** A stream id for the agent's session, unique among the open ones. */
   nextStreamId(): number {
-    const id = this.lastStreamId >= 0xffff_fffe ? 1 : this.lastStreamId + 1;
+    // The upper half of the ids is the connectors' (see tcp.ts, CONNECTOR_IDS).
+    const id = this.lastStreamId >= 0x7fff_fffe ? 1 : this.lastStreamId + 1;
     this.lastStreamId = id;
     return id;
   }
@@ -231,12 +241,13 @@ export class TunnelCore implements TunnelPeer {
    * HTTPS-transport agent hears it in the answer to its waiting poll.
    */
   closeAgents(code: number, reason: string): void {
-    for (const link of this.agentLinks()) this.close(link, code, reason);
+    // Visitors' connects too: they come back as the agent does, and resume.
+    for (const link of [...this.agentLinks(), ...connectorLinks(this)]) this.close(link, code, reason);
   }
 
-  /** Agent links not yet gone, on either transport: a host's graceful stop waits for none. */
+  /** Agent (and connect) links not yet gone, on either transport: a host's graceful stop waits for none. */
   agentLinkCount(): number {
-    return this.agentLinks().length;
+    return this.agentLinks().length + connectorLinks(this).length;
   }
 
   /** The peer of one of this tunnel's links closed it. */
