@@ -142,7 +142,8 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       });
     }
     // One inspector for every tunnel of this agent.
-    const address = parseInspect(args.inspect);
+    // The inspector shows HTTP exchanges: an agent of TCP tunnels only has none to show.
+    const address = tunnels.some(({ setup }) => setup.origin) ? parseInspect(args.inspect) : undefined;
     const keep = parseKeep(args["inspect-keep"] ?? "100");
     // From here on, errors are about the network and the relay, not a setting's value.
     from = undefined;
