@@ -80,6 +80,8 @@ export interface AgentOptions {
   connections?: number;
   /** A TCP tunnel (`--tcp`): the hello says so, and a relay that does not carry TCP is an error. */
   tcp?: boolean;
+  /** A TCP tunnel asks the relay for a public port (`--public-port`). */
+  publicPort?: boolean;
   /** A visitor's `agent connect`: it says Connect with this key instead of Hello. */
   connect?: { key: string };
 }
@@ -412,6 +414,7 @@ export class Agent {
                 rules: this.options.rules,
                 resume,
                 tcp: this.options.tcp ?? false,
+                publicPort: this.options.publicPort ?? false,
               },
         ),
       );

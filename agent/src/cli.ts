@@ -328,8 +328,10 @@ async function options(
       "a TCP tunnel admits visitors by connect key (--connect-key-file) and address (--allow-ip)",
     );
   }
-  if (!tcp && args["connect-key-file"] !== undefined) {
-    throw new AgentError("usage", "--connect-key-file applies to a --tcp tunnel only", "leave it out, or add --tcp PORT");
+  for (const flag of ["connect-key-file", "public-port"]) {
+    if (!tcp && args[flag] !== undefined) {
+      throw new AgentError("usage", `--${flag} applies to a --tcp tunnel only`, "leave it out, or add --tcp PORT");
+    }
   }
   const keys = tcp && serving ? connectKeys(args["connect-key-file"], relay, name, args.name !== undefined, runtime) : undefined;
   const { rules, summary } = await visitorRules(name, {
@@ -422,6 +424,7 @@ async function options(
     transport,
     connections,
     tcp,
+    publicPort: args["public-port"] === "true",
     keys,
   };
 }

@@ -68,6 +68,7 @@ export function encodeFrame(frame: Frame): Uint8Array {
         ],
         frame.resume ? [frame.resume.session, frame.resume.received] : null,
         frame.tcp ?? false,
+        frame.publicPort ?? false,
       ]);
     case FrameType.Ready:
       return encoder.encode([
@@ -278,6 +279,7 @@ function checkOther(at: Fields, type: number): Frame | undefined {
         rules: at.has(6) ? at.rules(6) : { basicAuth: [], allowIp: [], webhooks: [], connectKeys: [] },
         resume: at.has(7) ? at.resume(7) : null,
         tcp: at.has(8) ? at.bool(8, "tcp") : false,
+        publicPort: at.has(9) ? at.bool(9, "publicPort") : false,
       };
     case FrameType.Ready:
       return {

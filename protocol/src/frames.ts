@@ -83,6 +83,12 @@ export interface HelloFrame {
    * (Connect, then Open per connection), never with HTTP. Absent (false) in hellos of agents before it.
    */
   tcp?: boolean;
+  /**
+   * A TCP tunnel asks for a public port (`--public-port`) on a relay that gives them (a
+   * self-hosted relay's --tcp-ports): plain clients then reach it with no key, as far as its
+   * --allow-ip lets them. Absent (false): the tunnel is reached with `agent connect` only.
+   */
+  publicPort?: boolean;
 }
 
 /**

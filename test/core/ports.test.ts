@@ -56,14 +56,25 @@ function withPorts(vars: Record<string, string> = {}, ports = new MemoryPorts())
 describe("a TCP tunnel's public port", () => {
   it("opens at a TCP agent's hello, whose Ready says tcp://HOST:PORT; an HTTP tunnel gets none", async () => {
     const { relay, ports } = withPorts();
-    expect((await relay.agent("devbox", { tcp: true })).ready).toMatchObject({
+    expect((await relay.agent("devbox", { tcp: true, publicPort: true })).ready).toMatchObject({
       url: "tcp://relay.test:20000",
       tcp: true,
       notice: "",
     });
     expect((await relay.agent("web")).ready).toMatchObject({ url: "http://relay.test/t/web/", notice: "" });
-    expect((await relay.agent("db", { tcp: true })).ready.url).toBe("tcp://relay.test:20001");
+    expect((await relay.agent("db", { tcp: true, publicPort: true })).ready.url).toBe("tcp://relay.test:20001");
     expect(ports.events).toEqual(["open devbox 20000", "open db 20001"]);
+  });
+
+  it("opens only when the tunnel's owner asks (--public-port): a TCP tunnel is private by default", async () => {
+    const { relay, ports } = withPorts();
+    expect((await relay.agent("devbox", { tcp: true })).ready).toMatchObject({ url: "http://relay.test/t/devbox/", tcp: true });
+    expect(ports.events).toEqual([]);
+    // On a relay without ports, asking gets the tunnel up for connect only, with why.
+    const plain = new MemoryRelay();
+    const { ready } = await plain.agent("devbox", { tcp: true, publicPort: true });
+    expect(ready.url).toBe("http://relay.test/t/devbox/");
+    expect(ready.notice).toMatch(/no public TCP ports .*agent connect/);
   });
 
   it("is on the relay's own DOMAIN for a tunnel at <name>.DOMAIN", async () => {
@@ -72,14 +83,14 @@ describe("a TCP tunnel's public port", () => {
       headers: { upgrade: "websocket" },
     });
     const link = relay.object("devbox").link(response);
-    await link.deliver(helloFrame("devbox", { tcp: true }));
+    await link.deliver(helloFrame("devbox", { tcp: true, publicPort: true }));
     expect(await link.next()).toMatchObject({ type: FrameType.Ready, url: "tcp://tunnels.example:20000" });
   });
 
   it("says in the Ready when no port is free: the tunnel is up, for connect only", async () => {
     const { relay, ports } = withPorts({}, new MemoryPorts(20_000, 20_000));
-    await relay.agent("first", { tcp: true });
-    expect((await relay.agent("second", { tcp: true })).ready).toMatchObject({
+    await relay.agent("first", { tcp: true, publicPort: true });
+    expect((await relay.agent("second", { tcp: true, publicPort: true })).ready).toMatchObject({
       url: "http://relay.test/t/second/",
       tcp: true,
       notice: "no port of the relay's --tcp-ports 20000-20000 is free: visitors reach this tunnel with `agent connect` only",
@@ -89,7 +100,7 @@ describe("a TCP tunnel's public port", () => {
 
   it("stays open while a cut agent may come back, and closes once it has not (RESUME_SECONDS)", async () => {
     const { relay, ports } = withPorts({ RESUME_SECONDS: "0.1" });
-    const agent = await relay.agent("devbox", { tcp: true });
+    const agent = await relay.agent("devbox", { tcp: true, publicPort: true });
     agent.link.cut(1006);
     await relay.settled();
     expect(ports.events).toEqual(["open devbox 20000"]);
@@ -101,9 +112,9 @@ describe("a TCP tunnel's public port", () => {
 
   it("keeps listening for the agent's new session, and closes when the name's agent serves HTTP instead", async () => {
     const { relay, ports } = withPorts();
-    const first = await relay.agent("devbox", { tcp: true });
+    const first = await relay.agent("devbox", { tcp: true, publicPort: true });
     first.link.cut(1006);
-    const second = await relay.agent("devbox", { tcp: true });
+    const second = await relay.agent("devbox", { tcp: true, publicPort: true });
     expect(second.ready).toMatchObject({ resumed: false, url: "tcp://relay.test:20000" });
     expect(ports.events).toEqual(["open devbox 20000"]);
     second.link.cut(1006);
@@ -113,7 +124,7 @@ describe("a TCP tunnel's public port", () => {
 
   it("closes at a clean stop; an open relay frees the name and its port at once", async () => {
     const { relay, ports } = withPorts();
-    const agent = await relay.agent("devbox", { tcp: true });
+    const agent = await relay.agent("devbox", { tcp: true, publicPort: true });
     agent.link.cut(1000);
     await relay.settled();
     expect(ports.events).toEqual(["open devbox 20000", "close devbox", "release devbox"]);
@@ -121,7 +132,7 @@ describe("a TCP tunnel's public port", () => {
 
   it("stays the name's after a clean stop while a token keeps the name, and is released when the name lapses (NAME_TTL_DAYS)", async () => {
     const { relay, ports } = withPorts({ BURROW_TOKENS: "alice:alice-token-0001", NAME_TTL_DAYS: "2" });
-    const agent = await relay.agent("devbox", { tcp: true, token: "alice-token-0001" });
+    const agent = await relay.agent("devbox", { tcp: true, publicPort: true, token: "alice-token-0001" });
     agent.link.cut(1000);
     await relay.settled();
     expect(ports.events).toEqual(["open devbox 20000", "close devbox"]);
@@ -134,7 +145,11 @@ describe("a TCP tunnel's public port", () => {
 
   it("closes a connection --allow-ip leaves out, unread, and makes one it admits a stream to the agent", async () => {
     const { relay } = withPorts();
-    const agent = await relay.agent("devbox", { tcp: true, rules: { ...NO_RULES, allowIp: ["198.51.100.0/24"] } });
+    const agent = await relay.agent("devbox", {
+      tcp: true,
+      publicPort: true,
+      rules: { ...NO_RULES, allowIp: ["198.51.100.0/24"] },
+    });
     const core = relay.object("devbox").core;
     const stranger = new MemorySocket();
     await core.acceptTcp(stranger.public, "203.0.113.9");
@@ -150,12 +165,16 @@ describe("a TCP tunnel's public port", () => {
 
   it("hands a connection made while the agent is away to it once it resumes", async () => {
     const { relay } = withPorts({ RESUME_SECONDS: "5" });
-    const first = await relay.agent("devbox", { tcp: true });
+    const first = await relay.agent("devbox", { tcp: true, publicPort: true });
     first.link.cut(1006);
     const socket = new MemorySocket();
     await relay.object("devbox").core.acceptTcp(socket.public, "198.51.100.7");
     expect(socket.destroyed).toBe(false);
-    const back = await relay.agent("devbox", { tcp: true, resume: { session: first.ready.session, received: 0 } });
+    const back = await relay.agent("devbox", {
+      tcp: true,
+      publicPort: true,
+      resume: { session: first.ready.session, received: 0 },
+    });
     expect(back.ready).toMatchObject({ resumed: true, url: "tcp://relay.test:20000" });
     expect(await back.link.nextOf(FrameType.Open)).toMatchObject({ from: "198.51.100.7" });
   });

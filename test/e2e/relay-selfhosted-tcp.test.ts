@@ -151,7 +151,7 @@ describe.skipIf(skip).each(RUNTIMES)("public TCP ports of the self-hosted relay 
   /** A TCP tunnel's agent (Node) for `target`, with a fresh name unless `name` is given. */
   const tunnel = async (target: number, more: string[] = [], name = `p${runtime}${++counter}x${process.pid}`) => {
     const agent = await AgentProcess.start("node", [
-      ...["--tcp", String(target), "--relay", relay.url, "--name", name],
+      ...["--tcp", String(target), "--public-port", "--relay", relay.url, "--name", name],
       ...["--connect-key-file", keyFile, "--inspect", "false", ...more],
     ]);
     agents.push(agent);
@@ -277,7 +277,7 @@ describe.skipIf(skip)("public TCP ports at their limits", () => {
   const agents: AgentProcess[] = [];
   const tunnel = async (name: string, more: string[] = []) => {
     const agent = await AgentProcess.start("node", [
-      ...["--tcp", String(redis.port), "--relay", relay.url, "--name", `${name}x${process.pid}`],
+      ...["--tcp", String(redis.port), "--public-port", "--relay", relay.url, "--name", `${name}x${process.pid}`],
       ...["--connect-key-file", keyFile, "--inspect", "false", ...more],
     ]);
     agents.push(agent);

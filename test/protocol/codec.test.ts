@@ -35,6 +35,7 @@ const FRAMES: Frame[] = [
       connectKeys: [],
     },
     tcp: false,
+    publicPort: false,
   },
   {
     type: FrameType.Hello,
@@ -46,6 +47,7 @@ const FRAMES: Frame[] = [
     resume: null,
     rules: { basicAuth: [], allowIp: ["10.0.0.0/8"], webhooks: [], connectKeys: ["cd".repeat(32)] },
     tcp: true,
+    publicPort: true,
   },
   { type: FrameType.Connect, version: 2, client: "0.1.0", name: "devbox", key: "k".repeat(32), resume: null },
   { type: FrameType.Connect, version: 2, client: "0.1.0", name: "devbox", key: "", resume: { session: "s", received: 3 } },

@@ -17,7 +17,7 @@ import { AgentSession } from "./session.ts";
 import { cancelTimer } from "./timers.ts";
 import type { TunnelCore } from "./tunnel.ts";
 import { closeConnectors } from "./tunnel-connect.ts";
-import { closePort, openPort } from "./tunnel-ports.ts";
+import { closePort, openPort, type PortAnswer } from "./tunnel-ports.ts";
 import { evictShards, reportShard, shardZero } from "./tunnel-shards.ts";
 import {
   type Attachment,
@@ -120,10 +120,12 @@ export async function hello(
   }
   // A TCP tunnel's public port (self-hosted with --tcp-ports), opened before anything changes:
   // its Ready says where it is.
-  const port =
-    verdict.ok && !attachment.shard && frame?.type === FrameType.Hello && frame.tcp
-      ? await openPort(t, attachment.url)
-      : undefined;
+  // Only when the tunnel's owner asks (--public-port): a TCP tunnel is private by default.
+  let port: PortAnswer | undefined;
+  if (verdict.ok && !attachment.shard && frame?.type === FrameType.Hello && frame.tcp) {
+    if (frame.publicPort) port = await openPort(t, attachment.url);
+    else closePort(t); // an earlier agent of this name asked for one; this one does not
+  }
   // The link may have dropped while the hello was judged.
   if (t.ended.has(socket)) {
     if (verdict.ok && !counted) t.host.waitUntil(releaseForToken(t, verdict.owner, attachment.name));

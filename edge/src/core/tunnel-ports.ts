@@ -26,11 +26,17 @@ export interface PortAnswer {
 /**
  * Opens the tunnel's public port for its TCP agent, if the host has ports. `url` is the
  * tunnel's public URL (see publicHost).
- * @returns the Ready's url (`tcp://HOST:PORT`) and notice, or undefined without ports.
+ * @returns the Ready's url (`tcp://HOST:PORT`) and notice (why there is no port).
  */
-export async function openPort(t: TunnelCore, url: string): Promise<PortAnswer | undefined> {
+export async function openPort(t: TunnelCore, url: string): Promise<PortAnswer> {
   const port = t.host.publicPort;
-  if (!port) return undefined;
+  if (!port) {
+    return {
+      url,
+      notice:
+        "this relay gives no public TCP ports (a self-hosted relay's --tcp-ports does): visitors reach this tunnel with `agent connect`",
+    };
+  }
   const opened = await port.open();
   if ("problem" in opened) {
     return { url, notice: `${opened.problem}: visitors reach this tunnel with \`agent connect\` only` };

@@ -149,7 +149,7 @@ export async function relayCommand(argv: string[], io: RelayIo): Promise<number>
     io.print("relay | open: anyone who can reach this relay may open tunnels (set BURROW_TOKENS to require tokens)");
   if (tcpPorts) {
     io.print(
-      `relay | public TCP ports ${relay.tcpPorts} on ${bracketed(tcpPorts.host)}: each TCP tunnel gets one, reachable with no key by anyone its --allow-ip admits`,
+      `relay | public TCP ports ${relay.tcpPorts} on ${bracketed(tcpPorts.host)}: each TCP tunnel that asks (--public-port) gets one, reachable with no key by anyone its --allow-ip admits`,
     );
   }
   if (!settings.baseDomain && !publicUrl && !["127.0.0.1", "::1", "localhost"].includes(host)) {
