@@ -40,6 +40,7 @@ export const TUNNEL_KEYS = new Set([
   "dir",
   "tcp",
   "connect-key-file",
+  "public-port",
   "dir-dotfiles",
   "host-header",
   "origin-insecure",
