@@ -39,7 +39,7 @@ describe.skipIf(skip)("a TCP tunnel through a Node agent and connect", () => {
   beforeAll(async () => {
     [relay, sshd, redis, eof] = await Promise.all([
       // redis-benchmark's own first connection (CONFIG GET) may still be closing at the relay
-      // when its 100 clients open (it pauses 50 ms after 64 of them, which usually covers it):
+      // when its 100 clients open (it pauses 50 ms after each 64, which usually covers it):
       // the tunnel admits one more than the clients.
       Relay.start({ vars: { MAX_STREAMS_PER_TUNNEL: "101" } }),
       startSshd(),
@@ -69,8 +69,8 @@ describe.skipIf(skip)("a TCP tunnel through a Node agent and connect", () => {
 
   it("runs a command over ssh with connect --stdio as ProxyCommand, with its output and exit status", async () => {
     const from = sshAgent.lines.length;
-    const ok = await tunnel.ssh("echo hello from $(basename $SHELL); echo to stderr >&2");
-    expect(ok).toMatchObject({ code: 0, stdout: expect.stringMatching(/^hello from \w+\n$/), stderr: "to stderr\n" });
+    const ok = await tunnel.ssh("echo hello; echo to stderr >&2");
+    expect(ok).toMatchObject({ code: 0, stdout: "hello\n", stderr: "to stderr\n" });
     const failed = await tunnel.ssh("exit 7");
     expect(failed).toMatchObject({ code: 7, stdout: "", stderr: "" });
     // The agent logs each connection once, with its bytes, when it ends: closed both ways, as
