@@ -38,6 +38,8 @@ const CLOUDFLARE_ONLY = [
  */
 const SELFHOST_ONLY = [
   "test/e2e/relay-selfhosted.test.ts",
+  // Public TCP ports (--tcp-ports) exist on the self-hosted relay only: Cloudflare has no ports.
+  "test/e2e/relay-selfhosted-tcp.test.ts",
   "test/e2e/relay-nginx.test.ts",
   "test/e2e/relay-on-*.test.ts",
   "test/e2e/corp-selfhost.test.ts",

@@ -26,6 +26,7 @@ import { openWebSocket, type RelayLink, UpgradeRefused } from "./net/websocket.t
 import type { Origin } from "./origin.ts";
 import { probeInfo, runsFromClone } from "./relay-info.ts";
 import type { Runtime } from "./runtime.ts";
+import { announcePublicPort } from "./tcp/public-port.ts";
 
 export type TransportChoice = "auto" | "websocket" | "https";
 
@@ -79,6 +80,8 @@ export interface AgentOptions {
   connections?: number;
   /** A TCP tunnel (`--tcp`): the hello says so, and a relay that does not carry TCP is an error. */
   tcp?: boolean;
+  /** A TCP tunnel asks the relay for a public port (`--public-port`). */
+  publicPort?: boolean;
   /** A visitor's `agent connect`: it says Connect with this key instead of Hello. */
   connect?: { key: string };
 }
@@ -124,6 +127,9 @@ const RATE_LIMITED_MIN_ATTEMPT = 4;
 export class Agent {
   private readonly claim: string;
   private warnedOpen = false;
+  /** The relay's notice and the public TCP port last told (each said once, not at every reconnect). */
+  private noticed = "";
+  private announcedPort = "";
   private link: RelayLink | undefined;
   private stopped = false;
   /** The transport in use; "auto" starts on WebSocket and may move to HTTPS for good. */
@@ -408,6 +414,7 @@ export class Agent {
                 rules: this.options.rules,
                 resume,
                 tcp: this.options.tcp ?? false,
+                publicPort: this.options.publicPort ?? false,
               },
         ),
       );
@@ -581,6 +588,13 @@ export class Agent {
       resumed,
       ...(connections > 1 ? { connection: 0, connections } : {}),
     });
+    if (frame.notice && frame.notice !== this.noticed) {
+      this.noticed = frame.notice;
+      this.log.warn(`tunnel ${frame.name}: ${frame.notice}`, "relay-notice", { name: frame.name });
+    }
+    if (frame.url !== this.announcedPort && announcePublicPort(frame.name, frame.url, this.options.rules.allowIp, this.log)) {
+      this.announcedPort = frame.url;
+    }
     if (frame.open && !this.warnedOpen) {
       this.warnedOpen = true;
       this.log.warn(

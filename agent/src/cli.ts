@@ -159,7 +159,8 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       });
     }
     // One inspector for every tunnel of this agent.
-    const address = parseInspect(args.inspect);
+    // The inspector shows HTTP exchanges: an agent of TCP tunnels only has none to show.
+    const address = tunnels.some(({ setup }) => setup.origin) ? parseInspect(args.inspect) : undefined;
     const keep = parseKeep(args["inspect-keep"] ?? "100");
     // From here on, errors are about the network and the relay, not a setting's value.
     from = undefined;
@@ -344,8 +345,10 @@ async function options(
       "a TCP tunnel admits visitors by connect key (--connect-key-file) and address (--allow-ip)",
     );
   }
-  if (!tcp && args["connect-key-file"] !== undefined) {
-    throw new AgentError("usage", "--connect-key-file applies to a --tcp tunnel only", "leave it out, or add --tcp PORT");
+  for (const flag of ["connect-key-file", "public-port"]) {
+    if (!tcp && args[flag] !== undefined) {
+      throw new AgentError("usage", `--${flag} applies to a --tcp tunnel only`, "leave it out, or add --tcp PORT");
+    }
   }
   const keys = tcp && serving ? connectKeys(args["connect-key-file"], relay, name, args.name !== undefined, runtime) : undefined;
   const { rules, summary } = await visitorRules(name, {
@@ -438,6 +441,7 @@ async function options(
     transport,
     connections,
     tcp,
+    publicPort: args["public-port"] === "true",
     keys,
   };
 }

@@ -66,6 +66,10 @@ const FLAGS: Flag[] = [
     value: "FILE",
     help: "with --tcp: the keys (one per line) that let visitors `agent connect`; without it the agent makes one, keeps it and prints the command to hand out",
   },
+  {
+    name: "public-port",
+    help: "with --tcp, on a relay that gives them (agent relay --tcp-ports): a public port plain clients reach with no key (ssh -p PORT relay-host); only --allow-ip guards it",
+  },
   { name: "origin-ca", value: "FILE", help: "trust the CA certificates in this PEM file for an https:// --origin" },
   { name: "origin-insecure", help: "do not verify an https:// --origin's certificate (a local dev server's self-signed one)" },
   {
@@ -249,7 +253,7 @@ export function help(): string {
     "",
     "Settings come from the flags, else the config file (the same keys without the dashes, and",
     "[[tunnel]] tables of name, port, host, origin, dir, dir-dotfiles, host-header, origin-ca,",
-    "origin-insecure, tcp, connect-key-file, the access rules and connections), else the",
+    "origin-insecure, tcp, connect-key-file, public-port, the access rules and connections), else the",
     "environment variables, else",
     "what `agent login` saved ($XDG_CONFIG_HOME/burrow/config.toml: relay, and a token sent to",
     "that relay only), else the defaults.",

@@ -35,6 +35,7 @@ const FRAMES: Frame[] = [
       connectKeys: [],
     },
     tcp: false,
+    publicPort: false,
   },
   {
     type: FrameType.Hello,
@@ -46,6 +47,7 @@ const FRAMES: Frame[] = [
     resume: null,
     rules: { basicAuth: [], allowIp: ["10.0.0.0/8"], webhooks: [], connectKeys: ["cd".repeat(32)] },
     tcp: true,
+    publicPort: true,
   },
   { type: FrameType.Connect, version: 2, client: "0.1.0", name: "devbox", key: "k".repeat(32), resume: null },
   { type: FrameType.Connect, version: 2, client: "0.1.0", name: "devbox", key: "", resume: { session: "s", received: 3 } },
@@ -59,6 +61,18 @@ const FRAMES: Frame[] = [
     resumed: true,
     received: 2 ** 40,
     tcp: false,
+    notice: "",
+  },
+  {
+    type: FrameType.Ready,
+    name: "devbox",
+    url: "tcp://relay.example.com:20001",
+    open: false,
+    session: "c2Vzc2lvbg",
+    resumed: false,
+    received: 0,
+    tcp: true,
+    notice: "no public TCP port is free on this relay",
   },
   { type: FrameType.Refused, code: "name-taken", message: 'the tunnel name "demo" is in use' },
   {
@@ -131,6 +145,13 @@ describe("frame codec", () => {
     expect(decodeFrame(encode([FrameType.End, 4, "new field"]))).toEqual({ type: FrameType.End, stream: 4 });
   });
 
+  it("reads a Ready from a relay that predates TCP tunnels and notices", () => {
+    expect(decodeFrame(encode([FrameType.Ready, "demo", "https://demo.example.com", false, "s", false, 0]))).toMatchObject({
+      tcp: false,
+      notice: "",
+    });
+  });
+
   it("refuses to encode a body chunk over the limit, naming it", () => {
     expect(() => encodeFrame({ type: FrameType.Data, stream: 1, bytes: new Uint8Array(MAX_DATA_CHUNK + 1) })).toThrow(
       `body chunk is ${MAX_DATA_CHUNK + 1} bytes; the limit is ${MAX_DATA_CHUNK}`,
@@ -181,6 +202,11 @@ describe("frame codec", () => {
     ],
     ["a __proto__ key", new Uint8Array([0x81, 0xa9, ...new TextEncoder().encode("__proto__"), 0x01]), /malformed-frame/],
     ["zero credit", encode([FrameType.Credit, 1, 0]), /Credit frame bytes is 0; expected an integer from 1/],
+    [
+      "an oversize notice",
+      encode([FrameType.Ready, "demo", "tcp://relay:20001", false, "s", false, 0, true, "n".repeat(1025)]),
+      /Ready frame notice is 1025 characters; the limit is 1024/,
+    ],
     [
       "a close code out of range",
       encode([FrameType.WsClose, 1, 999, ""]),

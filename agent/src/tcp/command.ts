@@ -7,6 +7,12 @@ import { readUserFile } from "../origin-setup.ts";
 import type { Runtime } from "../runtime.ts";
 import { type ClientEnd, type ClientSocket, LocalClients } from "./clients.ts";
 
+/**
+ * How long --stdio, told to stop, waits for its open connection to close both ways: a round
+ * trip to the service and back, normally; ssh waits for nothing once it has sent its SIGHUP.
+ */
+const STDIO_LINGER_MS = 5000;
+
 /** What `agent connect` was asked for, beside the way to the relay. */
 export interface ConnectRequest {
   name: string;
@@ -77,13 +83,18 @@ export async function connect(options: AgentOptions, request: ConnectRequest, ru
   let status = 0;
   let agent: Agent | undefined;
   let stopping = false;
+  /** --stdio was told to stop while its connection was open: it closes first, quietly. */
+  let lingering = false;
+  const stop = () => {
+    stopping = true;
+    agent?.stop();
+  };
   const clients = new LocalClients(log, (end: ClientEnd) => {
     if (request.listen || stopping) return;
     // --stdio: its one connection is the command's life.
     status = end.reset ? 1 : 0;
-    if (end.reset) log.error(`the connection to ${request.name} was reset: ${end.why}`);
-    stopping = true;
-    agent?.stop();
+    if (end.reset && !lingering) log.error(`the connection to ${request.name} was reset: ${end.why}`);
+    stop();
   });
   let announced = false;
   const service: LinkService = {
@@ -112,10 +123,14 @@ export async function connect(options: AgentOptions, request: ConnectRequest, ru
   } else {
     clients.add(stdioSocket());
   }
-  // ssh ends its ProxyCommand with SIGHUP once it is done with it: nobody reads on, nothing to say.
+  // ssh ends its ProxyCommand with SIGHUP as it exits, its last bytes and its EOF just sent:
+  // the connection gets a moment to close both ways (stopping at once resets it at the relay,
+  // and the tunnel's agent logs every ssh session as reset). Nobody reads on, nothing to say.
   runtime.onStop(() => {
-    stopping = true;
-    agent?.stop();
+    if (stopping) return;
+    if (request.listen || lingering || clients.open === 0) return stop();
+    lingering = true;
+    setTimeout(stop, STDIO_LINGER_MS);
   });
   try {
     await agent.run();
