@@ -410,7 +410,7 @@ describe("a TCP stream", () => {
     const lost = await open(gone.link, agent, 1);
     const cutAt = Date.now();
     gone.link.cut(1006);
-    expect(await agent.next()).toMatchObject({
+    expect(await agent.next(10_000)).toMatchObject({
       type: FrameType.Reset,
       stream: lost.stream,
       code: "cancelled",
@@ -430,7 +430,8 @@ describe("a TCP stream", () => {
     const { link: visitor } = await connector(relay);
     const { stream } = await open(visitor, agent, 1);
     visitor.cut(CloseCode.Normal, "done");
-    expect(await agent.next(100)).toMatchObject({
+    // At once: RESUME_SECONDS is 30 here.
+    expect(await agent.next(5000)).toMatchObject({
       type: FrameType.Reset,
       stream,
       code: "cancelled",
