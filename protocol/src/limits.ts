@@ -205,6 +205,11 @@ export interface RelayInfo {
   burrow: true;
   /** The {@link PROTOCOL_VERSION} the relay speaks; it refuses agents of any other. */
   protocol: number;
+  /**
+   * The relay carries TCP tunnels (`agent --tcp`, `agent connect`); absent from relays before
+   * them, which refuse a visitor's Connect as a bad hello (see CONNECTOR_ROLE).
+   */
+  tcp?: true;
 }
 
 /**

@@ -98,6 +98,7 @@ export class ClientStreams {
       "cancelled",
     );
     this.pipes.set(stream, pipe);
+    this.log.debug(`connection ${stream} opened`);
     this.send({ type: FrameType.Open, stream, from: "" });
     attachSocket(socket, pipe);
     socket.resume();

@@ -23,6 +23,7 @@ export function isTcpFrame(frame: { type: unknown }): frame is TcpFrame {
   );
 }
 
+import { visitorKey } from "./cidr.ts";
 import type { AgentSession } from "./session.ts";
 
 // TCP tunnels' streams on the relay: a visitor's `agent connect` opens streams on its own
@@ -108,12 +109,12 @@ export class TcpRoutes {
     return this.routes.has(agentStream);
   }
 
-  /** Streams `from` holds (for MAX_STREAMS_PER_VISITOR). */
+  /** Streams visitor `from` holds (a visitorKey: an IPv6 visitor is its /64), for MAX_STREAMS_PER_VISITOR. */
   heldBy(from: string | undefined): number {
     if (from === undefined) return 0;
     let held = 0;
     for (const route of this.routes.values()) {
-      if ((route.kind === "joined" ? route.connector.from : route.from) === from) held++;
+      if (visitorKey(route.kind === "joined" ? route.connector.from : route.from) === from) held++;
     }
     return held;
   }

@@ -93,7 +93,10 @@ export function receive(t: TunnelCore, socket: AgentSession, frame: Frame | Inva
           message: "this stream is no longer open",
         });
       }
-    } else if (violation) console.warn(`tunnel stream ${frame.stream}: the agent broke the protocol: ${violation}`);
+    } else if (violation) {
+      const name = (socket.link?.deserializeAttachment() as { name?: string } | null | undefined)?.name;
+      console.warn(`tunnel ${name}: stream ${frame.stream}: the agent broke the protocol: ${violation}`);
+    }
     return;
   }
   switch (frame.type) {

@@ -12,7 +12,7 @@ import { type NameRecord, parseTokens, type Tokens } from "./admission.ts";
 import { SignedBodies } from "./bodies.ts";
 import { EdgeError, isTeardownNoise } from "./errors.ts";
 import { INTERNAL, VISIT_URL } from "./headers.ts";
-import type { Link, ShardAdmission, TunnelHost, TunnelPeer } from "./host.ts";
+import type { Link, PublicSocket, ShardAdmission, TunnelHost, TunnelPeer } from "./host.ts";
 import type { RateMeter } from "./limits.ts";
 import type { PollingLink } from "./polling.ts";
 import type { RuleSet } from "./rules.ts";
@@ -35,6 +35,7 @@ import { fromAgent } from "./tunnel-frames.ts";
 import { use } from "./tunnel-hello.ts";
 import { httpsRequest } from "./tunnel-https.ts";
 import { dropped, nameAlarm } from "./tunnel-leases.ts";
+import { acceptTcp } from "./tunnel-ports.ts";
 import { admitShard, connectedOwner, evictStale, learnShard, liveShards, shardState } from "./tunnel-shards.ts";
 import { AGENT_TAG, type Attachment, NAME_KEY, type ReadyAttachment } from "./tunnel-state.ts";
 import { visit } from "./tunnel-visit.ts";
@@ -248,6 +249,14 @@ export class TunnelCore implements TunnelPeer {
   /** Agent (and connect) links not yet gone, on either transport: a host's graceful stop waits for none. */
   agentLinkCount(): number {
     return this.agentLinks().length + connectorLinks(this).length;
+  }
+
+  /**
+   * A connection to the tunnel's public TCP port (self-hosted with --tcp-ports), handed over
+   * paused, from `from` (its peer's address): a stream to the agent, or closed (see acceptTcp).
+   */
+  acceptTcp(socket: PublicSocket, from: string): Promise<void> {
+    return acceptTcp(this, socket, from);
   }
 
   /** The peer of one of this tunnel's links closed it. */
