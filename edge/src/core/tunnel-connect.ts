@@ -278,6 +278,10 @@ export function closeConnectors(t: TunnelCore, why: string): void {
   t.tcp.endAll(why);
   for (const [id, connector] of t.connectors) {
     const link = connector.session.link;
+    // The Resets just queued go out before the session ends (an ended session drops what it
+    // has queued): the visitor's connect ends each local connection with `why`, instead of
+    // holding it open while it waits for the agent.
+    connector.session.detach();
     endConnector(t, id, why);
     if (link) t.close(link, 1012, why);
   }
