@@ -186,11 +186,13 @@ export class MemoryLink implements Link {
 
 /** One tunnel object (a name, or a shard's object name): its core on in-memory links and storage. */
 export class MemoryTunnel {
-  readonly core: TunnelCore;
+  /** The object's memory: a new one after `hibernate()`. */
+  core: TunnelCore;
   readonly links = new Set<MemoryLink>();
   /** Resolves once the core's start() ran; the peer's calls wait for it, as blockConcurrencyWhile makes them. */
-  readonly ready: Promise<void>;
+  ready: Promise<void>;
   readonly peer: TunnelPeer;
+  private readonly host: TunnelHost;
   private linkIds = 0;
 
   constructor(
@@ -222,18 +224,29 @@ export class MemoryTunnel {
       streamingResponse,
       wholeResponse,
     };
+    this.host = host;
     this.core = new TunnelCore(host);
     this.ready = this.core.start();
-    const core = this.core;
     const when = <T>(call: () => Promise<T>) => this.ready.then(call);
     this.peer = {
-      fetch: (input, init) => when(() => core.fetch(input, init)),
-      liveShards: () => when(() => core.liveShards()),
-      shardState: (shard, up) => when(() => core.shardState(shard, up)),
-      evictStale: (primary) => when(() => core.evictStale(primary)),
-      connectedOwner: () => when(() => core.connectedOwner()),
-      admitShard: (hello, shard, name) => when(() => core.admitShard(hello, shard, name)),
+      fetch: (input, init) => when(() => this.core.fetch(input, init)),
+      liveShards: () => when(() => this.core.liveShards()),
+      shardState: (shard, up) => when(() => this.core.shardState(shard, up)),
+      evictStale: (primary) => when(() => this.core.evictStale(primary)),
+      connectedOwner: () => when(() => this.core.connectedOwner()),
+      admitShard: (hello, shard, name) => when(() => this.core.admitShard(hello, shard, name)),
     };
+  }
+
+  /**
+   * The object hibernates and wakes, as a Durable Object whose WebSockets are all hibernatable
+   * does when idle: its memory is gone, its links (with their attachments) and storage stay, and
+   * a new core starts on them. Call it when the old core has no timer left that would act.
+   */
+  async hibernate(): Promise<void> {
+    this.core = new TunnelCore(this.host);
+    this.ready = this.core.start();
+    await this.ready;
   }
 
   /** The link the upgrade `response` completes. */

@@ -18,10 +18,11 @@ import { parseIp } from "./cidr.ts";
 import { isTeardownNoise } from "./errors.ts";
 import type { Link } from "./host.ts";
 import { AgentSession } from "./session.ts";
-import type { Connector } from "./tcp.ts";
+import type { Connector, SavedStreams } from "./tcp.ts";
 import { cancelTimer } from "./timers.ts";
 import type { TunnelCore } from "./tunnel.ts";
 import { withinRate } from "./tunnel-frames.ts";
+import { PERSIST_MS } from "./tunnel-state.ts";
 import { visitorRules } from "./tunnel-visit.ts";
 
 // A visitor's `agent connect` on the relay: its link says Connect instead of Hello, is judged
@@ -34,7 +35,23 @@ export const CONNECTOR_TAG = "connector";
 /** What a connector's link remembers (its attachment). */
 export type ConnectorAttachment =
   | { phase: "connect"; name: string; url: string; from: string }
-  | { phase: "connector"; name: string; url: string; from: string; session: string };
+  | {
+      phase: "connector";
+      name: string;
+      url: string;
+      from: string;
+      session: string;
+      /** The session's owner (see AgentSession.owner): only it may resume. */
+      owner: string;
+      /**
+       * The session's counts and streams when it was last quiescent: what a wake from
+       * hibernation needs (see wakeConnectors). The Durable Object hibernates an idle tunnel
+       * (an ssh session nobody types in) and forgets everything it does not keep here.
+       */
+      saved?: { counts: { sent: number; received: number }; streams: SavedStreams };
+    };
+
+type ReadyConnector = Extract<ConnectorAttachment, { phase: "connector" }>;
 
 export { CONNECTOR_ROLE };
 
@@ -139,7 +156,12 @@ async function judge(
         streams: new Map(),
       };
   t.connectors.set(connector.session.id, connector);
-  t.setAttachment(link, { ...attachment, phase: "connector", session: connector.session.id } satisfies ConnectorAttachment);
+  t.setAttachment(link, {
+    ...attachment,
+    phase: "connector",
+    session: connector.session.id,
+    owner,
+  } satisfies ConnectorAttachment);
   t.sendAlone(link, {
     type: FrameType.Ready,
     name: attachment.name,
@@ -150,14 +172,70 @@ async function judge(
     received: connector.session.frames.received,
     tcp: true,
   });
-  connector.session.attach(link, resumed ? frame.resume!.received : 0);
-  // A connector that never acknowledges has its session end at the bound, as an agent's does.
-  connector.session.frames.onOverflow = (why) => {
-    console.warn(`tunnel ${attachment.name}: closing a visitor's connect: it ${why}`);
-    if (connector.session.link) t.close(connector.session.link, CloseCode.Unacknowledged, `the visitor ${why}`);
-    endConnector(t, connector.session.id, `it ${why}`);
-  };
+  use(t, connector, link, resumed ? frame.resume!.received : 0);
   return connector;
+}
+
+/** `link` carries the connector's session from now on (it had received `peerReceived` of its frames). */
+function use(t: TunnelCore, connector: Connector, link: Link, peerReceived: number): void {
+  const { session } = connector;
+  session.attach(link, peerReceived);
+  const name = (t.attachment(link) as ReadyConnector).name;
+  // A connector that never acknowledges has its session end at the bound, as an agent's does.
+  session.frames.onOverflow = (why) => {
+    console.warn(`tunnel ${name}: closing a visitor's connect: it ${why}`);
+    if (session.link) t.close(session.link, CloseCode.Unacknowledged, `the visitor ${why}`);
+    endConnector(t, session.id, `it ${why}`);
+  };
+  // Quiet a moment, the session and its streams are written to the attachment of the link that
+  // carries it, as an agent's counts are (see tunnel-hello.ts's use): every change to a stream
+  // is a frame to or from the connector, after which its session is quiescent again. The timer
+  // keeps the object from hibernating until then.
+  session.frames.onQuiescent = () => {
+    if (session.persistTimer) return;
+    session.persistTimer = setTimeout(() => {
+      session.persistTimer = undefined;
+      const current = session.link;
+      if (!current || t.ended.has(current) || !session.frames.quiescent) return;
+      const streams = t.tcp.save(connector);
+      const saved = streams && { counts: session.frames.snapshot(), streams };
+      t.setAttachment(current, { ...(t.attachment(current) as ReadyConnector), saved } satisfies ConnectorAttachment);
+    }, PERSIST_MS);
+  };
+  // A session resumed with nothing in flight may stay quiet from here on: its new link's
+  // attachment has nothing saved yet.
+  if (session.frames.quiescent) session.frames.onQuiescent();
+}
+
+/**
+ * A wake from hibernation (the host's start): each connector whose link is open gets its
+ * session and streams back as its attachment saved them; one with nothing saved is closed,
+ * to connect again (its session is gone: its connections are reset then).
+ */
+export function wakeConnectors(t: TunnelCore): void {
+  for (const link of t.host.links.byTag(CONNECTOR_TAG)) {
+    const attachment = t.attachment(link) as ConnectorAttachment;
+    if (attachment.phase !== "connector" || t.ended.has(link) || t.connectors.has(attachment.session)) continue;
+    if (!attachment.saved) {
+      t.close(link, 1012, "the relay lost this session; connect again");
+      continue;
+    }
+    const connector: Connector = {
+      session: new AgentSession(
+        attachment.session,
+        attachment.owner,
+        attachment.from,
+        unackedLimit(t.settings.maxStreams),
+        attachment.saved.counts,
+        t.defer,
+      ),
+      from: attachment.from,
+      streams: new Map(),
+    };
+    t.tcp.restore(connector, attachment.saved.streams);
+    t.connectors.set(connector.session.id, connector);
+    use(t, connector, link, attachment.saved.counts.sent);
+  }
 }
 
 /** The refusal for a Connect that the tunnel's rules do not let in, or undefined. */

@@ -22,7 +22,14 @@ import { Tally } from "./shares.ts";
 import { SocketRelay } from "./sockets.ts";
 import { StreamTable } from "./streams.ts";
 import { type Connector, TcpRoutes } from "./tcp.ts";
-import { awaitConnect, CONNECTOR_ROLE, CONNECTOR_TAG, connectorDropped, fromConnector } from "./tunnel-connect.ts";
+import {
+  awaitConnect,
+  CONNECTOR_ROLE,
+  CONNECTOR_TAG,
+  connectorDropped,
+  fromConnector,
+  wakeConnectors,
+} from "./tunnel-connect.ts";
 import { fromAgent } from "./tunnel-frames.ts";
 import { use } from "./tunnel-hello.ts";
 import { httpsRequest } from "./tunnel-https.ts";
@@ -106,7 +113,12 @@ export class TunnelCore implements TunnelPeer {
     this.signedBodies = new SignedBodies(this.settings);
     this.tcp = new TcpRoutes(
       () => this.agent() ?? this.current,
-      () => this.nextStreamId(),
+      () => {
+        // Streams a wake from hibernation restored keep their ids (see wakeConnectors).
+        let id = this.nextStreamId();
+        while (this.tcp.has(id)) id = this.nextStreamId();
+        return id;
+      },
     );
   }
 
@@ -125,6 +137,11 @@ export class TunnelCore implements TunnelPeer {
    * NAME_TTL_DAYS from here).
    */
   async start(): Promise<void> {
+    // A wake from hibernation: the agent's session and its visitors' connects are found again
+    // from their links' attachments before any event of theirs, a close among them (a cut
+    // session then waits for its peer, as when it was in memory).
+    this.agent();
+    wakeConnectors(this);
     const record = await this.host.storage.get<NameRecord>(NAME_KEY);
     if (!record?.connected) return;
     const alive = this.host.links
