@@ -33,8 +33,8 @@ export type TransportChoice = "auto" | "websocket" | "https";
 export interface SessionStreams {
   /** A frame of the session from the relay. */
   receive(frame: Frame | InvalidFrame): unknown;
-  /** The session ended: every stream is abandoned. */
-  abortAll(): void;
+  /** The session ended (`why`, when known): every stream is abandoned. */
+  abortAll(why?: string): void;
   /** Streams open, for the resume line. */
   readonly open: number;
   /** Sending a response body now (the HTTPS transport does not hold such POSTs as polls). */
@@ -228,6 +228,8 @@ export class Agent {
         }
       } else if (end.refused?.code === "agent-offline" && everReady) {
         // A visitor's connect whose tunnel's agent left: it waits for it, as a listener would.
+        // Its session went with the agent's (the relay keeps none without it): its connections end.
+        this.endStreams(`the tunnel's agent left meanwhile: ${end.refused.message}`);
         attempt = Math.max(attempt, 3);
       } else if (end.refused?.code === "shard-waiting") {
         // The tunnel's first connection is not (or no longer) up: this one waits for it.
@@ -589,8 +591,8 @@ export class Agent {
   }
 
   /** Ends the session's streams: their origin requests and WebSockets are abandoned. */
-  private endStreams(): void {
-    this.current?.forwarder.abortAll();
+  private endStreams(why?: string): void {
+    this.current?.forwarder.abortAll(why);
     this.current?.frames.end();
     this.current = undefined;
   }

@@ -33,9 +33,9 @@ export class LocalClients {
     return this.current;
   }
 
-  /** A local client connected: a stream now, or once the relay first says Ready. */
+  /** A local client connected: a stream now, or once the relay says Ready (first, or after a session ended). */
   add(socket: ClientSocket): void {
-    if (this.current) this.current.add(socket);
+    if (this.current && !this.current.ended) this.current.add(socket);
     else {
       socket.pause();
       this.waiting.push(socket);
@@ -51,6 +51,8 @@ export class LocalClients {
 export class ClientStreams {
   private readonly pipes = new Map<number, TcpPipe>();
   private next = 1;
+  /** The session ended (abortAll): new clients wait for the next one. */
+  ended = false;
 
   constructor(
     private readonly send: (frame: Frame) => void,
@@ -100,7 +102,8 @@ export class ClientStreams {
     return true;
   }
 
-  abortAll(): void {
-    for (const pipe of [...this.pipes.values()]) pipe.abort("the connection to the relay ended and could not be resumed", false);
+  abortAll(why = "the connection to the relay ended and could not be resumed"): void {
+    this.ended = true;
+    for (const pipe of [...this.pipes.values()]) pipe.abort(why, false);
   }
 }
