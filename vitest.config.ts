@@ -18,6 +18,7 @@ const CLOUDFLARE_ONLY = [
   "test/edge/shares.test.ts", // runtime-free, no relay
   "test/e2e/cli.test.ts", // no relay
   "test/e2e/config-errors.test.ts", // no relay
+  "test/e2e/tcp-cli.test.ts", // a stand-in relay, no relay
   "test/e2e/services.test.ts", // sshd and redis-server reached directly: no relay
   // The package and the executable: their agent against one relay is enough, and they run
   // `agent relay` themselves; packing twice would cost a minute for nothing.
@@ -37,6 +38,8 @@ const CLOUDFLARE_ONLY = [
  */
 const SELFHOST_ONLY = [
   "test/e2e/relay-selfhosted.test.ts",
+  // Public TCP ports (--tcp-ports) exist on the self-hosted relay only: Cloudflare has no ports.
+  "test/e2e/relay-selfhosted-tcp.test.ts",
   "test/e2e/relay-nginx.test.ts",
   "test/e2e/relay-on-*.test.ts",
   "test/e2e/corp-selfhost.test.ts",

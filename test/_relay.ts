@@ -171,6 +171,17 @@ export class Relay {
     return this.child?.output ?? this.stoppedOutput;
   }
 
+  /** Lines the running relay printed so far: `from` for waitFor. */
+  get lineCount(): number {
+    return this.child?.lines.length ?? 0;
+  }
+
+  /** Waits for a line of the running relay's output (from line `from` on) that matches `pattern`. */
+  waitFor(pattern: RegExp, options?: { from?: number; timeoutMs?: number }): Promise<RegExpExecArray> {
+    if (!this.child) throw new Error("the relay is not running");
+    return this.child.waitFor(pattern, options);
+  }
+
   /**
    * Stops workerd, as a redeploy (SIGTERM: workerd lets requests in flight finish first) or a
    * crash (SIGKILL) would; Durable Object storage is kept.

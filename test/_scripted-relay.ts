@@ -1,5 +1,15 @@
+import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { CONNECT_PATH, decodeFrames, encodeFrame, type Frame, FrameType, HEARTBEAT, type HelloFrame } from "@burrow/protocol";
+import {
+  CONNECT_PATH,
+  decodeFrames,
+  encodeFrame,
+  type Frame,
+  FrameType,
+  HEARTBEAT,
+  type HelloFrame,
+  INFO_PATH,
+} from "@burrow/protocol";
 import { type WebSocket, WebSocketServer } from "ws";
 
 /**
@@ -12,11 +22,12 @@ export class ScriptedRelay {
   private readonly waiters = new Set<() => void>();
 
   private constructor(
-    private readonly server: WebSocketServer,
+    private readonly server: http.Server,
+    sockets: WebSocketServer,
     /** Called with each connection once its Hello arrived. */
     private readonly onHello: (connection: RelayConnection, index: number) => void,
   ) {
-    server.on("connection", (socket, request) => {
+    sockets.on("connection", (socket, request) => {
       if (!request.url?.startsWith(CONNECT_PATH)) return socket.close(1008, "not the connect path");
       const connection = new RelayConnection(socket, () => this.notify());
       this.connections.push(connection);
@@ -26,11 +37,26 @@ export class ScriptedRelay {
     });
   }
 
-  /** Answers each Hello with `onHello` (by default: Ready, tunnel `name` on an open relay). */
-  static async start(onHello: (connection: RelayConnection, index: number) => void = (c) => c.ready()): Promise<ScriptedRelay> {
-    const server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  /**
+   * Answers each Hello with `onHello` (by default: Ready, tunnel `name` on an open relay), and
+   * `GET INFO_PATH` with `info` (by default none: 426, as a bare WebSocket server answers).
+   */
+  static async start(
+    onHello: (connection: RelayConnection, index: number) => void = (c) => c.ready(),
+    info?: object,
+  ): Promise<ScriptedRelay> {
+    const sockets = new WebSocketServer({ noServer: true });
+    const server = http.createServer((request, response) => {
+      if (info && request.method === "GET" && request.url === INFO_PATH) {
+        response.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(info));
+      } else response.writeHead(426, { "content-type": "text/plain" }).end("Upgrade Required"); // as ws's own server
+    });
+    server.on("upgrade", (request, socket, head) =>
+      sockets.handleUpgrade(request, socket, head, (ws) => sockets.emit("connection", ws, request)),
+    );
+    server.listen(0, "127.0.0.1");
     await new Promise((resolve) => server.once("listening", resolve));
-    return new ScriptedRelay(server, onHello);
+    return new ScriptedRelay(server, sockets, onHello);
   }
 
   get url(): string {
@@ -44,7 +70,8 @@ export class ScriptedRelay {
   }
 
   async close(): Promise<void> {
-    for (const client of this.server.clients) client.terminate();
+    for (const connection of this.connections) connection.socket.terminate();
+    this.server.closeAllConnections();
     await new Promise((resolve) => this.server.close(resolve));
   }
 

@@ -33,17 +33,28 @@ export interface RunResult {
 
 /**
  * Runs `ssh` or `scp` (or another command) to completion, with `input` on its stdin (else
- * /dev/null, so that ssh never waits on the test's terminal).
+ * /dev/null, so that ssh never waits on the test's terminal), in the test's environment and
+ * folder or `env` and `cwd` (which a ProxyCommand inherits).
  * @throws {Error} when it has not finished within `timeoutMs`; its group is killed first.
  */
 export function sshRun(
   program: string,
   args: string[],
-  { input, timeoutMs = 30_000 }: { input?: string | Uint8Array; timeoutMs?: number } = {},
+  {
+    input,
+    timeoutMs = 30_000,
+    env,
+    cwd,
+  }: { input?: string | Uint8Array; timeoutMs?: number; env?: NodeJS.ProcessEnv; cwd?: string } = {},
 ): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     // Own process group: a ProxyCommand's process is killed with ssh on a timeout.
-    const child = spawn(program, args, { detached: true, stdio: [input === undefined ? "ignore" : "pipe", "pipe", "pipe"] });
+    const child = spawn(program, args, {
+      detached: true,
+      stdio: [input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
+      env: env ?? process.env,
+      cwd,
+    });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout!.on("data", (chunk: Buffer) => out.push(chunk));
@@ -74,7 +85,7 @@ export function sshRun(
   });
 }
 
-/** A real OpenSSH server on 127.0.0.1 that lets in `user` with `keyFile` only. */
+/** A real OpenSSH server on 127.0.0.1 (of its network namespace) that lets in `user` with `keyFile` only. */
 export interface Sshd {
   port: number;
   /** Who the test logs in as: the user the tests run as (sshd not run as root admits only it). */
@@ -90,16 +101,24 @@ export interface Sshd {
    * prompts, no user config. `ssh ...sshOptions -p PORT target cmd`, or with `-o ProxyCommand=...`.
    */
   sshOptions: string[];
-  /** `ssh` to this server running `command`. */
+  /** `ssh` to this server running `command` (from inside its namespace, if it has one). */
   ssh(command: string, options?: { input?: string | Uint8Array; timeoutMs?: number }): Promise<RunResult>;
+  /**
+   * TCP connections the server has accepted so far (its "Connection from" lines), whether or
+   * not they logged in: what reached it.
+   */
+  connections(): number;
   /** The listener and the per-connection processes it forked. */
   pids(): number[];
   output(): string;
   stop(): Promise<void>;
 }
 
-/** Starts `sshd -D -e` with a config, host key and client key of its own in a temporary folder. */
-export async function startSshd(): Promise<Sshd> {
+/**
+ * Starts `sshd -D -e` with a config, host key and client key of its own in a temporary folder;
+ * with `netns`, inside that network namespace (`ip netns exec`, which needs root), on its loopback.
+ */
+export async function startSshd(options: { netns?: string } = {}): Promise<Sshd> {
   const sshd = findProgram("sshd");
   // sshd re-executes itself for each connection, so it insists on an absolute path.
   if (!sshd) throw new Error("sshd is not installed (apt-get install openssh-server)");
@@ -112,6 +131,7 @@ export async function startSshd(): Promise<Sshd> {
   // As root, sshd needs its privilege separation folder (Debian's init script makes it; in a
   // container nothing has); not as another user, which can only ever log in as itself.
   if (process.getuid?.() === 0) mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
+  // A free port here is free in a namespace's own loopback too.
   const port = await freePort();
   const config = join(dir, "sshd_config");
   writeFileSync(
@@ -137,10 +157,15 @@ export async function startSshd(): Promise<Sshd> {
       // Tests open many connections at once; the defaults (10:30:100, 10) start refusing them.
       "MaxStartups 200",
       "MaxSessions 200",
+      // VERBOSE logs each accepted connection ("Connection from ..."), even one that never logs in.
+      "LogLevel VERBOSE",
       "",
     ].join("\n"),
   );
-  const child = new Child("sshd", sshd, ["-D", "-e", "-f", config]);
+  // `ip netns exec` execs sshd in place: the pid, and so pids(), stay sshd's.
+  const inNetns = (argv: string[]) =>
+    (options.netns ? ["ip", ["netns", "exec", options.netns, ...argv]] : [argv[0]!, argv.slice(1)]) as [string, string[]];
+  const child = new Child("sshd", ...inNetns([sshd, "-D", "-e", "-f", config]));
   try {
     await child.waitFor(/^Server listening on 127\.0\.0\.1 port/, { timeoutMs: 10_000 });
   } catch (error) {
@@ -166,7 +191,8 @@ export async function startSshd(): Promise<Sshd> {
     keyFile,
     dir,
     sshOptions,
-    ssh: (command, options) => sshRun("ssh", [...sshOptions, "-p", String(port), target, command], options),
+    ssh: (command, runOptions) => sshRun(...inNetns(["ssh", ...sshOptions, "-p", String(port), target, command]), runOptions),
+    connections: () => child.lines.filter((line) => line.startsWith("Connection from ")).length,
     pids: () => processTree(child.pid),
     output: () => child.output,
     async stop() {

@@ -26,6 +26,7 @@ import { openWebSocket, type RelayLink, UpgradeRefused } from "./net/websocket.t
 import type { Origin } from "./origin.ts";
 import { probeInfo, runsFromClone } from "./relay-info.ts";
 import type { Runtime } from "./runtime.ts";
+import { announcePublicPort } from "./tcp/public-port.ts";
 
 export type TransportChoice = "auto" | "websocket" | "https";
 
@@ -33,7 +34,7 @@ export type TransportChoice = "auto" | "websocket" | "https";
 export interface SessionStreams {
   /** A frame of the session from the relay. */
   receive(frame: Frame | InvalidFrame): unknown;
-  /** The session ended (`why`, when known): every stream is abandoned. */
+  /** The session ended (`why`, for the streams' users): every stream is abandoned. */
   abortAll(why?: string): void;
   /** Streams open, for the resume line. */
   readonly open: number;
@@ -79,6 +80,8 @@ export interface AgentOptions {
   connections?: number;
   /** A TCP tunnel (`--tcp`): the hello says so, and a relay that does not carry TCP is an error. */
   tcp?: boolean;
+  /** A TCP tunnel asks the relay for a public port (`--public-port`). */
+  publicPort?: boolean;
   /** A visitor's `agent connect`: it says Connect with this key instead of Hello. */
   connect?: { key: string };
 }
@@ -124,6 +127,9 @@ const RATE_LIMITED_MIN_ATTEMPT = 4;
 export class Agent {
   private readonly claim: string;
   private warnedOpen = false;
+  /** The relay's notice and the public TCP port last told (each said once, not at every reconnect). */
+  private noticed = "";
+  private announcedPort = "";
   private link: RelayLink | undefined;
   private stopped = false;
   /** The transport in use; "auto" starts on WebSocket and may move to HTTPS for good. */
@@ -146,6 +152,8 @@ export class Agent {
    */
   private current: { id: string; frames: FrameSession; forwarder: SessionStreams } | undefined;
   private readonly service: LinkService;
+  /** Why the last link that was up ended, for the streams a new session ends. */
+  private lastDrop = "";
 
   constructor(
     private readonly options: AgentOptions,
@@ -198,6 +206,7 @@ export class Agent {
     let lastWhy = "";
     while (!this.stopped) {
       const end = await this.session();
+      if (end.ready) this.lastDrop = end.why;
       if (this.stopped) break;
       if (end.closeCode === CloseCode.Replaced) {
         // Another process with the same token (or claim file) took the tunnel over. Taking it
@@ -235,7 +244,7 @@ export class Agent {
         // The tunnel's first connection is not (or no longer) up: this one waits for it.
         attempt = Math.max(attempt, 2);
       } else if (end.refused) {
-        throw refusal(end.refused);
+        throw refusal(end.refused, this.options.tcp || this.options.connect ? this.options : undefined);
       }
       if (end.closeCode === CloseCode.RateLimited) attempt = Math.max(attempt, RATE_LIMITED_MIN_ATTEMPT);
       const delay = end.fallback ? 0 : Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt++) * (0.5 + Math.random() / 2);
@@ -407,6 +416,7 @@ export class Agent {
                 rules: this.options.rules,
                 resume,
                 tcp: this.options.tcp ?? false,
+                publicPort: this.options.publicPort ?? false,
               },
         ),
       );
@@ -468,11 +478,7 @@ export class Agent {
           if (first.type !== FrameType.Ready) return;
           if ((this.options.tcp || this.options.connect) && !first.tcp) {
             // A relay from before TCP tunnels took the hello as an HTTP tunnel's.
-            refused = {
-              type: FrameType.Refused,
-              code: "version-mismatch",
-              message: `the relay at ${this.options.relay.origin} does not carry TCP tunnels: it is older than this agent (${version}); upgrade the relay (redeploy it, or update the package that runs \`agent relay\`)`,
-            };
+            refused = { type: FrameType.Refused, code: "version-mismatch", message: READY_WITHOUT_TCP };
             link.close(CloseCode.Normal, "the relay does not carry TCP tunnels");
             return finish(refused.message);
           }
@@ -534,7 +540,9 @@ export class Agent {
   private begin(frame: ReadyFrame, link: RelayLink): void {
     const resumed = frame.resumed && this.current?.id === frame.session;
     if (!resumed) {
-      this.endStreams();
+      this.endStreams(
+        this.current ? `the relay could not resume the session (the connection ended: ${this.lastDrop || "unknown"})` : undefined,
+      );
       const frames = new FrameSession((flush) => setImmediate(flush));
       // A relay that never acknowledges would have the agent keep every frame it sends: past the
       // bound (unackedLimit), the session ends, what it kept goes, and the agent starts anew.
@@ -582,6 +590,13 @@ export class Agent {
       resumed,
       ...(connections > 1 ? { connection: 0, connections } : {}),
     });
+    if (frame.notice && frame.notice !== this.noticed) {
+      this.noticed = frame.notice;
+      this.log.warn(`tunnel ${frame.name}: ${frame.notice}`, "relay-notice", { name: frame.name });
+    }
+    if (frame.url !== this.announcedPort && announcePublicPort(frame.name, frame.url, this.options.rules.allowIp, this.log)) {
+      this.announcedPort = frame.url;
+    }
     if (frame.open && !this.warnedOpen) {
       this.warnedOpen = true;
       this.log.warn(
@@ -598,7 +613,26 @@ export class Agent {
   }
 }
 
-function refusal(frame: RefusedFrame): AgentError {
+/** Why an agent --tcp or connect stops at a Ready without `tcp` (the frame is the agent's own). */
+const READY_WITHOUT_TCP = "its Ready does not say tcp: it took the hello for an HTTP tunnel's";
+
+/**
+ * The error for a refusal. `tcp`: the relay of an agent --tcp or a visitor's `agent connect`,
+ * which a relay from before TCP tunnels does not serve: it answers the hello of --tcp as an
+ * HTTP tunnel's (a Ready without tcp), and refuses a Connect, a frame it does not know, as a
+ * bad hello (see CONNECTOR_ROLE). Either way the relay needs upgrading, not the agent.
+ */
+function refusal(frame: RefusedFrame, tcp?: { relay: URL; version: string }): AgentError {
+  const readyWithoutTcp = frame.code === "version-mismatch" && frame.message === READY_WITHOUT_TCP;
+  const connectUnknown = frame.code === "bad-hello" && frame.message.includes("must be a Hello");
+  if (tcp && (readyWithoutTcp || connectUnknown)) {
+    const how = readyWithoutTcp ? READY_WITHOUT_TCP : `it took the Connect for an agent's hello ("${frame.message}")`;
+    return new AgentError(
+      "refused",
+      `the relay at ${tcp.relay.origin} does not carry TCP tunnels: it is older than this agent (${tcp.version}); ${how}`,
+      "upgrade the relay (redeploy it, or update the package that runs `agent relay`); both the tunnel's agent and `agent connect` need it",
+    );
+  }
   const hints: Record<string, string> = {
     "name-taken": "pick another name with --name, or leave it out for a random one",
     "name-in-use":

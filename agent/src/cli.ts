@@ -21,8 +21,8 @@ import { relay } from "./relay-command.ts";
 import { withScheme } from "./relay-info.ts";
 import { visitorRules } from "./rules.ts";
 import type { Runtime } from "./runtime.ts";
-import { connect, connectRequest } from "./tcp/command.ts";
-import { announceKeys, type ConnectKeys, connectKeys } from "./tcp/setup.ts";
+import { connect, connectKey, connectRequest } from "./tcp/command.ts";
+import { announceKeys, type ConnectKeys, connectKeys, parseTcpTarget } from "./tcp/setup.ts";
 
 export { ENV_VARS } from "./flags.ts";
 
@@ -38,11 +38,13 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
     // The relay reads none of the agent's flags, files or variables.
     if (argv[0] === "relay") return await relay(runtime, argv.slice(1));
     const command = ["doctor", "login", "logout", "connect"].includes(argv[0] ?? "") ? argv[0] : undefined;
+    // `agent doctor connect NAME`: the checks of a visitor's `agent connect NAME`.
+    const doctorConnect = command === "doctor" && argv[1] === "connect";
     const env = (name: string) => runtime.env(name);
     // login and logout do not read the saved settings they replace (a broken file included).
     const parsed = command
       ? parseArgs(
-          argv.slice(command === "connect" ? 2 : 1),
+          argv.slice(command === "connect" ? 2 : doctorConnect ? 3 : 1),
           env,
           undefined,
           command === "doctor" || command === "connect" ? undefined : () => undefined,
@@ -67,14 +69,27 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       throw new AgentError("usage", `--log ${mode} is not a log format`, "use auto (the default), plain or json");
     }
     if (command === "logout") return logout(env, (line) => console.log(line));
-    if (command === "connect") {
-      const name = argv[1];
+    if (command === "connect" || doctorConnect) {
+      const typed = doctorConnect ? "agent doctor connect" : "agent connect";
+      const name = argv[doctorConnect ? 2 : 1];
       if (name === undefined || name.startsWith("-")) {
         throw new AgentError(
           "usage",
-          "agent connect needs the tunnel's name",
-          "for example: agent connect devbox --listen 127.0.0.1:2222",
+          `${typed} needs the tunnel's name`,
+          doctorConnect
+            ? "for example: agent doctor connect devbox --key-file devbox.key"
+            : "for example: agent connect devbox --listen 127.0.0.1:2222",
         );
+      }
+      if (doctorConnect) {
+        const key = connectKey(name, args, runtime, typed);
+        const settings = await options({ ...args, name }, lists, runtime, log, false, argv);
+        const print = (line: string) => console.log(line);
+        return await doctor(settings.relay, name, settings.net, print, {
+          token: "",
+          version: VERSION,
+          connect: { key },
+        });
       }
       const request = connectRequest(name, args, runtime);
       // --stdio: stdout is the connection; every line goes to stderr, and only warnings and errors unless --debug.
@@ -109,13 +124,15 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
     }
     if (diagnose) {
       const settings = await options(args, lists, runtime, log, false, argv);
-      // Given a local server (--port, --origin, --dir), doctor checks it answers too.
-      const local = ["port", "origin", "dir"].some((key) => args[key] !== undefined);
+      // Given a local server (--port, --origin, --dir) or a TCP target (--tcp), doctor checks it answers too.
+      const local = ["port", "origin", "dir", "tcp"].some((key) => args[key] !== undefined);
       const setup = local ? await setUpOrigin(args, runtime) : undefined;
       if (setup) origins.push(setup);
       const print = (line: string) => console.log(line);
       const { relay, name, net, token } = settings;
-      return await doctor(relay, name, net, print, { token, version: VERSION, origin: setup?.origin });
+      // --tcp: the relay must carry TCP tunnels, and the target accept connections.
+      const tcp = args.tcp !== undefined ? parseTcpTarget(args.tcp) : undefined;
+      return await doctor(relay, name, net, print, { token, version: VERSION, origin: setup?.origin, tcp });
     }
     log = new Log({ mode, debug, quiet: args.quiet === "true", terminal: runtime.terminal });
     const tunnels: { settings: Awaited<ReturnType<typeof options>>; setup: OriginSetup }[] = [];
@@ -142,7 +159,8 @@ export async function main(runtime: Runtime, argv: string[]): Promise<number> {
       });
     }
     // One inspector for every tunnel of this agent.
-    const address = parseInspect(args.inspect);
+    // The inspector shows HTTP exchanges: an agent of TCP tunnels only has none to show.
+    const address = tunnels.some(({ setup }) => setup.origin) ? parseInspect(args.inspect) : undefined;
     const keep = parseKeep(args["inspect-keep"] ?? "100");
     // From here on, errors are about the network and the relay, not a setting's value.
     from = undefined;
@@ -327,8 +345,10 @@ async function options(
       "a TCP tunnel admits visitors by connect key (--connect-key-file) and address (--allow-ip)",
     );
   }
-  if (!tcp && args["connect-key-file"] !== undefined) {
-    throw new AgentError("usage", "--connect-key-file applies to a --tcp tunnel only", "leave it out, or add --tcp PORT");
+  for (const flag of ["connect-key-file", "public-port"]) {
+    if (!tcp && args[flag] !== undefined) {
+      throw new AgentError("usage", `--${flag} applies to a --tcp tunnel only`, "leave it out, or add --tcp PORT");
+    }
   }
   const keys = tcp && serving ? connectKeys(args["connect-key-file"], relay, name, args.name !== undefined, runtime) : undefined;
   const { rules, summary } = await visitorRules(name, {
@@ -421,6 +441,7 @@ async function options(
     transport,
     connections,
     tcp,
+    publicPort: args["public-port"] === "true",
     keys,
   };
 }

@@ -29,7 +29,7 @@ export interface KeySpec {
 export const DEFAULT_CONFIG = "burrow.toml";
 
 /** Paths in a config file are relative to the file, wherever the agent runs. */
-const PATH_KEYS = new Set(["dir", "origin-ca", "token-file", "ca"]);
+const PATH_KEYS = new Set(["dir", "origin-ca", "token-file", "ca", "connect-key-file"]);
 
 /** Keys that describe one tunnel; a `[[tunnel]]` table may hold only these. */
 export const TUNNEL_KEYS = new Set([
@@ -40,6 +40,7 @@ export const TUNNEL_KEYS = new Set([
   "dir",
   "tcp",
   "connect-key-file",
+  "public-port",
   "dir-dotfiles",
   "host-header",
   "origin-insecure",

@@ -1,28 +1,35 @@
-import { CONNECT_PATH, HEARTBEAT, SESSION_HEADER, SESSION_PATH } from "@burrow/protocol";
-import { probeOrigin, probeToken } from "./doctor-checks.ts";
+import { CONNECT_PATH, CONNECTOR_ROLE, HEARTBEAT, SESSION_HEADER, SESSION_PATH } from "@burrow/protocol";
+import { probeConnect, probeOrigin, probeTarget, probeToken } from "./doctor-checks.ts";
 import { type DialReport, describe, dial, type NetConfig, NetworkError, type Step } from "./net/dial.ts";
 import { HttpConnection } from "./net/http.ts";
 import type { PacDecision, PacSettings } from "./net/pac/pac.ts";
 import { openWebSocket } from "./net/websocket.ts";
 import type { Origin } from "./origin.ts";
 import { type Outcome, probeInfo } from "./relay-info.ts";
+import type { TcpTarget } from "./tcp/forward.ts";
 
 /**
  * `agent doctor`: walks the path to the relay one step at a time (proxy, CONNECT, TLS,
- * Burrow relay of this protocol, WebSocket, HTTPS transport), prints what works and what to do about what does not, and
- * says which transport the agent would use; then whether the relay accepts the agent (a hello
- * with its token) and, given --port, --origin or --dir, whether the local server answers.
+ * Burrow relay of this protocol (and whether it carries TCP tunnels), WebSocket, HTTPS
+ * transport), prints what works and what to do about what does not, and says which transport
+ * the agent would use; then whether the relay accepts the agent (a hello with its token, a TCP
+ * tunnel's with --tcp) and, given --port, --origin, --dir or --tcp, whether the local server
+ * or target answers. `agent doctor connect NAME` (`connect`: the visitor's key) walks the same
+ * path as `agent connect` and then, in a "key" step in place of "token", says Connect: whether
+ * tunnel NAME is a TCP tunnel whose agent is there and which takes the key, opening no connection.
  * Exit status 0 when all of that works; 5 when no transport reaches the relay, 3 when the relay
- * refuses the agent (its token), 1 when only the local server fails.
+ * refuses the agent (its token) or the visitor (the Connect), 1 when only the local server fails.
  */
 export async function doctor(
   relay: URL,
   name: string,
   net: NetConfig,
   print: (line: string) => void,
-  agent: { token: string; version: string; origin?: Origin },
+  agent: { token: string; version: string; origin?: Origin; tcp?: TcpTarget; connect?: { key: string } },
 ): Promise<number> {
-  const { token } = agent;
+  const { token, connect } = agent;
+  // A visitor's connect opens its links as one (no relay token: the key is in its Connect).
+  const role = connect ? CONNECTOR_ROLE : undefined;
   const show = (step: string, outcome: Outcome) => {
     const mark = outcome.ok === true ? "ok  " : outcome.ok === false ? "FAIL" : "--  ";
     print(`${mark} ${step.padEnd(10)} ${outcome.detail}`);
@@ -94,32 +101,38 @@ export async function doctor(
     return 5;
   }
 
-  const websocket = await probeWebSocket(relay, name, net);
+  const websocket = await probeWebSocket(relay, name, net, role);
   show("websocket", websocket);
-  const https = await probeHttps(relay, name, net, token);
+  const https = await probeHttps(relay, name, net, connect ? "" : token, role);
   show("https", https);
+  const last = connect ? "key" : "token";
   if (websocket.ok !== true && https.ok !== true) {
-    show("token", { ok: "skip", detail: "not tried: no transport gets through" });
+    show(last, { ok: "skip", detail: "not tried: no transport gets through" });
     print("verdict: neither transport gets through; see the hints above");
     return 5;
   }
   const transport = websocket.ok === true ? "websocket" : "https";
-  const accepted = await probeToken(relay, net, token, transport, agent.version);
-  show("token", accepted);
-  const origin = agent.origin ? await probeOrigin(agent.origin) : undefined;
-  if (origin) show("origin", origin);
+  const accepted = connect
+    ? await probeConnect(relay, net, name, connect.key, transport, agent.version)
+    : await probeToken(relay, net, token, transport, agent.version, agent.tcp !== undefined);
+  show(last, accepted);
+  const [local, what] = agent.tcp ? ["target", "target"] : ["origin", "local server"];
+  const origin = agent.tcp ? await probeTarget(agent.tcp) : agent.origin ? await probeOrigin(agent.origin) : undefined;
+  if (origin) show(local, origin);
+  const who = connect ? `agent connect ${name}` : "the agent";
   if (accepted.ok !== true) {
-    print(`verdict: the relay ${accepted.refused ? "refuses" : "did not accept"} this agent; see the hint above`);
+    const whom = connect ? "this visitor" : "this agent";
+    print(`verdict: the relay ${accepted.refused ? "refuses" : "did not accept"} ${whom}; see the hint above`);
     return accepted.refused ? 3 : 5;
   }
   if (origin && origin.ok !== true) {
-    print("verdict: the relay is ready, but the local server does not answer; see the hint above");
+    print(`verdict: the relay is ready, but the ${what} does not answer; see the hint above`);
     return 1;
   }
   print(
     transport === "websocket"
-      ? "verdict: the agent will use the WebSocket transport"
-      : "verdict: WebSockets do not get through; the agent will use the HTTPS transport (by itself, with --transport auto)",
+      ? `verdict: ${who} will use the WebSocket transport`
+      : `verdict: WebSockets do not get through; ${who} will use the HTTPS transport (by itself, with --transport auto)`,
   );
   return 0;
 }
@@ -151,10 +164,11 @@ function showPac(
   for (const line of decision.skipped) print(`${indent} skipped ${line}`);
 }
 
-async function probeWebSocket(relay: URL, name: string, net: NetConfig): Promise<Outcome> {
+async function probeWebSocket(relay: URL, name: string, net: NetConfig, role: string | undefined): Promise<Outcome> {
   const url = new URL(CONNECT_PATH, relay);
   url.protocol = relay.protocol === "https:" ? "wss:" : "ws:";
   url.searchParams.set("name", name);
+  if (role) url.searchParams.set("role", role);
   try {
     const link = await openWebSocket(await dial(url, net), url, net.timeoutMs);
     const started = performance.now();
@@ -185,16 +199,20 @@ async function probeWebSocket(relay: URL, name: string, net: NetConfig): Promise
   }
 }
 
-async function probeHttps(relay: URL, name: string, net: NetConfig, token: string): Promise<Outcome> {
+async function probeHttps(relay: URL, name: string, net: NetConfig, token: string, role: string | undefined): Promise<Outcome> {
   let connection: HttpConnection | undefined;
   try {
     connection = await HttpConnection.open(relay, net);
     const started = performance.now();
-    const opened = await connection.request("POST", `${SESSION_PATH}?name=${encodeURIComponent(name)}`, {
-      timeoutMs: net.timeoutMs,
-      maxBody: 64 * 1024,
-      headers: token ? { Authorization: `Bearer ${token}` } : {},
-    });
+    const opened = await connection.request(
+      "POST",
+      `${SESSION_PATH}?name=${encodeURIComponent(name)}${role ? `&role=${role}` : ""}`,
+      {
+        timeoutMs: net.timeoutMs,
+        maxBody: 64 * 1024,
+        headers: token ? { Authorization: `Bearer ${token}` } : {},
+      },
+    );
     if (opened.status !== 201) {
       return {
         ok: false,

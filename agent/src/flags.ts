@@ -66,6 +66,10 @@ const FLAGS: Flag[] = [
     value: "FILE",
     help: "with --tcp: the keys (one per line) that let visitors `agent connect`; without it the agent makes one, keeps it and prints the command to hand out",
   },
+  {
+    name: "public-port",
+    help: "with --tcp, on a relay that gives them (agent relay --tcp-ports): a public port plain clients reach with no key (ssh -p PORT relay-host); only --allow-ip guards it",
+  },
   { name: "origin-ca", value: "FILE", help: "trust the CA certificates in this PEM file for an https:// --origin" },
   { name: "origin-insecure", help: "do not verify an https:// --origin's certificate (a local dev server's self-signed one)" },
   {
@@ -191,7 +195,7 @@ const FLAGS: Flag[] = [
   {
     name: "key-file",
     value: "FILE",
-    help: "agent connect: read the tunnel's connect key from the first line of this file",
+    help: "agent connect (and agent doctor connect): read the tunnel's connect key from the first line of this file",
   },
   { name: "key", env: "BURROW_CONNECT_KEY", value: "KEY", help: "agent connect: the tunnel's connect key", yieldsTo: "key-file" },
   { name: "debug", env: "BURROW_DEBUG", help: "print details and stack traces" },
@@ -238,6 +242,7 @@ export function help(): string {
     "       agent --tcp 22 [--connect-key-file FILE]    a TCP tunnel (ssh, a database)",
     "       agent connect NAME --listen 127.0.0.1:2222 | --stdio [--key-file FILE]    reach a TCP tunnel",
     "       agent doctor [--relay URL] [--proxy URL] [--ca FILE]    checks the way to the relay",
+    "       agent doctor connect NAME --key-file FILE    checks it for agent connect: is NAME a TCP tunnel taking the key",
     "       agent login --relay URL    checks the relay, reads its token from a prompt or stdin, saves both",
     "       agent logout               forgets what login saved",
     "",
@@ -248,7 +253,8 @@ export function help(): string {
     "",
     "Settings come from the flags, else the config file (the same keys without the dashes, and",
     "[[tunnel]] tables of name, port, host, origin, dir, dir-dotfiles, host-header, origin-ca,",
-    "origin-insecure, the access rules and connections), else the environment variables, else",
+    "origin-insecure, tcp, connect-key-file, public-port, the access rules and connections), else the",
+    "environment variables, else",
     "what `agent login` saved ($XDG_CONFIG_HOME/burrow/config.toml: relay, and a token sent to",
     "that relay only), else the defaults.",
     "",

@@ -14,7 +14,11 @@ export type Outcome = { ok: true; detail: string } | { ok: false; detail: string
  * redirect, a 404 of another server), as opposed to one retrying may fix (a 5xx, a proxy's
  * 403 or 407, no answer at all).
  */
-export type InfoOutcome = Outcome & { notRelay?: boolean };
+export type InfoOutcome = Outcome & {
+  notRelay?: boolean;
+  /** The relay says it carries TCP tunnels (RelayInfo.tcp); false for one from before them. */
+  tcp?: boolean;
+};
 
 const CHECK_RELAY =
   "check --relay: it is the URL `npm run deploy` printed, like https://burrow.<account>.workers.dev (or your own domain)";
@@ -51,7 +55,7 @@ export async function probeInfo(relay: URL, net: NetConfig): Promise<InfoOutcome
       const certain = [404, 405, 410].includes(answer.status);
       return notBurrow(`${answer.status} ${answer.statusText} (${type})`, certain);
     }
-    let info: { burrow?: unknown; protocol?: unknown };
+    let info: { burrow?: unknown; protocol?: unknown; tcp?: unknown };
     try {
       info = JSON.parse(answer.body.toString("utf8"));
     } catch {
@@ -72,7 +76,12 @@ export async function probeInfo(relay: URL, net: NetConfig): Promise<InfoOutcome
         hint: "upgrade the agent: npm install burrow-agent@latest, or the newest executable",
       };
     }
-    return { ok: true, detail: `a Burrow relay speaking protocol ${info.protocol}, as this agent does` };
+    const tcp = info.tcp === true;
+    return {
+      ok: true,
+      detail: `a Burrow relay speaking protocol ${info.protocol}, as this agent does, ${tcp ? "with TCP tunnels" : "from before TCP tunnels (agent --tcp and agent connect need a newer one)"}`,
+      tcp,
+    };
   } catch (error) {
     const failure = error instanceof NetworkError ? error : new NetworkError("relay", describe(error), "", false);
     return { ok: false, detail: `no answer at ${INFO_PATH}: ${failure.message}`, hint: failure.hint };

@@ -35,7 +35,7 @@ export function readShapes(words: string[]): string[] {
     flags = asFlags(first, `agent ${first}`);
     extra = rest;
   } else if ((COMMANDS as readonly string[]).includes(first)) {
-    throw new AgentError("usage", `${first} must come first`, `agent ${first} ${words.slice(1).join(" ")}[flags]`);
+    throw new AgentError("usage", `${first} must come first`, `agent ${[...words, "[flags]"].join(" ")}`);
   } else if (first === "tcp") {
     // ngrok's `ngrok tcp 22`.
     const [target, ...after] = rest;

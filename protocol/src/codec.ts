@@ -68,6 +68,7 @@ export function encodeFrame(frame: Frame): Uint8Array {
         ],
         frame.resume ? [frame.resume.session, frame.resume.received] : null,
         frame.tcp ?? false,
+        frame.publicPort ?? false,
       ]);
     case FrameType.Ready:
       return encoder.encode([
@@ -79,6 +80,7 @@ export function encodeFrame(frame: Frame): Uint8Array {
         frame.resumed,
         frame.received,
         frame.tcp ?? false,
+        frame.notice ?? "",
       ]);
     case FrameType.Connect:
       return encoder.encode([
@@ -277,6 +279,7 @@ function checkOther(at: Fields, type: number): Frame | undefined {
         rules: at.has(6) ? at.rules(6) : { basicAuth: [], allowIp: [], webhooks: [], connectKeys: [] },
         resume: at.has(7) ? at.resume(7) : null,
         tcp: at.has(8) ? at.bool(8, "tcp") : false,
+        publicPort: at.has(9) ? at.bool(9, "publicPort") : false,
       };
     case FrameType.Ready:
       return {
@@ -288,6 +291,7 @@ function checkOther(at: Fields, type: number): Frame | undefined {
         resumed: at.bool(5, "resumed"),
         received: at.int(6, "received", 0, Number.MAX_SAFE_INTEGER),
         tcp: at.has(7) ? at.bool(7, "tcp") : false,
+        notice: at.has(8) ? at.text(8, "notice", MAX_MESSAGE_LENGTH) : "",
       };
     case FrameType.Connect:
       return {

@@ -83,6 +83,12 @@ export interface HelloFrame {
    * (Connect, then Open per connection), never with HTTP. Absent (false) in hellos of agents before it.
    */
   tcp?: boolean;
+  /**
+   * A TCP tunnel asks for a public port (`--public-port`) on a relay that gives them (a
+   * self-hosted relay's --tcp-ports): plain clients then reach it with no key, as far as its
+   * --allow-ip lets them. Absent (false): the tunnel is reached with `agent connect` only.
+   */
+  publicPort?: boolean;
 }
 
 /**
@@ -119,7 +125,10 @@ export interface WebhookRule {
 export interface ReadyFrame {
   type: typeof FrameType.Ready;
   name: string;
-  /** The public URL visitors use. */
+  /**
+   * The public URL visitors use. For a TCP tunnel that a self-hosted relay gave a public port
+   * (--tcp-ports), `tcp://HOST:PORT`: plain clients reach it there, with no `connect`.
+   */
   url: string;
   /** The relay has no tokens: anyone who can reach it may open tunnels (the agent says so). */
   open: boolean;
@@ -135,6 +144,12 @@ export interface ReadyFrame {
    * Ready for a Connect: true.
    */
   tcp?: boolean;
+  /**
+   * Something the agent's user should know about the tunnel, printed as a warning ("" none):
+   * a self-hosted relay with --tcp-ports that has no port free for it, say. At most
+   * MAX_MESSAGE_LENGTH characters; an older agent ignores it.
+   */
+  notice?: string;
 }
 
 /**

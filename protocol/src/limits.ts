@@ -116,6 +116,13 @@ export const MAX_MESSAGE_LENGTH = 1024;
 export const MAX_STREAM_ID = 0xffff_ffff;
 
 /**
+ * Highest stream id a visitor's `agent connect` gives its TCP streams (Open): ids 1 to this,
+ * taken again once free. The relay maps them into a block of the agent's ids of its own, so
+ * that the mapping survives the relay's hibernation without being stored.
+ */
+export const MAX_CONNECT_STREAM_ID = 0xf_ffff;
+
+/**
  * Tunnel names are single DNS labels so that `<name>.<base domain>` is a valid hostname:
  * lowercase letters, digits and inner hyphens, 1 to 63 characters (RFC 1035 section 2.3.4).
  */
@@ -198,6 +205,11 @@ export interface RelayInfo {
   burrow: true;
   /** The {@link PROTOCOL_VERSION} the relay speaks; it refuses agents of any other. */
   protocol: number;
+  /**
+   * The relay carries TCP tunnels (`agent --tcp`, `agent connect`); absent from relays before
+   * them, which refuse a visitor's Connect as a bad hello (see CONNECTOR_ROLE).
+   */
+  tcp?: true;
 }
 
 /**

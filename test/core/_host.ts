@@ -19,7 +19,16 @@ import {
 import { onTestFinished, vi } from "vitest";
 import { handleRequest } from "../../edge/src/core/front.ts";
 import { GateCore } from "../../edge/src/core/gate.ts";
-import type { GatePeer, Link, LinkStore, RelayHost, SettingVars, TunnelHost, TunnelPeer } from "../../edge/src/core/host.ts";
+import type {
+  GatePeer,
+  Link,
+  LinkStore,
+  PublicPort,
+  RelayHost,
+  SettingVars,
+  TunnelHost,
+  TunnelPeer,
+} from "../../edge/src/core/host.ts";
 import { type RelaySettings, readSettings } from "../../edge/src/core/settings.ts";
 import { TunnelCore } from "../../edge/src/core/tunnel.ts";
 import { ObjectStorage } from "../../edge/src/selfhost/_storage.ts";
@@ -186,13 +195,12 @@ export class MemoryLink implements Link {
 
 /** One tunnel object (a name, or a shard's object name): its core on in-memory links and storage. */
 export class MemoryTunnel {
-  /** The object's memory: a new one after `hibernate()`. */
   core: TunnelCore;
   readonly links = new Set<MemoryLink>();
   /** Resolves once the core's start() ran; the peer's calls wait for it, as blockConcurrencyWhile makes them. */
   ready: Promise<void>;
-  readonly peer: TunnelPeer;
   private readonly host: TunnelHost;
+  readonly peer: TunnelPeer;
   private linkIds = 0;
 
   constructor(
@@ -223,6 +231,7 @@ export class MemoryTunnel {
       // side), so credit goes back to the agent only for what was read.
       streamingResponse,
       wholeResponse,
+      publicPort: relay.ports?.forTunnel(object),
     };
     this.host = host;
     this.core = new TunnelCore(host);
@@ -239,14 +248,12 @@ export class MemoryTunnel {
   }
 
   /**
-   * The object hibernates and wakes, as a Durable Object whose WebSockets are all hibernatable
-   * does when idle: its memory is gone, its links (with their attachments) and storage stay, and
-   * a new core starts on them. Call it when the old core has no timer left that would act.
+   * The runtime evicted the object while its links stayed open (a Durable Object's hibernation):
+   * a new core, with nothing in memory, over the same links (and their attachments) and storage.
    */
-  async hibernate(): Promise<void> {
+  hibernate(): void {
     this.core = new TunnelCore(this.host);
     this.ready = this.core.start();
-    await this.ready;
   }
 
   /** The link the upgrade `response` completes. */
@@ -270,6 +277,52 @@ export class MemoryTunnel {
   }
 }
 
+/**
+ * Public TCP ports in memory, as a self-hosted relay with --tcp-ports has them: each name holds
+ * one of the range until released, and `events` records what the core asked ("open demo 20000",
+ * "close demo", "release demo", "none demo"). No socket listens: a test hands the core its
+ * connections itself (TunnelCore.acceptTcp).
+ */
+export class MemoryPorts {
+  readonly events: string[] = [];
+  readonly held = new Map<string, number>();
+  readonly listening = new Set<string>();
+
+  constructor(
+    readonly first = 20_000,
+    readonly last = 20_099,
+  ) {}
+
+  forTunnel(object: string): PublicPort {
+    return {
+      open: async () => {
+        let port = this.held.get(object);
+        if (port === undefined) {
+          const taken = new Set(this.held.values());
+          for (let candidate = this.first; candidate <= this.last && port === undefined; candidate++) {
+            if (!taken.has(candidate)) port = candidate;
+          }
+          if (port === undefined) {
+            this.events.push(`none ${object}`);
+            return { problem: `no port of the relay's --tcp-ports ${this.first}-${this.last} is free` };
+          }
+          this.held.set(object, port);
+        }
+        if (!this.listening.has(object)) this.events.push(`open ${object} ${port}`);
+        this.listening.add(object);
+        return { port };
+      },
+      close: () => {
+        if (this.listening.delete(object)) this.events.push(`close ${object}`);
+      },
+      release: () => {
+        this.listening.delete(object);
+        if (this.held.delete(object)) this.events.push(`release ${object}`);
+      },
+    };
+  }
+}
+
 /** An agent connected through the front: its link, and the relay's answer to its hello. */
 export interface MemoryAgent {
   link: MemoryLink;
@@ -290,6 +343,8 @@ export class MemoryRelay implements RelayHost {
   private readonly stored: Map<string, ObjectStorage>;
   /** What the core handed to waitUntil. */
   readonly work: Promise<unknown>[] = [];
+  /** Public TCP ports (--tcp-ports), for tunnels made from now on; none by default, as on Cloudflare. */
+  ports: MemoryPorts | undefined;
 
   constructor(
     readonly vars: SettingVars = {},
@@ -305,7 +360,9 @@ export class MemoryRelay implements RelayHost {
   /** The same relay after a restart (a deploy, a crash): storage kept, links and memory gone. */
   restarted(): MemoryRelay {
     const stored = new Map([...this.tunnels].map(([object, tunnel]) => [object, tunnel.storage]));
-    return new MemoryRelay(this.vars, { stored, gateStorage: this.gateStorage });
+    const relay = new MemoryRelay(this.vars, { stored, gateStorage: this.gateStorage });
+    relay.ports = this.ports;
+    return relay;
   }
 
   tunnel(object: string): TunnelPeer {

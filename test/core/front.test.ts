@@ -7,11 +7,11 @@ import { MemoryRelay } from "./_host.ts";
 const error = (response: Response) => [response.status, response.headers.get("x-burrow-error")];
 
 describe("the front", () => {
-  it("says what it is at /_burrow/info, for agent doctor", async () => {
+  it("says what it is at /_burrow/info, for agent doctor: a Burrow relay, its protocol, and that it carries TCP tunnels", async () => {
     const response = await new MemoryRelay().fetch(INFO_PATH);
     expect(response.status).toBe(200);
     expect(response.headers.get("cache-control")).toBe("no-store");
-    expect(await response.json()).toEqual({ burrow: true, protocol: PROTOCOL_VERSION });
+    expect(await response.json()).toEqual({ burrow: true, protocol: PROTOCOL_VERSION, tcp: true });
   });
 
   it("answers 404 not-found off its routes, and describes itself at /", async () => {

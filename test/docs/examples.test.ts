@@ -18,6 +18,8 @@ const EXAMPLES = pages().flatMap((page) => codeBlocks(page).filter((block) => bl
 /** Relative paths of an example's path keys, made before the agent reads it. */
 const DIR_KEYS = ["dir"];
 const PEM_KEYS = ["origin-ca", "ca"];
+/** A TCP tunnel's key file: one key made for the example. */
+const KEY_FILE_KEYS = ["connect-key-file"];
 
 function selfSignedPem(path: string): void {
   mkdirSync(dirname(path), { recursive: true });
@@ -67,6 +69,7 @@ describe("the docs' burrow.toml examples", () => {
           if (typeof value !== "string" || value.startsWith("/")) continue;
           if (DIR_KEYS.includes(key)) mkdirSync(join(dir, value), { recursive: true });
           if (PEM_KEYS.includes(key)) selfSignedPem(join(dir, value));
+          if (KEY_FILE_KEYS.includes(key)) writeFileSync(join(dir, value), "a-docs-example-key-0123456789\n");
         }
       }
       writeFileSync(join(dir, "burrow.toml"), block.text);

@@ -81,7 +81,11 @@ describe("errors about settings", () => {
 
   it.each([
     [["http"], "error: `agent http` needs the local server", "hint: for example: agent http 8000, or agent --port 8000"],
-    [["tcp", "22"], "error: Burrow tunnels HTTP (and WebSockets), not tcp", "hint: for an HTTP server: agent --port 8000"],
+    [
+      ["udp", "53"],
+      "error: Burrow tunnels HTTP (and WebSockets) and TCP, not udp",
+      "hint: for an HTTP server: agent --port 8000; for TCP: agent --tcp 22",
+    ],
     [["http", "eight"], 'error: `agent http eight`: "eight" is neither a port nor a URL', "hint: for example: agent --port 8000"],
     [["logn"], 'error: unknown command "logn"; did you mean login?', "hint: to expose a local server: agent --port 8000"],
   ])("answers %j with the command to type", async (argv, message, hint) => {

@@ -35,6 +35,7 @@ const FRAMES: Frame[] = [
       connectKeys: [],
     },
     tcp: false,
+    publicPort: false,
   },
   {
     type: FrameType.Hello,
@@ -46,6 +47,7 @@ const FRAMES: Frame[] = [
     resume: null,
     rules: { basicAuth: [], allowIp: ["10.0.0.0/8"], webhooks: [], connectKeys: ["cd".repeat(32)] },
     tcp: true,
+    publicPort: true,
   },
   { type: FrameType.Connect, version: 2, client: "0.1.0", name: "devbox", key: "k".repeat(32), resume: null },
   { type: FrameType.Connect, version: 2, client: "0.1.0", name: "devbox", key: "", resume: { session: "s", received: 3 } },
@@ -59,6 +61,18 @@ const FRAMES: Frame[] = [
     resumed: true,
     received: 2 ** 40,
     tcp: false,
+    notice: "",
+  },
+  {
+    type: FrameType.Ready,
+    name: "devbox",
+    url: "tcp://relay.example.com:20001",
+    open: false,
+    session: "c2Vzc2lvbg",
+    resumed: false,
+    received: 0,
+    tcp: true,
+    notice: "no public TCP port is free on this relay",
   },
   { type: FrameType.Refused, code: "name-taken", message: 'the tunnel name "demo" is in use' },
   {
@@ -131,6 +145,13 @@ describe("frame codec", () => {
     expect(decodeFrame(encode([FrameType.End, 4, "new field"]))).toEqual({ type: FrameType.End, stream: 4 });
   });
 
+  it("reads a Ready from a relay that predates TCP tunnels and notices", () => {
+    expect(decodeFrame(encode([FrameType.Ready, "demo", "https://demo.example.com", false, "s", false, 0]))).toMatchObject({
+      tcp: false,
+      notice: "",
+    });
+  });
+
   it("refuses to encode a body chunk over the limit, naming it", () => {
     expect(() => encodeFrame({ type: FrameType.Data, stream: 1, bytes: new Uint8Array(MAX_DATA_CHUNK + 1) })).toThrow(
       `body chunk is ${MAX_DATA_CHUNK + 1} bytes; the limit is ${MAX_DATA_CHUNK}`,
@@ -182,6 +203,11 @@ describe("frame codec", () => {
     ["a __proto__ key", new Uint8Array([0x81, 0xa9, ...new TextEncoder().encode("__proto__"), 0x01]), /malformed-frame/],
     ["zero credit", encode([FrameType.Credit, 1, 0]), /Credit frame bytes is 0; expected an integer from 1/],
     [
+      "an oversize notice",
+      encode([FrameType.Ready, "demo", "tcp://relay:20001", false, "s", false, 0, true, "n".repeat(1025)]),
+      /Ready frame notice is 1025 characters; the limit is 1024/,
+    ],
+    [
       "a close code out of range",
       encode([FrameType.WsClose, 1, 999, ""]),
       /WsClose frame code is 999; expected an integer from 1000/,
@@ -196,8 +222,89 @@ describe("frame codec", () => {
       encode([FrameType.Reset, 1, "Not A Code!", "x"]),
       /code "Not A Code!" is not a lowercase-hyphenated word/,
     ],
+    // TCP tunnels' frames and fields.
+    [
+      "a Connect with a key of 513 characters",
+      encode([FrameType.Connect, 2, "0.1.0", "devbox", "k".repeat(513), null]),
+      /^malformed-frame: Connect frame key is 513 characters; the limit is 512$/,
+    ],
+    [
+      "a Connect with a name of 64 characters",
+      encode([FrameType.Connect, 2, "0.1.0", "d".repeat(64), "", null]),
+      /Connect frame name is 64 characters; the limit is 63/,
+    ],
+    [
+      "a Connect whose version is text",
+      encode([FrameType.Connect, "2", "0.1.0", "devbox", "", null]),
+      /Connect frame version is "2"; expected an integer from 0 to 65535/,
+    ],
+    [
+      "a Connect whose key is a number",
+      encode([FrameType.Connect, 2, "0.1.0", "devbox", 7, null]),
+      /Connect frame key is 7, not a string/,
+    ],
+    ["a Connect without its resume", encode([FrameType.Connect, 2, "0.1.0", "devbox", ""]), /Connect frame has no resume/],
+    [
+      "a Connect whose resume is not a pair",
+      encode([FrameType.Connect, 2, "0.1.0", "devbox", "", ["session"]]),
+      /Connect frame resume is .*not \[session, received\]/,
+    ],
+    [
+      "a Connect resuming at a negative count",
+      encode([FrameType.Connect, 2, "0.1.0", "devbox", "", ["session", -1]]),
+      /Connect frame resume.received is -1; expected an integer from 0/,
+    ],
+    ["an Open with a non-integer stream", encode([FrameType.Open, 1.5, ""]), /Open frame stream is 1.5; expected an integer/],
+    ["an Open with a text stream", encode([FrameType.Open, "1", ""]), /Open frame stream is "1"; expected an integer/],
+    ["an Open without its address", encode([FrameType.Open, 1]), /Open frame has no from/],
+    ["an Open whose address is not text", encode([FrameType.Open, 1, 7]), /Open frame from is 7, not a string/],
+    [
+      "an Open with an address of 65 characters",
+      encode([FrameType.Open, 1, "1".repeat(65)]),
+      /Open frame from is 65 characters; the limit is 64/,
+    ],
+    [
+      "a Hello whose tcp is not a boolean",
+      encode([FrameType.Hello, 2, "0.1.0", "devbox", "", "c2VjcmV0", [[], [], [], []], null, "yes"]),
+      /Hello frame tcp is "yes", not a boolean/,
+    ],
+    [
+      "a Hello with a connect key hash of 129 characters",
+      encode([FrameType.Hello, 2, "0.1.0", "devbox", "", "c2VjcmV0", [[], [], [], ["a".repeat(129)]], null, true]),
+      /Hello frame rules.connectKeys entry is .*expected a string of 1 to 128 characters/,
+    ],
+    [
+      "a Hello whose connect keys are not a list",
+      encode([FrameType.Hello, 2, "0.1.0", "devbox", "", "c2VjcmV0", [[], [], [], "key"], null, true]),
+      /Hello frame rules.connectKeys is "key", not an array/,
+    ],
+    [
+      "a Ready whose tcp is not a boolean",
+      encode([FrameType.Ready, "devbox", "", false, "s", false, 0, 1]),
+      /Ready frame tcp is 1, not a boolean/,
+    ],
   ])("rejects %s with a typed error naming the fault", (_, bytes, expected) => {
     expect(malformedMessage(bytes)).toMatch(expected);
+  });
+
+  it("reads a Hello and a Ready from before TCP tunnels as tcp: false, with no connect keys", () => {
+    const hello = decodeFrame(encode([FrameType.Hello, 2, "0.1.0", "web", "", "c2VjcmV0", [[], ["10.0.0.0/8"], []], null]));
+    expect(hello).toMatchObject({ type: FrameType.Hello, tcp: false, rules: { allowIp: ["10.0.0.0/8"], connectKeys: [] } });
+    const ready = decodeFrame(encode([FrameType.Ready, "web", "https://web.example.com", true, "s", false, 0]));
+    expect(ready).toMatchObject({ type: FrameType.Ready, tcp: false });
+  });
+
+  it("marks a bad Open as its stream's problem, so that the connection goes on", () => {
+    const frames = decodeMessage(
+      concatBytes(
+        [encode([FrameType.Open, 3, 7]), encodeFrame({ type: FrameType.Open, stream: 4, from: "" })],
+        encode([FrameType.Open, 3, 7]).byteLength + encodeFrame({ type: FrameType.Open, stream: 4, from: "" }).byteLength,
+      ),
+    );
+    expect(frames).toEqual([
+      expect.objectContaining({ type: "invalid", stream: 3 }),
+      { type: FrameType.Open, stream: 4, from: "" },
+    ]);
   });
 
   it("rejects a message over the frame limit before decoding it", () => {

@@ -80,6 +80,7 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
     rules,
     resume: fc.oneof(fc.constant(null), fc.record({ session: text(64), received: fc.maxSafeNat() })),
     tcp: fc.boolean(),
+    publicPort: fc.boolean(),
   }),
   fc.record({
     type: fc.constant(FrameType.Ready),
@@ -90,6 +91,7 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
     resumed: fc.boolean(),
     received: fc.maxSafeNat(),
     tcp: fc.boolean(),
+    notice: text(1024),
   }),
   fc.record({
     type: fc.constant(FrameType.Connect),

@@ -1,4 +1,13 @@
-import { attachSocket, type Frame, FrameType, type InvalidFrame, type PipeSocket, TcpPipe } from "@burrow/protocol";
+import {
+  attachSocket,
+  DEFAULT_MAX_STREAMS,
+  type Frame,
+  FrameType,
+  type InvalidFrame,
+  MAX_CONNECT_STREAM_ID,
+  type PipeSocket,
+  TcpPipe,
+} from "@burrow/protocol";
 import type { Log } from "../log.ts";
 
 /** A local client's socket as `connect` gets it: node:net's, or stdin and stdout together. */
@@ -36,7 +45,11 @@ export class LocalClients {
   /** A local client connected: a stream now, or once the relay says Ready (first, or after a session ended). */
   add(socket: ClientSocket): void {
     if (this.current && !this.current.ended) this.current.add(socket);
-    else {
+    else if (this.waiting.length >= DEFAULT_MAX_STREAMS) {
+      // The relay would refuse more than a tunnel's streams anyway; none waits unbounded.
+      this.log.warn(`${DEFAULT_MAX_STREAMS} connections already wait for the relay; closing another one`, "tcp-refused");
+      socket.destroy();
+    } else {
       socket.pause();
       this.waiting.push(socket);
     }
@@ -69,7 +82,10 @@ export class ClientStreams {
   }
 
   add(socket: ClientSocket): void {
-    const stream = this.next++;
+    // Ids wrap at MAX_CONNECT_STREAM_ID, skipping those still open (a long-lived --listen).
+    let stream = this.next;
+    while (this.pipes.has(stream)) stream = stream >= MAX_CONNECT_STREAM_ID ? 1 : stream + 1;
+    this.next = stream >= MAX_CONNECT_STREAM_ID ? 1 : stream + 1;
     const pipe = new TcpPipe(
       stream,
       socket,
@@ -84,6 +100,7 @@ export class ClientStreams {
       "cancelled",
     );
     this.pipes.set(stream, pipe);
+    this.log.debug(`connection ${stream} opened`);
     this.send({ type: FrameType.Open, stream, from: "" });
     attachSocket(socket, pipe);
     socket.resume();
@@ -102,7 +119,7 @@ export class ClientStreams {
     return true;
   }
 
-  abortAll(why = "the connection to the relay ended and could not be resumed"): void {
+  abortAll(why = "the connection to the relay ended"): void {
     this.ended = true;
     for (const pipe of [...this.pipes.values()]) pipe.abort(why, false);
   }

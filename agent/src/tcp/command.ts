@@ -7,6 +7,12 @@ import { readUserFile } from "../origin-setup.ts";
 import type { Runtime } from "../runtime.ts";
 import { type ClientEnd, type ClientSocket, LocalClients } from "./clients.ts";
 
+/**
+ * How long --stdio, told to stop, waits for its open connection to close both ways: a round
+ * trip to the service and back, normally; ssh waits for nothing once it has sent its SIGHUP.
+ */
+const STDIO_LINGER_MS = 5000;
+
 /** What `agent connect` was asked for, beside the way to the relay. */
 export interface ConnectRequest {
   name: string;
@@ -28,23 +34,7 @@ export function connectRequest(name: string, args: Record<string, string>, runti
       "--listen 127.0.0.1:2222 for any client (ssh -p 2222 localhost), --stdio for ssh's ProxyCommand",
     );
   }
-  let key = args.key ?? "";
-  if (args["key-file"] !== undefined) {
-    const text = readUserFile(
-      args["key-file"],
-      runtime,
-      `the key file ${args["key-file"]}`,
-      "give a file whose first line is the tunnel's key",
-    );
-    key = text.split(/\r?\n/, 1)[0]!.trim();
-  }
-  if (!key) {
-    throw new AgentError(
-      "usage",
-      `agent connect ${name} needs the tunnel's key`,
-      "its owner's agent printed it when the tunnel started: pass it with --key-file FILE or BURROW_CONNECT_KEY",
-    );
-  }
+  const key = connectKey(name, args, runtime);
   if (stdio) return { name, key };
   const match = /^(?:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):)?(\d{1,5})$/.exec(args.listen!);
   const port = Number(match?.[2]);
@@ -59,6 +49,32 @@ export function connectRequest(name: string, args: Record<string, string>, runti
 }
 
 /**
+ * The tunnel's key for `agent connect NAME` (and `agent doctor connect NAME`): the first line
+ * of --key-file, else --key or BURROW_CONNECT_KEY.
+ * @throws {AgentError} "usage" when there is none, or the file cannot be read.
+ */
+export function connectKey(name: string, args: Record<string, string>, runtime: Runtime, command = "agent connect"): string {
+  let key = args.key ?? "";
+  if (args["key-file"] !== undefined) {
+    const text = readUserFile(
+      args["key-file"],
+      runtime,
+      `the key file ${args["key-file"]}`,
+      "give a file whose first line is the tunnel's key",
+    );
+    key = text.split(/\r?\n/, 1)[0]!.trim();
+  }
+  if (!key) {
+    throw new AgentError(
+      "usage",
+      `${command} ${name} needs the tunnel's key`,
+      "its owner's agent printed it when the tunnel started: pass it with --key-file FILE or BURROW_CONNECT_KEY",
+    );
+  }
+  return key;
+}
+
+/**
  * `agent connect NAME`: a session with the relay like an agent's (the same proxies, CAs,
  * transports, heartbeats and resume after a cut), whose streams are local clients' connections.
  * Returns the exit status: --stdio's connection closed cleanly (0) or was reset (1).
@@ -67,13 +83,18 @@ export async function connect(options: AgentOptions, request: ConnectRequest, ru
   let status = 0;
   let agent: Agent | undefined;
   let stopping = false;
+  /** --stdio was told to stop while its connection was open: it closes first, quietly. */
+  let lingering = false;
+  const stop = () => {
+    stopping = true;
+    agent?.stop();
+  };
   const clients = new LocalClients(log, (end: ClientEnd) => {
     if (request.listen || stopping) return;
     // --stdio: its one connection is the command's life.
     status = end.reset ? 1 : 0;
-    if (end.reset) log.error(`the connection to ${request.name} was reset: ${end.why}`);
-    stopping = true;
-    agent?.stop();
+    if (end.reset && !lingering) log.error(`the connection to ${request.name} was reset: ${end.why}`);
+    stop();
   });
   let announced = false;
   const service: LinkService = {
@@ -102,10 +123,14 @@ export async function connect(options: AgentOptions, request: ConnectRequest, ru
   } else {
     clients.add(stdioSocket());
   }
-  // ssh ends its ProxyCommand with SIGHUP once it is done with it: nobody reads on, nothing to say.
+  // ssh ends its ProxyCommand with SIGHUP as it exits, its last bytes and its EOF just sent:
+  // the connection gets a moment to close both ways (stopping at once resets it at the relay,
+  // and the tunnel's agent logs every ssh session as reset). Nobody reads on, nothing to say.
   runtime.onStop(() => {
-    stopping = true;
-    agent?.stop();
+    if (stopping) return;
+    if (request.listen || lingering || clients.open === 0) return stop();
+    lingering = true;
+    setTimeout(stop, STDIO_LINGER_MS);
   });
   try {
     await agent.run();

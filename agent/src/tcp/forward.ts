@@ -89,7 +89,8 @@ export class TcpForwarder {
           return;
         }
         const bytes = `${ended.received} bytes in, ${ended.sent} out, ${seconds}s`;
-        const how = end === "closed" ? "closed" : end === "reset-by-peer" ? `reset by the visitor (${why})` : `reset (${why})`;
+        const how =
+          end === "closed" ? "closed" : end === "reset-by-peer" ? `ended by the visitor's side (${why})` : `reset (${why})`;
         this.log.info(`tcp${who} -> ${this.target.label} ${how}: ${bytes}`, "tcp-stream", {
           from,
           target: this.target.label,

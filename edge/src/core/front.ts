@@ -97,8 +97,11 @@ app.get(CONNECT_PATH, async (c) => {
   return tunnel(c.env.host, name, shard).fetch(agentRequest(c, name));
 });
 
-// `agent doctor` asks whether this is a Burrow relay, and which protocol it speaks.
-app.get(INFO_PATH, (c) => c.json({ burrow: true, protocol: PROTOCOL_VERSION } satisfies RelayInfo, 200, RELAY_PAGE_HEADERS));
+// `agent doctor` asks whether this is a Burrow relay, which protocol it speaks, and whether it
+// carries TCP tunnels (`agent doctor connect`).
+app.get(INFO_PATH, (c) =>
+  c.json({ burrow: true, protocol: PROTOCOL_VERSION, tcp: true } satisfies RelayInfo, 200, RELAY_PAGE_HEADERS),
+);
 
 // The HTTPS transport, for agents whose network blocks WebSockets (see SESSION_PATH): a POST
 // without a session header opens one (counted like a connect). Requests that name a session in

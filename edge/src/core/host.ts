@@ -6,7 +6,7 @@
  * hibernating WebSockets, storage and alarms and stubs of other objects; self-hosted
  * (../selfhost/) sockets in memory, a data directory and the other cores in the same process.
  */
-import type { HelloFrame } from "@burrow/protocol";
+import type { attachSocket, HelloFrame } from "@burrow/protocol";
 import type { Admission } from "./admission.ts";
 import type { RateVerdict } from "./rate.ts";
 import type { RelaySettings } from "./settings.ts";
@@ -93,6 +93,30 @@ export interface RelayHost {
   withUpgradeHeaders(response: Response, headers: Headers): Response;
 }
 
+/**
+ * A connection to a public TCP port, as node:net gives it on Node, Bun and Deno: what a TcpPipe
+ * needs, and its events (see attachSocket). The host hands it over paused.
+ */
+export type PublicSocket = Parameters<typeof attachSocket>[0];
+
+/**
+ * A self-hosted relay's public TCP port for one tunnel (`agent relay --tcp-ports`, frp's
+ * remotePort); Cloudflare has none. The host sends each connection it accepts there to the
+ * core's `acceptTcp`. A port stays its tunnel's name's while the name is kept (in --data).
+ */
+export interface PublicPort {
+  /**
+   * Listens on the name's port: the one it held, else (that one taken by another program) the
+   * next free one of the range. Listening already: the same port.
+   * @returns the port, or why there is none (every port of the range is taken).
+   */
+  open(): Promise<{ port: number } | { problem: string }>;
+  /** Stops listening; the port stays the name's. Connections accepted already are the core's to end. */
+  close(): void;
+  /** The name lapsed (or is free again): its port may go to another name. */
+  release(): void;
+}
+
 /** What one TunnelCore is given: the relay's host, and its own connections and storage. */
 export interface TunnelHost extends RelayHost {
   readonly links: LinkStore;
@@ -115,4 +139,6 @@ export interface TunnelHost extends RelayHost {
   defer?(work: () => void): void;
   /** A response with its whole body in hand, sent as it is (already encoded as Content-Encoding says). */
   wholeResponse(status: number, headers: Headers, body: Uint8Array): Response;
+  /** A self-hosted relay with --tcp-ports: this tunnel's public TCP port (see tunnel-ports.ts). */
+  readonly publicPort?: PublicPort;
 }

@@ -3,7 +3,7 @@ import {
   type DataFrame,
   type EndFrame,
   FrameType,
-  INITIAL_WINDOW,
+  MAX_CONNECT_STREAM_ID,
   type ResetCode,
   type ResetFrame,
   SendCredit,
@@ -23,6 +23,7 @@ export function isTcpFrame(frame: { type: unknown }): frame is TcpFrame {
   );
 }
 
+import { visitorKey } from "./cidr.ts";
 import type { AgentSession } from "./session.ts";
 
 // TCP tunnels' streams on the relay: a visitor's `agent connect` opens streams on its own
@@ -32,30 +33,32 @@ import type { AgentSession } from "./session.ts";
 // The relay still checks each Data against the credit its receiver gave (the SendCredit pairs
 // below): a sender that ignores credit is reset here, before its bytes cost the other session.
 // A self-hosted relay's public TCP port ends the stream here instead, in a TcpPipe. Runtime-free.
+//
+// A Durable Object hibernates while its links are quiet (an idle ssh session), and wakes with
+// nothing in memory. So the agent's id of a connector's stream is computed, not stored: each
+// connector has a slot (in its link's attachment), and its stream c is CONNECTOR_IDS + slot *
+// SLOT_SIZE + c. After a wake a frame of either side finds its route again from its id alone;
+// a route is made anew (credit full, as the relay checks it) on the first frame that needs it.
+
+/** The agent's ids of connectors' streams: the upper half (HTTP streams and public ports use the lower). */
+export const CONNECTOR_IDS = 0x8000_0000;
+/** Ids per connector slot: MAX_CONNECT_STREAM_ID + 1. */
+const SLOT_SIZE = MAX_CONNECT_STREAM_ID + 1;
+/** Connector slots per tunnel: its visitors' connects open at once, at most. */
+export const CONNECTOR_SLOTS = (0x1_0000_0000 - CONNECTOR_IDS) / SLOT_SIZE;
 
 /** A connector: a visitor's `agent connect` session (an AgentSession over its link, see tunnel-connect.ts). */
 export interface Connector {
   readonly session: AgentSession;
+  /** Its block of the agent's stream ids (see CONNECTOR_IDS); kept in its link's attachment. */
+  readonly slot: number;
+  /** Found again after a wake from hibernation: its routes are made anew as frames come. */
+  readonly restored: boolean;
   /** The visitor's address as the relay saw it ("" unknown). */
   readonly from: string;
   /** Its streams, by its own ids. */
   readonly streams: Map<number, Joined>;
 }
-
-/**
- * A connector's streams as its link's attachment keeps them for a wake from hibernation (see
- * TcpRoutes.save): five numbers a stream, its two ids, the credit each way not yet given back
- * (what its SendCredits lack of the window) and its ends (1: to the agent, 2: to the visitor).
- * A Uint32Array: a plain array with one id past 2^30 in it is serialized as doubles, 9 bytes each.
- */
-export type SavedStreams = Uint32Array;
-
-/**
- * Streams a connector's attachment keeps at most: 64 of them take 1280 bytes, and with the rest
- * of the attachment (measured with v8.serialize at its longest: 1710 bytes) stay under the
- * 2 KiB a hibernatable WebSocket's attachment may hold.
- */
-const MAX_SAVED_STREAMS = 64;
 
 /** A connector's stream joined to the agent's. */
 interface Joined {
@@ -87,9 +90,16 @@ export class TcpRoutes {
   constructor(
     /** The agent's session now, or while it is away (its frames are kept for it). */
     private readonly agent: () => AgentSession | undefined,
-    /** A fresh stream id on the agent's session. */
+    /** A fresh stream id on the agent's session (the lower half: public ports). */
     private readonly nextId: () => number,
+    /** The connector in `slot`, found again from its link after a wake. */
+    private readonly connectorAt: (slot: number) => Connector | undefined,
   ) {}
+
+  /** Whether `stream` of the agent's session is a TCP stream here, or may be one after a wake. */
+  carries(stream: number): boolean {
+    return stream >= CONNECTOR_IDS || this.routes.has(stream);
+  }
 
   get size(): number {
     return this.routes.size;
@@ -99,24 +109,33 @@ export class TcpRoutes {
     return this.routes.has(agentStream);
   }
 
-  /** Streams `from` holds (for MAX_STREAMS_PER_VISITOR). */
+  /** Streams visitor `from` holds (a visitorKey: an IPv6 visitor is its /64), for MAX_STREAMS_PER_VISITOR. */
   heldBy(from: string | undefined): number {
     if (from === undefined) return 0;
     let held = 0;
     for (const route of this.routes.values()) {
-      if ((route.kind === "joined" ? route.connector.from : route.from) === from) held++;
+      if (visitorKey(route.kind === "joined" ? route.connector.from : route.from) === from) held++;
     }
     return held;
   }
 
   /** The connector opened stream `clientStream`: the agent is asked to connect its target. */
   open(connector: Connector, clientStream: number): string | undefined {
+    if (clientStream < 1 || clientStream > MAX_CONNECT_STREAM_ID) {
+      return `a connect's stream ids are 1 to ${MAX_CONNECT_STREAM_ID}, not ${clientStream}`;
+    }
     if (connector.streams.has(clientStream)) return `stream ${clientStream} is open already`;
     const agent = this.agent();
     if (!agent) return undefined; // the caller refused it already
+    const route = this.join(connector, clientStream);
+    agent.push({ type: FrameType.Open, stream: route.agentStream, from: connector.from });
+    return undefined;
+  }
+
+  private join(connector: Connector, clientStream: number): Joined {
     const route: Joined = {
       kind: "joined",
-      agentStream: this.nextId(),
+      agentStream: CONNECTOR_IDS + connector.slot * SLOT_SIZE + clientStream,
       connector,
       clientStream,
       toAgent: new SendCredit(),
@@ -126,8 +145,13 @@ export class TcpRoutes {
     };
     this.routes.set(route.agentStream, route);
     connector.streams.set(clientStream, route);
-    agent.push({ type: FrameType.Open, stream: route.agentStream, from: connector.from });
-    return undefined;
+    return route;
+  }
+
+  /** The route of a stream that was open when the relay hibernated, made anew. */
+  private revive(connector: Connector | undefined, clientStream: number): Joined | undefined {
+    if (!connector?.restored || clientStream < 1 || clientStream > MAX_CONNECT_STREAM_ID) return undefined;
+    return this.join(connector, clientStream);
   }
 
   /**
@@ -155,7 +179,8 @@ export class TcpRoutes {
    * @returns undefined, or why it breaks the protocol (the stream was reset both ways).
    */
   fromConnector(connector: Connector, frame: TcpFrame): string | undefined {
-    const route = connector.streams.get(frame.stream);
+    const route =
+      connector.streams.get(frame.stream) ?? (frame.type === FrameType.Reset ? undefined : this.revive(connector, frame.stream));
     if (!route) {
       // Credit and Reset may trail a stream that just ended; anything else is answered.
       if (frame.type !== FrameType.Credit && frame.type !== FrameType.Reset) {
@@ -187,7 +212,12 @@ export class TcpRoutes {
    * or why it breaks the protocol.
    */
   fromAgent(frame: TcpFrame): string | "gone" | undefined {
-    const route = this.routes.get(frame.stream);
+    const id = frame.stream;
+    const route =
+      this.routes.get(id) ??
+      (id >= CONNECTOR_IDS && frame.type !== FrameType.Reset
+        ? this.revive(this.connectorAt(Math.floor((id - CONNECTOR_IDS) / SLOT_SIZE)), (id - CONNECTOR_IDS) % SLOT_SIZE)
+        : undefined);
     if (!route) return "gone";
     if (route.kind === "piped") {
       const violation = route.pipe.receive(frame);
@@ -204,44 +234,6 @@ export class TcpRoutes {
     if (frame.type === FrameType.Reset) this.forget(route);
     else this.settle(route);
     return undefined;
-  }
-
-  /**
-   * The streams of `connector` for its attachment, or undefined past MAX_SAVED_STREAMS (a wake
-   * then finds none, and the connector connects again as a new session).
-   */
-  save(connector: Connector): SavedStreams | undefined {
-    if (connector.streams.size > MAX_SAVED_STREAMS) return undefined;
-    return Uint32Array.from(
-      [...connector.streams.values()].flatMap((route) => [
-        route.clientStream,
-        route.agentStream,
-        INITIAL_WINDOW - route.toAgent.available,
-        INITIAL_WINDOW - route.toVisitor.available,
-        (route.endedToAgent ? 1 : 0) | (route.endedToVisitor ? 2 : 0),
-      ]),
-    );
-  }
-
-  /** After a wake from hibernation: `connector`'s streams as `save` left them. */
-  restore(connector: Connector, saved: SavedStreams): void {
-    for (let i = 0; i + 4 < saved.length; i += 5) {
-      const [clientStream = 0, agentStream = 0, toAgent = 0, toVisitor = 0, ends = 0] = saved.subarray(i, i + 5);
-      const route: Joined = {
-        kind: "joined",
-        agentStream,
-        connector,
-        clientStream,
-        toAgent: new SendCredit(),
-        toVisitor: new SendCredit(),
-        endedToAgent: (ends & 1) !== 0,
-        endedToVisitor: (ends & 2) !== 0,
-      };
-      route.toAgent.take(toAgent);
-      route.toVisitor.take(toVisitor);
-      this.routes.set(agentStream, route);
-      connector.streams.set(clientStream, route);
-    }
   }
 
   /** Ends every stream of `connector` (its session ended): the agent hears a Reset for each. */

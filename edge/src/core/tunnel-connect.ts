@@ -18,7 +18,7 @@ import { parseIp } from "./cidr.ts";
 import { isTeardownNoise } from "./errors.ts";
 import type { Link } from "./host.ts";
 import { AgentSession } from "./session.ts";
-import type { Connector, SavedStreams } from "./tcp.ts";
+import { CONNECTOR_SLOTS, type Connector } from "./tcp.ts";
 import { cancelTimer } from "./timers.ts";
 import type { TunnelCore } from "./tunnel.ts";
 import { withinRate } from "./tunnel-frames.ts";
@@ -41,17 +41,13 @@ export type ConnectorAttachment =
       url: string;
       from: string;
       session: string;
-      /** The session's owner (see AgentSession.owner): only it may resume. */
+      /** Who may resume the session: the hash of its key. */
       owner: string;
-      /**
-       * The session's counts and streams when it was last quiescent: what a wake from
-       * hibernation needs (see wakeConnectors). The Durable Object hibernates an idle tunnel
-       * (an ssh session nobody types in) and forgets everything it does not keep here.
-       */
-      saved?: { counts: { sent: number; received: number }; streams: SavedStreams };
+      /** Its block of the agent's stream ids (see tcp.ts). */
+      slot: number;
+      /** The session's counts when it was last quiescent (see FrameSession.snapshot). */
+      counts?: { sent: number; received: number };
     };
-
-type ReadyConnector = Extract<ConnectorAttachment, { phase: "connector" }>;
 
 export { CONNECTOR_ROLE };
 
@@ -78,7 +74,7 @@ export async function fromConnector(t: TunnelCore, link: Link, message: Uint8Arr
       return;
     }
     if (attachment.phase === "connector") {
-      const connector = t.connectors.get(attachment.session);
+      const connector = t.connectors.get(attachment.session) ?? restore(t, link, attachment);
       if (!connector || connector.session.link !== link) return;
       for (const frame of connector.session.frames.take(frames, counted.frames)) {
         if (connector.session.frames.ended) break;
@@ -148,19 +144,26 @@ async function judge(
   if (previous && resumed && previous.session.link && previous.session.link !== link) {
     t.close(previous.session.link, CloseCode.Replaced, "the visitor resumed its session on a newer connection");
   }
-  const connector: Connector = resumed
-    ? previous
-    : {
-        session: new AgentSession(randomId(), owner, attachment.from, unackedLimit(t.settings.maxStreams), undefined, t.defer),
-        from: attachment.from,
-        streams: new Map(),
-      };
+  let connector: Connector;
+  if (resumed) connector = previous;
+  else {
+    const slot = freeSlot(t);
+    if (slot === undefined) {
+      return refuse(
+        "rate-limited",
+        `tunnel "${frame.name}" has ${CONNECTOR_SLOTS} visitors' connects open, its most; retry later`,
+      );
+    }
+    const session = new AgentSession(randomId(), owner, attachment.from, unackedLimit(t.settings.maxStreams), undefined, t.defer);
+    connector = { session, slot, restored: false, from: attachment.from, streams: new Map() };
+  }
   t.connectors.set(connector.session.id, connector);
   t.setAttachment(link, {
     ...attachment,
     phase: "connector",
     session: connector.session.id,
     owner,
+    slot: connector.slot,
   } satisfies ConnectorAttachment);
   t.sendAlone(link, {
     type: FrameType.Ready,
@@ -172,70 +175,102 @@ async function judge(
     received: connector.session.frames.received,
     tcp: true,
   });
-  use(t, connector, link, resumed ? frame.resume!.received : 0);
+  carry(t, connector, link, resumed ? frame.resume!.received : 0, attachment.name);
   return connector;
 }
 
 /** `link` carries the connector's session from now on (it had received `peerReceived` of its frames). */
-function use(t: TunnelCore, connector: Connector, link: Link, peerReceived: number): void {
-  const { session } = connector;
+function carry(t: TunnelCore, connector: Connector, link: Link, peerReceived: number, name: string): void {
+  const session = connector.session;
   session.attach(link, peerReceived);
-  const name = (t.attachment(link) as ReadyConnector).name;
   // A connector that never acknowledges has its session end at the bound, as an agent's does.
   session.frames.onOverflow = (why) => {
     console.warn(`tunnel ${name}: closing a visitor's connect: it ${why}`);
     if (session.link) t.close(session.link, CloseCode.Unacknowledged, `the visitor ${why}`);
     endConnector(t, session.id, `it ${why}`);
   };
-  // Quiet a moment, the session and its streams are written to the attachment of the link that
-  // carries it, as an agent's counts are (see tunnel-hello.ts's use): every change to a stream
-  // is a frame to or from the connector, after which its session is quiescent again. The timer
-  // keeps the object from hibernating until then.
+  // As the agent's (see use in tunnel-hello.ts): the counts a wake from hibernation needs,
+  // written once the session has been quiet PERSIST_MS, on the link that carries it then.
   session.frames.onQuiescent = () => {
     if (session.persistTimer) return;
     session.persistTimer = setTimeout(() => {
       session.persistTimer = undefined;
       const current = session.link;
       if (!current || t.ended.has(current) || !session.frames.quiescent) return;
-      const streams = t.tcp.save(connector);
-      const saved = streams && { counts: session.frames.snapshot(), streams };
-      t.setAttachment(current, { ...(t.attachment(current) as ReadyConnector), saved } satisfies ConnectorAttachment);
+      const attachment = t.attachment(current) as Extract<ConnectorAttachment, { phase: "connector" }>;
+      t.setAttachment(current, { ...attachment, counts: session.frames.snapshot() } satisfies ConnectorAttachment);
     }, PERSIST_MS);
   };
   // A session resumed with nothing in flight may stay quiet from here on: its new link's
-  // attachment has nothing saved yet.
+  // attachment has no counts yet.
   if (session.frames.quiescent) session.frames.onQuiescent();
 }
 
+/** A free connector slot: none of the open connectors' (on their links, after a wake too). */
+function freeSlot(t: TunnelCore): number | undefined {
+  const used = new Set<number>();
+  for (const connector of t.connectors.values()) used.add(connector.slot);
+  for (const link of connectorLinks(t)) {
+    const attachment = t.attachment(link) as ConnectorAttachment;
+    if (attachment.phase === "connector") used.add(attachment.slot);
+  }
+  if (used.size >= CONNECTOR_SLOTS) return undefined;
+  for (;;) {
+    const slot = Math.floor(Math.random() * CONNECTOR_SLOTS);
+    if (!used.has(slot)) return slot;
+  }
+}
+
+/** Connectors' links, on either transport. */
+export function connectorLinks(t: TunnelCore): Link[] {
+  return [...t.host.links.byTag(CONNECTOR_TAG), ...[...t.pollingLinks.values()].filter((link) => link.connector)];
+}
+
 /**
- * A wake from hibernation (the host's start): each connector whose link is open gets its
- * session and streams back as its attachment saved them; one with nothing saved is closed,
- * to connect again (its session is gone: its connections are reset then).
+ * The connector on `link` after a wake from hibernation: its session as it was when last
+ * quiescent (the runtime hibernates an object only when nothing is in flight), its routes
+ * made anew as their frames come (see tcp.ts).
+ */
+function restore(
+  t: TunnelCore,
+  link: Link,
+  attachment: Extract<ConnectorAttachment, { phase: "connector" }>,
+): Connector | undefined {
+  if (t.ended.has(link)) return undefined;
+  const session = new AgentSession(
+    attachment.session,
+    attachment.owner,
+    attachment.from,
+    unackedLimit(t.settings.maxStreams),
+    attachment.counts,
+    t.defer,
+  );
+  const connector: Connector = { session, slot: attachment.slot, restored: true, from: attachment.from, streams: new Map() };
+  t.connectors.set(session.id, connector);
+  carry(t, connector, link, attachment.counts?.sent ?? 0, attachment.name);
+  return connector;
+}
+
+/**
+ * A wake from hibernation (the host's start): every connector found again from its link before
+ * any event of it, a close among them (its session then waits for the visitor, as when it was in
+ * memory, instead of being forgotten: the visitor's resume would find none).
  */
 export function wakeConnectors(t: TunnelCore): void {
-  for (const link of t.host.links.byTag(CONNECTOR_TAG)) {
+  for (const link of connectorLinks(t)) {
     const attachment = t.attachment(link) as ConnectorAttachment;
-    if (attachment.phase !== "connector" || t.ended.has(link) || t.connectors.has(attachment.session)) continue;
-    if (!attachment.saved) {
-      t.close(link, 1012, "the relay lost this session; connect again");
-      continue;
-    }
-    const connector: Connector = {
-      session: new AgentSession(
-        attachment.session,
-        attachment.owner,
-        attachment.from,
-        unackedLimit(t.settings.maxStreams),
-        attachment.saved.counts,
-        t.defer,
-      ),
-      from: attachment.from,
-      streams: new Map(),
-    };
-    t.tcp.restore(connector, attachment.saved.streams);
-    t.connectors.set(connector.session.id, connector);
-    use(t, connector, link, attachment.saved.counts.sent);
+    if (attachment.phase === "connector" && !t.connectors.has(attachment.session)) restore(t, link, attachment);
   }
+}
+
+/** The connector in `slot`, found again from the links after a wake if need be (see tcp.ts). */
+export function connectorInSlot(t: TunnelCore, slot: number): Connector | undefined {
+  for (const connector of t.connectors.values()) if (connector.slot === slot) return connector;
+  for (const link of connectorLinks(t)) {
+    const attachment = t.attachment(link) as ConnectorAttachment;
+    if (attachment.phase === "connector" && attachment.slot === slot && !t.ended.has(link)) return restore(t, link, attachment);
+  }
+  return undefined;
 }
 
 /** The refusal for a Connect that the tunnel's rules do not let in, or undefined. */

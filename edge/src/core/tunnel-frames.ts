@@ -82,10 +82,21 @@ export function withinRate(t: TunnelCore, link: Link, frames: number, bytes: num
 export function receive(t: TunnelCore, socket: AgentSession, frame: Frame | InvalidFrame): void {
   let verdict: Verdict;
   // A TCP tunnel's streams pass through to their visitor (tcp.ts).
-  if (t.tcp.size > 0 && frame.type !== "invalid" && isTcpFrame(frame) && t.tcp.has(frame.stream)) {
+  if (frame.type !== "invalid" && isTcpFrame(frame) && t.tcp.carries(frame.stream)) {
     const violation = t.tcp.fromAgent(frame);
-    if (violation && violation !== "gone")
-      console.warn(`tunnel stream ${frame.stream}: the agent broke the protocol: ${violation}`);
+    if (violation === "gone") {
+      if (frame.type === FrameType.Data || frame.type === FrameType.End) {
+        t.sendFrame(socket, {
+          type: FrameType.Reset,
+          stream: frame.stream,
+          code: "cancelled",
+          message: "this stream is no longer open",
+        });
+      }
+    } else if (violation) {
+      const name = (socket.link?.deserializeAttachment() as { name?: string } | null | undefined)?.name;
+      console.warn(`tunnel ${name}: stream ${frame.stream}: the agent broke the protocol: ${violation}`);
+    }
     return;
   }
   switch (frame.type) {

@@ -17,6 +17,7 @@ import { AgentSession } from "./session.ts";
 import { cancelTimer } from "./timers.ts";
 import type { TunnelCore } from "./tunnel.ts";
 import { closeConnectors } from "./tunnel-connect.ts";
+import { closePort, openPort, type PortAnswer } from "./tunnel-ports.ts";
 import { evictShards, reportShard, shardZero } from "./tunnel-shards.ts";
 import {
   type Attachment,
@@ -117,9 +118,19 @@ export async function hello(
   if (verdict.ok && !counted && !attachment.shard && verdict.owner.startsWith("token:") && frame?.type === FrameType.Hello) {
     verdict = await holdForToken(t, verdict, attachment.name);
   }
+  // A TCP tunnel's public port (self-hosted with --tcp-ports), opened before anything changes:
+  // its Ready says where it is.
+  // Only when the tunnel's owner asks (--public-port): a TCP tunnel is private by default.
+  let port: PortAnswer | undefined;
+  if (verdict.ok && !attachment.shard && frame?.type === FrameType.Hello && frame.tcp) {
+    if (frame.publicPort) port = await openPort(t, attachment.url);
+    else closePort(t); // an earlier agent of this name asked for one; this one does not
+  }
   // The link may have dropped while the hello was judged.
   if (t.ended.has(socket)) {
     if (verdict.ok && !counted) t.host.waitUntil(releaseForToken(t, verdict.owner, attachment.name));
+    // The port stays open only for a TCP agent that is here or on its way back.
+    if (port && !(t.agent() ?? t.current)?.tcp) closePort(t);
     return undefined;
   }
   if (!verdict.ok) {
@@ -146,8 +157,10 @@ export async function hello(
     t.close(live, CloseCode.Replaced, why);
   }
   if (previous && !resumed) {
-    endSession(t, previous, `The agent for tunnel "${hello.name}" reconnected as a new session; retry the request.`);
+    endSession(t, previous, `The agent for tunnel "${hello.name}" reconnected as a new session; retry the request.`, true);
   }
+  // An HTTP tunnel now (its agent was a TCP tunnel's): no port.
+  if (!hello.tcp && !attachment.shard) closePort(t);
   // Visitor WebSockets of a session this object no longer knows (it was evicted meanwhile)
   // have nobody to talk to.
   if (!resumed) t.sockets.closeAll("the tunnel's agent reconnected as a new session");
@@ -192,12 +205,13 @@ export async function hello(
   t.sendAlone(socket, {
     type: FrameType.Ready,
     name: attachment.name,
-    url: attachment.url,
+    url: port?.url ?? attachment.url,
     open: tokens.entries.length === 0,
     session: session.id,
     resumed,
     received: session.frames.received,
     tcp: hello.tcp ?? false,
+    notice: port?.notice ?? "",
   });
   use(t, session, socket, resumed ? resume.received : 0);
   if (attachment.shard) reportShard(t, attachment.name, attachment.shard, true);
@@ -266,8 +280,11 @@ export function use(t: TunnelCore, session: AgentSession, link: Link, peerReceiv
   };
 }
 
-/** The session is over: its streams fail, its visitors' WebSockets close. */
-export function endSession(t: TunnelCore, session: AgentSession, why: string): void {
+/**
+ * The session is over: its streams fail, its visitors' WebSockets close, and unless a new
+ * session `replaced` it (which opens the port again at once), a public TCP port stops listening.
+ */
+export function endSession(t: TunnelCore, session: AgentSession, why: string, replaced = false): void {
   cancelTimer(session.resumeTimer);
   session.frames.end();
   t.streams.failSocket(session, 502, "agent-disconnected", why);
@@ -275,6 +292,7 @@ export function endSession(t: TunnelCore, session: AgentSession, why: string): v
     t.current = undefined;
     t.sockets.closeAll(why);
     closeConnectors(t, why);
+    if (!replaced) closePort(t);
   }
 }
 

@@ -3,6 +3,7 @@ import type { NameRecord } from "./admission.ts";
 import type { Link } from "./host.ts";
 import type { TunnelCore } from "./tunnel.ts";
 import { endSession, releaseForToken } from "./tunnel-hello.ts";
+import { releasePort } from "./tunnel-ports.ts";
 import { reportShard } from "./tunnel-shards.ts";
 import { type Attachment, NAME_KEY, REFRESH_MS, RULES_KEY } from "./tunnel-state.ts";
 
@@ -27,6 +28,7 @@ export async function nameAlarm(t: TunnelCore): Promise<void> {
   const expires = record.lastUsed + t.settings.nameTtlMs;
   if (now >= expires) {
     await t.host.storage.deleteAll();
+    releasePort(t);
     return;
   }
   if (now >= record.lastUsed + t.settings.resumeMs) {
@@ -89,7 +91,11 @@ export function dropped(t: TunnelCore, socket: Link, code: number, reason: strin
         t.rules = null;
         t.rulesGeneration++;
         await t.host.storage.delete(RULES_KEY);
-        if (!attachment.owner.startsWith("token:")) return void (await t.host.storage.delete(NAME_KEY));
+        if (!attachment.owner.startsWith("token:")) {
+          await t.host.storage.delete(NAME_KEY);
+          releasePort(t);
+          return;
+        }
       }
       const record: NameRecord & { dropped: boolean } = {
         owner: attachment.owner,

@@ -12,7 +12,7 @@ import { type NameRecord, parseTokens, type Tokens } from "./admission.ts";
 import { SignedBodies } from "./bodies.ts";
 import { EdgeError, isTeardownNoise } from "./errors.ts";
 import { INTERNAL, VISIT_URL } from "./headers.ts";
-import type { Link, ShardAdmission, TunnelHost, TunnelPeer } from "./host.ts";
+import type { Link, PublicSocket, ShardAdmission, TunnelHost, TunnelPeer } from "./host.ts";
 import type { RateMeter } from "./limits.ts";
 import type { PollingLink } from "./polling.ts";
 import type { RuleSet } from "./rules.ts";
@@ -27,6 +27,8 @@ import {
   CONNECTOR_ROLE,
   CONNECTOR_TAG,
   connectorDropped,
+  connectorInSlot,
+  connectorLinks,
   fromConnector,
   wakeConnectors,
 } from "./tunnel-connect.ts";
@@ -34,6 +36,7 @@ import { fromAgent } from "./tunnel-frames.ts";
 import { use } from "./tunnel-hello.ts";
 import { httpsRequest } from "./tunnel-https.ts";
 import { dropped, nameAlarm } from "./tunnel-leases.ts";
+import { acceptTcp } from "./tunnel-ports.ts";
 import { admitShard, connectedOwner, evictStale, learnShard, liveShards, shardState } from "./tunnel-shards.ts";
 import { AGENT_TAG, type Attachment, NAME_KEY, type ReadyAttachment } from "./tunnel-state.ts";
 import { visit } from "./tunnel-visit.ts";
@@ -113,18 +116,15 @@ export class TunnelCore implements TunnelPeer {
     this.signedBodies = new SignedBodies(this.settings);
     this.tcp = new TcpRoutes(
       () => this.agent() ?? this.current,
-      () => {
-        // Streams a wake from hibernation restored keep their ids (see wakeConnectors).
-        let id = this.nextStreamId();
-        while (this.tcp.has(id)) id = this.nextStreamId();
-        return id;
-      },
+      () => this.nextStreamId(),
+      (slot) => connectorInSlot(this, slot),
     );
   }
 
   /** A stream id for the agent's session, unique among the open ones. */
   nextStreamId(): number {
-    const id = this.lastStreamId >= 0xffff_fffe ? 1 : this.lastStreamId + 1;
+    // The upper half of the ids is the connectors' (see tcp.ts, CONNECTOR_IDS).
+    const id = this.lastStreamId >= 0x7fff_fffe ? 1 : this.lastStreamId + 1;
     this.lastStreamId = id;
     return id;
   }
@@ -248,12 +248,21 @@ export class TunnelCore implements TunnelPeer {
    * HTTPS-transport agent hears it in the answer to its waiting poll.
    */
   closeAgents(code: number, reason: string): void {
-    for (const link of this.agentLinks()) this.close(link, code, reason);
+    // Visitors' connects too: they come back as the agent does, and resume.
+    for (const link of [...this.agentLinks(), ...connectorLinks(this)]) this.close(link, code, reason);
   }
 
-  /** Agent links not yet gone, on either transport: a host's graceful stop waits for none. */
+  /** Agent (and connect) links not yet gone, on either transport: a host's graceful stop waits for none. */
   agentLinkCount(): number {
-    return this.agentLinks().length;
+    return this.agentLinks().length + connectorLinks(this).length;
+  }
+
+  /**
+   * A connection to the tunnel's public TCP port (self-hosted with --tcp-ports), handed over
+   * paused, from `from` (its peer's address): a stream to the agent, or closed (see acceptTcp).
+   */
+  acceptTcp(socket: PublicSocket, from: string): Promise<void> {
+    return acceptTcp(this, socket, from);
   }
 
   /** The peer of one of this tunnel's links closed it. */

@@ -1,10 +1,11 @@
 import { setImmediate } from "node:timers";
 import { GateCore } from "../core/gate.ts";
-import type { GatePeer, RelayHost, TunnelHost, TunnelPeer } from "../core/host.ts";
+import type { GatePeer, PublicSocket, RelayHost, TunnelHost, TunnelPeer } from "../core/host.ts";
 import type { RelaySettings } from "../core/settings.ts";
 import { TunnelCore } from "../core/tunnel.ts";
 import { AGENT_TAG } from "../core/tunnel-state.ts";
 import { MemoryLinks, Upgrades } from "./_links.ts";
+import type { PortPool } from "./_ports.ts";
 import type { DataDir } from "./_storage.ts";
 import { ObjectStorage } from "./_storage.ts";
 import { streamingResponse, wholeResponse } from "./_streaming.ts";
@@ -54,6 +55,8 @@ export class Registry {
   constructor(
     readonly settings: RelaySettings,
     private readonly data: DataDir | undefined,
+    /** --tcp-ports: TCP tunnels' public ports. */
+    private readonly ports?: PortPool,
   ) {
     this.host = {
       settings,
@@ -101,6 +104,14 @@ export class Registry {
     const tracked = work.catch((error: unknown) => console.error("relay | background work failed", error));
     this.background.add(tracked);
     void tracked.finally(() => this.background.delete(tracked));
+  }
+
+  /** A connection to tunnel `name`'s public port, paused: its core judges it (see TunnelCore.acceptTcp). */
+  acceptTcp(name: string, socket: PublicSocket, from: string): void {
+    this.use(name, (core) => core.acceptTcp(socket, from)).catch((error: unknown) => {
+      socket.destroy();
+      console.error(`relay | tunnel ${name}: a connection to its public port failed`, error);
+    });
   }
 
   /** Tells every tunnel's agents, on either transport, `code` and `reason` (a graceful stop). */
@@ -162,6 +173,7 @@ export class Registry {
       streamingResponse,
       wholeResponse,
       defer: (work) => void setImmediate(work),
+      publicPort: this.ports?.forTunnel(object),
     };
     const core = new TunnelCore(host);
     links.target = core;

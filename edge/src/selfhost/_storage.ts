@@ -11,7 +11,7 @@ interface Stored {
 /**
  * The data directory (`--data DIR`): one JSON file per object that has something to keep, under
  * `tunnels/` (name ownership, visitor rules, live shards) and `gates/` (the tunnels a token
- * holds). Each write replaces the whole file atomically (a temporary file, then rename(2)), so a
+ * holds), and `ports.json` (the public TCP port each name holds, with --tcp-ports). Each write replaces the whole file atomically (a temporary file, then rename(2)), so a
  * `kill -9` leaves the old file or the new one, never half of one. Without fsync: a crash of the
  * process loses nothing the kernel has; a power cut may lose the last second.
  */
@@ -35,6 +35,11 @@ export class DataDir {
   file(kind: "tunnels" | "gates", key: string): string {
     // Object names and gate keys hold ':' and '#' (IPv6, "token:<hash>", shards): encoded, one file each.
     return join(this.path, kind, `${encodeURIComponent(key)}.json`);
+  }
+
+  /** The public TCP ports names hold (--tcp-ports): one file for the relay, as the ports are its. */
+  get portsFile(): string {
+    return join(this.path, "ports.json");
   }
 
   /** The alarms stored under `tunnels/`, to arm again after a restart. */
@@ -120,6 +125,11 @@ export class ObjectStorage implements TunnelStorage {
   async alarmFired(): Promise<void> {
     this.alarmAt = undefined;
     this.persist();
+  }
+
+  /** Every key and value, copied. */
+  entries(): [string, unknown][] {
+    return [...this.values].map(([key, value]) => [key, structuredClone(value)]);
   }
 
   get alarm(): number | undefined {

@@ -48,12 +48,17 @@ Options:
                            on one machine); without it, at /t/<name>/ (BASE_DOMAIN)
   --public-url URL         the URL visitors use, without a base domain (a proxy in front, say):
                            https://relay.example.com
-  --data DIR               keep what must survive a restart here (names' owners, tokens' tunnels);
-                           without it, in memory only
+  --data DIR               keep what must survive a restart here (names' owners, tokens' tunnels,
+                           TCP tunnels' ports); without it, in memory only
   --tls-cert FILE          serve HTTPS with this PEM certificate chain (and --tls-key)
   --tls-key FILE           the certificate's PEM private key
   --trust-proxy ADDR[,..]  take the visitor's address from X-Forwarded-For when the connection
                            comes from one of these addresses or CIDR ranges (nginx, Caddy)
+  --tcp-ports A-B          give each TCP tunnel (agent --tcp) a public port from this range,
+                           the same one for its name while the name is kept: plain clients
+                           (ssh -p PORT relay-host) reach it with no connect and NO KEY, from
+                           any address its --allow-ip admits. Open the range in your firewall
+  --tcp-host ADDR          address the public TCP ports listen on (default: --host's)
   -h, --help               this help
 
 SIGTERM or Ctrl-C stops the relay: agents are told to reconnect (close 1012) and do so when it
@@ -106,6 +111,11 @@ export async function relayCommand(argv: string[], io: RelayIo): Promise<number>
     throw new RelayStartError(`--trust-proxy: ${(error as Error).message}`, "for example --trust-proxy 127.0.0.1,10.0.0.0/8");
   }
   const publicUrl = flags["public-url"] === undefined ? undefined : publicUrlOf(flags["public-url"]);
+  if (flags["tcp-host"] !== undefined && flags["tcp-ports"] === undefined) {
+    throw new RelayStartError("--tcp-host goes with --tcp-ports", "add the range, for example --tcp-ports 20000-20099");
+  }
+  const tcpPorts =
+    flags["tcp-ports"] === undefined ? undefined : { ...portRangeOf(flags["tcp-ports"]), host: flags["tcp-host"] ?? host };
   const data = flags.data === undefined ? undefined : prepareData(flags.data);
   const localHost = ["0.0.0.0", "::", "127.0.0.1", "::1"].includes(host) ? "localhost" : bracketed(host);
   let relay: Awaited<ReturnType<typeof startRelay>>;
@@ -121,6 +131,7 @@ export async function relayCommand(argv: string[], io: RelayIo): Promise<number>
         publicUrl,
         localHost,
         maxHeadBytes: settings.maxRequestHeadBytes,
+        tcpPorts,
       },
       io.serve,
     );
@@ -136,6 +147,11 @@ export async function relayCommand(argv: string[], io: RelayIo): Promise<number>
   io.print(`relay | listening on ${scheme}://${bracketed(host)}:${relay.port} (tunnels at ${where}, ${kept})`);
   if (settings.open)
     io.print("relay | open: anyone who can reach this relay may open tunnels (set BURROW_TOKENS to require tokens)");
+  if (tcpPorts) {
+    io.print(
+      `relay | public TCP ports ${relay.tcpPorts} on ${bracketed(tcpPorts.host)}: each TCP tunnel that asks (--public-port) gets one, reachable with no key by anyone its --allow-ip admits`,
+    );
+  }
   if (!settings.baseDomain && !publicUrl && !["127.0.0.1", "::1", "localhost"].includes(host)) {
     io.print("relay | visitors from other machines: pass --public-url with the URL they use, or --base-domain");
   }
@@ -171,6 +187,8 @@ function parseFlags(argv: string[]) {
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
         "trust-proxy": { type: "string", multiple: true },
+        "tcp-ports": { type: "string" },
+        "tcp-host": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }).values;
@@ -186,6 +204,23 @@ function portOf(text: string | undefined): number {
     throw new RelayStartError(`--port ${text} is not a port number`, "use a number from 1 to 65535, for example --port 8080");
   }
   return port;
+}
+
+/** "20000-20099", or one port "20000". */
+function portRangeOf(text: string): { first: number; last: number } {
+  const match = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(text.trim());
+  const first = Number(match?.[1]);
+  const last = Number(match?.[2] ?? match?.[1]);
+  if (!match || first < 1 || last > 65535) {
+    throw new RelayStartError(
+      `--tcp-ports ${text} is not a range of ports`,
+      "give the first and last port, from 1 to 65535: for example --tcp-ports 20000-20099",
+    );
+  }
+  if (first > last) {
+    throw new RelayStartError(`--tcp-ports ${text} runs backwards`, `give the lower port first: --tcp-ports ${last}-${first}`);
+  }
+  return { first, last };
 }
 
 function publicUrlOf(text: string): URL {

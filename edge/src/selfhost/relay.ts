@@ -3,6 +3,7 @@ import { EdgeError } from "../core/errors.ts";
 import { handleRequest } from "../core/front.ts";
 import type { RelaySettings } from "../core/settings.ts";
 import { seenFrom, type TrustedProxies } from "./_address.ts";
+import { PortPool, type PortRange } from "./_ports.ts";
 import { Registry } from "./_registry.ts";
 import type { DataDir } from "./_storage.ts";
 import type { RelayHandler, RunningServer, ServeRelay } from "./server.ts";
@@ -23,10 +24,14 @@ export interface RelayConfig {
   localHost: string;
   /** The largest request head the relay checks itself (MAX_REQUEST_HEAD_BYTES). */
   maxHeadBytes: number;
+  /** --tcp-ports: a public TCP port for each TCP tunnel, from this range, on `host`. */
+  tcpPorts?: PortRange & { host: string };
 }
 
 export interface RunningRelay {
   readonly port: number;
+  /** --tcp-ports' range as the flag said it ("20000-20099"), if any. */
+  readonly tcpPorts?: string;
   /**
    * A graceful stop: no new connections; agents are told to reconnect (1012, as after a
    * Cloudflare deploy), visitors' WebSockets that the relay is going away (1001); what is
@@ -53,7 +58,12 @@ function restarting(): Response {
  * @throws {ListenError} from the adapter.
  */
 export async function startRelay(config: RelayConfig, serve: ServeRelay): Promise<RunningRelay> {
-  const registry = new Registry(config.settings, config.data);
+  const ports = config.tcpPorts
+    ? new PortPool(config.tcpPorts, config.tcpPorts.host, config.data?.portsFile, (name, socket, from) =>
+        registry.acceptTcp(name, socket, from),
+      )
+    : undefined;
+  const registry = new Registry(config.settings, config.data, ports);
   const local = { origin: "", stopping: false };
   const handler: RelayHandler = {
     fetch: (request, peer) =>
@@ -71,13 +81,17 @@ export async function startRelay(config: RelayConfig, serve: ServeRelay): Promis
     throw error;
   }
   local.origin = `${config.tls ? "https" : "http"}://${config.localHost}:${server.port}`;
+  if (ports) ports.relayPort = server.port;
   return {
     port: server.port,
+    tcpPorts: ports?.label,
     async stop() {
       // Agents are told first, while the relay still listens: an HTTPS-transport agent hears
       // it in the answer to its next poll, which may be on a new connection.
       local.stopping = true;
       registry.closeAgents(1012, "the relay is restarting; reconnect");
+      // Public TCP ports close at once: their streams cannot outlive the agents' sessions here.
+      ports?.stop();
       for (const { agent, link } of registry.links()) if (!agent) link.close(1001, "the relay is going away");
       const deadline = Date.now() + STOP_GRACE_MS;
       while (([...registry.links()].length > 0 || registry.agentLinkCount() > 0) && Date.now() < deadline) await sleep(25);

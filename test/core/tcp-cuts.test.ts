@@ -1,6 +1,7 @@
 // A TCP tunnel's sessions across what cuts them on the relay's side: a Durable Object that
 // hibernates while an ssh session is quiet (its memory gone, its WebSockets and their
-// attachments kept), and an agent whose session ends while visitors' streams are open.
+// attachments kept; see tcp-hibernation.test.ts), with cuts before and after, and an agent whose
+// session ends while visitors' streams are open.
 import {
   CONNECTOR_ROLE,
   type ConnectFrame,
@@ -61,35 +62,13 @@ async function joined(relay: MemoryRelay) {
 }
 
 describe("a TCP tunnel's relay hibernating while its streams are quiet", () => {
-  it("wakes with the visitor's streams as they were: ids, the credit each way, the sessions' counts", async () => {
-    const relay = new MemoryRelay();
-    const { agent, visitor, agentStream } = await joined(relay);
-    await visitor.link.deliver({ type: FrameType.Data, stream: 1, bytes: bytes(1000) });
-    expect((await agent.link.nextOf(FrameType.Data)).stream).toBe(agentStream);
-    await agent.link.deliver({ type: FrameType.Data, stream: agentStream, bytes: bytes(500) });
-    expect(await visitor.link.nextOf(FrameType.Data)).toMatchObject({ stream: 1 });
-    await Promise.all([ack(agent.link), ack(visitor.link)]);
-    await tick(SAVED_MS);
-
-    await relay.object("devbox").hibernate();
-    await visitor.link.deliver({ type: FrameType.Data, stream: 1, bytes: bytes(2000) });
-    expect(await agent.link.nextOf(FrameType.Data)).toMatchObject({ stream: agentStream, bytes: bytes(2000) });
-    // The agent gives back all 3000 bytes: the relay knew 1000 of them were sent before it slept.
-    await agent.link.deliver({ type: FrameType.Credit, stream: agentStream, bytes: 3000 });
-    expect(await visitor.link.nextOf(FrameType.Credit)).toEqual({ type: FrameType.Credit, stream: 1, bytes: 3000 });
-    // Past what the agent gave back, the relay's check stands as before it slept.
-    await visitor.link.deliver({ type: FrameType.Credit, stream: 1, bytes: 500 });
-    expect(await agent.link.nextOf(FrameType.Credit)).toEqual({ type: FrameType.Credit, stream: agentStream, bytes: 500 });
-    // Both sessions went on where they were: their peers' Acks fit what the relay sent.
-    await Promise.all([ack(agent.link), ack(visitor.link)]);
-    await tick(20);
-    expect([agent.link.closed, visitor.link.closed]).toEqual([undefined, undefined]);
-    expect([...agent.link.pending(), ...visitor.link.pending()]).toEqual([]);
-  });
-
   it("wakes with the streams of a visitor and an agent that resumed after a cut and stayed quiet", async () => {
     const relay = new MemoryRelay();
     const first = await joined(relay);
+    // Frames each way, so that each session's counts are more than 0.
+    await first.visitor.link.deliver({ type: FrameType.Data, stream: 1, bytes: bytes(5) });
+    await first.agent.link.deliver({ type: FrameType.Data, stream: first.agentStream, bytes: bytes(5) });
+    await first.visitor.link.nextOf(FrameType.Data);
     await Promise.all([ack(first.agent.link), ack(first.visitor.link)]);
     await tick(SAVED_MS);
     first.agent.link.cut(1006);
@@ -132,16 +111,22 @@ describe("a TCP tunnel's relay hibernating while its streams are quiet", () => {
     expect(await agent.link.nextOf(FrameType.Data)).toMatchObject({ stream: first.agentStream });
     expect(first.visitor.link.pending()).toEqual([]);
   });
-
-  it("closes a visitor whose streams were too many to save, which then connects as a new session", async () => {
+  it("wakes with a quiet visitor's session when its cut wakes it: the visitor resumes it, its stream goes on", async () => {
     const relay = new MemoryRelay();
-    await tcpAgent(relay);
-    const visitor = await connector(relay);
-    for (let stream = 1; stream <= 65; stream++) await visitor.link.deliver({ type: FrameType.Open, stream, from: "" });
-    await ack(visitor.link);
+    const first = await joined(relay);
+    await Promise.all([ack(first.agent.link), ack(first.visitor.link)]);
     await tick(SAVED_MS);
+
     await relay.object("devbox").hibernate();
-    expect(visitor.link.closed).toMatchObject({ code: 1012, reason: expect.stringMatching(/connect again/) });
+    first.visitor.link.cut(1006);
+    const visitor = await connector(relay, {
+      session: first.visitor.ready.session,
+      received: counted(first.visitor.link).length,
+    });
+    expect(visitor.ready.resumed).toBe(true);
+    await first.agent.link.deliver({ type: FrameType.Data, stream: first.agentStream, bytes: bytes(10) });
+    expect(await visitor.link.nextOf(FrameType.Data)).toMatchObject({ stream: 1 });
+    expect(first.agent.link.pending()).toEqual([]);
   });
 });
 
