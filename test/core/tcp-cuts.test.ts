@@ -8,6 +8,8 @@ import {
   type Frame,
   FrameType,
   hashConnectKey,
+  INITIAL_WINDOW,
+  MAX_DATA_CHUNK,
   PROTOCOL_VERSION,
   type ReadyFrame,
 } from "@burrow/protocol";
@@ -62,6 +64,42 @@ async function joined(relay: MemoryRelay) {
 }
 
 describe("a TCP tunnel's relay hibernating while its streams are quiet", () => {
+  it("takes back credit for bytes sent before the wake, and still bounds what a side sends", async () => {
+    const relay = new MemoryRelay();
+    const { agent, visitor, agentStream } = await joined(relay);
+    await visitor.link.deliver({ type: FrameType.Data, stream: 1, bytes: bytes(1000) });
+    expect((await agent.link.nextOf(FrameType.Data)).stream).toBe(agentStream);
+    await agent.link.deliver({ type: FrameType.Data, stream: agentStream, bytes: bytes(500) });
+    expect(await visitor.link.nextOf(FrameType.Data)).toMatchObject({ stream: 1 });
+    await Promise.all([ack(agent.link), ack(visitor.link)]);
+    await tick(SAVED_MS);
+
+    await relay.object("devbox").hibernate();
+    await visitor.link.deliver({ type: FrameType.Data, stream: 1, bytes: bytes(2000) });
+    expect(await agent.link.nextOf(FrameType.Data)).toMatchObject({ stream: agentStream, bytes: bytes(2000) });
+    // The agent gives back all 3000 bytes, 1000 of them sent before the relay slept; the
+    // visitor gives back the agent's 500.
+    await agent.link.deliver({ type: FrameType.Credit, stream: agentStream, bytes: 3000 });
+    expect(await visitor.link.nextOf(FrameType.Credit)).toEqual({ type: FrameType.Credit, stream: 1, bytes: 3000 });
+    await visitor.link.deliver({ type: FrameType.Credit, stream: 1, bytes: 500 });
+    expect(await agent.link.nextOf(FrameType.Credit)).toEqual({ type: FrameType.Credit, stream: agentStream, bytes: 500 });
+    // Both sessions went on where they were: their peers' Acks fit what the relay sent.
+    await Promise.all([ack(agent.link), ack(visitor.link)]);
+    await tick(20);
+    expect([agent.link.closed, visitor.link.closed]).toEqual([undefined, undefined]);
+    expect([...agent.link.pending(), ...visitor.link.pending()]).toEqual([]);
+    // A window's worth and a byte more, with no credit: the relay still resets the stream.
+    quietWarnings();
+    for (let sent = 0; sent <= INITIAL_WINDOW; sent += MAX_DATA_CHUNK) {
+      await visitor.link.deliver({
+        type: FrameType.Data,
+        stream: 1,
+        bytes: bytes(Math.min(MAX_DATA_CHUNK, INITIAL_WINDOW + 1 - sent)),
+      });
+    }
+    expect(await visitor.link.nextOf(FrameType.Reset)).toMatchObject({ stream: 1, code: "protocol-error" });
+  });
+
   it("wakes with the streams of a visitor and an agent that resumed after a cut and stayed quiet", async () => {
     const relay = new MemoryRelay();
     const first = await joined(relay);

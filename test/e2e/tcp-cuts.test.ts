@@ -43,6 +43,9 @@ const SHORT_RESUME_SECONDS = 2;
  * hibernates.
  */
 const QUIET_MS = 25_000;
+/** The quiet session's pieces of output after the wake: 30 of 10,000 bytes, past CREDIT_BATCH. */
+const PIECE = 10_000;
+const PIECES = 30;
 const hibernates = !launcherFor("workerd").startsWith("selfhost-");
 const KEY = randomBytes(18).toString("base64url");
 
@@ -88,11 +91,13 @@ class Client {
   /** Resolves once stdout has `text`. */
   async waitForOutput(text: string, timeoutMs = 30_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
+    const what = text.length > 100 ? `${text.length} characters (${JSON.stringify(text.slice(-40))} last)` : JSON.stringify(text);
     while (!this.stdout.includes(text)) {
+      const got = `${this.stdout.length} characters out, ${JSON.stringify(this.stdout.slice(-100))} last; stderr:\n${this.stderr}`;
       if (this.child.exitCode !== null || this.child.signalCode !== null) {
-        throw new Error(`the client exited before printing ${JSON.stringify(text)}:\n${this.stdout}\n${this.stderr}`);
+        throw new Error(`the client exited before printing ${what}: ${got}`);
       }
-      if (Date.now() > deadline) throw new Error(`no ${JSON.stringify(text)} within ${timeoutMs}ms:\n${this.stderr}`);
+      if (Date.now() > deadline) throw new Error(`no ${what} within ${timeoutMs}ms: ${got}`);
       await sleep(20);
     }
   }
@@ -273,7 +278,9 @@ describe.skipIf(skip)("a TCP tunnel across cut connections", () => {
   it.runIf(hibernates)(
     "keeps a quiet ssh session up while the relay's Durable Object hibernates, and across cuts before and after",
     async () => {
-      const ssh = new Client("ssh", [...through(relay, name), "-T", sshd.target, "while read l; do echo got $l; done"], 120_000);
+      // "more" is answered with 10,000 x's: output the visitor reads a piece at a time.
+      const script = `while read l; do if [ "$l" = more ]; then head -c ${PIECE} /dev/zero | tr '\\0' x; echo; else echo got $l; fi; done`;
+      const ssh = new Client("ssh", [...through(relay, name), "-T", sshd.target, script], 120_000);
       const visitorResumed = async (count: number) => {
         for (const deadline = Date.now() + 30_000; visitorResumes(ssh) < count; await sleep(50)) {
           if (Date.now() > deadline) throw new Error(`the visitor's connect did not resume:\n${ssh.stderr}`);
@@ -301,9 +308,16 @@ describe.skipIf(skip)("a TCP tunnel across cut connections", () => {
         await visitorResumed(2);
         ssh.child.stdin!.write("two\n");
         await ssh.waitForOutput("got two\n");
+        // More than CREDIT_BATCH (256 KiB) read a piece at a time: the visitor's first Credit
+        // gives back bytes sent before the object slept too.
+        const answer = `${"x".repeat(PIECE)}\n`;
+        for (let i = 1; i <= PIECES; i++) {
+          ssh.child.stdin!.write("more\n");
+          await ssh.waitForOutput(`got two\n${answer.repeat(i)}`);
+        }
         ssh.child.stdin!.end();
         const result = await ssh.done;
-        expect(result, result.stderr).toMatchObject({ code: 0, stdout: "got one\ngot two\n" });
+        expect(result, result.stderr).toMatchObject({ code: 0, stdout: `got one\ngot two\n${answer.repeat(PIECES)}` });
         expect(agentResumes(from)).toBe(2);
       } finally {
         ssh.kill("SIGKILL");
