@@ -237,6 +237,8 @@ export class Agent {
         }
       } else if (end.refused?.code === "agent-offline" && everReady) {
         // A visitor's connect whose tunnel's agent left: it waits for it, as a listener would.
+        // Its session went with the agent's (the relay keeps none without it): its connections end.
+        this.endStreams(`the tunnel's agent left meanwhile: ${end.refused.message}`);
         attempt = Math.max(attempt, 3);
       } else if (end.refused?.code === "shard-waiting") {
         // The tunnel's first connection is not (or no longer) up: this one waits for it.

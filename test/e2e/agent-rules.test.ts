@@ -70,6 +70,8 @@ describe("agent, against a scripted relay", () => {
         { kind: "github", header: "x-hub-signature-256", secret: "gh-secret" },
         { kind: "hmac-sha256", header: "x-signature", secret: "other-secret" },
       ],
+      // An HTTP tunnel gives no connect keys (TCP tunnels do: test/e2e/tcp-cli.test.ts).
+      connectKeys: [],
     });
     expect(process.lines.filter((line) => line.startsWith("visitors"))).toEqual([
       "visitors of tunnel rules-app: basic auth for alice, bob; from 10.0.0.0/8, ::1; webhook signatures github (x-hub-signature-256), hmac-sha256 (x-signature)",

@@ -42,9 +42,9 @@ export class LocalClients {
     return this.current;
   }
 
-  /** A local client connected: a stream now, or once the relay first says Ready. */
+  /** A local client connected: a stream now, or once the relay says Ready (first, or after a session ended). */
   add(socket: ClientSocket): void {
-    if (this.current) this.current.add(socket);
+    if (this.current && !this.current.ended) this.current.add(socket);
     else if (this.waiting.length >= DEFAULT_MAX_STREAMS) {
       // The relay would refuse more than a tunnel's streams anyway; none waits unbounded.
       this.log.warn(`${DEFAULT_MAX_STREAMS} connections already wait for the relay; closing another one`, "tcp-refused");
@@ -64,6 +64,8 @@ export class LocalClients {
 export class ClientStreams {
   private readonly pipes = new Map<number, TcpPipe>();
   private next = 1;
+  /** The session ended (abortAll): new clients wait for the next one. */
+  ended = false;
 
   constructor(
     private readonly send: (frame: Frame) => void,
@@ -118,6 +120,7 @@ export class ClientStreams {
   }
 
   abortAll(why = "the connection to the relay ended"): void {
+    this.ended = true;
     for (const pipe of [...this.pipes.values()]) pipe.abort(why, false);
   }
 }

@@ -3,6 +3,7 @@ import {
   type DataFrame,
   type EndFrame,
   FrameType,
+  INITIAL_WINDOW,
   MAX_CONNECT_STREAM_ID,
   type ResetCode,
   type ResetFrame,
@@ -71,6 +72,12 @@ interface Joined {
   readonly toVisitor: SendCredit;
   endedToAgent: boolean;
   endedToVisitor: boolean;
+  /**
+   * Made anew after a wake (see revive), its credit full: a grant that would take it past the
+   * window counts up to the window only. The bytes granted may have been sent before the wake,
+   * and the ends' own credit is never more than the relay's, so the check still bounds them.
+   */
+  readonly revived: boolean;
 }
 
 /** A public port's connection, ended at the relay (self-hosted). */
@@ -132,7 +139,7 @@ export class TcpRoutes {
     return undefined;
   }
 
-  private join(connector: Connector, clientStream: number): Joined {
+  private join(connector: Connector, clientStream: number, revived = false): Joined {
     const route: Joined = {
       kind: "joined",
       agentStream: CONNECTOR_IDS + connector.slot * SLOT_SIZE + clientStream,
@@ -142,6 +149,7 @@ export class TcpRoutes {
       toVisitor: new SendCredit(),
       endedToAgent: false,
       endedToVisitor: false,
+      revived,
     };
     this.routes.set(route.agentStream, route);
     connector.streams.set(clientStream, route);
@@ -151,7 +159,7 @@ export class TcpRoutes {
   /** The route of a stream that was open when the relay hibernated, made anew. */
   private revive(connector: Connector | undefined, clientStream: number): Joined | undefined {
     if (!connector?.restored || clientStream < 1 || clientStream > MAX_CONNECT_STREAM_ID) return undefined;
-    return this.join(connector, clientStream);
+    return this.join(connector, clientStream, true);
   }
 
   /**
@@ -194,7 +202,7 @@ export class TcpRoutes {
       return undefined;
     }
     const agent = this.agent();
-    const violation = this.check(frame, route.toAgent, route.toVisitor, route.endedToAgent);
+    const violation = this.check(frame, route.toAgent, route.toVisitor, route.endedToAgent, route.revived);
     if (violation) {
       this.reset(route, "protocol-error", violation);
       return violation;
@@ -224,7 +232,7 @@ export class TcpRoutes {
       if (violation) route.pipe.abort(violation);
       return violation;
     }
-    const violation = this.check(frame, route.toVisitor, route.toAgent, route.endedToVisitor);
+    const violation = this.check(frame, route.toVisitor, route.toAgent, route.endedToVisitor, route.revived);
     if (violation) {
       this.reset(route, "protocol-error", violation);
       return violation;
@@ -255,7 +263,7 @@ export class TcpRoutes {
   }
 
   /** Checks a frame against the credit its receiver gave; a grant is counted for the other way. */
-  private check(frame: TcpFrame, forward: SendCredit, back: SendCredit, ended: boolean): string | undefined {
+  private check(frame: TcpFrame, forward: SendCredit, back: SendCredit, ended: boolean, revived: boolean): string | undefined {
     switch (frame.type) {
       case FrameType.Data:
         if (ended) return "Data after End";
@@ -263,7 +271,7 @@ export class TcpRoutes {
           ? undefined
           : `${frame.bytes.byteLength} bytes sent past the receiver's credit`;
       case FrameType.Credit:
-        return back.grant(frame.bytes);
+        return back.grant(revived ? Math.min(frame.bytes, INITIAL_WINDOW - back.available) : frame.bytes);
       case FrameType.End:
         return ended ? "a second End" : undefined;
       case FrameType.Reset:

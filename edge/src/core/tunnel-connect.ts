@@ -190,16 +190,20 @@ function carry(t: TunnelCore, connector: Connector, link: Link, peerReceived: nu
     endConnector(t, session.id, `it ${why}`);
   };
   // As the agent's (see use in tunnel-hello.ts): the counts a wake from hibernation needs,
-  // written once the session has been quiet PERSIST_MS.
+  // written once the session has been quiet PERSIST_MS, on the link that carries it then.
   session.frames.onQuiescent = () => {
     if (session.persistTimer) return;
     session.persistTimer = setTimeout(() => {
       session.persistTimer = undefined;
-      if (session.link !== link || t.ended.has(link) || !session.frames.quiescent) return;
-      const attachment = t.attachment(link) as Extract<ConnectorAttachment, { phase: "connector" }>;
-      t.setAttachment(link, { ...attachment, counts: session.frames.snapshot() } satisfies ConnectorAttachment);
+      const current = session.link;
+      if (!current || t.ended.has(current) || !session.frames.quiescent) return;
+      const attachment = t.attachment(current) as Extract<ConnectorAttachment, { phase: "connector" }>;
+      t.setAttachment(current, { ...attachment, counts: session.frames.snapshot() } satisfies ConnectorAttachment);
     }, PERSIST_MS);
   };
+  // A session resumed with nothing in flight may stay quiet from here on: its new link's
+  // attachment has no counts yet.
+  if (session.frames.quiescent) session.frames.onQuiescent();
 }
 
 /** A free connector slot: none of the open connectors' (on their links, after a wake too). */
@@ -245,6 +249,18 @@ function restore(
   t.connectors.set(session.id, connector);
   carry(t, connector, link, attachment.counts?.sent ?? 0, attachment.name);
   return connector;
+}
+
+/**
+ * A wake from hibernation (the host's start): every connector found again from its link before
+ * any event of it, a close among them (its session then waits for the visitor, as when it was in
+ * memory, instead of being forgotten: the visitor's resume would find none).
+ */
+export function wakeConnectors(t: TunnelCore): void {
+  for (const link of connectorLinks(t)) {
+    const attachment = t.attachment(link) as ConnectorAttachment;
+    if (attachment.phase === "connector" && !t.connectors.has(attachment.session)) restore(t, link, attachment);
+  }
 }
 
 /** The connector in `slot`, found again from the links after a wake if need be (see tcp.ts). */
@@ -375,6 +391,10 @@ export function closeConnectors(t: TunnelCore, why: string): void {
   t.tcp.endAll(why);
   for (const [id, connector] of t.connectors) {
     const link = connector.session.link;
+    // The Resets just queued go out before the session ends (an ended session drops what it
+    // has queued): the visitor's connect ends each local connection with `why`, instead of
+    // holding it open while it waits for the agent.
+    connector.session.detach();
     endConnector(t, id, why);
     if (link) t.close(link, 1012, why);
   }

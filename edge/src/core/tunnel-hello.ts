@@ -257,11 +257,17 @@ export function use(t: TunnelCore, session: AgentSession, link: Link, peerReceiv
     if (session.persistTimer) return;
     session.persistTimer = setTimeout(() => {
       session.persistTimer = undefined;
-      if (session.link !== link || t.ended.has(link) || !session.frames.quiescent) return;
-      const attachment = t.attachment(link) as ReadyAttachment;
-      t.setAttachment(link, { ...attachment, counts: session.frames.snapshot() } satisfies Attachment);
+      // The link that carries the session now: a timer set before a resume writes to the new one.
+      const current = session.link;
+      if (!current || t.ended.has(current) || !session.frames.quiescent) return;
+      const attachment = t.attachment(current) as ReadyAttachment;
+      t.setAttachment(current, { ...attachment, counts: session.frames.snapshot() } satisfies Attachment);
     }, PERSIST_MS);
   };
+  // A session resumed with nothing in flight may stay quiet from here on, and its new link's
+  // attachment has no counts yet: a wake from hibernation would start it from 0 (the agent's
+  // next Ack, of more than that, would then end it as a protocol error).
+  if (session.frames.quiescent) session.frames.onQuiescent();
   // An agent that provokes frames (a Reset for each frame of a stream that does not exist) and
   // never acknowledges them would have the relay keep them all: past the bound its session
   // ends, and what it kept goes with it.

@@ -30,6 +30,7 @@ import {
   connectorInSlot,
   connectorLinks,
   fromConnector,
+  wakeConnectors,
 } from "./tunnel-connect.ts";
 import { fromAgent } from "./tunnel-frames.ts";
 import { use } from "./tunnel-hello.ts";
@@ -136,6 +137,11 @@ export class TunnelCore implements TunnelPeer {
    * NAME_TTL_DAYS from here).
    */
   async start(): Promise<void> {
+    // A wake from hibernation: the agent's session and its visitors' connects are found again
+    // from their links' attachments before any event of theirs, a close among them (a cut
+    // session then waits for its peer, as when it was in memory).
+    this.agent();
+    wakeConnectors(this);
     const record = await this.host.storage.get<NameRecord>(NAME_KEY);
     if (!record?.connected) return;
     const alive = this.host.links
