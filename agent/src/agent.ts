@@ -281,6 +281,11 @@ export class Agent {
   /** Closes the connection cleanly (the relay frees the name at once) and ends `run()`. */
   stop(): void {
     this.stopped = true;
+    // What the session queued this turn goes before the close (FrameSession batches until
+    // setImmediate, and end() drops the batch): `connect --stdio`'s End, pushed as its stdin's
+    // EOF closed the connection both ways and stopped it, else never reaches the relay, which
+    // then resets the stream at the tunnel's agent instead of seeing it close.
+    this.current?.frames.detach();
     this.endStreams();
     this.dialing?.abort();
     this.link?.close(CloseCode.Normal, "agent stopped");
