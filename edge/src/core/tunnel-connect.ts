@@ -22,7 +22,7 @@ import { CONNECTOR_SLOTS, type Connector } from "./tcp.ts";
 import { cancelTimer } from "./timers.ts";
 import type { TunnelCore } from "./tunnel.ts";
 import { withinRate } from "./tunnel-frames.ts";
-import { PERSIST_MS } from "./tunnel-state.ts";
+import { persistCounts } from "./tunnel-hello.ts";
 import { visitorRules } from "./tunnel-visit.ts";
 
 // A visitor's `agent connect` on the relay: its link says Connect instead of Hello, is judged
@@ -189,21 +189,7 @@ function carry(t: TunnelCore, connector: Connector, link: Link, peerReceived: nu
     if (session.link) t.close(session.link, CloseCode.Unacknowledged, `the visitor ${why}`);
     endConnector(t, session.id, `it ${why}`);
   };
-  // As the agent's (see use in tunnel-hello.ts): the counts a wake from hibernation needs,
-  // written once the session has been quiet PERSIST_MS, on the link that carries it then.
-  session.frames.onQuiescent = () => {
-    if (session.persistTimer) return;
-    session.persistTimer = setTimeout(() => {
-      session.persistTimer = undefined;
-      const current = session.link;
-      if (!current || t.ended.has(current) || !session.frames.quiescent) return;
-      const attachment = t.attachment(current) as Extract<ConnectorAttachment, { phase: "connector" }>;
-      t.setAttachment(current, { ...attachment, counts: session.frames.snapshot() } satisfies ConnectorAttachment);
-    }, PERSIST_MS);
-  };
-  // A session resumed with nothing in flight may stay quiet from here on: its new link's
-  // attachment has no counts yet.
-  if (session.frames.quiescent) session.frames.onQuiescent();
+  persistCounts(t, session);
 }
 
 /** A free connector slot: none of the open connectors' (on their links, after a wake too). */

@@ -248,26 +248,7 @@ export function answers(t: TunnelCore, link: Link): Promise<boolean> {
 /** `link` carries `session` from now on (it had received `peerReceived` of its frames). */
 export function use(t: TunnelCore, session: AgentSession, link: Link, peerReceived: number): void {
   session.attach(link, peerReceived);
-  // Idle and with nothing kept, the counts are all a wake from hibernation needs. Written
-  // PERSIST_MS after the session went quiet, if it still is (a serializeAttachment at every
-  // quiet moment, i.e. after each request at c=1, cost the relay about 30 µs per request);
-  // the timer keeps the object from hibernating until then, and each new quiet moment sets
-  // it again, so the counts written last are those it hibernates with.
-  session.frames.onQuiescent = () => {
-    if (session.persistTimer) return;
-    session.persistTimer = setTimeout(() => {
-      session.persistTimer = undefined;
-      // The link that carries the session now: a timer set before a resume writes to the new one.
-      const current = session.link;
-      if (!current || t.ended.has(current) || !session.frames.quiescent) return;
-      const attachment = t.attachment(current) as ReadyAttachment;
-      t.setAttachment(current, { ...attachment, counts: session.frames.snapshot() } satisfies Attachment);
-    }, PERSIST_MS);
-  };
-  // A session resumed with nothing in flight may stay quiet from here on, and its new link's
-  // attachment has no counts yet: a wake from hibernation would start it from 0 (the agent's
-  // next Ack, of more than that, would then end it as a protocol error).
-  if (session.frames.quiescent) session.frames.onQuiescent();
+  persistCounts(t, session);
   // An agent that provokes frames (a Reset for each frame of a stream that does not exist) and
   // never acknowledges them would have the relay keep them all: past the bound its session
   // ends, and what it kept goes with it.
@@ -278,6 +259,32 @@ export function use(t: TunnelCore, session: AgentSession, link: Link, peerReceiv
     if (current) t.close(current, CloseCode.Unacknowledged, `the agent ${why}`);
     endSession(t, session, `The tunnel's agent stopped acknowledging what the relay sent (it ${why}); retry the request.`);
   };
+}
+
+/**
+ * Keeps the counts a wake from hibernation needs in the attachment of the link that carries
+ * `session` (an agent's or a visitor's connect): idle and with nothing kept, they are all it
+ * needs. Written PERSIST_MS after the session went quiet, if it still is (a serializeAttachment
+ * at every quiet moment, i.e. after each request at c=1, cost the relay about 30 µs per
+ * request); the timer keeps the object from hibernating until then, and each new quiet moment
+ * sets it again, so the counts written last are those it hibernates with.
+ */
+export function persistCounts(t: TunnelCore, session: AgentSession): void {
+  session.frames.onQuiescent = () => {
+    if (session.persistTimer) return;
+    session.persistTimer = setTimeout(() => {
+      session.persistTimer = undefined;
+      // The link that carries the session now: a timer set before a resume writes to the new one.
+      const current = session.link;
+      if (!current || t.ended.has(current) || !session.frames.quiescent) return;
+      const attachment = t.attachment(current) as ReadyAttachment | Extract<Attachment, { phase: "connector" }>;
+      t.setAttachment(current, { ...attachment, counts: session.frames.snapshot() } satisfies Attachment);
+    }, PERSIST_MS);
+  };
+  // A session resumed with nothing in flight may stay quiet from here on, and its new link's
+  // attachment has no counts yet: a wake from hibernation would start it from 0 (the peer's
+  // next Ack, of more than that, would then end it as a protocol error).
+  if (session.frames.quiescent) session.frames.onQuiescent();
 }
 
 /**
